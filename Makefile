@@ -1,0 +1,23 @@
+# The two commands a newcomer needs: `make up` and `make test`.
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: setup up down test lint
+
+setup:
+	@hack/setup.sh >/dev/null
+
+up: setup
+	@$(VENV)/kubevisor dev up
+
+down:
+	@$(VENV)/kubevisor dev down
+
+lint: setup
+	$(VENV)/ruff check operator tests bench
+	$(VENV)/ruff format --check operator tests bench
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+
+test: lint
+	KUBEVISOR_CONTROLPLANE_BIN=$$(hack/controlplane/build.sh) $(VENV)/pytest

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what kubevisor needs on this machine, idempotently; cheap when already done.
+#   - Debian packages (libvirt, QEMU, the guest kernel, busybox) when running as root
+#   - a virtualenv in .venv with the package and its dev tools
+#   - kube-apiserver, kubectl and etcd built from Go modules into a cache outside the repo
+# Prints nothing but progress on stderr; the last line on stdout is the control-plane bin dir.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+debs=(
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage cpio
+  iproute2 util-linux
+)
+missing=()
+for deb in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing+=("$deb")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  else
+    echo "missing Debian packages (run as root to install): ${missing[*]}" >&2
+  fi
+fi
+
+python=${PYTHON:-python3}
+stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  echo "creating .venv with kubevisor and its dev tools" >&2
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >&2
+  .venv/bin/pip install -q -e '.[dev]' >&2
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+hack/controlplane/build.sh

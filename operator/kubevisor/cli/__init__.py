@@ -1,0 +1,1 @@
+"""The kubevisor command line (also usable as the kubectl plugin kubectl-kubevisor)."""

@@ -1,0 +1,1 @@
+"""Nova-style placement: capacity with allocation ratios, filters, NUMA fitting, weighers."""

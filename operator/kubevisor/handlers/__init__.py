@@ -1,0 +1,1 @@
+"""kopf glue for the controller: parse, ask core, patch."""
