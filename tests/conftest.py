@@ -1,23 +1,33 @@
-"""Fixtures shared by every tier, and the rule for missing infrastructure.
-
-Outside CI a tier whose infrastructure is missing skips with one line saying how to get
-it; with CI=true the same situation fails the run, so CI can never go green by skipping.
-"""
+"""Fixtures shared by every tier: the real control plane (session scope)."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from harness import REPO, controlplane_bin, require
+from kubevisor.testbed import controlplane
+from kubevisor.testbed.controlplane import ControlPlane
 
 
-def require(available: bool, *, what: str, how: str) -> None:
-    """Skip (outside CI) or fail (CI=true) unless `available`; `how` tells how to get `what`."""
-    if available:
-        return
-    message = f"{what} is not available: {how}"
-    if IN_CI:
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real kube-apiserver + etcd for the whole session, with kubevisor's CRDs installed."""
+    bin_dir = controlplane_bin()
+    require(
+        bin_dir is not None,
+        what="the local kube-apiserver + etcd",
+        how="build them with hack/controlplane/build.sh (or run `make test`)",
+    )
+    assert bin_dir is not None
+    plane = controlplane.start(
+        bin_dir=bin_dir,
+        state_dir=tmp_path_factory.mktemp("controlplane"),
+        crd_paths=sorted((REPO / "deploy" / "crds").glob("*.yaml")),
+    )
+    print(f"\nkube-apiserver {plane.version} at {plane.server}")
+    try:
+        yield plane
+    finally:
+        controlplane.stop(plane.state_dir)

@@ -2,17 +2,25 @@
 # Builds kube-apiserver, kubectl and etcd from this wrapper module into a cache outside the repo,
 # keyed by the versions and the module's go.sum; prints the bin directory.
 # Reuses the cache when it is complete; rebuilds when it is missing.
+#   build.sh          build if needed, print the bin directory
+#   build.sh --check  print the bin directory if it is built, else exit 1 (never builds)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 k8s=$(sed -n 's/^\s*k8s.io\/kubernetes \(v[^ ]*\)$/\1/p' go.mod | head -1)
 etcd=$(sed -n 's/^\s*go.etcd.io\/etcd\/server\/v3 \(v[^ ]*\)$/\1/p' go.mod | head -1)
-key=$(cat go.mod go.sum build.sh | sha256sum | cut -c1-12)
+# Bump recipe when the way the binaries are built changes (flags, the set of programs).
+recipe=1
+key=$( (cat go.mod go.sum; echo "recipe=$recipe") | sha256sum | cut -c1-12)
 cache=${KUBEVISOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubevisor}
 bin="$cache/controlplane/kube-$k8s-etcd-$etcd-$key/bin"
 if [ -x "$bin/kube-apiserver" ] && [ -x "$bin/etcd" ] && [ -x "$bin/kubectl" ]; then
   echo "$bin"
   exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  echo "not built yet: $bin (run hack/controlplane/build.sh)" >&2
+  exit 1
 fi
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 minor=${k8s#v1.}; minor=${minor%%.*}

@@ -1,0 +1,40 @@
+"""Helpers shared by every test tier (importable as `harness`; see pytest's pythonpath).
+
+Outside CI a tier whose infrastructure is missing skips with one line saying how to get
+it; with CI=true the same situation fails the run, so CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(available: bool, *, what: str, how: str) -> None:
+    """Skip (outside CI) or fail (CI=true) unless `available`; `how` tells how to get `what`."""
+    if available:
+        return
+    message = f"{what} is not available: {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def controlplane_bin() -> Path | None:
+    """The built control-plane binaries: $KUBEVISOR_CONTROLPLANE_BIN, else the build cache."""
+    if env := os.environ.get("KUBEVISOR_CONTROLPLANE_BIN"):
+        return Path(env)
+    check = subprocess.run(
+        [str(REPO / "hack" / "controlplane" / "build.sh"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    return Path(check.stdout.strip()) if check.returncode == 0 else None
