@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make up` and `make test`.
 SHELL := /bin/bash
 VENV := .venv/bin
+PY_SOURCES := operator tests $(wildcard bench)
 
 .PHONY: setup up down test lint
 
@@ -14,8 +15,8 @@ down:
 	@$(VENV)/kubevisor dev down
 
 lint: setup
-	$(VENV)/ruff check operator tests bench
-	$(VENV)/ruff format --check operator tests bench
+	$(VENV)/ruff check $(PY_SOURCES)
+	$(VENV)/ruff format --check $(PY_SOURCES)
 	$(VENV)/mypy
 	$(VENV)/lint-imports
 
