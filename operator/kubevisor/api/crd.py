@@ -1,0 +1,382 @@
+"""CustomResourceDefinitions generated from the API models.
+
+The models are the single source of the schema. `kubevisor crds generate` (cli/crds.py)
+writes what `rendered()` returns into deploy/crds/, and the api tests fail when the
+committed files differ. The conversion turns pydantic's JSON schema into a *structural*
+OpenAPI v3 schema as the API server requires: every $ref inlined, optional fields plain
+(not anyOf-with-null), JSON-Schema-2020 keywords translated to OpenAPI 3.0 ones, and
+nothing the API server would refuse or silently drop.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
+from kubevisor.api.schema import GROUP, VERSION
+
+CATEGORY = "kubevisor"
+
+REGENERATE = "kubevisor crds generate"
+
+# Order of keys inside one schema node, so the YAML reads top-down (what, type, limits,
+# children, Kubernetes extensions) and stays byte-stable across pydantic releases.
+_NODE_KEYS = (
+    "description",
+    "type",
+    "format",
+    "enum",
+    "default",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "items",
+    "minProperties",
+    "maxProperties",
+    "properties",
+    "required",
+    "additionalProperties",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-validations",
+)
+
+_RULE_KEYS = ("rule", "message", "messageExpression", "fieldPath", "reason", "optionalOldSelf")
+
+# pydantic keywords that carry nothing for the API server.
+_DROPPED_KEYS = frozenset({"title"})
+
+
+class SchemaError(ValueError):
+    """The pydantic schema holds something a structural CRD schema cannot express."""
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One `kubectl get` column."""
+
+    name: str
+    type: str
+    json_path: str
+    description: str
+    priority: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        column: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "jsonPath": self.json_path,
+            "description": self.description,
+        }
+        if self.priority:
+            column["priority"] = self.priority
+        return column
+
+
+def _age() -> PrinterColumn:
+    return PrinterColumn(
+        "Age", "date", ".metadata.creationTimestamp", "Time since the object was created."
+    )
+
+
+def _ready() -> PrinterColumn:
+    return PrinterColumn(
+        "Ready",
+        "string",
+        '.status.conditions[?(@.type=="Ready")].status',
+        "Status of the Ready condition.",
+    )
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything about one CRD that is not in its spec and status models."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    namespaced: bool
+    description: str
+    spec: type[BaseModel]
+    spec_description: str
+    status: type[BaseModel]
+    status_description: str
+    columns: tuple[PrinterColumn, ...]
+    spec_required: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        kind=virtualmachine.KIND,
+        plural=virtualmachine.PLURAL,
+        singular="virtualmachine",
+        short_names=("vm", "vms"),
+        namespaced=True,
+        description=(
+            "VirtualMachine is a libvirt/KVM virtual machine that kubevisor places on a "
+            "HypervisorHost with OpenStack Nova's rules and keeps running per its "
+            "runStrategy."
+        ),
+        spec=virtualmachine.VirtualMachineSpec,
+        spec_description="Desired state of the virtual machine, written by users or GitOps.",
+        status=virtualmachine.VirtualMachineStatus,
+        status_description=(
+            "Observed state, written by the kubevisor controller (placement) and the "
+            "agent of the bound host."
+        ),
+        columns=(
+            PrinterColumn("Phase", "string", ".status.phase", "Lifecycle phase."),
+            PrinterColumn("Host", "string", ".status.host", "HypervisorHost the VM is bound to."),
+            PrinterColumn("vCPUs", "integer", ".spec.cpu.vcpus", "Number of virtual CPUs."),
+            PrinterColumn("Memory", "string", ".spec.memory.size", "Guest memory."),
+            _age(),
+            dataclasses.replace(_ready(), priority=1),
+            PrinterColumn("CPU Policy", "string", ".spec.cpu.policy", "shared or dedicated.", 1),
+            PrinterColumn("Group", "string", ".spec.placement.group", "Server group.", 1),
+        ),
+    ),
+    Kind(
+        kind=hypervisorhost.KIND,
+        plural=hypervisorhost.PLURAL,
+        singular="hypervisorhost",
+        short_names=("hvh",),
+        namespaced=False,
+        description=(
+            "HypervisorHost is one libvirt hypervisor that can run VirtualMachines. Its "
+            "agent creates it and reports capacity; admins cordon, drain and tune it."
+        ),
+        spec=hypervisorhost.HypervisorHostSpec,
+        spec_description="Admin settings: cordon, drain, allocation ratios, reserved resources.",
+        status=hypervisorhost.HypervisorHostStatus,
+        status_description="What the host offers and carries, written by its agent.",
+        columns=(
+            _ready(),
+            PrinterColumn("Hypervisor", "string", ".status.hypervisor.type", "Hypervisor type."),
+            PrinterColumn(
+                "CPU Allocated", "integer", ".status.allocated.cpu", "vCPUs allocated to VMs."
+            ),
+            PrinterColumn(
+                "CPU Allocatable", "integer", ".status.allocatable.cpu", "vCPUs VMs may use."
+            ),
+            PrinterColumn(
+                "Memory Allocated", "string", ".status.allocated.memory", "Memory allocated."
+            ),
+            PrinterColumn(
+                "Memory Allocatable", "string", ".status.allocatable.memory", "Memory VMs may use."
+            ),
+            PrinterColumn("VMs", "integer", ".status.vmCount", "VMs bound to the host."),
+            _age(),
+            PrinterColumn(
+                "Schedulable",
+                "string",
+                '.status.conditions[?(@.type=="Schedulable")].status',
+                "Status of the Schedulable condition.",
+                1,
+            ),
+            PrinterColumn(
+                "Version", "string", ".status.hypervisor.version", "Hypervisor version.", 1
+            ),
+        ),
+        spec_required=False,
+    ),
+    Kind(
+        kind=migrationjob.KIND,
+        plural=migrationjob.PLURAL,
+        singular="migrationjob",
+        short_names=("vmmig",),
+        namespaced=True,
+        description="MigrationJob live-migrates one VirtualMachine to another HypervisorHost.",
+        spec=migrationjob.MigrationJobSpec,
+        spec_description=(
+            "What to migrate, where to, and how. spec.vm and spec.targetHost are immutable."
+        ),
+        status=migrationjob.MigrationJobStatus,
+        status_description=(
+            "Observed state, written by the controller (phase, hosts) and the source "
+            "host's agent (progress)."
+        ),
+        columns=(
+            PrinterColumn("VM", "string", ".spec.vm", "VirtualMachine being migrated."),
+            PrinterColumn("Source", "string", ".status.source", "Host the VM migrates from."),
+            PrinterColumn("Target", "string", ".status.target", "Host the VM migrates to."),
+            PrinterColumn("Phase", "string", ".status.phase", "Migration phase."),
+            PrinterColumn("Progress", "integer", ".status.progress.percent", "Percent done."),
+            _age(),
+        ),
+    ),
+)
+
+
+def structural_schema(model: type[BaseModel], *, description: str) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of `model`, as a CRD's spec or status property."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    definitions = raw.pop("$defs", {})
+    schema = _convert(raw, definitions, path=model.__name__)
+    schema["description"] = description
+    return _ordered(schema)
+
+
+def _overlay(base: dict[str, Any], siblings: dict[str, Any]) -> dict[str, Any]:
+    # The referencing field's description and default describe this use of the type;
+    # CEL rules of both the type and the field apply.
+    merged = {**copy.deepcopy(base), **siblings}
+    rules = base.get("x-kubernetes-validations", []) + siblings.get("x-kubernetes-validations", [])
+    if rules:
+        merged["x-kubernetes-validations"] = copy.deepcopy(rules)
+    return merged
+
+
+def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) -> dict[str, Any]:
+    node = dict(node)
+    if "$ref" in node:
+        name = node.pop("$ref").rsplit("/", 1)[-1]
+        return _convert(_overlay(definitions[name], node), definitions, path=path)
+    if "anyOf" in node:
+        choices = [choice for choice in node.pop("anyOf") if choice != {"type": "null"}]
+        if len(choices) != 1:
+            raise SchemaError(f"{path}: a union is not structural; use one type per field")
+        if node.get("default", ...) is None:
+            # Optional fields are simply not required; a null default would be stored.
+            del node["default"]
+        return _convert(_overlay(choices[0], node), definitions, path=path)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema 2020 carries the bound itself; OpenAPI 3.0 (Kubernetes) a flag.
+            out[key.replace("exclusiveM", "m")] = value
+            out[key] = True
+        elif key == "properties":
+            out[key] = {
+                name: _convert(child, definitions, path=f"{path}.{name}")
+                for name, child in value.items()
+            }
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _convert(value, definitions, path=f"{path}[]")
+        elif key == "additionalProperties" and value is False:
+            continue
+        elif key == "x-kubernetes-validations":
+            out[key] = [
+                {name: entry[name] for name in _RULE_KEYS if name in entry} for entry in value
+            ]
+        elif key in _NODE_KEYS:
+            out[key] = copy.deepcopy(value)
+        else:
+            raise SchemaError(f"{path}: {key!r} has no place in a structural CRD schema")
+    if "type" not in out:
+        raise SchemaError(f"{path}: every node of a structural schema needs a type")
+    return out
+
+
+def _ordered(node: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in _NODE_KEYS:
+        if key not in node:
+            continue
+        value = node[key]
+        if key == "properties":
+            value = {name: _ordered(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            value = _ordered(value)
+        out[key] = value
+    return out
+
+
+def definition(kind: Kind) -> dict[str, Any]:
+    """The apiextensions.k8s.io/v1 CustomResourceDefinition of `kind`."""
+    spec = structural_schema(kind.spec, description=kind.spec_description)
+    if not kind.spec_required:
+        spec["default"] = {}
+        spec = _ordered(spec)
+    root: dict[str, Any] = {
+        "description": kind.description,
+        "type": "object",
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion of this object: kubevisor.io/v1alpha1.",
+                "type": "string",
+            },
+            "kind": {"description": f"Kind of this object: {kind.kind}.", "type": "string"},
+            # The API server allows nothing but the type here; explain documents ObjectMeta.
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": structural_schema(kind.status, description=kind.status_description),
+        },
+    }
+    if kind.spec_required:
+        root["required"] = ["spec"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": kind.name},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
+                "categories": [CATEGORY],
+            },
+            "scope": "Namespaced" if kind.namespaced else "Cluster",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [column.to_dict() for column in kind.columns],
+                }
+            ],
+        },
+    }
+
+
+def definitions() -> list[dict[str, Any]]:
+    """Every kubevisor CRD, in a fixed order."""
+    return [definition(kind) for kind in KINDS]
+
+
+def file_name(crd: dict[str, Any]) -> str:
+    """deploy/crds/ file name of a CRD: <plural>.kubevisor.io.yaml."""
+    name: str = crd["metadata"]["name"]
+    return f"{name}.yaml"
+
+
+def render(crd: dict[str, Any]) -> str:
+    """A CRD as the YAML text committed in deploy/crds/."""
+    header = (
+        "# Generated from operator/kubevisor/api by `kubevisor crds generate`; do not edit.\n"
+        f"# Regenerate after changing the models: {REGENERATE}\n"
+        f"# Check that this file is current:      {REGENERATE} --check\n"
+    )
+    body = yaml.safe_dump(crd, sort_keys=False, width=100, allow_unicode=True)
+    return header + body
+
+
+def rendered() -> dict[str, str]:
+    """File name -> YAML text for every CRD: what deploy/crds/ must contain."""
+    return {file_name(crd): render(crd) for crd in definitions()}

@@ -1,0 +1,152 @@
+"""The MigrationJob custom resource: one live migration of one VirtualMachine.
+
+Users (or the controller, when draining a host) create it; the controller orchestrates
+it and the source host's agent reports progress, each in its own status fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import ConfigDict, Field
+
+from kubevisor.api.conditions import Condition, conditions_field
+from kubevisor.api.schema import API_VERSION, ApiModel, ObjectName, rule, validations
+
+KIND: Final = "MigrationJob"
+PLURAL = "migrationjobs"
+
+Phase = Literal["Pending", "Scheduling", "Preparing", "Running", "Succeeded", "Failed", "Cancelled"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+class MigrationOptions(ApiModel):
+    """Tuning of the live migration (Nova's live_migration_* options)."""
+
+    bandwidth_mi_bps: int | None = Field(
+        default=None,
+        ge=0,
+        alias="bandwidthMiBps",
+        description="Bandwidth cap in MiB/s; 0 or unset: unlimited.",
+    )
+    auto_converge: bool | None = Field(
+        default=None,
+        description="Throttle the guest's vCPUs when memory is dirtied faster than it is copied.",
+    )
+    post_copy: bool | None = Field(
+        default=None,
+        description=(
+            "Switch to post-copy when pre-copy does not converge: the guest runs on the "
+            "target and pulls the remaining pages (a network failure then loses the guest)."
+        ),
+    )
+    completion_timeout_per_gi_b: int = Field(
+        default=150,
+        ge=1,
+        alias="completionTimeoutPerGiB",
+        description=(
+            "Seconds allowed per GiB of guest memory before the migration is aborted "
+            "(Nova's live_migration_completion_timeout)."
+        ),
+    )
+    progress_timeout: int = Field(
+        default=150,
+        ge=1,
+        description="Seconds without progress in remaining data before the migration is aborted.",
+    )
+    max_downtime_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="Longest pause of the guest allowed for the final switch-over, in ms.",
+    )
+
+
+class MigrationJobSpec(ApiModel):
+    """What to migrate, where, and how."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.targetHost) == has(oldSelf.targetHost)",
+                "targetHost is immutable",
+                field_path=".targetHost",
+            ),
+        )
+    )
+
+    vm: ObjectName = Field(
+        description="Name of the VirtualMachine in this namespace to migrate. Immutable.",
+        json_schema_extra=validations(rule("self == oldSelf", "vm is immutable")),
+    )
+    target_host: ObjectName | None = Field(
+        default=None,
+        description=(
+            "HypervisorHost to migrate to. Unset: placement picks one as for a new VM. Immutable."
+        ),
+        json_schema_extra=validations(rule("self == oldSelf", "targetHost is immutable")),
+    )
+    cancel: bool = Field(
+        default=False,
+        description=(
+            "Set to true to abort the migration; the VM stays on the source. Cannot be unset."
+        ),
+        json_schema_extra=validations(
+            rule("!oldSelf || self", "cancel cannot be set back to false")
+        ),
+    )
+    options: MigrationOptions = Field(
+        default_factory=MigrationOptions,
+        description="Bandwidth, convergence and timeouts.",
+        json_schema_extra={"default": {}},
+    )
+
+
+class Progress(ApiModel):
+    """Live migration progress as libvirt's job info reports it."""
+
+    data_total: int | None = Field(default=None, ge=0, description="Bytes to transfer in total.")
+    data_processed: int | None = Field(default=None, ge=0, description="Bytes transferred.")
+    data_remaining: int | None = Field(default=None, ge=0, description="Bytes left to transfer.")
+    iteration: int | None = Field(default=None, ge=0, description="Pre-copy memory pass number.")
+    bandwidth_bps: int | None = Field(
+        default=None, ge=0, description="Current bandwidth in bytes/s."
+    )
+    percent: int | None = Field(default=None, ge=0, le=100, description="Percent done (0-100).")
+
+
+class MigrationJobStatus(ApiModel):
+    """Observed state of the migration."""
+
+    phase: Phase | None = Field(
+        default=None,
+        description="Pending, Scheduling, Preparing, Running, Succeeded, Failed or Cancelled.",
+    )
+    source: ObjectName | None = Field(default=None, description="Host the VM migrates from.")
+    target: ObjectName | None = Field(default=None, description="Host the VM migrates to.")
+    progress: Progress | None = Field(default=None, description="Transfer progress.")
+    start_time: datetime | None = Field(default=None, description="When the transfer started.")
+    completion_time: datetime | None = Field(
+        default=None, description="When the migration reached a terminal phase."
+    )
+    reason: str | None = Field(default=None, description="Why it failed or was cancelled.")
+    conditions: list[Condition] = conditions_field(
+        "Ready (True once Succeeded), Reconciling while running, Stalled on failure."
+    )
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="metadata.generation of the spec this status reflects.",
+    )
+
+
+class MigrationJob(ApiModel):
+    """A whole MigrationJob object, for reading manifests and watch events."""
+
+    api_version: Literal["kubevisor.io/v1alpha1"] = Field(
+        default=API_VERSION, description="kubevisor.io/v1alpha1."
+    )
+    kind: Literal["MigrationJob"] = Field(default=KIND, description="MigrationJob.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
+    spec: MigrationJobSpec = Field(description="What to migrate, where, and how.")
+    status: MigrationJobStatus | None = Field(default=None, description="Observed state.")

@@ -1,0 +1,117 @@
+"""Building blocks the API models share: the camelCase base model, schema annotations
+that only Kubernetes understands (CEL rules, list types) and the constrained string types.
+
+Only the modules of `kubevisor.api` use these directly; `kubevisor.api.crd` turns the
+annotations they leave in the pydantic JSON schema into a structural CRD schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from kubevisor.api import quantity
+
+GROUP: Final = "kubevisor.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "kubevisor.io/v1alpha1"
+
+
+class ApiModel(BaseModel):
+    """Base of every spec and status model: snake_case in Python, camelCase on the wire.
+
+    Unknown fields are ignored rather than refused so an older agent can still read an
+    object written by a newer controller; the API server's schema is what refuses typos.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict a patch or manifest carries: camelCase, unset fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def rule(
+    expression: str,
+    message: str,
+    *,
+    field_path: str | None = None,
+    reason: str | None = None,
+) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry (a CEL rule the API server evaluates).
+
+    `field_path` (relative, e.g. ".threadPolicy") makes the API server report the error
+    at that field instead of at the object holding the rule, so messages name the field.
+    """
+    entry = {"rule": expression, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    if reason is not None:
+        entry["reason"] = reason
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    """`json_schema_extra` for a model or field carrying CEL rules."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def list_map(*keys: str) -> dict[str, Any]:
+    """`json_schema_extra` for a list merged by key (server-side apply, uniqueness)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+
+
+def _check_quantity(text: str) -> str:
+    quantity.parse(text)
+    return text
+
+
+def _check_positive_quantity(text: str) -> str:
+    if quantity.parse(text) <= 0:
+        raise ValueError(f"{text!r} must be greater than zero")
+    return text
+
+
+# A non-negative Kubernetes quantity string ("64Mi", "1Gi", "10G").
+Quantity = Annotated[
+    str,
+    StringConstraints(pattern=quantity.PATTERN, max_length=64),
+    AfterValidator(_check_quantity),
+]
+
+# A quantity that must be greater than zero; the CEL rule refuses "0" and "0Mi", which
+# the pattern alone lets through.
+PositiveQuantity = Annotated[
+    str,
+    StringConstraints(pattern=quantity.PATTERN, max_length=64),
+    AfterValidator(_check_positive_quantity),
+    Field(
+        json_schema_extra=validations(
+            rule(
+                "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+                "must be greater than zero",
+            )
+        )
+    ),
+]
+
+# An RFC 1123 DNS label: names of disks and networks inside one VM.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
+
+# An object name (RFC 1123 subdomain), e.g. a VM or host referenced by name.
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ObjectName = Annotated[str, StringConstraints(pattern=OBJECT_NAME, min_length=1, max_length=253)]
+
+# Linux cpuset list syntax as in /sys and libvirt's cpuset attribute: "0-3,8,10-11".
+CPUSET = r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"
+CpuSet = Annotated[str, StringConstraints(pattern=CPUSET, max_length=4096)]
