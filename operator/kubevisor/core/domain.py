@@ -1,0 +1,352 @@
+"""VirtualMachine spec + placement decision -> libvirt domain XML.
+
+Called by the agent (and by migrations, to re-render a domain for the target's CPUs).
+The XML is built with ElementTree by small configurators, each adding one concern to the
+document, so that no name, label or user-data can change the XML's structure: every
+user-supplied string lands in an attribute or a text node and is escaped by the library.
+
+The domain carries a `<metadata>` element in kubevisor's namespace with the VM's
+namespace, name, uid and generation; `read_metadata` parses it back, which is how an
+agent recognises its own domains after a restart and fences strays.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kubevisor.api import quantity
+from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine, VirtualMachineSpec
+
+NAMESPACE = "https://kubevisor.io/xmlns/domain/v1alpha1"
+PREFIX = "kubevisor"
+ET.register_namespace(PREFIX, NAMESPACE)
+
+DomainType = Literal["kvm", "qemu"]
+
+
+@dataclass(frozen=True, slots=True)
+class BootFiles:
+    """A kernel and initrd on the host for direct kernel boot."""
+
+    kernel: str
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostEnvironment:
+    """What the agent knows about its host and what it prepared on disk for one VM."""
+
+    domain_type: DomainType
+    disk_paths: Mapping[str, str] = field(default_factory=dict)
+    """Disk name -> path of the qcow2 overlay the agent created for it."""
+    seed_iso: str | None = None
+    """NoCloud seed ISO built from spec.cloudInit, if any."""
+    serial_log: str | None = None
+    """File that receives everything the guest writes to its serial console."""
+    default_boot: BootFiles | None = None
+    """Direct-boot files used when the spec names neither boot files nor disks."""
+
+
+@dataclass(frozen=True, slots=True)
+class VmRef:
+    """Which VirtualMachine object a domain belongs to (from the domain's metadata)."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+def domain_name(namespace: str, name: str) -> str:
+    """The libvirt domain name of a VM; unique per host because '_' is not valid in either."""
+    return f"{namespace}_{name}"
+
+
+def render(vm: VirtualMachine, *, host: HostEnvironment) -> str:
+    """The complete domain XML for `vm` on a host described by `host`."""
+    ref = vm_ref(vm)
+    placement = vm.status.placement if vm.status and vm.status.placement else PlacementStatus()
+    domain = ET.Element("domain", type=host.domain_type)
+    doc = _Doc(domain=domain, spec=vm.spec, placement=placement, host=host, ref=ref)
+    for configure in CONFIGURATORS:
+        configure(doc)
+    ET.indent(domain)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def vm_ref(vm: VirtualMachine) -> VmRef:
+    meta = vm.metadata
+    return VmRef(
+        namespace=str(meta.get("namespace", "default")),
+        name=str(meta["name"]),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation", 0)),
+    )
+
+
+def read_metadata(xml: str) -> VmRef | None:
+    """The VM a domain's XML says it belongs to, or None for domains kubevisor did not make."""
+    root = ET.fromstring(xml)
+    element = root.find(f"metadata/{{{NAMESPACE}}}vm")
+    if element is None:
+        return None
+    try:
+        return VmRef(
+            namespace=element.attrib["namespace"],
+            name=element.attrib["name"],
+            uid=element.attrib["uid"],
+            generation=int(element.attrib.get("generation", "0")),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+# -- configurators -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Doc:
+    domain: ET.Element
+    spec: VirtualMachineSpec
+    placement: PlacementStatus
+    host: HostEnvironment
+    ref: VmRef
+
+    def devices(self) -> ET.Element:
+        found = self.domain.find("devices")
+        return found if found is not None else ET.SubElement(self.domain, "devices")
+
+
+def _identity(doc: _Doc) -> None:
+    ET.SubElement(doc.domain, "name").text = domain_name(doc.ref.namespace, doc.ref.name)
+    if doc.ref.uid:
+        ET.SubElement(doc.domain, "uuid").text = doc.ref.uid
+    metadata = ET.SubElement(doc.domain, "metadata")
+    ET.SubElement(
+        metadata,
+        f"{{{NAMESPACE}}}vm",
+        namespace=doc.ref.namespace,
+        name=doc.ref.name,
+        uid=doc.ref.uid,
+        generation=str(doc.ref.generation),
+    )
+
+
+def _memory(doc: _Doc) -> None:
+    kib = str(quantity.to_kib(doc.spec.memory.size))
+    ET.SubElement(doc.domain, "memory", unit="KiB").text = kib
+    ET.SubElement(doc.domain, "currentMemory", unit="KiB").text = kib
+    if doc.spec.memory.hugepages is None:
+        return
+    backing = ET.SubElement(doc.domain, "memoryBacking")
+    pages = ET.SubElement(backing, "hugepages")
+    page_kib = str(quantity.to_kib(doc.spec.memory.hugepages.page_size))
+    guest_cells = [str(cell.guest_cell) for cell in doc.placement.cells]
+    attrs = {"size": page_kib, "unit": "KiB"}
+    if guest_cells and doc.spec.numa is not None:
+        attrs["nodeset"] = ",".join(guest_cells)
+    ET.SubElement(pages, "page", attrs)
+
+
+def _vcpus(doc: _Doc) -> None:
+    vcpu = ET.SubElement(doc.domain, "vcpu", placement="static")
+    vcpu.text = str(doc.spec.cpu.vcpus)
+    if doc.placement.shared_cpus:
+        vcpu.set("cpuset", cpuset(doc.placement.shared_cpus))
+
+
+def _cpu(doc: _Doc) -> None:
+    cpu_spec = doc.spec.cpu
+    cpu = ET.SubElement(doc.domain, "cpu")
+    model = cpu_spec.model
+    if model in ("host-passthrough", "host-model"):
+        cpu.set("mode", model)
+    elif model is not None:
+        cpu.set("mode", "custom")
+        cpu.set("match", "exact")
+        ET.SubElement(cpu, "model", fallback="forbid").text = model
+    if cpu_spec.sockets or cpu_spec.cores or cpu_spec.threads:
+        ET.SubElement(
+            cpu,
+            "topology",
+            sockets=str(cpu_spec.sockets or 1),
+            dies="1",
+            cores=str(cpu_spec.cores or 1),
+            threads=str(cpu_spec.threads or 1),
+        )
+    for feature in cpu_spec.features:
+        ET.SubElement(cpu, "feature", policy="require", name=feature)
+    if doc.spec.numa is not None:
+        numa = ET.SubElement(cpu, "numa")
+        for index, cell in enumerate(doc.spec.numa.cells):
+            ET.SubElement(
+                numa,
+                "cell",
+                id=str(index),
+                cpus=cpuset(cell.cpus),
+                memory=str(quantity.to_kib(cell.memory)),
+                unit="KiB",
+            )
+    if len(cpu) == 0 and not cpu.attrib:
+        doc.domain.remove(cpu)
+
+
+def _cputune(doc: _Doc) -> None:
+    pins = sorted((pin.vcpu, pin.pcpu) for cell in doc.placement.cells for pin in cell.vcpu_pins)
+    emulator = doc.placement.emulator_pins
+    if not pins and not emulator:
+        return
+    tune = ET.SubElement(doc.domain, "cputune")
+    for vcpu, pcpu in pins:
+        ET.SubElement(tune, "vcpupin", vcpu=str(vcpu), cpuset=str(pcpu))
+    if emulator:
+        ET.SubElement(tune, "emulatorpin", cpuset=cpuset(emulator))
+    elif pins:
+        # Without an isolated emulator thread, QEMU's own threads share the pinned CPUs.
+        ET.SubElement(tune, "emulatorpin", cpuset=cpuset(pcpu for _, pcpu in pins))
+
+
+def _numatune(doc: _Doc) -> None:
+    cells = sorted(doc.placement.cells, key=lambda c: c.guest_cell)
+    if not cells:
+        return
+    tune = ET.SubElement(doc.domain, "numatune")
+    host_cells = sorted({c.host_cell for c in cells})
+    ET.SubElement(tune, "memory", mode="strict", nodeset=cpuset(host_cells))
+    if doc.spec.numa is not None:
+        for cell in cells:
+            ET.SubElement(
+                tune,
+                "memnode",
+                cellid=str(cell.guest_cell),
+                mode="strict",
+                nodeset=str(cell.host_cell),
+            )
+
+
+def _os(doc: _Doc) -> None:
+    os_el = ET.SubElement(doc.domain, "os")
+    ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+    boot = doc.spec.boot
+    files: BootFiles | None = None
+    if boot is not None and boot.kernel:
+        files = BootFiles(kernel=boot.kernel, initrd=boot.initrd, cmdline=boot.cmdline)
+    elif not doc.spec.disks and doc.host.default_boot is not None:
+        files = doc.host.default_boot
+    if files is None:
+        ET.SubElement(os_el, "boot", dev="hd")
+        return
+    ET.SubElement(os_el, "kernel").text = files.kernel
+    if files.initrd:
+        ET.SubElement(os_el, "initrd").text = files.initrd
+    if files.cmdline:
+        ET.SubElement(os_el, "cmdline").text = files.cmdline
+
+
+def _features(doc: _Doc) -> None:
+    features = ET.SubElement(doc.domain, "features")
+    # ACPI is what lets a graceful shutdown reach the guest.
+    ET.SubElement(features, "acpi")
+    ET.SubElement(features, "apic")
+    ET.SubElement(doc.domain, "clock", offset="utc")
+    ET.SubElement(doc.domain, "on_poweroff").text = "destroy"
+    ET.SubElement(doc.domain, "on_reboot").text = "restart"
+    ET.SubElement(doc.domain, "on_crash").text = "destroy"
+
+
+_BUS_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
+
+
+def _disks(doc: _Doc) -> None:
+    used: dict[str, int] = {}
+    for disk in doc.spec.disks:
+        path = doc.host.disk_paths.get(disk.name)
+        if path is None:
+            raise DomainError(f"disk {disk.name!r} has no file on this host")
+        prefix = _BUS_PREFIX[disk.bus]
+        element = ET.SubElement(doc.devices(), "disk", type="file", device="disk")
+        ET.SubElement(element, "driver", name="qemu", type="qcow2")
+        ET.SubElement(element, "source", file=path)
+        ET.SubElement(element, "target", dev=_device_name(prefix, used), bus=disk.bus)
+        ET.SubElement(element, "alias", name=f"ua-disk-{disk.name}")
+        if disk.read_only:
+            ET.SubElement(element, "readonly")
+    if doc.host.seed_iso is not None:
+        element = ET.SubElement(doc.devices(), "disk", type="file", device="cdrom")
+        ET.SubElement(element, "driver", name="qemu", type="raw")
+        ET.SubElement(element, "source", file=doc.host.seed_iso)
+        ET.SubElement(element, "target", dev=_device_name("sd", used), bus="sata")
+        ET.SubElement(element, "readonly")
+
+
+def _device_name(prefix: str, used: dict[str, int]) -> str:
+    index = used.get(prefix, 0)
+    used[prefix] = index + 1
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return prefix + letters
+
+
+def _interfaces(doc: _Doc) -> None:
+    for network in doc.spec.networks:
+        element = ET.SubElement(doc.devices(), "interface", type=network.type)
+        if network.type == "network" and network.source:
+            ET.SubElement(element, "source", network=network.source)
+        elif network.type == "bridge" and network.source:
+            ET.SubElement(element, "source", bridge=network.source)
+        ET.SubElement(element, "model", type=network.model)
+        if network.multiqueue and network.model == "virtio":
+            ET.SubElement(element, "driver", queues=str(doc.spec.cpu.vcpus))
+        ET.SubElement(element, "alias", name=f"ua-net-{network.name}")
+
+
+def _console(doc: _Doc) -> None:
+    serial = ET.SubElement(doc.devices(), "serial", type="pty")
+    if doc.host.serial_log:
+        ET.SubElement(serial, "log", file=doc.host.serial_log, append="on")
+    ET.SubElement(serial, "target", port="0")
+    console = ET.SubElement(doc.devices(), "console", type="pty")
+    ET.SubElement(console, "target", type="serial", port="0")
+
+
+def _devices(doc: _Doc) -> None:
+    ET.SubElement(doc.devices(), "memballoon", model="none")
+
+
+CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
+    _identity,
+    _memory,
+    _vcpus,
+    _cpu,
+    _cputune,
+    _numatune,
+    _os,
+    _features,
+    _disks,
+    _interfaces,
+    _console,
+    _devices,
+)
+"""Applied in order; libvirt does not care about element order, humans reading diffs do."""
+
+
+class DomainError(ValueError):
+    """The VM cannot be expressed as a domain on this host (a permanent error)."""
+
+
+def cpuset(cpus: Iterable[int]) -> str:
+    """Linux cpuset syntax for a collection of CPU numbers: [0, 1, 2, 5] -> '0-2,5'."""
+    ranges: list[list[int]] = []
+    for n in sorted(set(cpus)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)

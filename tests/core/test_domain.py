@@ -1,0 +1,208 @@
+"""Domain XML: golden files for representative VMs, and no way to inject XML."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.core import domain
+from kubevisor.core.domain import BootFiles, HostEnvironment
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("KUBEVISOR_UPDATE_GOLDEN") == "1"
+
+TINY_BOOT = BootFiles(
+    kernel="/var/lib/kubevisor/guest/vmlinuz",
+    initrd="/var/lib/kubevisor/guest/initrd.gz",
+    cmdline="console=ttyS0 quiet",
+)
+
+
+def vm(
+    spec: dict[str, Any], *, status: dict[str, Any] | None = None, name: str = "web"
+) -> VirtualMachine:
+    return VirtualMachine.model_validate(
+        {
+            "metadata": {
+                "namespace": "prod",
+                "name": name,
+                "uid": "6f1c1f9e-8a3b-4c55-9a55-0d7b5c2d1e01",
+                "generation": 3,
+            },
+            "spec": spec,
+            "status": status,
+        }
+    )
+
+
+CASES = [
+    pytest.param(
+        vm({"memory": {"size": "128Mi"}}),
+        HostEnvironment(domain_type="qemu", default_boot=TINY_BOOT, serial_log="/run/kv/web.log"),
+        id="minimal-direct-boot-tcg",
+    ),
+    pytest.param(
+        vm(
+            {
+                "cpu": {
+                    "vcpus": 4,
+                    "sockets": 2,
+                    "cores": 2,
+                    "policy": "dedicated",
+                    "threadPolicy": "prefer",
+                    "isolateEmulatorThread": True,
+                    "model": "host-passthrough",
+                },
+                "memory": {"size": "2Gi"},
+                "numa": {
+                    "cells": [
+                        {"cpus": [0, 1], "memory": "1Gi"},
+                        {"cpus": [2, 3], "memory": "1Gi"},
+                    ]
+                },
+            },
+            status={
+                "placement": {
+                    "cells": [
+                        {
+                            "guestCell": 0,
+                            "hostCell": 0,
+                            "vcpuPins": [{"vcpu": 0, "pcpu": 2}, {"vcpu": 1, "pcpu": 3}],
+                            "memory": "1Gi",
+                        },
+                        {
+                            "guestCell": 1,
+                            "hostCell": 1,
+                            "vcpuPins": [{"vcpu": 2, "pcpu": 18}, {"vcpu": 3, "pcpu": 19}],
+                            "memory": "1Gi",
+                        },
+                    ],
+                    "emulatorPins": [4],
+                }
+            },
+        ),
+        HostEnvironment(domain_type="kvm", default_boot=TINY_BOOT),
+        id="dedicated-two-numa-cells-pinned-kvm",
+    ),
+    pytest.param(
+        vm(
+            {"cpu": {"vcpus": 2}, "memory": {"size": "1Gi", "hugepages": {"pageSize": "2Mi"}}},
+            status={
+                "placement": {
+                    "cells": [
+                        {
+                            "guestCell": 0,
+                            "hostCell": 1,
+                            "memory": "1Gi",
+                            "hugepages": {"pageSize": "2Mi", "count": 512},
+                        }
+                    ],
+                    "sharedCpus": [0, 1, 2, 3, 8],
+                }
+            },
+        ),
+        HostEnvironment(domain_type="qemu", default_boot=TINY_BOOT),
+        id="hugepages-shared-cpus",
+    ),
+    pytest.param(
+        vm(
+            {
+                "cpu": {"vcpus": 2, "model": "Skylake-Server", "features": ["avx2"]},
+                "memory": {"size": "512Mi"},
+                "disks": [
+                    {"name": "root", "image": "debian-12.qcow2", "size": "10Gi"},
+                    {"name": "data", "size": "1Gi", "bus": "scsi", "readOnly": True},
+                ],
+                "cloudInit": {"userData": "#cloud-config\n"},
+                "networks": [
+                    {"name": "default"},
+                    {"name": "storage", "type": "bridge", "source": "br0", "multiqueue": True},
+                ],
+            }
+        ),
+        HostEnvironment(
+            domain_type="kvm",
+            disk_paths={
+                "root": "/var/lib/kv/prod_web-root.qcow2",
+                "data": "/var/lib/kv/prod_web-data.qcow2",
+            },
+            seed_iso="/var/lib/kv/prod_web-seed.iso",
+        ),
+        id="disks-cloud-init-networks",
+    ),
+]
+
+
+@pytest.mark.parametrize(("machine", "host"), CASES)
+def test_domain_xml_matches_golden_file(
+    machine: VirtualMachine, host: HostEnvironment, request: pytest.FixtureRequest
+) -> None:
+    golden = GOLDEN / f"{request.node.callspec.id}.xml"
+    xml = domain.render(machine, host=host) + "\n"
+    if UPDATE:
+        golden.write_text(xml)
+    assert golden.exists(), f"{golden} missing: run with KUBEVISOR_UPDATE_GOLDEN=1 and review it"
+    assert xml == golden.read_text()
+
+
+def test_metadata_round_trips() -> None:
+    xml = domain.render(vm({"memory": {"size": "64Mi"}}), host=HostEnvironment(domain_type="qemu"))
+    ref = domain.read_metadata(xml)
+    assert ref == domain.VmRef(
+        namespace="prod", name="web", uid="6f1c1f9e-8a3b-4c55-9a55-0d7b5c2d1e01", generation=3
+    )
+
+
+def test_foreign_domain_has_no_kubevisor_metadata() -> None:
+    assert domain.read_metadata("<domain type='qemu'><name>other</name></domain>") is None
+
+
+HOSTILE = [
+    pytest.param('a"b', id="double-quote"),
+    pytest.param("x'><evil/><y a='", id="single-quote-and-element"),
+    pytest.param("<devices><disk/></devices>", id="angle-brackets"),
+    pytest.param("]]><evil/><![CDATA[", id="cdata-terminator"),
+    pytest.param("&amp;&lt;", id="entities"),
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_cannot_change_the_structure(text: str) -> None:
+    machine = VirtualMachine.model_validate(
+        {
+            "metadata": {"namespace": text, "name": text, "uid": "u", "generation": 1},
+            "spec": {"memory": {"size": "64Mi"}, "boot": {"kernel": "/k", "cmdline": text}},
+        }
+    )
+    xml = domain.render(machine, host=HostEnvironment(domain_type="qemu"))
+    root = ET.fromstring(xml)
+    assert root.find(".//evil") is None
+    assert [child.tag for child in root].count("devices") == 1
+    assert root.findtext("os/cmdline") == text
+    assert root.findtext("name") == f"{text}_{text}"
+    ref = domain.read_metadata(xml)
+    assert ref is not None and (ref.namespace, ref.name) == (text, text)
+
+
+def test_disk_without_a_file_on_the_host_is_refused() -> None:
+    machine = vm({"memory": {"size": "64Mi"}, "disks": [{"name": "root", "size": "1Gi"}]})
+    with pytest.raises(domain.DomainError, match="root"):
+        domain.render(machine, host=HostEnvironment(domain_type="qemu"))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "expected"),
+    [
+        pytest.param([], "", id="empty"),
+        pytest.param([3], "3", id="single"),
+        pytest.param([0, 1, 2, 5], "0-2,5", id="range-and-single"),
+        pytest.param([9, 8, 8, 1, 0], "0-1,8-9", id="unsorted-with-duplicates"),
+    ],
+)
+def test_cpuset(cpus: list[int], expected: str) -> None:
+    assert domain.cpuset(cpus) == expected
