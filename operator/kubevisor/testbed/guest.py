@@ -1,4 +1,4 @@
-"""The tiny guest that tests and `kubevisor dev` boot: a Debian cloud kernel plus a busybox initramfs.
+"""The tiny guest that tests and `kubevisor dev` boot: a Debian cloud kernel, busybox initramfs.
 
 `build_guest(cache_dir)` is called by test fixtures and by `kubevisor dev guest build`. It
 copies the installed linux-image-cloud-amd64 kernel and writes an initramfs holding
@@ -181,9 +181,7 @@ def _read_module(path: Path) -> bytes:
         return lzma.decompress(xz.read_bytes())
     zst = path.with_name(path.name + ".zst")
     if zst.is_file() and shutil.which("zstd"):
-        return subprocess.run(
-            ["zstd", "-dc", str(zst)], check=True, capture_output=True
-        ).stdout
+        return subprocess.run(["zstd", "-dc", str(zst)], check=True, capture_output=True).stdout
     raise GuestBuildError(f"kernel module {path} is missing: {HOW_TO_INSTALL}")
 
 

@@ -1,0 +1,120 @@
+"""PID 1 of one local hypervisor host: `python -m kubevisor.testbed.hostinit HOST_JSON`.
+
+Started by `kubevisor.testbed.hosts` under `unshare --mount --uts --pid --fork`, so it runs in
+fresh mount, UTS and PID namespaces. It bind-mounts the host's own directories over the
+paths libvirt uses, sets the hostname, runs virtlogd and libvirtd in the foreground, and
+reaps every process of the host (QEMU included). On SIGTERM it stops libvirtd, then every
+other process of the namespace, then exits; when PID 1 of a PID namespace exits the kernel
+kills whatever is left, so a host can never leave a stray QEMU behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+# Mount point -> subdirectory of the host's root. /var/run is a symlink to /run on Debian.
+BIND_MOUNTS = (
+    ("/etc/libvirt", "etc"),
+    ("/run/libvirt", "run"),
+    ("/var/lib/libvirt", "lib"),
+    ("/var/log/libvirt", "log"),
+    ("/var/cache/libvirt", "cache"),
+)
+LIBVIRTD_STOP_SECONDS = 10.0
+OTHERS_STOP_SECONDS = 5.0
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Terminate(signal.Signals(signum).name)
+
+
+def _log(message: str) -> None:
+    print(f"hostinit: {message}", flush=True)
+
+
+def _reap_until(deadline: float, *, pid: int | None = None) -> bool:
+    """Reap children until `pid` (or every child, when None) is gone or `deadline` passes."""
+    while time.monotonic() < deadline:
+        try:
+            reaped, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid is not None and reaped == pid:
+            return True
+        if reaped == 0:
+            time.sleep(0.05)
+    return False
+
+
+def main(argv: list[str]) -> int:
+    config = json.loads(Path(argv[1]).read_text())
+    root = Path(config["root"])
+    for target, sub in BIND_MOUNTS:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        Path(target).mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "--bind", str(root / sub), target], check=True)
+    # The hostname must resolve, or libvirtd's getHostname waits on DNS for every call.
+    subprocess.run(["mount", "--bind", str(root / "hosts"), "/etc/hosts"], check=True)
+    socket.sethostname(config["hostname"])
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    libvirtd = 0
+    try:
+        # virtlogd first: QEMU's stdout/stderr and file-backed serial ports go through it.
+        virtlogd = subprocess.Popen(
+            ["virtlogd", "-f", "/etc/libvirt/virtlogd.conf", "-p", "/run/libvirt/virtlogd.pid"]
+        ).pid
+        libvirtd = subprocess.Popen(
+            [
+                "libvirtd",
+                "-f",
+                "/etc/libvirt/libvirtd.conf",
+                "--listen",
+                "-p",
+                "/run/libvirt/libvirtd.pid",
+            ]
+        ).pid
+        _log(f"{config['hostname']}: virtlogd {virtlogd}, libvirtd {libvirtd}")
+        while True:
+            pid, status = os.wait()
+            if pid in (virtlogd, libvirtd):
+                _log(f"pid {pid} exited with status {status}; stopping the host")
+                break
+    except _Terminate as signalled:
+        _log(f"{signalled}: stopping the host")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    if libvirtd:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(libvirtd, signal.SIGTERM)
+        _reap_until(time.monotonic() + LIBVIRTD_STOP_SECONDS, pid=libvirtd)
+    # kill(-1) from PID 1 of a PID namespace reaches every other process of that namespace
+    # and nothing outside it.
+    for sig, seconds in ((signal.SIGTERM, OTHERS_STOP_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(-1, sig)
+        except ProcessLookupError:
+            break
+        if _reap_until(time.monotonic() + seconds):
+            break
+    _log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,436 @@
+"""Local hypervisor hosts: N libvirtd instances on this machine, for development and tests.
+
+Used by `kubevisor dev hosts up|down|status` and by pytest fixtures. Each host runs in its
+own mount, UTS and PID namespaces (see `kubevisor.testbed.hostinit`) with its own
+/etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt (all
+under `state_dir/<name>/`), its own hostname and host UUID, a libvirt TCP port on 127.0.0.1
+(`qemu+tcp://127.0.0.1:PORT/system`, no auth) and its own QEMU migration port range, so two
+hosts can live-migrate a guest to each other over 127.0.0.1.
+
+Hosts outlive the process that started them: `start_hosts` returns once every host answers,
+and `stop_hosts` (from any process) stops them from the pid files in `state_dir`. A host
+keeps its UUID across restarts. Needs root, util-linux `unshare`, libvirt-daemon with the
+QEMU driver, and a `libvirt-qemu` user (created here if missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+NAME_PREFIX = "kubevisor-host-"
+BASE_TCP_PORT = 16510
+BASE_MIGRATION_PORT = 49300
+MIGRATION_PORTS_PER_HOST = 50
+REQUIRED_BINARIES = ("unshare", "mount", "libvirtd", "virtlogd", "qemu-system-x86_64")
+HOW_TO_INSTALL = (
+    "run as root with util-linux, libvirt-daemon, libvirt-daemon-driver-qemu and "
+    "qemu-system-x86 installed (hack/setup.sh does it)"
+)
+
+
+class HostStartError(RuntimeError):
+    """A host did not come up; the message names its log files."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalHost:
+    """One local libvirtd "hypervisor host" and where its files are."""
+
+    name: str
+    hostname: str
+    uuid: str
+    tcp_port: int
+    migration_ports: tuple[int, int]
+    root: Path
+    pid: int | None = None  # PID 1 of the host's namespaces, as seen from outside
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
+
+    @property
+    def log_dir(self) -> Path:
+        """/var/log/libvirt of the host: libvirtd.log, virtlogd.log, qemu/<domain>.log."""
+        return self.root / "log"
+
+    @property
+    def init_log(self) -> Path:
+        return self.root / "init.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "host.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "init.pid"
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks to run local hosts (empty when everything is there)."""
+    missing = [] if os.geteuid() == 0 else ["root"]
+    missing += [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
+    return missing
+
+
+def ensure_qemu_user() -> None:
+    """Create the `libvirt-qemu` user and group libvirtd's QEMU driver insists on.
+
+    Our qemu.conf runs QEMU as root, but Debian's libvirtd still resolves this user at
+    start-up and refuses to load the QEMU driver without it.
+    """
+    try:
+        grp.getgrnam("libvirt-qemu")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "libvirt-qemu"], check=True)
+    try:
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--gid",
+                "libvirt-qemu",
+                "--no-create-home",
+                "--home-dir",
+                "/var/lib/libvirt",
+                "--shell",
+                "/usr/sbin/nologin",
+                "libvirt-qemu",
+            ],
+            check=True,
+        )
+
+
+def start_hosts(
+    count: int,
+    *,
+    state_dir: Path,
+    base_tcp_port: int = BASE_TCP_PORT,
+    base_migration_port: int = BASE_MIGRATION_PORT,
+    timeout: float = 60.0,
+) -> list[LocalHost]:
+    """Start hosts 1..count (reusing those already running) and wait until all answer."""
+    missing = missing_prerequisites()
+    if missing:
+        raise HostStartError(f"missing {', '.join(missing)}: {HOW_TO_INSTALL}")
+    ensure_qemu_user()
+    hosts: list[LocalHost] = []
+    for index in range(1, count + 1):
+        host = _configure(
+            state_dir / f"{NAME_PREFIX}{index}",
+            tcp_port=base_tcp_port + index - 1,
+            migration_min=base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST,
+        )
+        running = _running_pid(host)
+        hosts.append(dataclasses.replace(host, pid=running) if running else _spawn(host))
+    deadline = time.monotonic() + timeout
+    return [_wait_until_answering(host, deadline) for host in hosts]
+
+
+def stop_hosts(state_dir: Path, *, timeout: float = 30.0) -> list[LocalHost]:
+    """Stop every host under `state_dir`; return those that were running.
+
+    Raises RuntimeError if a host's processes are still alive after `timeout`.
+    """
+    stopped = []
+    for host in list_hosts(state_dir):
+        if host.pid is None:
+            continue
+        namespace = _pid_namespace(host.pid)
+        unshare = _parent_pid(host.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(host.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(host.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(host.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host.pid, signal.SIGKILL)
+        while namespace and namespace_processes(namespace) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if unshare:
+            _reap_if_child(unshare)
+        if namespace and namespace_processes(namespace):
+            raise RuntimeError(f"{host.name}: processes left: {namespace_processes(namespace)}")
+        host.pid_file.unlink(missing_ok=True)
+        stopped.append(host)
+    return stopped
+
+
+def list_hosts(state_dir: Path) -> list[LocalHost]:
+    """Every host configured under `state_dir`, with `pid` set when it is running."""
+    hosts = []
+    for config in sorted(state_dir.glob(f"{NAME_PREFIX}*/host.json"), key=_host_order):
+        host = _load(config)
+        hosts.append(dataclasses.replace(host, pid=_running_pid(host)))
+    return hosts
+
+
+def namespace_processes(pid_namespace: str) -> list[int]:
+    """Live (non-zombie) processes whose PID namespace is `pid_namespace` ("pid:[N]")."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "pid") != pid_namespace:
+                continue
+            if _is_zombie(int(entry.name)):
+                continue
+        except OSError:
+            continue
+        found.append(int(entry.name))
+    return found
+
+
+def host_pid_namespace(host: LocalHost) -> str | None:
+    """The PID namespace ("pid:[N]") of a running host, for checking it left nothing behind."""
+    return _pid_namespace(host.pid) if host.pid else None
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def _configure(root: Path, *, tcp_port: int, migration_min: int) -> LocalHost:
+    name = root.name
+    previous = _load(root / "host.json") if (root / "host.json").exists() else None
+    host = LocalHost(
+        name=name,
+        hostname=name,
+        uuid=previous.uuid if previous else str(uuidlib.uuid4()),
+        tcp_port=tcp_port,
+        migration_ports=(migration_min, migration_min + MIGRATION_PORTS_PER_HOST - 1),
+        root=root,
+    )
+    for sub in ("etc", "run", "lib", "log", "cache"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    config = {
+        "name": host.name,
+        "hostname": host.hostname,
+        "uuid": host.uuid,
+        "tcp_port": host.tcp_port,
+        "migration_ports": list(host.migration_ports),
+        "root": str(root.resolve()),
+    }
+    system_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+    (root / "hosts").write_text(f"{system_hosts.rstrip()}\n127.0.1.1 {host.hostname}\n")
+    (root / "host.json").write_text(json.dumps(config, indent=2) + "\n")
+    _write_conf(
+        root / "etc" / "libvirtd.conf",
+        listen_tls=0,
+        listen_tcp=1,
+        listen_addr="127.0.0.1",
+        tcp_port=str(host.tcp_port),
+        auth_tcp="none",
+        host_uuid=host.uuid,
+        log_outputs="3:file:/var/log/libvirt/libvirtd.log",
+    )
+    _write_conf(
+        root / "etc" / "qemu.conf",
+        user="root",
+        group="root",
+        security_driver="none",
+        cgroup_controllers=[],
+        migration_port_min=host.migration_ports[0],
+        migration_port_max=host.migration_ports[1],
+    )
+    _write_conf(root / "etc" / "virtlogd.conf", log_outputs="3:file:/var/log/libvirt/virtlogd.log")
+    return host
+
+
+def _write_conf(path: Path, **settings: str | int | list[str]) -> None:
+    """A libvirt config file; JSON quoting of strings and lists is valid libvirt syntax."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    path.write_text("# Written by kubevisor.testbed.hosts.\n" + "\n".join(lines) + "\n")
+
+
+def _load(config: Path) -> LocalHost:
+    data = json.loads(config.read_text())
+    low, high = data["migration_ports"]
+    return LocalHost(
+        name=data["name"],
+        hostname=data["hostname"],
+        uuid=data["uuid"],
+        tcp_port=int(data["tcp_port"]),
+        migration_ports=(int(low), int(high)),
+        root=config.parent,
+    )
+
+
+def _host_order(config: Path) -> tuple[int, str]:
+    suffix = config.parent.name.removeprefix(NAME_PREFIX)
+    return (int(suffix) if suffix.isdigit() else 0, suffix)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _spawn(host: LocalHost) -> LocalHost:
+    for port in (host.tcp_port, *host.migration_ports):
+        if not _port_free(port):
+            raise HostStartError(f"{host.name}: port {port} on 127.0.0.1 is in use")
+    # Stale sockets and pid files from an unclean stop would make libvirtd refuse to start.
+    shutil.rmtree(host.root / "run", ignore_errors=True)
+    (host.root / "run").mkdir()
+    argv = [
+        shutil.which("unshare") or "unshare",
+        "--mount",
+        "--uts",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        sys.executable,
+        "-m",
+        "kubevisor.testbed.hostinit",
+        str(host.config_file.resolve()),
+    ]
+    log = os.open(host.init_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        # posix_spawn rather than Popen: the host must outlive us, and no Popen object is
+        # left behind to warn about a child still running when it is garbage-collected.
+        unshare = os.posix_spawn(
+            argv[0],
+            argv,
+            {**os.environ, "PYTHONPATH": _package_root()},
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        init = _child_of(unshare)
+        if init:
+            host.pid_file.write_text(f"{init}\n")
+            return dataclasses.replace(host, pid=init)
+        if not _alive(unshare):
+            break
+        time.sleep(0.02)
+    _reap_if_child(unshare)
+    raise HostStartError(f"{host.name}: unshare did not start its init; see {host.init_log}")
+
+
+def _wait_until_answering(host: LocalHost, deadline: float) -> LocalHost:
+    while time.monotonic() < deadline:
+        if host.pid is None or not _alive(host.pid):
+            break
+        if _answers(host):
+            return host
+        time.sleep(0.1)
+    raise HostStartError(
+        f"{host.name} did not answer on {host.uri}; see {host.init_log} and "
+        f"{host.log_dir / 'libvirtd.log'}"
+    )
+
+
+def _answers(host: LocalHost) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", host.tcp_port), timeout=1.0):
+            pass
+    except OSError:
+        return False
+    result = subprocess.run(
+        ["virsh", "-c", host.uri, "hostname"], capture_output=True, text=True, timeout=30
+    )
+    return result.returncode == 0 and result.stdout.strip() == host.hostname
+
+
+def _running_pid(host: LocalHost) -> int | None:
+    """PID of the host's init if it is running (checked by its command line, not just the pid)."""
+    try:
+        pid = int(host.pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if str(host.config_file.resolve()).encode() in cmdline and not _is_zombie(pid):
+        return pid
+    return None
+
+
+def _child_of(parent: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _parent_pid(int(entry.name)) == parent:
+            return int(entry.name)
+    return None
+
+
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    # The command name is in parentheses and may contain spaces.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def _is_zombie(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] in ("Z", "X")
+
+
+def _alive(pid: int) -> bool:
+    return bool(_stat_fields(pid)) and not _is_zombie(pid)
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _reap_if_child(pid: int) -> None:
+    """Reap the `unshare` process `pid` if this process started it (else it is not ours)."""
+    deadline = time.monotonic() + 2.0
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(pid, os.WNOHANG)[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
+
+
+def format_hosts(hosts: Sequence[LocalHost]) -> Iterator[str]:
+    """Lines for `kubevisor dev hosts status`: name, state, URI, UUID."""
+    for host in hosts:
+        state = f"running (pid {host.pid})" if host.pid else "stopped"
+        yield f"{host.name}\t{state}\t{host.uri}\t{host.uuid}"
