@@ -1,0 +1,243 @@
+"""Filters: one placement rule each, one question each.
+
+Every filter is `(host, request, state) -> Rejection | None`, reads the state as it
+is (with every earlier claim), and never changes anything. `FILTERS` is the order
+they run in: cheap and selective first, NUMA fitting last (Nova's advice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kubevisor.core.placement import numa as numa_fitting
+from kubevisor.core.placement.model import GroupPolicy, HostSnapshot, Rejection, Request
+from kubevisor.core.placement.state import PlacementState
+
+Filter = Callable[[HostSnapshot, Request, PlacementState], Rejection | None]
+
+
+def excluded(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Is the host one the request must avoid (e.g. a migration's source)?"""
+    if host.name in request.exclude_hosts:
+        return Rejection("excluded", "excluded", f"host {host.name} is excluded by the request")
+    return None
+
+
+def ready(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Is the host's agent alive (Ready condition true)? (ComputeFilter, "up")"""
+    if not host.ready:
+        return Rejection("ready", "not ready", f"host {host.name} is not Ready")
+    return None
+
+
+def schedulable(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Is the host open for new VMs: not cordoned, not in maintenance? (ComputeFilter)"""
+    if host.maintenance:
+        return Rejection("schedulable", "in maintenance", f"host {host.name} is in maintenance")
+    if not host.schedulable:
+        return Rejection("schedulable", "unschedulable", f"host {host.name} is cordoned")
+    return None
+
+
+def host_selector(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Does the host carry every label of the request's host selector?"""
+    for key, value in request.host_selector.items():
+        if host.labels.get(key) != value:
+            return Rejection(
+                "host_selector",
+                "didn't match host selector",
+                f"host {host.name} lacks label {key}={value}",
+            )
+    return None
+
+
+def cpu_compatibility(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """Can the host run this guest CPU: hypervisor type, CPU model and features?"""
+    if request.hypervisor_type and host.hypervisor_type != request.hypervisor_type:
+        return Rejection(
+            "cpu_compatibility",
+            f"hypervisor type is not {request.hypervisor_type}",
+            f"host {host.name} runs {host.hypervisor_type or 'an unknown hypervisor'}",
+        )
+    if request.required_cpu_model and host.cpu_model != request.required_cpu_model:
+        return Rejection(
+            "cpu_compatibility",
+            f"CPU model is not {request.required_cpu_model}",
+            f"host {host.name} has CPU model {host.cpu_model or 'unknown'}",
+        )
+    missing = request.cpu_features - host.cpu_features
+    if missing:
+        return Rejection(
+            "cpu_compatibility",
+            "missing CPU features",
+            f"host {host.name} lacks CPU features {', '.join(sorted(missing))}",
+        )
+    return None
+
+
+def affinity(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Hard affinity: once the group has members, only their hosts qualify."""
+    group = request.group
+    if group is None or group.policy != GroupPolicy.AFFINITY:
+        return None
+    members = state.group_hosts(group.name)
+    if members and host.name not in members:
+        return Rejection(
+            "affinity",
+            f'affinity group "{group.name}" is elsewhere',
+            f"group {group.name} runs on {', '.join(sorted(members))}, not {host.name}",
+        )
+    return None
+
+
+def anti_affinity(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Hard anti-affinity: fewer than maxPerHost group members on the host."""
+    group = request.group
+    if group is None or group.policy != GroupPolicy.ANTI_AFFINITY:
+        return None
+    members = state.group_members(group.name, host.name)
+    if members >= group.max_per_host:
+        return Rejection(
+            "anti_affinity",
+            f'anti-affinity group "{group.name}"',
+            f"host {host.name} already runs {members} of group {group.name} "
+            f"(maxPerHost {group.max_per_host})",
+        )
+    return None
+
+
+def vcpus(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Shared vCPUs: capacity at the host's ratio, and no more than the host has."""
+    if request.dedicated:
+        return None
+    inv = state.inventory(host.name).vcpu
+    used = state.usage(host.name).vcpus
+    if inv.fits(used=used, amount=request.vcpus):
+        return None
+    free = min(inv.free(used), inv.max_unit)
+    return Rejection(
+        "vcpus",
+        "insufficient vCPUs",
+        f"host {host.name} has {max(free, 0)} free vCPUs, needs {request.vcpus}",
+        need=request.vcpus,
+        free=max(free, 0),
+    )
+
+
+def pcpus(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Dedicated CPUs: never overcommitted, only from the dedicated set."""
+    if not request.dedicated:
+        return None
+    inv = state.inventory(host.name).pcpu
+    used = state.usage(host.name).pcpus
+    if inv.fits(used=used, amount=request.pcpus):
+        return None
+    free = max(inv.free(used), 0)
+    return Rejection(
+        "pcpus",
+        "insufficient dedicated CPUs",
+        f"host {host.name} has {free} free dedicated CPUs, needs {request.pcpus}",
+        need=request.pcpus,
+        free=free,
+    )
+
+
+def memory(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Memory at the host's ratio, and no more than the host has."""
+    inv = state.inventory(host.name).memory
+    used = state.usage(host.name).memory_mib
+    if inv.fits(used=used, amount=request.memory_mib):
+        return None
+    free = max(min(inv.free(used), inv.max_unit), 0)
+    return Rejection(
+        "memory",
+        "insufficient memory",
+        f"host {host.name} has {free}MiB free, needs {request.memory_mib}MiB",
+        need=request.memory_mib,
+        free=free,
+        unit="MiB",
+    )
+
+
+def disk(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Local disk at the host's ratio, and no more than the host has."""
+    inv = state.inventory(host.name).disk
+    used = state.usage(host.name).disk_mib
+    if inv.fits(used=used, amount=request.disk_mib):
+        return None
+    free = max(min(inv.free(used), inv.max_unit), 0)
+    return Rejection(
+        "disk",
+        "insufficient disk",
+        f"host {host.name} has {free}MiB disk free, needs {request.disk_mib}MiB",
+        need=request.disk_mib,
+        free=free,
+        unit="MiB",
+    )
+
+
+def hugepages(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Does the host have enough free pages of the requested size, counting all cells?"""
+    page = request.hugepage_kib
+    if page is None:
+        return None
+    need = -(-request.memory_mib * 1024 // page)
+    usage = state.usage(host.name)
+    free = sum(
+        cell.hugepage_total(page) - used.hugepages_used(page)
+        for cell, used in zip(host.numa_cells, usage.cells, strict=True)
+    )
+    if free >= need:
+        return None
+    return Rejection(
+        "hugepages",
+        f"insufficient {page}KiB hugepages",
+        f"host {host.name} has {free} free {page}KiB pages, needs {need}",
+        need=need,
+        free=free,
+        unit="pages",
+    )
+
+
+def numa(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Can the guest's NUMA cells (and pins) be fitted onto the host's cells?"""
+    if not request.numa_aware:
+        return None
+    fitted = numa_fitting.fit(
+        host=host,
+        usages=state.usage(host.name).cells,
+        request=request,
+        ratios=state.inventory(host.name).ratios,
+    )
+    return fitted if isinstance(fitted, Rejection) else None
+
+
+#: Run order for the capacity-independent filters, then the capacity ones.
+FILTERS: tuple[Filter, ...] = (
+    excluded,
+    ready,
+    schedulable,
+    host_selector,
+    cpu_compatibility,
+    affinity,
+    anti_affinity,
+    vcpus,
+    pcpus,
+    memory,
+    disk,
+    hugepages,
+    numa,
+)
+
+
+def first_rejection(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """The first filter that turns the host down, or None when it passes them all."""
+    for check in FILTERS:
+        rejection = check(host, request, state)
+        if rejection is not None:
+            return rejection
+    return None

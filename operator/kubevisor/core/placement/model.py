@@ -1,0 +1,268 @@
+"""Frozen values the placement engine reads and returns.
+
+Hosts and requests come in (built by `placement.inputs` from the CRDs, or directly by
+tests); decisions, NUMA fits, claims and rejections go out. Units: memory and disk in
+MiB, hugepage sizes in KiB (as the kernel reports them), CPUs as host CPU ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
+class CpuPolicy(StrEnum):
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
+class ThreadPolicy(StrEnum):
+    PREFER = "prefer"
+    ISOLATE = "isolate"
+    REQUIRE = "require"
+
+
+class GroupPolicy(StrEnum):
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+
+@dataclass(frozen=True, slots=True)
+class Hugepages:
+    """Hugepages of one size on one host NUMA cell (`free` is as the agent last saw it)."""
+
+    page_kib: int
+    total: int
+    free: int
+
+
+@dataclass(frozen=True, slots=True)
+class NumaCell:
+    """One host NUMA cell: its CPUs, SMT sibling groups, memory and hugepage pools."""
+
+    id: int
+    cpus: frozenset[int]
+    memory_mib: int
+    siblings: tuple[frozenset[int], ...] = ()
+    hugepages: tuple[Hugepages, ...] = ()
+
+    def hugepage_total(self, page_kib: int) -> int:
+        return sum(pool.total for pool in self.hugepages if pool.page_kib == page_kib)
+
+
+@dataclass(frozen=True, slots=True)
+class RatioOverrides:
+    """Per-host allocation ratios; None means "use the cluster default"."""
+
+    cpu: float | None = None
+    memory: float | None = None
+    disk: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    """What placement knows about one hypervisor host at one moment.
+
+    `dedicated_cpus` and `shared_cpus` are already resolved (see `placement.inputs`):
+    dedicated CPUs back pinned guests (PCPU), shared CPUs back floating ones (VCPU).
+    `vcpus` is the host's logical CPU count; CPUs in neither set are reserved.
+    """
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    shared_cpus: frozenset[int]
+    dedicated_cpus: frozenset[int] = frozenset()
+    reserved_vcpus: int = 0
+    reserved_memory_mib: int = 0
+    reserved_disk_mib: int = 0
+    ratios: RatioOverrides = RatioOverrides()
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS, hash=False)
+    schedulable: bool = True
+    maintenance: bool = False
+    ready: bool = True
+    numa_cells: tuple[NumaCell, ...] = ()
+    cpu_model: str = ""
+    cpu_vendor: str = ""
+    cpu_features: frozenset[str] = frozenset()
+    hypervisor_type: str = ""
+
+    @property
+    def has_smt(self) -> bool:
+        return any(len(group) > 1 for cell in self.numa_cells for group in cell.siblings)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestCell:
+    """One guest NUMA cell: which guest vCPUs and how much memory it holds."""
+
+    id: int
+    vcpus: frozenset[int]
+    memory_mib: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerGroup:
+    name: str
+    policy: GroupPolicy
+    max_per_host: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One VM asking for a host. `name` is the VM's key (namespace/name).
+
+    A request is NUMA-aware when it names guest cells, asks for dedicated CPUs or asks
+    for hugepages (Nova's `numa_get_constraints`); see `placement.numa.guest_cells`.
+    `required_cpu_model`, `cpu_features` and `hypervisor_type` constrain the CPU
+    (the controller fills the first and last from the source host for migrations).
+    """
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int = 0
+    cpu_policy: CpuPolicy = CpuPolicy.SHARED
+    thread_policy: ThreadPolicy = ThreadPolicy.PREFER
+    isolate_emulator_thread: bool = False
+    numa_cells: tuple[GuestCell, ...] = ()
+    hugepage_kib: int | None = None
+    host_selector: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS, hash=False)
+    group: ServerGroup | None = None
+    required_cpu_model: str | None = None
+    cpu_features: frozenset[str] = frozenset()
+    hypervisor_type: str | None = None
+    exclude_hosts: frozenset[str] = frozenset()
+
+    @property
+    def dedicated(self) -> bool:
+        return self.cpu_policy == CpuPolicy.DEDICATED
+
+    @property
+    def numa_aware(self) -> bool:
+        return bool(self.numa_cells) or self.dedicated or self.hugepage_kib is not None
+
+    @property
+    def pcpus(self) -> int:
+        """Dedicated host CPUs asked for at least (thread policy `isolate` may block more)."""
+        if not self.dedicated:
+            return 0
+        return self.vcpus + (1 if self.isolate_emulator_thread else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one host cannot take one request.
+
+    `filter` names the filter; `summary` is the phrase hosts are counted under in an
+    explanation ("insufficient memory"); `reason` is the full sentence for this host.
+    `need` and `free` (in `unit`) let an explanation say "need 8Gi, best has 6Gi free".
+    """
+
+    filter: str
+    summary: str
+    reason: str
+    need: int | None = None
+    free: int | None = None
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuPin:
+    vcpu: int
+    pcpu: int
+
+
+@dataclass(frozen=True, slots=True)
+class CellFit:
+    """Where one guest cell landed.
+
+    `pins` is empty for shared-CPU guests, whose vCPUs float over `shared_cpus` of the
+    host cell. `blocked` are pCPUs nobody else may use (siblings under `isolate`).
+    """
+
+    guest_cell: int
+    host_cell: int
+    memory_mib: int
+    pins: tuple[VcpuPin, ...] = ()
+    blocked: frozenset[int] = frozenset()
+    shared_cpus: frozenset[int] = frozenset()
+    shared_vcpus: int = 0
+    hugepage_kib: int | None = None
+    hugepages: int = 0
+
+    @property
+    def pinned(self) -> frozenset[int]:
+        return frozenset(pin.pcpu for pin in self.pins)
+
+
+@dataclass(frozen=True, slots=True)
+class NumaFit:
+    """A request's guest cells mapped to host cells, with pins and emulator pins."""
+
+    cells: tuple[CellFit, ...]
+    emulator_pins: frozenset[int] = frozenset()
+    emulator_cell: int | None = None
+
+    @property
+    def pcpus(self) -> frozenset[int]:
+        """Every dedicated pCPU this fit takes away from others."""
+        taken: set[int] = set(self.emulator_pins)
+        for cell in self.cells:
+            taken |= cell.pinned
+            taken |= cell.blocked
+        return frozenset(taken)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Resources one VM holds on one host; claims are what the placement state sums."""
+
+    vm: str
+    host: str
+    vcpus: int = 0
+    pcpus: int = 0
+    memory_mib: int = 0
+    disk_mib: int = 0
+    numa: NumaFit | None = None
+    group: ServerGroup | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellUsage:
+    """What claims hold on one host NUMA cell.
+
+    `pinned` counts every dedicated pCPU taken (pins, blocked siblings, emulator pins);
+    `shared_vcpus` and `memory_mib` count NUMA-aware guests only, as Nova's cell usage does;
+    `hugepages` is (page KiB, pages used) pairs.
+    """
+
+    pinned: frozenset[int] = frozenset()
+    shared_vcpus: int = 0
+    memory_mib: int = 0
+    hugepages: tuple[tuple[int, int], ...] = ()
+
+    def hugepages_used(self, page_kib: int) -> int:
+        for size, count in self.hugepages:
+            if size == page_kib:
+                return count
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class HostUsage:
+    """What claims hold on one host; `cells` follows the host's `numa_cells` order."""
+
+    vcpus: int = 0
+    pcpus: int = 0
+    memory_mib: int = 0
+    disk_mib: int = 0
+    vms: int = 0
+    cells: tuple[CellUsage, ...] = ()

@@ -1,0 +1,285 @@
+"""The placement state: hosts plus every claim, kept up to date incrementally.
+
+Like kube-scheduler's cache of assumed pods, each decision is claimed before the next
+one is made, so a burst of VMs never double-books a host or a pCPU. Claims are released
+on deletion or failure; `rebuild` recreates the whole state from a listing of hosts and
+claims (e.g. after a controller restart). Every claim or release touches one host's
+usage, its group counts and its place in the host ranking: O(log hosts), no recount.
+
+Usage values are frozen and replaced on change, so readers never see a half update.
+This object is the one mutable thing in `core.placement`; the controller owns one.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+
+from kubevisor.core.placement.capacity import AllocationRatios, HostInventory, inventory
+from kubevisor.core.placement.model import (
+    CellUsage,
+    Claim,
+    HostSnapshot,
+    HostUsage,
+    ServerGroup,
+)
+from kubevisor.core.placement.weighers import Multipliers, Scale, static_score
+
+
+class ClaimConflict(ValueError):
+    """A claim that cannot be added: unknown host, VM already claimed, or pCPU already pinned."""
+
+
+def _rankable(host: HostSnapshot) -> bool:
+    return host.ready and host.schedulable and not host.maintenance
+
+
+def empty_usage(host: HostSnapshot) -> HostUsage:
+    return HostUsage(cells=tuple(CellUsage() for _ in host.numa_cells))
+
+
+def _add_pages(
+    pages: tuple[tuple[int, int], ...], size: int | None, count: int
+) -> tuple[tuple[int, int], ...]:
+    if size is None or count == 0:
+        return pages
+    merged = dict(pages)
+    merged[size] = merged.get(size, 0) + count
+    return tuple(sorted((s, c) for s, c in merged.items() if c != 0))
+
+
+def apply_claim(host: HostSnapshot, usage: HostUsage, claim: Claim, sign: int) -> HostUsage:
+    """`usage` with `claim` added (sign=1) or removed (sign=-1); pure."""
+    cells = list(usage.cells)
+    if claim.numa is not None:
+        position = {cell.id: i for i, cell in enumerate(host.numa_cells)}
+        for fit in claim.numa.cells:
+            i = position[fit.host_cell]
+            taken = fit.pinned | fit.blocked
+            if fit.host_cell == claim.numa.emulator_cell:
+                taken |= claim.numa.emulator_pins
+            old = cells[i]
+            cells[i] = CellUsage(
+                pinned=old.pinned | taken if sign > 0 else old.pinned - taken,
+                shared_vcpus=old.shared_vcpus + sign * fit.shared_vcpus,
+                memory_mib=old.memory_mib + sign * fit.memory_mib,
+                hugepages=_add_pages(old.hugepages, fit.hugepage_kib, sign * fit.hugepages),
+            )
+    return HostUsage(
+        vcpus=usage.vcpus + sign * claim.vcpus,
+        pcpus=usage.pcpus + sign * claim.pcpus,
+        memory_mib=usage.memory_mib + sign * claim.memory_mib,
+        disk_mib=usage.disk_mib + sign * claim.disk_mib,
+        vms=usage.vms + sign,
+        cells=tuple(cells),
+    )
+
+
+class PlacementState:
+    """Hosts, claims, per-host usage, group membership and the host ranking."""
+
+    def __init__(
+        self,
+        *,
+        defaults: AllocationRatios | None = None,
+        multipliers: Multipliers | None = None,
+    ) -> None:
+        self.defaults = defaults or AllocationRatios()
+        self.multipliers = multipliers or Multipliers()
+        self._hosts: dict[str, HostSnapshot] = {}
+        self._inventory: dict[str, HostInventory] = {}
+        self._usage: dict[str, HostUsage] = {}
+        self._claims: dict[str, Claim] = {}
+        self._by_host: dict[str, set[str]] = {}
+        self._groups: dict[str, dict[str, int]] = {}
+        self._group_policy: dict[str, ServerGroup] = {}
+        self._labels: dict[tuple[str, str], set[str]] = {}
+        self._score: dict[str, float] = {}
+        self._ranking: list[tuple[float, str]] = []
+        self._scale = Scale()
+        self._dirty = False
+        self.conflicts: list[Claim] = []
+
+    # -- building ---------------------------------------------------------------
+
+    @classmethod
+    def rebuild(
+        cls,
+        hosts: Iterable[HostSnapshot],
+        claims: Iterable[Claim],
+        *,
+        defaults: AllocationRatios | None = None,
+        multipliers: Multipliers | None = None,
+    ) -> PlacementState:
+        """A fresh state from a listing; claims that conflict land in `conflicts`."""
+        state = cls(defaults=defaults, multipliers=multipliers)
+        for host in hosts:
+            state.add_host(host)
+        for claim in claims:
+            try:
+                state.claim(claim)
+            except ClaimConflict:
+                state.conflicts.append(claim)
+        return state
+
+    def add_host(self, host: HostSnapshot) -> None:
+        """Add or replace a host snapshot, keeping the claims already on it."""
+        old = self._hosts.get(host.name)
+        if old is not None:
+            self._unindex_labels(old)
+        self._hosts[host.name] = host
+        self._inventory[host.name] = inventory(host, self.defaults)
+        self._by_host.setdefault(host.name, set())
+        usage = empty_usage(host)
+        for vm in sorted(self._by_host[host.name]):
+            usage = apply_claim(host, usage, self._claims[vm], 1)
+        self._usage[host.name] = usage
+        for pair in host.labels.items():
+            self._labels.setdefault(pair, set()).add(host.name)
+        self._dirty = True
+
+    def remove_host(self, name: str) -> tuple[Claim, ...]:
+        """Forget a host; returns the claims that were on it (now released)."""
+        released = tuple(self.release(vm) for vm in sorted(self._by_host.get(name, ())))
+        host = self._hosts.pop(name)
+        self._unindex_labels(host)
+        del self._inventory[name], self._usage[name], self._by_host[name]
+        self._dirty = True
+        return tuple(c for c in released if c is not None)
+
+    def _unindex_labels(self, host: HostSnapshot) -> None:
+        for pair in host.labels.items():
+            names = self._labels.get(pair)
+            if names is not None:
+                names.discard(host.name)
+                if not names:
+                    del self._labels[pair]
+
+    # -- claims -----------------------------------------------------------------
+
+    def claim(self, claim: Claim) -> None:
+        """Add a VM's claim; raises ClaimConflict if it cannot be held as given."""
+        host = self._hosts.get(claim.host)
+        if host is None:
+            raise ClaimConflict(f"unknown host {claim.host!r} for {claim.vm}")
+        if claim.vm in self._claims:
+            raise ClaimConflict(
+                f"{claim.vm} already holds a claim on {self._claims[claim.vm].host}"
+            )
+        usage = self._usage[claim.host]
+        if claim.numa is not None:
+            taken = claim.numa.pcpus
+            if not taken <= host.dedicated_cpus:
+                raise ClaimConflict(f"{claim.vm} pins CPUs outside the dedicated set")
+            for cell in usage.cells:
+                if cell.pinned & taken:
+                    overlap = sorted(cell.pinned & taken)
+                    raise ClaimConflict(f"{claim.vm} pins pCPUs {overlap} already in use")
+        self._usage[claim.host] = apply_claim(host, usage, claim, 1)
+        self._claims[claim.vm] = claim
+        self._by_host[claim.host].add(claim.vm)
+        if claim.group is not None:
+            members = self._groups.setdefault(claim.group.name, {})
+            members[claim.host] = members.get(claim.host, 0) + 1
+            self._group_policy.setdefault(claim.group.name, claim.group)
+        self._rerank(claim.host)
+
+    def release(self, vm: str) -> Claim | None:
+        """Drop a VM's claim (deleted, failed, or moved); returns it, or None if none."""
+        claim = self._claims.pop(vm, None)
+        if claim is None:
+            return None
+        host = self._hosts[claim.host]
+        self._usage[claim.host] = apply_claim(host, self._usage[claim.host], claim, -1)
+        self._by_host[claim.host].discard(vm)
+        if claim.group is not None:
+            members = self._groups[claim.group.name]
+            members[claim.host] -= 1
+            if members[claim.host] == 0:
+                del members[claim.host]
+            if not members:
+                del self._groups[claim.group.name]
+                self._group_policy.pop(claim.group.name, None)
+        self._rerank(claim.host)
+        return claim
+
+    # -- reading ----------------------------------------------------------------
+
+    def host(self, name: str) -> HostSnapshot:
+        return self._hosts[name]
+
+    def hosts(self) -> Iterator[HostSnapshot]:
+        """Every host, by name (stable order for explanations and brute force)."""
+        for name in sorted(self._hosts):
+            yield self._hosts[name]
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._hosts
+
+    def inventory(self, name: str) -> HostInventory:
+        return self._inventory[name]
+
+    def usage(self, name: str) -> HostUsage:
+        return self._usage[name]
+
+    def claims(self) -> Mapping[str, Claim]:
+        return MappingProxyType(self._claims)
+
+    def claims_on(self, name: str) -> tuple[Claim, ...]:
+        return tuple(self._claims[vm] for vm in sorted(self._by_host.get(name, ())))
+
+    def group_members(self, group: str, host: str) -> int:
+        return self._groups.get(group, {}).get(host, 0)
+
+    def group_hosts(self, group: str) -> Mapping[str, int]:
+        return MappingProxyType(self._groups.get(group, {}))
+
+    def hosts_labelled(self, key: str, value: str) -> frozenset[str]:
+        return frozenset(self._labels.get((key, value), ()))
+
+    # -- ranking ----------------------------------------------------------------
+
+    def ranked(self) -> Iterator[str]:
+        """Ready, schedulable hosts, best request-independent weight first (ties by name).
+
+        Do not claim or release while iterating.
+        """
+        if self._dirty:
+            self._rank_all()
+        for _, name in self._ranking:
+            yield name
+
+    def rank_position(self, name: str) -> tuple[float, str]:
+        """Sort key of a host in `ranked()` order (hosts outside the ranking sort last)."""
+        if self._dirty:
+            self._rank_all()
+        score = self._score.get(name)
+        return (float("inf"), name) if score is None else (-score, name)
+
+    def _static(self, name: str) -> float:
+        return static_score(self._inventory[name], self._usage[name], self._scale, self.multipliers)
+
+    def _rank_all(self) -> None:
+        pool = [n for n, h in self._hosts.items() if _rankable(h)]
+        inventories = [self._inventory[n] for n in pool]
+        self._scale = Scale(
+            memory=float(max((i.memory.capacity for i in inventories), default=1) or 1),
+            vcpu=float(max((i.vcpu.capacity for i in inventories), default=1) or 1),
+            disk=float(max((i.disk.capacity for i in inventories), default=1) or 1),
+        )
+        self._score = {n: self._static(n) for n in pool}
+        self._ranking = sorted((-s, n) for n, s in self._score.items())
+        self._dirty = False
+
+    def _rerank(self, name: str) -> None:
+        if self._dirty or name not in self._score:
+            return
+        old = (-self._score[name], name)
+        del self._ranking[bisect.bisect_left(self._ranking, old)]
+        score = self._static(name)
+        self._score[name] = score
+        bisect.insort(self._ranking, (-score, name))
