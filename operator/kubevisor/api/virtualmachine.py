@@ -9,6 +9,7 @@ enforced by the API server itself.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -153,6 +154,20 @@ class Cpu(ApiModel):
         json_schema_extra=LIST_SET,
     )
 
+    # The model validators below mirror the CEL rules of their class, so example files
+    # and unit tests catch the same mistakes without an API server.
+    @model_validator(mode="after")
+    def _dedicated_only_options(self) -> Cpu:
+        if self.policy != "dedicated":
+            if self.thread_policy is not None:
+                raise ValueError("threadPolicy is only allowed with policy: dedicated")
+            if self.isolate_emulator_thread:
+                raise ValueError("isolateEmulatorThread is only allowed with policy: dedicated")
+        topology = (self.sockets, self.cores, self.threads)
+        if any(topology) and math.prod(n or 1 for n in topology) != self.vcpus:
+            raise ValueError("sockets x cores x threads (unset ones count as 1) must equal vcpus")
+        return self
+
 
 class Hugepages(ApiModel):
     """Back guest memory with host huge pages of one size."""
@@ -185,6 +200,14 @@ class Memory(ApiModel):
         default=None,
         description="Back the guest memory with host huge pages; unset uses normal pages.",
     )
+
+    @model_validator(mode="after")
+    def _whole_pages(self) -> Memory:
+        if self.hugepages is not None:
+            size = quantity.parse(self.size)
+            if size % quantity.parse(self.hugepages.page_size) != 0:
+                raise ValueError("size must be a multiple of hugepages.pageSize")
+        return self
 
 
 class NumaCell(ApiModel):
@@ -247,6 +270,12 @@ class Disk(ApiModel):
         default=None,
         description="Attach the disk read-only.",
     )
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Disk:
+        if self.image is None and self.size is None:
+            raise ValueError("a disk needs an image, a size or both")
+        return self
 
 
 class Boot(ApiModel):
@@ -318,6 +347,12 @@ class Network(ApiModel):
         description="One queue per vCPU (virtio only), for network throughput.",
     )
 
+    @model_validator(mode="after")
+    def _has_source(self) -> Network:
+        if self.type != "user" and self.source is None:
+            raise ValueError("source is required for type network and bridge")
+        return self
+
 
 class Placement(ApiModel):
     """Where the VM may run: host labels and server-group rules (Nova's server groups)."""
@@ -364,6 +399,14 @@ class Placement(ApiModel):
             "host (Nova's max_server_per_host), default 1."
         ),
     )
+
+    @model_validator(mode="after")
+    def _group_rules(self) -> Placement:
+        if self.policy is not None and self.group is None:
+            raise ValueError("policy requires group")
+        if self.max_per_host is not None and self.policy != "anti-affinity":
+            raise ValueError("maxPerHost is only allowed with policy: anti-affinity")
+        return self
 
 
 class VirtualMachineSpec(ApiModel):
@@ -457,9 +500,17 @@ class VirtualMachineSpec(ApiModel):
     )
 
     @model_validator(mode="after")
+    def _names_unique(self) -> VirtualMachineSpec:
+        for what, names in (
+            ("disks", [disk.name for disk in self.disks]),
+            ("networks", [network.name for network in self.networks]),
+        ):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what} names must be unique")
+        return self
+
+    @model_validator(mode="after")
     def _numa_matches(self) -> VirtualMachineSpec:
-        # Mirrors the CEL rules above so the examples and unit tests catch the same
-        # mistakes without an API server.
         if self.numa is None:
             return self
         indexes = [i for cell in self.numa.cells for i in cell.cpus]

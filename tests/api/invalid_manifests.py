@@ -1,0 +1,253 @@
+"""The table of manifests the API server must refuse, shared by the model tests (which
+mirror the cheap rules) and the API-server tests (which check the real CRD schema).
+
+Each case is one mistake in an otherwise valid object, because the API server skips CEL
+rules once a schema check has failed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+Manifest = dict[str, Any]
+API_VERSION = "kubevisor.io/v1alpha1"
+
+
+@dataclass(frozen=True)
+class Update:
+    """Create `before`, then apply `after` to it (for immutable and one-way fields)."""
+
+    before: Manifest
+    after: Manifest
+
+
+def _merge(base: Manifest, patch: Manifest) -> Manifest:
+    merged = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def vm(spec: Manifest | None = None, *, replace: Manifest | None = None) -> Manifest:
+    """A valid 64Mi VirtualMachine with `spec` merged in (or `replace` as the whole spec)."""
+    body = replace if replace is not None else _merge({"memory": {"size": "64Mi"}}, spec or {})
+    return {"apiVersion": API_VERSION, "kind": "VirtualMachine", "metadata": {}, "spec": body}
+
+
+def hvh(spec: Manifest) -> Manifest:
+    """A HypervisorHost with `spec`."""
+    return {"apiVersion": API_VERSION, "kind": "HypervisorHost", "metadata": {}, "spec": spec}
+
+
+def mig(spec: Manifest | None = None, *, replace: Manifest | None = None) -> Manifest:
+    """A valid MigrationJob of VM "minimal" with `spec` merged in."""
+    body = replace if replace is not None else _merge({"vm": "minimal"}, spec or {})
+    return {"apiVersion": API_VERSION, "kind": "MigrationJob", "metadata": {}, "spec": body}
+
+
+def cells(*parts: tuple[list[int], str]) -> Manifest:
+    return {"cells": [{"cpus": cpus, "memory": memory} for cpus, memory in parts]}
+
+
+# Cases the pydantic models accept on purpose: lax coercion ("2" -> 2), unknown fields
+# ignored for forward compatibility, and rules about changes (only the server sees both
+# the old and the new object).
+MODELS_ALLOW = frozenset(
+    {
+        "vcpus-as-string",
+        "paused-as-string",
+        "unknown-spec-field",
+        "migration-vm-is-immutable",
+        "migration-target-host-is-immutable",
+        "migration-cancel-cannot-be-undone",
+    }
+)
+
+INVALID = [
+    # --- VirtualMachine: types, sizes, enums --------------------------------------------
+    pytest.param(vm(replace={}), "spec.memory", id="memory-missing"),
+    pytest.param(vm(replace={"memory": {}}), "spec.memory.size", id="memory-size-missing"),
+    pytest.param(vm({"memory": {"size": "-64Mi"}}), "spec.memory.size", id="memory-negative"),
+    pytest.param(vm({"memory": {"size": "0"}}), "spec.memory.size", id="memory-zero"),
+    pytest.param(vm({"memory": {"size": "lots"}}), "spec.memory.size", id="memory-not-a-quantity"),
+    pytest.param(vm({"memory": {"size": 67108864}}), "spec.memory.size", id="memory-as-number"),
+    pytest.param(vm({"cpu": {"vcpus": 0}}), "spec.cpu.vcpus", id="vcpus-zero"),
+    pytest.param(vm({"cpu": {"vcpus": 1000}}), "spec.cpu.vcpus", id="vcpus-too-many"),
+    pytest.param(vm({"cpu": {"vcpus": "two"}}), "spec.cpu.vcpus", id="vcpus-as-string"),
+    pytest.param(vm({"runStrategy": "Sometimes"}), "spec.runStrategy", id="run-strategy-unknown"),
+    pytest.param(vm({"cpu": {"policy": "exclusive"}}), "spec.cpu.policy", id="cpu-policy-unknown"),
+    pytest.param(
+        vm({"evictionStrategy": "Teleport"}), "spec.evictionStrategy", id="eviction-unknown"
+    ),
+    pytest.param(vm({"paused": "yes"}), "spec.paused", id="paused-as-string"),
+    pytest.param(vm({"cpus": 2}), "spec.cpus", id="unknown-spec-field"),
+    # --- VirtualMachine: CPU cross-field rules ------------------------------------------
+    pytest.param(
+        vm({"cpu": {"threadPolicy": "isolate"}}),
+        "spec.cpu.threadPolicy",
+        id="thread-policy-needs-dedicated",
+    ),
+    pytest.param(
+        vm({"cpu": {"isolateEmulatorThread": True}}),
+        "spec.cpu.isolateEmulatorThread",
+        id="emulator-thread-needs-dedicated",
+    ),
+    pytest.param(
+        vm({"cpu": {"vcpus": 4, "sockets": 1, "cores": 3}}),
+        "spec.cpu.vcpus",
+        id="topology-does-not-multiply-to-vcpus",
+    ),
+    # --- VirtualMachine: memory and NUMA ------------------------------------------------
+    pytest.param(
+        vm({"memory": {"hugepages": {"pageSize": "4Mi"}}}),
+        "spec.memory.hugepages.pageSize",
+        id="hugepage-size-unknown",
+    ),
+    pytest.param(
+        vm({"memory": {"size": "65Mi", "hugepages": {"pageSize": "2Mi"}}}),
+        "spec.memory.size",
+        id="memory-not-whole-hugepages",
+    ),
+    pytest.param(
+        vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "64Mi"))}),
+        "spec.numa.cells",
+        id="numa-cpus-do-not-add-up",
+    ),
+    pytest.param(
+        vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "16Mi"), ([1], "16Mi"))}),
+        "spec.numa.cells",
+        id="numa-memory-does-not-add-up",
+    ),
+    pytest.param(
+        vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "32Mi"), ([2], "32Mi"))}),
+        "spec.numa.cells",
+        id="numa-vcpu-out-of-range",
+    ),
+    pytest.param(
+        vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "32Mi"), ([0], "32Mi"))}),
+        "spec.numa.cells",
+        id="numa-vcpu-in-two-cells",
+    ),
+    pytest.param(
+        vm({"numa": {"cells": []}}),
+        "spec.numa.cells",
+        id="numa-no-cells",
+    ),
+    pytest.param(
+        vm(
+            {
+                "cpu": {"vcpus": 9},
+                "memory": {"size": "72Mi"},
+                "numa": cells(*[([i], "8Mi") for i in range(9)]),
+            }
+        ),
+        "spec.numa.cells",
+        id="numa-too-many-cells",
+    ),
+    # --- VirtualMachine: disks, networks, placement -------------------------------------
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi"}, {"name": "root", "size": "2Gi"}]}),
+        "spec.disks[1]",
+        id="disk-names-not-unique",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi", "bus": "ide"}]}),
+        "spec.disks[0].bus",
+        id="disk-bus-unknown",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "-1Gi"}]}),
+        "spec.disks[0].size",
+        id="disk-size-negative",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root"}]}),
+        "spec.disks[0]",
+        id="disk-without-image-or-size",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "Root_Disk", "size": "1Gi"}]}),
+        "spec.disks[0].name",
+        id="disk-name-not-a-dns-label",
+    ),
+    pytest.param(
+        vm({"networks": [{"name": "net0", "type": "vxlan"}]}),
+        "spec.networks[0].type",
+        id="network-type-unknown",
+    ),
+    pytest.param(
+        vm({"networks": [{"name": "net0", "type": "bridge"}]}),
+        "spec.networks[0].source",
+        id="bridge-without-source",
+    ),
+    pytest.param(
+        vm({"placement": {"group": "web", "policy": "spread"}}),
+        "spec.placement.policy",
+        id="group-policy-unknown",
+    ),
+    pytest.param(
+        vm({"placement": {"policy": "anti-affinity"}}),
+        "spec.placement.group",
+        id="group-policy-without-group",
+    ),
+    pytest.param(
+        vm({"placement": {"group": "web", "policy": "anti-affinity", "maxPerHost": 0}}),
+        "spec.placement.maxPerHost",
+        id="max-per-host-zero",
+    ),
+    pytest.param(
+        vm({"placement": {"group": "web", "policy": "affinity", "maxPerHost": 2}}),
+        "spec.placement.maxPerHost",
+        id="max-per-host-without-anti-affinity",
+    ),
+    # --- HypervisorHost -----------------------------------------------------------------
+    pytest.param(
+        hvh({"allocationRatios": {"cpu": 0}}), "spec.allocationRatios.cpu", id="cpu-ratio-zero"
+    ),
+    pytest.param(
+        hvh({"allocationRatios": {"memory": -1.5}}),
+        "spec.allocationRatios.memory",
+        id="memory-ratio-negative",
+    ),
+    pytest.param(hvh({"reserved": {"cpu": -1}}), "spec.reserved.cpu", id="reserved-cpu-negative"),
+    pytest.param(
+        hvh({"reserved": {"memory": "half"}}),
+        "spec.reserved.memory",
+        id="reserved-memory-not-a-quantity",
+    ),
+    pytest.param(hvh({"cpuDedicatedSet": "0-3;8"}), "spec.cpuDedicatedSet", id="cpuset-bad-syntax"),
+    # --- MigrationJob -------------------------------------------------------------------
+    pytest.param(mig(replace={}), "spec.vm", id="migration-vm-missing"),
+    pytest.param(
+        mig({"options": {"bandwidthMiBps": -1}}),
+        "spec.options.bandwidthMiBps",
+        id="migration-bandwidth-negative",
+    ),
+    pytest.param(
+        mig({"options": {"completionTimeoutPerGiB": 0}}),
+        "spec.options.completionTimeoutPerGiB",
+        id="migration-completion-timeout-zero",
+    ),
+    pytest.param(
+        Update(before=mig(), after=mig({"vm": "other"})),
+        "spec.vm",
+        id="migration-vm-is-immutable",
+    ),
+    pytest.param(
+        Update(before=mig({"targetHost": "host-a"}), after=mig({"targetHost": "host-b"})),
+        "spec.targetHost",
+        id="migration-target-host-is-immutable",
+    ),
+    pytest.param(
+        Update(before=mig({"cancel": True}), after=mig({"cancel": False})),
+        "spec.cancel",
+        id="migration-cancel-cannot-be-undone",
+    ),
+]

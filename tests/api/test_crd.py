@@ -1,0 +1,174 @@
+"""The CRD generator (kubevisor.api.crd): committed YAML is current, schemas are structural
+and documented, and `kubevisor crds generate --check` notices a stale file."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import REPO
+from kubevisor.api import crd
+from kubevisor.cli import crds as crds_cli
+
+CRD_DIR = REPO / "deploy" / "crds"
+
+# Keys a structural schema node may carry (what crd.py emits, nothing else).
+ALLOWED_KEYS = set(crd._NODE_KEYS)
+
+
+def walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node under `node`, with a readable path."""
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from walk(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def schemas() -> list[Any]:
+    return [
+        pytest.param(
+            definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            id=definition["spec"]["names"]["kind"],
+        )
+        for definition in crd.definitions()
+    ]
+
+
+def test_committed_crds_match_the_models() -> None:
+    committed = {path.name: path.read_text() for path in sorted(CRD_DIR.glob("*.yaml"))}
+    assert committed == crd.rendered(), "deploy/crds is stale: run `kubevisor crds generate`"
+
+
+def test_generation_is_deterministic() -> None:
+    assert crd.rendered() == crd.rendered()
+
+
+@pytest.mark.parametrize("root", schemas())
+def test_every_field_has_a_description(root: dict[str, Any]) -> None:
+    missing = [
+        path
+        for path, node in walk(root, "")
+        # metadata may carry nothing but its type; explain documents ObjectMeta itself.
+        if path != ".metadata"
+        and not path.endswith(("[]", "{}"))  # list items and map values: see below
+        and "description" not in node
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("root", schemas())
+def test_object_list_items_are_described(root: dict[str, Any]) -> None:
+    missing = [
+        path
+        for path, node in walk(root, "")
+        if path.endswith("[]") and node["type"] == "object" and "description" not in node
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("root", schemas())
+def test_schema_is_structural(root: dict[str, Any]) -> None:
+    for path, node in walk(root, ""):
+        assert "type" in node, f"{path} has no type"
+        assert set(node) <= ALLOWED_KEYS, f"{path} has {set(node) - ALLOWED_KEYS}"
+        assert not ({"$ref", "anyOf", "oneOf", "allOf", "nullable"} & set(node)), path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if "default" in node:
+            assert node["default"] is not None, f"{path} defaults to null"
+        if "exclusiveMinimum" in node:
+            assert node["exclusiveMinimum"] is True and "minimum" in node, path
+
+
+@pytest.mark.parametrize("root", schemas())
+def test_cel_rules_carry_a_message(root: dict[str, Any]) -> None:
+    for path, node in walk(root, ""):
+        for rule in node.get("x-kubernetes-validations", []):
+            assert rule["message"], f"{path}: {rule['rule']}"
+
+
+def test_status_is_fully_declared() -> None:
+    # kopf and our writers patch only declared fields; nothing may be kept blindly.
+    for definition in crd.definitions():
+        text = yaml.safe_dump(definition)
+        assert "x-kubernetes-preserve-unknown-fields" not in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "short_names", "scope", "columns"),
+    [
+        pytest.param(
+            "VirtualMachine",
+            ["vm", "vms"],
+            "Namespaced",
+            ["Phase", "Host", "vCPUs", "Memory", "Age"],
+            id="virtualmachine",
+        ),
+        pytest.param(
+            "HypervisorHost",
+            ["hvh"],
+            "Cluster",
+            [
+                "Ready",
+                "Hypervisor",
+                "CPU Allocated",
+                "CPU Allocatable",
+                "Memory Allocated",
+                "Memory Allocatable",
+                "VMs",
+                "Age",
+            ],
+            id="hypervisorhost",
+        ),
+        pytest.param(
+            "MigrationJob",
+            ["vmmig"],
+            "Namespaced",
+            ["VM", "Source", "Target", "Phase", "Progress", "Age"],
+            id="migrationjob",
+        ),
+    ],
+)
+def test_names_and_columns(
+    kind: str, short_names: list[str], scope: str, columns: list[str]
+) -> None:
+    (definition,) = [d for d in crd.definitions() if d["spec"]["names"]["kind"] == kind]
+    spec = definition["spec"]
+    assert spec["group"] == "kubevisor.io"
+    assert spec["names"]["shortNames"] == short_names
+    assert spec["names"]["categories"] == ["kubevisor"]
+    assert spec["scope"] == scope
+    (version,) = spec["versions"]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
+    default_columns = [
+        c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c
+    ]
+    assert default_columns == columns
+
+
+def _generate(directory: Path, *, check: bool) -> int:
+    args = argparse.Namespace(dir=directory, check=check)
+    code: int = crds_cli.run_generate(args)
+    return code
+
+
+def test_cli_writes_then_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _generate(tmp_path, check=True) == 1  # nothing there yet
+    assert _generate(tmp_path, check=False) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(crd.rendered())
+    assert _generate(tmp_path, check=True) == 0
+    stale = tmp_path / "virtualmachines.kubevisor.io.yaml"
+    stale.write_text(stale.read_text().replace("default: Always", "default: Halted"))
+    capsys.readouterr()
+    assert _generate(tmp_path, check=True) == 1
+    out = capsys.readouterr().out
+    assert "-                default: Halted" in out
+    assert "+                default: Always" in out
