@@ -151,11 +151,35 @@ def test_domain_xml_matches_golden_file(
 
 
 def test_metadata_round_trips() -> None:
-    xml = domain.render(vm({"memory": {"size": "64Mi"}}), host=HostEnvironment(domain_type="qemu"))
+    machine = vm({"memory": {"size": "64Mi"}})
+    xml = domain.render(machine, host=HostEnvironment(domain_type="qemu"))
     ref = domain.read_metadata(xml)
     assert ref == domain.VmRef(
-        namespace="prod", name="web", uid="6f1c1f9e-8a3b-4c55-9a55-0d7b5c2d1e01", generation=3
+        namespace="prod",
+        name="web",
+        uid="6f1c1f9e-8a3b-4c55-9a55-0d7b5c2d1e01",
+        generation=3,
+        hardware=domain.hardware_fingerprint(machine.spec),
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "restart_needed"),
+    [
+        pytest.param({"cpu": {"vcpus": 2}}, True, id="vcpus"),
+        pytest.param({"memory": {"size": "128Mi"}}, True, id="memory"),
+        pytest.param({"runStrategy": "Halted"}, False, id="run-strategy"),
+        pytest.param({"paused": True}, False, id="paused"),
+        pytest.param({"placement": {"group": "g", "policy": "affinity"}}, False, id="placement"),
+    ],
+)
+def test_hardware_fingerprint_changes_only_with_restart_requiring_fields(
+    change: dict[str, Any], restart_needed: bool
+) -> None:
+    before = vm({"memory": {"size": "64Mi"}})
+    after = vm({"memory": {"size": "64Mi"}, **change})
+    changed = domain.hardware_fingerprint(before.spec) != domain.hardware_fingerprint(after.spec)
+    assert changed is restart_needed
 
 
 def test_foreign_domain_has_no_kubevisor_metadata() -> None:

@@ -12,6 +12,8 @@ agent recognises its own domains after a restart and fences strays.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,22 @@ class VmRef:
     name: str
     uid: str
     generation: int
+    hardware: str = ""
+    """Fingerprint of the spec parts baked into the domain (see hardware_fingerprint)."""
+
+
+HARDWARE_FIELDS = ("cpu", "memory", "numa", "disks", "boot", "cloud_init", "networks")
+
+
+def hardware_fingerprint(spec: VirtualMachineSpec) -> str:
+    """A short hash of the spec parts that only take effect when the domain is redefined.
+
+    The agent compares it with the fingerprint in a running domain's metadata to tell
+    the user (condition RestartRequired) that a change waits for a restart.
+    """
+    parts = spec.model_dump(mode="json", by_alias=True, include=set(HARDWARE_FIELDS))
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def domain_name(namespace: str, name: str) -> str:
@@ -85,6 +103,7 @@ def vm_ref(vm: VirtualMachine) -> VmRef:
         name=str(meta["name"]),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation", 0)),
+        hardware=hardware_fingerprint(vm.spec),
     )
 
 
@@ -100,6 +119,7 @@ def read_metadata(xml: str) -> VmRef | None:
             name=element.attrib["name"],
             uid=element.attrib["uid"],
             generation=int(element.attrib.get("generation", "0")),
+            hardware=element.attrib.get("hardware", ""),
         )
     except (KeyError, ValueError):
         return None
@@ -133,6 +153,7 @@ def _identity(doc: _Doc) -> None:
         name=doc.ref.name,
         uid=doc.ref.uid,
         generation=str(doc.ref.generation),
+        hardware=doc.ref.hardware,
     )
 
 

@@ -1,0 +1,134 @@
+"""VM lifecycle: what each run strategy wants, and which phase changes are legal.
+
+Pure tables consulted by the agent (should this domain run now?) and by status
+computation (is this phase change one we can explain?). Run strategies have KubeVirt's
+meanings:
+
+| strategy       | start when created | restart after guest shutdown | after a crash |
+|----------------|--------------------|------------------------------|---------------|
+| Always         | yes                | yes                          | yes           |
+| RerunOnFailure | yes                | no (it succeeded)            | yes           |
+| Once           | yes                | no                           | no            |
+| Manual         | yes                | no                           | no            |
+| Halted         | no (and stop it)   | no                           | no            |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+RunStrategy = Literal["Always", "RerunOnFailure", "Once", "Manual", "Halted"]
+
+
+class Exit(StrEnum):
+    """How a guest's last run ended, as far as the hypervisor can tell."""
+
+    NONE = "none"
+    """Never ran, or runs now."""
+    SHUTDOWN = "shutdown"
+    """The guest powered itself off, or obeyed a graceful shutdown."""
+    CRASHED = "crashed"
+    """The guest or QEMU crashed, or the domain failed to start."""
+    DESTROYED = "destroyed"
+    """Stopped hard from outside (by kubevisor or an operator with virsh)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What the run strategy wants right now."""
+
+    run: bool
+    restart: bool
+    """True when running means starting the guest again after an earlier run ended."""
+
+
+_RESTART_AFTER: Mapping[RunStrategy, frozenset[Exit]] = {
+    "Always": frozenset({Exit.SHUTDOWN, Exit.CRASHED, Exit.DESTROYED}),
+    "RerunOnFailure": frozenset({Exit.CRASHED}),
+    "Once": frozenset(),
+    "Manual": frozenset(),
+    "Halted": frozenset(),
+}
+
+
+def intent(strategy: RunStrategy, *, last_exit: Exit) -> Intent:
+    """Whether a VM with `strategy` whose guest's last run ended with `last_exit` should run."""
+    if strategy == "Halted":
+        return Intent(run=False, restart=False)
+    if last_exit is Exit.NONE:
+        return Intent(run=True, restart=False)
+    restart = last_exit in _RESTART_AFTER[strategy]
+    return Intent(run=restart, restart=restart)
+
+
+Phase = Literal[
+    "Pending",
+    "Unschedulable",
+    "Scheduled",
+    "Starting",
+    "Running",
+    "Paused",
+    "Stopping",
+    "Stopped",
+    "Migrating",
+    "Failed",
+    "Terminating",
+    "Unknown",
+]
+
+PHASES: tuple[Phase, ...] = (
+    "Pending",
+    "Unschedulable",
+    "Scheduled",
+    "Starting",
+    "Running",
+    "Paused",
+    "Stopping",
+    "Stopped",
+    "Migrating",
+    "Failed",
+    "Terminating",
+    "Unknown",
+)
+
+_BOUND: frozenset[Phase] = frozenset(
+    {"Starting", "Running", "Paused", "Stopping", "Stopped", "Migrating", "Failed"}
+)
+
+# Every phase may move to itself, to Terminating (deletion) and to Unknown (host lost);
+# a VM that lost its host (Unknown) may go anywhere the evidence says. The rest:
+_NEXT: Mapping[Phase, frozenset[Phase]] = {
+    "Pending": frozenset({"Unschedulable", "Scheduled", "Stopped"}),
+    "Unschedulable": frozenset({"Pending", "Scheduled", "Stopped"}),
+    "Scheduled": frozenset({"Pending", "Starting", "Running", "Paused", "Stopped", "Failed"}),
+    "Starting": frozenset({"Running", "Paused", "Stopping", "Stopped", "Failed", "Pending"}),
+    "Running": frozenset({"Paused", "Stopping", "Stopped", "Failed", "Migrating", "Starting"}),
+    "Paused": frozenset({"Running", "Stopping", "Stopped", "Failed", "Migrating"}),
+    "Stopping": frozenset({"Stopped", "Failed", "Running", "Paused", "Starting"}),
+    "Stopped": frozenset({"Starting", "Running", "Paused", "Pending", "Scheduled", "Failed"}),
+    "Migrating": frozenset({"Running", "Paused", "Failed", "Stopped"}),
+    "Failed": frozenset({"Starting", "Running", "Paused", "Stopped", "Pending", "Scheduled"}),
+    "Terminating": frozenset({"Stopped"}),
+    "Unknown": frozenset(PHASES),
+}
+
+
+class IllegalTransition(ValueError):
+    """A phase change the lifecycle does not allow: a bug in whoever computed it."""
+
+
+def check_transition(old: Phase | None, new: Phase) -> Phase:
+    """Return `new` if a VM may move from `old` to it, else raise IllegalTransition."""
+    if old is None or old == new or new in ("Terminating", "Unknown"):
+        return new
+    if new not in _NEXT[old]:
+        raise IllegalTransition(f"a VM cannot go from {old} to {new}")
+    return new
+
+
+def is_bound_phase(phase: Phase | None) -> bool:
+    """Phases that only the agent of the bound host writes."""
+    return phase in _BOUND

@@ -1,0 +1,288 @@
+"""VirtualMachine status as one pure function of explicit inputs.
+
+`bound_vm_status` is what the agent of the bound host writes: the phase after binding,
+`status.domain`, `created`, `restartCount`, and the conditions it owns (Ready, Paused,
+Reconciling, Stalled, RestartRequired). The phase comes from an ordered first-match table:
+the first row whose test holds decides, so the precedence is visible in one place.
+
+Conditions follow the kstatus conventions (research/ux.md section 1): Reconciling while
+work is in flight, Stalled when it cannot progress, Ready as the summary, and a stopped
+VM whose run strategy wants it stopped is Ready, so GitOps tools do not wait forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from kubevisor.api import conditions as cond
+from kubevisor.api.conditions import Condition
+from kubevisor.api.virtualmachine import DomainStatus, VirtualMachineSpec
+from kubevisor.core import lifecycle
+from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
+from kubevisor.core.lifecycle import Exit, Phase
+
+RESTART_REQUIRED = "RestartRequired"
+AGENT_CONDITIONS = (cond.READY, cond.PAUSED, cond.RECONCILING, cond.STALLED, RESTART_REQUIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentError:
+    """The last error the agent hit for this VM; permanent ones stall it."""
+
+    permanent: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything the bound VM's status depends on."""
+
+    spec: VirtualMachineSpec
+    generation: int
+    deleting: bool
+    domain: DomainObservation | None
+    hardware: str
+    """Fingerprint of the current spec's restart-requiring parts."""
+    error: AgentError | None = None
+
+    @property
+    def wants_run(self) -> bool:
+        return lifecycle.intent(self.spec.run_strategy, last_exit=last_exit(self.domain)).run
+
+    @property
+    def state(self) -> DomainState | None:
+        return None if self.domain is None else self.domain.state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """A phase with the summary conditions that go with it."""
+
+    phase: Phase
+    ready: bool
+    reason: str
+    message: str
+    reconciling: bool = False
+    stalled: bool = False
+
+
+def _deleting(i: Inputs) -> Verdict | None:
+    if not i.deleting:
+        return None
+    return Verdict(
+        phase="Terminating",
+        ready=False,
+        reason="Deleting",
+        message="shutting down and removing the domain",
+        reconciling=True,
+    )
+
+
+def _permanent_error(i: Inputs) -> Verdict | None:
+    if i.error is None or not i.error.permanent:
+        return None
+    return Verdict(
+        phase="Failed", ready=False, reason=i.error.reason, message=i.error.message, stalled=True
+    )
+
+
+def _no_domain(i: Inputs) -> Verdict | None:
+    if i.domain is not None:
+        return None
+    if i.wants_run:
+        return Verdict(
+            phase="Starting",
+            ready=False,
+            reason="Starting",
+            message="creating the domain",
+            reconciling=True,
+        )
+    return Verdict(
+        phase="Stopped", ready=True, reason="Stopped", message="stopped, as the run strategy asks"
+    )
+
+
+def _running(i: Inputs) -> Verdict | None:
+    if i.state not in (DomainState.RUNNING, DomainState.BLOCKED):
+        return None
+    if not i.wants_run:
+        return Verdict(
+            phase="Stopping",
+            ready=False,
+            reason="Stopping",
+            message="shutting the guest down",
+            reconciling=True,
+        )
+    if i.spec.paused:
+        return Verdict(
+            phase="Running",
+            ready=False,
+            reason="Pausing",
+            message="pausing the guest",
+            reconciling=True,
+        )
+    return Verdict(phase="Running", ready=True, reason="Running", message="the domain is running")
+
+
+def _paused(i: Inputs) -> Verdict | None:
+    if i.state is not DomainState.PAUSED:
+        return None
+    if i.spec.paused:
+        return Verdict(
+            phase="Paused", ready=True, reason="Paused", message="paused, as spec.paused asks"
+        )
+    return Verdict(
+        phase="Paused",
+        ready=False,
+        reason="Resuming",
+        message="resuming the guest",
+        reconciling=True,
+    )
+
+
+def _shutting_down(i: Inputs) -> Verdict | None:
+    if i.state is not DomainState.SHUTDOWN:
+        return None
+    return Verdict(
+        phase="Stopping",
+        ready=False,
+        reason="Stopping",
+        message="the guest is shutting down",
+        reconciling=True,
+    )
+
+
+def _ended(i: Inputs) -> Verdict | None:
+    if i.wants_run:
+        return Verdict(
+            phase="Starting",
+            ready=False,
+            reason="Restarting",
+            message="starting the guest again",
+            reconciling=True,
+        )
+    if last_exit(i.domain) is Exit.CRASHED:
+        return Verdict(
+            phase="Failed",
+            ready=False,
+            reason="Crashed",
+            message=f"the guest crashed ({i.domain.reason if i.domain else 'unknown'}) and "
+            f"runStrategy {i.spec.run_strategy} does not restart it",
+            stalled=True,
+        )
+    return Verdict(
+        phase="Stopped", ready=True, reason="Stopped", message="stopped, as the run strategy asks"
+    )
+
+
+PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
+    _deleting,
+    _permanent_error,
+    _no_domain,
+    _running,
+    _paused,
+    _shutting_down,
+    _ended,
+)
+"""Ordered: the first row that returns a verdict decides."""
+
+
+def verdict(inputs: Inputs) -> Verdict:
+    for row in PHASE_TABLE:
+        found = row(inputs)
+        if found is not None:
+            return found
+    raise AssertionError("the last row of PHASE_TABLE always decides")
+
+
+def bound_vm_status(
+    inputs: Inputs,
+    *,
+    previous_phase: Phase | None,
+    previous: Sequence[Condition],
+    restart_count: int,
+    now: datetime,
+) -> dict[str, object]:
+    """The agent's part of `status`, as the wire dict it applies (camelCase keys)."""
+    v = verdict(inputs)
+    paused = inputs.state is DomainState.PAUSED
+    restart_required = (
+        inputs.domain is not None
+        and inputs.domain.active
+        and bool(inputs.domain.hardware)
+        and inputs.domain.hardware != inputs.hardware
+    )
+    wanted = [
+        (cond.READY, v.ready, v.reason, v.message),
+        (
+            cond.PAUSED,
+            paused,
+            "Paused" if paused else "NotPaused",
+            "the guest's vCPUs are paused" if paused else "the guest is not paused",
+        ),
+        (
+            cond.RECONCILING,
+            v.reconciling,
+            v.reason if v.reconciling else "Done",
+            v.message if v.reconciling else "nothing in flight",
+        ),
+        (
+            cond.STALLED,
+            v.stalled,
+            v.reason if v.stalled else "NotStalled",
+            v.message if v.stalled else "making progress",
+        ),
+        (
+            RESTART_REQUIRED,
+            restart_required,
+            "SpecChanged" if restart_required else "UpToDate",
+            "vCPUs, memory, NUMA, disks, boot or networks changed; restart the VM to apply them"
+            if restart_required
+            else "the domain matches the spec",
+        ),
+    ]
+    conditions = [
+        set_condition(
+            previous, type_=t, status=s, reason=r, message=m, generation=inputs.generation, now=now
+        )
+        for t, s, r, m in wanted
+    ]
+    status: dict[str, object] = {
+        "phase": lifecycle.check_transition(previous_phase, v.phase),
+        "created": inputs.domain is not None,
+        "restartCount": restart_count,
+        "observedGeneration": inputs.generation,
+        "conditions": [c.to_wire() for c in conditions],
+    }
+    if inputs.domain is not None:
+        status["domain"] = DomainStatus(
+            uuid=inputs.domain.uuid, state=inputs.domain.state.value, reason=inputs.domain.reason
+        ).to_wire()
+    return status
+
+
+def set_condition(
+    previous: Sequence[Condition],
+    *,
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Condition:
+    """A condition whose lastTransitionTime moves only when its status flips."""
+    text = "True" if status else "False"
+    old = cond.find(list(previous), type_)
+    since = old.last_transition_time if old is not None and old.status == text else None
+    return Condition(
+        type=type_,
+        status=text,
+        reason=reason,
+        message=message,
+        last_transition_time=since or now,
+        observed_generation=generation,
+    )
