@@ -1,0 +1,220 @@
+"""The shape every hypervisor driver has, and the values and errors it speaks in.
+
+The node agent holds one `Hypervisor` (a `LibvirtHypervisor` in production, a
+`FakeHypervisor` in handler unit tests) and calls it with domain XML built by
+`core.domain`. Domains are named by UUID, which the agent takes from the VM. Every method is
+a coroutine that never blocks the agent's event loop; `events()` delivers libvirt lifecycle
+events as they happen, so state is never polled (the agent's periodic resync is only a
+safety net, run after `ConnectionEvent(connected=True)` and on a slow timer).
+
+Failures come in two kinds (STYLE.md rule 7): `RetryableError` (try again after `delay`
+seconds: the daemon is restarting, the domain is mid-transition) and `PermanentError`
+(retrying the same request cannot help: the XML is invalid, the host cannot run that
+configuration). `DomainNotFound` is permanent for the call that raised it, and the agent
+usually treats it as "already gone".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class HypervisorError(Exception):
+    """Base of the driver's errors; `code` is the underlying (libvirt) error code, if any."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RetryableError(HypervisorError):
+    """Worth retrying after `delay` seconds, without changing the request."""
+
+    def __init__(self, message: str, *, code: int | None = None, delay: float = 5.0) -> None:
+        super().__init__(message, code=code)
+        self.delay = delay
+
+
+class PermanentError(HypervisorError):
+    """Retrying the same request cannot succeed; the spec or the host must change first."""
+
+
+class DomainNotFound(PermanentError):
+    """No domain with that UUID on this hypervisor."""
+
+
+class DomainState(enum.Enum):
+    """libvirt's virDomainState, by name."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # being shut down: the guest was asked and is still running
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+
+class EventKind(enum.Enum):
+    """libvirt's virDomainEventType (the lifecycle event's kind), by name."""
+
+    DEFINED = "defined"
+    UNDEFINED = "undefined"
+    STARTED = "started"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    STOPPED = "stopped"
+    SHUTDOWN = "shutdown"
+    PMSUSPENDED = "pmsuspended"
+    CRASHED = "crashed"
+
+
+class ShutdownOutcome(enum.Enum):
+    """How `Hypervisor.shutdown` ended."""
+
+    GRACEFUL = "graceful"  # the guest powered off within the timeout
+    FORCED = "forced"  # the timeout passed and the domain was destroyed
+    ALREADY_OFF = "already-off"
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    """A domain as the hypervisor reports it; `reason` is libvirt's state reason by name."""
+
+    uuid: str
+    name: str
+    state: DomainState
+    reason: str
+    persistent: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainEvent:
+    """A lifecycle event of one domain; `detail` is libvirt's event detail by name."""
+
+    uuid: str
+    name: str
+    kind: EventKind
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionEvent:
+    """The driver lost (connected=False) or regained (connected=True) its hypervisor.
+
+    Events may have been missed in between: on reconnection the agent resyncs its domains.
+    """
+
+    uri: str
+    connected: bool
+    reason: str = ""
+
+
+Event = DomainEvent | ConnectionEvent
+
+
+@dataclasses.dataclass(frozen=True)
+class PageSize:
+    """Pages of one size in one NUMA cell; `free` is None when the hypervisor cannot say."""
+
+    size_kib: int
+    total: int
+    free: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class HostCpu:
+    """One logical CPU; `siblings` are the logical CPUs sharing its core (itself included)."""
+
+    id: int
+    socket_id: int
+    core_id: int
+    siblings: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class NumaCell:
+    """One NUMA cell of the host."""
+
+    id: int
+    memory_kib: int
+    free_memory_kib: int | None
+    cpus: tuple[HostCpu, ...]
+    pages: tuple[PageSize, ...]
+    distances: tuple[tuple[int, int], ...] = ()  # (cell id, distance)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFacts:
+    """What the agent publishes in its HypervisorHost status and placement decides on."""
+
+    hostname: str
+    uuid: str | None
+    arch: str
+    cpus: int
+    memory_kib: int
+    cpu_model: str | None
+    cpu_vendor: str | None
+    cpu_features: tuple[str, ...]
+    cells: tuple[NumaCell, ...]
+    hypervisor_type: str  # e.g. "QEMU", "TEST"
+    hypervisor_version: str  # e.g. "7.2.22"
+    libvirt_version: str  # e.g. "9.0.0"
+    domain_types: tuple[str, ...]  # what <domain type=...> the host accepts: "qemu", "kvm"
+    uri: str
+
+
+class Hypervisor(Protocol):
+    """One hypervisor host, driven by the node agent."""
+
+    @property
+    def uri(self) -> str: ...
+
+    async def connect(self) -> None:
+        """Connect (retrying with back-off until it works) and keep reconnecting after losses."""
+
+    async def close(self) -> None:
+        """Disconnect for good; `events()` iterators end."""
+
+    async def host_facts(self) -> HostFacts: ...
+
+    async def define(self, xml: str) -> DomainInfo:
+        """Define (or redefine) a persistent domain from XML; it is not started."""
+
+    async def start(self, uuid: str) -> None:
+        """Start a defined domain; no-op if it is already active."""
+
+    async def shutdown(self, uuid: str, *, timeout: float) -> ShutdownOutcome:
+        """Ask the guest to power off (ACPI); destroy it if it has not within `timeout` s."""
+
+    async def destroy(self, uuid: str) -> None:
+        """Power off immediately; no-op if it is not active."""
+
+    async def suspend(self, uuid: str) -> None:
+        """Pause the vCPUs; no-op if already paused."""
+
+    async def resume(self, uuid: str) -> None:
+        """Resume paused vCPUs; no-op if running."""
+
+    async def undefine(self, uuid: str) -> None:
+        """Destroy if active, then remove the domain and its managed save, snapshot and
+        checkpoint metadata and NVRAM; no-op if there is no such domain."""
+
+    async def state(self, uuid: str) -> DomainInfo:
+        """Raises DomainNotFound when there is no such domain."""
+
+    async def list_domains(self) -> list[DomainInfo]: ...
+
+    async def domain_xml(self, uuid: str) -> str:
+        """The live XML of an active domain, the persistent one otherwise."""
+
+    def events(self) -> AsyncIterator[Event]:
+        """Lifecycle and connection events from now on, until `close()`.
+
+        Each call is an independent subscriber; iterate it from the agent's event loop.
+        """
+        ...
