@@ -262,11 +262,16 @@ def fit(
     owner: dict[int, int] = {}
 
     def assign(g: int, seen: set[int]) -> bool:
+        # A free preferred cell first; only then move an earlier guest cell aside.
+        for h in order:
+            if h not in owner and h not in seen and not isinstance(pair(g, h), _CellMiss):
+                owner[h] = g
+                return True
         for h in order:
             if h in seen or isinstance(pair(g, h), _CellMiss):
                 continue
             seen.add(h)
-            if h not in owner or assign(owner[h], seen):
+            if assign(owner[h], seen):
                 owner[h] = g
                 return True
         return False

@@ -1,0 +1,149 @@
+"""select_host / place (placement.scheduler): bursts, groups, explanations, subsets."""
+
+from __future__ import annotations
+
+import random
+
+from kubevisor.core.placement import scheduler
+from kubevisor.core.placement.model import GroupPolicy
+from kubevisor.core.placement.scheduler import Decision, NoFit, Options
+from kubevisor.core.placement.state import PlacementState
+from kubevisor.core.placement.weighers import Multipliers
+
+from .builders import GIB, make_host, make_request
+
+
+def cluster(n: int = 4, **kw: object) -> PlacementState:
+    return PlacementState.rebuild([make_host(f"h{i}", **kw) for i in range(n)], [])  # type: ignore[arg-type]
+
+
+def test_burst_never_double_books() -> None:
+    state = cluster(3, dedicated="all")
+    placed = [
+        scheduler.place(state, make_request(f"vm{i}", vcpus=4, dedicated=True)) for i in range(14)
+    ]
+    ok = [d for d in placed if isinstance(d, Decision)]
+    assert len(ok) == 12  # 3 hosts x 2 cells x 8 pCPUs / 4
+    pins = [p.pcpu for d in ok if d.host == "h0" and d.numa for c in d.numa.cells for p in c.pins]
+    assert len(pins) == len(set(pins)) == 16
+    last = placed[-1]
+    assert isinstance(last, NoFit)
+    assert last.message.startswith(
+        "0/3 hosts fit: 3 insufficient dedicated CPUs (need 4, best has 0 free)"
+    )
+
+
+def test_spreads_by_default() -> None:
+    state = cluster(4)
+    hosts = [scheduler.place(state, make_request(f"vm{i}")) for i in range(4)]
+    assert sorted(d.host for d in hosts if isinstance(d, Decision)) == ["h0", "h1", "h2", "h3"]
+
+
+def test_anti_affinity_spreads_then_explains() -> None:
+    state = cluster(3)
+    for i in range(3):
+        assert isinstance(scheduler.place(state, make_request(f"db{i}", group="db")), Decision)
+    assert {state.claims()[f"db{i}"].host for i in range(3)} == {"h0", "h1", "h2"}
+    refused = scheduler.place(state, make_request("db3", group="db"))
+    assert isinstance(refused, NoFit)
+    assert refused.message == '0/3 hosts fit: 3 anti-affinity group "db"'
+
+
+def test_affinity_follows_the_first_member() -> None:
+    state = cluster(5)
+    first = scheduler.place(state, make_request("w0", group="web", policy=GroupPolicy.AFFINITY))
+    assert isinstance(first, Decision)
+    for i in range(1, 4):
+        d = scheduler.place(state, make_request(f"w{i}", group="web", policy=GroupPolicy.AFFINITY))
+        assert isinstance(d, Decision) and d.host == first.host
+
+
+def test_soft_affinity_prefers_but_does_not_require() -> None:
+    hosts_ = [make_host(f"h{i}", cell_memory_mib=4 * GIB) for i in range(2)]
+    state = PlacementState.rebuild(hosts_, [], multipliers=Multipliers(soft_affinity=10.0))
+    hosts = []
+    for i in range(4):
+        d = scheduler.place(
+            state,
+            make_request(f"s{i}", memory_mib=3 * GIB, group="s", policy=GroupPolicy.SOFT_AFFINITY),
+        )
+        assert isinstance(d, Decision)
+        hosts.append(d.host)
+    assert hosts[0] == hosts[1] and hosts[2] != hosts[0]
+
+
+def test_mixed_failure_explanation() -> None:
+    state = PlacementState.rebuild(
+        [
+            make_host("small", cell_memory_mib=2 * GIB),
+            make_host("cordoned", schedulable=False),
+            make_host("down", ready=False),
+            make_host("other-zone", labels={"zone": "b"}),
+        ],
+        [],
+    )
+    refused = scheduler.place(state, make_request(memory_mib=8 * GIB, selector={}))
+    assert isinstance(refused, Decision)
+    refused = scheduler.place(state, make_request("x", memory_mib=80 * GIB))
+    assert isinstance(refused, NoFit)
+    assert refused.message == (
+        "0/4 hosts fit: 2 insufficient memory (need 80Gi, best has 56Gi free), "
+        "1 not ready, 1 unschedulable"
+    )
+
+
+def test_host_selector_uses_the_label_index() -> None:
+    hosts = [make_host(f"h{i}", labels={"gpu": "yes"} if i == 7 else {}) for i in range(40)]
+    state = PlacementState.rebuild(hosts, [])
+    d = scheduler.select_host(state, make_request(selector={"gpu": "yes"}))
+    assert isinstance(d, Decision) and d.host == "h7" and d.considered == 1
+
+
+def test_subset_size_picks_among_the_best_with_injected_random() -> None:
+    state = cluster(6)
+    opts = Options(host_subset_size=3)
+    chosen = {
+        d.host
+        for seed in range(30)
+        if isinstance(
+            d := scheduler.select_host(
+                state, make_request(), options=opts, rng=random.Random(seed)
+            ),
+            Decision,
+        )
+    }
+    assert len(chosen) == 3
+    again = [
+        scheduler.select_host(state, make_request(), options=opts, rng=random.Random(7))
+        for _ in range(2)
+    ]
+    assert again[0] == again[1]
+
+
+def test_select_host_does_not_change_the_state() -> None:
+    state = cluster(2, dedicated="all")
+    before = {h.name: state.usage(h.name) for h in state.hosts()}
+    scheduler.select_host(state, make_request(vcpus=4, dedicated=True))
+    assert before == {h.name: state.usage(h.name) for h in state.hosts()}
+
+
+def test_fast_path_matches_reference_on_a_plain_cluster() -> None:
+    state = cluster(10)
+    for i in range(30):
+        request = make_request(f"vm{i}", vcpus=1 + i % 4, memory_mib=(1 + i % 3) * GIB)
+        fast = scheduler.select_host(state, request, options=Options(window=10))
+        ref = scheduler.select_host_exhaustive(state, request)
+        assert isinstance(fast, Decision) and isinstance(ref, Decision)
+        assert fast.host == ref.host
+        state.claim(fast.claim)
+
+
+def test_migration_target_excludes_source_and_checks_cpu() -> None:
+    state = PlacementState.rebuild(
+        [make_host("src"), make_host("old", cpu_model="Haswell"), make_host("dst")], []
+    )
+    request = make_request(
+        exclude=frozenset({"src"}), required_cpu_model="Skylake-Server", hypervisor_type="kvm"
+    )
+    d = scheduler.select_host(state, request)
+    assert isinstance(d, Decision) and d.host == "dst"
