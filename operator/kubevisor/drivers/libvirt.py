@@ -721,8 +721,7 @@ def _ask_shutdown(domain: libvirt.virDomain) -> bool:
         domain.shutdown()
     except libvirt.libvirtError as error:
         if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
-            state: int = domain.state()[0]
-            return state != libvirt.VIR_DOMAIN_SHUTOFF
+            return bool(domain.state()[0] != libvirt.VIR_DOMAIN_SHUTOFF)
         raise
     return True
 
@@ -738,3 +737,8 @@ def _undefine(domain: libvirt.virDomain) -> None:
         if error.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
             raise
         domain.undefineFlags(_UNDEFINE_BASIC)
+
+
+def _conforms(driver: LibvirtHypervisor) -> base.Hypervisor:
+    """mypy checks here that LibvirtHypervisor satisfies the Hypervisor Protocol."""
+    return driver
