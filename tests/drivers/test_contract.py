@@ -1,0 +1,253 @@
+"""Every driver behaves the same: the in-memory fake and libvirt's test:///default.
+
+Handler tests trust FakeHypervisor to stand in for LibvirtHypervisor; this table is why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from kubevisor.drivers import base, fake
+from kubevisor.drivers.libvirt import LibvirtHypervisor
+
+S = base.DomainState
+E = base.EventKind
+
+DRIVERS: dict[str, Callable[[], base.Hypervisor]] = {
+    "fake": fake.FakeHypervisor,
+    "libvirt-test": lambda: LibvirtHypervisor("test:///default"),
+}
+
+
+def domain_xml(name: str, uuid: str) -> str:
+    domain = ET.Element("domain", type="test")
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "uuid").text = uuid
+    ET.SubElement(domain, "memory", unit="MiB").text = "64"
+    os_el = ET.SubElement(domain, "os")
+    ET.SubElement(os_el, "type").text = "hvm"
+    return ET.tostring(domain, encoding="unicode")
+
+
+def run(
+    driver_name: str, scenario: Callable[[base.Hypervisor, str], Coroutine[Any, Any, None]]
+) -> None:
+    """Run `scenario(driver, uuid)` with a defined domain that is undefined afterwards."""
+
+    async def main() -> None:
+        driver = DRIVERS[driver_name]()
+        await driver.connect()
+        uuid = str(uuidlib.uuid4())
+        try:
+            await driver.define(domain_xml(f"contract-{uuid[:8]}", uuid))
+            await scenario(driver, uuid)
+        finally:
+            await driver.undefine(uuid)
+            await driver.close()
+
+    asyncio.run(main())
+
+
+async def events_until(
+    events: AsyncIterator[base.Event], uuid: str, kind: base.EventKind, detail: str | None = None
+) -> list[base.DomainEvent]:
+    """The domain's events up to the first of `kind`; libvirt delivers them asynchronously,
+    so events of operations done before subscribing may still come first."""
+
+    async def wait() -> list[base.DomainEvent]:
+        seen = []
+        async for event in events:
+            if isinstance(event, base.DomainEvent) and event.uuid == uuid:
+                seen.append(event)
+                if event.kind is kind and detail in (None, event.detail):
+                    return seen
+        raise AssertionError(f"event stream ended before {kind}: {seen}")
+
+    return await asyncio.wait_for(wait(), timeout=5)
+
+
+drivers = pytest.mark.parametrize("driver_name", list(DRIVERS))
+
+# (setup operations, operation) -> state, reason and the lifecycle event it produces.
+TRANSITIONS = [
+    pytest.param([], "start", S.RUNNING, "booted", (E.STARTED, "booted"), id="start-boots"),
+    pytest.param(["start"], "suspend", S.PAUSED, "user", (E.SUSPENDED, "paused"), id="suspend"),
+    pytest.param(
+        ["start", "suspend"],
+        "resume",
+        S.RUNNING,
+        "unpaused",
+        (E.RESUMED, "unpaused"),
+        id="resume-unpauses",
+    ),
+    pytest.param(
+        ["start"], "shutdown", S.SHUTOFF, "shutdown", (E.STOPPED, "shutdown"), id="shutdown"
+    ),
+    pytest.param(
+        ["start"], "destroy", S.SHUTOFF, "destroyed", (E.STOPPED, "destroyed"), id="destroy"
+    ),
+    pytest.param(
+        ["start", "suspend"],
+        "destroy",
+        S.SHUTOFF,
+        "destroyed",
+        (E.STOPPED, "destroyed"),
+        id="destroy-paused",
+    ),
+]
+
+
+async def act(driver: base.Hypervisor, operation: str, uuid: str) -> None:
+    if operation == "shutdown":
+        await driver.shutdown(uuid, timeout=5)
+    else:
+        await getattr(driver, operation)(uuid)
+
+
+@drivers
+@pytest.mark.parametrize(("setup", "operation", "state", "reason", "event"), TRANSITIONS)
+def test_operation_changes_state_and_emits_event(
+    driver_name: str,
+    setup: list[str],
+    operation: str,
+    state: base.DomainState,
+    reason: str,
+    event: tuple[base.EventKind, str],
+) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        for step in setup:
+            await act(driver, step, uuid)
+        events = driver.events()
+        await act(driver, operation, uuid)
+        info = await driver.state(uuid)
+        assert (info.state, info.reason) == (state, reason)
+        await events_until(events, uuid, *event)
+
+    run(driver_name, scenario)
+
+
+NO_OPS = [
+    pytest.param(["start"], "start", S.RUNNING, id="start-running"),
+    pytest.param([], "destroy", S.SHUTOFF, id="destroy-shutoff"),
+    pytest.param(["start", "suspend"], "suspend", S.PAUSED, id="suspend-paused"),
+    pytest.param(["start"], "resume", S.RUNNING, id="resume-running"),
+]
+
+
+@drivers
+@pytest.mark.parametrize(("setup", "operation", "state"), NO_OPS)
+def test_repeating_an_operation_is_a_no_op(
+    driver_name: str, setup: list[str], operation: str, state: base.DomainState
+) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        for step in setup:
+            await act(driver, step, uuid)
+        await act(driver, operation, uuid)
+        assert (await driver.state(uuid)).state is state
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_shutdown_of_a_shutoff_domain_says_already_off(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        assert await driver.shutdown(uuid, timeout=1) is base.ShutdownOutcome.ALREADY_OFF
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_resume_of_a_shutoff_domain_is_retryable(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        with pytest.raises(base.RetryableError):
+            await driver.resume(uuid)
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_define_lists_and_undefine_removes(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        listed = {info.uuid: info for info in await driver.list_domains()}
+        assert listed[uuid].state is S.SHUTOFF
+        assert listed[uuid].persistent
+        await driver.start(uuid)
+        events = driver.events()
+        await driver.undefine(uuid)
+        assert uuid not in {info.uuid for info in await driver.list_domains()}
+        kinds = [event.kind for event in await events_until(events, uuid, E.UNDEFINED)]
+        assert kinds[-2:] == [E.STOPPED, E.UNDEFINED]
+        with pytest.raises(base.DomainNotFound):
+            await driver.state(uuid)
+        await driver.undefine(uuid)  # already gone: a no-op
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_redefining_keeps_the_domain_and_emits_updated(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        name = (await driver.state(uuid)).name
+        events = driver.events()
+        info = await driver.define(domain_xml(name, uuid))
+        assert info.uuid == uuid
+        await events_until(events, uuid, E.DEFINED, "updated")
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_invalid_xml_is_permanent(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        with pytest.raises(base.PermanentError):
+            await driver.define("<domain type='test'><name>broken</name")
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_unknown_domain_is_not_found(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        with pytest.raises(base.DomainNotFound):
+            await driver.start(str(uuidlib.uuid4()))
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_domain_xml_names_the_domain(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        root = ET.fromstring(await driver.domain_xml(uuid))
+        assert root.findtext("uuid") == uuid
+
+    run(driver_name, scenario)
+
+
+@drivers
+def test_calls_before_connect_are_retryable(driver_name: str) -> None:
+    async def main() -> None:
+        driver = DRIVERS[driver_name]()
+        with pytest.raises(base.RetryableError):
+            await driver.list_domains()
+        await driver.close()
+
+    asyncio.run(main())
+
+
+@drivers
+def test_close_ends_event_iterators(driver_name: str) -> None:
+    async def main() -> None:
+        driver = DRIVERS[driver_name]()
+        await driver.connect()
+        events = driver.events()
+        await driver.close()
+        remaining = [event async for event in events]
+        assert all(isinstance(event, base.ConnectionEvent) for event in remaining)
+
+    asyncio.run(main())

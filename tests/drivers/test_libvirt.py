@@ -1,0 +1,217 @@
+"""The libvirt driver's pure parts, and its host facts from libvirt's test:///default."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import libvirt
+import pytest
+
+from kubevisor.drivers import base
+from kubevisor.drivers import libvirt as driver
+
+
+def libvirt_error(code: int, message: str = "boom") -> libvirt.libvirtError:
+    error = libvirt.libvirtError(message)
+    error.err = (code, 0, message, 2, None, None, None, 0, 0)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        pytest.param(libvirt.VIR_ERR_NO_DOMAIN, base.DomainNotFound, id="no-domain-not-found"),
+        pytest.param(libvirt.VIR_ERR_SYSTEM_ERROR, base.RetryableError, id="system-retryable"),
+        pytest.param(libvirt.VIR_ERR_RPC, base.RetryableError, id="rpc-retryable"),
+        pytest.param(libvirt.VIR_ERR_NO_CONNECT, base.RetryableError, id="no-connect-retryable"),
+        pytest.param(
+            libvirt.VIR_ERR_OPERATION_INVALID, base.RetryableError, id="state-race-retryable"
+        ),
+        pytest.param(libvirt.VIR_ERR_XML_ERROR, base.PermanentError, id="xml-permanent"),
+        pytest.param(
+            libvirt.VIR_ERR_CONFIG_UNSUPPORTED, base.PermanentError, id="config-permanent"
+        ),
+        pytest.param(libvirt.VIR_ERR_INVALID_ARG, base.PermanentError, id="invalid-arg-permanent"),
+        pytest.param(libvirt.VIR_ERR_INTERNAL_ERROR, base.RetryableError, id="unlisted-retryable"),
+    ],
+)
+def test_translate_error(code: int, kind: type[base.HypervisorError]) -> None:
+    error = driver.translate_error(libvirt_error(code, "it broke"), doing="starting x")
+    assert type(error) is kind
+    assert error.code == code
+    assert str(error) == "starting x: it broke"
+    if isinstance(error, base.RetryableError):
+        assert error.delay >= 0
+
+
+def test_every_listed_error_code_exists_in_libvirt() -> None:
+    assert [name for name in driver.ERROR_KINDS if not hasattr(libvirt, name)] == []
+
+
+def assert_names_match(prefix: str, names: tuple[str, ...]) -> None:
+    """names[i] is libvirt's constant {prefix}{NAME} == i; names newer than the installed
+    libvirt may only come last."""
+    values = [getattr(libvirt, f"{prefix}{name.upper()}", None) for name in names]
+    known = values[: values.index(None)] if None in values else values
+    assert known == list(range(len(known)))
+    assert set(values[len(known) :]) <= {None}
+
+
+@pytest.mark.parametrize("state", list(driver.STATE_REASONS), ids=lambda s: s.value)
+def test_state_reason_names_match_libvirt(state: base.DomainState) -> None:
+    assert getattr(libvirt, f"VIR_DOMAIN_{state.name}") == driver.STATES.index(state)
+    assert_names_match(f"VIR_DOMAIN_{state.name}_", driver.STATE_REASONS[state])
+
+
+@pytest.mark.parametrize("kind", list(driver.EVENT_DETAILS), ids=lambda k: k.value)
+def test_event_detail_names_match_libvirt(kind: base.EventKind) -> None:
+    assert getattr(libvirt, f"VIR_DOMAIN_EVENT_{kind.name}") == driver.EVENT_KINDS.index(kind)
+    assert_names_match(f"VIR_DOMAIN_EVENT_{kind.name}_", driver.EVENT_DETAILS[kind])
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "expected"),
+    [
+        pytest.param(1, 1, (base.DomainState.RUNNING, "booted"), id="running-booted"),
+        pytest.param(5, 2, (base.DomainState.SHUTOFF, "destroyed"), id="shutoff-destroyed"),
+        pytest.param(3, 99, (base.DomainState.PAUSED, "unknown-99"), id="future-reason"),
+    ],
+)
+def test_domain_state(state: int, reason: int, expected: tuple[base.DomainState, str]) -> None:
+    assert driver.domain_state(state, reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        pytest.param("0", (0,), id="single"),
+        pytest.param("0-3", (0, 1, 2, 3), id="range"),
+        pytest.param("0-1,8,10-11", (0, 1, 8, 10, 11), id="mixed"),
+        pytest.param("", (), id="empty"),
+    ],
+)
+def test_cpu_list(text: str, cpus: tuple[int, ...]) -> None:
+    assert driver.cpu_list(text) == cpus
+
+
+@pytest.mark.parametrize(
+    ("packed", "text"),
+    [pytest.param(9000000, "9.0.0", id="libvirt"), pytest.param(7002022, "7.2.22", id="qemu")],
+)
+def test_version_string(packed: int, text: str) -> None:
+    assert driver.version_string(packed) == text
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    delays = list(itertools.islice(driver.backoff_delays(0.5, 3.0), 6))
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+QEMU_CAPABILITIES = """
+<capabilities>
+  <host>
+    <uuid>0f2b5c1e-0000-4000-8000-00000000abcd</uuid>
+    <cpu>
+      <arch>x86_64</arch>
+      <model>Skylake-Client-IBRS</model>
+      <vendor>Intel</vendor>
+      <feature name='vmx'/>
+      <feature name='avx2'/>
+      <pages unit='KiB' size='4'/>
+      <pages unit='KiB' size='2048'/>
+    </cpu>
+    <topology>
+      <cells num='2'>
+        <cell id='0'>
+          <memory unit='KiB'>8000000</memory>
+          <pages unit='KiB' size='4'>2000000</pages>
+          <pages unit='KiB' size='2048'>8</pages>
+          <distances><sibling id='0' value='10'/><sibling id='1' value='21'/></distances>
+          <cpus num='4'>
+            <cpu id='0' socket_id='0' die_id='0' core_id='0' siblings='0,2'/>
+            <cpu id='1' socket_id='0' die_id='0' core_id='1' siblings='1,3'/>
+            <cpu id='2' socket_id='0' die_id='0' core_id='0' siblings='0,2'/>
+            <cpu id='3' socket_id='0' die_id='0' core_id='1' siblings='1,3'/>
+          </cpus>
+        </cell>
+        <cell id='1'>
+          <memory unit='KiB'>8100000</memory>
+          <pages unit='KiB' size='4'>2025000</pages>
+          <pages unit='KiB' size='2048'>0</pages>
+          <distances><sibling id='0' value='21'/><sibling id='1' value='10'/></distances>
+          <cpus num='2'>
+            <cpu id='4' socket_id='1' die_id='0' core_id='0' siblings='4-5'/>
+            <cpu id='5' socket_id='1' die_id='0' core_id='0' siblings='4-5'/>
+          </cpus>
+        </cell>
+      </cells>
+    </topology>
+  </host>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='x86_64'><domain type='qemu'/><domain type='kvm'/></arch>
+  </guest>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='i686'><domain type='qemu'/></arch>
+  </guest>
+</capabilities>
+"""
+
+
+def test_host_facts_from_qemu_capabilities() -> None:
+    facts = driver.host_facts_from(
+        QEMU_CAPABILITIES,
+        uri="qemu:///system",
+        hostname="node-a",
+        info=["x86_64", 15722, 6, 2600, 2, 2, 2, 1],
+        hypervisor_type="QEMU",
+        hypervisor_version=7002022,
+        libvirt_version=9000000,
+        free_memory={0: 4096 * 1024, 1: 2048 * 1024},
+        free_pages={0: {4: 100, 2048: 6}},
+    )
+    assert (facts.uuid, facts.arch, facts.cpus) == (
+        "0f2b5c1e-0000-4000-8000-00000000abcd",
+        "x86_64",
+        6,
+    )
+    assert (facts.cpu_model, facts.cpu_vendor, facts.cpu_features) == (
+        "Skylake-Client-IBRS",
+        "Intel",
+        ("avx2", "vmx"),
+    )
+    assert facts.memory_kib == 16100000
+    assert facts.domain_types == ("kvm", "qemu")
+    assert (facts.hypervisor_version, facts.libvirt_version) == ("7.2.22", "9.0.0")
+    cell0, cell1 = facts.cells
+    assert [cpu.siblings for cpu in cell0.cpus] == [(0, 2), (1, 3), (0, 2), (1, 3)]
+    assert cell1.cpus[0].siblings == (4, 5)
+    assert (cell0.free_memory_kib, cell1.free_memory_kib) == (4096, 2048)
+    assert cell0.pages == (
+        base.PageSize(size_kib=4, total=2000000, free=100),
+        base.PageSize(size_kib=2048, total=8, free=6),
+    )
+    assert cell1.pages[1] == base.PageSize(size_kib=2048, total=0, free=None)
+    assert cell0.distances == ((0, 10), (1, 21))
+
+
+def test_host_facts_of_test_driver_show_its_fixed_two_cells() -> None:
+    async def main() -> base.HostFacts:
+        async with driver.LibvirtHypervisor("test:///default") as hypervisor:
+            return await hypervisor.host_facts()
+
+    facts = asyncio.run(main())
+    assert facts.hypervisor_type == "TEST"
+    assert facts.libvirt_version == driver.version_string(libvirt.getVersion())
+    assert facts.cpus == 16
+    assert [cell.id for cell in facts.cells] == [0, 1]
+    assert [[cpu.id for cpu in cell.cpus] for cell in facts.cells] == [
+        list(range(8)),
+        list(range(8, 16)),
+    ]
+    assert [cell.memory_kib for cell in facts.cells] == [2097152, 4194304]
+    assert facts.memory_kib == 6291456
+    assert [cpu.siblings for cpu in facts.cells[1].cpus][:2] == [(8,), (9,)]
+    assert {page.size_kib for page in facts.cells[0].pages} == {4, 2048, 1048576}
