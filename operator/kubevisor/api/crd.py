@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +287,11 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) ->
             raise SchemaError(f"{path}: {key!r} has no place in a structural CRD schema")
     if "type" not in out:
         raise SchemaError(f"{path}: every node of a structural schema needs a type")
+    if "description" in out and isinstance(out.get("default"), str | bool | int | float):
+        # `kubectl explain` prints descriptions and enums but not defaults.
+        default = out["default"]
+        shown = default if isinstance(default, str) else json.dumps(default)
+        out["description"] = f"{out['description']} Default: {shown}."
     return out
 
 

@@ -1,0 +1,469 @@
+"""The generated CRDs on a real kube-apiserver (tier 3): examples are accepted and
+defaulted, invalid manifests are refused with the field named, printer columns, short
+names, `kubectl explain`, and status subresource semantics."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from api.invalid_manifests import INVALID, Update, hvh, mig, vm
+from harness import REPO
+from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
+from kubevisor.api.schema import ApiModel
+from kubevisor.testbed.controlplane import ControlPlane
+
+pytestmark = pytest.mark.apiserver
+
+EXAMPLES = sorted((REPO / "deploy" / "examples").glob("*.yaml"))
+NAMESPACE = "api-tier"
+PLURALS = {
+    "VirtualMachine": "virtualmachines.kubevisor.io",
+    "HypervisorHost": "hypervisorhosts.kubevisor.io",
+    "MigrationJob": "migrationjobs.kubevisor.io",
+}
+MODELS: dict[str, type[ApiModel]] = {
+    "VirtualMachine": virtualmachine.VirtualMachine,
+    "HypervisorHost": hypervisorhost.HypervisorHost,
+    "MigrationJob": migrationjob.MigrationJob,
+}
+
+T = TypeVar("T")
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+def eventually(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:
+    """Poll `probe` until it returns a value (not None), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def named(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**manifest, "metadata": {**manifest.get("metadata", {}), "name": name}}
+
+
+def apply(
+    plane: ControlPlane, manifest: dict[str, Any], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return plane.kubectl(
+        "apply", "-n", NAMESPACE, "-f", "-", check=check, input=json.dumps(manifest)
+    )
+
+
+def get(plane: ControlPlane, kind: str, name: str) -> dict[str, Any] | None:
+    done = plane.kubectl(
+        "get", PLURALS[kind], name, "-n", NAMESPACE, "-o", "json", "--ignore-not-found"
+    )
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def stored(plane: ControlPlane, kind: str, name: str) -> dict[str, Any]:
+    found = get(plane, kind, name)
+    assert found is not None, f"{kind} {name} is not stored"
+    return found
+
+
+def patch_status(plane: ControlPlane, kind: str, name: str, status: dict[str, Any]) -> None:
+    plane.kubectl(
+        "patch", PLURALS[kind], name, "-n", NAMESPACE, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def table(output: str) -> list[list[str]]:
+    """kubectl's table output as rows of cells (columns are 2+ spaces apart)."""
+    return [re.split(r"\s{2,}", line.strip()) for line in output.splitlines() if line.strip()]
+
+
+def delete(plane: ControlPlane, kind: str, *names: str) -> None:
+    plane.kubectl(
+        "delete", PLURALS[kind], *names, "-n", NAMESPACE, "--ignore-not-found", "--wait=false"
+    )
+
+
+def assert_server_defaults_match_model(server: Any, model: Any, path: str = "spec") -> None:
+    """Everything the server stored equals what the model computes (same defaults);
+    what only the model has are empty lists (pydantic's default_factory=list)."""
+    if isinstance(server, dict):
+        assert isinstance(model, dict), path
+        for key, value in server.items():
+            assert key in model, f"{path}.{key} is stored but the model drops it"
+            assert_server_defaults_match_model(value, model[key], f"{path}.{key}")
+        for key in model.keys() - server.keys():
+            assert model[key] in ([], {}), f"{path}.{key}: model default {model[key]!r} unstored"
+    elif isinstance(server, list):
+        assert isinstance(model, list) and len(server) == len(model), path
+        for index, (left, right) in enumerate(zip(server, model, strict=True)):
+            assert_server_defaults_match_model(left, right, f"{path}[{index}]")
+    else:
+        assert server == model, path
+
+
+# ---- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """The session's control plane with this module's namespace; objects removed after.
+
+    There is no namespace controller, so the namespace itself lingers; deleting our
+    objects keeps a later controller in the same session from acting on them.
+    """
+    control_plane.kubectl("create", "namespace", NAMESPACE)
+    yield control_plane
+    control_plane.kubectl("delete", "kubevisor", "--all", "-n", NAMESPACE, "--wait=false")
+    control_plane.kubectl(
+        "delete", "hypervisorhosts", "-l", "kubevisor.io/test=api-tier", "--wait=false"
+    )
+    control_plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+
+
+def _label(manifest: dict[str, Any]) -> dict[str, Any]:
+    labels = {**manifest.get("metadata", {}).get("labels", {}), "kubevisor.io/test": "api-tier"}
+    return {**manifest, "metadata": {**manifest.get("metadata", {}), "labels": labels}}
+
+
+# ---- examples -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.name) for p in EXAMPLES])
+def test_example_is_accepted_and_defaulted(plane: ControlPlane, path: Path) -> None:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for document in documents:
+        apply(plane, _label(document))
+    for document in documents:
+        kind, name = document["kind"], document["metadata"]["name"]
+        server = stored(plane, kind, name)
+        model = MODELS[kind].model_validate(document)
+        assert_server_defaults_match_model(server["spec"], model.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )["spec"])  # fmt: skip
+        MODELS[kind].model_validate(server)  # what the server stored reads back
+
+
+def test_minimal_vm_gets_its_defaults(plane: ControlPlane) -> None:
+    apply(plane, named(vm(), "defaults"))
+    spec = stored(plane, "VirtualMachine", "defaults")["spec"]
+    assert spec == {
+        "runStrategy": "Always",
+        "cpu": {"vcpus": 1, "policy": "shared"},
+        "memory": {"size": "64Mi"},
+        "evictionStrategy": "LiveMigrate",
+        "paused": False,
+    }
+
+
+def test_nested_defaults(plane: ControlPlane) -> None:
+    apply(
+        plane,
+        named(
+            vm({"disks": [{"name": "root", "size": "1Gi"}], "networks": [{"name": "net0"}]}),
+            "nested-defaults",
+        ),
+    )
+    spec = stored(plane, "VirtualMachine", "nested-defaults")["spec"]
+    assert spec["disks"] == [{"name": "root", "size": "1Gi", "bus": "virtio"}]
+    assert spec["networks"] == [{"name": "net0", "type": "user", "model": "virtio"}]
+    apply(plane, named(mig(), "mig-defaults"))
+    assert stored(plane, "MigrationJob", "mig-defaults")["spec"] == {
+        "vm": "minimal",
+        "cancel": False,
+        "options": {"completionTimeoutPerGiB": 150, "progressTimeout": 150},
+    }
+    apply(plane, _label(named(hvh({}), "host-defaults")))
+    assert stored(plane, "HypervisorHost", "host-defaults")["spec"] == {
+        "unschedulable": False,
+        "maintenance": False,
+    }
+
+
+# ---- refusals -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("manifest", "field"), INVALID)
+def test_invalid_manifest_is_refused_naming_the_field(
+    plane: ControlPlane,
+    request: pytest.FixtureRequest,
+    manifest: dict[str, Any] | Update,
+    field: str,
+) -> None:
+    name: str = request.node.callspec.id
+    if isinstance(manifest, Update):
+        apply(plane, _label(named(manifest.before, name)))
+        before = stored(plane, manifest.before["kind"], name)
+        kind, attempt = manifest.after["kind"], _label(named(manifest.after, name))
+    else:
+        before, kind, attempt = None, manifest["kind"], _label(named(manifest, name))
+    done = apply(plane, attempt, check=False)
+    assert done.returncode != 0, f"accepted: {done.stdout}"
+    assert field in done.stderr, done.stderr
+    after = get(plane, kind, name)
+    if before is None:
+        assert after is None, "refused, yet stored"
+    else:
+        assert after is not None and after["spec"] == before["spec"]
+        delete(plane, kind, name)
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(INVALID) >= 25
+
+
+# ---- kubectl get / explain ------------------------------------------------------------
+
+
+def test_vm_printer_columns(plane: ControlPlane) -> None:
+    apply(plane, named(vm({"cpu": {"vcpus": 2}, "memory": {"size": "128Mi"}}), "columns"))
+    patch_status(
+        plane,
+        "VirtualMachine",
+        "columns",
+        {"phase": "Running", "host": "host-a", "conditions": [{"type": "Ready", "status": "True"}]},
+    )
+    header, row = table(plane.kubectl("get", "vm", "columns", "-n", NAMESPACE).stdout)
+    assert header == ["NAME", "PHASE", "HOST", "VCPUS", "MEMORY", "AGE"]
+    assert row[:5] == ["columns", "Running", "host-a", "2", "128Mi"]
+    header, row = table(plane.kubectl("get", "vm", "columns", "-n", NAMESPACE, "-o", "wide").stdout)
+    assert header == [
+        "NAME", "PHASE", "HOST", "VCPUS", "MEMORY", "AGE", "READY", "CPU POLICY", "GROUP",
+    ]  # fmt: skip
+    assert row[6:8] == ["True", "shared"]
+
+
+def test_hypervisorhost_printer_columns(plane: ControlPlane) -> None:
+    apply(plane, _label(named(hvh({}), "columns-host")))
+    patch_status(
+        plane,
+        "HypervisorHost",
+        "columns-host",
+        {
+            "hypervisor": {"type": "qemu"},
+            "allocated": {"cpu": 3, "memory": "192Mi"},
+            "allocatable": {"cpu": 16, "memory": "7Gi"},
+            "vmCount": 2,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    )
+    header, row = table(plane.kubectl("get", "hvh", "columns-host").stdout)
+    assert header == [
+        "NAME", "READY", "HYPERVISOR", "CPU ALLOCATED", "CPU ALLOCATABLE",
+        "MEMORY ALLOCATED", "MEMORY ALLOCATABLE", "VMS", "AGE",
+    ]  # fmt: skip
+    assert row[:8] == ["columns-host", "True", "qemu", "3", "16", "192Mi", "7Gi", "2"]
+
+
+def test_migrationjob_printer_columns(plane: ControlPlane) -> None:
+    apply(plane, named(mig(), "columns-mig"))
+    patch_status(
+        plane,
+        "MigrationJob",
+        "columns-mig",
+        {"phase": "Running", "source": "host-a", "target": "host-b", "progress": {"percent": 42}},
+    )
+    header, row = table(plane.kubectl("get", "vmmig", "columns-mig", "-n", NAMESPACE).stdout)
+    assert header == ["NAME", "VM", "SOURCE", "TARGET", "PHASE", "PROGRESS", "AGE"]
+    assert row[:6] == ["columns-mig", "minimal", "host-a", "host-b", "Running", "42"]
+
+
+def test_category_lists_every_kind(plane: ControlPlane) -> None:
+    apply(plane, named(vm(), "category-vm"))
+    apply(plane, named(mig(), "category-mig"))
+    names = plane.kubectl("get", "kubevisor", "-n", NAMESPACE, "-o", "name").stdout.split()
+    assert "virtualmachine.kubevisor.io/category-vm" in names
+    assert "migrationjob.kubevisor.io/category-mig" in names
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        pytest.param(
+            "virtualmachine.spec.cpu",
+            virtualmachine.VirtualMachineSpec.model_fields["cpu"].description,
+            id="vm-cpu",
+        ),
+        pytest.param(
+            "vm.spec.cpu.threadPolicy",
+            virtualmachine.Cpu.model_fields["thread_policy"].description,
+            id="vm-cpu-thread-policy",
+        ),
+        pytest.param(
+            "hvh.spec.allocationRatios.cpu",
+            hypervisorhost.AllocationRatios.model_fields["cpu"].description,
+            id="host-cpu-ratio",
+        ),
+        pytest.param(
+            "vmmig.spec.options.completionTimeoutPerGiB",
+            migrationjob.MigrationOptions.model_fields["completion_timeout_per_gi_b"].description,
+            id="migration-completion-timeout",
+        ),
+    ],
+)
+def test_explain_prints_the_descriptions(plane: ControlPlane, field: str, text: str) -> None:
+    def explained() -> str | None:
+        # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+        done = plane.kubectl("explain", field, check=False)
+        return done.stdout if done.returncode == 0 else None
+
+    output = eventually(explained, timeout=30, what=f"kubectl explain {field}")
+    assert " ".join(text.split()) in " ".join(output.split())
+
+
+# ---- status subresource ---------------------------------------------------------------
+
+FULL_STATUS: dict[str, dict[str, Any]] = {
+    "VirtualMachine": {
+        "phase": "Running",
+        "host": "host-a",
+        "placement": {
+            "cells": [
+                {
+                    "guestCell": 0,
+                    "hostCell": 1,
+                    "vcpuPins": [{"vcpu": 0, "pcpu": 6}],
+                    "memory": "64Mi",
+                    "hugepages": {"pageSize": "2Mi", "count": 32},
+                }
+            ],
+            "emulatorPins": [7],
+            "sharedCpus": [0, 1],
+        },
+        "domain": {"uuid": "0b7f4c2e-0000-4000-8000-000000000001", "state": "running",
+                   "reason": "booted"},
+        "created": True,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Running", "message": "guest runs",
+             "lastTransitionTime": "2026-01-02T03:04:05Z", "observedGeneration": 1},
+        ],
+        "observedGeneration": 1,
+        "restartCount": 2,
+        "lastMigration": {"job": "m1", "source": "host-b", "target": "host-a",
+                          "completionTime": "2026-01-02T03:00:00Z"},
+    },
+    "HypervisorHost": {
+        "hypervisor": {"type": "kvm", "version": "7.2.0", "libvirtVersion": "9.0.0"},
+        "libvirtURI": "qemu:///system",
+        "cpu": {"model": "Skylake-Server", "vendor": "Intel", "features": ["vmx", "avx2"],
+                "sockets": 1, "cores": 4, "threads": 2},
+        "capacity": {"cpu": 8, "memory": "16Gi", "disk": "100Gi"},
+        "numaCells": [
+            {"id": 0, "cpus": [0, 1, 2, 3], "siblings": [[0, 1], [2, 3]], "memory": "8Gi",
+             "hugepages": [{"pageSize": "2Mi", "total": 512, "free": 500}]},
+        ],
+        "allocatable": {"cpu": 28, "memory": "15Gi", "disk": "90Gi"},
+        "allocated": {"cpu": 2, "memory": "128Mi", "disk": "0"},
+        "vmCount": 1,
+        "conditions": [{"type": "Ready", "status": "True"},
+                       {"type": "Schedulable", "status": "True"}],
+        "observedGeneration": 1,
+    },
+    "MigrationJob": {
+        "phase": "Running",
+        "source": "host-a",
+        "target": "host-b",
+        "progress": {"dataTotal": 134217728, "dataProcessed": 67108864,
+                     "dataRemaining": 67108864, "iteration": 1, "bandwidthBps": 1048576,
+                     "percent": 50},
+        "startTime": "2026-01-02T03:04:05Z",
+        "reason": "InProgress",
+        "conditions": [{"type": "Reconciling", "status": "True", "reason": "Migrating"}],
+        "observedGeneration": 1,
+    },
+}  # fmt: skip
+
+OBJECTS = {"VirtualMachine": vm(), "HypervisorHost": hvh({}), "MigrationJob": mig()}
+
+
+@pytest.mark.parametrize("kind", list(FULL_STATUS))
+def test_status_subresource_keeps_every_declared_field(plane: ControlPlane, kind: str) -> None:
+    name = f"status-{kind.lower()}"
+    apply(plane, _label(named(OBJECTS[kind], name)))
+    patch_status(plane, kind, name, FULL_STATUS[kind])
+    # Nothing pruned: the status schema declares every field the writers use.
+    assert stored(plane, kind, name)["status"] == FULL_STATUS[kind]
+    MODELS[kind].model_validate(stored(plane, kind, name))
+
+
+def test_status_on_the_main_resource_is_ignored(plane: ControlPlane) -> None:
+    apply(plane, named(vm(), "status-ignored"))
+    patch_status(plane, "VirtualMachine", "status-ignored", {"phase": "Running", "host": "a"})
+    generation = stored(plane, "VirtualMachine", "status-ignored")["metadata"]["generation"]
+
+    plane.kubectl(
+        "patch", "vm", "status-ignored", "-n", NAMESPACE, "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Failed", "host": "b"}}),
+    )  # fmt: skip
+    apply(plane, {**named(vm(), "status-ignored"), "status": {"phase": "Stopped"}})
+    after = stored(plane, "VirtualMachine", "status-ignored")
+    assert after["status"] == {"phase": "Running", "host": "a"}
+    assert after["metadata"]["generation"] == generation
+
+
+def test_spec_through_the_status_subresource_is_ignored(plane: ControlPlane) -> None:
+    apply(plane, named(vm(), "spec-via-status"))
+    plane.kubectl(
+        "patch", "vm", "spec-via-status", "-n", NAMESPACE, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"spec": {"paused": True}, "status": {"phase": "Paused"}}),
+    )  # fmt: skip
+    after = stored(plane, "VirtualMachine", "spec-via-status")
+    assert after["spec"]["paused"] is False
+    assert after["status"]["phase"] == "Paused"
+
+
+def test_generation_moves_with_spec_only(plane: ControlPlane) -> None:
+    apply(plane, named(vm(), "generation"))
+    first = stored(plane, "VirtualMachine", "generation")["metadata"]["generation"]
+    patch_status(plane, "VirtualMachine", "generation", {"phase": "Pending"})
+    assert stored(plane, "VirtualMachine", "generation")["metadata"]["generation"] == first
+    apply(plane, named(vm({"paused": True}), "generation"))
+    assert stored(plane, "VirtualMachine", "generation")["metadata"]["generation"] == first + 1
+
+
+@pytest.mark.parametrize(
+    ("status", "field"),
+    [
+        pytest.param({"phase": "Exploded"}, "status.phase", id="phase-unknown"),
+        pytest.param(
+            {"conditions": [{"type": "Ready", "status": "Maybe"}]},
+            "status.conditions[0].status",
+            id="condition-status-unknown",
+        ),
+        pytest.param(
+            {
+                "conditions": [
+                    {"type": "Ready", "status": "True"},
+                    {"type": "Ready", "status": "False"},
+                ]
+            },
+            "status.conditions[1]",
+            id="condition-type-twice",
+        ),
+        pytest.param({"restartCount": -1}, "status.restartCount", id="restart-count-negative"),
+    ],
+)
+def test_invalid_status_is_refused(
+    plane: ControlPlane, request: pytest.FixtureRequest, status: dict[str, Any], field: str
+) -> None:
+    name = f"bad-status-{request.node.callspec.id}"
+    apply(plane, named(vm(), name))
+    done = plane.kubectl(
+        "patch", "vm", name, "-n", NAMESPACE, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}), check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert field in done.stderr, done.stderr
