@@ -1,0 +1,223 @@
+"""The libvirt driver against a real libvirtd running QEMU, booting the testbed's tiny guest.
+
+One local host (kubevisor.testbed.hosts) for the module; guests run under TCG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+from kubevisor.drivers import base
+from kubevisor.drivers.libvirt import LibvirtHypervisor
+from kubevisor.testbed import guest as guest_image
+from kubevisor.testbed import hosts
+
+pytestmark = pytest.mark.libvirtd
+S = base.DomainState
+E = base.EventKind
+BOOT_TIMEOUT = 90.0  # TCG on a loaded 2-core CI machine; it boots in about 3 s when idle
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hosts.LocalHost, Path]]:
+    missing = hosts.missing_prerequisites()
+    require(
+        not missing, what=f"a local libvirtd host (missing {missing})", how=hosts.HOW_TO_INSTALL
+    )
+    state_dir = tmp_path_factory.mktemp("hosts")
+    [started] = hosts.start_hosts(
+        1, state_dir=state_dir, base_tcp_port=16610, base_migration_port=49600
+    )
+    yield started, state_dir
+    hosts.stop_hosts(state_dir)
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> guest_image.Guest:
+    require(
+        bool(guest_image.installed_kernels()) and guest_image.BUSYBOX.is_file(),
+        what="the guest kernel and busybox",
+        how=guest_image.HOW_TO_INSTALL,
+    )
+    return guest_image.build_guest(tmp_path_factory.mktemp("guest"))
+
+
+async def wait_for_line(path: Path, pattern: str, *, timeout: float) -> re.Match[str]:
+    """The last line of the serial log matching `pattern`, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        matches = list(re.finditer(pattern, text, re.MULTILINE))
+        if matches:
+            return matches[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {pattern!r} in {path} after {timeout}s:\n{text[-2000:]}")
+        await asyncio.sleep(0.1)
+
+
+async def counter_above(path: Path, value: int, *, timeout: float = 30.0) -> int:
+    """Wait until the guest's counter passes `value`: the guest is running."""
+    deadline = time.monotonic() + timeout
+    pattern = rf"^{guest_image.COUNTER_PREFIX}(\d+)"
+    while True:
+        latest = int((await wait_for_line(path, pattern, timeout=timeout)).group(1))
+        if latest > value:
+            return latest
+        if time.monotonic() > deadline:
+            raise AssertionError(f"guest counter stuck at {latest}")
+        await asyncio.sleep(0.1)
+
+
+async def events_until(
+    events: AsyncIterator[base.Event], uuid: str, kind: base.EventKind, detail: str
+) -> None:
+    async def wait() -> None:
+        async for event in events:
+            if isinstance(event, base.DomainEvent) and (event.uuid, event.kind, event.detail) == (
+                uuid,
+                kind,
+                detail,
+            ):
+                return
+        raise AssertionError("event stream ended")
+
+    await asyncio.wait_for(wait(), timeout=30)
+
+
+async def expect_state(hypervisor: LibvirtHypervisor, uuid: str, state: S, reason: str) -> None:
+    info = await hypervisor.state(uuid)
+    assert (info.state, info.reason) == (state, reason)
+
+
+def test_guest_boots_pauses_resumes_and_shuts_down(
+    host: tuple[hosts.LocalHost, Path], guest: guest_image.Guest, tmp_path: Path
+) -> None:
+    local, _ = host
+    uuid = str(uuidlib.uuid4())
+    serial = tmp_path / "serial.log"
+    xml = guest.domain_xml(name=f"driver-{uuid[:8]}", uuid=uuid, serial_log=serial)
+
+    async def main() -> None:
+        async with LibvirtHypervisor(local.uri) as hypervisor:
+            events = hypervisor.events()
+            await hypervisor.define(xml)
+            await events_until(events, uuid, E.DEFINED, "added")
+            try:
+                await hypervisor.start(uuid)
+                await events_until(events, uuid, E.STARTED, "booted")
+                await expect_state(hypervisor, uuid, S.RUNNING, "booted")
+                await wait_for_line(serial, guest_image.MARKER, timeout=BOOT_TIMEOUT)
+                counted = await counter_above(serial, await counter_above(serial, 0))
+
+                await hypervisor.suspend(uuid)
+                await events_until(events, uuid, E.SUSPENDED, "paused")
+                await expect_state(hypervisor, uuid, S.PAUSED, "user")
+
+                await hypervisor.resume(uuid)
+                await events_until(events, uuid, E.RESUMED, "unpaused")
+                await expect_state(hypervisor, uuid, S.RUNNING, "unpaused")
+                await counter_above(serial, counted)
+
+                outcome = await hypervisor.shutdown(uuid, timeout=BOOT_TIMEOUT)
+                assert outcome is base.ShutdownOutcome.GRACEFUL
+                await events_until(events, uuid, E.STOPPED, "shutdown")
+                await expect_state(hypervisor, uuid, S.SHUTOFF, "shutdown")
+                await wait_for_line(serial, guest_image.POWEROFF_MARKER, timeout=5)
+
+                await hypervisor.start(uuid)
+                await events_until(events, uuid, E.STARTED, "booted")
+                await hypervisor.destroy(uuid)
+                await events_until(events, uuid, E.STOPPED, "destroyed")
+                await expect_state(hypervisor, uuid, S.SHUTOFF, "destroyed")
+            finally:
+                await hypervisor.undefine(uuid)
+            await events_until(events, uuid, E.UNDEFINED, "removed")
+            assert uuid not in {d.uuid for d in await hypervisor.list_domains()}
+
+    asyncio.run(main())
+
+
+def test_shutdown_destroys_a_guest_that_ignores_the_power_button(
+    host: tuple[hosts.LocalHost, Path], guest: guest_image.Guest, tmp_path: Path
+) -> None:
+    local, _ = host
+    uuid = str(uuidlib.uuid4())
+    # A paused guest cannot react to ACPI, so the timeout passes and the driver destroys it.
+    xml = guest.domain_xml(name=f"driver-{uuid[:8]}", uuid=uuid, serial_log=tmp_path / "s.log")
+
+    async def main() -> None:
+        async with LibvirtHypervisor(local.uri) as hypervisor:
+            await hypervisor.define(xml)
+            try:
+                await hypervisor.start(uuid)
+                await hypervisor.suspend(uuid)
+                outcome = await hypervisor.shutdown(uuid, timeout=1.0)
+                assert outcome is base.ShutdownOutcome.FORCED
+                await expect_state(hypervisor, uuid, S.SHUTOFF, "destroyed")
+            finally:
+                await hypervisor.undefine(uuid)
+
+    asyncio.run(main())
+
+
+def test_host_facts_show_this_machine(host: tuple[hosts.LocalHost, Path]) -> None:
+    local, _ = host
+
+    async def main() -> base.HostFacts:
+        async with LibvirtHypervisor(local.uri) as hypervisor:
+            return await hypervisor.host_facts()
+
+    facts = asyncio.run(main())
+    assert (facts.hostname, facts.uuid) == (local.hostname, local.uuid)
+    assert facts.hypervisor_type == "QEMU"
+    assert "qemu" in facts.domain_types
+    assert facts.cpus == os.cpu_count()
+    assert sorted(cpu.id for cell in facts.cells for cpu in cell.cpus) == list(range(facts.cpus))
+    # Each cell's memory is its node's MemTotal (not /proc/meminfo's, which may be larger
+    # on VMs with memory outside any node).
+    nodes = {
+        int(node.name.removeprefix("node")): int(
+            (node / "meminfo").read_text().split("MemTotal:")[1].split()[0]
+        )
+        for node in Path("/sys/devices/system/node").glob("node[0-9]*")
+    }
+    if nodes:
+        assert {cell.id: cell.memory_kib for cell in facts.cells} == nodes
+    assert facts.memory_kib == sum(cell.memory_kib for cell in facts.cells)
+    assert all(cell.free_memory_kib is not None for cell in facts.cells)
+    assert facts.cpu_model
+
+
+def test_driver_reconnects_when_libvirtd_restarts(host: tuple[hosts.LocalHost, Path]) -> None:
+    local, state_dir = host
+
+    async def main() -> None:
+        hypervisor = LibvirtHypervisor(local.uri, backoff_initial=0.1, backoff_max=0.5)
+        async with hypervisor:
+            events = hypervisor.events()
+            await asyncio.to_thread(hosts.stop_hosts, state_dir)
+            lost = await asyncio.wait_for(anext(events), timeout=30)
+            assert lost == base.ConnectionEvent(local.uri, False, lost.reason)
+            with pytest.raises(base.RetryableError):
+                await hypervisor.list_domains()
+            await asyncio.to_thread(
+                hosts.start_hosts,
+                1,
+                state_dir=state_dir,
+                base_tcp_port=local.tcp_port,
+                base_migration_port=local.migration_ports[0],
+            )
+            regained = await asyncio.wait_for(anext(events), timeout=30)
+            assert regained == base.ConnectionEvent(local.uri, True)
+            assert isinstance(await hypervisor.list_domains(), list)
+
+    asyncio.run(main())
