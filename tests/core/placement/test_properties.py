@@ -1,0 +1,94 @@
+"""Property tests: long random sequences of placements and releases keep every invariant."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubevisor.core.placement import scheduler
+from kubevisor.core.placement.model import GroupPolicy, Request
+from kubevisor.core.placement.scheduler import Decision
+from kubevisor.core.placement.state import PlacementState, empty_usage
+
+from .strategies import hosts, requests
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list, list[tuple[str, Request | int]]]:  # type: ignore[type-arg]
+    cluster = [draw(hosts(f"h{i}")) for i in range(draw(st.integers(1, 4)))]
+    g2 = draw(st.sampled_from(list(GroupPolicy)))
+    ops: list[tuple[str, Request | int]] = []
+    for i in range(draw(st.integers(5, 40))):
+        if draw(st.integers(0, 3)) == 0:
+            ops.append(("release", draw(st.integers(0, 10_000))))
+        else:
+            request = draw(requests(f"vm{i}"))
+            if request.group is not None and request.group.name == "g2":
+                from dataclasses import replace
+
+                request = replace(request, group=replace(request.group, policy=g2))
+            ops.append(("place", request))
+    return cluster, ops
+
+
+def check_invariants(state: PlacementState) -> None:
+    groups: dict[str, Counter[str]] = {}
+    limits: dict[str, tuple[GroupPolicy, int]] = {}
+    for host in state.hosts():
+        inv, usage = state.inventory(host.name), state.usage(host.name)
+        claims = state.claims_on(host.name)
+        assert usage.vcpus <= inv.vcpu.capacity
+        assert usage.pcpus <= inv.pcpu.capacity
+        assert usage.memory_mib <= inv.memory.capacity
+        assert usage.disk_mib <= inv.disk.capacity
+        pinned: list[int] = []
+        for claim in claims:
+            if claim.numa is not None:
+                pinned.extend(claim.numa.pcpus)
+                assert claim.numa.pcpus <= host.dedicated_cpus  # dedicated never from shared
+                for cell in claim.numa.cells:
+                    assert not cell.shared_cpus & host.dedicated_cpus  # shared never from dedicated
+            if claim.group is not None:
+                groups.setdefault(claim.group.name, Counter())[host.name] += 1
+                limits[claim.group.name] = (claim.group.policy, claim.group.max_per_host)
+        assert len(pinned) == len(set(pinned)), "a pCPU is pinned twice"
+        for cell, used in zip(host.numa_cells, usage.cells, strict=True):
+            assert used.pinned <= cell.cpus & host.dedicated_cpus
+            for size, count in used.hugepages:
+                assert count <= cell.hugepage_total(size)
+            assert used.shared_vcpus <= len(cell.cpus & host.shared_cpus) * inv.ratios.cpu
+    for name, counts in groups.items():
+        policy, most = limits[name]
+        if policy == GroupPolicy.ANTI_AFFINITY:
+            assert max(counts.values()) <= most, f"anti-affinity {name} violated: {counts}"
+        if policy == GroupPolicy.AFFINITY:
+            assert len(counts) == 1, f"affinity {name} split: {counts}"
+    recount = PlacementState.rebuild(list(state.hosts()), list(state.claims().values()))
+    for host in state.hosts():
+        assert recount.usage(host.name) == state.usage(host.name)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  # type: ignore[type-arg]
+    cluster, ops = scenario
+    state = PlacementState.rebuild(cluster, [])
+    for op, arg in ops:
+        if op == "release":
+            live = sorted(state.claims())
+            if live:
+                assert isinstance(arg, int)
+                state.release(live[arg % len(live)])
+        else:
+            assert isinstance(arg, Request)
+            decision = scheduler.place(state, arg)
+            if not isinstance(decision, Decision):
+                assert decision.message.startswith(f"0/{len(cluster)} host")
+        check_invariants(state)
+    for vm in sorted(state.claims()):
+        state.release(vm)
+    for host in cluster:
+        assert state.usage(host.name) == empty_usage(host)
+    assert not any(state.group_hosts(g) for g in ("g1", "g2", "g3"))
