@@ -127,7 +127,11 @@ def plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
     """
     control_plane.kubectl("create", "namespace", NAMESPACE)
     yield control_plane
-    control_plane.kubectl("delete", "kubevisor", "--all", "-n", NAMESPACE, "--wait=false")
+    # Not the `kubevisor` category: with --all it would also delete every (cluster-scoped)
+    # HypervisorHost, including hosts other tiers' agents registered.
+    control_plane.kubectl(
+        "delete", "virtualmachines,migrationjobs", "--all", "-n", NAMESPACE, "--wait=false"
+    )
     control_plane.kubectl(
         "delete", "hypervisorhosts", "-l", "kubevisor.io/test=api-tier", "--wait=false"
     )
