@@ -51,6 +51,20 @@ class NumaCell:
     memory_mib: int
     siblings: tuple[frozenset[int], ...] = ()
     hugepages: tuple[Hugepages, ...] = ()
+    cores: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Physical cores as sorted thread tuples (CPUs without siblings are cores of
+        # their own), derived once: NUMA fitting reads them on every candidate host.
+        seen: set[int] = set()
+        cores: list[tuple[int, ...]] = []
+        for group in self.siblings:
+            threads = tuple(sorted(group & self.cpus))
+            if threads and not seen.intersection(threads):
+                cores.append(threads)
+                seen.update(threads)
+        cores.extend((cpu,) for cpu in sorted(self.cpus - seen))
+        object.__setattr__(self, "cores", tuple(cores))
 
     def hugepage_total(self, page_kib: int) -> int:
         return sum(pool.total for pool in self.hugepages if pool.page_kib == page_kib)

@@ -47,19 +47,6 @@ class _CellMiss:
     reason: str
 
 
-def _cores(cell: NumaCell) -> list[tuple[int, ...]]:
-    """The cell's physical cores as sorted thread tuples (CPUs without siblings are cores)."""
-    seen: set[int] = set()
-    cores: list[tuple[int, ...]] = []
-    for group in cell.siblings:
-        threads = tuple(sorted(group & cell.cpus))
-        if threads and not seen.intersection(threads):
-            cores.append(threads)
-            seen.update(threads)
-    cores.extend((cpu,) for cpu in sorted(cell.cpus - seen))
-    return cores
-
-
 def _pin(
     *,
     cell: NumaCell,
@@ -80,7 +67,7 @@ def _pin(
             "insufficient dedicated CPUs on any NUMA cell",
             f"cell {cell.id} has {len(free)} free dedicated CPUs, needs {units}",
         )
-    cores = _cores(cell)
+    cores = cell.cores
     if policy == ThreadPolicy.ISOLATE:
         whole = [c for c in cores if all(t in free for t in c)]
         if len(whole) < units:
