@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -117,7 +117,6 @@ class Kind:
     status_description: str
     columns: tuple[PrinterColumn, ...]
     spec_required: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
