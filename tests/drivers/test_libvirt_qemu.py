@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require
+from harness import require
 from kubevisor.drivers import base
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.testbed import guest as guest_image
@@ -34,9 +34,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hosts.Local
         not missing, what=f"a local libvirtd host (missing {missing})", how=hosts.HOW_TO_INSTALL
     )
     state_dir = tmp_path_factory.mktemp("hosts")
-    [started] = hosts.start_hosts(
-        1, state_dir=state_dir, base_tcp_port=16610, base_migration_port=49600
-    )
+    [started] = hosts.start_hosts(1, state_dir=state_dir)
     yield started, state_dir
     hosts.stop_hosts(state_dir)
 
@@ -209,13 +207,8 @@ def test_driver_reconnects_when_libvirtd_restarts(host: tuple[hosts.LocalHost, P
             assert lost == base.ConnectionEvent(local.uri, False, lost.reason)
             with pytest.raises(base.RetryableError):
                 await hypervisor.list_domains()
-            await asyncio.to_thread(
-                hosts.start_hosts,
-                1,
-                state_dir=state_dir,
-                base_tcp_port=local.tcp_port,
-                base_migration_port=local.migration_ports[0],
-            )
+            # Same state dir, so the same port and UUID.
+            await asyncio.to_thread(hosts.start_hosts, 1, state_dir=state_dir)
             regained = await asyncio.wait_for(anext(events), timeout=30)
             assert regained == base.ConnectionEvent(local.uri, True)
             assert isinstance(await hypervisor.list_domains(), list)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require
+from harness import require
 from kubevisor.testbed import guest as guest_image
 
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from conftest import require
+from harness import require
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed import hosts
 
 pytestmark = pytest.mark.libvirtd
-PORTS = {"base_tcp_port": 16620, "base_migration_port": 49700}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def two_hosts(state_dir: Path) -> list[hosts.LocalHost]:
-    return hosts.start_hosts(2, state_dir=state_dir, **PORTS)
+    return hosts.start_hosts(2, state_dir=state_dir)
 
 
 def capabilities_uuid(uri: str) -> str | None:
@@ -47,7 +46,9 @@ def test_hosts_are_distinct_machines(two_hosts: list[hosts.LocalHost]) -> None:
     assert len({first.uuid, second.uuid}) == 2
     assert len({first.hostname, second.hostname}) == 2
     assert len({first.uri, second.uri}) == 2
-    assert first.migration_ports[1] < second.migration_ports[0]
+    first_block = range(first.migration_ports[0], first.migration_ports[1] + 1)
+    assert second.migration_ports[0] not in first_block
+    assert second.migration_ports[1] not in first_block
     for host in two_hosts:
         conn = libvirt.open(host.uri)
         try:
@@ -61,7 +62,7 @@ def test_hosts_are_distinct_machines(two_hosts: list[hosts.LocalHost]) -> None:
 def test_starting_again_reuses_running_hosts(
     state_dir: Path, two_hosts: list[hosts.LocalHost]
 ) -> None:
-    again = hosts.start_hosts(2, state_dir=state_dir, **PORTS)
+    again = hosts.start_hosts(2, state_dir=state_dir)
     assert [(h.name, h.pid, h.uuid) for h in again] == [(h.name, h.pid, h.uuid) for h in two_hosts]
     assert [h.name for h in hosts.list_hosts(state_dir) if h.pid] == [h.name for h in two_hosts]
 

@@ -21,6 +21,7 @@ import grp
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -121,22 +122,35 @@ def start_hosts(
     count: int,
     *,
     state_dir: Path,
-    base_tcp_port: int = BASE_TCP_PORT,
-    base_migration_port: int = BASE_MIGRATION_PORT,
+    base_tcp_port: int | None = None,
+    base_migration_port: int | None = None,
     timeout: float = 60.0,
 ) -> list[LocalHost]:
-    """Start hosts 1..count (reusing those already running) and wait until all answer."""
+    """Start hosts 1..count (reusing those already running) and wait until all answer.
+
+    Host i listens on base_tcp_port + i - 1 and migrates on its own block of
+    MIGRATION_PORTS_PER_HOST ports from base_migration_port. Without bases, a host keeps the
+    ports it had in `state_dir` or gets free ones, so concurrent test runs cannot collide.
+    """
     missing = missing_prerequisites()
     if missing:
         raise HostStartError(f"missing {', '.join(missing)}: {HOW_TO_INSTALL}")
     ensure_qemu_user()
     hosts: list[LocalHost] = []
+    taken: set[int] = set()
     for index in range(1, count + 1):
-        host = _configure(
-            state_dir / f"{NAME_PREFIX}{index}",
-            tcp_port=base_tcp_port + index - 1,
-            migration_min=base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST,
-        )
+        root = state_dir / f"{NAME_PREFIX}{index}"
+        previous = _load(root / "host.json") if (root / "host.json").exists() else None
+        if base_tcp_port is not None:
+            tcp_port = base_tcp_port + index - 1
+        else:
+            tcp_port = previous.tcp_port if previous else _free_port(taken)
+        if base_migration_port is not None:
+            migration_min = base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST
+        else:
+            migration_min = previous.migration_ports[0] if previous else _free_range(taken)
+        taken |= {tcp_port, *range(migration_min, migration_min + MIGRATION_PORTS_PER_HOST)}
+        host = _configure(root, tcp_port=tcp_port, migration_min=migration_min)
         running = _running_pid(host)
         hosts.append(dataclasses.replace(host, pid=running) if running else _spawn(host))
     deadline = time.monotonic() + timeout
@@ -423,6 +437,27 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in taken:
+            return port
+
+
+def _free_range(taken: set[int]) -> int:
+    """The first port of a free block of MIGRATION_PORTS_PER_HOST ports below the ephemeral
+    range (so outgoing connections do not land in it)."""
+    size = MIGRATION_PORTS_PER_HOST
+    for _ in range(200):
+        low = random.randrange(20000, 32000 - size, size)
+        block = range(low, low + size)
+        if not taken.intersection(block) and all(_port_free(p) for p in block):
+            return low
+    raise HostStartError("no free block of migration ports between 20000 and 32000")
 
 
 def _package_root() -> str:
