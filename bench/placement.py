@@ -203,7 +203,8 @@ def run(size: int, vms: int, naive_decisions: int, seed: int) -> None:
         f"peak RSS so far {rss_mib():.0f} MiB"
     )
     print(
-        f"  naive : {1 / naive_mean:8.1f} decisions/s  p50 {percentile(naive_lat, 50) * 1e3:6.1f} ms  "
+        f"  naive : {1 / naive_mean:8.1f} decisions/s  "
+        f"p50 {percentile(naive_lat, 50) * 1e3:6.1f} ms  "
         f"p99 {percentile(naive_lat, 99) * 1e3:6.1f} ms  (measured on {len(naive_lat)} decisions, "
         f"per-decision mean extrapolated)"
     )

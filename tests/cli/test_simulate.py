@@ -1,0 +1,64 @@
+"""`kubevisor simulate` on the example files in deploy/examples/placement."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from kubevisor.cli import simulate
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "placement"
+
+
+def run(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    simulate.register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "simulate",
+            "--hosts",
+            str(EXAMPLES / "hosts.yaml"),
+            "--vms",
+            str(EXAMPLES / "vms.yaml"),
+            *extra,
+        ]
+    )
+    code = args.func(args)
+    return code, capsys.readouterr().out
+
+
+def test_examples_print_every_decision_and_utilisation(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys)
+    lines = out.splitlines()
+    assert lines[0] == "4 hosts, 1 VMs already bound, 10 to place"
+    assert code == 1  # some VMs are unschedulable, on purpose
+    decisions = {
+        line.split(" -> ", 1)[0]: line.split(" -> ", 1)[1]
+        for line in lines
+        if " -> " in line and line.startswith("demo/")
+    }
+    assert len(decisions) == 10
+    db_hosts = [decisions[f"demo/db-{i}"].split()[0] for i in (0, 1, 3)]
+    assert sorted(db_hosts) == ["hv-a", "hv-b", "hv-c"]
+    assert decisions["demo/db-2"] == (
+        'Unschedulable: 0/4 hosts fit: 2 anti-affinity group "demo/db", '
+        "1 insufficient dedicated CPUs on any NUMA cell, 1 unschedulable"
+    )
+    assert "emulator" in decisions["demo/db-1"]
+    assert decisions["demo/hugepages"].startswith("hv-c")
+    assert "hugepages 1024x2048KiB" in decisions["demo/hugepages"]
+    wide = decisions["demo/numa-wide"]
+    assert "guest cell 0 -> host cell" in wide and "guest cell 1 -> host cell" in wide
+    assert decisions["demo/zone-a"] == "hv-a"
+    assert decisions["demo/too-big"].startswith(
+        "Unschedulable: 0/4 hosts fit: 3 insufficient memory (need 60Gi"
+    )
+    assert any(line.startswith("hv-d (not schedulable)") for line in lines)
+    assert lines[-5].split()[:2] == ["HOST", "VMS"]
+
+
+def test_ratio_flag_changes_the_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = run(capsys, "--memory-ratio", "1.5")
+    assert "demo/too-big -> hv-" in out
