@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from harness import REPO, controlplane_bin, require
-from kubevisor.testbed import controlplane
+from kubevisor.testbed import controlplane, guest, hosts
 from kubevisor.testbed.controlplane import ControlPlane
+from kubevisor.testbed.guest import Guest
+from kubevisor.testbed.hosts import LocalHost
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +34,28 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         controlplane.stop(plane.state_dir)
+
+
+@pytest.fixture(scope="session")
+def local_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalHost]]:
+    """Two real libvirtd "hypervisor hosts" on this machine (own namespaces, own ports)."""
+    missing = hosts.missing_prerequisites()
+    require(
+        not missing, what=f"local libvirtd hosts ({', '.join(missing)})", how=hosts.HOW_TO_INSTALL
+    )
+    state = tmp_path_factory.mktemp("hosts")
+    started = hosts.start_hosts(2, state_dir=state)
+    try:
+        yield started
+    finally:
+        hosts.stop_hosts(state)
+
+
+@pytest.fixture(scope="session")
+def tiny_guest() -> Guest:
+    """The busybox guest (cloud kernel + initramfs) that prints a marker and counts."""
+    try:
+        return guest.build_guest(Path.home() / ".cache" / "kubevisor" / "guest")
+    except guest.GuestBuildError as error:
+        require(False, what="the tiny guest", how=str(error))
+        raise

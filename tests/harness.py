@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -38,3 +43,21 @@ def controlplane_bin() -> Path | None:
         text=True,
     )
     return Path(check.stdout.strip()) if check.returncode == 0 else None
+
+
+def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: str) -> T:
+    """Poll `check` until it returns something other than None/False, or fail after `timeout`.
+
+    This is waiting on a condition with a deadline, not sleeping for a guessed duration.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except AssertionError as error:
+            last, result = error, None
+        if result is not None and result is not False:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})", pytrace=False)

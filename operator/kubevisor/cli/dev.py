@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kubevisor.cli import dev_hosts
 from kubevisor.testbed import controlplane
 
 
@@ -27,6 +28,7 @@ def register(subparsers: Any) -> None:
         "(default: $KUBEVISOR_STATE_DIR or %(default)s)",
     )
     commands = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
+    dev_hosts.register(commands)
     up = commands.add_parser("up", help="start the control plane with the CRDs installed")
     up.set_defaults(func=_up)
     down = commands.add_parser("down", help="stop everything `dev up` started")

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kubevisor.cli import dev
+from kubevisor.cli import crds, dev, simulate
 
-SUBCOMMANDS = (dev,)
+SUBCOMMANDS = (dev, crds, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ NAMESPACE = "https://kubevisor.io/xmlns/domain/v1alpha1"
 PREFIX = "kubevisor"
 ET.register_namespace(PREFIX, NAMESPACE)
 
-DomainType = Literal["kvm", "qemu"]
+DomainType = Literal["kvm", "qemu", "test"]
 
 
 @dataclass(frozen=True, slots=True)

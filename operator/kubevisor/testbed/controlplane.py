@@ -208,6 +208,18 @@ def install_crds(plane: ControlPlane, paths: Sequence[Path], *, timeout: float =
         *args,
         timeout=timeout + 10,
     )
+    # Established is not yet servable: the first requests can still get 429 "storage is
+    # (re)initializing". Wait until every new resource answers a list.
+    names = plane.kubectl("get", *args, "-o", "jsonpath={.items[*].spec.names.plural}")
+    plurals = names.stdout.split() or [
+        plane.kubectl("get", *args, "-o", "jsonpath={.spec.names.plural}").stdout
+    ]
+    deadline = time.monotonic() + timeout
+    for plural in plurals:
+        while plane.kubectl("get", plural, "-A", "--request-timeout=5s", check=False).returncode:
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"custom resource {plural} not served after {timeout}s")
+            time.sleep(0.2)
 
 
 def load(state_dir: Path) -> ControlPlane | None:

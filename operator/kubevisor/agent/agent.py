@@ -1,0 +1,493 @@
+"""The node agent: one per hypervisor host.
+
+It registers its HypervisorHost, heartbeats through a Lease, watches only the VMs bound
+to its host (label `kubevisor.io/host=NAME`, filtered by the API server), and converges
+libvirt to them. Every trigger (a watch event, a libvirt lifecycle event, a reconnection,
+the slow resync) only enqueues a VM key; one reconcile per key then reads the VM and the
+domain as they are now, asks `core.convergence` what to do and `core.status` what to
+report, acts, and writes status only when it changed.
+
+Before it heartbeats for the first time, the agent fences: every domain carrying kubevisor
+metadata whose VM no longer exists, has another uid, or is bound elsewhere is destroyed
+and removed, so a host that comes back after being declared lost never runs a VM twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubevisor.agent import hoststatus
+from kubevisor.agent.kube import Gone, Kube, Object, is_transient, retrying
+from kubevisor.agent.vmfiles import VmFiles
+from kubevisor.agent.workqueue import WorkQueue
+from kubevisor.api.conditions import Condition
+from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.core import convergence, domain, status
+from kubevisor.core.convergence import Action, DomainObservation, DomainState
+from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment
+from kubevisor.core.status import AgentError
+from kubevisor.drivers.base import (
+    ConnectionEvent,
+    DomainEvent,
+    DomainNotFound,
+    Hypervisor,
+    HypervisorError,
+    PermanentError,
+    RetryableError,
+)
+
+log = logging.getLogger("kubevisor.agent")
+
+HOST_LABEL = "kubevisor.io/host"
+COMPONENT = "kubevisor-agent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Read once at start-up (from the command line) and passed down as a value."""
+
+    host: str
+    domain_type: DomainType
+    state_dir: Path
+    image_dir: Path
+    default_boot: BootFiles | None = None
+    lease_namespace: str = "kubevisor-system"
+    lease_duration: int = 40
+    shutdown_grace: float = 30.0
+    resync_interval: float = 300.0
+    workers: int = 4
+
+
+class Agent:
+    def __init__(self, *, settings: Settings, kube: Kube, hypervisor: Hypervisor) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.hv = hypervisor
+        self.files = VmFiles(state_dir=settings.state_dir, image_dir=settings.image_dir)
+        self.queue = WorkQueue()
+        self.vms: dict[str, Object] = {}
+        """The VMs bound to this host, by namespace/name, as the watch last delivered them."""
+        self.uids: dict[str, str] = {}
+        """Last known uid per key, kept after deletion until the domain is gone."""
+        self.keys_by_uid: dict[str, str] = {}
+        self.written: dict[str, dict[str, Any]] = {}
+        """The last status applied per key: skips writes the watch has not echoed yet."""
+        self.host_written: dict[str, Any] | None = None
+        self.ready = asyncio.Event()
+        self._fencing: asyncio.Task[None] | None = None
+        self._selector = f"{HOST_LABEL}={settings.host}"
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.hv.connect()
+        events = self.hv.events()
+        resource_version = await retrying("listing VMs", self._list)
+        await self._fence()
+        await retrying("registering the host", self.register_host)
+        await retrying("renewing the Lease", self._renew_lease)
+        self.ready.set()
+        log.info("agent for host %s is ready with %d VMs", self.settings.host, len(self.vms))
+        tasks = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._watch(resource_version), name="watch"),
+            asyncio.create_task(self._hypervisor_events(events), name="libvirt-events"),
+            asyncio.create_task(self._resync(), name="resync"),
+            *(
+                asyncio.create_task(self._worker(), name=f"worker-{n}")
+                for n in range(self.settings.workers)
+            ),
+        ]
+        for key in self.vms:
+            self.queue.add(key)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _list(self) -> str:
+        items, resource_version = await self.kube.list_vms(label_selector=self._selector)
+        self.vms = {}
+        for obj in items:
+            self._remember(obj)
+        return resource_version
+
+    def _remember(self, obj: Object) -> str:
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        self.vms[key] = obj
+        old = self.uids.get(key)
+        if old is not None and old != meta["uid"]:
+            # Same name, new object: the old domain is a stray now.
+            self.keys_by_uid.pop(old, None)
+        self.uids[key] = meta["uid"]
+        self.keys_by_uid[meta["uid"]] = key
+        return key
+
+    async def _watch(self, resource_version: str) -> None:
+        while True:
+            try:
+                async for kind, obj in self.kube.watch_vms(
+                    label_selector=self._selector, resource_version=resource_version
+                ):
+                    resource_version = obj["metadata"]["resourceVersion"]
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "DELETED":
+                        meta = obj["metadata"]
+                        key = f"{meta['namespace']}/{meta['name']}"
+                        self.vms.pop(key, None)
+                        self.written.pop(key, None)
+                    else:
+                        key = self._remember(obj)
+                    # The object is fresher than anything this agent wrote before it.
+                    self.written.pop(key, None)
+                    self.queue.add(key)
+            except Gone:
+                log.info("watch expired; listing VMs again")
+                before = set(self.vms)
+                resource_version = await retrying("listing VMs", self._list)
+                for key in before | set(self.vms):
+                    self.queue.add(key)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                log.warning("watch broke (%s); watching again", error)
+                await asyncio.sleep(1.0)
+
+    async def _hypervisor_events(self, events: Any) -> None:
+        async for event in events:
+            if isinstance(event, ConnectionEvent):
+                log.info("libvirt %s: %s", "connected" if event.connected else "lost", event.reason)
+                if event.connected:
+                    await self._resync_once()
+            elif isinstance(event, DomainEvent):
+                key = self.keys_by_uid.get(event.uuid)
+                if key is not None:
+                    self.queue.add(key)
+                elif self._fencing is None or self._fencing.done():
+                    # A domain no VM of this host owns appeared or changed: check it now.
+                    self._fencing = asyncio.create_task(self._fence_logged())
+
+    async def _renew_lease(self) -> None:
+        await self.kube.renew_lease(
+            namespace=self.settings.lease_namespace,
+            name=self.settings.host,
+            duration=self.settings.lease_duration,
+        )
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.lease_duration / 4
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew_lease()
+            except Exception:
+                log.exception("could not renew the Lease of host %s", self.settings.host)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            await self._resync_once()
+
+    async def _resync_once(self) -> None:
+        try:
+            await self._fence()
+            await self.register_host()
+        except HypervisorError as error:
+            log.warning("resync postponed: %s", error)
+        for key in list(self.vms):
+            self.queue.add(key)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+            except RetryableError as error:
+                log.info("%s: will retry in %.0fs: %s", key, error.delay, error)
+                self.queue.add_after(key, error.delay)
+            except Exception:
+                log.exception("%s: reconcile failed", key)
+                self.queue.add_after(key, 5.0)
+            finally:
+                self.queue.done(key)
+
+    # -- host ----------------------------------------------------------------------------
+
+    async def register_host(self) -> None:
+        """Create the HypervisorHost if missing and apply its facts when they changed."""
+        facts = await self.hv.host_facts()
+        self.settings.image_dir.mkdir(parents=True, exist_ok=True)
+        disk = shutil.disk_usage(self.settings.image_dir).total
+        wanted = hoststatus.host_status(
+            facts, domain_type=self.settings.domain_type, disk_bytes=disk
+        )
+        if self.host_written is None:
+            current = await self.kube.get_host(self.settings.host)
+            if current is None:
+                await self.kube.create_host(self.settings.host, labels={})
+                current = {}
+            existing = current.get("status") or {}
+            self.host_written = {k: existing.get(k) for k in wanted}
+        if self.host_written != wanted:
+            await self.kube.apply_host_status(self.settings.host, wanted)
+            self.host_written = wanted
+
+    # -- fencing -------------------------------------------------------------------------
+
+    async def _fence(self) -> None:
+        """Destroy and remove every kubevisor domain that is not bound to this host."""
+        for info in await self.hv.list_domains():
+            key = self.keys_by_uid.get(info.uuid)
+            if key is not None and key in self.vms:
+                continue
+            try:
+                ref = domain.read_metadata(await self.hv.domain_xml(info.uuid))
+            except DomainNotFound:
+                continue
+            if ref is None:
+                continue  # not ours: leave the operator's own domains alone
+            log.warning(
+                "fencing domain %s of VM %s/%s: not bound to host %s",
+                info.name,
+                ref.namespace,
+                ref.name,
+                self.settings.host,
+            )
+            await self._remove(info.uuid)
+            with contextlib.suppress(Exception):
+                await self.kube.event(
+                    involved={
+                        "kind": "VirtualMachine",
+                        "metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid},
+                    },
+                    type_="Warning",
+                    reason="Fenced",
+                    message=f"host {self.settings.host} destroyed its domain {info.name}: "
+                    "the VM is not bound to this host",
+                    component=COMPONENT,
+                )
+        # Files of VMs whose domains are gone (e.g. removed while the agent was down).
+        for uid in self.files.known_uids() - set(self.keys_by_uid):
+            self.files.remove(uid)
+
+    async def _fence_logged(self) -> None:
+        try:
+            await self._fence()
+        except HypervisorError as error:
+            log.warning("fencing postponed: %s", error)
+
+    async def _remove(self, uid: str) -> None:
+        with contextlib.suppress(DomainNotFound):
+            await self.hv.undefine(uid)
+        self.files.remove(uid)
+
+    # -- reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> None:
+        obj = self.vms.get(key)
+        uid = self.uids.get(key)
+        if obj is None:
+            # Deleted, or bound to another host now: nothing of it may stay here.
+            if uid is not None:
+                await self._shutdown_and_remove(uid)
+                self.uids.pop(key, None)
+                self.keys_by_uid.pop(uid, None)
+            return
+        assert uid is not None
+        meta = obj["metadata"]
+        try:
+            vm = VirtualMachine.model_validate(obj)
+        except ValidationError as invalid:
+            await self._write_invalid(key, obj, invalid)
+            return
+        observed = await self._observe(uid)
+        deleting = bool(meta.get("deletionTimestamp"))
+        plan = convergence.plan(
+            run_strategy=vm.spec.run_strategy,
+            paused=vm.spec.paused,
+            deleting=deleting,
+            domain=observed,
+        )
+        current = obj.get("status") or {}
+        restart_count = int(current.get("restartCount") or 0)
+        error: AgentError | None = None
+        retry: RetryableError | None = None
+        try:
+            for action in plan.actions:
+                await self._act(action, vm, uid)
+            if plan.restart:
+                restart_count += 1
+        except RetryableError as failed:
+            error = AgentError(permanent=False, reason="HypervisorBusy", message=str(failed))
+            retry = failed
+        except PermanentError as failed:
+            error = AgentError(permanent=True, reason="DomainRejected", message=str(failed))
+        if plan.actions:
+            observed = await self._observe(uid)
+        await self._write_status(
+            key,
+            obj,
+            vm,
+            observed=observed,
+            deleting=deleting,
+            error=error,
+            restart_count=restart_count,
+        )
+        if retry is not None:
+            raise retry
+
+    async def _observe(self, uid: str) -> DomainObservation | None:
+        try:
+            info = await self.hv.state(uid)
+        except DomainNotFound:
+            return None
+        hardware = ""
+        if info.state.value not in ("shutoff", "crashed"):
+            with contextlib.suppress(DomainNotFound):
+                ref = domain.read_metadata(await self.hv.domain_xml(uid))
+                hardware = ref.hardware if ref is not None else ""
+        return DomainObservation(
+            uuid=info.uuid,
+            state=DomainState(info.state.value),
+            reason=info.reason,
+            hardware=hardware,
+        )
+
+    async def _act(self, action: Action, vm: VirtualMachine, uid: str) -> None:
+        log.info("%s/%s: %s", vm.metadata.get("namespace"), vm.metadata.get("name"), action)
+        if action is Action.DEFINE_AND_START:
+            files = await self.files.prepare(vm, uid)
+            xml = domain.render(
+                vm,
+                host=HostEnvironment(
+                    domain_type=self.settings.domain_type,
+                    disk_paths=files.disk_paths,
+                    seed_iso=files.seed_iso,
+                    serial_log=files.serial_log,
+                    default_boot=self.settings.default_boot,
+                ),
+            )
+            try:
+                await self.hv.define(xml)
+            except domain.DomainError as invalid:
+                raise PermanentError(str(invalid)) from invalid
+            await self.hv.start(uid)
+        elif action is Action.SHUTDOWN:
+            await self.hv.shutdown(uid, timeout=self.settings.shutdown_grace)
+        elif action is Action.DESTROY:
+            await self.hv.destroy(uid)
+        elif action is Action.SUSPEND:
+            await self.hv.suspend(uid)
+        elif action is Action.RESUME:
+            await self.hv.resume(uid)
+        elif action is Action.REMOVE:
+            await self._remove(uid)
+
+    async def _shutdown_and_remove(self, uid: str) -> None:
+        try:
+            info = await self.hv.state(uid)
+        except DomainNotFound:
+            self.files.remove(uid)
+            return
+        if info.state.value not in ("shutoff", "crashed"):
+            await self.hv.shutdown(uid, timeout=self.settings.shutdown_grace)
+        await self._remove(uid)
+
+    # -- status --------------------------------------------------------------------------
+
+    async def _write_status(
+        self,
+        key: str,
+        obj: Object,
+        vm: VirtualMachine,
+        *,
+        observed: DomainObservation | None,
+        deleting: bool,
+        error: AgentError | None,
+        restart_count: int,
+    ) -> None:
+        current = obj.get("status") or {}
+        previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
+        wanted = status.bound_vm_status(
+            status.Inputs(
+                spec=vm.spec,
+                generation=int(obj["metadata"].get("generation", 0)),
+                deleting=deleting,
+                domain=observed,
+                hardware=domain.hardware_fingerprint(vm.spec),
+                error=error,
+            ),
+            previous_phase=current.get("phase"),
+            previous=previous,
+            restart_count=restart_count,
+            now=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        )
+        if _same_status(current, wanted) or self.written.get(key) == wanted:
+            return
+        meta = obj["metadata"]
+        await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+        self.written[key] = wanted
+
+    async def _write_invalid(self, key: str, obj: Object, invalid: ValidationError) -> None:
+        """A VM the API server accepted but this agent cannot read: say so, never crash."""
+        message = f"the agent cannot read this VM: {invalid.errors()[0].get('msg', invalid)}"
+        wanted = {
+            "phase": "Failed",
+            "observedGeneration": int(obj["metadata"].get("generation", 0)),
+            "conditions": [
+                {
+                    "type": "Stalled",
+                    "status": "True",
+                    "reason": "InvalidSpec",
+                    "message": message,
+                    "lastTransitionTime": _now(),
+                },
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "InvalidSpec",
+                    "message": message,
+                    "lastTransitionTime": _now(),
+                },
+            ],
+        }
+        if self.written.get(key, {}).get("conditions", [{}])[0].get("message") == message:
+            return
+        meta = obj["metadata"]
+        await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+        self.written[key] = wanted
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _same_status(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the VM's status already says what the agent would write."""
+    for field, value in wanted.items():
+        if field == "conditions":
+            have = {
+                c["type"]: Condition.model_validate(c).to_wire()
+                for c in current.get("conditions") or []
+            }
+            for condition in value:
+                if have.get(condition["type"]) != Condition.model_validate(condition).to_wire():
+                    return False
+        elif current.get(field) != value:
+            return False
+    return True

@@ -1,0 +1,80 @@
+"""The agent's part of its HypervisorHost status, from what the hypervisor reports.
+
+The agent owns the facts (hypervisor, CPU, capacity, NUMA cells); the controller owns
+what it judges from its placement state and the heartbeat (allocated, allocatable,
+vmCount, the Ready and Schedulable conditions). Both apply their fields with
+server-side apply under their own field manager.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubevisor.api import quantity
+from kubevisor.api.hypervisorhost import (
+    HostCpu,
+    HostHugepages,
+    HostNumaCell,
+    Hypervisor,
+    HypervisorHostStatus,
+    HypervisorType,
+    Resources,
+)
+from kubevisor.core.domain import DomainType
+from kubevisor.drivers.base import HostFacts
+
+
+def hypervisor_type(facts: HostFacts, domain_type: DomainType) -> HypervisorType:
+    """kvm, qemu or test, as HypervisorHost.status.hypervisor.type spells them."""
+    if facts.hypervisor_type.upper() == "TEST":
+        return "test"
+    return domain_type
+
+
+def host_status(facts: HostFacts, *, domain_type: DomainType, disk_bytes: int) -> dict[str, Any]:
+    """The wire dict of the agent-owned status fields."""
+    cores = {(c.socket_id, c.core_id) for cell in facts.cells for c in cell.cpus}
+    sockets = {c.socket_id for cell in facts.cells for c in cell.cpus}
+    threads = max((len(c.siblings) for cell in facts.cells for c in cell.cpus), default=1)
+    status = HypervisorHostStatus(
+        hypervisor=Hypervisor(
+            type=hypervisor_type(facts, domain_type),
+            version=facts.hypervisor_version,
+            libvirt_version=facts.libvirt_version,
+        ),
+        libvirt_uri=facts.uri,
+        cpu=HostCpu(
+            model=facts.cpu_model,
+            vendor=facts.cpu_vendor,
+            features=sorted(facts.cpu_features),
+            sockets=len(sockets) or None,
+            cores=(len(cores) // len(sockets)) if sockets else None,
+            threads=threads,
+        ),
+        capacity=Resources(
+            cpu=facts.cpus,
+            memory=quantity.format_bytes(facts.memory_kib * 1024),
+            disk=quantity.format_bytes(disk_bytes),
+        ),
+        numa_cells=[
+            HostNumaCell(
+                id=cell.id,
+                cpus=sorted(c.id for c in cell.cpus),
+                siblings=[list(s) for s in sorted({tuple(sorted(c.siblings)) for c in cell.cpus})],
+                memory=quantity.format_bytes(cell.memory_kib * 1024),
+                hugepages=[
+                    HostHugepages(
+                        page_size=quantity.format_bytes(page.size_kib * 1024),
+                        total=page.total,
+                        free=page.total if page.free is None else page.free,
+                    )
+                    for page in cell.pages
+                    if page.size_kib > 4
+                ],
+            )
+            for cell in facts.cells
+        ],
+    )
+    wire = status.to_wire()
+    wire.pop("conditions", None)
+    return wire

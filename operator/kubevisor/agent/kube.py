@@ -1,0 +1,240 @@
+"""The agent's few Kubernetes calls, on the asyncio flavour of the official client.
+
+Status is written with server-side apply under the field manager `kubevisor-agent`, so
+the agent owns exactly the fields it writes (phase after binding, domain, its conditions)
+and never clobbers the controller's (host, placement, the Scheduled condition) even though
+both live in one `status`: the CRD keys conditions by type (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiohttp
+from kubernetes.aio import client, config, watch
+from kubernetes.aio.client.exceptions import ApiException
+
+from kubevisor.api.schema import API_VERSION, GROUP, VERSION
+from kubevisor.api.virtualmachine import PLURAL as VM_PLURAL
+
+HOST_PLURAL = "hypervisorhosts"
+FIELD_MANAGER = "kubevisor-agent"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+Object = dict[str, Any]
+T = TypeVar("T")
+log = logging.getLogger("kubevisor.agent")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors worth retrying unchanged: throttling, server trouble, a dropped connection."""
+    if isinstance(error, ApiException):
+        return error.status in (408, 429, 500, 502, 503, 504)
+    return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
+
+
+async def retrying(what: str, call: Callable[[], Awaitable[T]], *, cap: float = 10.0) -> T:
+    """Await `call()` until it succeeds, backing off on transient errors (others raise)."""
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+class Kube:
+    """Typed wrappers over the calls the agent makes; one instance per agent."""
+
+    def __init__(self, api: client.ApiClient, *, field_manager: str = FIELD_MANAGER) -> None:
+        self._api = api
+        self._custom = client.CustomObjectsApi(api)
+        self._leases = client.CoordinationV1Api(api)
+        self._events = client.CoreV1Api(api)
+        self.field_manager = field_manager
+
+    @classmethod
+    async def connect(cls, kubeconfig: Path | None) -> Kube:
+        if kubeconfig is None:
+            config.load_incluster_config()
+            return cls(client.ApiClient())
+        api = await config.new_client_from_config(config_file=str(kubeconfig))
+        return cls(api)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    # -- VirtualMachines ---------------------------------------------------------------
+
+    async def list_vms(self, *, label_selector: str) -> tuple[list[Object], str]:
+        reply = await self._custom.list_cluster_custom_object(
+            GROUP, VERSION, VM_PLURAL, label_selector=label_selector
+        )
+        listing = cast(Object, reply)
+        return list(listing["items"]), str(listing["metadata"]["resourceVersion"])
+
+    async def watch_vms(
+        self, *, label_selector: str, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        """(type, object) pairs until the server ends the watch; raises Gone on HTTP 410."""
+        stream = watch.Watch()
+        try:
+            async for event in stream.stream(
+                self._custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                VM_PLURAL,
+                label_selector=label_selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+            ):
+                kind = event["type"]
+                obj = event["object"]
+                if kind == "ERROR":
+                    if isinstance(obj, dict) and obj.get("code") == 410:
+                        raise Gone(str(obj.get("message", "")))
+                    raise ApiException(status=obj.get("code", 500), reason=str(obj))
+                yield kind, obj
+        except ApiException as error:
+            if error.status == 410:
+                raise Gone(str(error)) from error
+            raise
+        finally:
+            await stream.close()
+
+    async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        reply = await self._custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            VM_PLURAL,
+            name,
+            body,
+            field_manager=self.field_manager,
+            force=True,
+            _content_type=APPLY,
+        )
+        return cast(Object, reply)
+
+    # -- HypervisorHosts ---------------------------------------------------------------
+
+    async def get_host(self, name: str) -> Object | None:
+        try:
+            reply = await self._custom.get_cluster_custom_object(GROUP, VERSION, HOST_PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(Object, reply)
+
+    async def create_host(self, name: str, labels: dict[str, str]) -> Object:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "HypervisorHost",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {},
+        }
+        reply = await self._custom.create_cluster_custom_object(
+            GROUP, VERSION, HOST_PLURAL, body, field_manager=self.field_manager
+        )
+        return cast(Object, reply)
+
+    async def apply_host_status(self, name: str, status: Object) -> Object:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "HypervisorHost",
+            "metadata": {"name": name},
+            "status": status,
+        }
+        reply = await self._custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            HOST_PLURAL,
+            name,
+            body,
+            field_manager=self.field_manager,
+            force=True,
+            _content_type=APPLY,
+        )
+        return cast(Object, reply)
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    async def renew_lease(self, *, namespace: str, name: str, duration: int) -> None:
+        """Create or renew the host's Lease: one small write per heartbeat."""
+        now = datetime.datetime.now(datetime.UTC)
+        spec = {
+            "holderIdentity": name,
+            "leaseDurationSeconds": duration,
+            "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        try:
+            await self._leases.patch_namespaced_lease(
+                name, namespace, {"spec": spec}, _content_type=MERGE
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {**spec, "acquireTime": spec["renewTime"]},
+            }
+            await self._leases.create_namespaced_lease(
+                namespace, client.V1Lease.model_validate(body)
+            )
+
+    # -- events ------------------------------------------------------------------------
+
+    async def event(
+        self, *, involved: Object, type_: str, reason: str, message: str, component: str
+    ) -> None:
+        """Record a Kubernetes Event about `involved` (an object with kind/name/uid)."""
+        meta = involved.get("metadata", {})
+        namespace = meta.get("namespace") or "default"
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", API_VERSION),
+                "kind": involved.get("kind", "VirtualMachine"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "reportingComponent": component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._events.create_namespaced_event(
+            namespace, client.CoreV1Event.model_validate(body)
+        )

@@ -1,0 +1,116 @@
+"""`kubevisor-agent --host NAME --libvirt-uri URI`: the node agent's process.
+
+Reads its settings once from the command line, connects to the API server (a kubeconfig,
+or the in-cluster service account) and to libvirt, and runs until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubevisor.agent.agent import Agent, Settings
+from kubevisor.agent.kube import Kube
+from kubevisor.core.domain import BootFiles, DomainType
+from kubevisor.drivers.libvirt import LibvirtHypervisor
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kubevisor-agent",
+        description="Run VMs bound to one hypervisor host as libvirt domains.",
+    )
+    parser.add_argument("--host", required=True, help="HypervisorHost name of this node")
+    parser.add_argument("--libvirt-uri", default="qemu:///system", help="libvirt URI to manage")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None,
+        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
+    )
+    parser.add_argument(
+        "--domain-type",
+        choices=("auto", "kvm", "qemu", "test"),
+        default="auto",
+        help="libvirt domain type: auto picks kvm when the host offers it and /dev/kvm "
+        "exists, else qemu (TCG); test for libvirt's test driver",
+    )
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
+    parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
+    parser.add_argument("--guest-kernel", help="default kernel for VMs without boot or disks")
+    parser.add_argument("--guest-initrd", help="default initrd for those VMs")
+    parser.add_argument("--guest-cmdline", default="console=ttyS0", help="their kernel cmdline")
+    parser.add_argument("--lease-namespace", default="kubevisor-system")
+    parser.add_argument("--lease-duration", type=int, default=40, help="seconds")
+    parser.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds")
+    parser.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def domain_type(choice: str, *, offered: Sequence[str]) -> DomainType:
+    """The domain type to render: explicit, or the best one the host offers."""
+    if choice != "auto":
+        return choice  # type: ignore[return-value]
+    if "kvm" in offered and Path("/dev/kvm").exists():
+        return "kvm"
+    if "qemu" in offered:
+        return "qemu"
+    return "test"
+
+
+async def run(args: argparse.Namespace) -> None:
+    hypervisor = LibvirtHypervisor(args.libvirt_uri)
+    await hypervisor.connect()
+    facts = await hypervisor.host_facts()
+    kind = domain_type(args.domain_type, offered=facts.domain_types)
+    settings = Settings(
+        host=args.host,
+        domain_type=kind,
+        state_dir=args.state_dir,
+        image_dir=args.image_dir,
+        default_boot=BootFiles(
+            kernel=args.guest_kernel, initrd=args.guest_initrd, cmdline=args.guest_cmdline
+        )
+        if args.guest_kernel
+        else None,
+        lease_namespace=args.lease_namespace,
+        lease_duration=args.lease_duration,
+        shutdown_grace=args.shutdown_grace,
+        resync_interval=args.resync_interval,
+    )
+    kube = await Kube.connect(args.kubeconfig)
+    agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor)
+    logging.getLogger("kubevisor.agent").info(
+        "host %s: libvirt %s, domain type %s", args.host, args.libvirt_uri, kind
+    )
+    task = asyncio.create_task(agent.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await kube.close()
+        await hypervisor.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

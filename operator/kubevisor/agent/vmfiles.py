@@ -1,0 +1,117 @@
+"""Files the agent creates on its host for one VM, and removes with it.
+
+Per VM (by uid) a directory under the agent's state directory holds: one qcow2 overlay per
+disk (copy-on-write on a base image from the host's image directory, or blank), the
+NoCloud seed ISO built from spec.cloudInit, and the serial console log. Creating is
+idempotent: an existing overlay is kept, because it holds the guest's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubevisor.api import quantity
+from kubevisor.api.virtualmachine import Disk, VirtualMachine
+from kubevisor.drivers.base import PermanentError, RetryableError
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFiles:
+    disk_paths: dict[str, str]
+    seed_iso: str | None
+    serial_log: str
+
+
+class VmFiles:
+    def __init__(self, *, state_dir: Path, image_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.image_dir = image_dir
+
+    def directory(self, uid: str) -> Path:
+        return self.state_dir / "vms" / uid
+
+    def serial_log(self, uid: str) -> Path:
+        return self.directory(uid) / "serial.log"
+
+    async def prepare(self, vm: VirtualMachine, uid: str) -> PreparedFiles:
+        directory = self.directory(uid)
+        directory.mkdir(parents=True, exist_ok=True)
+        disks = {disk.name: str(await self._disk(directory, disk)) for disk in vm.spec.disks}
+        seed = None
+        if vm.spec.cloud_init is not None:
+            seed = str(await self._seed(directory, vm, uid))
+        return PreparedFiles(disk_paths=disks, seed_iso=seed, serial_log=str(self.serial_log(uid)))
+
+    def remove(self, uid: str) -> None:
+        shutil.rmtree(self.directory(uid), ignore_errors=True)
+
+    def known_uids(self) -> set[str]:
+        vms = self.state_dir / "vms"
+        return {p.name for p in vms.iterdir()} if vms.is_dir() else set()
+
+    async def _disk(self, directory: Path, disk: Disk) -> Path:
+        overlay = directory / f"disk-{disk.name}.qcow2"
+        if overlay.exists():
+            return overlay
+        partial = overlay.with_suffix(".partial")
+        args = ["create", "-q", "-f", "qcow2"]
+        if disk.image is not None:
+            base = self.image_dir / disk.image
+            if not base.is_file():
+                raise PermanentError(
+                    f"disk {disk.name}: base image {disk.image!r} is not in {self.image_dir}"
+                )
+            info = json.loads(await _run("qemu-img", "info", "--output=json", str(base)))
+            args += ["-b", str(base), "-F", str(info["format"])]
+        args.append(str(partial))
+        if disk.size is not None:
+            args.append(str(quantity.to_bytes(disk.size)))
+        await _run("qemu-img", *args)
+        partial.replace(overlay)
+        return overlay
+
+    async def _seed(self, directory: Path, vm: VirtualMachine, uid: str) -> Path:
+        cloud = vm.spec.cloud_init
+        assert cloud is not None
+        name = str(vm.metadata.get("name", uid))
+        meta = cloud.meta_data or f"instance-id: {uid}\nlocal-hostname: {name}\n"
+        files = {"user-data": cloud.user_data or "", "meta-data": meta}
+        if cloud.network_config:
+            files["network-config"] = cloud.network_config
+        seed = directory / "seed.iso"
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            for file_name, text in files.items():
+                (Path(tmp) / file_name).write_text(text)
+            partial = directory / "seed.iso.partial"
+            await _run(
+                "genisoimage",
+                "-quiet",
+                "-output",
+                str(partial),
+                "-volid",
+                "cidata",
+                "-joliet",
+                "-rock",
+                *sorted(files),
+                cwd=Path(tmp),
+            )
+        partial.replace(seed)
+        return seed
+
+
+async def _run(*argv: str, cwd: Path | None = None) -> str:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+    except FileNotFoundError as error:
+        raise PermanentError(f"{argv[0]} is not installed on this host") from error
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RetryableError(f"{' '.join(argv[:2])} failed: {err.decode().strip()}")
+    return out.decode()
