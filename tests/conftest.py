@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,19 @@ from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
 
+APISERVER = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say which real API server the api and e2e tiers ran against."""
+    if APISERVER in config.stash:
+        terminalreporter.write_line(config.stash[APISERVER])
+
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ControlPlane]:
     """A real kube-apiserver + etcd for the whole session, with kubevisor's CRDs installed."""
     bin_dir = controlplane_bin()
     require(
@@ -29,7 +40,11 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         state_dir=tmp_path_factory.mktemp("controlplane"),
         crd_paths=sorted((REPO / "deploy" / "crds").glob("*.yaml")),
     )
-    print(f"\nkube-apiserver {plane.version} at {plane.server}")
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    line = f"api tier: real kube-apiserver {plane.version} + etcd at {plane.server}"
+    if reporter is not None:
+        reporter.write_line(f"\n{line}")
+    pytestconfig.stash[APISERVER] = line
     try:
         yield plane
     finally:
