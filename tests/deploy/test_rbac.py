@@ -1,0 +1,401 @@
+"""Least privilege, shown against the real API server with the RBAC and admission policy of
+deploy/manifests applied.
+
+Two kinds of agent credential:
+- a client certificate whose user and groups are the agent ServiceAccount's (RBAC binds a
+  ServiceAccount subject by user name, so RBAC treats it as the agent): `kubectl auth
+  can-i` tables for both components, and real calls RBAC forbids;
+- real bound ServiceAccount tokens of two agent pods on two nodes (TokenRequest bound to a
+  Pod with spec.nodeName), which carry the node name the admission policy compares: an
+  agent writes its own host, Lease and VMs' status, and is refused another host's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient, CoordinationV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from harness import REPO, eventually
+from kubevisor.testbed import controlplane
+from kubevisor.testbed.controlplane import ControlPlane
+
+pytestmark = pytest.mark.apiserver
+
+MANIFESTS = REPO / "deploy" / "manifests"
+SYSTEM = "kubevisor-system"
+AGENT = f"system:serviceaccount:{SYSTEM}:kubevisor-agent"
+CONTROLLER = f"system:serviceaccount:{SYSTEM}:kubevisor-controller"
+SA_GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{SYSTEM}", "system:authenticated"]
+POLICY = "kubevisor-agent-own-host"
+GROUP, VERSION = "kubevisor.io", "v1alpha1"
+MERGE = "application/merge-patch+json"
+APPLIED = ("namespace.yaml", "controller-rbac.yaml", "agent-rbac.yaml")
+
+
+@dataclass(frozen=True)
+class World:
+    plane: ControlPlane
+    namespace: str
+    hosts: tuple[str, str]
+    """Node = HypervisorHost = Lease names of agent a and agent b."""
+    agent_cert: Path
+    controller_cert: Path
+    agent_tokens: tuple[Path, Path]
+
+
+def token_kubeconfig(plane: ControlPlane, token: str, name: str) -> Path:
+    """The admin kubeconfig's cluster with a bearer token as the user."""
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    config["users"] = [{"name": name, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = name
+    path = plane.state_dir / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def apply(plane: ControlPlane, obj: dict[str, object], kubeconfig: Path | None = None) -> None:
+    plane.kubectl("create", "-f", "-", input=json.dumps(obj), kubeconfig=kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def world(control_plane: ControlPlane) -> Iterator[World]:
+    plane = control_plane
+    suffix = uuid.uuid4().hex[:6]
+    namespace = f"rbac-{suffix}"
+    hosts = (f"rbac-hv-a-{suffix}", f"rbac-hv-b-{suffix}")
+    plane.kubectl("create", "namespace", SYSTEM, check=False)
+    plane.kubectl("create", "namespace", namespace)
+    controlplane.install_crds(plane, [MANIFESTS / "crds" / "kopf-peering.yaml"])
+    for name in APPLIED:
+        plane.kubectl("apply", "--server-side", "-f", str(MANIFESTS / name))
+    try:
+        plane.kubectl(
+            "apply", "--server-side", "-f", str(MANIFESTS / "agent-admission-policy.yaml")
+        )
+        tokens = []
+        for host in hosts:
+            apply(plane, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": host}})
+            apply(
+                plane,
+                {
+                    "apiVersion": "kubevisor.io/v1alpha1",
+                    "kind": "HypervisorHost",
+                    "metadata": {"name": host},
+                    "spec": {},
+                },
+            )
+            apply(
+                plane,
+                {
+                    "apiVersion": "kubevisor.io/v1alpha1",
+                    "kind": "VirtualMachine",
+                    "metadata": {
+                        "name": f"vm-on-{host}",
+                        "namespace": namespace,
+                        "labels": {"kubevisor.io/host": host},
+                    },
+                    "spec": {"memory": {"size": "64Mi"}},
+                },
+            )
+            pod = f"agent-{host}"
+            apply(
+                plane,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": pod, "namespace": SYSTEM},
+                    "spec": {
+                        "serviceAccountName": "kubevisor-agent",
+                        "nodeName": host,
+                        "containers": [{"name": "agent", "image": "kubevisor-agent:test"}],
+                    },
+                },
+            )
+            token = plane.kubectl(
+                "create",
+                "token",
+                "kubevisor-agent",
+                "-n",
+                SYSTEM,
+                "--bound-object-kind=Pod",
+                f"--bound-object-name={pod}",
+                "--duration=30m",
+            ).stdout.strip()
+            tokens.append(token_kubeconfig(plane, token, f"agent-token-{host}"))
+        yield World(
+            plane=plane,
+            namespace=namespace,
+            hosts=hosts,
+            agent_cert=plane.credentials(AGENT, groups=SA_GROUPS),
+            controller_cert=plane.credentials(CONTROLLER, groups=SA_GROUPS),
+            agent_tokens=(tokens[0], tokens[1]),
+        )
+    finally:
+        # The policy would refuse later tests' agents that use certificates: remove it.
+        plane.kubectl("delete", "-f", str(MANIFESTS / "agent-admission-policy.yaml"), check=False)
+        for host in hosts:
+            plane.kubectl(
+                "delete", "pod", f"agent-{host}", "-n", SYSTEM, "--wait=false", check=False
+            )
+            plane.kubectl("delete", "lease", host, "-n", SYSTEM, check=False)
+            plane.kubectl("delete", "hvh,node", host, check=False)
+        plane.kubectl("delete", "vm", "--all", "-n", namespace, check=False)
+        plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def policy_in_force(world: World) -> World:
+    """The admission policy is enforced (the apiserver loads it asynchronously)."""
+
+    def refused() -> bool:
+        reply = host_status_patch(world.hosts[0], kubeconfig=world.agent_cert)
+        return reply.status == 403 and POLICY in reply.message
+
+    eventually(refused, timeout=30, what=f"{POLICY} to be enforced")
+    return world
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    message: str
+
+
+def call(kubeconfig: Path, request: Callable[[ApiClient], object]) -> Reply:
+    """One API call with `kubeconfig`, as the agent makes it: a PATCH or POST and nothing
+    else (kubectl patch would GET first, which the agent may not)."""
+    api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        request(api)
+        return Reply(200, "")
+    except ApiException as error:
+        return Reply(error.status, json.loads(error.body).get("message", error.body))
+    finally:
+        api.close()
+
+
+def host_status_patch(host: str, *, kubeconfig: Path) -> Reply:
+    return call(
+        kubeconfig,
+        lambda api: CustomObjectsApi(api).patch_cluster_custom_object_status(
+            GROUP, VERSION, "hypervisorhosts", host, {"status": {"vmCount": 0}}, _content_type=MERGE
+        ),
+    )
+
+
+# -- what RBAC allows: kubectl auth can-i with each component's own credential ----------------
+
+AGENT_CAN = [
+    pytest.param("list", "virtualmachines.kubevisor.io", "", "-A", True, id="list-vms"),
+    pytest.param("watch", "virtualmachines.kubevisor.io", "", "-A", True, id="watch-vms"),
+    pytest.param(
+        "patch", "virtualmachines.kubevisor.io", "status", "-A", True, id="patch-vm-status"
+    ),
+    pytest.param("get", "hypervisorhosts.kubevisor.io", "", "", True, id="get-host"),
+    pytest.param("create", "hypervisorhosts.kubevisor.io", "", "", True, id="create-host"),
+    pytest.param(
+        "patch", "hypervisorhosts.kubevisor.io", "status", "", True, id="patch-host-status"
+    ),
+    pytest.param("create", "leases.coordination.k8s.io", "", SYSTEM, True, id="create-lease"),
+    pytest.param("patch", "leases.coordination.k8s.io", "", SYSTEM, True, id="patch-lease"),
+    pytest.param("create", "events", "", "-A", True, id="create-events"),
+    pytest.param("delete", "virtualmachines.kubevisor.io", "", "-A", False, id="no-delete-vm"),
+    pytest.param("patch", "virtualmachines.kubevisor.io", "", "-A", False, id="no-patch-vm-spec"),
+    pytest.param("update", "virtualmachines.kubevisor.io", "", "-A", False, id="no-update-vm"),
+    pytest.param("create", "virtualmachines.kubevisor.io", "", "-A", False, id="no-create-vm"),
+    pytest.param("get", "virtualmachines.kubevisor.io", "", "-A", False, id="no-get-vm"),
+    pytest.param("patch", "hypervisorhosts.kubevisor.io", "", "", False, id="no-patch-host-spec"),
+    pytest.param("delete", "hypervisorhosts.kubevisor.io", "", "", False, id="no-delete-host"),
+    pytest.param("list", "hypervisorhosts.kubevisor.io", "", "", False, id="no-list-hosts"),
+    pytest.param("delete", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-delete-lease"),
+    pytest.param("get", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-read-leases"),
+    pytest.param("patch", "leases.coordination.k8s.io", "", "default", False, id="no-lease-else"),
+    pytest.param("patch", "migrationjobs.kubevisor.io", "status", "-A", False, id="no-migjobs"),
+    pytest.param("get", "secrets", "", SYSTEM, False, id="no-secrets"),
+    pytest.param("create", "pods", "", SYSTEM, False, id="no-pods"),
+]
+
+CONTROLLER_CAN = [
+    pytest.param("watch", "virtualmachines.kubevisor.io", "", "-A", True, id="watch-vms"),
+    pytest.param("patch", "virtualmachines.kubevisor.io", "", "-A", True, id="bind-vms"),
+    pytest.param("patch", "virtualmachines.kubevisor.io", "status", "-A", True, id="vm-status"),
+    pytest.param("watch", "hypervisorhosts.kubevisor.io", "", "", True, id="watch-hosts"),
+    pytest.param("patch", "hypervisorhosts.kubevisor.io", "status", "", True, id="host-status"),
+    pytest.param("patch", "migrationjobs.kubevisor.io", "", "-A", True, id="migrations"),
+    pytest.param("patch", "migrationjobs.kubevisor.io", "status", "-A", True, id="mig-status"),
+    pytest.param("watch", "leases.coordination.k8s.io", "", SYSTEM, True, id="read-heartbeats"),
+    pytest.param("patch", "clusterkopfpeerings.kopf.dev", "", "", True, id="kopf-peering"),
+    pytest.param("patch", "kopfpeerings.kopf.dev", "", SYSTEM, True, id="kopf-ns-peering"),
+    pytest.param("watch", "customresourcedefinitions", "", "", True, id="kopf-crd-discovery"),
+    pytest.param("watch", "namespaces", "", "", True, id="kopf-namespaces"),
+    pytest.param("create", "events", "", "-A", True, id="events"),
+    pytest.param("delete", "virtualmachines.kubevisor.io", "", "-A", False, id="no-delete-vm"),
+    pytest.param("create", "virtualmachines.kubevisor.io", "", "-A", False, id="no-create-vm"),
+    pytest.param("patch", "hypervisorhosts.kubevisor.io", "", "", False, id="no-host-spec"),
+    pytest.param("delete", "hypervisorhosts.kubevisor.io", "", "", False, id="no-delete-host"),
+    pytest.param("patch", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-write-lease"),
+    pytest.param("watch", "leases.coordination.k8s.io", "", "default", False, id="no-lease-else"),
+    pytest.param("patch", "customresourcedefinitions", "", "", False, id="no-crd-writes"),
+    pytest.param("get", "secrets", "", SYSTEM, False, id="no-secrets"),
+]
+
+
+def can_i(world: World, kubeconfig: Path, verb: str, resource: str, sub: str, where: str) -> bool:
+    args = ["auth", "can-i", verb, resource]
+    if sub:
+        args.append(f"--subresource={sub}")
+    if where == "-A":
+        args.append("--all-namespaces")
+    elif where:
+        args += ["-n", where]
+    done = world.plane.kubectl(*args, kubeconfig=kubeconfig, check=False)
+    answer = done.stdout.strip()
+    assert answer in ("yes", "no"), done.stderr
+    return answer == "yes"
+
+
+@pytest.mark.parametrize(("verb", "resource", "sub", "where", "allowed"), AGENT_CAN)
+def test_agent_can_i(
+    world: World, verb: str, resource: str, sub: str, where: str, allowed: bool
+) -> None:
+    assert can_i(world, world.agent_cert, verb, resource, sub, where) is allowed
+
+
+@pytest.mark.parametrize(("verb", "resource", "sub", "where", "allowed"), CONTROLLER_CAN)
+def test_controller_can_i(
+    world: World, verb: str, resource: str, sub: str, where: str, allowed: bool
+) -> None:
+    assert can_i(world, world.controller_cert, verb, resource, sub, where) is allowed
+
+
+def test_a_bound_token_is_the_same_rbac_subject_as_the_certificate(world: World) -> None:
+    """Both credentials are user system:serviceaccount:kubevisor-system:kubevisor-agent; the
+    token also names its node, which is what the admission policy reads."""
+    review = json.loads(
+        world.plane.kubectl("auth", "whoami", "-o", "json", kubeconfig=world.agent_tokens[0]).stdout
+    )
+    user = review["status"]["userInfo"]
+    assert user["username"] == AGENT
+    assert user["extra"]["authentication.kubernetes.io/node-name"] == [world.hosts[0]]
+
+
+# -- real calls ----------------------------------------------------------------------------
+
+
+def test_agent_cannot_delete_a_vm(world: World) -> None:
+    vm = f"vm-on-{world.hosts[0]}"
+    done = world.plane.kubectl(
+        "delete", "vm", vm, "-n", world.namespace, kubeconfig=world.agent_cert, check=False
+    )
+    assert done.returncode != 0
+    assert "forbidden" in done.stderr and "cannot delete resource" in done.stderr
+    world.plane.kubectl("get", "vm", vm, "-n", world.namespace)  # still there
+
+
+def test_agent_cannot_patch_a_vm_spec(world: World) -> None:
+    reply = call(
+        world.agent_cert,
+        lambda api: CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            world.namespace,
+            "virtualmachines",
+            f"vm-on-{world.hosts[0]}",
+            {"spec": {"runStrategy": "Halted"}},
+            _content_type=MERGE,
+        ),
+    )
+    assert reply.status == 403 and "cannot patch resource" in reply.message
+
+
+def lease(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": SYSTEM},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40},
+    }
+
+
+@pytest.mark.parametrize(
+    ("agent", "target", "allowed"),
+    [
+        pytest.param(0, 0, True, id="own-host"),
+        pytest.param(0, 1, False, id="other-host"),
+        pytest.param(1, 1, True, id="other-agent-own-host"),
+    ],
+)
+@pytest.mark.parametrize(
+    "write",
+    ["host-status", "vm-status", "lease-create", "lease-renew", "host-create"],
+)
+def test_agent_writes_only_its_own_host(
+    policy_in_force: World, write: str, agent: int, target: int, allowed: bool
+) -> None:
+    world = policy_in_force
+    plane, me, host = world.plane, world.agent_tokens[agent], world.hosts[target]
+    if write == "lease-renew":
+        apply(plane, lease(host))  # the admin creates it
+    if write == "host-status":
+        reply = host_status_patch(host, kubeconfig=me)
+    elif write == "vm-status":
+        reply = call(
+            me,
+            lambda api: CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                world.namespace,
+                "virtualmachines",
+                f"vm-on-{host}",
+                {"status": {"phase": "Pending"}},
+                _content_type=MERGE,
+            ),
+        )
+    elif write == "lease-create":
+        reply = call(
+            me, lambda api: CoordinationV1Api(api).create_namespaced_lease(SYSTEM, lease(host))
+        )
+    elif write == "lease-renew":
+        reply = call(
+            me,
+            lambda api: CoordinationV1Api(api).patch_namespaced_lease(
+                host, SYSTEM, {"spec": {"leaseDurationSeconds": 41}}, _content_type=MERGE
+            ),
+        )
+    else:  # host-create: the host exists, so passing admission ends in AlreadyExists (409)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HypervisorHost",
+            "metadata": {"name": host},
+        }
+        reply = call(
+            me,
+            lambda api: CustomObjectsApi(api).create_cluster_custom_object(
+                GROUP, VERSION, "hypervisorhosts", body
+            ),
+        )
+    plane.kubectl("delete", "lease", host, "-n", SYSTEM, "--ignore-not-found")
+    if not allowed:
+        assert reply.status == 403, reply
+        assert f"ValidatingAdmissionPolicy '{POLICY}'" in reply.message, reply
+    elif write == "host-create":
+        assert reply.status == 409, reply
+    else:
+        assert reply.status == 200, reply
+
+
+def test_a_credential_without_a_node_is_refused_every_host_write(policy_in_force: World) -> None:
+    """The limit of the policy, stated: the client certificate passes RBAC but names no
+    node, so it may write no host at all (only pod-bound tokens can)."""
+    reply = host_status_patch(policy_in_force.hosts[0], kubeconfig=policy_in_force.agent_cert)
+    assert reply.status == 403 and "names none" in reply.message
