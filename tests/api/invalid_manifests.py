@@ -207,6 +207,114 @@ INVALID = [
         "spec.placement.maxPerHost",
         id="max-per-host-without-anti-affinity",
     ),
+    # --- VirtualMachine: tuning and hardening knobs -------------------------------------
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi", "cache": "fast"}]}),
+        "spec.disks[0].cache",
+        id="disk-cache-unknown",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi", "io": "aio"}]}),
+        "spec.disks[0].io",
+        id="disk-io-unknown",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi", "cache": "writeback", "io": "native"}]}),
+        "spec.disks[0].io",
+        id="disk-io-native-with-writeback-cache",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi", "cache": "unsafe", "io": "native"}]}),
+        "spec.disks[0].io",
+        id="disk-io-native-with-unsafe-cache",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1Gi", "discard": "trim"}]}),
+        "spec.disks[0].discard",
+        id="disk-discard-unknown",
+    ),
+    pytest.param(
+        vm(
+            {
+                "networks": [
+                    {
+                        "name": "net0",
+                        "type": "bridge",
+                        "source": "br0",
+                        "model": "e1000",
+                        "multiqueue": True,
+                    }
+                ]
+            }
+        ),
+        "spec.networks[0].multiqueue",
+        id="multiqueue-needs-virtio",
+    ),
+    pytest.param(
+        vm({"networks": [{"name": "net0", "multiqueue": True}]}),
+        "spec.networks[0].multiqueue",
+        id="multiqueue-needs-a-tap-device",
+    ),
+    pytest.param(
+        vm({"memory": {"balloon": {"statsPeriodSeconds": -1}}}),
+        "spec.memory.balloon.statsPeriodSeconds",
+        id="balloon-stats-period-negative",
+    ),
+    pytest.param(
+        vm({"memory": {"balloon": {"statsPeriodSeconds": 86400}}}),
+        "spec.memory.balloon.statsPeriodSeconds",
+        id="balloon-stats-period-too-long",
+    ),
+    pytest.param(
+        vm({"cpu": {"features": ["avx2"], "disabledFeatures": ["avx2"]}}),
+        "spec.cpu.disabledFeatures",
+        id="cpu-feature-required-and-disabled",
+    ),
+    pytest.param(
+        vm({"cpu": {"policy": "dedicated", "tune": {"shares": 2048}}}),
+        "spec.cpu.tune",
+        id="cpu-tune-needs-shared-policy",
+    ),
+    pytest.param(
+        vm({"cpu": {"tune": {"shares": 1}}}),
+        "spec.cpu.tune.shares",
+        id="cpu-shares-too-small",
+    ),
+    pytest.param(
+        vm({"cpu": {"tune": {"periodMicroseconds": 999}}}),
+        "spec.cpu.tune.periodMicroseconds",
+        id="cpu-period-too-short",
+    ),
+    pytest.param(
+        vm({"cpu": {"tune": {"quotaMicroseconds": 0}}}),
+        "spec.cpu.tune.quotaMicroseconds",
+        id="cpu-quota-zero",
+    ),
+    pytest.param(
+        vm({"firmware": {"type": "coreboot"}}),
+        "spec.firmware.type",
+        id="firmware-type-unknown",
+    ),
+    pytest.param(
+        vm({"firmware": {"secureBoot": True}}),
+        "spec.firmware.secureBoot",
+        id="secure-boot-needs-uefi",
+    ),
+    pytest.param(
+        vm({"devices": {"pci": [{"alias": "GPU_A100"}]}}),
+        "spec.devices.pci[0].alias",
+        id="pci-alias-not-a-dns-label",
+    ),
+    pytest.param(
+        vm({"devices": {"pci": [{"alias": "gpu", "count": 0}]}}),
+        "spec.devices.pci[0].count",
+        id="pci-count-zero",
+    ),
+    pytest.param(
+        vm({"devices": {"pci": [{"alias": "gpu"}, {"alias": "gpu", "count": 2}]}}),
+        "spec.devices.pci[1]",
+        id="pci-alias-twice",
+    ),
     # --- HypervisorHost -----------------------------------------------------------------
     pytest.param(
         hvh({"allocationRatios": {"cpu": 0}}), "spec.allocationRatios.cpu", id="cpu-ratio-zero"
@@ -223,6 +331,21 @@ INVALID = [
         id="reserved-memory-not-a-quantity",
     ),
     pytest.param(hvh({"cpuDedicatedSet": "0-3;8"}), "spec.cpuDedicatedSet", id="cpuset-bad-syntax"),
+    pytest.param(
+        hvh({"pciPassthrough": [{"vendorId": "0x8086", "alias": "nic"}]}),
+        "spec.pciPassthrough[0].vendorId",
+        id="pci-vendor-id-not-four-hex-digits",
+    ),
+    pytest.param(
+        hvh({"pciPassthrough": [{"vendorId": "8086", "productId": "154C", "alias": "nic"}]}),
+        "spec.pciPassthrough[0].productId",
+        id="pci-product-id-upper-case",
+    ),
+    pytest.param(
+        hvh({"pciPassthrough": [{"vendorId": "8086"}]}),
+        "spec.pciPassthrough[0].alias",
+        id="pci-passthrough-without-alias",
+    ),
     # --- MigrationJob -------------------------------------------------------------------
     pytest.param(mig(replace={}), "spec.vm", id="migration-vm-missing"),
     pytest.param(

@@ -182,7 +182,7 @@ def test_nested_defaults(plane: ControlPlane) -> None:
         ),
     )
     spec = stored(plane, "VirtualMachine", "nested-defaults")["spec"]
-    assert spec["disks"] == [{"name": "root", "size": "1Gi", "bus": "virtio"}]
+    assert spec["disks"] == [{"name": "root", "size": "1Gi", "bus": "virtio", "cache": "none"}]
     assert spec["networks"] == [{"name": "net0", "type": "user", "model": "virtio"}]
     apply(plane, named(mig(), "mig-defaults"))
     assert stored(plane, "MigrationJob", "mig-defaults")["spec"] == {
@@ -312,6 +312,16 @@ def test_category_lists_every_kind(plane: ControlPlane) -> None:
             id="host-cpu-ratio",
         ),
         pytest.param(
+            "vm.spec.disks.cache",
+            virtualmachine.Disk.model_fields["cache"].description,
+            id="vm-disk-cache",
+        ),
+        pytest.param(
+            "hvh.spec.pciPassthrough.productId",
+            hypervisorhost.PciPassthroughRule.model_fields["product_id"].description,
+            id="host-pci-passthrough-product",
+        ),
+        pytest.param(
             "vmmig.spec.options.completionTimeoutPerGiB",
             migrationjob.MigrationOptions.model_fields["completion_timeout_per_gi_b"].description,
             id="migration-completion-timeout",
@@ -346,6 +356,7 @@ FULL_STATUS: dict[str, dict[str, Any]] = {
             ],
             "emulatorPins": [7],
             "sharedCpus": [0, 1],
+            "pciDevices": [{"alias": "nic-vf", "address": "0000:3b:02.1"}],
         },
         "domain": {"uuid": "0b7f4c2e-0000-4000-8000-000000000001", "state": "running",
                    "reason": "booted"},
@@ -372,6 +383,14 @@ FULL_STATUS: dict[str, dict[str, Any]] = {
         "allocatable": {"cpu": 28, "memory": "15Gi", "disk": "90Gi"},
         "allocated": {"cpu": 2, "memory": "128Mi", "disk": "0"},
         "vmCount": 1,
+        "capabilities": {"uefi": True, "secureBoot": True, "vhostNet": False,
+                         "securityDriver": "apparmor", "seccompSandbox": True,
+                         "cgroupControllers": ["cpu", "cpuset", "memory"]},
+        "storage": {"capacity": "100Gi", "available": "80Gi", "provisioned": "150Gi",
+                    "used": "12Gi"},
+        "ksm": {"running": True, "pagesShared": 1200, "pagesSharing": 5400},
+        "pciDevices": [{"address": "0000:3b:02.1", "vendorId": "8086", "productId": "154c",
+                        "numaCell": 0, "alias": "nic-vf"}],
         "conditions": [{"type": "Ready", "status": "True"},
                        {"type": "Schedulable", "status": "True"}],
         "observedGeneration": 1,

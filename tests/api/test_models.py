@@ -70,7 +70,7 @@ def test_spec_defaults_match_the_schema_defaults() -> None:
     spec = virtualmachine.VirtualMachineSpec.model_validate({"memory": {"size": "64Mi"}})
     assert spec.to_wire() == {
         "runStrategy": "Always",
-        "cpu": {"vcpus": 1, "policy": "shared", "features": []},
+        "cpu": {"vcpus": 1, "policy": "shared", "features": [], "disabledFeatures": []},
         "memory": {"size": "64Mi"},
         "disks": [],
         "networks": [],

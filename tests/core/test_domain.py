@@ -11,7 +11,7 @@ import pytest
 
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import domain
-from kubevisor.core.domain import BootFiles, HostEnvironment
+from kubevisor.core.domain import BootFiles, HostEnvironment, Ovmf
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("KUBEVISOR_UPDATE_GOLDEN") == "1"
@@ -135,6 +135,132 @@ CASES = [
         ),
         id="disks-cloud-init-networks",
     ),
+    # --- tuning and hardening knobs: one golden file each --------------------------------
+    pytest.param(
+        vm(
+            {
+                "memory": {"size": "256Mi"},
+                "disks": [
+                    {"name": "root", "image": "debian-12.qcow2", "io": "native"},
+                    {"name": "logs", "size": "4Gi", "cache": "directsync", "io": "native"},
+                    {"name": "scratch", "size": "8Gi", "cache": "unsafe", "io": "io_uring"},
+                    {"name": "data", "size": "16Gi", "cache": "writeback", "discard": "unmap"},
+                    {"name": "audit", "size": "1Gi", "cache": "writethrough", "io": "threads"},
+                ],
+            }
+        ),
+        HostEnvironment(
+            domain_type="kvm",
+            disk_paths={
+                name: f"/var/lib/kv/prod_web-{name}.qcow2"
+                for name in ("root", "logs", "scratch", "data", "audit")
+            },
+        ),
+        id="disk-cache-and-io-modes",
+    ),
+    pytest.param(
+        vm(
+            {
+                "cpu": {"vcpus": 24},
+                "memory": {"size": "1Gi"},
+                "networks": [
+                    {"name": "fast", "type": "bridge", "source": "br0", "multiqueue": True},
+                    {"name": "mgmt", "type": "network", "source": "default"},
+                    {"name": "nat"},
+                    {"name": "legacy", "type": "bridge", "source": "br1", "model": "e1000"},
+                ],
+            }
+        ),
+        HostEnvironment(domain_type="kvm", default_boot=TINY_BOOT, vhost_net=True),
+        id="virtio-vhost-multiqueue-capped",
+    ),
+    pytest.param(
+        vm({"memory": {"size": "512Mi", "balloon": {"statsPeriodSeconds": 5}}}),
+        HostEnvironment(domain_type="qemu", default_boot=TINY_BOOT),
+        id="memory-balloon-stats",
+    ),
+    pytest.param(
+        vm(
+            {
+                "cpu": {
+                    "vcpus": 2,
+                    "model": "host-model",
+                    "features": ["pcid"],
+                    "disabledFeatures": ["hle", "rtm"],
+                },
+                "memory": {"size": "512Mi"},
+            }
+        ),
+        HostEnvironment(domain_type="kvm", default_boot=TINY_BOOT),
+        id="cpu-host-model-with-feature-flags",
+    ),
+    pytest.param(
+        vm(
+            {
+                "cpu": {
+                    "vcpus": 2,
+                    "tune": {
+                        "shares": 512,
+                        "periodMicroseconds": 100000,
+                        "quotaMicroseconds": 50000,
+                    },
+                },
+                "memory": {"size": "512Mi"},
+            },
+            status={"placement": {"sharedCpus": [0, 1, 2, 3]}},
+        ),
+        HostEnvironment(
+            domain_type="kvm", default_boot=TINY_BOOT, cgroup_controllers=frozenset({"cpu"})
+        ),
+        id="cpu-shares-and-quota",
+    ),
+    pytest.param(
+        vm({"memory": {"size": "256Mi"}, "firmware": {"type": "uefi"}}),
+        HostEnvironment(
+            domain_type="qemu",
+            default_boot=TINY_BOOT,
+            nvram="/var/lib/kv/prod_web-VARS.fd",
+        ),
+        id="uefi-ovmf",
+    ),
+    pytest.param(
+        vm(
+            {
+                "memory": {"size": "256Mi"},
+                "firmware": {"type": "uefi", "secureBoot": True},
+                "security": {"requireConfinement": True, "requireSeccompSandbox": True},
+            }
+        ),
+        HostEnvironment(
+            domain_type="kvm",
+            default_boot=TINY_BOOT,
+            ovmf=Ovmf(
+                secure_code="/opt/ovmf/CODE.secboot.fd",
+                secure_vars_template="/opt/ovmf/VARS.ms.fd",
+            ),
+            security_model="apparmor",
+        ),
+        id="uefi-secure-boot-confined",
+    ),
+    pytest.param(
+        vm(
+            {
+                "memory": {"size": "1Gi"},
+                "devices": {"pci": [{"alias": "nic-vf", "count": 2}, {"alias": "gpu"}]},
+            },
+            status={
+                "placement": {
+                    "pciDevices": [
+                        {"alias": "nic-vf", "address": "0000:3b:02.3"},
+                        {"alias": "gpu", "address": "0000:af:00.0"},
+                        {"alias": "nic-vf", "address": "0000:3b:02.1"},
+                    ]
+                }
+            },
+        ),
+        HostEnvironment(domain_type="kvm", default_boot=TINY_BOOT),
+        id="pci-passthrough-hostdevs",
+    ),
 ]
 
 
@@ -171,6 +297,10 @@ def test_metadata_round_trips() -> None:
         pytest.param({"runStrategy": "Halted"}, False, id="run-strategy"),
         pytest.param({"paused": True}, False, id="paused"),
         pytest.param({"placement": {"group": "g", "policy": "affinity"}}, False, id="placement"),
+        pytest.param({"firmware": {"type": "uefi"}}, True, id="firmware"),
+        pytest.param({"devices": {"pci": [{"alias": "gpu"}]}}, True, id="pci-devices"),
+        pytest.param({"security": {"requireConfinement": True}}, True, id="security"),
+        pytest.param({"memory": {"size": "64Mi", "balloon": {}}}, True, id="balloon"),
     ],
 )
 def test_hardware_fingerprint_changes_only_with_restart_requiring_fields(
@@ -211,6 +341,91 @@ def test_hostile_strings_cannot_change_the_structure(text: str) -> None:
     assert root.findtext("name") == f"{text}_{text}"
     ref = domain.read_metadata(xml)
     assert ref is not None and (ref.namespace, ref.name) == (text, text)
+
+
+@pytest.mark.parametrize(
+    ("pci_devices", "message"),
+    [
+        pytest.param([], "2 requested, placement assigned 0", id="not-placed"),
+        pytest.param(
+            [{"alias": "gpu", "address": "0000:af:00.0"}],
+            "2 requested, placement assigned 1",
+            id="one-short",
+        ),
+        pytest.param(
+            [{"alias": "gpu", "address": f"0000:af:00.{f}"} for f in range(3)],
+            "2 requested, placement assigned 3",
+            id="one-too-many",
+        ),
+    ],
+)
+def test_pci_devices_must_match_the_placement(
+    pci_devices: list[dict[str, str]], message: str
+) -> None:
+    machine = vm(
+        {"memory": {"size": "64Mi"}, "devices": {"pci": [{"alias": "gpu", "count": 2}]}},
+        status={"placement": {"pciDevices": pci_devices}},
+    )
+    with pytest.raises(domain.DomainError, match=message):
+        domain.render(machine, host=HostEnvironment(domain_type="kvm"))
+
+
+@pytest.mark.parametrize(
+    "security_model",
+    [pytest.param(None, id="unknown"), pytest.param("none", id="none")],
+)
+def test_confinement_needs_a_security_driver(security_model: str | None) -> None:
+    machine = vm({"memory": {"size": "64Mi"}, "security": {"requireConfinement": True}})
+    host = HostEnvironment(domain_type="kvm", security_model=security_model)
+    with pytest.raises(domain.DomainError, match="security driver"):
+        domain.render(machine, host=host)
+
+
+TUNED = {"memory": {"size": "64Mi"}, "cpu": {"tune": {"shares": 512, "quotaMicroseconds": 5000}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "controllers", "enforced"),
+    [
+        pytest.param(TUNED, None, True, id="unknown-controllers-assumed"),
+        pytest.param(TUNED, frozenset({"cpu", "memory"}), True, id="cpu-controller"),
+        pytest.param(TUNED, frozenset({"memory"}), False, id="no-cpu-controller"),
+        pytest.param(TUNED, frozenset(), False, id="no-cgroups-at-all"),
+        pytest.param({"memory": {"size": "64Mi"}}, frozenset(), True, id="nothing-to-enforce"),
+    ],
+)
+def test_cpu_limits_are_left_out_and_reported_where_cgroups_cannot_enforce_them(
+    spec: dict[str, Any], controllers: frozenset[str] | None, enforced: bool
+) -> None:
+    machine = vm(spec)
+    host = HostEnvironment(domain_type="qemu", cgroup_controllers=controllers)
+    root = ET.fromstring(domain.render(machine, host=host))
+    has_limits = root.find("cputune/shares") is not None
+    assert has_limits is (enforced and "cpu" in spec and "tune" in spec["cpu"])
+    unenforced = domain.unenforced_limits(machine.spec, host)
+    assert (unenforced == []) is enforced
+    assert all("cpu.tune" in line for line in unenforced)
+
+
+@pytest.mark.parametrize(
+    ("vcpus", "queues"),
+    [
+        pytest.param(1, None, id="one-vcpu-no-queues"),
+        pytest.param(4, "4", id="one-queue-per-vcpu"),
+        pytest.param(256, "16", id="capped"),
+    ],
+)
+def test_multiqueue_queues_follow_vcpus_up_to_the_cap(vcpus: int, queues: str | None) -> None:
+    machine = vm(
+        {
+            "cpu": {"vcpus": vcpus},
+            "memory": {"size": "64Mi"},
+            "networks": [{"name": "n", "type": "bridge", "source": "br0", "multiqueue": True}],
+        }
+    )
+    root = ET.fromstring(domain.render(machine, host=HostEnvironment(domain_type="kvm")))
+    driver = root.find("devices/interface/driver")
+    assert (driver.get("queues") if driver is not None else None) == queues
 
 
 def test_disk_without_a_file_on_the_host_is_refused() -> None:

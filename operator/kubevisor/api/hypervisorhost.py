@@ -12,7 +12,15 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from kubevisor.api.conditions import Condition, conditions_field
-from kubevisor.api.schema import API_VERSION, ApiModel, CpuSet, Quantity
+from kubevisor.api.schema import (
+    API_VERSION,
+    ApiModel,
+    CpuSet,
+    DnsLabel,
+    PciAddress,
+    PciId,
+    Quantity,
+)
 
 KIND: Final = "HypervisorHost"
 PLURAL = "hypervisorhosts"
@@ -24,6 +32,7 @@ DEFAULT_MEMORY_RATIO = 1.0
 DEFAULT_DISK_RATIO = 1.0
 
 HypervisorType = Literal["kvm", "qemu", "lxc", "vmware", "test"]
+SecurityDriver = Literal["apparmor", "selinux", "none"]
 
 
 class AllocationRatios(ApiModel):
@@ -63,6 +72,23 @@ class Reserved(ApiModel):
     disk: Quantity | None = Field(default=None, description="Host disk reserved, e.g. 10Gi.")
 
 
+class PciPassthroughRule(ApiModel):
+    """Host PCI devices that may be passed through to VMs, and the alias VMs ask for them
+    by (Nova's [pci] device_spec, formerly passthrough_whitelist, plus [pci] alias)."""
+
+    vendor_id: PciId = Field(description="PCI vendor id, four lower-case hex digits (e.g. 8086).")
+    product_id: PciId | None = Field(
+        default=None,
+        description=(
+            "PCI product (device) id, four lower-case hex digits (e.g. 154c for an Intel "
+            "X710 virtual function). Unset: every product of the vendor."
+        ),
+    )
+    alias: DnsLabel = Field(
+        description="Name VMs request matching devices by in spec.devices.pci[].alias.",
+    )
+
+
 class HypervisorHostSpec(ApiModel):
     """Admin settings of a hypervisor host."""
 
@@ -97,6 +123,15 @@ class HypervisorHostSpec(ApiModel):
         description=(
             "Host CPUs shared VMs float over, in cpuset syntax ('0-3'); Nova's "
             "cpu_shared_set. Unset: all CPUs not in cpuDedicatedSet."
+        ),
+    )
+    pci_passthrough: list[PciPassthroughRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "PCI devices (including SR-IOV virtual functions) the agent offers for "
+            "passthrough, by vendor and product id, each under an alias; the agent "
+            "reports the matching devices in status.pciDevices. Empty: none."
         ),
     )
 
@@ -159,6 +194,96 @@ class HostNumaCell(ApiModel):
     )
 
 
+class PciDevice(ApiModel):
+    """One host PCI device matching spec.pciPassthrough, as the agent found it."""
+
+    address: PciAddress = Field(
+        description="PCI address, domain:bus:slot.function, e.g. 0000:3b:02.1.",
+    )
+    vendor_id: PciId = Field(description="PCI vendor id, e.g. 8086.")
+    product_id: PciId = Field(description="PCI product id, e.g. 154c.")
+    numa_cell: int | None = Field(
+        default=None,
+        ge=0,
+        description="Host NUMA cell the device is attached to; unset when the host has none.",
+    )
+    alias: DnsLabel = Field(description="Alias of the spec.pciPassthrough rule it matches.")
+
+
+class Ksm(ApiModel):
+    """Kernel Samepage Merging: identical guest memory pages shared across VMs."""
+
+    running: bool = Field(description="Whether ksmd runs (/sys/kernel/mm/ksm/run is 1).")
+    pages_shared: int | None = Field(
+        default=None,
+        ge=0,
+        description="Shared pages in use (/sys/kernel/mm/ksm/pages_shared).",
+    )
+    pages_sharing: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Sites sharing them (/sys/kernel/mm/ksm/pages_sharing): how many pages of "
+            "memory KSM saves, roughly."
+        ),
+    )
+
+
+class HostCapabilities(ApiModel):
+    """Hypervisor features VMs may need, for placement filters and the domain XML."""
+
+    uefi: bool | None = Field(
+        default=None,
+        description="OVMF UEFI firmware is installed (Debian package ovmf).",
+    )
+    secure_boot: bool | None = Field(
+        default=None,
+        description="OVMF with Secure Boot and enrolled-keys variable templates is installed.",
+    )
+    vhost_net: bool | None = Field(
+        default=None,
+        description="/dev/vhost-net exists: virtio NICs use the in-kernel vhost backend.",
+    )
+    security_driver: SecurityDriver | None = Field(
+        default=None,
+        description="libvirt's security driver for QEMU: apparmor, selinux or none.",
+    )
+    seccomp_sandbox: bool | None = Field(
+        default=None,
+        description="QEMU runs under a seccomp sandbox (libvirt's seccomp_sandbox).",
+    )
+    cgroup_controllers: list[str] = Field(
+        default_factory=list,
+        description=(
+            "cgroup controllers libvirt can use for VMs (cpu, cpuset, memory, blkio, ...); "
+            "without cpu, spec.cpu.tune limits are not enforced on this host."
+        ),
+    )
+
+
+class HostStorage(ApiModel):
+    """The filesystem holding the VMs' disk overlays, as the host reports it."""
+
+    capacity: Quantity | None = Field(
+        default=None, description="Size of the filesystem (statvfs), e.g. 500Gi."
+    )
+    available: Quantity | None = Field(
+        default=None,
+        description="Real free space (statvfs): what thin overlays can still grow into.",
+    )
+    provisioned: Quantity | None = Field(
+        default=None,
+        description=(
+            "Sum of the virtual sizes of the VMs' disks here: what the disk allocation "
+            "ratio is measured against."
+        ),
+    )
+    used: Quantity | None = Field(
+        default=None,
+        description="Sum of the real sizes of the VMs' disk overlays here.",
+    )
+
+
 class HypervisorHostStatus(ApiModel):
     """What the host offers and carries, written by its agent."""
 
@@ -186,6 +311,22 @@ class HypervisorHostStatus(ApiModel):
         description="Sum of the VMs bound here (cpu in vCPUs).",
     )
     vm_count: int | None = Field(default=None, ge=0, description="VMs bound to this host.")
+    capabilities: HostCapabilities | None = Field(
+        default=None,
+        description="UEFI, Secure Boot, vhost-net, security driver, seccomp, cgroups.",
+    )
+    storage: HostStorage | None = Field(
+        default=None,
+        description="Real and provisioned space of the filesystem holding VM disks.",
+    )
+    ksm: Ksm | None = Field(
+        default=None,
+        description="Kernel Samepage Merging state and savings.",
+    )
+    pci_devices: list[PciDevice] = Field(
+        default_factory=list,
+        description="Devices matching spec.pciPassthrough, with their NUMA cells.",
+    )
     conditions: list[Condition] = conditions_field(
         "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."
     )

@@ -115,3 +115,11 @@ ObjectName = Annotated[str, StringConstraints(pattern=OBJECT_NAME, min_length=1,
 # Linux cpuset list syntax as in /sys and libvirt's cpuset attribute: "0-3,8,10-11".
 CPUSET = r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"
 CpuSet = Annotated[str, StringConstraints(pattern=CPUSET, max_length=4096)]
+
+# A PCI address as sysfs and libvirt's nodedev names print it: domain:bus:slot.function.
+PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"
+PciAddress = Annotated[str, StringConstraints(pattern=PCI_ADDRESS, max_length=12)]
+
+# A PCI vendor or product id: four lower-case hex digits, as in lspci -n ("8086").
+PCI_ID = r"^[0-9a-f]{4}$"
+PciId = Annotated[str, StringConstraints(pattern=PCI_ID, max_length=4)]

@@ -23,6 +23,7 @@ from kubevisor.api.schema import (
     ApiModel,
     DnsLabel,
     ObjectName,
+    PciAddress,
     PositiveQuantity,
     Quantity,
     list_map,
@@ -37,6 +38,15 @@ PLURAL = "virtualmachines"
 # libvirt domain can reasonably be given).
 MAX_VCPUS = 256
 MAX_NUMA_CELLS = 8
+MAX_PCI_DEVICES_PER_ALIAS = 8
+# Each queue is a vhost thread on the host and an interrupt vector in the guest; past a
+# handful the gain is gone (Nova allows up to the tap limit, 256, which few guests use).
+MAX_NET_QUEUES = 16
+# libvirt's range for <cputune><shares> (cgroup v1 cpu.shares; v2 weights are scaled).
+MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
+# The kernel's range for cpu.cfs_period_us, and the largest cpu.cfs_quota_us.
+MIN_CPU_PERIOD_US, MAX_CPU_PERIOD_US = 1000, 1000000
+MIN_CPU_QUOTA_US, MAX_CPU_QUOTA_US = 1000, 17592186044415
 
 RunStrategy = Literal["Always", "RerunOnFailure", "Once", "Manual", "Halted"]
 CpuPolicy = Literal["shared", "dedicated"]
@@ -47,6 +57,10 @@ NetworkType = Literal["user", "network", "bridge"]
 NicModel = Literal["virtio", "e1000", "e1000e", "rtl8139"]
 GroupPolicy = Literal["anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity"]
 EvictionStrategy = Literal["LiveMigrate", "Shutdown", "None"]
+DiskCache = Literal["none", "writethrough", "writeback", "directsync", "unsafe"]
+DiskIo = Literal["native", "threads", "io_uring"]
+DiskDiscard = Literal["unmap", "ignore"]
+FirmwareType = Literal["bios", "uefi"]
 Phase = Literal[
     "Pending",
     "Unschedulable",
@@ -64,6 +78,47 @@ Phase = Literal[
 
 CpuCount = Annotated[int, Field(ge=1, le=MAX_VCPUS)]
 VcpuIndex = Annotated[int, Field(ge=0, le=MAX_VCPUS - 1)]
+
+
+class CpuTune(ApiModel):
+    """CPU time a shared VM may take from the host (libvirt <cputune>, cgroup cpu)."""
+
+    shares: int | None = Field(
+        default=None,
+        ge=MIN_CPU_SHARES,
+        le=MAX_CPU_SHARES,
+        description=(
+            f"Relative CPU weight against other VMs on the host ({MIN_CPU_SHARES}.."
+            f"{MAX_CPU_SHARES}; libvirt's default is 1024 per VM). Nova's quota:cpu_shares."
+        ),
+    )
+    period_microseconds: int | None = Field(
+        default=None,
+        ge=MIN_CPU_PERIOD_US,
+        le=MAX_CPU_PERIOD_US,
+        description=(
+            f"Enforcement period of quotaMicroseconds, in microseconds ({MIN_CPU_PERIOD_US}"
+            f"..{MAX_CPU_PERIOD_US}; the kernel's default is 100000). Nova's "
+            "quota:cpu_period."
+        ),
+    )
+    quota_microseconds: int | None = Field(
+        default=None,
+        ge=MIN_CPU_QUOTA_US,
+        le=MAX_CPU_QUOTA_US,
+        description=(
+            "CPU time each vCPU may use per period, in microseconds: quota = period / 2 "
+            "caps every vCPU at half a host CPU. Unset: no cap. Nova's quota:cpu_quota."
+        ),
+    )
+
+
+class Hugepages(ApiModel):
+    """Back guest memory with host huge pages of one size."""
+
+    page_size: HugepageSize = Field(
+        description="Huge page size: 2Mi or 1Gi. The VM's memory size must be a multiple of it.",
+    )
 
 
 class Cpu(ApiModel):
@@ -90,6 +145,17 @@ class Cpu(ApiModel):
                 " * (has(self.threads) ? self.threads : 1) == self.vcpus",
                 "sockets x cores x threads (unset ones count as 1) must equal vcpus",
                 field_path=".vcpus",
+            ),
+            rule(
+                "!has(self.disabledFeatures) || !has(self.features)"
+                " || self.features.all(f, !(f in self.disabledFeatures))",
+                "a CPU feature cannot be both required (features) and disabled",
+                field_path=".disabledFeatures",
+            ),
+            rule(
+                "!has(self.tune) || self.policy == 'shared'",
+                "tune (CPU shares, period, quota) is only allowed with policy: shared",
+                field_path=".tune",
             ),
         )
     )
@@ -149,9 +215,28 @@ class Cpu(ApiModel):
         max_length=64,
         description=(
             "CPU feature flags the guest requires (e.g. vmx, avx2); hosts lacking one are "
-            "filtered out."
+            "filtered out. Nova's cpu_model_extra_flags (+flag)."
         ),
         json_schema_extra=LIST_SET,
+    )
+    disabled_features: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "CPU feature flags removed from the guest's CPU model (libvirt feature "
+            "policy disable), e.g. to hide a flag that blocks migration between host "
+            "generations; Nova's cpu_model_extra_flags (-flag). Not also in features."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    tune: CpuTune | None = Field(
+        default=None,
+        description=(
+            "CPU time limits of a shared VM, enforced by the host's cgroup cpu controller "
+            "through libvirt's <cputune> (Nova's quota:cpu_shares, quota:cpu_period, "
+            "quota:cpu_quota). Only with policy: shared. Hosts without the cpu controller "
+            "start the VM unlimited and say so in its status."
+        ),
     )
 
     # The model validators below mirror the CEL rules of their class, so example files
@@ -166,14 +251,24 @@ class Cpu(ApiModel):
         topology = (self.sockets, self.cores, self.threads)
         if any(topology) and math.prod(n or 1 for n in topology) != self.vcpus:
             raise ValueError("sockets x cores x threads (unset ones count as 1) must equal vcpus")
+        if set(self.features) & set(self.disabled_features):
+            raise ValueError("a CPU feature cannot be both required (features) and disabled")
+        if self.tune is not None and self.policy != "shared":
+            raise ValueError("tune (CPU shares, period, quota) is only allowed with policy: shared")
         return self
 
 
-class Hugepages(ApiModel):
-    """Back guest memory with host huge pages of one size."""
+class Balloon(ApiModel):
+    """A virtio memory balloon device, for guest memory statistics."""
 
-    page_size: HugepageSize = Field(
-        description="Huge page size: 2Mi or 1Gi. The VM's memory size must be a multiple of it.",
+    stats_period_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description=(
+            "How often the guest's balloon driver reports memory statistics to the host, "
+            "in seconds (0..3600, 0: no statistics); Nova's mem_stats_period_seconds."
+        ),
     )
 
 
@@ -199,6 +294,13 @@ class Memory(ApiModel):
     hugepages: Hugepages | None = Field(
         default=None,
         description="Back the guest memory with host huge pages; unset uses normal pages.",
+    )
+    balloon: Balloon | None = Field(
+        default=None,
+        description=(
+            "Give the guest a virtio memory balloon that reports its memory use to the host "
+            "(Nova's hw_mem_balloon / mem_stats_period_seconds). Unset: no balloon device."
+        ),
     )
 
     @model_validator(mode="after")
@@ -239,11 +341,20 @@ class Numa(ApiModel):
 
 
 class Disk(ApiModel):
-    """One block device of the guest, created from a base image, blank, or both resized."""
+    """One block device of the guest, created from a base image, blank, or both resized.
+
+    The host file is a thin-provisioned qcow2 overlay: its virtual size counts against
+    the host's disk allocation ratio, its real size grows as the guest writes.
+    """
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule("has(self.image) || has(self.size)", "a disk needs an image, a size or both"),
+            rule(
+                "!has(self.io) || self.io != 'native' || self.cache in ['none', 'directsync']",
+                "io: native needs cache none or directsync (O_DIRECT)",
+                field_path=".io",
+            ),
         )
     )
 
@@ -270,11 +381,36 @@ class Disk(ApiModel):
         default=None,
         description="Attach the disk read-only.",
     )
+    cache: DiskCache = Field(
+        default="none",
+        description=(
+            "Host page cache mode (Nova's disk_cachemodes): none (O_DIRECT, guest flushes "
+            "reach the disk; safe, and required for live migration of local disks), "
+            "writethrough, writeback, directsync, or unsafe (ignores flushes: scratch "
+            "disks only)."
+        ),
+    )
+    io: DiskIo | None = Field(
+        default=None,
+        description=(
+            "Asynchronous I/O backend: native (Linux AIO; needs cache none or directsync), "
+            "threads (a thread pool) or io_uring. Unset: QEMU's default (threads)."
+        ),
+    )
+    discard: DiskDiscard | None = Field(
+        default=None,
+        description=(
+            "What guest TRIM/UNMAP requests do: unmap (free the space in the thin qcow2 "
+            "overlay; Nova's hw_disk_discard=unmap) or ignore. Unset: ignore."
+        ),
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> Disk:
         if self.image is None and self.size is None:
             raise ValueError("a disk needs an image, a size or both")
+        if self.io == "native" and self.cache not in ("none", "directsync"):
+            raise ValueError("io: native needs cache none or directsync (O_DIRECT)")
         return self
 
 
@@ -314,7 +450,8 @@ class CloudInit(ApiModel):
 
 
 class Network(ApiModel):
-    """One network interface of the guest."""
+    """One network interface of the guest. virtio NICs use the host's vhost-net kernel
+    backend when the host has it."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -322,6 +459,16 @@ class Network(ApiModel):
                 "self.type == 'user' || has(self.source)",
                 "source is required for type network and bridge",
                 field_path=".source",
+            ),
+            rule(
+                "!has(self.multiqueue) || !self.multiqueue || self.model == 'virtio'",
+                "multiqueue is only allowed with model: virtio",
+                field_path=".multiqueue",
+            ),
+            rule(
+                "!has(self.multiqueue) || !self.multiqueue || self.type != 'user'",
+                "multiqueue needs a tap device: type network or bridge, not user",
+                field_path=".multiqueue",
             ),
         )
     )
@@ -344,13 +491,116 @@ class Network(ApiModel):
     )
     multiqueue: bool | None = Field(
         default=None,
-        description="One queue per vCPU (virtio only), for network throughput.",
+        description=(
+            f"One queue pair per vCPU, at most {MAX_NET_QUEUES} (Nova's "
+            "hw_vif_multiqueue_enabled), so packet processing spreads over the guest's "
+            "vCPUs. Only with model virtio and type network or bridge (libvirt refuses "
+            "multiqueue on user-mode networking)."
+        ),
     )
 
     @model_validator(mode="after")
     def _has_source(self) -> Network:
         if self.type != "user" and self.source is None:
             raise ValueError("source is required for type network and bridge")
+        if self.multiqueue and self.model != "virtio":
+            raise ValueError("multiqueue is only allowed with model: virtio")
+        if self.multiqueue and self.type == "user":
+            raise ValueError("multiqueue needs a tap device: type network or bridge, not user")
+        return self
+
+
+class Firmware(ApiModel):
+    """Guest firmware: legacy BIOS (SeaBIOS) or UEFI (OVMF), optionally with Secure Boot."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.secureBoot) || !self.secureBoot || self.type == 'uefi'",
+                "secureBoot is only allowed with type: uefi",
+                field_path=".secureBoot",
+            ),
+        )
+    )
+
+    type: FirmwareType = Field(
+        default="bios",
+        description=(
+            "bios (SeaBIOS) or uefi (OVMF from the host's ovmf package, with a per-VM "
+            "variable store); Nova's hw_firmware_type."
+        ),
+    )
+    secure_boot: bool = Field(
+        default=False,
+        description=(
+            "UEFI Secure Boot with Microsoft's and the distribution's keys enrolled; the "
+            "guest gets a q35 machine with SMM. Only with type: uefi; Nova's "
+            "os_secure_boot=required."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _secure_boot_needs_uefi(self) -> Firmware:
+        if self.secure_boot and self.type != "uefi":
+            raise ValueError("secureBoot is only allowed with type: uefi")
+        return self
+
+
+class Security(ApiModel):
+    """How the hypervisor host must confine this VM's QEMU process."""
+
+    require_seccomp_sandbox: bool | None = Field(
+        default=None,
+        description=(
+            "Only place the VM on hosts whose QEMU runs under a seccomp sandbox "
+            "(libvirt's seccomp_sandbox, reported in HypervisorHost "
+            "status.capabilities.seccompSandbox). libvirt sets it per host, not per VM."
+        ),
+    )
+    require_confinement: bool | None = Field(
+        default=None,
+        description=(
+            "Only place the VM on hosts with a libvirt security driver (AppArmor or "
+            "SELinux, status.capabilities.securityDriver) and give its QEMU process a "
+            "dynamic per-VM label."
+        ),
+    )
+
+
+class PciRequest(ApiModel):
+    """Host PCI devices (or SR-IOV virtual functions) passed through to the guest."""
+
+    alias: DnsLabel = Field(
+        description=(
+            "Alias of an entry in the hosts' spec.pciPassthrough allow-list (Nova's [pci] alias)."
+        ),
+    )
+    count: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PCI_DEVICES_PER_ALIAS,
+        description=f"How many devices of that alias (1..{MAX_PCI_DEVICES_PER_ALIAS}).",
+    )
+
+
+class Devices(ApiModel):
+    """Extra devices of the guest beyond disks and network interfaces."""
+
+    pci: list[PciRequest] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "PCI passthrough requests by alias; placement claims specific host devices "
+            "(NUMA-local to the guest first) and records them in status.placement.pciDevices."
+        ),
+        json_schema_extra=list_map("alias"),
+    )
+
+    @model_validator(mode="after")
+    def _aliases_unique(self) -> Devices:
+        aliases = [request.alias for request in self.pci]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("pci aliases must be unique")
         return self
 
 
@@ -482,6 +732,18 @@ class VirtualMachineSpec(ApiModel):
         description="Network interfaces; names unique.",
         json_schema_extra=list_map("name"),
     )
+    firmware: Firmware | None = Field(
+        default=None,
+        description="Guest firmware: bios or uefi, Secure Boot; unset: bios.",
+    )
+    security: Security | None = Field(
+        default=None,
+        description="Confinement the host must give the VM's QEMU process.",
+    )
+    devices: Devices | None = Field(
+        default=None,
+        description="PCI passthrough devices.",
+    )
     placement: Placement | None = Field(
         default=None,
         description="Host selection: labels and server-group policy.",
@@ -557,6 +819,15 @@ class CellPlacement(ApiModel):
     )
 
 
+class PciAssignment(ApiModel):
+    """One host PCI device placement claimed for the VM."""
+
+    alias: DnsLabel = Field(description="The alias of spec.devices.pci it satisfies.")
+    address: PciAddress = Field(
+        description="Host PCI address, domain:bus:slot.function, e.g. 0000:3b:00.1.",
+    )
+
+
 class PlacementStatus(ApiModel):
     """The placement decision the agent turns into domain XML (cpu pinning, numatune)."""
 
@@ -571,6 +842,10 @@ class PlacementStatus(ApiModel):
     shared_cpus: list[int] = Field(
         default_factory=list,
         description="Host CPUs the vCPUs float over (shared policy): the host's cpuSharedSet.",
+    )
+    pci_devices: list[PciAssignment] = Field(
+        default_factory=list,
+        description="Host PCI devices claimed for spec.devices.pci, passed through as <hostdev>.",
     )
 
 

@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kubevisor.api import quantity
-from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine, VirtualMachineSpec
+from kubevisor.api.virtualmachine import (
+    MAX_NET_QUEUES,
+    PlacementStatus,
+    VirtualMachine,
+    VirtualMachineSpec,
+)
 
 NAMESPACE = "https://kubevisor.io/xmlns/domain/v1alpha1"
 PREFIX = "kubevisor"
@@ -39,8 +44,27 @@ class BootFiles:
 
 
 @dataclass(frozen=True, slots=True)
+class Ovmf:
+    """UEFI firmware files on the host; the defaults are where Debian's `ovmf` puts them.
+
+    The 4M builds: the 2M ones cannot hold Secure Boot's enrolled keys.
+    """
+
+    code: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    vars_template: str = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    secure_code: str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+    """Secure Boot build: needs SMM (q35) so the guest OS cannot write the variables."""
+    secure_vars_template: str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+    """Variables with Microsoft's keys enrolled (which sign shim and so Debian's kernels)."""
+
+
+@dataclass(frozen=True, slots=True)
 class HostEnvironment:
-    """What the agent knows about its host and what it prepared on disk for one VM."""
+    """What the agent knows about its host and what it prepared on disk for one VM.
+
+    The optional host facts default to "unknown", which renders the domain as if the host
+    had the feature; the agent passes what it detected so the XML matches the host.
+    """
 
     domain_type: DomainType
     disk_paths: Mapping[str, str] = field(default_factory=dict)
@@ -51,6 +75,18 @@ class HostEnvironment:
     """File that receives everything the guest writes to its serial console."""
     default_boot: BootFiles | None = None
     """Direct-boot files used when the spec names neither boot files nor disks."""
+    ovmf: Ovmf = field(default_factory=Ovmf)
+    """UEFI firmware files, for spec.firmware.type uefi."""
+    nvram: str | None = None
+    """The VM's own UEFI variable store; None: libvirt's default file for the domain."""
+    vhost_net: bool | None = None
+    """True: virtio NICs on tap devices demand the vhost-net backend (libvirt fails when
+    it is missing); False: QEMU's userspace backend; None: libvirt chooses (vhost when
+    /dev/vhost-net exists)."""
+    cgroup_controllers: frozenset[str] | None = None
+    """cgroup controllers libvirt uses for VMs here; None: unknown (assume all)."""
+    security_model: str | None = None
+    """libvirt's security driver here (apparmor, selinux, none); None: unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +101,18 @@ class VmRef:
     """Fingerprint of the spec parts baked into the domain (see hardware_fingerprint)."""
 
 
-HARDWARE_FIELDS = ("cpu", "memory", "numa", "disks", "boot", "cloud_init", "networks")
+HARDWARE_FIELDS = (
+    "cpu",
+    "memory",
+    "numa",
+    "disks",
+    "boot",
+    "cloud_init",
+    "networks",
+    "firmware",
+    "security",
+    "devices",
+)
 
 
 def hardware_fingerprint(spec: VirtualMachineSpec) -> str:
@@ -74,7 +121,11 @@ def hardware_fingerprint(spec: VirtualMachineSpec) -> str:
     The agent compares it with the fingerprint in a running domain's metadata to tell
     the user (condition RestartRequired) that a change waits for a restart.
     """
-    parts = spec.model_dump(mode="json", by_alias=True, include=set(HARDWARE_FIELDS))
+    # Defaults left out: a new API field with a default must not make every running VM
+    # look changed (RestartRequired) after an upgrade.
+    parts = spec.model_dump(
+        mode="json", by_alias=True, include=set(HARDWARE_FIELDS), exclude_defaults=True
+    )
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -201,6 +252,8 @@ def _cpu(doc: _Doc) -> None:
         )
     for feature in cpu_spec.features:
         ET.SubElement(cpu, "feature", policy="require", name=feature)
+    for feature in cpu_spec.disabled_features:
+        ET.SubElement(cpu, "feature", policy="disable", name=feature)
     if doc.spec.numa is not None:
         numa = ET.SubElement(cpu, "numa")
         for index, cell in enumerate(doc.spec.numa.cells):
@@ -219,9 +272,19 @@ def _cpu(doc: _Doc) -> None:
 def _cputune(doc: _Doc) -> None:
     pins = sorted((pin.vcpu, pin.pcpu) for cell in doc.placement.cells for pin in cell.vcpu_pins)
     emulator = doc.placement.emulator_pins
-    if not pins and not emulator:
+    limits = doc.spec.cpu.tune if _cpu_controller(doc.host) else None
+    if not pins and not emulator and limits is None:
         return
     tune = ET.SubElement(doc.domain, "cputune")
+    if limits is not None:
+        # libvirt refuses to start a domain with these when cgroup cpu is unavailable
+        # ("cgroup cpu is required for scheduler tuning"), hence _cpu_controller.
+        if limits.shares is not None:
+            ET.SubElement(tune, "shares").text = str(limits.shares)
+        if limits.period_microseconds is not None:
+            ET.SubElement(tune, "period").text = str(limits.period_microseconds)
+        if limits.quota_microseconds is not None:
+            ET.SubElement(tune, "quota").text = str(limits.quota_microseconds)
     for vcpu, pcpu in pins:
         ET.SubElement(tune, "vcpupin", vcpu=str(vcpu), cpuset=str(pcpu))
     if emulator:
@@ -229,6 +292,21 @@ def _cputune(doc: _Doc) -> None:
     elif pins:
         # Without an isolated emulator thread, QEMU's own threads share the pinned CPUs.
         ET.SubElement(tune, "emulatorpin", cpuset=cpuset(pcpu for _, pcpu in pins))
+
+
+def _cpu_controller(host: HostEnvironment) -> bool:
+    return host.cgroup_controllers is None or "cpu" in host.cgroup_controllers
+
+
+def unenforced_limits(spec: VirtualMachineSpec, host: HostEnvironment) -> list[str]:
+    """Limits of `spec` the host cannot enforce, so `render` leaves them out.
+
+    The agent shows them in the VM's status (the issue's "reported where it does not"):
+    the VM still runs, unlimited, rather than failing to start.
+    """
+    if spec.cpu.tune is not None and not _cpu_controller(host):
+        return ["cpu.tune: the host has no cgroup cpu controller; shares and quota not enforced"]
+    return []
 
 
 def _numatune(doc: _Doc) -> None:
@@ -250,8 +328,24 @@ def _numatune(doc: _Doc) -> None:
 
 
 def _os(doc: _Doc) -> None:
+    firmware = doc.spec.firmware
+    secure = firmware is not None and firmware.secure_boot
     os_el = ET.SubElement(doc.domain, "os")
-    ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+    # Secure Boot needs SMM so that only the firmware can write its variables, and QEMU
+    # offers SMM with pflash only on q35.
+    machine = "q35" if secure else "pc"
+    ET.SubElement(os_el, "type", arch="x86_64", machine=machine).text = "hvm"
+    if firmware is not None and firmware.type == "uefi":
+        ovmf = doc.host.ovmf
+        loader = ET.SubElement(os_el, "loader", readonly="yes", type="pflash")
+        if secure:
+            loader.set("secure", "yes")
+        loader.text = ovmf.secure_code if secure else ovmf.code
+        nvram = ET.SubElement(
+            os_el, "nvram", template=ovmf.secure_vars_template if secure else ovmf.vars_template
+        )
+        if doc.host.nvram is not None:
+            nvram.text = doc.host.nvram
     boot = doc.spec.boot
     files: BootFiles | None = None
     if boot is not None and boot.kernel:
@@ -273,6 +367,8 @@ def _features(doc: _Doc) -> None:
     # ACPI is what lets a graceful shutdown reach the guest.
     ET.SubElement(features, "acpi")
     ET.SubElement(features, "apic")
+    if doc.spec.firmware is not None and doc.spec.firmware.secure_boot:
+        ET.SubElement(features, "smm", state="on")
     ET.SubElement(doc.domain, "clock", offset="utc")
     ET.SubElement(doc.domain, "on_poweroff").text = "destroy"
     ET.SubElement(doc.domain, "on_reboot").text = "restart"
@@ -290,7 +386,11 @@ def _disks(doc: _Doc) -> None:
             raise DomainError(f"disk {disk.name!r} has no file on this host")
         prefix = _BUS_PREFIX[disk.bus]
         element = ET.SubElement(doc.devices(), "disk", type="file", device="disk")
-        ET.SubElement(element, "driver", name="qemu", type="qcow2")
+        driver = ET.SubElement(element, "driver", name="qemu", type="qcow2", cache=disk.cache)
+        if disk.io is not None:
+            driver.set("io", disk.io)
+        if disk.discard is not None:
+            driver.set("discard", disk.discard)
         ET.SubElement(element, "source", file=path)
         ET.SubElement(element, "target", dev=_device_name(prefix, used), bus=disk.bus)
         ET.SubElement(element, "alias", name=f"ua-disk-{disk.name}")
@@ -323,8 +423,15 @@ def _interfaces(doc: _Doc) -> None:
         elif network.type == "bridge" and network.source:
             ET.SubElement(element, "source", bridge=network.source)
         ET.SubElement(element, "model", type=network.model)
-        if network.multiqueue and network.model == "virtio":
-            ET.SubElement(element, "driver", queues=str(doc.spec.cpu.vcpus))
+        driver: dict[str, str] = {}
+        # vhost-net serves tap devices only; user-mode networking has none.
+        if network.model == "virtio" and network.type != "user" and doc.host.vhost_net is not None:
+            driver["name"] = "vhost" if doc.host.vhost_net else "qemu"
+        queues = min(doc.spec.cpu.vcpus, MAX_NET_QUEUES)
+        if network.multiqueue and network.model == "virtio" and queues > 1:
+            driver["queues"] = str(queues)
+        if driver:
+            ET.SubElement(element, "driver", driver)
         ET.SubElement(element, "alias", name=f"ua-net-{network.name}")
 
 
@@ -337,8 +444,53 @@ def _console(doc: _Doc) -> None:
     ET.SubElement(console, "target", type="serial", port="0")
 
 
+def _hostdevs(doc: _Doc) -> None:
+    requested = doc.spec.devices.pci if doc.spec.devices is not None else []
+    for request in requested:
+        addresses = sorted(a.address for a in doc.placement.pci_devices if a.alias == request.alias)
+        if len(addresses) != request.count:
+            raise DomainError(
+                f"devices.pci {request.alias!r}: {request.count} requested, placement "
+                f"assigned {len(addresses)}"
+            )
+        for index, address in enumerate(addresses):
+            hostdev = ET.SubElement(
+                doc.devices(), "hostdev", mode="subsystem", type="pci", managed="yes"
+            )
+            source = ET.SubElement(hostdev, "source")
+            ET.SubElement(source, "address", _pci_address(address))
+            ET.SubElement(hostdev, "alias", name=f"ua-pci-{request.alias}-{index}")
+
+
+def _pci_address(address: str) -> dict[str, str]:
+    domain, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    return {
+        "domain": f"0x{domain}",
+        "bus": f"0x{bus}",
+        "slot": f"0x{slot}",
+        "function": f"0x{function}",
+    }
+
+
 def _devices(doc: _Doc) -> None:
-    ET.SubElement(doc.devices(), "memballoon", model="none")
+    balloon = doc.spec.memory.balloon
+    if balloon is None:
+        ET.SubElement(doc.devices(), "memballoon", model="none")
+        return
+    element = ET.SubElement(doc.devices(), "memballoon", model="virtio")
+    if balloon.stats_period_seconds:
+        ET.SubElement(element, "stats", period=str(balloon.stats_period_seconds))
+
+
+def _seclabel(doc: _Doc) -> None:
+    security = doc.spec.security
+    if security is None or not security.require_confinement:
+        return
+    model = doc.host.security_model
+    if model is None or model == "none":
+        raise DomainError("security.requireConfinement: this host has no libvirt security driver")
+    ET.SubElement(doc.domain, "seclabel", type="dynamic", model=model, relabel="yes")
 
 
 CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
@@ -352,8 +504,10 @@ CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
     _features,
     _disks,
     _interfaces,
+    _hostdevs,
     _console,
     _devices,
+    _seclabel,
 )
 """Applied in order; libvirt does not care about element order, humans reading diffs do."""
 
