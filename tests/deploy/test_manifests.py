@@ -7,6 +7,7 @@ rendered object server-side against the real kube-apiserver with our CRDs.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,6 +216,44 @@ def test_metrics_services_select_the_pods_and_the_servicemonitor_the_services(
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
+def libvirtd_in_pod_overlay(where: Path) -> Path:
+    """An overlay of the base with the libvirtd-in-pod component, as docs/install.md shows."""
+    base = os.path.relpath(MANIFESTS, where)
+    where.joinpath("kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{base}/components/libvirtd-in-pod]\n"
+    )
+    return where
+
+
+def test_libvirtd_in_pod_shares_the_socket_inside_the_pod(tmp_path: Path) -> None:
+    objects = render(libvirtd_in_pod_overlay(tmp_path))
+    pod = find(objects, "DaemonSet", "kubevisor-agent")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["libvirt-run"] == {"name": "libvirt-run", "emptyDir": {}}
+    by_name = {c["name"]: c for c in pod["containers"]}
+    assert by_name["libvirtd"]["securityContext"]["privileged"] is True
+    assert by_name["agent"]["securityContext"]["privileged"] is False
+    for container in by_name.values():
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["libvirt-run"] == "/var/run/libvirt"
+        assert mounts["state"] == "/var/lib/kubevisor"
+
+
+def test_kind_overlay_runs_the_loaded_images_on_the_test_driver() -> None:
+    objects = render(REPO / "hack" / "kind" / "overlay")
+    controller = containers(find(objects, "Deployment", "kubevisor-controller"))[0]
+    agent = containers(find(objects, "DaemonSet", "kubevisor-agent"))[0]
+    assert (controller["image"], agent["image"]) == (
+        "kubevisor-controller:kind",
+        "kubevisor-agent:kind",
+    )
+    assert controller["imagePullPolicy"] == agent["imagePullPolicy"] == "Never"
+    assert "--libvirt-uri=test:///default" in agent["args"]
+    script = (REPO / "hack" / "kind" / "up.sh").read_text()
+    for needed in ("kubevisor-controller:$TAG", "kubevisor-agent:$TAG", "hack/kind/overlay"):
+        assert needed in script
+
+
 # -- apiserver: server-side dry-run --------------------------------------------------------
 
 
@@ -238,9 +277,15 @@ def plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
         pytest.param(MANIFESTS, id="base"),
         pytest.param(MANIFESTS / "monitoring", id="monitoring"),
         pytest.param(REPO / "deploy" / "grafana", id="grafana"),
+        pytest.param(REPO / "hack" / "kind" / "overlay", id="kind-overlay"),
+        pytest.param(None, id="libvirtd-in-pod"),
     ],
 )
-def test_server_side_dry_run_accepts_every_object(plane: ControlPlane, directory: Path) -> None:
+def test_server_side_dry_run_accepts_every_object(
+    plane: ControlPlane, directory: Path | None, tmp_path: Path
+) -> None:
+    if directory is None:
+        directory = libvirtd_in_pod_overlay(tmp_path)
     objects = render(directory)
     done = plane.kubectl(
         "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(directory)
