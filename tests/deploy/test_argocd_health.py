@@ -42,7 +42,14 @@ def cases() -> list[Any]:
 
 def lua_health(kind: str, obj: dict[str, Any]) -> dict[str, str]:
     """Run KIND/health.lua on `obj` the way Argo CD does: a Lua 5.1 chunk with global obj."""
-    lua51 = pytest.importorskip("lupa.lua51", reason="pip install lupa (a dev dependency)")
+    from harness import require  # here, so that the module also runs as a script
+
+    try:
+        import lupa.lua51 as lua51
+    except ImportError:
+        lua51 = None
+    require(lua51 is not None, what="lupa (Lua for Python)", how="pip install lupa")
+    assert lua51 is not None
     runtime = lua51.LuaRuntime(unpack_returned_tuples=True)
     runtime.globals().obj = runtime.table_from(obj, recursive=True)
     script = (CUSTOMIZATIONS / kind / "health.lua").read_text()
