@@ -7,6 +7,7 @@ it; with CI=true the same situation fails the run, so CI can never go green by s
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -61,3 +62,43 @@ def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: st
             return result
         time.sleep(0.1)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})", pytrace=False)
+
+
+class ManagedProcess:
+    """A kubevisor process started by a test: output to a log file, killable, restartable."""
+
+    def __init__(self, argv: list[str], *, log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.log = log
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL, *, timeout: float = 30.0) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

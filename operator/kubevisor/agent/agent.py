@@ -26,7 +26,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubevisor.agent import hoststatus
-from kubevisor.agent.kube import Gone, Kube, Object, is_transient, retrying
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api.conditions import Condition
@@ -44,6 +43,7 @@ from kubevisor.drivers.base import (
     PermanentError,
     RetryableError,
 )
+from kubevisor.kube.client import Gone, Kube, Object, is_transient, retrying
 
 log = logging.getLogger("kubevisor.agent")
 
@@ -437,7 +437,7 @@ class Agent:
             restart_count=restart_count,
             now=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
         )
-        if _same_status(current, wanted) or self.written.get(key) == wanted:
+        if not status.differs(current, wanted) or self.written.get(key) == wanted:
             return
         meta = obj["metadata"]
         await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
@@ -475,19 +475,3 @@ class Agent:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _same_status(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether the VM's status already says what the agent would write."""
-    for field, value in wanted.items():
-        if field == "conditions":
-            have = {
-                c["type"]: Condition.model_validate(c).to_wire()
-                for c in current.get("conditions") or []
-            }
-            for condition in value:
-                if have.get(condition["type"]) != Condition.model_validate(condition).to_wire():
-                    return False
-        elif current.get(field) != value:
-            return False
-    return True

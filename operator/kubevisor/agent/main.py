@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubevisor.agent.agent import Agent, Settings
-from kubevisor.agent.kube import Kube
 from kubevisor.core.domain import BootFiles, DomainType
 from kubevisor.drivers.libvirt import LibvirtHypervisor
+from kubevisor.kube.client import Kube
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -108,9 +108,13 @@ _NEXT: Mapping[Phase, frozenset[Phase]] = {
     "Running": frozenset({"Paused", "Stopping", "Stopped", "Failed", "Migrating", "Starting"}),
     "Paused": frozenset({"Running", "Stopping", "Stopped", "Failed", "Migrating"}),
     "Stopping": frozenset({"Stopped", "Failed", "Running", "Paused", "Starting"}),
-    "Stopped": frozenset({"Starting", "Running", "Paused", "Pending", "Scheduled", "Failed"}),
+    "Stopped": frozenset(
+        {"Starting", "Running", "Paused", "Pending", "Unschedulable", "Scheduled", "Failed"}
+    ),
     "Migrating": frozenset({"Running", "Paused", "Failed", "Stopped"}),
-    "Failed": frozenset({"Starting", "Running", "Paused", "Stopped", "Pending", "Scheduled"}),
+    "Failed": frozenset(
+        {"Starting", "Running", "Paused", "Stopped", "Pending", "Unschedulable", "Scheduled"}
+    ),
     "Terminating": frozenset({"Stopped"}),
     "Unknown": frozenset(PHASES),
 }

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from kubevisor.api import conditions as cond
 from kubevisor.api.conditions import Condition
-from kubevisor.api.virtualmachine import DomainStatus, VirtualMachineSpec
+from kubevisor.api.virtualmachine import DomainStatus, PlacementStatus, VirtualMachineSpec
 from kubevisor.core import lifecycle
 from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
 from kubevisor.core.lifecycle import Exit, Phase
@@ -275,14 +276,148 @@ def set_condition(
     now: datetime,
 ) -> Condition:
     """A condition whose lastTransitionTime moves only when its status flips."""
-    text = "True" if status else "False"
+    return make_condition(
+        previous,
+        type_=type_,
+        status="True" if status else "False",
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+
+
+# -- the controller's part -----------------------------------------------------------------
+
+CONTROLLER_CONDITIONS = (cond.SCHEDULED,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """Where placement bound a VM: the host and the NUMA cells, pins and pages there."""
+
+    host: str
+    placement: PlacementStatus | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerInputs:
+    """What the controller's part of a VM's status depends on."""
+
+    spec: VirtualMachineSpec
+    generation: int
+    binding: Binding | None
+    unschedulable: str | None = None
+    """The placement engine's explanation when no host fits."""
+    host_lost: str | None = None
+    """Why the bound host is not Ready (its heartbeat expired), if it is not."""
+
+
+def controller_vm_status(
+    inputs: ControllerInputs,
+    *,
+    previous_phase: Phase | None,
+    previous: Sequence[Condition],
+    now: datetime,
+) -> dict[str, object]:
+    """The controller's part of `status`, applied under its own field manager.
+
+    Before binding the controller writes the phase and the summary conditions; at binding
+    it writes host, placement and Scheduled and hands phase, Ready and Reconciling over to
+    the agent (which takes them with its first write); when the host is lost it takes the
+    phase and Ready back, to Unknown, so no stale Running survives a dead host.
+    """
+    rows: list[tuple[str, str, str, str]]  # type, status, reason, message
+    status: dict[str, object] = {"observedGeneration": inputs.generation}
+    binding = inputs.binding
+    if binding is None:
+        if inputs.spec.run_strategy == "Halted":
+            phase: Phase = "Stopped"
+            rows = [
+                (cond.READY, "True", "Stopped", "stopped, as the run strategy asks"),
+                (cond.RECONCILING, "False", "Done", "nothing in flight"),
+                (cond.STALLED, "False", "NotStalled", "making progress"),
+            ]
+        elif inputs.unschedulable is not None:
+            phase = "Unschedulable"
+            rows = [
+                (cond.SCHEDULED, "False", "Unschedulable", inputs.unschedulable),
+                (cond.READY, "False", "Unschedulable", inputs.unschedulable),
+                # Not Stalled: a host may be added or freed at any time, and then it runs.
+                (cond.RECONCILING, "True", "Unschedulable", inputs.unschedulable),
+                (cond.STALLED, "False", "NotStalled", "waiting for capacity"),
+            ]
+        else:
+            phase = "Pending"
+            rows = [
+                (cond.READY, "False", "Pending", "waiting for placement"),
+                (cond.RECONCILING, "True", "Scheduling", "waiting for placement"),
+                (cond.STALLED, "False", "NotStalled", "making progress"),
+            ]
+    else:
+        status["host"] = binding.host
+        if binding.placement is not None:
+            status["placement"] = binding.placement.to_wire()
+        placed = f"placed on host {binding.host}"
+        if inputs.host_lost is not None:
+            phase = "Unknown"
+            rows = [
+                (cond.SCHEDULED, "True", "Scheduled", placed),
+                (cond.READY, "Unknown", "HostNotReady", inputs.host_lost),
+            ]
+        else:
+            phase = "Scheduled"
+            rows = [
+                (cond.SCHEDULED, "True", "Scheduled", placed),
+                (cond.READY, "False", "Scheduled", f"{placed}; waiting for its agent"),
+                (cond.RECONCILING, "True", "Scheduled", f"{placed}; waiting for its agent"),
+            ]
+    status["phase"] = lifecycle.check_transition(previous_phase, phase)
+    status["conditions"] = [
+        make_condition(
+            previous, type_=t, status=s, reason=r, message=m, generation=inputs.generation, now=now
+        ).to_wire()
+        for t, s, r, m in rows
+    ]
+    return status
+
+
+def make_condition(
+    previous: Sequence[Condition],
+    *,
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Condition:
+    """A condition whose lastTransitionTime moves only when its status changes."""
     old = cond.find(list(previous), type_)
-    since = old.last_transition_time if old is not None and old.status == text else None
+    since = old.last_transition_time if old is not None and old.status == status else None
     return Condition(
         type=type_,
-        status=text,
+        status=status,
         reason=reason,
         message=message,
         last_transition_time=since or now,
         observed_generation=generation,
     )
+
+
+def differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether applying `wanted` would change `current` (conditions compared by type)."""
+    for field, value in wanted.items():
+        if field == "conditions":
+            have = {
+                c["type"]: Condition.model_validate(c).to_wire()
+                for c in current.get("conditions") or []
+            }
+            if any(have.get(c["type"]) != Condition.model_validate(c).to_wire() for c in value):
+                return True
+        elif field == "placement":
+            if PlacementStatus.model_validate(current.get(field) or {}).to_wire() != value:
+                return True
+        elif current.get(field) != value:
+            return True
+    return False

@@ -1,9 +1,10 @@
-"""The agent's few Kubernetes calls, on the asyncio flavour of the official client.
+"""kubevisor's Kubernetes calls, on the asyncio flavour of the official client.
 
-Status is written with server-side apply under the field manager `kubevisor-agent`, so
-the agent owns exactly the fields it writes (phase after binding, domain, its conditions)
-and never clobbers the controller's (host, placement, the Scheduled condition) even though
-both live in one `status`: the CRD keys conditions by type (DESIGN.md section 3).
+Status is written with server-side apply, each process under its own field manager
+(`kubevisor-agent`, `kubevisor-controller`), so each owns exactly the fields it writes
+and never clobbers the other's, although both live in one `status`: the CRDs key
+conditions by type, so ownership is per condition (DESIGN.md section 3, one writer per
+field).
 """
 
 from __future__ import annotations
@@ -80,7 +81,15 @@ class Kube:
 
     # -- VirtualMachines ---------------------------------------------------------------
 
-    async def list_vms(self, *, label_selector: str) -> tuple[list[Object], str]:
+    async def list_hosts(self) -> list[Object]:
+        reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, HOST_PLURAL)
+        return list(cast(Object, reply)["items"])
+
+    async def list_leases(self, namespace: str) -> list[Object]:
+        reply = await self._leases.list_namespaced_lease(namespace)
+        return [self._api.sanitize_for_serialization(item) for item in reply.items]
+
+    async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
         reply = await self._custom.list_cluster_custom_object(
             GROUP, VERSION, VM_PLURAL, label_selector=label_selector
         )
@@ -116,6 +125,13 @@ class Kube:
             raise
         finally:
             await stream.close()
+
+    async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
+        """A JSON merge patch of the main resource (labels, finalizers; never status)."""
+        reply = await self._custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, VM_PLURAL, name, patch, _content_type=MERGE
+        )
+        return cast(Object, reply)
 
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
         body = {

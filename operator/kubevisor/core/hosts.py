@@ -1,0 +1,110 @@
+"""Judging hypervisor hosts: alive from their heartbeat, and the controller's host status.
+
+The agent heartbeats by renewing a Lease; the controller decides from the Lease's
+renewTime whether the host is Ready, and publishes that with what the placement state
+holds on the host (allocated, allocatable, VM count) in the HypervisorHost status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from kubevisor.api import conditions as cond
+from kubevisor.api import quantity
+from kubevisor.api.conditions import Condition
+from kubevisor.api.hypervisorhost import Resources
+from kubevisor.core.placement.capacity import HostInventory
+from kubevisor.core.placement.model import HostUsage
+from kubevisor.core.status import make_condition
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The last renewal of a host's Lease."""
+
+    renewed: datetime
+    duration: float
+    """The Lease's leaseDurationSeconds: how long the agent promised to live."""
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    ready: bool
+    reason: str
+    message: str
+    down_for: float
+    """Seconds since the heartbeat expired (0 while Ready)."""
+
+
+def judge(heartbeat: Heartbeat | None, *, now: datetime, timeout: float | None) -> Judgement:
+    """Ready while the last renewal is younger than `timeout` (default: the Lease's duration)."""
+    if heartbeat is None:
+        return Judgement(False, "NoHeartbeat", "the host's agent never renewed its Lease", 0.0)
+    limit = timeout if timeout is not None else heartbeat.duration
+    expires = heartbeat.renewed + timedelta(seconds=limit)
+    if now < expires:
+        return Judgement(True, "AgentHeartbeating", "the host's agent renews its Lease", 0.0)
+    stamp = heartbeat.renewed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Judgement(
+        False,
+        "HeartbeatExpired",
+        f"the host's agent last renewed its Lease at {stamp}, more than {limit:.0f}s ago",
+        (now - expires).total_seconds(),
+    )
+
+
+def resources(inventory: HostInventory, usage: HostUsage) -> tuple[Resources, Resources]:
+    """(allocatable, allocated): capacity after reservation x ratio, and what claims hold."""
+    mib = quantity.MI
+    allocatable = Resources(
+        cpu=inventory.vcpu.capacity + inventory.pcpu.capacity,
+        memory=quantity.format_bytes(max(inventory.memory.capacity, 0) * mib),
+        disk=quantity.format_bytes(max(inventory.disk.capacity, 0) * mib),
+    )
+    allocated = Resources(
+        cpu=usage.vcpus + usage.pcpus,
+        memory=quantity.format_bytes(usage.memory_mib * mib),
+        disk=quantity.format_bytes(usage.disk_mib * mib),
+    )
+    return allocatable, allocated
+
+
+def controller_host_status(
+    *,
+    judgement: Judgement,
+    unschedulable: bool,
+    maintenance: bool,
+    allocatable: Resources,
+    allocated: Resources,
+    vm_count: int,
+    generation: int,
+    previous: Sequence[Condition],
+    now: datetime,
+) -> dict[str, object]:
+    """The controller-owned fields of a HypervisorHost status, as the wire dict it applies."""
+    if not judgement.ready:
+        schedulable = ("False", "NotReady", judgement.message)
+    elif maintenance:
+        schedulable = ("False", "Maintenance", "spec.maintenance is true: the host is drained")
+    elif unschedulable:
+        schedulable = ("False", "Cordoned", "spec.unschedulable is true")
+    else:
+        schedulable = ("True", "Schedulable", "new VMs may be placed here")
+    rows = [
+        (cond.READY, "True" if judgement.ready else "False", judgement.reason, judgement.message),
+        (cond.SCHEDULABLE, *schedulable),
+    ]
+    return {
+        "allocatable": allocatable.to_wire(),
+        "allocated": allocated.to_wire(),
+        "vmCount": vm_count,
+        "observedGeneration": generation,
+        "conditions": [
+            make_condition(
+                previous, type_=t, status=s, reason=r, message=m, generation=generation, now=now
+            ).to_wire()
+            for t, s, r, m in rows
+        ],
+    }

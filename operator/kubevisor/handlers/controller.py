@@ -1,0 +1,390 @@
+"""The controller's state and reactions: placement, binding, host judgement, deletion.
+
+kopf delivers watch events of VirtualMachines, HypervisorHosts and heartbeat Leases
+(handlers/operator.py); this object keeps the placement state incrementally up to date
+from them and reacts. Decisions come from `core` (placement, status, hosts); this module
+only feeds them and writes their results:
+
+- an unbound VM that should run is placed against a state that already holds every
+  earlier claim (decide and claim under one lock, so a burst never double-books), then
+  bound: status (host, placement, Scheduled) first, then the `kubevisor.io/host` label and
+  the finalizer — the agent starts only once the label is there, so it always sees the
+  placement it must render;
+- a VM that fits nowhere is Unschedulable with the engine's explanation, and is tried
+  again whenever something changes that could let it fit (a host added, changed, Ready
+  again, or a claim released) — event-driven, no polling;
+- deleting a bound VM waits for its agent to remove the domain (status.created false),
+  or for its host to be lost, then releases the claim and the finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubevisor.api.conditions import Condition
+from kubevisor.api.hypervisorhost import HypervisorHost
+from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
+from kubevisor.core import hosts as hostjudge
+from kubevisor.core import status as vmstatus
+from kubevisor.core.hosts import Heartbeat, Judgement
+from kubevisor.core.placement import inputs, scheduler
+from kubevisor.core.placement.capacity import AllocationRatios
+from kubevisor.core.placement.scheduler import Decision
+from kubevisor.core.placement.state import ClaimConflict, PlacementState
+from kubevisor.kube.client import Kube, Object, is_transient
+
+log = logging.getLogger("kubevisor.controller")
+
+HOST_LABEL = "kubevisor.io/host"
+FINALIZER = "kubevisor.io/vm-protection"
+COMPONENT = "kubevisor-controller"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Read once at start-up and passed down as a value."""
+
+    lease_namespace: str = "kubevisor-system"
+    heartbeat_timeout: float | None = None
+    """Seconds without a Lease renewal before a host is NotReady (default: the Lease's own)."""
+    ratios: AllocationRatios = dataclasses.field(default_factory=AllocationRatios)
+    options: scheduler.Options = dataclasses.field(default_factory=scheduler.Options)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def vm_key(obj: Object) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace') or 'default'}/{meta['name']}"
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        kube: Kube,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.clock = clock
+        self.state = PlacementState(defaults=settings.ratios)
+        self.vms: dict[str, Object] = {}
+        self.hosts: dict[str, Object] = {}
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self.judgements: dict[str, Judgement] = {}
+        self.pending: dict[str, None] = {}
+        """Keys of VMs waiting for a host, oldest first (a dict keeps insertion order)."""
+        self.explained: dict[str, str] = {}
+        """The last FailedScheduling message per VM, so an unchanged one is not re-posted."""
+        self.lock = asyncio.Lock()
+
+    # -- start-up ---------------------------------------------------------------------
+
+    async def load(self, *, hosts: list[Object], vms: list[Object], leases: list[Object]) -> None:
+        """Build the whole state from a listing, before any event is handled."""
+        for lease in leases:
+            self._remember_lease(lease)
+        for host in hosts:
+            self.hosts[host["metadata"]["name"]] = host
+            self.judgements[host["metadata"]["name"]] = self._judge(host["metadata"]["name"])
+            self._add_host_snapshot(host["metadata"]["name"])
+        for vm in vms:
+            self.vms[vm_key(vm)] = vm
+            self._ensure_claim(vm_key(vm))
+        if self.state.conflicts:
+            log.error("claims that conflict with others: %s", [c.vm for c in self.state.conflicts])
+
+    # -- hosts ------------------------------------------------------------------------
+
+    async def on_host(self, event: str | None, obj: Object) -> None:
+        name = obj["metadata"]["name"]
+        if event == "DELETED":
+            self.hosts.pop(name, None)
+            self.judgements.pop(name, None)
+            if name in self.state:
+                self.state.remove_host(name)
+            return
+        old = self.hosts.get(name)
+        self.hosts[name] = obj
+        self.judgements.setdefault(name, self._judge(name))
+        self._add_host_snapshot(name)
+        for key, vm in self.vms.items():
+            if (vm.get("status") or {}).get("host") == name:
+                self._ensure_claim(key)
+        if old is None or old.get("spec") != obj.get("spec") or _labels(old) != _labels(obj):
+            await self.retry_pending()
+
+    def _add_host_snapshot(self, name: str) -> None:
+        try:
+            host = HypervisorHost.model_validate(self.hosts[name])
+        except ValidationError as invalid:
+            log.error("host %s cannot be read: %s", name, invalid)
+            return
+        snapshot = inputs.host_snapshot(host)
+        judgement = self.judgements.get(name)
+        ready = judgement is not None and judgement.ready
+        self.state.add_host(dataclasses.replace(snapshot, ready=ready))
+
+    async def on_lease(self, obj: Object) -> None:
+        if obj["metadata"].get("namespace") != self.settings.lease_namespace:
+            return
+        self._remember_lease(obj)
+        await self.check_host(obj["metadata"]["name"])
+
+    def _remember_lease(self, obj: Object) -> None:
+        spec = obj.get("spec") or {}
+        renewed = spec.get("renewTime")
+        if not renewed:
+            return
+        when = datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))
+        self.heartbeats[obj["metadata"]["name"]] = Heartbeat(
+            renewed=when, duration=float(spec.get("leaseDurationSeconds") or 40)
+        )
+
+    def _judge(self, name: str) -> Judgement:
+        return hostjudge.judge(
+            self.heartbeats.get(name), now=self.clock(), timeout=self.settings.heartbeat_timeout
+        )
+
+    async def check_host(self, name: str) -> None:
+        """Judge a host's heartbeat now; react when Ready flips; publish the host status."""
+        if name not in self.hosts:
+            return
+        judgement = self._judge(name)
+        before = self.judgements.get(name)
+        self.judgements[name] = judgement
+        if before is None or before.ready != judgement.ready:
+            log.info(
+                "host %s is %s: %s",
+                name,
+                "Ready" if judgement.ready else "NotReady",
+                judgement.message,
+            )
+            self._add_host_snapshot(name)
+            for key, vm in list(self.vms.items()):
+                if (vm.get("status") or {}).get("host") == name:
+                    await self.reconcile_vm(key)
+            if judgement.ready:
+                await self.retry_pending()
+        await self._write_host_status(name, judgement)
+
+    async def _write_host_status(self, name: str, judgement: Judgement) -> None:
+        obj = self.hosts[name]
+        if name not in self.state:
+            return
+        allocatable, allocated = hostjudge.resources(
+            self.state.inventory(name), self.state.usage(name)
+        )
+        spec = obj.get("spec") or {}
+        current = obj.get("status") or {}
+        wanted = hostjudge.controller_host_status(
+            judgement=judgement,
+            unschedulable=bool(spec.get("unschedulable")),
+            maintenance=bool(spec.get("maintenance")),
+            allocatable=allocatable,
+            allocated=allocated,
+            vm_count=self.state.usage(name).vms,
+            generation=int(obj["metadata"].get("generation") or 0),
+            previous=_conditions(current),
+            now=self.clock(),
+        )
+        if vmstatus.differs(current, wanted):
+            reply = await self.kube.apply_host_status(name, wanted)
+            self.hosts[name] = reply
+
+    # -- virtual machines ------------------------------------------------------------------
+
+    async def on_vm(self, event: str | None, obj: Object) -> None:
+        key = vm_key(obj)
+        if event == "DELETED":
+            self.vms.pop(key, None)
+            self.pending.pop(key, None)
+            self.explained.pop(key, None)
+            if self.state.release(key) is not None:
+                await self.retry_pending()
+            return
+        self.vms[key] = obj
+        await self.reconcile_vm(key)
+
+    async def retry_pending(self) -> None:
+        for key in list(self.pending):
+            await self.reconcile_vm(key)
+
+    async def reconcile_vm(self, key: str) -> None:
+        obj = self.vms.get(key)
+        if obj is None:
+            return
+        try:
+            vm = VirtualMachine.model_validate(obj)
+        except ValidationError as invalid:
+            log.error("%s cannot be read: %s", key, invalid)
+            return
+        meta = obj["metadata"]
+        status = vm.status
+        host = status.host if status is not None else None
+        if meta.get("deletionTimestamp"):
+            await self._finish_deletion(key, obj, host)
+            return
+        if host is not None:
+            await self._reconcile_bound(key, obj, vm, host)
+            return
+        if vm.spec.run_strategy == "Halted":
+            self.pending.pop(key, None)
+            await self._write_vm_status(obj, binding=None)
+            return
+        await self._place(key, obj, vm)
+
+    async def _finish_deletion(self, key: str, obj: Object, host: str | None) -> None:
+        finalizers = list(obj["metadata"].get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return
+        created = bool((obj.get("status") or {}).get("created"))
+        judgement = self.judgements.get(host) if host else None
+        lost = judgement is not None and not judgement.ready
+        if host is not None and created and not lost:
+            return  # the agent is still shutting the domain down
+        if host is not None and created and lost:
+            log.warning("%s: releasing it although host %s is lost", key, host)
+        self.state.release(key)
+        self.pending.pop(key, None)
+        finalizers.remove(FINALIZER)
+        meta = obj["metadata"]
+        await self.kube.patch_vm(
+            meta["namespace"], meta["name"], {"metadata": {"finalizers": finalizers or None}}
+        )
+        await self.retry_pending()
+
+    async def _reconcile_bound(self, key: str, obj: Object, vm: VirtualMachine, host: str) -> None:
+        self.pending.pop(key, None)
+        self._ensure_claim(key)
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        if labels.get(HOST_LABEL) != host or FINALIZER not in (meta.get("finalizers") or []):
+            await self._label(obj, host)
+        judgement = self.judgements.get(host)
+        if judgement is not None and not judgement.ready:
+            placement = vm.status.placement if vm.status else None
+            await self._write_vm_status(
+                obj,
+                binding=vmstatus.Binding(host=host, placement=placement),
+                host_lost=f"host {host} is not Ready: {judgement.message}",
+            )
+
+    def _ensure_claim(self, key: str) -> None:
+        obj = self.vms.get(key)
+        if obj is None or key in self.state.claims():
+            return
+        host = (obj.get("status") or {}).get("host")
+        if not host or host not in self.state:
+            return
+        try:
+            vm = VirtualMachine.model_validate(obj)
+            claim = inputs.claim(vm, self.state.host(host))
+            if claim is not None:
+                self.state.claim(claim)
+        except (ValidationError, ClaimConflict) as error:
+            log.error("%s: cannot rebuild its claim on %s: %s", key, host, error)
+
+    async def _place(self, key: str, obj: Object, vm: VirtualMachine) -> None:
+        async with self.lock:
+            if key in self.state.claims():
+                return  # placed by a concurrent reconcile; its bind write is under way
+            decision = scheduler.place(
+                self.state, inputs.request(vm), options=self.settings.options
+            )
+        if not isinstance(decision, Decision):
+            message = decision.message
+            self.pending[key] = None
+            await self._write_vm_status(obj, binding=None, unschedulable=message)
+            if self.explained.get(key) != message:
+                self.explained[key] = message
+                await self._event(obj, "Warning", "FailedScheduling", message)
+            return
+        self.pending.pop(key, None)
+        self.explained.pop(key, None)
+        placement = inputs.placement_status(decision.numa)
+        binding = vmstatus.Binding(host=decision.host, placement=placement or PlacementStatus())
+        try:
+            await self._write_vm_status(obj, binding=binding)
+            await self._label(obj, decision.host)
+        except Exception:
+            # The bind did not land: give the capacity back so the retry starts clean.
+            self.state.release(key)
+            raise
+        log.info("%s: placed on %s (%d hosts considered)", key, decision.host, decision.considered)
+        await self._event(
+            obj,
+            "Normal",
+            "Scheduled",
+            f"placed on host {decision.host} ({decision.considered} considered)",
+        )
+
+    async def _label(self, obj: Object, host: str) -> None:
+        meta = obj["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            finalizers.append(FINALIZER)
+        reply = await self.kube.patch_vm(
+            meta["namespace"],
+            meta["name"],
+            {"metadata": {"labels": {HOST_LABEL: host}, "finalizers": finalizers}},
+        )
+        self.vms[vm_key(obj)] = reply
+
+    async def _write_vm_status(
+        self,
+        obj: Object,
+        *,
+        binding: vmstatus.Binding | None,
+        unschedulable: str | None = None,
+        host_lost: str | None = None,
+    ) -> None:
+        vm = VirtualMachine.model_validate(obj)
+        current = obj.get("status") or {}
+        wanted = vmstatus.controller_vm_status(
+            vmstatus.ControllerInputs(
+                spec=vm.spec,
+                generation=int(obj["metadata"].get("generation") or 0),
+                binding=binding,
+                unschedulable=unschedulable,
+                host_lost=host_lost,
+            ),
+            previous_phase=current.get("phase"),
+            previous=_conditions(current),
+            now=self.clock(),
+        )
+        if not vmstatus.differs(current, wanted):
+            return
+        meta = obj["metadata"]
+        reply = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+        self.vms[vm_key(obj)] = reply
+
+    async def _event(self, obj: Object, type_: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.event(
+                involved=obj, type_=type_, reason=reason, message=message, component=COMPONENT
+            )
+        except Exception as error:
+            # An event is a courtesy: losing one must not undo a placement.
+            if not is_transient(error):
+                log.warning("could not record event %s: %s", reason, error)
+
+
+def _labels(obj: Object) -> dict[str, Any]:
+    return dict(obj["metadata"].get("labels") or {})
+
+
+def _conditions(status: dict[str, Any]) -> list[Condition]:
+    return [Condition.model_validate(c) for c in status.get("conditions") or []]

@@ -1,0 +1,113 @@
+"""`kubevisor-controller`: placement, VM lifecycle above the hosts, host judgement.
+
+Runs kopf with peering: replicas with distinct priorities (default: derived from the pod
+name) see each other, and only the highest one handles events while the others stay
+frozen, so two replicas never both place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import kopf
+
+from kubevisor.core.placement.capacity import AllocationRatios
+from kubevisor.core.placement.scheduler import Options
+from kubevisor.handlers import operator
+from kubevisor.handlers.controller import Controller, Settings
+from kubevisor.kube.client import Kube
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kubevisor-controller",
+        description="Place VirtualMachines on HypervisorHosts and keep their status honest.",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None,
+        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
+    )
+    parser.add_argument("--lease-namespace", default="kubevisor-system")
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=None,
+        help="seconds without a Lease renewal before a host is NotReady "
+        "(default: the Lease's leaseDurationSeconds)",
+    )
+    parser.add_argument("--cpu-ratio", type=float, default=4.0, help="default CPU ratio")
+    parser.add_argument("--memory-ratio", type=float, default=1.0, help="default RAM ratio")
+    parser.add_argument("--disk-ratio", type=float, default=1.0, help="default disk ratio")
+    parser.add_argument("--host-subset-size", type=int, default=1)
+    parser.add_argument("--peering", default="kubevisor", help="kopf peering object name")
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering (a single replica only)"
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: from the pod/host name; replicas must differ)",
+    )
+    parser.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def default_priority() -> int:
+    """Distinct per replica without configuration: a hash of the pod's hostname."""
+    return 100 + zlib.crc32(socket.gethostname().encode()) % 900
+
+
+async def run(args: argparse.Namespace) -> None:
+    if args.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf's own login reads it
+    kube = await Kube.connect(args.kubeconfig)
+    kube.field_manager = "kubevisor-controller"
+    controller = Controller(
+        settings=Settings(
+            lease_namespace=args.lease_namespace,
+            heartbeat_timeout=args.heartbeat_timeout,
+            ratios=AllocationRatios(
+                cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
+            ),
+            options=Options(host_subset_size=args.host_subset_size),
+        ),
+        kube=kube,
+    )
+    try:
+        await kopf.operator(
+            registry=operator.registry(lease_namespace=args.lease_namespace),
+            memo=kopf.Memo(controller=controller),
+            clusterwide=True,
+            standalone=args.standalone,
+            # A named peering is mandatory for kopf: it waits for the peering CRD.
+            peering_name=None if args.standalone else args.peering,
+            priority=args.priority if args.priority is not None else default_priority(),
+            liveness_endpoint=args.liveness,
+        )
+    finally:
+        await kube.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

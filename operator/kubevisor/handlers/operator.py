@@ -1,0 +1,89 @@
+"""kopf glue: which watch events reach the Controller, and how kopf itself behaves.
+
+Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts and the
+agents' heartbeat Leases, and one `timer` per HypervisorHost that judges its heartbeat.
+kopf therefore stores no handler progress and no diff base on any object, and VMs carry
+only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
+a host object is deleted only while the controller runs, like a Node).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kubevisor.api.schema import GROUP, VERSION
+from kubevisor.handlers.controller import Controller
+
+HOST_CHECK_INTERVAL = 2.0
+
+
+def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
+    """A fresh registry with every handler of the controller (no import-time globals)."""
+    handlers = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=handlers)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # kopf's own readers: no dependency on a client library's config loader.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=handlers)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # Progress and diff bases: none of our handlers is a change-detecting one
+        # (create/update/delete/resume), so kopf writes neither; should one be added, keep
+        # its marks in annotations under our own prefix rather than in `status`, whose
+        # every field has one writer (DESIGN.md section 3) and a strict schema.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="kopf.kubevisor.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kopf.kubevisor.io", key="last-handled-configuration"
+        )
+        # kopf posts a Kubernetes Event for every handler outcome at INFO; our own events
+        # (Scheduled, FailedScheduling, Fenced) say what matters, so only its warnings.
+        settings.posting.level = logging.WARNING
+        # Long-lived watches go stale silently behind some proxies (kopf#1120): bound them.
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 30
+        controller: Controller = memo.controller
+        kube = controller.kube
+        vms, _listed_at = await kube.list_vms()
+        await controller.load(
+            hosts=await kube.list_hosts(),
+            vms=vms,
+            leases=await kube.list_leases(lease_namespace),
+        )
+
+    @kopf.on.event(GROUP, VERSION, "virtualmachines", registry=handlers)
+    async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.on_vm(event["type"], dict(event["object"]))
+
+    @kopf.on.event(GROUP, VERSION, "hypervisorhosts", registry=handlers)
+    async def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.on_host(event["type"], dict(event["object"]))
+
+    @kopf.timer(GROUP, VERSION, "hypervisorhosts", interval=HOST_CHECK_INTERVAL, registry=handlers)
+    async def host_timer(name: str, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.check_host(name)
+
+    def in_lease_namespace(namespace: str | None, **_: Any) -> bool:
+        return namespace == lease_namespace
+
+    @kopf.on.event(
+        "coordination.k8s.io", "v1", "leases", when=in_lease_namespace, registry=handlers
+    )
+    async def lease_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        if event["type"] != "DELETED":
+            await controller.on_lease(dict(event["object"]))
+
+    return handlers

@@ -1,0 +1,1 @@
+"""The Kubernetes API calls kubevisor's processes make, on the asyncio client."""

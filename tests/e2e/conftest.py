@@ -1,0 +1,169 @@
+"""The whole stack for end-to-end tests: a real control plane, the controller, and one
+agent per real libvirtd host (two hosts), each a separate process like in production."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import ManagedProcess, eventually
+from kubevisor.testbed.controlplane import ControlPlane
+from kubevisor.testbed.guest import Guest
+from kubevisor.testbed.hosts import LocalHost
+
+
+@dataclass
+class Stack:
+    plane: ControlPlane
+    hosts: list[LocalHost]
+    controller: ManagedProcess
+    agents: dict[str, ManagedProcess]
+    state_dirs: dict[str, Path]
+
+    def kubectl(self, *args: str, **kwargs: Any) -> Any:
+        return self.plane.kubectl(*args, **kwargs)
+
+    def apply(self, namespace: str, *manifests: dict[str, Any]) -> None:
+        for manifest in manifests:
+            manifest.setdefault("metadata", {})["namespace"] = namespace
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Any:
+        args = ["get", kind, name, "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        done = self.kubectl(*args, check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def vms(self, namespace: str) -> list[dict[str, Any]]:
+        out = self.kubectl("get", "vm", "-n", namespace, "-o", "json").stdout
+        return list(json.loads(out)["items"])
+
+    def phase(self, namespace: str, name: str) -> str | None:
+        vm = self.get("vm", name, namespace)
+        return None if vm is None else (vm.get("status") or {}).get("phase")
+
+    def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 90) -> Any:
+        return eventually(
+            lambda: (
+                self.get("vm", name, namespace) if self.phase(namespace, name) == phase else None
+            ),
+            timeout=timeout,
+            what=f"vm {namespace}/{name} to be {phase} (is {self.phase(namespace, name)})",
+        )
+
+    def virsh(self, host: str, *args: str, check: bool = True) -> str:
+        import subprocess
+
+        uri = next(h.uri for h in self.hosts if h.name == host)
+        done = subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True)
+        if check and done.returncode != 0:
+            raise AssertionError(f"virsh {' '.join(args)} on {host}: {done.stderr}")
+        return done.stdout.strip()
+
+    def domains(self, host: str) -> list[str]:
+        """UUIDs of every domain (running or not) on `host`."""
+        return self.virsh(host, "list", "--all", "--uuid").split()
+
+
+def agent_process(
+    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path
+) -> ManagedProcess:
+    return ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "kubevisor.agent.main",
+            "--host",
+            host.name,
+            "--libvirt-uri",
+            host.uri,
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "--domain-type",
+            "qemu",
+            "--state-dir",
+            str(state),
+            "--image-dir",
+            str(state / "images"),
+            "--guest-kernel",
+            str(guest.kernel),
+            "--guest-initrd",
+            str(guest.initrd),
+            "--guest-cmdline",
+            guest.cmdline,
+            "--shutdown-grace",
+            "15",
+            "--lease-duration",
+            "8",
+        ],
+        log=state / "agent.log",
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(
+    control_plane: ControlPlane,
+    local_hosts: list[LocalHost],
+    tiny_guest: Guest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    control_plane.kubectl("create", "namespace", "kubevisor-system", check=False)
+    root = tmp_path_factory.mktemp("stack")
+    controller = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "kubevisor.handlers.main",
+            "--kubeconfig",
+            str(control_plane.kubeconfig),
+            "--standalone",
+        ],
+        log=root / "controller.log",
+    ).start()
+    agents: dict[str, ManagedProcess] = {}
+    states: dict[str, Path] = {}
+    for host in local_hosts:
+        states[host.name] = root / host.name
+        states[host.name].mkdir()
+        agents[host.name] = agent_process(control_plane, host, tiny_guest, states[host.name])
+        agents[host.name].start()
+    stack = Stack(control_plane, local_hosts, controller, agents, states)
+    try:
+        for host in local_hosts:
+            eventually(
+                lambda h=host.name: _ready(stack, h), timeout=60, what=f"host {host.name} Ready"
+            )
+        yield stack
+    finally:
+        for process in [controller, *agents.values()]:
+            process.stop()
+        for name, process in [("controller", controller), *agents.items()]:
+            sys.stderr.write(f"\n--- {name} log (tail) ---\n{process.tail()}")
+
+
+def _ready(stack: Stack, host: str) -> bool:
+    obj = stack.get("hvh", host)
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@pytest.fixture
+def namespace(stack: Stack, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace per test; its VMs are deleted (and waited for) afterwards."""
+    name = "e2e-" + request.node.name.replace("_", "-").lower()[:40].strip("-")
+    stack.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        stack.kubectl(
+            "delete", "vm", "--all", "-n", name, "--wait=true", "--timeout=120s", check=False
+        )
+        stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
