@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kubevisor.cli import crds, dev, simulate
+from kubevisor.cli import console, crds, create, dev, hosts, placement, simulate, vm, wait
 
-SUBCOMMANDS = (dev, crds, simulate)
+SUBCOMMANDS = (dev, crds, simulate, vm, wait, hosts, placement, create, console)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,374 @@
+"""VM verbs: start, stop, restart, pause, unpause, migrate.
+
+Each verb changes one spec field (or creates a MigrationJob), never status, so what it
+did is declarative and visible to `kubectl get` and GitOps diffs:
+
+- stop: spec.runStrategy -> Halted, remembering the previous strategy in the annotation
+  `kubevisor.io/last-run-strategy`;
+- start: spec.runStrategy Halted -> the remembered strategy (default Always), dropping
+  the annotation;
+- restart: stop, wait until status.phase is Stopped (for the new generation), start.
+  There is no spec field that means "restart once", so restart is those two spec edits;
+  if the stop does not finish in --timeout the VM stays stopped and restart says so;
+- pause / unpause: spec.paused true / false;
+- migrate: creates a MigrationJob (or prints it with --dry-run, for Git).
+
+Patches carry the resourceVersion they were computed from, so a concurrent edit makes
+the API server refuse the patch (409) and the verb reads and decides again. A VM managed
+by Argo CD or Flux gets a warning on stderr: their self-heal reverts imperative edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, get_args
+
+import yaml
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from kubevisor.api.migrationjob import TERMINAL_PHASES, MigrationJob
+from kubevisor.api.virtualmachine import RunStrategy
+from kubevisor.cli import kubeapi
+from kubevisor.cli import wait as waiting
+from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Cluster, Object
+
+LAST_RUN_STRATEGY: Final = "kubevisor.io/last-run-strategy"
+RUN_STRATEGIES: tuple[str, ...] = get_args(RunStrategy)
+CONFLICT_RETRIES = 5
+
+# Marks that Argo CD or Flux owns the object: (where, key, who).
+GITOPS_MARKS: Final = (
+    ("label", "app.kubernetes.io/instance", "Argo CD (or Helm)"),
+    ("label", "kustomize.toolkit.fluxcd.io/name", "Flux"),
+    ("annotation", "argocd.argoproj.io/tracking-id", "Argo CD"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a verb does to one version of a VM: a merge patch (None: nothing to do)."""
+
+    patch: Object | None
+    done: str
+    """Past tense for the output line: "stopped (runStrategy Always -> Halted)"."""
+
+
+def _spec(vm: Object) -> Object:
+    return dict(vm.get("spec") or {})
+
+
+def _conditional(vm: Object, patch: Object) -> Object:
+    """`patch` made conditional on the version it was computed from."""
+    version = (vm.get("metadata") or {}).get("resourceVersion")
+    meta = dict(patch.get("metadata") or {})
+    if version:
+        meta["resourceVersion"] = version
+    return {**patch, "metadata": meta} if meta else patch
+
+
+def stop_change(vm: Object) -> Change:
+    current = str(_spec(vm).get("runStrategy") or "Always")
+    if current == "Halted":
+        return Change(None, "unchanged (runStrategy is already Halted)")
+    patch = {
+        "metadata": {"annotations": {LAST_RUN_STRATEGY: current}},
+        "spec": {"runStrategy": "Halted"},
+    }
+    return Change(_conditional(vm, patch), f"stopped (runStrategy {current} -> Halted)")
+
+
+def start_change(vm: Object) -> Change:
+    current = str(_spec(vm).get("runStrategy") or "Always")
+    if current != "Halted":
+        return Change(None, f"unchanged (runStrategy is {current}, not Halted)")
+    annotations = (vm.get("metadata") or {}).get("annotations") or {}
+    saved = annotations.get(LAST_RUN_STRATEGY)
+    wanted = saved if saved in RUN_STRATEGIES and saved != "Halted" else "Always"
+    patch: Object = {"spec": {"runStrategy": wanted}}
+    if saved is not None:
+        patch["metadata"] = {"annotations": {LAST_RUN_STRATEGY: None}}
+    return Change(_conditional(vm, patch), f"started (runStrategy Halted -> {wanted})")
+
+
+def pause_change(vm: Object, *, paused: bool) -> Change:
+    if bool(_spec(vm).get("paused")) == paused:
+        return Change(None, f"unchanged (spec.paused is already {str(paused).lower()})")
+    patch = {"spec": {"paused": paused}}
+    return Change(_conditional(vm, patch), "paused" if paused else "unpaused")
+
+
+def gitops_manager(vm: Object) -> str | None:
+    """Who reverts imperative edits of this VM, as "Flux (label ...)", or None."""
+    meta = vm.get("metadata") or {}
+    for where, key, who in GITOPS_MARKS:
+        marks = meta.get("labels" if where == "label" else "annotations") or {}
+        if key in marks:
+            return f"{who} ({where} {key}={marks[key]})"
+    return None
+
+
+def migration_manifest(
+    vm: str, *, namespace: str | None, target: str | None, name: str | None
+) -> Object:
+    """A MigrationJob for `vm`, validated by the API model (generateName unless `name`)."""
+    metadata: Object = {"name": name} if name else {"generateName": f"{vm}-migration-"}
+    if namespace:
+        metadata["namespace"] = namespace
+    spec: Object = {"vm": vm}
+    if target:
+        spec["targetHost"] = target
+    try:
+        MigrationJob.model_validate({"metadata": metadata, "spec": spec})
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CliError(f"invalid MigrationJob: {where}: {first['msg']}", code=2) from None
+    return {
+        "apiVersion": MigrationJob.model_fields["api_version"].default,
+        "kind": MigrationJob.model_fields["kind"].default,
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+# -- effects --------------------------------------------------------------------------------
+
+
+def warn_if_gitops(name: str, vm: Object) -> None:
+    manager = gitops_manager(vm)
+    if manager is not None:
+        print(
+            f"warning: virtualmachine {name} is managed by {manager}: its self-heal may "
+            "revert this change; prefer changing the manifest in Git",
+            file=sys.stderr,
+        )
+
+
+def apply(
+    cluster: Cluster,
+    name: str,
+    decide: Callable[[Object], Change],
+    *,
+    dry_run: bool = False,
+) -> tuple[Change, Object]:
+    """Read, decide, patch; again on a conflict. Returns the change and the VM after it."""
+    for _ in range(CONFLICT_RETRIES):
+        vm = cluster.get(VMS, name)
+        change = decide(vm)
+        if change.patch is None:
+            return change, vm
+        warn_if_gitops(name, vm)
+        try:
+            return change, cluster.merge_patch(VMS, name, change.patch, dry_run=dry_run)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+    raise CliError(f"virtualmachine {name} kept changing under us; try again")
+
+
+def _lifecycle(decide: Callable[[Object], Change]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        def act(cluster: Cluster) -> int:
+            change, _ = apply(cluster, args.vm, decide, dry_run=args.dry_run)
+            suffix = " (server dry run)" if args.dry_run and change.patch is not None else ""
+            print(f"{VMS.qualified}/{args.vm} {change.done}{suffix}")
+            return kubeapi.OK
+
+        return kubeapi.with_cluster(args, act)
+
+    return run
+
+
+def run_restart(args: argparse.Namespace) -> int:
+    def act(cluster: Cluster) -> int:
+        name = args.vm
+        vm = cluster.get(VMS, name)
+        if str(_spec(vm).get("runStrategy") or "Always") == "Halted":
+            raise CliError(
+                f"virtualmachine {name} is stopped (runStrategy Halted); "
+                f"use `kubevisor start {name}`"
+            )
+        change, _ = apply(cluster, name, stop_change)
+        print(f"{VMS.qualified}/{name} {change.done}")
+        verdict = waiting.wait_for(
+            cluster, name, waiting.Goal("stopped", "Stopped"), timeout=args.timeout
+        )
+        if verdict.state != "met":
+            raise CliError(
+                f"virtualmachine {name} did not stop within "
+                f"{kubeapi.format_duration(args.timeout)} ({verdict.message}); it stays "
+                f"stopped (runStrategy Halted): run `kubevisor start {name}` to start it",
+                code=kubeapi.STALLED if verdict.state == "stalled" else kubeapi.FAILED,
+            )
+        change, _ = apply(cluster, name, start_change)
+        print(f"{VMS.qualified}/{name} {change.done}")
+        return kubeapi.OK
+
+    return kubeapi.with_cluster(args, act)
+
+
+def _print_object(obj: Object, output: str) -> None:
+    if output == "json":
+        print(json.dumps(obj, indent=2, sort_keys=False))
+    else:
+        sys.stdout.write(yaml.safe_dump(obj, sort_keys=False))
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    if args.dry_run and args.wait:
+        print("error: --wait makes no sense with --dry-run", file=sys.stderr)
+        return kubeapi.USAGE
+    if args.dry_run:
+
+        def manifest() -> int:
+            body = migration_manifest(
+                args.vm, namespace=args.namespace, target=args.to, name=args.name
+            )
+            _print_object(body, args.output or "yaml")
+            return kubeapi.OK
+
+        return kubeapi.run(manifest)
+
+    def act(cluster: Cluster) -> int:
+        body = migration_manifest(
+            args.vm, namespace=cluster.namespace, target=args.to, name=args.name
+        )
+        cluster.get(VMS, args.vm)  # a clear "not found" before creating anything
+        if args.to:
+            cluster.get(HOSTS, args.to)
+        created = cluster.create(MIGRATIONS, body)
+        job = str(created["metadata"]["name"])
+        if args.output in ("yaml", "json"):
+            _print_object(created, args.output)
+        else:
+            print(f"{MIGRATIONS.qualified}/{job} created")
+        if not args.wait:
+            return kubeapi.OK
+        return wait_migration(cluster, job, timeout=args.timeout)
+
+    return kubeapi.with_cluster(args, act)
+
+
+def wait_migration(cluster: Cluster, job: str, *, timeout: float) -> int:
+    """Exit code of waiting for MigrationJob `job`: 0 Succeeded, 1 otherwise."""
+    phase: str | None = None
+    for obj in cluster.observe(MIGRATIONS, job, timeout=timeout):
+        if obj is None:
+            raise CliError(f"migrationjob {job} was deleted while waiting")
+        status = obj.get("status") or {}
+        phase = status.get("phase")
+        if phase in TERMINAL_PHASES:
+            if phase == "Succeeded":
+                print(f"{MIGRATIONS.qualified}/{job} Succeeded")
+                return kubeapi.OK
+            reason = status.get("reason") or "no reason given"
+            raise CliError(f"migrationjob {job} {phase}: {reason}")
+    raise CliError(
+        f"timed out after {kubeapi.format_duration(timeout)} waiting for migrationjob {job} "
+        f"to finish (phase {phase})"
+    )
+
+
+# -- parsers --------------------------------------------------------------------------------
+
+
+def _verb(
+    subparsers: Any, name: str, help_: str, description: str, *, dry_run: bool = True
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help_,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[kubeapi.options()],
+    )
+    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
+    if dry_run:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="send the patch as a server-side dry run: validated, not persisted",
+        )
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    _verb(
+        subparsers,
+        "start",
+        "start a stopped VM (spec.runStrategy Halted -> its previous strategy)",
+        "Set spec.runStrategy from Halted back to the strategy `stop` saved in the "
+        f"annotation {LAST_RUN_STRATEGY} (Always if none). A VM that is not Halted is "
+        "left unchanged (exit 0).",
+    ).set_defaults(func=_lifecycle(start_change))
+    _verb(
+        subparsers,
+        "stop",
+        "stop a VM (spec.runStrategy -> Halted, previous strategy saved)",
+        f"Set spec.runStrategy to Halted and save the previous one in the annotation "
+        f"{LAST_RUN_STRATEGY}, for `start`. Follow with `kubevisor wait VM --for stopped`.",
+    ).set_defaults(func=_lifecycle(stop_change))
+    restart = _verb(
+        subparsers,
+        "restart",
+        "stop a VM, wait until it is Stopped, start it again",
+        "Restart is two declarative edits: stop (runStrategy -> Halted), wait until "
+        "status.phase is Stopped for that generation, then start (runStrategy back). "
+        "If the VM does not stop within --timeout it stays stopped and the command "
+        "fails (exit 1; 2 if the VM reports Stalled).",
+        dry_run=False,
+    )
+    restart.add_argument(
+        "--timeout",
+        type=kubeapi.parse_duration,
+        default=300.0,
+        help="how long to wait for the stop (default 5m)",
+    )
+    restart.set_defaults(func=run_restart)
+    _verb(
+        subparsers, "pause", "pause a VM's vCPUs (spec.paused: true)", "Set spec.paused to true."
+    ).set_defaults(func=_lifecycle(lambda vm: pause_change(vm, paused=True)))
+    _verb(
+        subparsers,
+        "unpause",
+        "resume a paused VM (spec.paused: false)",
+        "Set spec.paused to false.",
+    ).set_defaults(func=_lifecycle(lambda vm: pause_change(vm, paused=False)))
+
+    migrate = subparsers.add_parser(
+        "migrate",
+        help="live-migrate a VM: create a MigrationJob (or print it with --dry-run)",
+        description=(
+            "Create a MigrationJob for VM (metadata.generateName VM-migration-, or --name). "
+            "--dry-run prints the manifest instead, without contacting the cluster, for "
+            "committing to Git (GitOps tools need a fixed name: use --name). --wait "
+            "follows the job until Succeeded (exit 0), Failed or Cancelled (exit 1), "
+            "or --timeout (exit 1)."
+        ),
+        parents=[kubeapi.options()],
+    )
+    migrate.add_argument("vm", metavar="VM", help="VirtualMachine name")
+    migrate.add_argument("--to", metavar="HOST", help="target HypervisorHost (default: placement)")
+    migrate.add_argument("--name", help="name of the MigrationJob (default: generated)")
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="print the manifest, create nothing"
+    )
+    migrate.add_argument("--wait", action="store_true", help="wait until the job finishes")
+    migrate.add_argument(
+        "--timeout",
+        type=kubeapi.parse_duration,
+        default=600.0,
+        help="with --wait: give up after this long (default 10m)",
+    )
+    migrate.add_argument(
+        "-o",
+        "--output",
+        choices=("name", "yaml", "json"),
+        help="name (default), or the whole object as yaml/json (yaml with --dry-run)",
+    )
+    migrate.set_defaults(func=run_migrate)
