@@ -10,7 +10,7 @@ import pytest
 
 from harness import REPO, controlplane_bin, require
 from kubevisor.cli import main as cli
-from kubevisor.testbed import controlplane
+from kubevisor.testbed import controlplane, hosts
 from kubevisor.testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.apiserver
@@ -35,9 +35,10 @@ def test_minted_user_without_roles_is_forbidden(control_plane: ControlPlane) -> 
     assert 'User "nobody" cannot list resource "namespaces"' in denied.stderr
 
 
-def test_dev_up_then_down_leaves_no_process(
+def test_dev_up_runs_the_examples_then_down_leaves_no_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The README's first command, end to end: the whole stack, the examples, and down."""
     bin_dir = controlplane_bin()
     require(
         bin_dir is not None, what="control-plane binaries", how="run hack/controlplane/build.sh"
@@ -45,21 +46,31 @@ def test_dev_up_then_down_leaves_no_process(
     os.environ["KUBEVISOR_CONTROLPLANE_BIN"] = str(bin_dir)
     state = tmp_path / "dev"
 
-    assert cli.main(["dev", "--state-dir", str(state), "up"]) == 0
+    assert cli.main(["dev", "--state-dir", str(state), "up", "--timeout", "240"]) == 0
     plane = controlplane.load(state)
     assert plane is not None
-    assert f"export KUBECONFIG={plane.kubeconfig}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"export KUBECONFIG={plane.kubeconfig}" in out
+    assert "every host is Ready" in out
     crds = plane.kubectl("get", "crd", "-o", "name").stdout.split()
     expected = {
         f"customresourcedefinition.apiextensions.k8s.io/{p.name[: -len('.yaml')]}"
         for p in (REPO / "deploy" / "crds").glob("*.yaml")
     }
     assert expected <= set(crds)
+    vms = json.loads(plane.kubectl("get", "vm", "-o", "json").stdout)["items"]
+    phases = {vm["metadata"]["name"]: vm["status"]["phase"] for vm in vms}
+    assert phases["minimal"] == "Running", phases
+    assert [phases[f"web-{i}"] for i in range(3)] == ["Running"] * 3, phases
+    children = json.loads((state / "processes.json").read_text())
 
     assert cli.main(["dev", "--state-dir", str(state), "down"]) == 0
     assert controlplane.load(state) is None
-    for pid in (plane.apiserver_pid, plane.etcd_pid):
+    for pid in (plane.apiserver_pid, plane.etcd_pid, *children.values()):
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} still runs"
+    assert not hosts.list_hosts(state / "hosts") or all(
+        h.pid is None for h in hosts.list_hosts(state / "hosts")
+    )
 
 
 def _is_zombie(pid: int) -> bool:

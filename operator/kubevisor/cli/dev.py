@@ -1,21 +1,25 @@
 """`kubevisor dev ...`: the local stack for development, on this machine.
 
-`kubevisor dev up` starts a real kube-apiserver + etcd on 127.0.0.1 with kubevisor's CRDs
-installed and prints the KUBECONFIG to use; `kubevisor dev down` stops it. The binaries
-are built once from Go modules by `hack/controlplane/build.sh` (see README).
+`kubevisor dev up` starts a real kube-apiserver + etcd on 127.0.0.1 with kubevisor's CRDs,
+two local libvirtd hosts with QEMU (or libvirt's test driver where libvirtd cannot run),
+the controller and one agent per host, applies deploy/examples/, waits until every VM
+has settled, and prints them; `kubevisor dev down` stops everything. The control-plane
+binaries are built once from Go modules by `hack/controlplane/build.sh` (see README).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from kubevisor.cli import dev_hosts
-from kubevisor.testbed import controlplane
+from kubevisor.testbed import controlplane, stack
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +33,12 @@ def register(subparsers: Any) -> None:
     )
     commands = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
     dev_hosts.register(commands)
-    up = commands.add_parser("up", help="start the control plane with the CRDs installed")
+    up = commands.add_parser("up", help="start the whole local stack and apply deploy/examples/")
+    up.add_argument("--no-examples", action="store_true", help="do not apply deploy/examples/")
+    up.add_argument(
+        "--control-plane-only", action="store_true", help="only kube-apiserver + etcd + CRDs"
+    )
+    up.add_argument("--timeout", type=float, default=300, help="seconds to wait for the VMs")
     up.set_defaults(func=_up)
     down = commands.add_parser("down", help="stop everything `dev up` started")
     down.set_defaults(func=_down)
@@ -62,27 +71,51 @@ def controlplane_bin() -> Path:
 
 def _up(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
-    plane = controlplane.load(state_dir)
-    if plane is None:
-        plane = controlplane.start(
-            bin_dir=controlplane_bin(),
-            state_dir=state_dir,
-            crd_paths=[repo_root() / "deploy" / "crds"],
+    root = repo_root()
+    if args.control_plane_only:
+        plane = controlplane.load(state_dir) or controlplane.start(
+            bin_dir=controlplane_bin(), state_dir=state_dir, crd_paths=[root / "deploy" / "crds"]
         )
         print(f"kube-apiserver {plane.version} is ready at {plane.server}, CRDs installed.")
     else:
-        print(f"kube-apiserver {plane.version} already runs at {plane.server}.")
-    print()
+        plane = stack.start(
+            bin_dir=controlplane_bin(),
+            state_dir=state_dir,
+            crd_paths=[root / "deploy" / "crds"],
+            say=print,
+        )
+        if not args.no_examples:
+            plane.kubectl("apply", "-f", str(root / "deploy" / "examples"))
+            print("applied deploy/examples/; waiting for the VMs to settle ...")
+            settled = _wait_settled(plane, timeout=args.timeout)
+            print(plane.kubectl("get", "vm,hvh", "-o", "wide").stdout)
+            if not settled:
+                print(f"some VMs had not settled after {args.timeout:.0f}s (see above)")
     print("Point kubectl at it:")
     print(f"  export KUBECONFIG={plane.kubeconfig}")
     print(f"  export PATH={plane.bin_dir}:$PATH   # kubectl {plane.version}")
-    print("  kubectl apply -f deploy/examples/ && kubectl get vm,hvh,vmmig")
-    print("Stop it with: make down")
+    print("  kubectl get vm,hvh,vmmig -o wide")
+    print(f"Logs: {state_dir / 'logs'}.  Stop everything with: make down")
     return 0
 
 
+SETTLED = {"Running", "Unschedulable", "Stopped", "Paused", "Failed"}
+
+
+def _wait_settled(plane: controlplane.ControlPlane, *, timeout: float) -> bool:
+    """Whether every VM reached a phase it stays in by itself, before `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = json.loads(plane.kubectl("get", "vm", "-A", "-o", "json").stdout)["items"]
+        phases = [(i.get("status") or {}).get("phase") for i in items]
+        if phases and all(p in SETTLED for p in phases):
+            return True
+        time.sleep(1.0)
+    return False
+
+
 def _down(args: argparse.Namespace) -> int:
-    controlplane.stop(args.state_dir)
+    stack.stop(args.state_dir)
     print(f"stopped the local stack in {args.state_dir}")
     return 0
 

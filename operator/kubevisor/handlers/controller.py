@@ -116,14 +116,16 @@ class Controller:
             if name in self.state:
                 self.state.remove_host(name)
             return
-        old = self.hosts.get(name)
+        before = self.state.host(name) if name in self.state else None
         self.hosts[name] = obj
         self.judgements.setdefault(name, self._judge(name))
         self._add_host_snapshot(name)
         for key, vm in self.vms.items():
             if (vm.get("status") or {}).get("host") == name:
                 self._ensure_claim(key)
-        if old is None or old.get("spec") != obj.get("spec") or _labels(old) != _labels(obj):
+        after = self.state.host(name) if name in self.state else None
+        if after is not None and after != before:
+            # New capacity, ratios, labels, cordon or topology: a waiting VM may fit now.
             await self.retry_pending()
 
     def _add_host_snapshot(self, name: str) -> None:
@@ -380,10 +382,6 @@ class Controller:
             # An event is a courtesy: losing one must not undo a placement.
             if not is_transient(error):
                 log.warning("could not record event %s: %s", reason, error)
-
-
-def _labels(obj: Object) -> dict[str, Any]:
-    return dict(obj["metadata"].get("labels") or {})
 
 
 def _conditions(status: dict[str, Any]) -> list[Condition]:

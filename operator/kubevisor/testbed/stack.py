@@ -1,0 +1,203 @@
+"""The whole local stack in one state directory: what `kubevisor dev up` starts.
+
+A real kube-apiserver + etcd (testbed.controlplane), two libvirtd hosts running QEMU
+(testbed.hosts; or, where libvirtd cannot run, two agents on libvirt's embedded
+`test:///default` driver), the tiny guest as the hosts' default kernel, the controller and
+one agent per host as background processes whose pids and logs live in the state
+directory, so `kubevisor dev down` can stop everything from another shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubevisor.testbed import controlplane, guest, hosts
+from kubevisor.testbed.controlplane import ControlPlane
+
+PROCESSES = "processes.json"
+
+
+@dataclass(frozen=True)
+class Agent:
+    host: str
+    uri: str
+    domain_type: str
+
+
+def start(
+    *,
+    bin_dir: Path,
+    state_dir: Path,
+    crd_paths: Sequence[Path],
+    say: Callable[[str], None],
+    host_count: int = 2,
+) -> ControlPlane:
+    """Start (or reuse) every part; returns the control plane."""
+    plane = controlplane.load(state_dir)
+    if plane is None:
+        plane = controlplane.start(bin_dir=bin_dir, state_dir=state_dir, crd_paths=crd_paths)
+        say(f"kube-apiserver {plane.version} is ready at {plane.server}, CRDs installed.")
+    else:
+        say(f"kube-apiserver {plane.version} already runs at {plane.server}.")
+    plane.kubectl("create", "namespace", "kubevisor-system", check=False)
+    if _running(state_dir):
+        say("the controller and the agents already run.")
+        return plane
+    agents = _hypervisors(state_dir, host_count, say)
+    boot: list[str] = []
+    missing = hosts.missing_prerequisites()
+    if not missing:
+        tiny = guest.build_guest(state_dir / "guest")
+        boot = [
+            "--guest-kernel",
+            str(tiny.kernel),
+            "--guest-initrd",
+            str(tiny.initrd),
+            "--guest-cmdline",
+            tiny.cmdline,
+        ]
+    logs = state_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    python = sys.executable
+    pids = {
+        "controller": _spawn(
+            [
+                python,
+                "-m",
+                "kubevisor.handlers.main",
+                "--kubeconfig",
+                str(plane.kubeconfig),
+                "--standalone",
+            ],
+            log=logs / "controller.log",
+        )
+    }
+    for agent in agents:
+        agent_state = state_dir / "agents" / agent.host
+        pids[f"agent-{agent.host}"] = _spawn(
+            [
+                python,
+                "-m",
+                "kubevisor.agent.main",
+                "--host",
+                agent.host,
+                "--libvirt-uri",
+                agent.uri,
+                "--kubeconfig",
+                str(plane.kubeconfig),
+                "--domain-type",
+                agent.domain_type,
+                "--state-dir",
+                str(agent_state),
+                "--image-dir",
+                str(agent_state / "images"),
+                *boot,
+            ],
+            log=logs / f"agent-{agent.host}.log",
+        )
+    (state_dir / PROCESSES).write_text(json.dumps(pids, indent=2))
+    say(f"controller and {len(agents)} agents started (logs in {logs}).")
+    wait_hosts_ready(plane, [a.host for a in agents], timeout=120)
+    say("every host is Ready.")
+    return plane
+
+
+def wait_hosts_ready(plane: ControlPlane, names: Sequence[str], *, timeout: float) -> None:
+    """Wait until each HypervisorHost reports its capacity and the controller says Ready."""
+    deadline = time.monotonic() + timeout
+    waiting = list(names)
+    while waiting and time.monotonic() < deadline:
+        done = plane.kubectl("get", "hvh", *waiting, "-o", "json", check=False)
+        items = json.loads(done.stdout).get("items", []) if done.returncode == 0 else []
+        ready = {
+            item["metadata"]["name"]
+            for item in items
+            if (item.get("status") or {}).get("capacity")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (item.get("status") or {}).get("conditions") or []
+            )
+        }
+        waiting = [n for n in waiting if n not in ready]
+        if waiting:
+            time.sleep(0.5)
+    if waiting:
+        raise controlplane.ControlPlaneError(
+            f"hosts {', '.join(waiting)} not Ready after {timeout:.0f}s; see the agent logs"
+        )
+
+
+def _hypervisors(state_dir: Path, count: int, say: Callable[[str], None]) -> list[Agent]:
+    missing = hosts.missing_prerequisites()
+    if missing:
+        say(
+            f"libvirtd cannot run here (missing: {', '.join(missing)}); falling back to "
+            "libvirt's embedded test:///default driver: VMs are simulated, no guest boots."
+        )
+        return [Agent(f"test-host-{i}", "test:///default", "test") for i in range(1, count + 1)]
+    started = hosts.start_hosts(count, state_dir=state_dir / "hosts")
+    say(
+        f"{len(started)} libvirtd hosts with QEMU (TCG): "
+        + ", ".join(f"{h.name} at {h.uri}" for h in started)
+    )
+    return [Agent(h.name, h.uri, "qemu") for h in started]
+
+
+def _spawn(argv: list[str], *, log: Path) -> int:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def _running(state_dir: Path) -> bool:
+    path = state_dir / PROCESSES
+    if not path.exists():
+        return False
+    pids: dict[str, int] = json.loads(path.read_text())
+    return all(_alive(pid) for pid in pids.values())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    )
+
+
+def stop(state_dir: Path, *, timeout: float = 30.0) -> None:
+    """Stop the agents and the controller, then the hosts, then the control plane."""
+    path = state_dir / PROCESSES
+    if path.exists():
+        pids: dict[str, int] = json.loads(path.read_text())
+        for pid in pids.values():
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + timeout
+        for pid in pids.values():
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        path.unlink()
+    if (state_dir / "hosts").exists():
+        hosts.stop_hosts(state_dir / "hosts")
+    controlplane.stop(state_dir)
