@@ -217,7 +217,7 @@ def test_metrics_services_select_the_pods_and_the_servicemonitor_the_services(
 
 
 def libvirtd_in_pod_overlay(where: Path) -> Path:
-    """An overlay of the base with the libvirtd-in-pod component, as docs/install.md shows."""
+    """An overlay of the base with the libvirtd-in-pod component, as the README shows."""
     base = os.path.relpath(MANIFESTS, where)
     where.joinpath("kustomization.yaml").write_text(
         f"resources: [{base}]\ncomponents: [{base}/components/libvirtd-in-pod]\n"
