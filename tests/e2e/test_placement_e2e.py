@@ -1,0 +1,164 @@
+"""Placement through the whole stack: bursts, capacity, pinning, a controller crash."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
+
+
+def vm(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {"memory": {"size": "128Mi"}, **spec},
+    }
+
+
+def patch_host(stack: Any, host: str, spec: dict[str, Any]) -> None:
+    stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+@pytest.fixture
+def host_specs(stack: Any) -> Iterator[None]:
+    """Hosts whose spec a test changes get their original spec back afterwards."""
+    saved = {h.name: stack.get("hvh", h.name)["spec"] for h in stack.hosts}
+    try:
+        yield
+    finally:
+        for name, spec in saved.items():
+            stack.kubectl(
+                "patch",
+                "hvh",
+                name,
+                "--type=merge",
+                "-p",
+                json.dumps(
+                    {
+                        "spec": {
+                            "allocationRatios": None,
+                            "cpuDedicatedSet": None,
+                            "cpuSharedSet": None,
+                            **spec,
+                        }
+                    }
+                ),
+            )
+
+
+def allocatable_cpu(stack: Any, host: str) -> int:
+    return int(stack.get("hvh", host)["status"]["allocatable"]["cpu"])
+
+
+def phases(stack: Any, namespace: str) -> Counter[str]:
+    return Counter((v.get("status") or {}).get("phase") for v in stack.vms(namespace))
+
+
+def running_per_host(stack: Any, namespace: str) -> Counter[str]:
+    return Counter(
+        v["status"]["host"]
+        for v in stack.vms(namespace)
+        if (v.get("status") or {}).get("phase") == "Running"
+    )
+
+
+def test_twenty_vms_where_fifteen_fit(stack: Any, namespace: str, host_specs: None) -> None:
+    first, second = (h.name for h in stack.hosts)
+    cpus = {h: allocatable_cpu(stack, h) // 4 for h in (first, second)}  # default ratio 4.0
+    # Ratios chosen so the two hosts hold exactly 15 one-vCPU VMs between them.
+    patch_host(stack, first, {"allocationRatios": {"cpu": 8 / cpus[first]}})
+    patch_host(stack, second, {"allocationRatios": {"cpu": 7 / cpus[second]}})
+    eventually(
+        lambda: allocatable_cpu(stack, first) == 8 and allocatable_cpu(stack, second) == 7,
+        what="the new ratios in the hosts' allocatable",
+    )
+    stack.apply(namespace, *(vm(f"burst-{i:02d}") for i in range(20)))
+    eventually(
+        lambda: phases(stack, namespace) == Counter(Running=15, Unschedulable=5),
+        timeout=240,
+        what=f"15 Running and 5 Unschedulable (have {phases(stack, namespace)})",
+    )
+    per_host = running_per_host(stack, namespace)
+    assert per_host[first] <= 8 and per_host[second] <= 7, per_host
+    for name in (first, second):
+        assert len(stack.domains(name)) == per_host[name]
+
+    running = sorted(
+        v["metadata"]["name"] for v in stack.vms(namespace) if v["status"]["phase"] == "Running"
+    )[:5]
+    stack.kubectl("delete", "vm", *running, "-n", namespace, "--wait=false")
+    eventually(
+        lambda: phases(stack, namespace) == Counter(Running=15),
+        timeout=240,
+        what=f"the 5 waiting VMs to start (have {phases(stack, namespace)})",
+    )
+    per_host = running_per_host(stack, namespace)
+    assert per_host[first] <= 8 and per_host[second] <= 7, per_host
+
+
+def test_controller_killed_mid_burst_converges_without_doubles(stack: Any, namespace: str) -> None:
+    stack.apply(namespace, *(vm(f"crash-{i}") for i in range(8)))
+    eventually(
+        lambda: sum(1 for v in stack.vms(namespace) if (v.get("status") or {}).get("host")) >= 2,
+        timeout=60,
+        what="the first bindings",
+    )
+    stack.controller.kill()
+    stack.controller.start()
+    eventually(
+        lambda: phases(stack, namespace) == Counter(Running=8),
+        timeout=180,
+        what=f"all 8 Running after the restart (have {phases(stack, namespace)})",
+    )
+    domains = Counter(uid for h in stack.hosts for uid in stack.domains(h.name))
+    for v in stack.vms(namespace):
+        uid = v["metadata"]["uid"]
+        assert domains[uid] == 1, f"{v['metadata']['name']} has {domains[uid]} domains"
+        assert uid in stack.domains(v["status"]["host"])
+    events = json.loads(
+        stack.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "reason=Scheduled", "-o", "json"
+        ).stdout
+    )["items"]
+    placed = Counter(e["involvedObject"]["name"] for e in events)
+    assert all(count == 1 for count in placed.values()), placed
+
+
+def test_dedicated_vcpus_are_pinned_as_placement_says(
+    stack: Any, namespace: str, host_specs: None
+) -> None:
+    host = stack.hosts[0].name
+    other = stack.hosts[1].name
+    patch_host(stack, host, {"cpuDedicatedSet": "1", "cpuSharedSet": "0"})
+    eventually(
+        lambda: stack.get("hvh", host)["status"]["allocatable"]["cpu"] == 5,
+        what="1 dedicated + 4 shared allocatable CPUs",
+    )
+    dedicated = {"vcpus": 1, "policy": "dedicated"}
+    stack.apply(namespace, vm("pinned-0", cpu=dedicated))
+    placed = stack.wait_phase(namespace, "pinned-0", "Running")
+    assert placed["status"]["host"] == host
+    pins = [p for c in placed["status"]["placement"]["cells"] for p in c["vcpuPins"]]
+    assert pins == [{"vcpu": 0, "pcpu": 1}]
+    live = ET.fromstring(stack.virsh(host, "dumpxml", placed["metadata"]["uid"]))
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in live.findall("cputune/vcpupin")] == [
+        ("0", "1")
+    ]
+    host_cell = placed["status"]["placement"]["cells"][0]["hostCell"]
+    assert live.find("numatune/memory").get("nodeset") == str(host_cell)
+
+    # The only dedicated pCPU is taken: a second pinned VM must wait, not share it.
+    stack.apply(namespace, vm("pinned-1", cpu=dedicated))
+    waiting = stack.wait_phase(namespace, "pinned-1", "Unschedulable")
+    scheduled = next(c for c in waiting["status"]["conditions"] if c["type"] == "Scheduled")
+    assert "dedicated" in scheduled["message"], scheduled["message"]
+    assert other not in {v["status"].get("host") for v in stack.vms(namespace)}
