@@ -107,20 +107,26 @@ def what_if(
     snapshots = [inputs.host_snapshot(host) for host in hosts]
     by_name = {snapshot.name: snapshot for snapshot in snapshots}
     me = inputs.vm_key(vm)
-    claims = []
+    claims, unheld = [], []
     for other in vms:
         if inputs.vm_key(other) == me or other.status is None or not other.status.host:
             continue
         host = by_name.get(other.status.host)
         claim = inputs.claim(other, host) if host is not None else None
-        if claim is not None:
+        if claim is None:
+            continue
+        # A status naming host NUMA cells the host does not report cannot be held.
+        cells = {cell.id for cell in host.numa_cells} if host is not None else set()
+        if claim.numa is not None and any(c.host_cell not in cells for c in claim.numa.cells):
+            unheld.append(claim)
+        else:
             claims.append(claim)
     state = PlacementState.rebuild(snapshots, claims, defaults=ratios)
     request = inputs.request(vm)
     return (
         scheduler.select_host(state, request),
         explaining.explain(state, request),
-        list(state.conflicts),
+        [*unheld, *state.conflicts],
     )
 
 

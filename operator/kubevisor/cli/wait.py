@@ -89,6 +89,8 @@ def judge(obj: Object | None, goal: Goal) -> Verdict:
     status: Object = obj.get("status") or {}
     if meta.get("deletionTimestamp"):
         return Verdict("pending", "it is being deleted")
+    if not status:
+        return Verdict("pending", "no status yet: is the kubevisor controller running?")
     generation = meta.get("generation")
     observed = status.get("observedGeneration")
     if observed is None or (generation is not None and observed != generation):
