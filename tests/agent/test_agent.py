@@ -95,6 +95,8 @@ def agent(
             tiny_guest.cmdline,
             "--shutdown-grace",
             "20",
+            "--metrics-port",
+            "0",
         ],
     )
     proc.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from harness import ManagedProcess, eventually
-from kubevisor.testbed.controlplane import ControlPlane
+from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
 
@@ -26,6 +27,20 @@ class Stack:
     controller: ManagedProcess
     agents: dict[str, ManagedProcess]
     state_dirs: dict[str, Path]
+    metrics_ports: dict[str, int]
+    """Prometheus port per process: "controller" and each host name (its agent)."""
+
+    def scrape(self, process: str) -> dict[str, float]:
+        """Every sample of a process's /metrics, keyed by `name{labels}` as exposed."""
+        url = f"http://127.0.0.1:{self.metrics_ports[process]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                samples[key] = float(value)
+        return samples
 
     def kubectl(self, *args: str, **kwargs: Any) -> Any:
         return self.plane.kubectl(*args, **kwargs)
@@ -74,7 +89,7 @@ class Stack:
 
 
 def agent_process(
-    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path
+    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path, metrics_port: int
 ) -> ManagedProcess:
     return ManagedProcess(
         [
@@ -103,6 +118,8 @@ def agent_process(
             "15",
             "--lease-duration",
             "8",
+            "--metrics-port",
+            str(metrics_port),
         ],
         log=state / "agent.log",
     )
@@ -117,6 +134,7 @@ def stack(
 ) -> Iterator[Stack]:
     control_plane.kubectl("create", "namespace", "kubevisor-system", check=False)
     root = tmp_path_factory.mktemp("stack")
+    ports = free_ports(1 + len(local_hosts))
     controller = ManagedProcess(
         [
             sys.executable,
@@ -125,17 +143,21 @@ def stack(
             "--kubeconfig",
             str(control_plane.kubeconfig),
             "--standalone",
+            "--metrics-port",
+            str(ports[0]),
         ],
         log=root / "controller.log",
     ).start()
     agents: dict[str, ManagedProcess] = {}
     states: dict[str, Path] = {}
-    for host in local_hosts:
+    metrics = {"controller": ports[0]}
+    for host, port in zip(local_hosts, ports[1:], strict=True):
         states[host.name] = root / host.name
         states[host.name].mkdir()
-        agents[host.name] = agent_process(control_plane, host, tiny_guest, states[host.name])
+        agents[host.name] = agent_process(control_plane, host, tiny_guest, states[host.name], port)
         agents[host.name].start()
-    stack = Stack(control_plane, local_hosts, controller, agents, states)
+        metrics[host.name] = port
+    stack = Stack(control_plane, local_hosts, controller, agents, states, metrics)
     try:
         for host in local_hosts:
             eventually(

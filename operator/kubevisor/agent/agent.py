@@ -19,12 +19,14 @@ import contextlib
 import datetime
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from kubevisor import metrics
 from kubevisor.agent import hoststatus
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.workqueue import WorkQueue
@@ -216,11 +218,14 @@ class Agent:
         while True:
             key = await self.queue.get()
             try:
-                await self.reconcile(key)
+                with metrics.timed(metrics.RECONCILE_DURATION, "agent-vm"):
+                    await self.reconcile(key)
             except RetryableError as error:
+                metrics.RECONCILE_ERRORS.labels("agent-vm").inc()
                 log.info("%s: will retry in %.0fs: %s", key, error.delay, error)
                 self.queue.add_after(key, error.delay)
             except Exception:
+                metrics.RECONCILE_ERRORS.labels("agent-vm").inc()
                 log.exception("%s: reconcile failed", key)
                 self.queue.add_after(key, 5.0)
             finally:
@@ -251,7 +256,12 @@ class Agent:
 
     async def _fence(self) -> None:
         """Destroy and remove every kubevisor domain that is not bound to this host."""
-        for info in await self.hv.list_domains():
+        with metrics.timed(metrics.LIBVIRT_CALL_DURATION, "list"):
+            domains = await self.hv.list_domains()
+        states = Counter(info.state.value for info in domains)
+        for state in DomainState:
+            metrics.DOMAINS.labels(state.value).set(states.get(state.value, 0))
+        for info in domains:
             key = self.keys_by_uid.get(info.uuid)
             if key is not None and key in self.vms:
                 continue
@@ -353,7 +363,8 @@ class Agent:
 
     async def _observe(self, uid: str) -> DomainObservation | None:
         try:
-            info = await self.hv.state(uid)
+            with metrics.timed(metrics.LIBVIRT_CALL_DURATION, "state"):
+                info = await self.hv.state(uid)
         except DomainNotFound:
             return None
         hardware = ""
@@ -370,6 +381,10 @@ class Agent:
 
     async def _act(self, action: Action, vm: VirtualMachine, uid: str) -> None:
         log.info("%s/%s: %s", vm.metadata.get("namespace"), vm.metadata.get("name"), action)
+        with metrics.timed(metrics.LIBVIRT_CALL_DURATION, action.value):
+            await self._perform(action, vm, uid)
+
+    async def _perform(self, action: Action, vm: VirtualMachine, uid: str) -> None:
         if action is Action.DEFINE_AND_START:
             files = await self.files.prepare(vm, uid)
             xml = domain.render(

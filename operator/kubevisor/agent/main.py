@@ -14,6 +14,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from kubevisor import metrics
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.core.domain import BootFiles, DomainType
 from kubevisor.drivers.libvirt import LibvirtHypervisor
@@ -49,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-duration", type=int, default=40, help="seconds")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds")
     parser.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--metrics-port", type=int, default=9091, help="serve /metrics here (0: off)"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -65,6 +69,7 @@ def domain_type(choice: str, *, offered: Sequence[str]) -> DomainType:
 
 
 async def run(args: argparse.Namespace) -> None:
+    metrics.serve(args.metrics_port)
     hypervisor = LibvirtHypervisor(args.libvirt_uri)
     await hypervisor.connect()
     facts = await hypervisor.host_facts()

@@ -11,7 +11,14 @@ Failures come in two kinds (STYLE.md rule 7): `RetryableError` (try again after 
 seconds: the daemon is restarting, the domain is mid-transition) and `PermanentError`
 (retrying the same request cannot help: the XML is invalid, the host cannot run that
 configuration). `DomainNotFound` is permanent for the call that raised it, and the agent
-usually treats it as "already gone".
+usually treats it as "already gone". `MigrationAborted` is what `migrate` raises when the
+migration job was aborted (by `abort_job`, or by an operator with `virsh domjobabort`): the
+guest still runs on the source, and nothing should retry it without a new decision.
+
+Live migration is driven from the source host: `migrate` runs the whole transfer and
+returns once the guest runs on the destination, while other tasks watch it with
+`job_stats` and steer it with `abort_job`, `start_post_copy`, `set_max_downtime` and
+`set_bandwidth` (the source agent's monitor, deciding with `core.migration.judge`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ import dataclasses
 import enum
 from collections.abc import AsyncIterator
 from typing import Protocol
+
+from kubevisor.core.migration import JobStats
+
+__all__ = ["JobStats"]  # the driver speaks core's value for a migration job's statistics
 
 
 class HypervisorError(Exception):
@@ -44,6 +55,10 @@ class PermanentError(HypervisorError):
 
 class DomainNotFound(PermanentError):
     """No domain with that UUID on this hypervisor."""
+
+
+class MigrationAborted(PermanentError):
+    """The migration job was aborted before it completed; the guest stays on the source."""
 
 
 class DomainState(enum.Enum):
@@ -218,3 +233,47 @@ class Hypervisor(Protocol):
         Each call is an independent subscriber; iterate it from the agent's event loop.
         """
         ...
+
+    # --- live migration (source side) ---
+
+    async def migrate(
+        self,
+        uuid: str,
+        *,
+        dest_uri: str,
+        xml: str | None = None,
+        bandwidth_mibps: int | None = None,
+        auto_converge: bool = False,
+        post_copy: bool = False,
+        max_downtime_ms: int | None = None,
+        migrate_uri: str | None = None,
+    ) -> None:
+        """Live-migrate a running domain to the hypervisor at `dest_uri`; return once it
+        runs there, is persistent there and is gone from here.
+
+        `xml` is the domain as the destination must define and run it (re-rendered for the
+        target's pCPUs); None keeps the source's. `bandwidth_mibps` None or 0 is unlimited.
+        `post_copy` only permits `start_post_copy` later; it switches nothing by itself.
+        `migrate_uri` is where the destination's QEMU listens (e.g. "tcp://10.0.0.2"); None
+        lets the destination pick (its hostname, or qemu.conf's migration_host).
+        Raises MigrationAborted after `abort_job`, other HypervisorErrors on failure; either
+        way the guest still runs on the source unless the job had switched to post-copy.
+        """
+
+    async def job_stats(self, uuid: str) -> JobStats | None:
+        """Statistics of the domain's running migration job; None when none runs."""
+
+    async def abort_job(self, uuid: str) -> None:
+        """Abort the domain's running migration (its `migrate` raises MigrationAborted);
+        no-op when no job runs. PermanentError once in post-copy: it can no longer abort."""
+
+    async def start_post_copy(self, uuid: str) -> None:
+        """Switch the running migration to post-copy: the guest resumes on the destination
+        and pulls the pages it still lacks. PermanentError unless `migrate` ran with
+        `post_copy=True` and a migration is in progress."""
+
+    async def set_max_downtime(self, uuid: str, ms: int) -> None:
+        """The longest pause allowed for the final switch-over of the running migration."""
+
+    async def set_bandwidth(self, uuid: str, mibps: int) -> None:
+        """Cap the running migration's bandwidth in MiB/s; 0 is unlimited."""

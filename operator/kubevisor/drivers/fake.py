@@ -5,15 +5,24 @@ Tests construct a `FakeHypervisor`, hand it to the code under test instead of a
 follow the `TRANSITIONS` table (the same states, reasons and events libvirt reports), and
 tests can make the next calls fail (`fail_next`), make a guest ignore the power button
 (`ignore_acpi`), or simulate losing and regaining the hypervisor (`disconnect`/`reconnect`).
+
+Fakes that share a `network` dict (URI -> fake) can live-migrate to each other. A migration
+advances in ticks of 100 ms of fake time, one per turn of the event loop (plus
+`migration_tick` real seconds), moving bandwidth x 0.1 s bytes of the domain's memory per
+tick (`FAST_MIBPS` when unlimited), so its `job_stats` progress deterministically while
+other tasks poll, abort or switch it to post-copy. Tests steer a migration in flight through
+`migrations[uuid]` (e.g. `stalled = True`, `dirty_bytes_per_tick`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 
+from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
 
 S = base.DomainState
@@ -39,6 +48,12 @@ NO_OPS: frozenset[tuple[str, S]] = frozenset(
         ("destroy", S.SHUTOFF),
     }
 )
+
+
+MIB = 1024 * 1024
+TICK_MS = 100  # fake time per migration tick
+FAST_MIBPS = 1024  # what "unlimited" bandwidth moves in the fake
+DEFAULT_MAX_DOWNTIME_MS = 300  # QEMU's default downtime-limit
 
 
 def default_host_facts(uri: str = "fake:///") -> base.HostFacts:
@@ -84,17 +99,74 @@ class FakeDomain:
     reason: str = "unknown"
     persistent: bool = True
     ignore_acpi: bool = False  # the guest does not power off when asked
+    max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS  # QEMU's migration downtime-limit
 
     def info(self) -> base.DomainInfo:
         return base.DomainInfo(self.uuid, self.name, self.state, self.reason, self.persistent)
 
 
+@dataclasses.dataclass
+class FakeMigration:
+    """An outgoing migration of the fake; tests may read and steer it while it runs."""
+
+    uuid: str
+    dest: FakeHypervisor
+    xml: str
+    total: int
+    bandwidth_mibps: int  # 0: unlimited (FAST_MIBPS)
+    post_copy_allowed: bool
+    auto_converge: bool
+    processed: int = 0
+    remaining: int = 0
+    elapsed_ms: int = 0
+    stalled: bool = False  # no byte moves, as with a dead network (for stall judging)
+    dirty_bytes_per_tick: int = 0  # the guest re-dirties this much per tick (convergence)
+    post_copy: bool = False
+    aborted: bool = False
+
+    def stats(self) -> JobStats:
+        return JobStats(
+            data_total=self.total,
+            data_processed=self.processed,
+            data_remaining=self.remaining,
+            memory_iteration=1 + self.processed // max(self.total, 1),
+            bandwidth_bps=0 if self.stalled else self.speed_mibps() * MIB,
+            time_elapsed_ms=self.elapsed_ms,
+            dirty_rate_pps=self.dirty_bytes_per_tick * 1000 // TICK_MS // 4096,
+            post_copy=self.post_copy,
+        )
+
+    def speed_mibps(self) -> int:
+        return self.bandwidth_mibps or FAST_MIBPS
+
+    def tick(self) -> None:
+        self.elapsed_ms += TICK_MS
+        if self.stalled:
+            return
+        sent = min(self.remaining, self.speed_mibps() * MIB * TICK_MS // 1000)
+        self.processed += sent
+        self.remaining -= sent
+        if self.remaining:
+            self.remaining = min(self.total, self.remaining + self.dirty_bytes_per_tick)
+
+
 class FakeHypervisor:
     """In-memory hypervisor; see the module docstring."""
 
-    def __init__(self, *, uri: str = "fake:///", facts: base.HostFacts | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        uri: str = "fake:///",
+        facts: base.HostFacts | None = None,
+        network: dict[str, FakeHypervisor] | None = None,
+        migration_tick: float = 0.0,
+    ) -> None:
         self._uri = uri
         self.facts = facts or default_host_facts(uri)
+        self.network = network if network is not None else {}
+        self.network[uri] = self
+        self.migration_tick = migration_tick
+        self.migrations: dict[str, FakeMigration] = {}  # outgoing, by domain UUID
         self.domains: dict[str, FakeDomain] = {}
         self.calls: list[tuple[str, str]] = []  # (operation, uuid or "")
         self.connected = False
@@ -200,7 +272,126 @@ class FakeHypervisor:
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()
 
+    # --- live migration ---
+
+    async def migrate(
+        self,
+        uuid: str,
+        *,
+        dest_uri: str,
+        xml: str | None = None,
+        bandwidth_mibps: int | None = None,
+        auto_converge: bool = False,
+        post_copy: bool = False,
+        max_downtime_ms: int | None = None,
+        migrate_uri: str | None = None,
+    ) -> None:
+        domain = self._domain("migrate", uuid)
+        doing = f"migrating {uuid} to {dest_uri}"
+        dest = self.network.get(dest_uri)
+        if dest is None or not dest.connected:
+            raise base.RetryableError(f"{doing}: unable to connect to {dest_uri}", delay=2.0)
+        if domain.state not in (S.RUNNING, S.PAUSED):
+            raise base.RetryableError(f"{doing}: domain is not running", delay=1.0)
+        if uuid in self.migrations:
+            raise base.RetryableError(f"{doing}: a migration job is already running", delay=1.0)
+        if uuid in dest.domains and dest.domains[uuid].state is not S.SHUTOFF:
+            raise base.RetryableError(f"{doing}: domain already exists on {dest_uri}")
+        target_xml = domain.xml if xml is None else xml
+        root = self._parse(target_xml)
+        if (root.findtext("uuid") or uuid).lower() != uuid:
+            raise base.PermanentError(f"{doing}: the destination XML names another domain")
+        if max_downtime_ms is not None:
+            domain.max_downtime_ms = max_downtime_ms
+        total = _memory_bytes(root)
+        migration = FakeMigration(
+            uuid=uuid,
+            dest=dest,
+            xml=target_xml,
+            total=total,
+            remaining=total,
+            bandwidth_mibps=bandwidth_mibps or 0,
+            post_copy_allowed=post_copy,
+            auto_converge=auto_converge,
+        )
+        self.migrations[uuid] = migration
+        try:
+            while migration.remaining and not migration.post_copy:
+                await asyncio.sleep(self.migration_tick)
+                if migration.aborted:
+                    raise base.MigrationAborted(
+                        f"{doing}: operation aborted: job 'migration out' canceled by client"
+                    )
+                migration.tick()
+        finally:
+            del self.migrations[uuid]
+        # Like libvirt: the source pauses for the switch-over, stops, and forgets the domain;
+        # the destination starts it, resumes it and keeps it defined (PERSIST_DEST).
+        del self.domains[uuid]
+        for kind, detail in ((E.SUSPENDED, "migrated"), (E.STOPPED, "migrated")):
+            self._events.publish(base.DomainEvent(uuid, domain.name, kind, detail))
+        self._events.publish(base.DomainEvent(uuid, domain.name, E.UNDEFINED, "removed"))
+        name = root.findtext("name") or domain.name
+        reason = "postcopy" if migration.post_copy else "migrated"
+        dest.domains[uuid] = FakeDomain(uuid, name, target_xml, S.RUNNING, reason)
+        for kind, detail in (
+            (E.STARTED, "migrated"),
+            (E.RESUMED, "postcopy" if migration.post_copy else "migrated"),
+            (E.DEFINED, "added"),
+        ):
+            dest.emit(base.DomainEvent(uuid, name, kind, detail))
+
+    async def job_stats(self, uuid: str) -> JobStats | None:
+        self._domain("job_stats", uuid)
+        migration = self.migrations.get(uuid)
+        return None if migration is None else migration.stats()
+
+    async def abort_job(self, uuid: str) -> None:
+        self._domain("abort_job", uuid)
+        migration = self.migrations.get(uuid)
+        if migration is None:
+            return
+        if migration.post_copy:
+            raise base.PermanentError(
+                f"aborting the job of {uuid}: cannot abort migration in post-copy mode"
+            )
+        migration.aborted = True
+
+    async def start_post_copy(self, uuid: str) -> None:
+        domain = self._domain("start_post_copy", uuid)
+        migration = self.migrations.get(uuid)
+        doing = f"switching {uuid} to post-copy"
+        if migration is None:
+            raise base.PermanentError(
+                f"{doing}: post-copy can only be started while outgoing migration is in progress"
+            )
+        if not migration.post_copy_allowed:
+            raise base.PermanentError(
+                f"{doing}: switching to post-copy requires migration to be started with "
+                "VIR_MIGRATE_POSTCOPY flag"
+            )
+        if not migration.post_copy:
+            migration.post_copy = True
+            domain.state, domain.reason = S.PAUSED, "postcopy"
+            self._events.publish(base.DomainEvent(uuid, domain.name, E.SUSPENDED, "postcopy"))
+
+    async def set_max_downtime(self, uuid: str, ms: int) -> None:
+        domain = self._domain("set_max_downtime", uuid)
+        self._require_active(domain, "setting the migration downtime of")
+        domain.max_downtime_ms = ms
+
+    async def set_bandwidth(self, uuid: str, mibps: int) -> None:
+        domain = self._domain("set_bandwidth", uuid)
+        self._require_active(domain, "setting the migration bandwidth of")
+        if (migration := self.migrations.get(uuid)) is not None:
+            migration.bandwidth_mibps = mibps
+
     # --- internals ---
+
+    @staticmethod
+    def _require_active(domain: FakeDomain, doing: str) -> None:
+        if domain.state is S.SHUTOFF:
+            raise base.RetryableError(f"{doing} {domain.uuid}: domain is not running", delay=1.0)
 
     def _enter(self, operation: str, uuid: str) -> None:
         self.calls.append((operation, uuid))
@@ -235,6 +426,16 @@ class FakeHypervisor:
             return ET.fromstring(xml)
         except ET.ParseError as error:
             raise base.PermanentError(f"defining a domain: invalid XML: {error}") from error
+
+
+def _memory_bytes(root: ET.Element) -> int:
+    """<memory> of a domain XML in bytes (64 MiB when absent, like the contract tests')."""
+    memory = root.find("memory")
+    if memory is None or not (memory.text or "").strip():
+        return 64 * MIB
+    units = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": MIB, "mib": MIB}
+    units |= {"g": 1024 * MIB, "gib": 1024 * MIB}
+    return int(memory.text or 0) * units.get(memory.get("unit", "KiB").lower(), 1024)
 
 
 def _conforms(driver: FakeHypervisor) -> base.Hypervisor:

@@ -9,7 +9,15 @@ restarted, keepalive timed out, EOF), publishes `ConnectionEvent`s and reconnect
 capped exponential back-off.
 
 libvirt errors become `RetryableError` / `PermanentError` / `DomainNotFound` through the
-`ERROR_KINDS` table.
+`ERROR_KINDS` table; an aborted migration becomes `MigrationAborted`.
+
+A live migration occupies one of the pool's threads for its whole transfer
+(virDomainMigrateToURI3 blocks until the guest runs on the destination) and runs on a
+connection of its own: on the shared connection, which has the lifecycle callback
+registered, every other call (job statistics, even a domain's state) stalled behind the
+migration's reply until the transfer ended (libvirt 9.0; seen on the local test hosts).
+Job statistics, abort, post-copy and tuning calls use the shared connection meanwhile;
+libvirt allows them during the migration's async job.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
 
 log = logging.getLogger(__name__)
@@ -648,6 +657,80 @@ class LibvirtHypervisor:
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()
 
+    # --- live migration ---
+
+    async def migrate(
+        self,
+        uuid: str,
+        *,
+        dest_uri: str,
+        xml: str | None = None,
+        bandwidth_mibps: int | None = None,
+        auto_converge: bool = False,
+        post_copy: bool = False,
+        max_downtime_ms: int | None = None,
+        migrate_uri: str | None = None,
+    ) -> None:
+        flags = migrate_flags(auto_converge=auto_converge, post_copy=post_copy)
+        params = migrate_params(xml=xml, bandwidth_mibps=bandwidth_mibps, migrate_uri=migrate_uri)
+        transfer = asyncio.ensure_future(
+            self._call(
+                f"migrating {uuid} to {dest_uri}",
+                lambda _shared: _migrate(
+                    self._uri, uuid, dest_uri, params, flags, keepalive=self._keepalive
+                ),
+            )
+        )
+        try:
+            if max_downtime_ms is not None:
+                await self._set_downtime_once_running(uuid, max_downtime_ms, transfer)
+            await transfer
+        except base.HypervisorError as error:
+            if error.code == libvirt.VIR_ERR_OPERATION_ABORTED:
+                raise base.MigrationAborted(str(error), code=error.code) from error
+            raise
+        finally:
+            if not transfer.done():  # we were cancelled: the job must not outlive us
+                with contextlib.suppress(base.HypervisorError):
+                    await self.abort_job(uuid)
+                with contextlib.suppress(BaseException):
+                    await transfer
+
+    async def _set_downtime_once_running(
+        self, uuid: str, ms: int, transfer: asyncio.Future[None]
+    ) -> None:
+        """libvirt 9 has no migration parameter for the downtime, and older releases refuse
+        migrateSetMaxDowntime before the job exists, so wait for the job, then set it."""
+        while not transfer.done():
+            if await self._domain_call("reading the job of", uuid, _has_job):
+                try:
+                    await self.set_max_downtime(uuid, ms)
+                except base.HypervisorError:
+                    if not transfer.done():
+                        raise
+                return
+            await asyncio.sleep(_DOWNTIME_POLL)
+
+    async def job_stats(self, uuid: str) -> JobStats | None:
+        return await self._domain_call("reading the job statistics of", uuid, _job_stats)
+
+    async def abort_job(self, uuid: str) -> None:
+        await self._domain_call("aborting the job of", uuid, _abort_job)
+
+    async def start_post_copy(self, uuid: str) -> None:
+        await self._domain_call("switching to post-copy", uuid, _start_post_copy)
+
+    async def set_max_downtime(self, uuid: str, ms: int) -> None:
+        await self._domain_call(
+            "setting the migration downtime of", uuid, lambda d: d.migrateSetMaxDowntime(ms, 0)
+        )
+
+    async def set_bandwidth(self, uuid: str, mibps: int) -> None:
+        speed = mibps or UNLIMITED_MIBPS
+        await self._domain_call(
+            "setting the migration bandwidth of", uuid, lambda d: d.migrateSetMaxSpeed(speed, 0)
+        )
+
 
 # --- blocking helpers, run on the driver's threads -----------------------------------------
 
@@ -737,6 +820,137 @@ def _undefine(domain: libvirt.virDomain) -> None:
         if error.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
             raise
         domain.undefineFlags(_UNDEFINE_BASIC)
+
+
+# --- live migration helpers ----------------------------------------------------------------
+
+# Always: live, source libvirtd talks to the destination's (the agent holds no connection to
+# the target), the destination keeps the domain defined and the source forgets it, so the
+# domain exists persistently in exactly one place once the call returns.
+MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
+# libvirt's own "unlimited" (QEMU_DOMAIN_MIG_BANDWIDTH_MAX, INT64_MAX bytes/s in MiB/s);
+# 0 is not unlimited to QEMU.
+UNLIMITED_MIBPS = (2**63 - 1) // (1024 * 1024)
+_DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~100 ms)
+
+
+def migrate_flags(*, auto_converge: bool, post_copy: bool) -> int:
+    """The virDomainMigrateToURI3 flags for a kubevisor live migration."""
+    flags: int = MIGRATE_FLAGS
+    if auto_converge:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    if post_copy:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    return flags
+
+
+def migrate_params(
+    *, xml: str | None, bandwidth_mibps: int | None, migrate_uri: str | None
+) -> dict[str, Any]:
+    """The virDomainMigrateToURI3 typed parameters; the XML is both the live and the
+    persistent definition on the destination (it differs only in host-specific parts)."""
+    params: dict[str, Any] = {}
+    if xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = xml
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = xml
+    if bandwidth_mibps:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mibps
+    if migrate_uri is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+    return params
+
+
+def job_stats_from(stats: dict[str, Any], *, post_copy: bool) -> JobStats | None:
+    """virDomainGetJobStats's dictionary as JobStats; None unless a migration job runs."""
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    operation = stats.get(libvirt.VIR_DOMAIN_JOB_OPERATION)
+    if operation not in (
+        None,
+        libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT,
+        libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN,
+    ):
+        return None  # a save, dump or snapshot: not ours to judge
+
+    def field(name: str) -> int:
+        return int(stats.get(name, 0))
+
+    return JobStats(
+        data_total=field(libvirt.VIR_DOMAIN_JOB_DATA_TOTAL),
+        data_processed=field(libvirt.VIR_DOMAIN_JOB_DATA_PROCESSED),
+        data_remaining=field(libvirt.VIR_DOMAIN_JOB_DATA_REMAINING),
+        memory_iteration=field(libvirt.VIR_DOMAIN_JOB_MEMORY_ITERATION),
+        bandwidth_bps=field(libvirt.VIR_DOMAIN_JOB_MEMORY_BPS),
+        time_elapsed_ms=field(libvirt.VIR_DOMAIN_JOB_TIME_ELAPSED),
+        dirty_rate_pps=field(libvirt.VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
+        post_copy=post_copy,
+    )
+
+
+def _job_stats(domain: libvirt.virDomain) -> JobStats | None:
+    stats = domain.jobStats(0)
+    state, reason = domain.state()
+    # The source pauses in post-copy: the guest runs on the destination from then on.
+    post_copy = state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY
+    return job_stats_from(stats, post_copy=post_copy)
+
+
+def _migrate(
+    uri: str,
+    uuid: str,
+    dest_uri: str,
+    params: dict[str, Any],
+    flags: int,
+    *,
+    keepalive: tuple[int, int],
+) -> None:
+    """Migrate on a connection of its own (see the module docstring for why)."""
+    conn = libvirt.open(uri)
+    try:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(*keepalive)  # a dead source daemon fails the call, not hangs it
+        conn.lookupByUUIDString(uuid).migrateToURI3(dest_uri, params, flags)
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def _has_job(domain: libvirt.virDomain) -> bool:
+    return bool(domain.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE)
+
+
+def _abort_job(domain: libvirt.virDomain) -> None:
+    try:
+        domain.abortJob()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+        if not _has_job(domain):
+            return  # nothing runs (any more): what an abort wants
+        # libvirt refuses to abort a migration in post-copy: the guest runs on the target.
+        raise base.PermanentError(
+            f"aborting the job of {domain.UUIDString()}: {error.get_error_message()}",
+            code=error.get_error_code(),
+        ) from error
+
+
+def _start_post_copy(domain: libvirt.virDomain) -> None:
+    try:
+        domain.migrateStartPostCopy(0)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+        # No outgoing migration, or one started without VIR_MIGRATE_POSTCOPY: asking again
+        # cannot help this job.
+        raise base.PermanentError(
+            f"switching {domain.UUIDString()} to post-copy: {error.get_error_message()}",
+            code=error.get_error_code(),
+        ) from error
 
 
 def _conforms(driver: LibvirtHypervisor) -> base.Hypervisor:

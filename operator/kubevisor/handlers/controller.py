@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,10 +30,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kubevisor import metrics
+from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core import hosts as hostjudge
+from kubevisor.core import lifecycle
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Heartbeat, Judgement
 from kubevisor.core.placement import inputs, scheduler
@@ -167,6 +171,9 @@ class Controller:
         judgement = self._judge(name)
         before = self.judgements.get(name)
         self.judgements[name] = judgement
+        ready = Counter(j.ready for j in self.judgements.values())
+        metrics.HOSTS_READY.labels("true").set(ready[True])
+        metrics.HOSTS_READY.labels("false").set(ready[False])
         if before is None or before.ready != judgement.ready:
             log.info(
                 "host %s is %s: %s",
@@ -202,6 +209,20 @@ class Controller:
             previous=_conditions(current),
             now=self.clock(),
         )
+        inventory = self.state.inventory(name)
+        for resource, total in (
+            ("cpu", inventory.vcpu.total + inventory.pcpu.total),
+            ("memory", inventory.memory.total * quantity.MI),
+            ("disk", inventory.disk.total * quantity.MI),
+        ):
+            metrics.HOST_CAPACITY.labels(name, resource).set(total)
+        for gauge, amounts in (
+            (metrics.HOST_ALLOCATABLE, allocatable),
+            (metrics.HOST_ALLOCATED, allocated),
+        ):
+            gauge.labels(name, "cpu").set(amounts.cpu or 0)
+            gauge.labels(name, "memory").set(quantity.to_bytes(amounts.memory or "0"))
+            gauge.labels(name, "disk").set(quantity.to_bytes(amounts.disk or "0"))
         if vmstatus.differs(current, wanted):
             reply = await self.kube.apply_host_status(name, wanted)
             self.hosts[name] = reply
@@ -212,13 +233,23 @@ class Controller:
         key = vm_key(obj)
         if event == "DELETED":
             self.vms.pop(key, None)
+            self._count_phases()
             self.pending.pop(key, None)
             self.explained.pop(key, None)
             if self.state.release(key) is not None:
                 await self.retry_pending()
             return
         self.vms[key] = obj
-        await self.reconcile_vm(key)
+        self._count_phases()
+        with metrics.timed(metrics.RECONCILE_DURATION, "virtualmachine"):
+            await self.reconcile_vm(key)
+
+    def _count_phases(self) -> None:
+        phases = Counter(
+            (vm.get("status") or {}).get("phase") or "Pending" for vm in self.vms.values()
+        )
+        for phase in lifecycle.PHASES:
+            metrics.VMS.labels(phase).set(phases.get(phase, 0))
 
     async def retry_pending(self) -> None:
         for key in list(self.pending):
@@ -303,10 +334,15 @@ class Controller:
         async with self.lock:
             if key in self.state.claims():
                 return  # placed by a concurrent reconcile; its bind write is under way
-            decision = scheduler.place(
-                self.state, inputs.request(vm), options=self.settings.options
-            )
+            with metrics.timed(metrics.PLACEMENT_DURATION):
+                decision = scheduler.place(
+                    self.state, inputs.request(vm), options=self.settings.options
+                )
         if not isinstance(decision, Decision):
+            reasons = decision.explanation.reasons
+            metrics.PLACEMENT_DECISIONS.labels(
+                "unschedulable", reasons[0].filter if reasons else "no-hosts"
+            ).inc()
             message = decision.message
             self.pending[key] = None
             await self._write_vm_status(obj, binding=None, unschedulable=message)
@@ -314,6 +350,7 @@ class Controller:
                 self.explained[key] = message
                 await self._event(obj, "Warning", "FailedScheduling", message)
             return
+        metrics.PLACEMENT_DECISIONS.labels("placed", "none").inc()
         self.pending.pop(key, None)
         self.explained.pop(key, None)
         placement = inputs.placement_status(decision.numa)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import kopf
 
+from kubevisor import metrics
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Options
 from kubevisor.handlers import operator
@@ -59,6 +60,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="peering priority (default: from the pod/host name; replicas must differ)",
     )
     parser.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--metrics-port", type=int, default=9090, help="serve /metrics here (0: off)"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -71,6 +75,7 @@ def default_priority() -> int:
 async def run(args: argparse.Namespace) -> None:
     if args.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf's own login reads it
+    metrics.serve(args.metrics_port)
     kube = await Kube.connect(args.kubeconfig)
     kube.field_manager = "kubevisor-controller"
     controller = Controller(

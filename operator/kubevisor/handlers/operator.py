@@ -10,14 +10,26 @@ a host object is deleted only while the controller runs, like a Node).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import kopf
 
+from kubevisor import metrics
 from kubevisor.api.schema import GROUP, VERSION
 from kubevisor.handlers.controller import Controller
 
 HOST_CHECK_INTERVAL = 2.0
+
+
+@contextmanager
+def counting_errors(handler: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(handler).inc()
+        raise
 
 
 def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import aiohttp
 from kubernetes.aio import client, config, watch
 from kubernetes.aio.client.exceptions import ApiException
 
+from kubevisor import metrics
 from kubevisor.api.schema import API_VERSION, GROUP, VERSION
 from kubevisor.api.virtualmachine import PLURAL as VM_PLURAL
 
@@ -30,6 +32,7 @@ MERGE = "application/merge-patch+json"
 
 Object = dict[str, Any]
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("kubevisor.agent")
 
 
@@ -52,6 +55,28 @@ async def retrying(what: str, call: Callable[[], Awaitable[T]], *, cap: float = 
             log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, cap)
+
+
+def counted(verb: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Count a Kube method's requests in kubevisor_api_requests_total{verb, code}."""
+
+    def wrap(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(method)
+        async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                result = await method(*args, **kwargs)
+            except ApiException as error:
+                metrics.API_REQUESTS.labels(verb, str(error.status)).inc()
+                raise
+            except Exception:
+                metrics.API_REQUESTS.labels(verb, "error").inc()
+                raise
+            metrics.API_REQUESTS.labels(verb, "2xx").inc()
+            return result
+
+        return call
+
+    return wrap
 
 
 class Gone(Exception):
@@ -81,14 +106,17 @@ class Kube:
 
     # -- VirtualMachines ---------------------------------------------------------------
 
+    @counted("LIST")
     async def list_hosts(self) -> list[Object]:
         reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, HOST_PLURAL)
         return list(cast(Object, reply)["items"])
 
+    @counted("LIST")
     async def list_leases(self, namespace: str) -> list[Object]:
         reply = await self._leases.list_namespaced_lease(namespace)
         return [self._api.sanitize_for_serialization(item) for item in reply.items]
 
+    @counted("LIST")
     async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
         reply = await self._custom.list_cluster_custom_object(
             GROUP, VERSION, VM_PLURAL, label_selector=label_selector
@@ -126,6 +154,7 @@ class Kube:
         finally:
             await stream.close()
 
+    @counted("PATCH")
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of the main resource (labels, finalizers; never status)."""
         reply = await self._custom.patch_namespaced_custom_object(
@@ -133,6 +162,7 @@ class Kube:
         )
         return cast(Object, reply)
 
+    @counted("APPLY")
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
         body = {
             "apiVersion": API_VERSION,
@@ -155,6 +185,7 @@ class Kube:
 
     # -- HypervisorHosts ---------------------------------------------------------------
 
+    @counted("GET")
     async def get_host(self, name: str) -> Object | None:
         try:
             reply = await self._custom.get_cluster_custom_object(GROUP, VERSION, HOST_PLURAL, name)
@@ -164,6 +195,7 @@ class Kube:
             raise
         return cast(Object, reply)
 
+    @counted("POST")
     async def create_host(self, name: str, labels: dict[str, str]) -> Object:
         body = {
             "apiVersion": API_VERSION,
@@ -176,6 +208,7 @@ class Kube:
         )
         return cast(Object, reply)
 
+    @counted("APPLY")
     async def apply_host_status(self, name: str, status: Object) -> Object:
         body = {
             "apiVersion": API_VERSION,
@@ -197,6 +230,7 @@ class Kube:
 
     # -- heartbeat ---------------------------------------------------------------------
 
+    @counted("PATCH")
     async def renew_lease(self, *, namespace: str, name: str, duration: int) -> None:
         """Create or renew the host's Lease: one small write per heartbeat."""
         now = datetime.datetime.now(datetime.UTC)
@@ -224,6 +258,7 @@ class Kube:
 
     # -- events ------------------------------------------------------------------------
 
+    @counted("POST")
     async def event(
         self, *, involved: Object, type_: str, reason: str, message: str, component: str
     ) -> None:

@@ -118,7 +118,7 @@ def start(
     logs.mkdir(exist_ok=True)
     pki = _Pki(state_dir / "pki")
     pki.create()
-    etcd_port, peer_port, api_port = _free_ports(3)
+    etcd_port, peer_port, api_port = free_ports(3)
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     server = f"https://127.0.0.1:{api_port}"
@@ -293,7 +293,8 @@ def _terminate_group(pid: int, *, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Loopback TCP ports free right now (the usual small race applies)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:

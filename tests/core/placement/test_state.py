@@ -94,3 +94,14 @@ def test_ranking_follows_claims() -> None:
     state.release("x")
     assert list(state.ranked()) == ["a", "b"]
     assert state.usage("a") == HostUsage(cells=state.usage("a").cells)
+
+
+def test_claim_on_a_cell_the_host_lacks_is_a_conflict_not_a_crash() -> None:
+    from kubevisor.core.placement.model import CellFit, NumaFit
+
+    fit = NumaFit(cells=(CellFit(guest_cell=0, host_cell=7, memory_mib=64),))
+    claim = Claim(vm="ns/vm", host="h1", memory_mib=64, numa=fit)
+    state = PlacementState.rebuild([make_host("h1", cells=1)], [claim])
+    assert state.conflicts == [claim]
+    with pytest.raises(ClaimConflict, match=r"NUMA cells \[7\]"):
+        state.claim(claim)

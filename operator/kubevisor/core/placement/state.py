@@ -169,6 +169,10 @@ class PlacementState:
             )
         usage = self._usage[claim.host]
         if claim.numa is not None:
+            known = {cell.id for cell in host.numa_cells}
+            unknown = sorted({f.host_cell for f in claim.numa.cells} - known)
+            if unknown:
+                raise ClaimConflict(f"{claim.vm} uses NUMA cells {unknown} {claim.host} lacks")
             taken = claim.numa.pcpus
             if not taken <= host.dedicated_cpus:
                 raise ClaimConflict(f"{claim.vm} pins CPUs outside the dedicated set")
