@@ -326,18 +326,18 @@ class FakeHypervisor:
         finally:
             del self.migrations[uuid]
         # Like libvirt: the source pauses for the switch-over, stops, and forgets the domain;
-        # the destination starts it, resumes it and keeps it defined (PERSIST_DEST).
+        # the destination starts it, defines it (PERSIST_DEST) and resumes it.
+        # libvirt 9.0 sends no "undefined" for UNDEFINE_SOURCE: the domain is just gone.
         del self.domains[uuid]
         for kind, detail in ((E.SUSPENDED, "migrated"), (E.STOPPED, "migrated")):
             self._events.publish(base.DomainEvent(uuid, domain.name, kind, detail))
-        self._events.publish(base.DomainEvent(uuid, domain.name, E.UNDEFINED, "removed"))
         name = root.findtext("name") or domain.name
-        reason = "postcopy" if migration.post_copy else "migrated"
-        dest.domains[uuid] = FakeDomain(uuid, name, target_xml, S.RUNNING, reason)
+        # Once post-copy completes too, libvirt reports the target running as "migrated".
+        dest.domains[uuid] = FakeDomain(uuid, name, target_xml, S.RUNNING, "migrated")
         for kind, detail in (
             (E.STARTED, "migrated"),
-            (E.RESUMED, "postcopy" if migration.post_copy else "migrated"),
             (E.DEFINED, "added"),
+            (E.RESUMED, "postcopy" if migration.post_copy else "migrated"),
         ):
             dest.emit(base.DomainEvent(uuid, name, kind, detail))
 
