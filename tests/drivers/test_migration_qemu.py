@@ -24,7 +24,7 @@ from typing import TypeVar
 import libvirt
 import pytest
 
-from kubevisor.drivers import base
+from kubevisor.drivers import base, fake
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
@@ -41,10 +41,10 @@ BOOT_TIMEOUT = 60.0  # TCG boots the guest in about 3 s when the machine is idle
 SLOW_MEMORY_MIB = 256
 SLOW_MIBPS = 1
 TARGET_MARK = "rendered-for-the-target"
-# What each side's lifecycle events say, as "kind/detail" (FakeHypervisor says the same).
+# What each side's lifecycle events say, as "kind/detail": the fake's table, checked here.
 # The source does not report "undefined" although UNDEFINE_SOURCE removes the domain.
-SOURCE_EVENTS = ["suspended/migrated", "stopped/migrated"]
-TARGET_EVENTS = ["started/migrated", "defined/added", "resumed/migrated"]
+SOURCE_EVENTS = list(fake.MIGRATION_SOURCE_EVENTS)
+TARGET_EVENTS = list(fake.MIGRATION_TARGET_EVENTS)
 COUNTER = re.compile(rf"^{guest_image.COUNTER_PREFIX}(\d+)", re.MULTILINE)
 
 
@@ -283,6 +283,30 @@ def test_abort_keeps_the_guest_on_the_source(
             await counter_above(migrant.serial, counters(migrant.serial)[-1])
             assert_counted_without_restart(migrant.serial)
             print(f"\nabort: migrate() raised {latency * 1000:.0f} ms after abort_job was called")
+
+    asyncio.run(main())
+
+
+def test_cancelling_migrate_aborts_the_job(booted: Boot) -> None:
+    async def main() -> None:
+        async with booted(SLOW_MEMORY_MIB) as migrant:
+            source, uuid = migrant.source, migrant.uuid
+            migrating = asyncio.create_task(
+                source.migrate(
+                    uuid,
+                    dest_uri=migrant.target_host.uri,
+                    bandwidth_mibps=SLOW_MIBPS,
+                    migrate_uri=MIGRATE_URI,
+                )
+            )
+            await transferring(migrant)
+            migrating.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await migrating
+            # migrate() returned only once libvirt had ended the job.
+            assert await source.job_stats(uuid) is None
+            assert (await source.state(uuid)).state is S.RUNNING
+            assert uuid not in {d.uuid for d in await migrant.target.list_domains()}
 
     asyncio.run(main())
 

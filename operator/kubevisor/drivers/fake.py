@@ -54,6 +54,10 @@ MIB = 1024 * 1024
 TICK_MS = 100  # fake time per migration tick
 FAST_MIBPS = 1024  # what "unlimited" bandwidth moves in the fake
 DEFAULT_MAX_DOWNTIME_MS = 300  # QEMU's default downtime-limit
+# The lifecycle events of a completed migration as "kind/detail", on each side, in order:
+# what libvirt 9.0 sends (tests/drivers/test_migration_qemu.py checks it still does).
+MIGRATION_SOURCE_EVENTS = ("suspended/migrated", "stopped/migrated")
+MIGRATION_TARGET_EVENTS = ("started/migrated", "defined/added", "resumed/migrated")
 
 
 def default_host_facts(uri: str = "fake:///") -> base.HostFacts:
@@ -329,16 +333,12 @@ class FakeHypervisor:
         # the destination starts it, defines it (PERSIST_DEST) and resumes it.
         # libvirt 9.0 sends no "undefined" for UNDEFINE_SOURCE: the domain is just gone.
         del self.domains[uuid]
-        for kind, detail in ((E.SUSPENDED, "migrated"), (E.STOPPED, "migrated")):
+        for kind, detail in _events(MIGRATION_SOURCE_EVENTS):
             self._events.publish(base.DomainEvent(uuid, domain.name, kind, detail))
         name = root.findtext("name") or domain.name
         # Once post-copy completes too, libvirt reports the target running as "migrated".
         dest.domains[uuid] = FakeDomain(uuid, name, target_xml, S.RUNNING, "migrated")
-        for kind, detail in (
-            (E.STARTED, "migrated"),
-            (E.DEFINED, "added"),
-            (E.RESUMED, "postcopy" if migration.post_copy else "migrated"),
-        ):
+        for kind, detail in _events(MIGRATION_TARGET_EVENTS):
             dest.emit(base.DomainEvent(uuid, name, kind, detail))
 
     async def job_stats(self, uuid: str) -> JobStats | None:
@@ -426,6 +426,10 @@ class FakeHypervisor:
             return ET.fromstring(xml)
         except ET.ParseError as error:
             raise base.PermanentError(f"defining a domain: invalid XML: {error}") from error
+
+
+def _events(names: tuple[str, ...]) -> list[tuple[base.EventKind, str]]:
+    return [(base.EventKind(kind), detail) for kind, _, detail in (n.partition("/") for n in names)]
 
 
 def _memory_bytes(root: ET.Element) -> int:

@@ -684,17 +684,22 @@ class LibvirtHypervisor:
         try:
             if max_downtime_ms is not None:
                 await self._set_downtime_once_running(uuid, max_downtime_ms, transfer)
-            await transfer
+            # Shielded: cancelling us must not just forget the thread that keeps migrating.
+            await asyncio.shield(transfer)
         except base.HypervisorError as error:
             if error.code == libvirt.VIR_ERR_OPERATION_ABORTED:
                 raise base.MigrationAborted(str(error), code=error.code) from error
             raise
         finally:
-            if not transfer.done():  # we were cancelled: the job must not outlive us
+            # Cancelled, or the downtime could not be set: abort the job rather than leave a
+            # migration nobody watches. Until libvirt has started the job, abort finds
+            # nothing to abort, hence the loop.
+            while not transfer.done():
                 with contextlib.suppress(base.HypervisorError):
                     await self.abort_job(uuid)
-                with contextlib.suppress(BaseException):
-                    await transfer
+                await asyncio.wait({transfer}, timeout=_DOWNTIME_POLL * 4)
+            with contextlib.suppress(base.HypervisorError):
+                transfer.result()
 
     async def _set_downtime_once_running(
         self, uuid: str, ms: int, transfer: asyncio.Future[None]
@@ -718,7 +723,7 @@ class LibvirtHypervisor:
         await self._domain_call("aborting the job of", uuid, _abort_job)
 
     async def start_post_copy(self, uuid: str) -> None:
-        await self._domain_call("switching to post-copy", uuid, _start_post_copy)
+        await self._domain_call("starting post-copy for", uuid, _start_post_copy)
 
     async def set_max_downtime(self, uuid: str, ms: int) -> None:
         await self._domain_call(
@@ -836,7 +841,7 @@ MIGRATE_FLAGS = (
 # libvirt's own "unlimited" (QEMU_DOMAIN_MIG_BANDWIDTH_MAX, INT64_MAX bytes/s in MiB/s);
 # 0 is not unlimited to QEMU.
 UNLIMITED_MIBPS = (2**63 - 1) // (1024 * 1024)
-_DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~100 ms)
+_DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~50 ms)
 
 
 def migrate_flags(*, auto_converge: bool, post_copy: bool) -> int:
@@ -893,7 +898,14 @@ def job_stats_from(stats: dict[str, Any], *, post_copy: bool) -> JobStats | None
 
 
 def _job_stats(domain: libvirt.virDomain) -> JobStats | None:
-    stats = domain.jobStats(0)
+    try:
+        stats = domain.jobStats(0)
+    except libvirt.libvirtError as error:
+        # The source stops at the end of a migration, a moment before it is undefined: a
+        # domain that does not run has no job.
+        if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not domain.isActive():
+            return None
+        raise
     state, reason = domain.state()
     # The source pauses in post-copy: the guest runs on the destination from then on.
     post_copy = state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY
