@@ -28,9 +28,8 @@ import enum
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from kubevisor.core.migration import JobStats
-
-__all__ = ["JobStats"]  # the driver speaks core's value for a migration job's statistics
+# The driver speaks core's value for a migration job's statistics (re-exported).
+from kubevisor.core.migration import JobStats as JobStats
 
 
 class HypervisorError(Exception):

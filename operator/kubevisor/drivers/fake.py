@@ -290,6 +290,7 @@ class FakeHypervisor:
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
     ) -> None:
+        # `migrate_uri` names a network address; the fake has no network to address.
         domain = self._domain("migrate", uuid)
         doing = f"migrating {uuid} to {dest_uri}"
         dest = self.network.get(dest_uri)
