@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from harness import eventually
+from kubevisor.testbed import hosts
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
@@ -334,3 +335,26 @@ def test_missing_base_image_stalls_with_a_reason(
     assert stalled["status"] == "True"
     assert "missing.qcow2" in stalled["message"]
     control_plane.kubectl("delete", "vm", "huge", "-n", NAMESPACE)
+
+
+def test_agent_reconnects_when_libvirtd_restarts(
+    control_plane: ControlPlane, agent: AgentProcess, local_hosts: list[LocalHost]
+) -> None:
+    vm = bind_vm(control_plane, "phoenix", agent.name)
+    uid = vm["metadata"]["uid"]
+    eventually(lambda: phase_is(control_plane, "phoenix", "Running"), what="phase Running")
+    # Stopping a local host takes its libvirtd and its guests down; starting it again
+    # brings back the same libvirtd (same state dir, port and UUID) with the domain defined.
+    state_dir = agent.host.root.parent
+    hosts.stop_hosts(state_dir)
+    hosts.start_hosts(len(local_hosts), state_dir=state_dir)
+    eventually(
+        lambda: domstate(agent, uid) == "running",
+        timeout=120,
+        what="the agent to reconnect and start the guest again",
+    )
+    running = eventually(lambda: phase_is(control_plane, "phoenix", "Running"), what="Running")
+    assert running["status"]["domain"]["state"] == "running"
+    assert "connected" in agent.log.read_text()
+    control_plane.kubectl("delete", "vm", "phoenix", "-n", NAMESPACE)
+    eventually(lambda: domstate(agent, uid) is None, timeout=60, what="the domain removed")

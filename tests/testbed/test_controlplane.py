@@ -10,7 +10,7 @@ import pytest
 
 from harness import REPO, controlplane_bin, require
 from kubevisor.cli import main as cli
-from kubevisor.testbed import controlplane, hosts
+from kubevisor.testbed import controlplane, hosts, stack
 from kubevisor.testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.apiserver
@@ -46,7 +46,11 @@ def test_dev_up_runs_the_examples_then_down_leaves_no_process(
     os.environ["KUBEVISOR_CONTROLPLANE_BIN"] = str(bin_dir)
     state = tmp_path / "dev"
 
-    assert cli.main(["dev", "--state-dir", str(state), "up", "--timeout", "240"]) == 0
+    try:
+        assert cli.main(["dev", "--state-dir", str(state), "up", "--timeout", "240"]) == 0
+    except BaseException:
+        stack.stop(state)
+        raise
     plane = controlplane.load(state)
     assert plane is not None
     out = capsys.readouterr().out

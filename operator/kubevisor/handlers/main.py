@@ -68,8 +68,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def default_priority() -> int:
-    """Distinct per replica without configuration: a hash of the pod's hostname."""
-    return 100 + zlib.crc32(socket.gethostname().encode()) % 900
+    """Distinct per replica without configuration: a hash of the pod's name."""
+    name = os.environ.get("POD_NAME") or socket.gethostname()
+    return 100 + zlib.crc32(name.encode()) % 900
 
 
 async def run(args: argparse.Namespace) -> None:

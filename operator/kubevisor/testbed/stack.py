@@ -67,6 +67,7 @@ def start(
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
     python = sys.executable
+    ports = controlplane.free_ports(1 + len(agents))
     pids = {
         "controller": _spawn(
             [
@@ -76,11 +77,15 @@ def start(
                 "--kubeconfig",
                 str(plane.kubeconfig),
                 "--standalone",
+                "--metrics-port",
+                str(ports[0]),
             ],
             log=logs / "controller.log",
         )
     }
-    for agent in agents:
+    say(f"metrics: controller http://127.0.0.1:{ports[0]}/metrics")
+    for agent, port in zip(agents, ports[1:], strict=True):
+        say(f"metrics: agent {agent.host} http://127.0.0.1:{port}/metrics")
         agent_state = state_dir / "agents" / agent.host
         pids[f"agent-{agent.host}"] = _spawn(
             [
@@ -99,6 +104,8 @@ def start(
                 str(agent_state),
                 "--image-dir",
                 str(agent_state / "images"),
+                "--metrics-port",
+                str(port),
                 *boot,
             ],
             log=logs / f"agent-{agent.host}.log",
@@ -115,7 +122,8 @@ def wait_hosts_ready(plane: ControlPlane, names: Sequence[str], *, timeout: floa
     deadline = time.monotonic() + timeout
     waiting = list(names)
     while waiting and time.monotonic() < deadline:
-        done = plane.kubectl("get", "hvh", *waiting, "-o", "json", check=False)
+        # Always the whole list: `get hvh NAME` of a single name returns no List.
+        done = plane.kubectl("get", "hvh", "-o", "json", check=False)
         items = json.loads(done.stdout).get("items", []) if done.returncode == 0 else []
         ready = {
             item["metadata"]["name"]
