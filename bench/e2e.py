@@ -164,6 +164,8 @@ def run(
             "--standalone",
             "--log-level",
             "WARNING",
+            "--metrics-port",
+            "0",
         ]
     }
     for host, uri, kind in agents:
@@ -186,11 +188,16 @@ def run(
             str(state / "images"),
             "--log-level",
             "WARNING",
+            "--metrics-port",
+            "0",
             *boot,
         ]
     (work / label).mkdir(parents=True, exist_ok=True)
     with processes(argvs, work / label) as procs:
         wait_hosts_ready(plane, [a[0] for a in agents], timeout=120)
+        # Hosts of an earlier run may still look Ready: keep each run on its own hosts.
+        for host, _, _ in agents:
+            plane.kubectl("label", "hvh", host, f"bench-run={label}", "--overwrite")
         idle_rss = {name: rss_mib(p.pid) for name, p in procs.items()}
         config.load_kube_config(config_file=str(plane.kubeconfig))
         api = client.CustomObjectsApi()
@@ -206,11 +213,18 @@ def run(
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "VirtualMachine",
                 "metadata": {"name": name},
-                "spec": {"memory": {"size": memory}},
+                "spec": {
+                    "memory": {"size": memory},
+                    "placement": {"hostSelector": {"bench-run": label}},
+                },
             }
             created[name] = time.monotonic()
             api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         ok = watcher.wait(names, timeout=300)
+        if not ok:
+            print(plane.kubectl("get", "vm", "-n", namespace, "-o", "wide").stdout)
+            for name in procs:
+                print(f"--- {name} ---\n" + (work / label / f"{name}.log").read_text()[-1500:])
         after = writes_by_resource(plane)
         watcher.stop()
         busy_rss = {name: rss_mib(p.pid) for name, p in procs.items()}

@@ -93,6 +93,8 @@ class Controller:
         self.explained: dict[str, str] = {}
         """The last FailedScheduling message per VM, so an unchanged one is not re-posted."""
         self.lock = asyncio.Lock()
+        self.labelled: dict[str, str] = {}
+        """Host label this controller patched per VM, until the watch shows the VM gone."""
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -233,6 +235,7 @@ class Controller:
         key = vm_key(obj)
         if event == "DELETED":
             self.vms.pop(key, None)
+            self.labelled.pop(key, None)
             self._count_phases()
             self.pending.pop(key, None)
             self.explained.pop(key, None)
@@ -304,7 +307,13 @@ class Controller:
         self._ensure_claim(key)
         meta = obj["metadata"]
         labels = meta.get("labels") or {}
-        if labels.get(HOST_LABEL) != host or FINALIZER not in (meta.get("finalizers") or []):
+        unlabelled = labels.get(HOST_LABEL) != host or FINALIZER not in (
+            meta.get("finalizers") or []
+        )
+        # The watch may still deliver the status write of a bind before its label patch.
+        if not unlabelled:
+            self.labelled.pop(key, None)
+        elif self.labelled.get(key) != host:
             await self._label(obj, host)
         judgement = self.judgements.get(host)
         if judgement is not None and not judgement.ready:
@@ -381,6 +390,7 @@ class Controller:
             {"metadata": {"labels": {HOST_LABEL: host}, "finalizers": finalizers}},
         )
         self.vms[vm_key(obj)] = reply
+        self.labelled[vm_key(obj)] = host
 
     async def _write_vm_status(
         self,
