@@ -63,6 +63,9 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 30
+        # kopf waits this long for more events of one object before handling it (0.1 s by
+        # default); a new VM should be placed as soon as it appears.
+        settings.batching.batch_window = 0.01
         controller: Controller = memo.controller
         kube = controller.kube
         vms, _listed_at = await kube.list_vms()
