@@ -18,9 +18,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import get_args
 
-RunStrategy = Literal["Always", "RerunOnFailure", "Once", "Manual", "Halted"]
+from kubevisor.api.virtualmachine import Phase, RunStrategy
+
+__all__ = [
+    "PHASES",
+    "Exit",
+    "IllegalTransition",
+    "Intent",
+    "Phase",
+    "RunStrategy",
+    "check_transition",
+    "intent",
+    "is_bound_phase",
+]
 
 
 class Exit(StrEnum):
@@ -64,35 +76,8 @@ def intent(strategy: RunStrategy, *, last_exit: Exit) -> Intent:
     return Intent(run=restart, restart=restart)
 
 
-Phase = Literal[
-    "Pending",
-    "Unschedulable",
-    "Scheduled",
-    "Starting",
-    "Running",
-    "Paused",
-    "Stopping",
-    "Stopped",
-    "Migrating",
-    "Failed",
-    "Terminating",
-    "Unknown",
-]
-
-PHASES: tuple[Phase, ...] = (
-    "Pending",
-    "Unschedulable",
-    "Scheduled",
-    "Starting",
-    "Running",
-    "Paused",
-    "Stopping",
-    "Stopped",
-    "Migrating",
-    "Failed",
-    "Terminating",
-    "Unknown",
-)
+# The API's own vocabularies: one definition, read by the CRD schema and by this table.
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 _BOUND: frozenset[Phase] = frozenset(
     {"Starting", "Running", "Paused", "Stopping", "Stopped", "Migrating", "Failed"}
