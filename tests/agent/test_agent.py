@@ -358,3 +358,35 @@ def test_agent_reconnects_when_libvirtd_restarts(
     assert "connected" in agent.log.read_text()
     control_plane.kubectl("delete", "vm", "phoenix", "-n", NAMESPACE)
     eventually(lambda: domstate(agent, uid) is None, timeout=60, what="the domain removed")
+
+
+def test_overlay_disk_and_seed_iso_live_and_die_with_the_vm(
+    control_plane: ControlPlane, agent: AgentProcess
+) -> None:
+    vm = bind_vm(
+        control_plane,
+        "files",
+        agent.name,
+        disks=[{"name": "data", "size": "16Mi"}],
+        cloudInit={"userData": "#cloud-config\nhostname: files\n"},
+    )
+    uid = vm["metadata"]["uid"]
+    eventually(lambda: phase_is(control_plane, "files", "Running"), what="phase Running")
+    directory = agent.state_dir / "vms" / uid
+    overlay, seed = directory / "disk-data.qcow2", directory / "seed.iso"
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(overlay)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 16 * 1024 * 1024)
+    assert seed.stat().st_size > 0
+    live = ET.fromstring(agent.virsh("dumpxml", uid))
+    sources = {d.find("source").get("file") for d in live.findall("devices/disk")}
+    assert {str(overlay), str(seed)} <= sources
+    control_plane.kubectl("delete", "vm", "files", "-n", NAMESPACE, "--wait=true")
+    eventually(lambda: domstate(agent, uid) is None, timeout=60, what="the domain removed")
+    eventually(lambda: not directory.exists(), what="the overlay and seed ISO removed")

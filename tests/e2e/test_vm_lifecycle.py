@@ -163,3 +163,26 @@ def _vm_count(stack: Any, host: str) -> int:
 def _bound(stack: Any, host: str) -> int:
     out = stack.kubectl("get", "vm", "-A", "-l", f"kubevisor.io/host={host}", "-o", "name")
     return len(out.stdout.split())
+
+
+def test_silent_host_goes_not_ready_and_its_vms_unknown(stack: Any, namespace: str) -> None:
+    stack.apply(namespace, vm("watched"))
+    running = stack.wait_phase(namespace, "watched", "Running")
+    host = running["status"]["host"]
+    agent = stack.agents[host]
+    agent.kill()  # SIGKILL: the Lease is no longer renewed; the guest itself keeps running
+    try:
+        unknown = stack.wait_phase(namespace, "watched", "Unknown", timeout=60)
+        ready = condition(unknown, "Ready")
+        assert ready["status"] == "Unknown" and host in ready["message"]
+        judged = stack.get("hvh", host)
+        assert condition(judged, "Ready")["status"] == "False"
+        assert condition(judged, "Schedulable")["status"] == "False"
+    finally:
+        agent.start()
+    back = stack.wait_phase(namespace, "watched", "Running", timeout=90)
+    assert back["metadata"]["uid"] in stack.domains(host)
+    eventually(
+        lambda: condition(stack.get("hvh", host), "Ready")["status"] == "True",
+        what=f"host {host} Ready again",
+    )
