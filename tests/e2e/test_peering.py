@@ -77,6 +77,12 @@ def test_only_the_highest_priority_replica_places(
 ) -> None:
     low, high = replicas[100][1], replicas[200][1]
     eventually(lambda: serving(high) and serving(low), what="both replicas serving metrics")
+    # Replicas started together both act until they have seen each other's peering record.
+    eventually(
+        lambda: "Pausing operations in favour of" in replicas[100][0].tail(100_000),
+        timeout=60,
+        what="the lower-priority replica to pause in favour of the higher one",
+    )
     stack.apply(
         namespace,
         *(
