@@ -83,6 +83,11 @@ LIBVIRT_CALL_DURATION = Histogram(
     ["operation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+KSM_RUNNING = Gauge("kubevisor_ksm_running", "1 when Kernel Samepage Merging runs on the host.")
+KSM_PAGES_SHARED = Gauge("kubevisor_ksm_pages_shared", "KSM shared pages in use.")
+KSM_PAGES_SHARING = Gauge(
+    "kubevisor_ksm_pages_sharing", "Guest pages deduplicated into KSM's shared pages."
+)
 DOMAINS = Gauge("kubevisor_domains", "Domains on this agent's host by libvirt state.", ["state"])
 
 

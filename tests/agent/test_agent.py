@@ -190,6 +190,13 @@ def test_host_registers_with_the_real_topology(
         caps.findall("host/topology/cells/cell/cpus/cpu")
     )
     assert host["status"]["hypervisor"]["type"] == "qemu"
+    assert host["status"]["storage"]["capacity"]
+    assert (
+        host["status"]["capabilities"]["uefi"] is Path("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()
+    )
+    ksm = Path("/sys/kernel/mm/ksm/run")
+    if ksm.exists():
+        assert host["status"]["ksm"]["running"] is (ksm.read_text().strip() == "1")
     assert host["status"]["libvirtURI"] == agent.host.uri
     lease = json.loads(
         control_plane.kubectl(

@@ -27,14 +27,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.agent import hoststatus
+from kubevisor.agent import hoststatus, probe
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.workqueue import WorkQueue
+from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import convergence, domain, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
-from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment
+from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment, Ovmf
 from kubevisor.core.status import AgentError
 from kubevisor.drivers.base import (
     ConnectionEvent,
@@ -238,8 +239,20 @@ class Agent:
         facts = await self.hv.host_facts()
         self.settings.image_dir.mkdir(parents=True, exist_ok=True)
         disk = shutil.disk_usage(self.settings.image_dir).total
+        ksm = probe.ksm()
+        if ksm is not None:
+            metrics.KSM_PAGES_SHARED.set(ksm.pages_shared or 0)
+            metrics.KSM_PAGES_SHARING.set(ksm.pages_sharing or 0)
+            metrics.KSM_RUNNING.set(1 if ksm.running else 0)
         wanted = hoststatus.host_status(
-            facts, domain_type=self.settings.domain_type, disk_bytes=disk
+            facts,
+            domain_type=self.settings.domain_type,
+            disk_bytes=disk,
+            ksm=ksm,
+            storage=probe.storage(
+                disk_root=self.settings.state_dir / "vms", virtual_bytes=self._provisioned()
+            ),
+            capabilities=probe.capabilities(Ovmf()),
         )
         if self.host_written is None:
             current = await self.kube.get_host(self.settings.host)
@@ -251,6 +264,15 @@ class Agent:
         if self.host_written != wanted:
             await self.kube.apply_host_status(self.settings.host, wanted)
             self.host_written = wanted
+
+    def _provisioned(self) -> int:
+        """Virtual bytes of the disks of the VMs bound here (what disk ratios count)."""
+        total = 0
+        for obj in self.vms.values():
+            for disk in (obj.get("spec") or {}).get("disks") or []:
+                if disk.get("size"):
+                    total += quantity.to_bytes(str(disk["size"]))
+        return total
 
     # -- fencing -------------------------------------------------------------------------
 
@@ -395,6 +417,8 @@ class Agent:
                     seed_iso=files.seed_iso,
                     serial_log=files.serial_log,
                     default_boot=self.settings.default_boot,
+                    nvram=str(self.files.directory(uid) / "nvram.fd"),
+                    vhost_net=probe.VHOST_NET.exists(),
                 ),
             )
             try:

@@ -12,12 +12,15 @@ from typing import Any
 
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import (
+    HostCapabilities,
     HostCpu,
     HostHugepages,
     HostNumaCell,
+    HostStorage,
     Hypervisor,
     HypervisorHostStatus,
     HypervisorType,
+    Ksm,
     Resources,
 )
 from kubevisor.core.domain import DomainType
@@ -31,12 +34,23 @@ def hypervisor_type(facts: HostFacts, domain_type: DomainType) -> HypervisorType
     return domain_type
 
 
-def host_status(facts: HostFacts, *, domain_type: DomainType, disk_bytes: int) -> dict[str, Any]:
+def host_status(
+    facts: HostFacts,
+    *,
+    domain_type: DomainType,
+    disk_bytes: int,
+    ksm: Ksm | None = None,
+    storage: HostStorage | None = None,
+    capabilities: HostCapabilities | None = None,
+) -> dict[str, Any]:
     """The wire dict of the agent-owned status fields."""
     cores = {(c.socket_id, c.core_id) for cell in facts.cells for c in cell.cpus}
     sockets = {c.socket_id for cell in facts.cells for c in cell.cpus}
     threads = max((len(c.siblings) for cell in facts.cells for c in cell.cpus), default=1)
     status = HypervisorHostStatus(
+        ksm=ksm,
+        storage=storage,
+        capabilities=capabilities,
         hypervisor=Hypervisor(
             type=hypervisor_type(facts, domain_type),
             version=facts.hypervisor_version,
