@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from api.invalid_manifests import INVALID, Update, hvh, mig, vm
-from harness import REPO
+from harness import REPO, eventually
 from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
 from kubevisor.api.schema import ApiModel
 from kubevisor.testbed.controlplane import ControlPlane
@@ -40,18 +39,6 @@ T = TypeVar("T")
 
 
 # ---- helpers --------------------------------------------------------------------------
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll `probe` until it returns a value (not None), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def named(manifest: dict[str, Any], name: str) -> dict[str, Any]:
