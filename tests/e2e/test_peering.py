@@ -77,11 +77,18 @@ def test_only_the_highest_priority_replica_places(
 ) -> None:
     low, high = replicas[100][1], replicas[200][1]
     eventually(lambda: serving(high) and serving(low), what="both replicas serving metrics")
-    # Replicas started together both act until they have seen each other's peering record.
+    # kopf starts every replica paused; a replica resumes once the peering record shows no
+    # live peer of higher priority. Wait until the record lists both replicas and the
+    # higher one has resumed; the lower one then stays paused (kopf logs nothing for that).
     eventually(
-        lambda: "Pausing operations in favour of" in replicas[100][0].tail(100_000),
+        lambda: len((stack.get("clusterkopfpeering", "kubevisor") or {}).get("status") or {}) >= 2,
         timeout=60,
-        what="the lower-priority replica to pause in favour of the higher one",
+        what="both replicas in the peering record",
+    )
+    eventually(
+        lambda: "Resuming operations" in replicas[200][0].tail(100_000),
+        timeout=60,
+        what="the higher-priority replica to resume",
     )
     stack.apply(
         namespace,
