@@ -2,10 +2,12 @@
 
 Started by `kubevisor.testbed.hosts` under `unshare --mount --uts --pid --fork`, so it runs in
 fresh mount, UTS and PID namespaces. It bind-mounts the host's own directories over the
-paths libvirt uses, sets the hostname, runs virtlogd and libvirtd in the foreground, and
-reaps every process of the host (QEMU included). On SIGTERM it stops libvirtd, then every
-other process of the namespace, then exits; when PID 1 of a PID namespace exits the kernel
-kills whatever is left, so a host can never leave a stray QEMU behind.
+paths libvirt uses (and a synthetic /sys/devices/system/node when the host has more than
+one NUMA cell, see `kubevisor.testbed.numa`), sets the hostname, runs virtlogd and
+libvirtd in the foreground, and reaps every process of the host (QEMU included). On
+SIGTERM it stops libvirtd, then every other process of the namespace, then exits; when
+PID 1 of a PID namespace exits the kernel kills whatever is left, so a host can never
+leave a stray QEMU behind.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def main(argv: list[str]) -> int:
         subprocess.run(["mount", "--bind", str(root / sub), target], check=True)
     # The hostname must resolve, or libvirtd's getHostname waits on DNS for every call.
     subprocess.run(["mount", "--bind", str(root / "hosts"), "/etc/hosts"], check=True)
+    if config.get("sysfs_node"):
+        # Before libvirtd starts: libnuma counts the nodes once, when libvirtd loads it.
+        subprocess.run(
+            ["mount", "--bind", config["sysfs_node"], "/sys/devices/system/node"], check=True
+        )
     socket.sethostname(config["hostname"])
 
     signal.signal(signal.SIGTERM, _on_signal)

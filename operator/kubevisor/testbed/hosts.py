@@ -5,7 +5,8 @@ own mount, UTS and PID namespaces (see `kubevisor.testbed.hostinit`) with its ow
 /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt (all
 under `state_dir/<name>/`), its own hostname and host UUID, a libvirt TCP port on 127.0.0.1
 (`qemu+tcp://127.0.0.1:PORT/system`, no auth) and its own QEMU migration port range, so two
-hosts can live-migrate a guest to each other over 127.0.0.1.
+hosts can live-migrate a guest to each other over 127.0.0.1. A host started with
+`numa_cells` > 1 sees this machine split into that many NUMA cells (`kubevisor.testbed.numa`).
 
 Hosts outlive the process that started them: `start_hosts` returns once every host answers,
 and `stop_hosts` (from any process) stops them from the pid files in `state_dir`. A host
@@ -31,6 +32,8 @@ import time
 import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from kubevisor.testbed import numa
 
 NAME_PREFIX = "kubevisor-host-"
 BASE_TCP_PORT = 16510
@@ -58,6 +61,8 @@ class LocalHost:
     migration_ports: tuple[int, int]
     root: Path
     pid: int | None = None  # PID 1 of the host's namespaces, as seen from outside
+    numa_cells: int = 1
+    """NUMA cells libvirt reports; more than 1 is a synthetic split of this machine."""
 
     @property
     def uri(self) -> str:
@@ -79,6 +84,11 @@ class LocalHost:
     @property
     def pid_file(self) -> Path:
         return self.root / "init.pid"
+
+    @property
+    def sysfs_node(self) -> Path:
+        """The synthetic /sys/devices/system/node of a host with more than one cell."""
+        return self.root / "sysfs-node"
 
 
 def missing_prerequisites() -> list[str]:
@@ -124,13 +134,19 @@ def start_hosts(
     state_dir: Path,
     base_tcp_port: int | None = None,
     base_migration_port: int | None = None,
+    first_index: int = 1,
+    numa_cells: int = 1,
     timeout: float = 60.0,
 ) -> list[LocalHost]:
-    """Start hosts 1..count (reusing those already running) and wait until all answer.
+    """Start `count` hosts numbered from `first_index` (reusing those already running) and
+    wait until all answer.
 
     Host i listens on base_tcp_port + i - 1 and migrates on its own block of
     MIGRATION_PORTS_PER_HOST ports from base_migration_port. Without bases, a host keeps the
     ports it had in `state_dir` or gets free ones, so concurrent test runs cannot collide.
+    `first_index` lets hosts in another `state_dir` join a cluster without clashing names.
+    With `numa_cells` > 1, libvirt on each new host reports this machine split into that
+    many NUMA cells; a host already running keeps the topology it started with.
     """
     missing = missing_prerequisites()
     if missing:
@@ -138,7 +154,7 @@ def start_hosts(
     ensure_qemu_user()
     hosts: list[LocalHost] = []
     taken: set[int] = set()
-    for index in range(1, count + 1):
+    for index in range(first_index, first_index + count):
         root = state_dir / f"{NAME_PREFIX}{index}"
         previous = _load(root / "host.json") if (root / "host.json").exists() else None
         if base_tcp_port is not None:
@@ -150,7 +166,13 @@ def start_hosts(
         else:
             migration_min = previous.migration_ports[0] if previous else _free_range(taken)
         taken |= {tcp_port, *range(migration_min, migration_min + MIGRATION_PORTS_PER_HOST)}
-        host = _configure(root, tcp_port=tcp_port, migration_min=migration_min)
+        keep = previous is not None and _running_pid(previous) is not None
+        host = _configure(
+            root,
+            tcp_port=tcp_port,
+            migration_min=migration_min,
+            numa_cells=previous.numa_cells if previous and keep else numa_cells,
+        )
         running = _running_pid(host)
         hosts.append(dataclasses.replace(host, pid=running) if running else _spawn(host))
     deadline = time.monotonic() + timeout
@@ -221,7 +243,7 @@ def host_pid_namespace(host: LocalHost) -> str | None:
 # --- configuration -------------------------------------------------------------------------
 
 
-def _configure(root: Path, *, tcp_port: int, migration_min: int) -> LocalHost:
+def _configure(root: Path, *, tcp_port: int, migration_min: int, numa_cells: int) -> LocalHost:
     name = root.name
     previous = _load(root / "host.json") if (root / "host.json").exists() else None
     host = LocalHost(
@@ -231,6 +253,7 @@ def _configure(root: Path, *, tcp_port: int, migration_min: int) -> LocalHost:
         tcp_port=tcp_port,
         migration_ports=(migration_min, migration_min + MIGRATION_PORTS_PER_HOST - 1),
         root=root,
+        numa_cells=numa_cells,
     )
     for sub in ("etc", "run", "lib", "log", "cache"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -241,6 +264,8 @@ def _configure(root: Path, *, tcp_port: int, migration_min: int) -> LocalHost:
         "tcp_port": host.tcp_port,
         "migration_ports": list(host.migration_ports),
         "root": str(root.resolve()),
+        "numa_cells": numa_cells,
+        "sysfs_node": str(host.sysfs_node.resolve()) if numa_cells > 1 else None,
     }
     system_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     (root / "hosts").write_text(f"{system_hosts.rstrip()}\n127.0.1.1 {host.hostname}\n")
@@ -284,6 +309,7 @@ def _load(config: Path) -> LocalHost:
         tcp_port=int(data["tcp_port"]),
         migration_ports=(int(low), int(high)),
         root=config.parent,
+        numa_cells=int(data.get("numa_cells", 1)),
     )
 
 
@@ -302,6 +328,9 @@ def _spawn(host: LocalHost) -> LocalHost:
     # Stale sockets and pid files from an unclean stop would make libvirtd refuse to start.
     shutil.rmtree(host.root / "run", ignore_errors=True)
     (host.root / "run").mkdir()
+    if host.numa_cells > 1:
+        # Here, not in _configure: a running host has this directory mounted.
+        numa.write_tree(host.sysfs_node, host.numa_cells)
     argv = [
         shutil.which("unshare") or "unshare",
         "--mount",
