@@ -304,25 +304,61 @@ def unenforced_limits(spec: VirtualMachineSpec, host: HostEnvironment) -> list[s
     The agent shows them in the VM's status (the issue's "reported where it does not"):
     the VM still runs, unlimited, rather than failing to start.
     """
+    unenforced = []
     if spec.cpu.tune is not None and not _cpu_controller(host):
-        return ["cpu.tune: the host has no cgroup cpu controller; shares and quota not enforced"]
-    return []
+        unenforced.append(
+            "cpu.tune: the host has no cgroup cpu controller; shares and quota not enforced"
+        )
+    if _numa_placed(spec) and _numatune_mode(host) == "restrictive":
+        unenforced.append(
+            "numa: the host has no cgroup cpuset controller; guest memory is not bound "
+            "to the placed host NUMA cells (numatune mode restrictive)"
+        )
+    return unenforced
+
+
+def _numa_placed(spec: VirtualMachineSpec) -> bool:
+    """Whether placement gives this VM host cells, hence a <numatune> (the same rule as
+    placement's Request.numa_aware: guest cells, dedicated CPUs or huge pages)."""
+    return (
+        spec.numa is not None or spec.cpu.policy == "dedicated" or spec.memory.hugepages is not None
+    )
+
+
+def _numatune_mode(host: HostEnvironment) -> Literal["strict", "restrictive"]:
+    """How the guest's memory is bound to the host cells placement chose.
+
+    strict: libvirt confines the QEMU process with cgroup cpuset.mems and has QEMU mbind()
+    each guest cell's memory to its host cell. restrictive (libvirt >= 7.3): cpuset.mems
+    only, no mbind. Without the cpuset controller (the testbed's hosts run with
+    `cgroup_controllers = [ ]`), restrictive binds nothing at all, which unenforced_limits
+    reports. We take it there anyway because strict without cgroups rests on mbind alone,
+    and mbind fails the start ("cannot bind memory to host NUMA nodes: Invalid argument")
+    whenever libvirt's cells are not the kernel's, as on the testbed's synthetic
+    multi-cell hosts (kubevisor.testbed.numa). The price: a real multi-node host without
+    the cpuset controller would have been bound by mbind and now is not.
+    """
+    if host.cgroup_controllers is None or "cpuset" in host.cgroup_controllers:
+        return "strict"
+    return "restrictive"
 
 
 def _numatune(doc: _Doc) -> None:
     cells = sorted(doc.placement.cells, key=lambda c: c.guest_cell)
     if not cells:
         return
+    mode = _numatune_mode(doc.host)
     tune = ET.SubElement(doc.domain, "numatune")
     host_cells = sorted({c.host_cell for c in cells})
-    ET.SubElement(tune, "memory", mode="strict", nodeset=cpuset(host_cells))
+    ET.SubElement(tune, "memory", mode=mode, nodeset=cpuset(host_cells))
     if doc.spec.numa is not None:
+        # libvirt wants memnodes in the same mode as <memory> when that is restrictive.
         for cell in cells:
             ET.SubElement(
                 tune,
                 "memnode",
                 cellid=str(cell.guest_cell),
-                mode="strict",
+                mode=mode,
                 nodeset=str(cell.host_cell),
             )
 
