@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field
 
 from kubevisor.api.conditions import Condition, conditions_field
 from kubevisor.api.schema import API_VERSION, ApiModel, ObjectName, rule, validations
+from kubevisor.api.virtualmachine import PlacementStatus
 
 KIND: Final = "MigrationJob"
 PLURAL = "migrationjobs"
@@ -115,8 +116,51 @@ class Progress(ApiModel):
     percent: int | None = Field(default=None, ge=0, le=100, description="Percent done (0-100).")
 
 
+TransferState = Literal["Running", "Succeeded", "Failed", "Cancelled"]
+
+
+class TargetStatus(ApiModel):
+    """The target host's agent's part: ready to receive, and how to reach it."""
+
+    ready: bool = Field(default=False, description="Files and domain XML prepared.")
+    libvirt_uri: str | None = Field(
+        default=None,
+        alias="libvirtURI",
+        description="libvirt URI the source host's libvirtd reaches the target at.",
+    )
+    migrate_uri: str | None = Field(
+        default=None,
+        alias="migrateURI",
+        description="URI of the target's QEMU for the memory stream; unset: libvirt's choice.",
+    )
+    domain_xml: str | None = Field(
+        default=None,
+        alias="domainXML",
+        description="The domain as the target renders it (its paths, the target's pins).",
+    )
+    vm_uid: str | None = Field(
+        default=None, alias="vmUID", description="uid of the VM the target prepared for."
+    )
+    message: str | None = Field(default=None, description="Why the target could not prepare.")
+
+
+class TransferStatus(ApiModel):
+    """The source host's agent's part: the libvirt migration job itself."""
+
+    state: TransferState = Field(description="Running, Succeeded, Failed or Cancelled.")
+    message: str | None = Field(default=None, description="What happened, when it ended.")
+    post_copy: bool | None = Field(
+        default=None, description="True once the transfer switched to post-copy."
+    )
+
+
 class MigrationJobStatus(ApiModel):
-    """Observed state of the migration."""
+    """Observed state of the migration.
+
+    One writer per field: the controller owns phase, source, target, targetPlacement, times,
+    reason and conditions; the target's agent owns `targetAgent`; the source's agent owns
+    `transfer` and `progress`.
+    """
 
     phase: Phase | None = Field(
         default=None,
@@ -124,6 +168,15 @@ class MigrationJobStatus(ApiModel):
     )
     source: ObjectName | None = Field(default=None, description="Host the VM migrates from.")
     target: ObjectName | None = Field(default=None, description="Host the VM migrates to.")
+    target_placement: PlacementStatus | None = Field(
+        default=None, description="NUMA cells, pins and pages claimed on the target."
+    )
+    target_agent: TargetStatus | None = Field(
+        default=None, description="The target agent's preparation."
+    )
+    transfer: TransferStatus | None = Field(
+        default=None, description="The source agent's transfer."
+    )
     progress: Progress | None = Field(default=None, description="Transfer progress.")
     start_time: datetime | None = Field(default=None, description="When the transfer started.")
     completion_time: datetime | None = Field(

@@ -96,7 +96,7 @@ _NEXT: Mapping[Phase, frozenset[Phase]] = {
     "Stopped": frozenset(
         {"Starting", "Running", "Paused", "Pending", "Unschedulable", "Scheduled", "Failed"}
     ),
-    "Migrating": frozenset({"Running", "Paused", "Failed", "Stopped"}),
+    "Migrating": frozenset({"Running", "Paused", "Failed", "Stopped", "Stopping", "Starting"}),
     "Failed": frozenset(
         {"Starting", "Running", "Paused", "Stopped", "Pending", "Unschedulable", "Scheduled"}
     ),

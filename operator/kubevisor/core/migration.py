@@ -57,7 +57,9 @@ TERMINAL: frozenset[Phase] = frozenset(p for p in PHASES if p in TERMINAL_PHASES
 # because a job that lost its target fails and a new job is the retry (KubeVirt's VMIM
 # never goes back either, and a status that only moves forward is easy to reason about).
 _NEXT: Mapping[Phase, frozenset[Phase]] = {
-    "Pending": frozenset({"Scheduling", "Failed", "Cancelled"}),
+    # Pending may go straight to Preparing: the controller picks and claims the target in
+    # one step, so Scheduling is only ever seen by a job whose target it cannot claim yet.
+    "Pending": frozenset({"Scheduling", "Preparing", "Failed", "Cancelled"}),
     "Scheduling": frozenset({"Preparing", "Failed", "Cancelled"}),
     "Preparing": frozenset({"Running", "Failed", "Cancelled"}),
     # A Running job that is cancelled may still succeed: post-copy cannot be undone.

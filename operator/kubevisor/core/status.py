@@ -48,6 +48,8 @@ class Inputs:
     hardware: str
     """Fingerprint of the current spec's restart-requiring parts."""
     error: AgentError | None = None
+    migrating_to: str | None = None
+    """The host this agent is live-migrating the domain to, while it does."""
 
     @property
     def wants_run(self) -> bool:
@@ -87,6 +89,19 @@ def _permanent_error(i: Inputs) -> Verdict | None:
         return None
     return Verdict(
         phase="Failed", ready=False, reason=i.error.reason, message=i.error.message, stalled=True
+    )
+
+
+def _migrating(i: Inputs) -> Verdict | None:
+    if i.migrating_to is None or i.state not in (DomainState.RUNNING, DomainState.PAUSED):
+        return None
+    # Ready stays True: the guest keeps serving while its memory is copied.
+    return Verdict(
+        phase="Migrating",
+        ready=True,
+        reason="Migrating",
+        message=f"live-migrating to host {i.migrating_to}",
+        reconciling=True,
     )
 
 
@@ -182,6 +197,7 @@ def _ended(i: Inputs) -> Verdict | None:
 PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
     _deleting,
     _permanent_error,
+    _migrating,
     _no_domain,
     _running,
     _paused,
@@ -311,6 +327,10 @@ class ControllerInputs:
     """The placement engine's explanation when no host fits."""
     host_lost: str | None = None
     """Why the bound host is not Ready (its heartbeat expired), if it is not."""
+    migrated_from: str | None = None
+    """Set when `binding` is the target of a live migration that just completed."""
+    last_migration: dict[str, Any] | None = None
+    """status.lastMigration as the wire dict; carried in every write (the controller owns it)."""
 
 
 def controller_vm_status(
@@ -359,6 +379,12 @@ def controller_vm_status(
         if binding.placement is not None:
             status["placement"] = binding.placement.to_wire()
         placed = f"placed on host {binding.host}"
+        if inputs.migrated_from is not None:
+            # The domain already runs there: phase, Ready and Reconciling stay the agent's.
+            moved = f"live-migrated from host {inputs.migrated_from} to host {binding.host}"
+            return _with_conditions(
+                status, inputs, [(cond.SCHEDULED, "True", "Migrated", moved)], previous, now
+            )
         if inputs.host_lost is not None:
             phase = "Unknown"
             rows = [
@@ -373,12 +399,24 @@ def controller_vm_status(
                 (cond.RECONCILING, "True", "Scheduled", f"{placed}; waiting for its agent"),
             ]
     status["phase"] = lifecycle.check_transition(previous_phase, phase)
+    return _with_conditions(status, inputs, rows, previous, now)
+
+
+def _with_conditions(
+    status: dict[str, object],
+    inputs: ControllerInputs,
+    rows: list[tuple[str, str, str, str]],
+    previous: Sequence[Condition],
+    now: datetime,
+) -> dict[str, object]:
     status["conditions"] = [
         make_condition(
             previous, type_=t, status=s, reason=r, message=m, generation=inputs.generation, now=now
         ).to_wire()
         for t, s, r, m in rows
     ]
+    if inputs.last_migration is not None:
+        status["lastMigration"] = inputs.last_migration
     return status
 
 
