@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 # The driver speaks core's value for a migration job's statistics (re-exported).
@@ -246,6 +246,7 @@ class Hypervisor(Protocol):
         post_copy: bool = False,
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
+        copy_disks: Sequence[str] = (),
     ) -> None:
         """Live-migrate a running domain to the hypervisor at `dest_uri`; return once it
         runs there, is persistent there and is gone from here.
@@ -255,6 +256,9 @@ class Hypervisor(Protocol):
         `post_copy` only permits `start_post_copy` later; it switches nothing by itself.
         `migrate_uri` is where the destination's QEMU listens (e.g. "tcp://10.0.0.2"); None
         lets the destination pick (its hostname, or qemu.conf's migration_host).
+        `copy_disks` names the disks (target devs, e.g. "vda") on host-local storage whose
+        top image is copied along (the destination has created the same overlays on the
+        same base images: libvirt's incremental non-shared storage migration).
         Raises MigrationAborted after `abort_job`, other HypervisorErrors on failure; either
         way the guest still runs on the source unless the job had switched to post-copy.
         """

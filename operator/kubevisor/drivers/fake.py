@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
@@ -289,6 +289,7 @@ class FakeHypervisor:
         post_copy: bool = False,
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
+        copy_disks: Sequence[str] = (),
     ) -> None:
         # `migrate_uri` names a network address; the fake has no network to address.
         domain = self._domain("migrate", uuid)

@@ -29,7 +29,7 @@ import functools
 import logging
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import libvirt
@@ -670,9 +670,17 @@ class LibvirtHypervisor:
         post_copy: bool = False,
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
+        copy_disks: Sequence[str] = (),
     ) -> None:
-        flags = migrate_flags(auto_converge=auto_converge, post_copy=post_copy)
-        params = migrate_params(xml=xml, bandwidth_mibps=bandwidth_mibps, migrate_uri=migrate_uri)
+        flags = migrate_flags(
+            auto_converge=auto_converge, post_copy=post_copy, copy_storage=bool(copy_disks)
+        )
+        params = migrate_params(
+            xml=xml,
+            bandwidth_mibps=bandwidth_mibps,
+            migrate_uri=migrate_uri,
+            copy_disks=copy_disks,
+        )
         transfer = asyncio.ensure_future(
             self._call(
                 f"migrating {uuid} to {dest_uri}",
@@ -844,9 +852,12 @@ UNLIMITED_MIBPS = (2**63 - 1) // (1024 * 1024)
 _DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~50 ms)
 
 
-def migrate_flags(*, auto_converge: bool, post_copy: bool) -> int:
+def migrate_flags(*, auto_converge: bool, post_copy: bool, copy_storage: bool = False) -> int:
     """The virDomainMigrateToURI3 flags for a kubevisor live migration."""
     flags: int = MIGRATE_FLAGS
+    if copy_storage:
+        # Only the overlay's own data: the destination has the same base images.
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
     if auto_converge:
         flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
     if post_copy:
@@ -855,7 +866,11 @@ def migrate_flags(*, auto_converge: bool, post_copy: bool) -> int:
 
 
 def migrate_params(
-    *, xml: str | None, bandwidth_mibps: int | None, migrate_uri: str | None
+    *,
+    xml: str | None,
+    bandwidth_mibps: int | None,
+    migrate_uri: str | None,
+    copy_disks: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The virDomainMigrateToURI3 typed parameters; the XML is both the live and the
     persistent definition on the destination (it differs only in host-specific parts)."""
@@ -867,6 +882,12 @@ def migrate_params(
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mibps
     if migrate_uri is not None:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+        # The disks' NBD stream goes to the same address as the memory stream.
+        if copy_disks:
+            host = migrate_uri.split("://", 1)[-1].split(":", 1)[0]
+            params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = f"tcp://{host}"
+    if copy_disks:
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
     return params
 
 

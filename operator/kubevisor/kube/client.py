@@ -22,6 +22,7 @@ from kubernetes.aio import client, config, watch
 from kubernetes.aio.client.exceptions import ApiException
 
 from kubevisor import metrics
+from kubevisor.api.migrationjob import PLURAL as JOB_PLURAL
 from kubevisor.api.schema import API_VERSION, GROUP, VERSION
 from kubevisor.api.virtualmachine import PLURAL as VM_PLURAL
 
@@ -34,6 +35,11 @@ Object = dict[str, Any]
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("kubevisor.agent")
+
+
+def is_not_found(error: BaseException) -> bool:
+    """The object is gone (deleted while we worked on it): nothing left to write."""
+    return isinstance(error, ApiException) and error.status == 404
 
 
 def is_transient(error: BaseException) -> bool:
@@ -128,13 +134,19 @@ class Kube:
         self, *, label_selector: str, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
         """(type, object) pairs until the server ends the watch; raises Gone on HTTP 410."""
+        async for pair in self._watch(VM_PLURAL, label_selector, resource_version, timeout):
+            yield pair
+
+    async def _watch(
+        self, plural: str, label_selector: str, resource_version: str, timeout: int
+    ) -> AsyncIterator[tuple[str, Object]]:
         stream = watch.Watch()
         try:
             async for event in stream.stream(
                 self._custom.list_cluster_custom_object,
                 GROUP,
                 VERSION,
-                VM_PLURAL,
+                plural,
                 label_selector=label_selector,
                 resource_version=resource_version,
                 allow_watch_bookmarks=True,
@@ -154,6 +166,21 @@ class Kube:
         finally:
             await stream.close()
 
+    @counted("GET")
+    async def get_vm(self, namespace: str, name: str) -> Object | None:
+        return await self._get(namespace, VM_PLURAL, name)
+
+    async def _get(self, namespace: str, plural: str, name: str) -> Object | None:
+        try:
+            reply = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(Object, reply)
+
     @counted("PATCH")
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of the main resource (labels, finalizers; never status)."""
@@ -164,9 +191,16 @@ class Kube:
 
     @counted("APPLY")
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
+        return await self._apply_status(
+            "VirtualMachine", VM_PLURAL, namespace, name, status, self.field_manager
+        )
+
+    async def _apply_status(
+        self, kind: str, plural: str, namespace: str, name: str, status: Object, manager: str
+    ) -> Object:
         body = {
             "apiVersion": API_VERSION,
-            "kind": "VirtualMachine",
+            "kind": kind,
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
         }
@@ -174,14 +208,53 @@ class Kube:
             GROUP,
             VERSION,
             namespace,
-            VM_PLURAL,
+            plural,
             name,
             body,
-            field_manager=self.field_manager,
+            field_manager=manager,
             force=True,
             _content_type=APPLY,
         )
         return cast(Object, reply)
+
+    # -- MigrationJobs -----------------------------------------------------------------
+
+    @counted("LIST")
+    async def list_jobs(self, *, label_selector: str = "") -> tuple[list[Object], str]:
+        reply = await self._custom.list_cluster_custom_object(
+            GROUP, VERSION, JOB_PLURAL, label_selector=label_selector
+        )
+        listing = cast(Object, reply)
+        return list(listing["items"]), str(listing["metadata"]["resourceVersion"])
+
+    async def watch_jobs(
+        self, *, label_selector: str, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        async for pair in self._watch(JOB_PLURAL, label_selector, resource_version, timeout):
+            yield pair
+
+    @counted("GET")
+    async def get_job(self, namespace: str, name: str) -> Object | None:
+        return await self._get(namespace, JOB_PLURAL, name)
+
+    @counted("PATCH")
+    async def patch_job(self, namespace: str, name: str, patch: Object) -> Object:
+        """A JSON merge patch of a MigrationJob's metadata (labels, finalizers)."""
+        reply = await self._custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, JOB_PLURAL, name, patch, _content_type=MERGE
+        )
+        return cast(Object, reply)
+
+    @counted("APPLY")
+    async def apply_job_status(
+        self, namespace: str, name: str, status: Object, *, manager: str | None = None
+    ) -> Object:
+        """Apply this writer's part of a MigrationJob's status. The two agents of a migration
+        write different parts, so each passes its own `manager` (one name for both would
+        make each apply drop the other's fields)."""
+        return await self._apply_status(
+            "MigrationJob", JOB_PLURAL, namespace, name, status, manager or self.field_manager
+        )
 
     # -- HypervisorHosts ---------------------------------------------------------------
 
