@@ -39,10 +39,12 @@ from kubevisor.core import hosts as hostjudge
 from kubevisor.core import lifecycle
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Heartbeat, Judgement
+from kubevisor.core.migration import Limits
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import ClaimConflict, PlacementState
+from kubevisor.handlers.migrations import Migrations
 from kubevisor.kube.client import Kube, Object, is_transient
 
 log = logging.getLogger("kubevisor.controller")
@@ -61,6 +63,7 @@ class Settings:
     """Seconds without a Lease renewal before a host is NotReady (default: the Lease's own)."""
     ratios: AllocationRatios = dataclasses.field(default_factory=AllocationRatios)
     options: scheduler.Options = dataclasses.field(default_factory=scheduler.Options)
+    migration_limits: Limits = dataclasses.field(default_factory=Limits)
 
 
 def now_utc() -> datetime:
@@ -95,10 +98,18 @@ class Controller:
         self.lock = asyncio.Lock()
         self.labelled: dict[str, str] = {}
         """Host label this controller patched per VM, until the watch shows the VM gone."""
+        self.migrations = Migrations(self, settings.migration_limits)
 
     # -- start-up ---------------------------------------------------------------------
 
-    async def load(self, *, hosts: list[Object], vms: list[Object], leases: list[Object]) -> None:
+    async def load(
+        self,
+        *,
+        hosts: list[Object],
+        vms: list[Object],
+        leases: list[Object],
+        jobs: list[Object] | None = None,
+    ) -> None:
         """Build the whole state from a listing, before any event is handled."""
         for lease in leases:
             self._remember_lease(lease)
@@ -109,6 +120,7 @@ class Controller:
         for vm in vms:
             self.vms[vm_key(vm)] = vm
             self._ensure_claim(vm_key(vm))
+        self.migrations.load(jobs or [])
         if self.state.conflicts:
             log.error("claims that conflict with others: %s", [c.vm for c in self.state.conflicts])
 
@@ -189,6 +201,7 @@ class Controller:
                     await self.reconcile_vm(key)
             if judgement.ready:
                 await self.retry_pending()
+            await self.migrations.on_host_change(name)
         await self._write_host_status(name, judgement)
 
     async def _write_host_status(self, name: str, judgement: Judgement) -> None:
@@ -399,6 +412,8 @@ class Controller:
         binding: vmstatus.Binding | None,
         unschedulable: str | None = None,
         host_lost: str | None = None,
+        migrated_from: str | None = None,
+        last_migration: dict[str, Any] | None = None,
     ) -> None:
         vm = VirtualMachine.model_validate(obj)
         current = obj.get("status") or {}
@@ -409,6 +424,8 @@ class Controller:
                 binding=binding,
                 unschedulable=unschedulable,
                 host_lost=host_lost,
+                migrated_from=migrated_from,
+                last_migration=last_migration or current.get("lastMigration"),
             ),
             previous_phase=current.get("phase"),
             previous=_conditions(current),

@@ -19,6 +19,7 @@ from pathlib import Path
 import kopf
 
 from kubevisor import metrics
+from kubevisor.core.migration import Limits
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Options
 from kubevisor.handlers import operator
@@ -49,6 +50,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-ratio", type=float, default=1.0, help="default RAM ratio")
     parser.add_argument("--disk-ratio", type=float, default=1.0, help="default disk ratio")
     parser.add_argument("--host-subset-size", type=int, default=1)
+    parser.add_argument(
+        "--max-migrations", type=int, default=5, help="live migrations at once, cluster-wide"
+    )
+    parser.add_argument(
+        "--max-outbound-migrations", type=int, default=2, help="at once from one host"
+    )
+    parser.add_argument("--max-inbound-migrations", type=int, default=2, help="at once to one host")
     parser.add_argument("--peering", default="kubevisor", help="kopf peering object name")
     parser.add_argument(
         "--standalone", action="store_true", help="no peering (a single replica only)"
@@ -87,6 +95,11 @@ async def run(args: argparse.Namespace) -> None:
                 cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
             ),
             options=Options(host_subset_size=args.host_subset_size),
+            migration_limits=Limits(
+                per_cluster=args.max_migrations,
+                outbound_per_host=args.max_outbound_migrations,
+                inbound_per_host=args.max_inbound_migrations,
+            ),
         ),
         kube=kube,
     )

@@ -1,7 +1,8 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
-Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts and the
-agents' heartbeat Leases, and one `timer` per HypervisorHost that judges its heartbeat.
+Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
+MigrationJobs and the agents' heartbeat Leases, and one `timer` per HypervisorHost that
+judges its heartbeat.
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -69,10 +70,12 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         controller: Controller = memo.controller
         kube = controller.kube
         vms, _listed_at = await kube.list_vms()
+        jobs, _listed_at = await kube.list_jobs()
         await controller.load(
             hosts=await kube.list_hosts(),
             vms=vms,
             leases=await kube.list_leases(lease_namespace),
+            jobs=jobs,
         )
 
     @kopf.on.event(GROUP, VERSION, "virtualmachines", registry=handlers)
@@ -84,6 +87,11 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
     async def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.on_host(event["type"], dict(event["object"]))
+
+    @kopf.on.event(GROUP, VERSION, "migrationjobs", registry=handlers)
+    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.migrations.on_job(event["type"], dict(event["object"]))
 
     @kopf.timer(GROUP, VERSION, "hypervisorhosts", interval=HOST_CHECK_INTERVAL, registry=handlers)
     async def host_timer(name: str, memo: kopf.Memo, **_: Any) -> None:

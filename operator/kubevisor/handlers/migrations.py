@@ -1,0 +1,437 @@
+"""The controller's half of live migration: MigrationJobs from request to moved VM.
+
+A job moves forward only (`core.migration.check_transition`), and each step is one write
+that the next watch event builds on:
+
+- Pending: the VM must exist, run, be bound to a Ready host and have no other migration in
+  flight; the target is chosen by the placement engine with the source excluded (or an
+  explicit `spec.targetHost` is checked against the same filters) and admitted against the
+  concurrency limits. Over a limit the job waits, saying which; when it fits nowhere it
+  fails with the engine's explanation.
+- Preparing: the target's capacity is claimed under the job's own key (so a VM placed
+  meanwhile cannot take it) and the job is labelled with both hosts; the target's agent
+  (watching `kubevisor.io/migration-target=HOST`) prepares files and renders the domain
+  for the claimed pCPUs, then says `status.targetAgent.ready`.
+- Running: the source's agent (watching `kubevisor.io/migration-source=HOST`) transfers
+  and reports `status.transfer` and `status.progress`.
+- Succeeded: the VM's status host and placement, then its host label, move to the target,
+  the source claim is released and the target claim becomes the VM's. Failed and
+  Cancelled release the target claim; the VM stays where it runs.
+
+Deleting a job that is not finished is a cancel: a finalizer keeps it until it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from kubevisor.api import conditions as cond
+from kubevisor.api.migrationjob import MigrationJob, Phase
+from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
+from kubevisor.core import migration
+from kubevisor.core import status as vmstatus
+from kubevisor.core.migration import Flight, Limits
+from kubevisor.core.placement import inputs, scheduler
+from kubevisor.core.placement.model import Claim, Rejection, Request
+from kubevisor.core.placement.scheduler import Decision
+from kubevisor.kube.client import Object
+
+if TYPE_CHECKING:
+    from kubevisor.handlers.controller import Controller
+
+log = logging.getLogger("kubevisor.controller.migrations")
+
+SOURCE_LABEL = "kubevisor.io/migration-source"
+TARGET_LABEL = "kubevisor.io/migration-target"
+FINALIZER = "kubevisor.io/migration-protection"
+IN_FLIGHT: frozenset[Phase] = frozenset({"Scheduling", "Preparing", "Running"})
+MIGRATABLE_PHASES = frozenset({"Running", "Paused"})
+
+
+def job_key(obj: Object) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace') or 'default'}/{meta['name']}"
+
+
+def claim_key(key: str) -> str:
+    """The placement-state key of a job's claim on its target (VM keys have no colon)."""
+    return f"migration:{key}"
+
+
+class Refused(Exception):
+    """The job cannot go on; the message says why, for its status and the VM's events."""
+
+
+class Migrations:
+    def __init__(self, controller: Controller, limits: Limits) -> None:
+        self.c = controller
+        self.limits = limits
+        self.jobs: dict[str, Object] = {}
+
+    # -- start-up and events ------------------------------------------------------------
+
+    def load(self, jobs: list[Object]) -> None:
+        """Remember every job and re-claim the targets of those in flight."""
+        for obj in jobs:
+            self.jobs[job_key(obj)] = obj
+            self._ensure_target_claim(job_key(obj))
+
+    async def on_job(self, event: str | None, obj: Object) -> None:
+        key = job_key(obj)
+        if event == "DELETED":
+            self.jobs.pop(key, None)
+            if self.c.state.release(claim_key(key)) is not None:
+                await self.c.retry_pending()
+            await self.retry_waiting()
+            return
+        self.jobs[key] = obj
+        await self.reconcile(key)
+
+    async def retry_waiting(self) -> None:
+        """Reconsider Pending jobs, oldest first, once a slot or some capacity freed up."""
+        waiting = [
+            (obj["metadata"].get("creationTimestamp") or "", key)
+            for key, obj in self.jobs.items()
+            if _phase(obj) in (None, "Pending")
+        ]
+        for _, key in sorted(waiting):
+            await self.reconcile(key)
+
+    async def on_host_change(self, host: str) -> None:
+        """A host's readiness flipped: jobs touching it may have to fail."""
+        for key, obj in list(self.jobs.items()):
+            status = obj.get("status") or {}
+            if _phase(obj) in IN_FLIGHT and host in (status.get("source"), status.get("target")):
+                await self.reconcile(key)
+
+    # -- the job's steps -----------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> None:
+        obj = self.jobs.get(key)
+        if obj is None:
+            return
+        try:
+            job = MigrationJob.model_validate(obj)
+        except ValidationError as invalid:
+            log.error("%s cannot be read: %s", key, invalid)
+            return
+        phase = job.status.phase if job.status is not None else None
+        deleting = bool(obj["metadata"].get("deletionTimestamp"))
+        try:
+            if migration.is_terminal(phase):
+                await self._ended(key, obj, deleting)
+            elif phase in (None, "Pending", "Scheduling"):
+                await self._start(key, obj, job, cancel=job.spec.cancel or deleting)
+            elif phase == "Preparing":
+                await self._preparing(key, obj, job, cancel=job.spec.cancel or deleting)
+            elif phase == "Running":
+                await self._running(key, obj, job)
+        except Refused as refused:
+            await self._finish(key, obj, "Failed", str(refused))
+
+    async def _ended(self, key: str, obj: Object, deleting: bool) -> None:
+        if self.c.state.release(claim_key(key)) is not None:
+            await self.c.retry_pending()
+        finalizers = list(obj["metadata"].get("finalizers") or [])
+        if deleting and FINALIZER in finalizers:
+            finalizers.remove(FINALIZER)
+            meta = obj["metadata"]
+            await self.c.kube.patch_job(
+                meta["namespace"], meta["name"], {"metadata": {"finalizers": finalizers or None}}
+            )
+
+    async def _start(self, key: str, obj: Object, job: MigrationJob, *, cancel: bool) -> None:
+        if cancel:
+            await self._finish(key, obj, "Cancelled", "cancelled before the transfer started")
+            return
+        if claim_key(key) in self.c.state.claims():
+            return  # admitted by a concurrent reconcile; its writes are under way
+        vm_obj, vm, source = self._migratable(obj, job)
+        request = inputs.request(vm)
+        async with self.c.lock:
+            if claim_key(key) in self.c.state.claims():
+                return
+            decision = self._target(request, source, job.spec.target_host)
+            flights = [
+                Flight(k, (o.get("status") or {}).get("source", ""), o["status"].get("target"))
+                for k, o in self.jobs.items()
+                if _phase(o) in IN_FLIGHT and k != key
+            ]
+            admission = migration.admit(Flight(key, source, decision.host), flights, self.limits)
+            if not admission.admitted:
+                await self._write(obj, phase="Pending", waiting=admission.reason)
+                return
+            claim = dataclasses.replace(decision.claim, vm=claim_key(key))
+            self.c.state.claim(claim)
+        placement = inputs.placement_status(decision.numa) or PlacementStatus()
+        meta = obj["metadata"]
+        try:
+            finalizers = [*(f for f in meta.get("finalizers") or [] if f != FINALIZER), FINALIZER]
+            self.jobs[key] = await self.c.kube.patch_job(
+                meta["namespace"],
+                meta["name"],
+                {
+                    "metadata": {
+                        "labels": {SOURCE_LABEL: source, TARGET_LABEL: decision.host},
+                        "finalizers": finalizers,
+                    }
+                },
+            )
+            await self._write(
+                self.jobs[key],
+                phase="Preparing",
+                source=source,
+                target=decision.host,
+                target_placement=placement.to_wire(),
+            )
+        except Exception:
+            self.c.state.release(claim_key(key))
+            raise
+        log.info("%s: migrating %s from %s to %s", key, job.spec.vm, source, decision.host)
+        await self.c._event(
+            vm_obj,
+            "Normal",
+            "Migrating",
+            f"MigrationJob {meta['name']}: moving from host {source} to host {decision.host}",
+        )
+
+    def _migratable(self, obj: Object, job: MigrationJob) -> tuple[Object, VirtualMachine, str]:
+        """The VM to move and its host, or Refused saying why it cannot move now."""
+        namespace = obj["metadata"].get("namespace") or "default"
+        vm_obj = self.c.vms.get(f"{namespace}/{job.spec.vm}")
+        if vm_obj is None or vm_obj["metadata"].get("deletionTimestamp"):
+            raise Refused(f"VirtualMachine {job.spec.vm} does not exist in {namespace}")
+        vm = VirtualMachine.model_validate(vm_obj)
+        status = vm.status
+        source = status.host if status is not None else None
+        phase = status.phase if status is not None else None
+        if source is None or phase not in MIGRATABLE_PHASES:
+            raise Refused(f"VirtualMachine {job.spec.vm} is {phase or 'Pending'}, not Running")
+        judgement = self.c.judgements.get(source)
+        if judgement is None or not judgement.ready:
+            raise Refused(f"the VM's host {source} is not Ready")
+        for other, other_obj in self.jobs.items():
+            same_vm = _vm_key(other_obj) == _vm_key(obj)
+            if same_vm and other != job_key(obj) and _phase(other_obj) in IN_FLIGHT:
+                raise Refused(f"MigrationJob {other} is already moving this VM")
+        return vm_obj, vm, source
+
+    def _target(self, request: Request, source: str, wanted: str | None) -> Decision:
+        state = self.c.state
+        if wanted is not None:
+            if wanted == source:
+                raise Refused(f"the VM already runs on host {wanted}")
+            if wanted not in state:
+                raise Refused(f"HypervisorHost {wanted} does not exist")
+            found = scheduler.evaluate(state, request, wanted)
+            if isinstance(found, Rejection):
+                raise Refused(f"host {wanted} cannot take the VM: {found.reason}")
+            return Decision(request=request, host=wanted, numa=found.numa, weight=0.0, considered=1)
+        others = [h.name for h in state.hosts() if h.name != source]
+        decision = scheduler.select_host_exhaustive(state, request, hosts=others)
+        if not isinstance(decision, Decision):
+            raise Refused(f"no other host can take the VM: {decision.message}")
+        return decision
+
+    async def _preparing(self, key: str, obj: Object, job: MigrationJob, *, cancel: bool) -> None:
+        status = job.status
+        assert status is not None
+        if cancel:
+            await self._finish(key, obj, "Cancelled", "cancelled before the transfer started")
+            return
+        self._hosts_ready(status.source, status.target)
+        target = status.target_agent
+        if target is not None and target.ready:
+            await self._write(obj, phase="Running", start_time=self.c.clock())
+        elif target is not None and target.message:
+            raise Refused(f"host {status.target} could not prepare: {target.message}")
+
+    async def _running(self, key: str, obj: Object, job: MigrationJob) -> None:
+        status = job.status
+        assert status is not None
+        transfer = status.transfer
+        if transfer is None or transfer.state == "Running":
+            # Once the transfer runs only the source knows how it ends: post-copy may have
+            # moved the guest already, so a lost target is the source agent's to report.
+            self._hosts_ready(status.source)
+            return
+        if transfer.state == "Succeeded":
+            await self._move(key, obj, job)
+            await self._finish(key, obj, "Succeeded", transfer.message or "migrated")
+        else:
+            await self._finish(key, obj, transfer.state, transfer.message or transfer.state)
+
+    def _hosts_ready(self, *hosts: str | None) -> None:
+        for host in hosts:
+            judgement = self.c.judgements.get(host) if host else None
+            if host and (judgement is None or not judgement.ready):
+                raise Refused(f"host {host} is not Ready")
+
+    async def _move(self, key: str, obj: Object, job: MigrationJob) -> None:
+        """Point the VM at the target: its claim, status (host, placement) and label."""
+        status = job.status
+        assert status is not None and status.source is not None and status.target is not None
+        namespace = obj["metadata"].get("namespace") or "default"
+        vm_key = f"{namespace}/{job.spec.vm}"
+        vm_obj = self.c.vms.get(vm_key)
+        if vm_obj is None:
+            return  # deleted meanwhile; its deletion releases what it held
+        claim = self.c.state.release(claim_key(key))
+        self.c.state.release(vm_key)
+        if claim is not None:
+            self.c.state.claim(dataclasses.replace(claim, vm=vm_key))
+        placement = status.target_placement or PlacementStatus()
+        last = {
+            "job": obj["metadata"]["name"],
+            "source": status.source,
+            "target": status.target,
+            "completionTime": _time(self.c.clock()),
+        }
+        await self.c._write_vm_status(
+            vm_obj,
+            binding=vmstatus.Binding(host=status.target, placement=placement),
+            migrated_from=status.source,
+            last_migration=last,
+        )
+        await self.c._label(self.c.vms[vm_key], status.target)
+        log.info("%s: %s now runs on %s", key, vm_key, status.target)
+        await self.c._event(
+            self.c.vms[vm_key],
+            "Normal",
+            "Migrated",
+            f"MigrationJob {obj['metadata']['name']}: moved from host {status.source} "
+            f"to host {status.target}",
+        )
+        await self.c.retry_pending()
+
+    async def _finish(self, key: str, obj: Object, phase: Phase, reason: str) -> None:
+        if self.c.state.release(claim_key(key)) is not None:
+            await self.c.retry_pending()
+        await self._write(obj, phase=phase, reason=reason, completion_time=self.c.clock())
+        if phase != "Succeeded":
+            log.info("%s: %s: %s", key, phase, reason)
+            vm_obj = self.c.vms.get(_vm_key(obj))
+            if vm_obj is not None:
+                await self.c._event(
+                    vm_obj,
+                    "Warning",
+                    "MigrationFailed" if phase == "Failed" else "MigrationCancelled",
+                    f"MigrationJob {obj['metadata']['name']}: {reason}",
+                )
+        await self.retry_waiting()
+
+    def _ensure_target_claim(self, key: str) -> None:
+        """After a restart: a job in flight holds its target as it did before."""
+        obj = self.jobs[key]
+        status = obj.get("status") or {}
+        target = status.get("target")
+        if _phase(obj) not in IN_FLIGHT or not target or target not in self.c.state:
+            return
+        if claim_key(key) in self.c.state.claims():
+            return
+        vm_obj = self.c.vms.get(_vm_key(obj))
+        if vm_obj is None:
+            return
+        moved = {
+            **vm_obj,
+            "status": {
+                **(vm_obj.get("status") or {}),
+                "host": target,
+                "placement": status.get("targetPlacement") or {},
+            },
+        }
+        try:
+            claim: Claim | None = inputs.claim(
+                VirtualMachine.model_validate(moved), self.c.state.host(target)
+            )
+            if claim is not None:
+                self.c.state.claim(dataclasses.replace(claim, vm=claim_key(key)))
+        except Exception as error:
+            log.error("%s: cannot re-claim its target %s: %s", key, target, error)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _write(
+        self,
+        obj: Object,
+        *,
+        phase: Phase,
+        waiting: str | None = None,
+        reason: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Apply the controller's part of the job's status (every field it owns, each time:
+        server-side apply drops what an apply leaves out)."""
+        current = obj.get("status") or {}
+        old_phase = current.get("phase")
+        # A job may be decided in the step that first sees it: it was Pending all along.
+        migration.check_transition(old_phase or "Pending", phase)
+        generation = int(obj["metadata"].get("generation") or 0)
+        wanted: dict[str, Any] = {
+            name: current[name]
+            for name in ("source", "target", "targetPlacement", "startTime", "completionTime")
+            if current.get(name) is not None
+        }
+        for name, value in fields.items():
+            wire = _camel(name)
+            wanted[wire] = _time(value) if isinstance(value, datetime) else value
+        wanted["phase"] = phase
+        wanted["observedGeneration"] = generation
+        if reason is not None or waiting is not None:
+            wanted["reason"] = reason or waiting
+        elif current.get("reason") and phase == old_phase:
+            wanted["reason"] = current["reason"]
+        wanted["conditions"] = self._conditions(current, phase, waiting or reason, generation)
+        if not vmstatus.differs(current, wanted):
+            return
+        meta = obj["metadata"]
+        reply = await self.c.kube.apply_job_status(meta["namespace"], meta["name"], wanted)
+        self.jobs[job_key(obj)] = reply
+
+    def _conditions(
+        self, current: dict[str, Any], phase: Phase, why: str | None, generation: int
+    ) -> list[dict[str, Any]]:
+        previous = [cond.Condition.model_validate(c) for c in current.get("conditions") or []]
+        done = migration.is_terminal(phase)
+        message = why or f"the migration is {phase}"
+        rows = [
+            (cond.READY, "True" if phase == "Succeeded" else "False", phase, message),
+            (cond.RECONCILING, "False" if done else "True", phase, message),
+            (cond.STALLED, "True" if phase == "Failed" else "False", phase, message),
+        ]
+        return [
+            vmstatus.make_condition(
+                previous,
+                type_=t,
+                status=s,
+                reason=r,
+                message=m,
+                generation=generation,
+                now=self.c.clock(),
+            ).to_wire()
+            for t, s, r, m in rows
+        ]
+
+
+def _vm_key(job: Object) -> str:
+    namespace = job["metadata"].get("namespace") or "default"
+    return f"{namespace}/{(job.get('spec') or {}).get('vm')}"
+
+
+def _phase(obj: Object) -> Phase | None:
+    phase: Phase | None = (obj.get("status") or {}).get("phase")
+    return phase
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
