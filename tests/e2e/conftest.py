@@ -120,6 +120,12 @@ def agent_process(
             "8",
             "--metrics-port",
             str(metrics_port),
+            # The hosts leave migration_host unset: QEMU streams go to 127.0.0.1.
+            "--migrate-uri",
+            "tcp://127.0.0.1",
+            # The testbed's libvirt runs without cgroups (qemu.conf cgroup_controllers = []).
+            "--cgroup-controllers",
+            "",
         ],
         log=state / "agent.log",
     )

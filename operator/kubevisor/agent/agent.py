@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import shutil
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from kubevisor import metrics
 from kubevisor.agent import hoststatus, probe
+from kubevisor.agent.migration import Migrator
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api import quantity
@@ -46,7 +48,7 @@ from kubevisor.drivers.base import (
     PermanentError,
     RetryableError,
 )
-from kubevisor.kube.client import Gone, Kube, Object, is_transient, retrying
+from kubevisor.kube.client import Gone, Kube, Object, is_not_found, is_transient, retrying
 
 log = logging.getLogger("kubevisor.agent")
 
@@ -63,15 +65,28 @@ class Settings:
     state_dir: Path
     image_dir: Path
     default_boot: BootFiles | None = None
+    cgroup_controllers: frozenset[str] | None = None
+    """cgroup controllers libvirt uses for VMs on this host (qemu.conf); None: unknown."""
     lease_namespace: str = "kubevisor-system"
     lease_duration: int = 40
     shutdown_grace: float = 30.0
     resync_interval: float = 300.0
     workers: int = 4
+    migration_uri: str | None = None
+    """libvirt URI other hosts' libvirtd reach this one at (default: the agent's own)."""
+    migrate_uri: str | None = None
+    """Where this host's QEMU receives migrations, e.g. tcp://10.0.0.2 (default: libvirt's)."""
 
 
 class Agent:
-    def __init__(self, *, settings: Settings, kube: Kube, hypervisor: Hypervisor) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        kube: Kube,
+        hypervisor: Hypervisor,
+        libvirt_uri: str = "qemu:///system",
+    ) -> None:
         self.settings = settings
         self.kube = kube
         self.hv = hypervisor
@@ -88,6 +103,11 @@ class Agent:
         self.ready = asyncio.Event()
         self._fencing: asyncio.Task[None] | None = None
         self._selector = f"{HOST_LABEL}={settings.host}"
+        self.migrator = Migrator(
+            self,
+            libvirt_uri=settings.migration_uri or libvirt_uri,
+            migrate_uri=settings.migrate_uri,
+        )
 
     # -- running -------------------------------------------------------------------------
 
@@ -95,6 +115,7 @@ class Agent:
         await self.hv.connect()
         events = self.hv.events()
         resource_version = await retrying("listing VMs", self._list)
+        await self.migrator.load()
         await self._fence()
         await retrying("registering the host", self.register_host)
         await retrying("renewing the Lease", self._renew_lease)
@@ -105,6 +126,7 @@ class Agent:
             asyncio.create_task(self._watch(resource_version), name="watch"),
             asyncio.create_task(self._hypervisor_events(events), name="libvirt-events"),
             asyncio.create_task(self._resync(), name="resync"),
+            *(asyncio.create_task(watch, name="jobs") for watch in self.migrator.tasks()),
             *(
                 asyncio.create_task(self._worker(), name=f"worker-{n}")
                 for n in range(self.settings.workers)
@@ -112,6 +134,7 @@ class Agent:
         ]
         for key in self.vms:
             self.queue.add(key)
+        await self.migrator.start()
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -138,6 +161,8 @@ class Agent:
             self.keys_by_uid.pop(old, None)
         self.uids[key] = meta["uid"]
         self.keys_by_uid[meta["uid"]] = key
+        # A VM migrated here is bound now: from here on its own watch keeps it.
+        self.migrator.incoming.pop(meta["uid"], None)
         return key
 
     async def _watch(self, resource_version: str) -> None:
@@ -225,7 +250,11 @@ class Agent:
                 metrics.RECONCILE_ERRORS.labels("agent-vm").inc()
                 log.info("%s: will retry in %.0fs: %s", key, error.delay, error)
                 self.queue.add_after(key, error.delay)
-            except Exception:
+            except Exception as error:
+                if is_not_found(error):
+                    # Deleted while reconciling; the watch's DELETED event comes next.
+                    log.info("%s: gone while reconciling", key)
+                    continue
                 metrics.RECONCILE_ERRORS.labels("agent-vm").inc()
                 log.exception("%s: reconcile failed", key)
                 self.queue.add_after(key, 5.0)
@@ -293,6 +322,8 @@ class Agent:
                 continue
             if ref is None:
                 continue  # not ours: leave the operator's own domains alone
+            if not await self._stray(info.uuid, ref):
+                continue
             log.warning(
                 "fencing domain %s of VM %s/%s: not bound to host %s",
                 info.name,
@@ -314,8 +345,29 @@ class Agent:
                     component=COMPONENT,
                 )
         # Files of VMs whose domains are gone (e.g. removed while the agent was down).
-        for uid in self.files.known_uids() - set(self.keys_by_uid):
+        for uid in self.files.known_uids() - set(self.keys_by_uid) - set(self.migrator.incoming):
             self.files.remove(uid)
+
+    async def _stray(self, uid: str, ref: domain.VmRef) -> bool:
+        """Whether a domain no watched VM owns is really nobody's here, asked of the API
+        server itself: this agent's watches may lag (a VM migrated here is bound by a
+        status write and a label patch this agent may not have seen yet)."""
+        if self.migrator.is_incoming(uid):
+            return False
+        try:
+            live = await self.kube.get_vm(ref.namespace, ref.name)
+        except Exception as error:
+            log.warning("not fencing %s now: cannot read its VM: %s", uid, error)
+            return False
+        if live is None or live["metadata"].get("uid") != uid:
+            return True
+        return (live.get("status") or {}).get("host") != self.settings.host
+
+    async def remove_stray(self, uid: str) -> None:
+        """Destroy and remove a domain and its files that nothing binds here."""
+        with contextlib.suppress(DomainNotFound):
+            await self.hv.destroy(uid)
+        await self._remove(uid)
 
     async def _fence_logged(self) -> None:
         try:
@@ -336,18 +388,31 @@ class Agent:
         if obj is None:
             # Deleted, or bound to another host now: nothing of it may stay here.
             if uid is not None:
-                await self._shutdown_and_remove(uid)
+                if uid in self.migrator.departed:
+                    self.migrator.departed.discard(uid)
+                    self.files.remove(uid)
+                else:
+                    await self._shutdown_and_remove(uid)
                 self.uids.pop(key, None)
                 self.keys_by_uid.pop(uid, None)
             return
         assert uid is not None
         meta = obj["metadata"]
+        bound = (obj.get("status") or {}).get("host")
+        if uid in self.migrator.departed or (bound and bound != self.settings.host):
+            # Migrated away; the label follows the status. Nothing of it to start here.
+            return
         try:
             vm = VirtualMachine.model_validate(obj)
         except ValidationError as invalid:
             await self._write_invalid(key, obj, invalid)
             return
+        # Read before observing: a transfer that ends during `_observe` leaves the domain
+        # gone and the uid in `departed`, which is checked again below.
+        migrating_to = self.migrator.migrating_to(key)
         observed = await self._observe(uid)
+        if uid in self.migrator.departed:
+            return
         deleting = bool(meta.get("deletionTimestamp"))
         plan = convergence.plan(
             run_strategy=vm.spec.run_strategy,
@@ -355,6 +420,10 @@ class Agent:
             deleting=deleting,
             domain=observed,
         )
+        if migrating_to is not None and not deleting:
+            # libvirt pauses and finally removes the domain as it moves: none of that is
+            # something to correct. Deleting the VM still wins (it aborts the transfer).
+            plan = dataclasses.replace(plan, actions=(), restart=False)
         current = obj.get("status") or {}
         restart_count = int(current.get("restartCount") or 0)
         error: AgentError | None = None
@@ -379,6 +448,7 @@ class Agent:
             deleting=deleting,
             error=error,
             restart_count=restart_count,
+            migrating_to=migrating_to,
         )
         if retry is not None:
             raise retry
@@ -408,19 +478,7 @@ class Agent:
 
     async def _perform(self, action: Action, vm: VirtualMachine, uid: str) -> None:
         if action is Action.DEFINE_AND_START:
-            files = await self.files.prepare(vm, uid)
-            xml = domain.render(
-                vm,
-                host=HostEnvironment(
-                    domain_type=self.settings.domain_type,
-                    disk_paths=files.disk_paths,
-                    seed_iso=files.seed_iso,
-                    serial_log=files.serial_log,
-                    default_boot=self.settings.default_boot,
-                    nvram=str(self.files.directory(uid) / "nvram.fd"),
-                    vhost_net=probe.VHOST_NET.exists(),
-                ),
-            )
+            xml = domain.render(vm, host=await self.environment(vm, uid))
             try:
                 await self.hv.define(xml)
             except domain.DomainError as invalid:
@@ -436,6 +494,20 @@ class Agent:
             await self.hv.resume(uid)
         elif action is Action.REMOVE:
             await self._remove(uid)
+
+    async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
+        """This host as the domain XML needs it, with the VM's files created here."""
+        files = await self.files.prepare(vm, uid)
+        return HostEnvironment(
+            domain_type=self.settings.domain_type,
+            disk_paths=files.disk_paths,
+            seed_iso=files.seed_iso,
+            serial_log=files.serial_log,
+            default_boot=self.settings.default_boot,
+            nvram=str(self.files.directory(uid) / "nvram.fd"),
+            vhost_net=probe.VHOST_NET.exists(),
+            cgroup_controllers=self.settings.cgroup_controllers,
+        )
 
     async def _shutdown_and_remove(self, uid: str) -> None:
         try:
@@ -459,6 +531,7 @@ class Agent:
         deleting: bool,
         error: AgentError | None,
         restart_count: int,
+        migrating_to: str | None = None,
     ) -> None:
         current = obj.get("status") or {}
         previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
@@ -470,6 +543,7 @@ class Agent:
                 domain=observed,
                 hardware=domain.hardware_fingerprint(vm.spec),
                 error=error,
+                migrating_to=migrating_to,
             ),
             previous_phase=current.get("phase"),
             previous=previous,

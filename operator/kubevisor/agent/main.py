@@ -46,6 +46,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--guest-kernel", help="default kernel for VMs without boot or disks")
     parser.add_argument("--guest-initrd", help="default initrd for those VMs")
     parser.add_argument("--guest-cmdline", default="console=ttyS0", help="their kernel cmdline")
+    parser.add_argument(
+        "--cgroup-controllers",
+        help="comma-separated cgroup controllers libvirt uses for VMs (qemu.conf "
+        "cgroup_controllers; empty: none); default: unknown, assume all",
+    )
+    parser.add_argument(
+        "--migration-uri",
+        default=None,
+        help="libvirt URI other hosts reach this host's libvirtd at for live migration "
+        "(default: --libvirt-uri; use e.g. qemu+tls://HOST/system in a cluster)",
+    )
+    parser.add_argument(
+        "--migrate-uri",
+        default=None,
+        help="where this host's QEMU receives migration streams, e.g. tcp://10.0.0.2 "
+        "(default: libvirt's choice, the host's name)",
+    )
     parser.add_argument("--lease-namespace", default="kubevisor-system")
     parser.add_argument("--lease-duration", type=int, default=40, help="seconds")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds")
@@ -84,13 +101,18 @@ async def run(args: argparse.Namespace) -> None:
         )
         if args.guest_kernel
         else None,
+        cgroup_controllers=None
+        if args.cgroup_controllers is None
+        else frozenset(c for c in args.cgroup_controllers.split(",") if c),
         lease_namespace=args.lease_namespace,
         lease_duration=args.lease_duration,
         shutdown_grace=args.shutdown_grace,
         resync_interval=args.resync_interval,
+        migration_uri=args.migration_uri,
+        migrate_uri=args.migrate_uri,
     )
     kube = await Kube.connect(args.kubeconfig)
-    agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor)
+    agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
     logging.getLogger("kubevisor.agent").info(
         "host %s: libvirt %s, domain type %s", args.host, args.libvirt_uri, kind
     )

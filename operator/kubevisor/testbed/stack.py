@@ -106,6 +106,12 @@ def start(
                 str(agent_state / "images"),
                 "--metrics-port",
                 str(port),
+                # Local hosts: QEMU streams to 127.0.0.1 (migration_host is unset), and
+                # libvirt runs without cgroups (testbed qemu.conf).
+                "--migrate-uri",
+                "tcp://127.0.0.1",
+                "--cgroup-controllers",
+                "",
                 *boot,
             ],
             log=logs / f"agent-{agent.host}.log",
