@@ -170,12 +170,6 @@ def test_dedicated_vcpus_are_pinned_as_placement_says(
     assert other not in {v["status"].get("host") for v in stack.vms(namespace)}
 
 
-# Agent options the two-cell host's agent adds to the shared agents' command line. The
-# testbed runs libvirt without cgroups, and the domain must say so (restrictive numatune):
-# set {"--cgroup-controllers": ""} once the agent has that option.
-TWO_CELL_AGENT_OPTIONS: dict[str, str] = {}
-
-
 def agent_argv(template: list[str], options: dict[str, str]) -> list[str]:
     """`template` (an agent's command line) with each `--option value` in `options` set."""
     argv = list(template)
@@ -210,7 +204,6 @@ def two_cell_host(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "--state-dir": str(state / "agent"),
         "--image-dir": str(state / "agent" / "images"),
         "--metrics-port": str(free_ports(1)[0]),
-        **TWO_CELL_AGENT_OPTIONS,
     }
     (state / "agent").mkdir()
     template = next(iter(stack.agents.values())).argv
@@ -245,14 +238,6 @@ def live_pins(host: LocalHost, uid: str) -> list[tuple[int, int]]:
     return sorted((int(vcpu.rstrip(":")), int(cpus)) for vcpu, cpus in rows)
 
 
-@pytest.mark.xfail(
-    not TWO_CELL_AGENT_OPTIONS,
-    reason="the agent cannot yet be told that its host has no cgroup cpuset controller, so "
-    "it renders numatune mode strict and QEMU cannot bind memory to the synthetic cell 1; "
-    "with --cgroup-controllers '' in TWO_CELL_AGENT_OPTIONS this test passes",
-    run=False,
-    strict=True,
-)
 def test_two_guest_numa_cells_land_on_two_host_cells_as_placement_says(
     stack: Any, two_cell_host: LocalHost, namespace: str
 ) -> None:
