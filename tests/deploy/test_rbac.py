@@ -7,11 +7,13 @@ Two kinds of agent credential:
   can-i` tables for both components, and real calls RBAC forbids;
 - real bound ServiceAccount tokens of two agent pods on two nodes (TokenRequest bound to a
   Pod with spec.nodeName), which carry the node name the admission policy compares: an
-  agent writes its own host, Lease and VMs' status, and is refused another host's.
+  agent writes its own host, Lease and VMs' status, and is refused another host's; of a
+  MigrationJob labelled with its node it writes only its own part of the status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +27,8 @@ from kubernetes.client import ApiClient, CoordinationV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from harness import REPO, eventually
+from kubevisor.agent.migration import SOURCE_LABEL, SOURCE_MANAGER, TARGET_LABEL, TARGET_MANAGER
+from kubevisor.kube.client import Kube
 from kubevisor.testbed import controlplane
 from kubevisor.testbed.controlplane import ControlPlane
 
@@ -38,6 +42,7 @@ SA_GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{SYSTEM}", "syst
 POLICY = "kubevisor-agent-own-host"
 GROUP, VERSION = "kubevisor.io", "v1alpha1"
 MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"
 APPLIED = ("namespace.yaml", "controller-rbac.yaml", "agent-rbac.yaml")
 
 
@@ -50,6 +55,10 @@ class World:
     agent_cert: Path
     controller_cert: Path
     agent_tokens: tuple[Path, Path]
+
+    def job(self, source: int) -> str:
+        """The MigrationJob from host `source` (0: a -> b; 1: b -> a host with no agent)."""
+        return f"mig-from-{self.hosts[source]}"
 
 
 def token_kubeconfig(plane: ControlPlane, token: str, name: str) -> Path:
@@ -132,6 +141,34 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
                 "--duration=30m",
             ).stdout.strip()
             tokens.append(token_kubeconfig(plane, token, f"agent-token-{host}"))
+        # Two admitted jobs as the controller leaves them: labelled with both hosts, phase
+        # and hosts in the status (the controller's fields, which agents must not touch).
+        for source, target in ((hosts[0], hosts[1]), (hosts[1], f"rbac-hv-x-{suffix}")):
+            job = f"mig-from-{source}"
+            apply(
+                plane,
+                {
+                    "apiVersion": "kubevisor.io/v1alpha1",
+                    "kind": "MigrationJob",
+                    "metadata": {
+                        "name": job,
+                        "namespace": namespace,
+                        "labels": {SOURCE_LABEL: source, TARGET_LABEL: target},
+                    },
+                    "spec": {"vm": f"vm-on-{source}"},
+                },
+            )
+            plane.kubectl(
+                "patch",
+                "migrationjob",
+                job,
+                "-n",
+                namespace,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps({"status": {"phase": "Running", "source": source, "target": target}}),
+            )
         yield World(
             plane=plane,
             namespace=namespace,
@@ -149,7 +186,7 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
             )
             plane.kubectl("delete", "lease", host, "-n", SYSTEM, check=False)
             plane.kubectl("delete", "hvh,node", host, check=False)
-        plane.kubectl("delete", "vm", "--all", "-n", namespace, check=False)
+        plane.kubectl("delete", "vm,migrationjob", "--all", "-n", namespace, check=False)
         plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -209,18 +246,36 @@ AGENT_CAN = [
     pytest.param("create", "leases.coordination.k8s.io", "", SYSTEM, True, id="create-lease"),
     pytest.param("patch", "leases.coordination.k8s.io", "", SYSTEM, True, id="patch-lease"),
     pytest.param("create", "events", "", "-A", True, id="create-events"),
+    pytest.param("get", "virtualmachines.kubevisor.io", "", "-A", True, id="get-vm"),
+    pytest.param("list", "migrationjobs.kubevisor.io", "", "-A", True, id="list-migjobs"),
+    pytest.param("watch", "migrationjobs.kubevisor.io", "", "-A", True, id="watch-migjobs"),
+    pytest.param(
+        "patch", "migrationjobs.kubevisor.io", "status", "-A", True, id="patch-migjob-status"
+    ),
     pytest.param("delete", "virtualmachines.kubevisor.io", "", "-A", False, id="no-delete-vm"),
     pytest.param("patch", "virtualmachines.kubevisor.io", "", "-A", False, id="no-patch-vm-spec"),
     pytest.param("update", "virtualmachines.kubevisor.io", "", "-A", False, id="no-update-vm"),
     pytest.param("create", "virtualmachines.kubevisor.io", "", "-A", False, id="no-create-vm"),
-    pytest.param("get", "virtualmachines.kubevisor.io", "", "-A", False, id="no-get-vm"),
+    pytest.param(
+        "update", "virtualmachines.kubevisor.io", "status", "-A", False, id="no-update-vm-status"
+    ),
     pytest.param("patch", "hypervisorhosts.kubevisor.io", "", "", False, id="no-patch-host-spec"),
     pytest.param("delete", "hypervisorhosts.kubevisor.io", "", "", False, id="no-delete-host"),
     pytest.param("list", "hypervisorhosts.kubevisor.io", "", "", False, id="no-list-hosts"),
     pytest.param("delete", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-delete-lease"),
     pytest.param("get", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-read-leases"),
     pytest.param("patch", "leases.coordination.k8s.io", "", "default", False, id="no-lease-else"),
-    pytest.param("patch", "migrationjobs.kubevisor.io", "status", "-A", False, id="no-migjobs"),
+    pytest.param("create", "migrationjobs.kubevisor.io", "", "-A", False, id="no-create-migjob"),
+    pytest.param("delete", "migrationjobs.kubevisor.io", "", "-A", False, id="no-delete-migjob"),
+    pytest.param(
+        "deletecollection", "migrationjobs.kubevisor.io", "", "-A", False, id="no-delete-migjobs"
+    ),
+    pytest.param("patch", "migrationjobs.kubevisor.io", "", "-A", False, id="no-patch-migjob"),
+    pytest.param("update", "migrationjobs.kubevisor.io", "", "-A", False, id="no-update-migjob"),
+    pytest.param(
+        "update", "migrationjobs.kubevisor.io", "status", "-A", False, id="no-update-migjob-status"
+    ),
+    pytest.param("get", "migrationjobs.kubevisor.io", "", "-A", False, id="no-get-migjob"),
     pytest.param("get", "secrets", "", SYSTEM, False, id="no-secrets"),
     pytest.param("create", "pods", "", SYSTEM, False, id="no-pods"),
 ]
@@ -231,7 +286,10 @@ CONTROLLER_CAN = [
     pytest.param("patch", "virtualmachines.kubevisor.io", "status", "-A", True, id="vm-status"),
     pytest.param("watch", "hypervisorhosts.kubevisor.io", "", "", True, id="watch-hosts"),
     pytest.param("patch", "hypervisorhosts.kubevisor.io", "status", "", True, id="host-status"),
-    pytest.param("patch", "migrationjobs.kubevisor.io", "", "-A", True, id="migrations"),
+    pytest.param("get", "migrationjobs.kubevisor.io", "", "-A", True, id="get-migjobs"),
+    pytest.param("list", "migrationjobs.kubevisor.io", "", "-A", True, id="list-migjobs"),
+    pytest.param("watch", "migrationjobs.kubevisor.io", "", "-A", True, id="watch-migjobs"),
+    pytest.param("patch", "migrationjobs.kubevisor.io", "", "-A", True, id="migjob-labels"),
     pytest.param("patch", "migrationjobs.kubevisor.io", "status", "-A", True, id="mig-status"),
     pytest.param("watch", "leases.coordination.k8s.io", "", SYSTEM, True, id="read-heartbeats"),
     pytest.param("patch", "clusterkopfpeerings.kopf.dev", "", "", True, id="kopf-peering"),
@@ -239,8 +297,11 @@ CONTROLLER_CAN = [
     pytest.param("watch", "customresourcedefinitions", "", "", True, id="kopf-crd-discovery"),
     pytest.param("watch", "namespaces", "", "", True, id="kopf-namespaces"),
     pytest.param("create", "events", "", "-A", True, id="events"),
+    pytest.param("patch", "events", "", "-A", True, id="kopf-event-counts"),
     pytest.param("delete", "virtualmachines.kubevisor.io", "", "-A", False, id="no-delete-vm"),
     pytest.param("create", "virtualmachines.kubevisor.io", "", "-A", False, id="no-create-vm"),
+    pytest.param("create", "migrationjobs.kubevisor.io", "", "-A", False, id="no-create-migjob"),
+    pytest.param("delete", "migrationjobs.kubevisor.io", "", "-A", False, id="no-delete-migjob"),
     pytest.param("patch", "hypervisorhosts.kubevisor.io", "", "", False, id="no-host-spec"),
     pytest.param("delete", "hypervisorhosts.kubevisor.io", "", "", False, id="no-delete-host"),
     pytest.param("patch", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-write-lease"),
@@ -399,3 +460,202 @@ def test_a_credential_without_a_node_is_refused_every_host_write(policy_in_force
     node, so it may write no host at all (only pod-bound tokens can)."""
     reply = host_status_patch(policy_in_force.hosts[0], kubeconfig=policy_in_force.agent_cert)
     assert reply.status == 403 and "names none" in reply.message
+
+
+# -- live migration ------------------------------------------------------------------------
+
+
+def job_status_write(
+    world: World, kubeconfig: Path, job: str, status: dict[str, object], *, manager: str
+) -> Reply:
+    """A server-side apply of MigrationJob status, the call the agents make (Report._apply,
+    Migrator._prepare), under field manager `manager`."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MigrationJob",
+        "metadata": {"name": job, "namespace": world.namespace},
+        "status": status,
+    }
+    return call(
+        kubeconfig,
+        lambda api: CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            world.namespace,
+            "migrationjobs",
+            job,
+            body,
+            field_manager=manager,
+            force=True,
+            _content_type=APPLY,
+        ),
+    )
+
+
+ROGUE = "kubevisor-agent-rogue"
+TRANSFER = {"transfer": {"state": "Running"}, "progress": {"percent": 40, "dataRemaining": 6}}
+PREPARED = {"targetAgent": {"ready": True, "libvirtURI": "qemu+tls://b/system", "vmUID": "u"}}
+# What a misbehaving agent writes: different from the above, so never a no-op.
+FORGED_TRANSFER = {"transfer": {"state": "Failed", "message": "forged"}}
+FORGED_TARGET = {"targetAgent": {"ready": False, "message": "forged"}}
+
+
+@pytest.mark.parametrize(
+    ("agent", "source", "status", "manager", "refusal"),
+    [
+        pytest.param(0, 0, TRANSFER, SOURCE_MANAGER, None, id="source-reports-progress"),
+        pytest.param(1, 0, PREPARED, TARGET_MANAGER, None, id="target-publishes-preparation"),
+        pytest.param(1, 1, TRANSFER, SOURCE_MANAGER, None, id="other-agent-own-job"),
+        pytest.param(
+            0,
+            0,
+            FORGED_TARGET,
+            ROGUE,
+            "may write only status.transfer, status.progress",
+            id="source-cannot-write-the-targets-part",
+        ),
+        pytest.param(
+            1,
+            0,
+            FORGED_TRANSFER,
+            ROGUE,
+            "may write only status.targetAgent",
+            id="target-cannot-write-the-transfer",
+        ),
+        pytest.param(
+            0,
+            0,
+            {"phase": "Succeeded"},
+            ROGUE,
+            "may write only status.transfer",
+            id="source-cannot-write-the-phase",
+        ),
+        pytest.param(
+            1,
+            0,
+            {"target": "elsewhere"},
+            ROGUE,
+            "may write only status.targetAgent",
+            id="target-cannot-move-the-job",
+        ),
+        pytest.param(
+            0,
+            1,
+            FORGED_TRANSFER,
+            ROGUE,
+            "MigrationJobs from or to its node",
+            id="no-job-of-other-hosts",
+        ),
+    ],
+)
+def test_agent_writes_only_its_part_of_a_migration(
+    policy_in_force: World,
+    agent: int,
+    source: int,
+    status: dict[str, object],
+    manager: str,
+    refusal: str | None,
+) -> None:
+    world = policy_in_force
+    job = world.job(source)
+    reply = job_status_write(world, world.agent_tokens[agent], job, status, manager=manager)
+    stored = json.loads(
+        world.plane.kubectl("get", "migrationjob", job, "-n", world.namespace, "-o", "json").stdout
+    )["status"]
+    if refusal is None:
+        assert reply.status == 200, reply
+        assert {key: stored[key] for key in status} == status
+    else:
+        assert reply.status == 403, reply
+        assert f"ValidatingAdmissionPolicy '{POLICY}'" in reply.message, reply
+        assert refusal in reply.message, reply
+    # The controller's fields are as it left them, whatever the agents tried.
+    assert stored["phase"] == "Running"
+    assert stored["source"] == world.hosts[source]
+
+
+def test_agent_cannot_remove_the_controllers_fields(policy_in_force: World) -> None:
+    """A merge patch dropping the phase, on a job from the agent's own host."""
+    world = policy_in_force
+    reply = call(
+        world.agent_tokens[0],
+        lambda api: CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            world.namespace,
+            "migrationjobs",
+            world.job(0),
+            {"status": {"phase": None}},
+            _content_type=MERGE,
+        ),
+    )
+    assert reply.status == 403 and "may write only status.transfer" in reply.message, reply
+
+
+def vm_status_patch(world: World, agent: int, vm: str) -> Reply:
+    return call(
+        world.agent_tokens[agent],
+        lambda api: CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            world.namespace,
+            "virtualmachines",
+            vm,
+            {"status": {"phase": "Migrating"}},
+            _content_type=MERGE,
+        ),
+    )
+
+
+def test_vm_status_passes_from_source_to_target_with_the_host_label(
+    policy_in_force: World,
+) -> None:
+    """The hand-off of a migration: the source writes the VM's status while the label is
+    its host, the target only once the controller has moved the label."""
+    world = policy_in_force
+    vm = f"moving-{uuid.uuid4().hex[:6]}"
+    apply(
+        world.plane,
+        {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "metadata": {
+                "name": vm,
+                "namespace": world.namespace,
+                "labels": {"kubevisor.io/host": world.hosts[0]},
+            },
+            "spec": {"memory": {"size": "64Mi"}},
+        },
+    )
+    assert vm_status_patch(world, 0, vm).status == 200
+    assert vm_status_patch(world, 1, vm).status == 403
+    world.plane.kubectl(
+        "label",
+        "vm",
+        vm,
+        "-n",
+        world.namespace,
+        f"kubevisor.io/host={world.hosts[1]}",
+        "--overwrite",
+    )
+    assert vm_status_patch(world, 1, vm).status == 200
+    before = vm_status_patch(world, 0, vm)
+    assert before.status == 403 and "bound to its node" in before.message, before
+
+
+def test_agent_reads_what_a_migration_needs(world: World) -> None:
+    """The agent's own client with its own token: its jobs by label across namespaces, and a
+    VM by name that is not bound to it yet (the target prepares before the label moves)."""
+
+    async def reads() -> tuple[list[str], str | None]:
+        kube = await Kube.connect(world.agent_tokens[1])
+        try:
+            jobs, _ = await kube.list_jobs(label_selector=f"{TARGET_LABEL}={world.hosts[1]}")
+            vm = await kube.get_vm(world.namespace, f"vm-on-{world.hosts[0]}")
+        finally:
+            await kube.close()
+        return [job["metadata"]["name"] for job in jobs], vm and vm["metadata"]["name"]
+
+    jobs, vm = asyncio.run(reads())
+    assert jobs == [world.job(0)]
+    assert vm == f"vm-on-{world.hosts[0]}"
