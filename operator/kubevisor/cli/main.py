@@ -11,9 +11,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kubevisor.cli import console, crds, create, dev, hosts, placement, simulate, vm, wait
+from kubevisor.cli import (
+    console,
+    crds,
+    create,
+    dev,
+    hosts,
+    migrate,
+    placement,
+    simulate,
+    vm,
+    wait,
+)
 
-SUBCOMMANDS = (dev, crds, simulate, vm, wait, hosts, placement, create, console)
+SUBCOMMANDS = (dev, crds, simulate, vm, migrate, wait, hosts, placement, create, console)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
-"""VM verbs: start, stop, restart, pause, unpause, migrate.
+"""VM verbs: start, stop, restart, pause, unpause (migrate: cli/migrate.py).
 
-Each verb changes one spec field (or creates a MigrationJob), never status, so what it
-did is declarative and visible to `kubectl get` and GitOps diffs:
+Each verb changes one spec field, never status, so what it did is declarative and
+visible to `kubectl get` and GitOps diffs:
 
 - stop: spec.runStrategy -> Halted, remembering the previous strategy in the annotation
   `kubevisor.io/last-run-strategy`;
@@ -10,8 +10,7 @@ did is declarative and visible to `kubectl get` and GitOps diffs:
 - restart: stop, wait until status.phase is Stopped (for the new generation), start.
   There is no spec field that means "restart once", so restart is those two spec edits;
   if the stop does not finish in --timeout the VM stays stopped and restart says so;
-- pause / unpause: spec.paused true / false;
-- migrate: creates a MigrationJob (or prints it with --dry-run, for Git).
+- pause / unpause: spec.paused true / false.
 
 Patches carry the resourceVersion they were computed from, so a concurrent edit makes
 the API server refuse the patch (409) and the verb reads and decides again. A VM managed
@@ -21,21 +20,17 @@ by Argo CD or Flux gets a warning on stderr: their self-heal reverts imperative 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, get_args
 
-import yaml
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 
-from kubevisor.api.migrationjob import TERMINAL_PHASES, MigrationJob
 from kubevisor.api.virtualmachine import RunStrategy
 from kubevisor.cli import kubeapi
 from kubevisor.cli import wait as waiting
-from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Cluster, Object
+from kubevisor.cli.kubeapi import VMS, CliError, Cluster, Object
 
 LAST_RUN_STRATEGY: Final = "kubevisor.io/last-run-strategy"
 RUN_STRATEGIES: tuple[str, ...] = get_args(RunStrategy)
@@ -110,30 +105,6 @@ def gitops_manager(vm: Object) -> str | None:
         if key in marks:
             return f"{who} ({where} {key}={marks[key]})"
     return None
-
-
-def migration_manifest(
-    vm: str, *, namespace: str | None, target: str | None, name: str | None
-) -> Object:
-    """A MigrationJob for `vm`, validated by the API model (generateName unless `name`)."""
-    metadata: Object = {"name": name} if name else {"generateName": f"{vm}-migration-"}
-    if namespace:
-        metadata["namespace"] = namespace
-    spec: Object = {"vm": vm}
-    if target:
-        spec["targetHost"] = target
-    try:
-        MigrationJob.model_validate({"metadata": metadata, "spec": spec})
-    except ValidationError as invalid:
-        first = invalid.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CliError(f"invalid MigrationJob: {where}: {first['msg']}", code=2) from None
-    return {
-        "apiVersion": MigrationJob.model_fields["api_version"].default,
-        "kind": MigrationJob.model_fields["kind"].default,
-        "metadata": metadata,
-        "spec": spec,
-    }
 
 
 # -- effects --------------------------------------------------------------------------------
@@ -212,68 +183,6 @@ def run_restart(args: argparse.Namespace) -> int:
     return kubeapi.with_cluster(args, act)
 
 
-def _print_object(obj: Object, output: str) -> None:
-    if output == "json":
-        print(json.dumps(obj, indent=2, sort_keys=False))
-    else:
-        sys.stdout.write(yaml.safe_dump(obj, sort_keys=False))
-
-
-def run_migrate(args: argparse.Namespace) -> int:
-    if args.dry_run and args.wait:
-        print("error: --wait makes no sense with --dry-run", file=sys.stderr)
-        return kubeapi.USAGE
-    if args.dry_run:
-
-        def manifest() -> int:
-            body = migration_manifest(
-                args.vm, namespace=args.namespace, target=args.to, name=args.name
-            )
-            _print_object(body, args.output or "yaml")
-            return kubeapi.OK
-
-        return kubeapi.run(manifest)
-
-    def act(cluster: Cluster) -> int:
-        body = migration_manifest(
-            args.vm, namespace=cluster.namespace, target=args.to, name=args.name
-        )
-        cluster.get(VMS, args.vm)  # a clear "not found" before creating anything
-        if args.to:
-            cluster.get(HOSTS, args.to)
-        created = cluster.create(MIGRATIONS, body)
-        job = str(created["metadata"]["name"])
-        if args.output in ("yaml", "json"):
-            _print_object(created, args.output)
-        else:
-            print(f"{MIGRATIONS.qualified}/{job} created")
-        if not args.wait:
-            return kubeapi.OK
-        return wait_migration(cluster, job, timeout=args.timeout)
-
-    return kubeapi.with_cluster(args, act)
-
-
-def wait_migration(cluster: Cluster, job: str, *, timeout: float) -> int:
-    """Exit code of waiting for MigrationJob `job`: 0 Succeeded, 1 otherwise."""
-    phase: str | None = None
-    for obj in cluster.observe(MIGRATIONS, job, timeout=timeout):
-        if obj is None:
-            raise CliError(f"migrationjob {job} was deleted while waiting")
-        status = obj.get("status") or {}
-        phase = status.get("phase")
-        if phase in TERMINAL_PHASES:
-            if phase == "Succeeded":
-                print(f"{MIGRATIONS.qualified}/{job} Succeeded")
-                return kubeapi.OK
-            reason = status.get("reason") or "no reason given"
-            raise CliError(f"migrationjob {job} {phase}: {reason}")
-    raise CliError(
-        f"timed out after {kubeapi.format_duration(timeout)} waiting for migrationjob {job} "
-        f"to finish (phase {phase})"
-    )
-
-
 # -- parsers --------------------------------------------------------------------------------
 
 
@@ -339,36 +248,3 @@ def register(subparsers: Any) -> None:
         "resume a paused VM (spec.paused: false)",
         "Set spec.paused to false.",
     ).set_defaults(func=_lifecycle(lambda vm: pause_change(vm, paused=False)))
-
-    migrate = subparsers.add_parser(
-        "migrate",
-        help="live-migrate a VM: create a MigrationJob (or print it with --dry-run)",
-        description=(
-            "Create a MigrationJob for VM (metadata.generateName VM-migration-, or --name). "
-            "--dry-run prints the manifest instead, without contacting the cluster, for "
-            "committing to Git (GitOps tools need a fixed name: use --name). --wait "
-            "follows the job until Succeeded (exit 0), Failed or Cancelled (exit 1), "
-            "or --timeout (exit 1)."
-        ),
-        parents=[kubeapi.options()],
-    )
-    migrate.add_argument("vm", metavar="VM", help="VirtualMachine name")
-    migrate.add_argument("--to", metavar="HOST", help="target HypervisorHost (default: placement)")
-    migrate.add_argument("--name", help="name of the MigrationJob (default: generated)")
-    migrate.add_argument(
-        "--dry-run", action="store_true", help="print the manifest, create nothing"
-    )
-    migrate.add_argument("--wait", action="store_true", help="wait until the job finishes")
-    migrate.add_argument(
-        "--timeout",
-        type=kubeapi.parse_duration,
-        default=600.0,
-        help="with --wait: give up after this long (default 10m)",
-    )
-    migrate.add_argument(
-        "-o",
-        "--output",
-        choices=("name", "yaml", "json"),
-        help="name (default), or the whole object as yaml/json (yaml with --dry-run)",
-    )
-    migrate.set_defaults(func=run_migrate)
