@@ -1,0 +1,412 @@
+"""An in-memory API server for the controller's tests, and builders for what it holds.
+
+`FakeKube` implements the `Kube` calls the controller makes (VM and MigrationJob patches,
+status applies, job creation, host status, events) on plain dicts. Status applies follow
+server-side apply closely enough for the controller's hand-offs: each field manager owns
+the top-level status fields (and conditions, by type) it last applied, and a field its
+owner stops applying disappears unless another manager also holds it. The agents' writes
+are simulated with `agent_vm_status` / `agent_job_status` under their own managers.
+
+Nothing is delivered by watch: a test hands the controller the objects it wants it to
+see (`Cluster.vm_event`, `Cluster.job_event`), so the order of events is the test's.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from kubevisor.handlers.controller import Controller, Settings
+from kubevisor.kube.client import Kube, Object
+
+NAMESPACE = "default"
+LEASE_NAMESPACE = "kubevisor-system"
+HOST_LABEL = "kubevisor.io/host"
+VM_FINALIZER = "kubevisor.io/vm-protection"
+CONTROLLER = "kubevisor-controller"
+AGENT = "kubevisor-agent"
+START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+# Who writes which part of a status, for objects a test creates already populated.
+_CONTROLLER_VM_FIELDS = frozenset(
+    {"host", "placement", "eviction", "lastMigration", "observedGeneration"}
+)
+_AGENT_JOB_FIELDS = frozenset({"targetAgent", "transfer", "progress"})
+
+
+class Clock:
+    """The controller's clock: time moves only when a test calls `advance`."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def _fields(status: Object) -> dict[str, Any]:
+    out = {name: value for name, value in status.items() if name != "conditions"}
+    for condition in status.get("conditions") or []:
+        out[f"conditions/{condition['type']}"] = condition
+    return out
+
+
+def _status(fields: dict[str, Any]) -> Object:
+    out = {name: value for name, value in fields.items() if not name.startswith("conditions/")}
+    conditions = [value for name, value in fields.items() if name.startswith("conditions/")]
+    if conditions:
+        out["conditions"] = conditions
+    return out
+
+
+def _merge(target: Object, patch: Object) -> None:
+    """RFC 7386 JSON merge patch: None deletes, dicts merge, everything else replaces."""
+    for name, value in patch.items():
+        if value is None:
+            target.pop(name, None)
+        elif isinstance(value, dict) and isinstance(target.get(name), dict):
+            _merge(target[name], value)
+        else:
+            target[name] = copy.deepcopy(value)
+
+
+@dataclass
+class _Stored:
+    obj: Object
+    owners: dict[str, set[str]] = field(default_factory=dict)
+
+    def apply(self, manager: str, status: Object) -> None:
+        have = _fields(self.obj.get("status") or {})
+        wanted = _fields(copy.deepcopy(status))
+        for name, holders in list(self.owners.items()):
+            if manager in holders and name not in wanted:
+                holders.discard(manager)
+                if not holders:
+                    del self.owners[name]
+                    have.pop(name, None)
+        for name, value in wanted.items():
+            holders = self.owners.setdefault(name, set())
+            if have.get(name) != value:
+                holders.clear()  # a forced apply of a new value takes the field over
+            holders.add(manager)
+            have[name] = value
+        self.obj["status"] = _status(have)
+
+
+class FakeKube:
+    """The API server as the controller sees it through `Kube`."""
+
+    def __init__(self) -> None:
+        self.vms: dict[str, _Stored] = {}
+        self.jobs: dict[str, _Stored] = {}
+        self.hosts: dict[str, _Stored] = {}
+        self.calls: list[tuple[str, str]] = []
+        """(method, namespace/name) of every call, in order."""
+        self.events: list[tuple[str, str, str]] = []
+        """(object name, reason, message) of every Event recorded."""
+        self._suffixes = itertools.count(1)
+        self._uids = itertools.count(1)
+
+    # -- seeding and inspecting (the tests' side) ------------------------------------------
+
+    def add_vm(self, obj: Object) -> Object:
+        stored = _Stored(copy.deepcopy(obj))
+        for name in _fields(obj.get("status") or {}):
+            manager = CONTROLLER if name in _CONTROLLER_VM_FIELDS else AGENT
+            stored.owners[name] = {manager}
+        self.vms[_key(obj)] = stored
+        return self.vm(_key(obj))
+
+    def add_job(self, obj: Object) -> Object:
+        stored = _Stored(copy.deepcopy(obj))
+        for name in _fields(obj.get("status") or {}):
+            stored.owners[name] = {AGENT if name in _AGENT_JOB_FIELDS else CONTROLLER}
+        self.jobs[_key(obj)] = stored
+        return self.job(_key(obj))
+
+    def add_host(self, obj: Object) -> Object:
+        self.hosts[obj["metadata"]["name"]] = _Stored(copy.deepcopy(obj))
+        return self.host(obj["metadata"]["name"])
+
+    def vm(self, key: str) -> Object:
+        return copy.deepcopy(self.vms[key].obj)
+
+    def job(self, key: str) -> Object:
+        return copy.deepcopy(self.jobs[key].obj)
+
+    def host(self, name: str) -> Object:
+        return copy.deepcopy(self.hosts[name].obj)
+
+    def agent_vm_status(self, key: str, **status: Any) -> Object:
+        """What a host's agent applies to a VM's status (phase, created, ...)."""
+        self.vms[key].apply(AGENT, {**_fields_of(self.vms[key], AGENT), **status})
+        return self.vm(key)
+
+    def agent_job_status(self, key: str, manager: str, **status: Any) -> Object:
+        """What the source or target agent applies to a job's status."""
+        self.jobs[key].apply(manager, {**_fields_of(self.jobs[key], manager), **status})
+        return self.job(key)
+
+    def change_job(self, key: str, patch: Object) -> Object:
+        """A user's (or the garbage collector's) merge patch of a job."""
+        _merge(self.jobs[key].obj, patch)
+        return self.job(key)
+
+    def called(self, method: str) -> list[str]:
+        return [name for called, name in self.calls if called == method]
+
+    def reasons(self, name: str) -> list[str]:
+        return [reason for involved, reason, _ in self.events if involved == name]
+
+    # -- what the controller calls -----------------------------------------------------------
+
+    async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
+        self.calls.append(("patch_vm", f"{namespace}/{name}"))
+        _merge(self.vms[f"{namespace}/{name}"].obj, patch)
+        return self.vm(f"{namespace}/{name}")
+
+    async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
+        self.calls.append(("apply_vm_status", f"{namespace}/{name}"))
+        self.vms[f"{namespace}/{name}"].apply(CONTROLLER, status)
+        return self.vm(f"{namespace}/{name}")
+
+    async def create_job(self, namespace: str, body: Object) -> Object:
+        obj = copy.deepcopy(body)
+        meta = obj["metadata"]
+        if not meta.get("name"):
+            meta["name"] = f"{meta.pop('generateName')}{next(self._suffixes):05d}"
+        meta["namespace"] = namespace
+        meta["uid"] = f"job-uid-{next(self._uids)}"
+        meta.setdefault("creationTimestamp", f"2024-05-01T12:00:{next(self._uids):02d}Z")
+        meta["generation"] = 1
+        key = f"{namespace}/{meta['name']}"
+        assert key not in self.jobs, f"{key} already exists"
+        self.calls.append(("create_job", key))
+        self.jobs[key] = _Stored(obj)
+        return self.job(key)
+
+    async def patch_job(self, namespace: str, name: str, patch: Object) -> Object:
+        self.calls.append(("patch_job", f"{namespace}/{name}"))
+        _merge(self.jobs[f"{namespace}/{name}"].obj, patch)
+        return self.job(f"{namespace}/{name}")
+
+    async def apply_job_status(
+        self, namespace: str, name: str, status: Object, *, manager: str | None = None
+    ) -> Object:
+        self.calls.append(("apply_job_status", f"{namespace}/{name}"))
+        self.jobs[f"{namespace}/{name}"].apply(manager or CONTROLLER, status)
+        return self.job(f"{namespace}/{name}")
+
+    async def apply_host_status(self, name: str, status: Object) -> Object:
+        self.calls.append(("apply_host_status", name))
+        self.hosts[name].apply(CONTROLLER, status)
+        return self.host(name)
+
+    async def event(
+        self, *, involved: Object, type_: str, reason: str, message: str, component: str
+    ) -> None:
+        self.events.append((involved["metadata"]["name"], reason, message))
+
+
+def _fields_of(stored: _Stored, manager: str) -> Object:
+    """The status fields `manager` holds now, so a partial agent write keeps the rest."""
+    have = _fields(stored.obj.get("status") or {})
+    return _status({n: have[n] for n, who in stored.owners.items() if manager in who})
+
+
+def _key(obj: Object) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace') or NAMESPACE}/{meta['name']}"
+
+
+# -- builders ---------------------------------------------------------------------------------
+
+
+def host(
+    name: str,
+    *,
+    cpus: int = 8,
+    memory_gib: int = 16,
+    maintenance: bool = False,
+    labels: dict[str, str] | None = None,
+) -> Object:
+    """A HypervisorHost as its agent reports it: one NUMA cell holding every CPU."""
+    return {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "HypervisorHost",
+        "metadata": {"name": name, "generation": 1, "labels": dict(labels or {})},
+        "spec": {"maintenance": maintenance},
+        "status": {
+            "hypervisor": {"type": "kvm"},
+            "cpu": {"model": "Skylake-Server", "vendor": "Intel", "features": ["vmx"]},
+            "capacity": {"cpu": cpus, "memory": f"{memory_gib}Gi", "disk": "500Gi"},
+            "numaCells": [
+                {
+                    "id": 0,
+                    "cpus": list(range(cpus)),
+                    "siblings": [[cpu] for cpu in range(cpus)],
+                    "memory": f"{memory_gib}Gi",
+                }
+            ],
+        },
+    }
+
+
+def lease(name: str, renewed: datetime = START, *, duration: int = 40) -> Object:
+    """The heartbeat Lease of host `name`, last renewed at `renewed`."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": duration,
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+    }
+
+
+def vm(
+    name: str,
+    *,
+    host: str | None = None,
+    phase: str = "Running",
+    run_strategy: str = "Always",
+    eviction_strategy: str = "LiveMigrate",
+    memory: str = "1Gi",
+    vcpus: int = 1,
+    group: str | None = None,
+) -> Object:
+    """A VirtualMachine; with `host`, bound there and as its agent reports it (`phase`)."""
+    spec: Object = {
+        "runStrategy": run_strategy,
+        "evictionStrategy": eviction_strategy,
+        "cpu": {"vcpus": vcpus},
+        "memory": {"size": memory},
+    }
+    if group is not None:
+        spec["placement"] = {"group": group, "policy": "anti-affinity", "maxPerHost": 1}
+    meta: Object = {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}", "generation": 1}
+    obj: Object = {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "metadata": meta,
+        "spec": spec,
+    }
+    if host is not None:
+        meta["labels"] = {HOST_LABEL: host}
+        meta["finalizers"] = [VM_FINALIZER]
+        obj["status"] = {
+            "host": host,
+            "placement": {},
+            "observedGeneration": 1,
+            "phase": phase,
+            "created": phase not in ("Scheduled", "Stopped"),
+        }
+    return obj
+
+
+def job(
+    name: str,
+    vm_name: str,
+    *,
+    target: str | None = None,
+    cancel: bool = False,
+    created: str = "2024-05-01T12:00:00Z",
+    status: Object | None = None,
+    labels: dict[str, str] | None = None,
+) -> Object:
+    """A MigrationJob as a user creates it (or, with `status`, as a listing shows it)."""
+    spec: Object = {"vm": vm_name}
+    if target is not None:
+        spec["targetHost"] = target
+    if cancel:
+        spec["cancel"] = True
+    obj: Object = {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "MigrationJob",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "creationTimestamp": created,
+            "labels": dict(labels or {}),
+        },
+        "spec": spec,
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+# -- the controller wired to them ----------------------------------------------------------------
+
+
+class Cluster:
+    """A controller on a `FakeKube` and a `Clock`; `start` loads it like a restart does."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.kube = FakeKube()
+        self.clock = Clock()
+        self.controller = Controller(
+            settings=settings or Settings(lease_namespace=LEASE_NAMESPACE),
+            kube=cast(Kube, self.kube),
+            clock=self.clock,
+        )
+
+    async def start(
+        self,
+        *,
+        hosts: Sequence[Object],
+        vms: Sequence[Object] = (),
+        jobs: Sequence[Object] = (),
+        leases: list[Object] | None = None,
+    ) -> None:
+        """Every host heartbeating now unless `leases` says otherwise."""
+        for obj in hosts:
+            self.kube.add_host(obj)
+        for obj in vms:
+            self.kube.add_vm(obj)
+        for obj in jobs:
+            self.kube.add_job(obj)
+        await self.controller.load(
+            hosts=[self.kube.host(h["metadata"]["name"]) for h in hosts],
+            vms=[self.kube.vm(_key(v)) for v in vms],
+            leases=leases if leases is not None else [lease(h["metadata"]["name"]) for h in hosts],
+            jobs=[self.kube.job(_key(j)) for j in jobs],
+        )
+
+    async def vm_event(self, name: str) -> Object:
+        """Deliver the VM as the API server holds it now."""
+        obj = self.kube.vm(f"{NAMESPACE}/{name}")
+        await self.controller.on_vm("MODIFIED", obj)
+        return self.kube.vm(f"{NAMESPACE}/{name}")
+
+    async def job_event(self, name: str) -> Object:
+        """Deliver the job as the API server holds it now (ADDED or MODIFIED alike)."""
+        obj = self.kube.job(f"{NAMESPACE}/{name}")
+        await self.controller.migrations.on_job("MODIFIED", obj)
+        return self.kube.job(f"{NAMESPACE}/{name}")
+
+    async def create_job(self, obj: Object) -> Object:
+        """A user creates a job; the controller sees it."""
+        self.kube.add_job(obj)
+        return await self.job_event(obj["metadata"]["name"])
+
+    def job_status(self, name: str) -> Object:
+        return dict(self.kube.job(f"{NAMESPACE}/{name}").get("status") or {})
+
+    def vm_status(self, name: str) -> Object:
+        return dict(self.kube.vm(f"{NAMESPACE}/{name}").get("status") or {})
+
+    def claims(self) -> dict[str, str]:
+        """Placement-state key -> host of every claim the controller holds."""
+        return {key: claim.host for key, claim in self.controller.state.claims().items()}
