@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -190,3 +191,40 @@ def test_same_inputs_give_the_same_status() -> None:
         now=NOW + timedelta(seconds=30),
     )
     assert again == first
+
+
+@pytest.mark.parametrize(
+    ("unenforced", "condition_status", "reason", "message"),
+    [
+        pytest.param((), "True", "Enforced", "the host enforces every limit of the spec", id="all"),
+        pytest.param(
+            ("cpu.tune: no cpu controller",),
+            "False",
+            "NotEnforced",
+            "cpu.tune: no cpu controller",
+            id="one-unenforced",
+        ),
+        pytest.param(
+            ("cpu.tune: no cpu controller", "numa: no cpuset controller"),
+            "False",
+            "NotEnforced",
+            "cpu.tune: no cpu controller; numa: no cpuset controller",
+            id="messages-joined",
+        ),
+    ],
+)
+def test_limits_the_host_cannot_enforce_are_reported_without_failing_the_vm(
+    unenforced: tuple[str, ...], condition_status: str, reason: str, message: str
+) -> None:
+    given = dataclasses.replace(inputs(domain=("running", "booted")), unenforced=unenforced)
+    result = status.bound_vm_status(
+        given, previous_phase="Running", previous=[], restart_count=0, now=NOW
+    )
+    (limits,) = [c for c in result["conditions"] if c["type"] == status.LIMITS_ENFORCED]  # type: ignore[attr-defined]
+    assert (limits["status"], limits["reason"], limits["message"]) == (
+        condition_status,
+        reason,
+        message,
+    )
+    assert result["phase"] == "Running"
+    assert conditions(result)["Ready"] == "True"

@@ -241,23 +241,50 @@ class Agent:
             self.queue.add(key)
 
     async def _worker(self) -> None:
+        """Reconcile keys from the queue; `run` starts `settings.workers` of these.
+
+        A failed reconcile backs its key off (`WorkQueue.retry`: 1 s doubling to 60 s, or
+        the error's own delay when longer; a success resets it). Until the hold ends the
+        key is reconciled only when what it asks for changed: another object under the
+        name, a spec change (metadata.generation), deletion, the controller's word in status
+        (unbinding, eviction), or a migration starting or ending. The triggers a failed
+        attempt causes itself (libvirt's lifecycle events of the define and the failed
+        start, the watch echoing the status just written) are skipped: each of them used to
+        retry the key at once, some ten times a second however long the error asked to wait.
+        """
         while True:
             key = await self.queue.get()
+            obj = self.vms.get(key) or {}
+            meta, current = obj.get("metadata") or {}, obj.get("status") or {}
+            request = (
+                meta.get("uid"),
+                meta.get("generation"),
+                meta.get("deletionTimestamp"),
+                current.get("host"),
+                current.get("eviction"),
+                self.migrator.migrating_to(key),
+            )
             try:
+                if not self.queue.due(key, request):
+                    continue
                 with metrics.timed(metrics.RECONCILE_DURATION, "agent-vm"):
                     await self.reconcile(key)
-            except RetryableError as error:
+                self.queue.forget(key)
+            except HypervisorError as error:
+                # Retryable (reconcile has reported it), or permanent where reconcile could not
+                # report it, e.g. while observing the domain.
                 metrics.RECONCILE_ERRORS.labels("agent-vm").inc()
-                log.info("%s: will retry in %.0fs: %s", key, error.delay, error)
-                self.queue.add_after(key, error.delay)
+                at_least = error.delay if isinstance(error, RetryableError) else 0.0
+                delay = self.queue.retry(key, request=request, at_least=at_least)
+                log.info("%s: will retry in %.0fs: %s", key, delay, error)
             except Exception as error:
                 if is_not_found(error):
                     # Deleted while reconciling; the watch's DELETED event comes next.
                     log.info("%s: gone while reconciling", key)
                     continue
                 metrics.RECONCILE_ERRORS.labels("agent-vm").inc()
-                log.exception("%s: reconcile failed", key)
-                self.queue.add_after(key, 5.0)
+                delay = self.queue.retry(key, request=request)
+                log.exception("%s: reconcile failed; will retry in %.0fs", key, delay)
             finally:
                 self.queue.done(key)
 
@@ -398,9 +425,10 @@ class Agent:
             return
         assert uid is not None
         meta = obj["metadata"]
-        bound = (obj.get("status") or {}).get("host")
-        if uid in self.migrator.departed or (bound and bound != self.settings.host):
-            # Migrated away; the label follows the status. Nothing of it to start here.
+        current = obj.get("status") or {}
+        if uid in self.migrator.departed or current.get("host") != self.settings.host:
+            # Migrated away or being unbound: the controller writes status.host before the
+            # label, so the label may still say this host. Nothing of it to start here.
             return
         try:
             vm = VirtualMachine.model_validate(obj)
@@ -414,17 +442,20 @@ class Agent:
         if uid in self.migrator.departed:
             return
         deleting = bool(meta.get("deletionTimestamp"))
+        eviction = current.get("eviction") or {}
+        evicting = eviction.get("reason") if eviction.get("host") == self.settings.host else None
         plan = convergence.plan(
             run_strategy=vm.spec.run_strategy,
             paused=vm.spec.paused,
-            deleting=deleting,
+            # Evicted: shut down gracefully and removed, as for a deletion; the controller
+            # then places the VM again elsewhere.
+            deleting=deleting or evicting is not None,
             domain=observed,
         )
         if migrating_to is not None and not deleting:
             # libvirt pauses and finally removes the domain as it moves: none of that is
             # something to correct. Deleting the VM still wins (it aborts the transfer).
             plan = dataclasses.replace(plan, actions=(), restart=False)
-        current = obj.get("status") or {}
         restart_count = int(current.get("restartCount") or 0)
         error: AgentError | None = None
         retry: RetryableError | None = None
@@ -449,9 +480,13 @@ class Agent:
             error=error,
             restart_count=restart_count,
             migrating_to=migrating_to,
+            evicting=evicting,
         )
         if retry is not None:
             raise retry
+        if error is not None:
+            # Reported above; raised so the worker backs off before trying again.
+            raise PermanentError(error.message)
 
     async def _observe(self, uid: str) -> DomainObservation | None:
         try:
@@ -532,9 +567,15 @@ class Agent:
         error: AgentError | None,
         restart_count: int,
         migrating_to: str | None = None,
+        evicting: str | None = None,
     ) -> None:
         current = obj.get("status") or {}
         previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
+        # Only the facts `unenforced_limits` reads: `environment` would create the VM's files.
+        limits = HostEnvironment(
+            domain_type=self.settings.domain_type,
+            cgroup_controllers=self.settings.cgroup_controllers,
+        )
         wanted = status.bound_vm_status(
             status.Inputs(
                 spec=vm.spec,
@@ -544,6 +585,8 @@ class Agent:
                 hardware=domain.hardware_fingerprint(vm.spec),
                 error=error,
                 migrating_to=migrating_to,
+                evicting=evicting,
+                unenforced=tuple(domain.unenforced_limits(vm.spec, limits)),
             ),
             previous_phase=current.get("phase"),
             previous=previous,

@@ -284,6 +284,22 @@ class HostStorage(ApiModel):
     )
 
 
+DrainPhase = Literal["Draining", "Drained", "Blocked"]
+
+
+class DrainStatus(ApiModel):
+    """How far emptying the host for maintenance got (controller-written)."""
+
+    phase: DrainPhase = Field(
+        description="Draining, Drained (no VM left) or Blocked (a VM cannot leave)."
+    )
+    remaining: int = Field(ge=0, description="VMs still bound to the host.")
+    migrating: int = Field(default=0, ge=0, description="Of those, live-migrating away now.")
+    stopping: int = Field(default=0, ge=0, description="Of those, shutting down to move cold.")
+    blocked: int = Field(default=0, ge=0, description="Of those, unable to leave.")
+    message: str | None = Field(default=None, description="Which VMs block it, and why.")
+
+
 class HypervisorHostStatus(ApiModel):
     """What the host offers and carries, written by its agent."""
 
@@ -311,6 +327,9 @@ class HypervisorHostStatus(ApiModel):
         description="Sum of the VMs bound here (cpu in vCPUs).",
     )
     vm_count: int | None = Field(default=None, ge=0, description="VMs bound to this host.")
+    drain: DrainStatus | None = Field(
+        default=None, description="Progress of emptying the host while spec.maintenance is true."
+    )
     capabilities: HostCapabilities | None = Field(
         default=None,
         description="UEFI, Secure Boot, vhost-net, security driver, seccomp, cgroups.",

@@ -875,6 +875,13 @@ class LastMigration(ApiModel):
     completion_time: datetime | None = Field(default=None, description="When it completed.")
 
 
+class Eviction(ApiModel):
+    """The controller asks the agent of `host` to stop the domain so the VM can move cold."""
+
+    host: ObjectName = Field(description="The host the VM is evicted from.")
+    reason: str = Field(description="Why, e.g. the host's maintenance.")
+
+
 class VirtualMachineStatus(ApiModel):
     """Observed state of a virtual machine."""
 
@@ -917,6 +924,10 @@ class VirtualMachineStatus(ApiModel):
     last_migration: LastMigration | None = Field(
         default=None,
         description="The most recent completed live migration.",
+    )
+    eviction: Eviction | None = Field(
+        default=None,
+        description="Set while the VM is stopped on its host to be placed elsewhere.",
     )
 
 

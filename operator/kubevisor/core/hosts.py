@@ -82,8 +82,11 @@ def controller_host_status(
     generation: int,
     previous: Sequence[Condition],
     now: datetime,
+    drain: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """The controller-owned fields of a HypervisorHost status, as the wire dict it applies."""
+    """The controller-owned fields of a HypervisorHost status, as the wire dict it applies.
+
+    `drain` is `core.drain.progress(...).to_wire()` while spec.maintenance is true."""
     if not judgement.ready:
         schedulable = ("False", "NotReady", judgement.message)
     elif maintenance:
@@ -96,7 +99,7 @@ def controller_host_status(
         (cond.READY, "True" if judgement.ready else "False", judgement.reason, judgement.message),
         (cond.SCHEDULABLE, *schedulable),
     ]
-    return {
+    status: dict[str, object] = {
         "allocatable": allocatable.to_wire(),
         "allocated": allocated.to_wire(),
         "vmCount": vm_count,
@@ -108,3 +111,6 @@ def controller_host_status(
             for t, s, r, m in rows
         ],
     }
+    if drain is not None:
+        status["drain"] = drain
+    return status

@@ -32,6 +32,7 @@ __all__ = [
     "check_transition",
     "intent",
     "is_bound_phase",
+    "restarts_after_host_loss",
 ]
 
 
@@ -74,6 +75,12 @@ def intent(strategy: RunStrategy, *, last_exit: Exit) -> Intent:
         return Intent(run=True, restart=False)
     restart = last_exit in _RESTART_AFTER[strategy]
     return Intent(run=restart, restart=restart)
+
+
+def restarts_after_host_loss(strategy: RunStrategy) -> bool:
+    """Whether a VM whose host died should be started elsewhere: to its guest the host's
+    death is a crash, so the strategies that restart after a crash (Always, RerunOnFailure)."""
+    return intent(strategy, last_exit=Exit.CRASHED).run
 
 
 # The API's own vocabularies: one definition, read by the CRD schema and by this table.

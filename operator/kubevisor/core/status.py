@@ -2,8 +2,9 @@
 
 `bound_vm_status` is what the agent of the bound host writes: the phase after binding,
 `status.domain`, `created`, `restartCount`, and the conditions it owns (Ready, Paused,
-Reconciling, Stalled, RestartRequired). The phase comes from an ordered first-match table:
-the first row whose test holds decides, so the precedence is visible in one place.
+Reconciling, Stalled, RestartRequired, LimitsEnforced). The phase comes from an ordered
+first-match table: the first row whose test holds decides, so the precedence is visible in
+one place.
 
 Conditions follow the kstatus conventions (research/ux.md section 1): Reconciling while
 work is in flight, Stalled when it cannot progress, Ready as the summary, and a stopped
@@ -25,7 +26,15 @@ from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
 from kubevisor.core.lifecycle import Exit, Phase
 
 RESTART_REQUIRED = "RestartRequired"
-AGENT_CONDITIONS = (cond.READY, cond.PAUSED, cond.RECONCILING, cond.STALLED, RESTART_REQUIRED)
+LIMITS_ENFORCED = "LimitsEnforced"
+AGENT_CONDITIONS = (
+    cond.READY,
+    cond.PAUSED,
+    cond.RECONCILING,
+    cond.STALLED,
+    RESTART_REQUIRED,
+    LIMITS_ENFORCED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,10 @@ class Inputs:
     error: AgentError | None = None
     migrating_to: str | None = None
     """The host this agent is live-migrating the domain to, while it does."""
+    evicting: str | None = None
+    """Why the controller asked for the domain to be stopped here (status.eviction)."""
+    unenforced: tuple[str, ...] = ()
+    """Limits of the spec this host cannot enforce (`domain.unenforced_limits`)."""
 
     @property
     def wants_run(self) -> bool:
@@ -89,6 +102,26 @@ def _permanent_error(i: Inputs) -> Verdict | None:
         return None
     return Verdict(
         phase="Failed", ready=False, reason=i.error.reason, message=i.error.message, stalled=True
+    )
+
+
+def _evicting(i: Inputs) -> Verdict | None:
+    if i.evicting is None:
+        return None
+    if i.domain is None:
+        return Verdict(
+            phase="Stopped",
+            ready=False,
+            reason="Evicted",
+            message=f"stopped here ({i.evicting}); waiting to be placed elsewhere",
+            reconciling=True,
+        )
+    return Verdict(
+        phase="Stopping",
+        ready=False,
+        reason="Evicting",
+        message=f"shutting the guest down to move it ({i.evicting})",
+        reconciling=True,
     )
 
 
@@ -196,6 +229,7 @@ def _ended(i: Inputs) -> Verdict | None:
 
 PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
     _deleting,
+    _evicting,
     _permanent_error,
     _migrating,
     _no_domain,
@@ -259,6 +293,12 @@ def bound_vm_status(
             "vCPUs, memory, NUMA, disks, boot or networks changed; restart the VM to apply them"
             if restart_required
             else "the domain matches the spec",
+        ),
+        (
+            LIMITS_ENFORCED,
+            not inputs.unenforced,
+            "NotEnforced" if inputs.unenforced else "Enforced",
+            "; ".join(inputs.unenforced) or "the host enforces every limit of the spec",
         ),
     ]
     conditions = [
@@ -331,6 +371,8 @@ class ControllerInputs:
     """Set when `binding` is the target of a live migration that just completed."""
     last_migration: dict[str, Any] | None = None
     """status.lastMigration as the wire dict; carried in every write (the controller owns it)."""
+    eviction: dict[str, Any] | None = None
+    """status.eviction as the wire dict: the agent is to stop the domain on the bound host."""
 
 
 def controller_vm_status(
@@ -379,6 +421,12 @@ def controller_vm_status(
         if binding.placement is not None:
             status["placement"] = binding.placement.to_wire()
         placed = f"placed on host {binding.host}"
+        if inputs.eviction is not None:
+            status["eviction"] = inputs.eviction
+            evicting = f"{placed}; evicting: {inputs.eviction.get('reason')}"
+            return _with_conditions(
+                status, inputs, [(cond.SCHEDULED, "True", "Evicting", evicting)], previous, now
+            )
         if inputs.migrated_from is not None:
             # The domain already runs there: phase, Ready and Reconciling stay the agent's.
             moved = f"live-migrated from host {inputs.migrated_from} to host {binding.host}"

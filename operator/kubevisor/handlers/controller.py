@@ -44,6 +44,7 @@ from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import ClaimConflict, PlacementState
+from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.kube.client import Kube, Object, is_transient
 
@@ -64,6 +65,8 @@ class Settings:
     ratios: AllocationRatios = dataclasses.field(default_factory=AllocationRatios)
     options: scheduler.Options = dataclasses.field(default_factory=scheduler.Options)
     migration_limits: Limits = dataclasses.field(default_factory=Limits)
+    failover_grace: float | None = 120.0
+    """Seconds a host may be NotReady before its VMs are started elsewhere (None: never)."""
 
 
 def now_utc() -> datetime:
@@ -99,6 +102,7 @@ class Controller:
         self.labelled: dict[str, str] = {}
         """Host label this controller patched per VM, until the watch shows the VM gone."""
         self.migrations = Migrations(self, settings.migration_limits)
+        self.evacuation = Evacuation(self, failover_grace=settings.failover_grace)
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -202,9 +206,12 @@ class Controller:
             if judgement.ready:
                 await self.retry_pending()
             await self.migrations.on_host_change(name)
-        await self._write_host_status(name, judgement)
+        drain = await self.evacuation.check(name)
+        await self._write_host_status(name, judgement, drain)
 
-    async def _write_host_status(self, name: str, judgement: Judgement) -> None:
+    async def _write_host_status(
+        self, name: str, judgement: Judgement, drain: dict[str, object] | None
+    ) -> None:
         obj = self.hosts[name]
         if name not in self.state:
             return
@@ -223,6 +230,7 @@ class Controller:
             generation=int(obj["metadata"].get("generation") or 0),
             previous=_conditions(current),
             now=self.clock(),
+            drain=drain,
         )
         inventory = self.state.inventory(name)
         for resource, total in (
@@ -316,6 +324,8 @@ class Controller:
         await self.retry_pending()
 
     async def _reconcile_bound(self, key: str, obj: Object, vm: VirtualMachine, host: str) -> None:
+        if await self.evacuation.finish_eviction(key, obj):
+            return
         self.pending.pop(key, None)
         self._ensure_claim(key)
         meta = obj["metadata"]
@@ -414,6 +424,7 @@ class Controller:
         host_lost: str | None = None,
         migrated_from: str | None = None,
         last_migration: dict[str, Any] | None = None,
+        eviction: dict[str, Any] | None = None,
     ) -> None:
         vm = VirtualMachine.model_validate(obj)
         current = obj.get("status") or {}
@@ -426,6 +437,7 @@ class Controller:
                 host_lost=host_lost,
                 migrated_from=migrated_from,
                 last_migration=last_migration or current.get("lastMigration"),
+                eviction=eviction,
             ),
             previous_phase=current.get("phase"),
             previous=_conditions(current),

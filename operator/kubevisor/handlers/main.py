@@ -56,6 +56,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-outbound-migrations", type=int, default=2, help="at once from one host"
     )
+    parser.add_argument(
+        "--failover-grace",
+        type=float,
+        default=120.0,
+        help="seconds a host may be NotReady before its VMs are started elsewhere "
+        "(negative: never; see the README on split brain)",
+    )
     parser.add_argument("--max-inbound-migrations", type=int, default=2, help="at once to one host")
     parser.add_argument("--peering", default="kubevisor", help="kopf peering object name")
     parser.add_argument(
@@ -95,6 +102,7 @@ async def run(args: argparse.Namespace) -> None:
                 cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
             ),
             options=Options(host_subset_size=args.host_subset_size),
+            failover_grace=args.failover_grace if args.failover_grace >= 0 else None,
             migration_limits=Limits(
                 per_cluster=args.max_migrations,
                 outbound_per_host=args.max_outbound_migrations,

@@ -237,6 +237,13 @@ class Kube:
     async def get_job(self, namespace: str, name: str) -> Object | None:
         return await self._get(namespace, JOB_PLURAL, name)
 
+    @counted("POST")
+    async def create_job(self, namespace: str, body: Object) -> Object:
+        reply = await self._custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, JOB_PLURAL, body, field_manager=self.field_manager
+        )
+        return cast(Object, reply)
+
     @counted("PATCH")
     async def patch_job(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of a MigrationJob's metadata (labels, finalizers)."""

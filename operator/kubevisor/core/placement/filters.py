@@ -102,7 +102,7 @@ def anti_affinity(host: HostSnapshot, request: Request, state: PlacementState) -
         return Rejection(
             "anti_affinity",
             f'anti-affinity group "{group.name}"',
-            f"host {host.name} already runs {members} of group {group.name} "
+            f"host {host.name} already runs {members} of anti-affinity group {group.name} "
             f"(maxPerHost {group.max_per_host})",
         )
     return None

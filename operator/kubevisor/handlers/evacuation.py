@@ -1,0 +1,191 @@
+"""Moving VMs off a host the controller gives up on: maintenance drains and lost hosts.
+
+- Drain (`spec.maintenance: true`): placement already skips the host; on every host check
+  each VM still bound to it takes its `core.drain.step` — a MigrationJob (labelled
+  `kubevisor.io/drain=HOST`) for a running LiveMigrate VM, an eviction for the rest. The
+  host's `status.drain` shows how far it got.
+- Eviction: the controller sets `status.eviction` on the VM; the bound host's agent shuts
+  the guest down gracefully and removes the domain (`created: false`); then the controller
+  unbinds the VM — status first, then the label: agents act only on VMs whose status.host
+  is their own, so the old host's agent leaves it alone in between — and places it again
+  like a new VM.
+- Host loss: once a host's heartbeat has been missing for `failover_grace` seconds, every
+  VM on it whose run strategy restarts after a crash is unbound and placed elsewhere. The
+  lost host's agent, if it comes back, fences (destroys) those domains before it reports
+  Ready. The grace period is the trade-off the README explains: shorter means less
+  downtime, but a host that was only cut off from the API server keeps running its guests
+  until its agent notices, so both copies run for a while.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from kubevisor.api.migrationjob import KIND as JOB_KIND
+from kubevisor.api.schema import API_VERSION
+from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.core import drain, lifecycle
+from kubevisor.core import status as vmstatus
+from kubevisor.handlers.migrations import IN_FLIGHT, job_key
+from kubevisor.kube.client import Object
+
+if TYPE_CHECKING:
+    from kubevisor.handlers.controller import Controller
+
+log = logging.getLogger("kubevisor.controller.evacuation")
+
+DRAIN_LABEL = "kubevisor.io/drain"
+HOST_LABEL = "kubevisor.io/host"
+
+
+class Evacuation:
+    def __init__(self, controller: Controller, *, failover_grace: float | None) -> None:
+        self.c = controller
+        self.failover_grace = failover_grace
+
+    async def check(self, host: str) -> dict[str, object] | None:
+        """React to the host's state; returns its `status.drain` while it is in maintenance."""
+        judgement = self.c.judgements.get(host)
+        if judgement is not None and not judgement.ready:
+            grace = self.failover_grace
+            if grace is not None and judgement.down_for >= grace:
+                await self._failover(host, judgement.down_for)
+        spec = self.c.hosts[host].get("spec") or {}
+        if not spec.get("maintenance"):
+            return None
+        if judgement is None or not judgement.ready:
+            return self._progress(host)
+        return await self._drain(host)
+
+    def _residents(self, host: str) -> list[tuple[str, Object]]:
+        return [
+            (key, obj)
+            for key, obj in list(self.c.vms.items())
+            if (obj.get("status") or {}).get("host") == host
+            and not obj["metadata"].get("deletionTimestamp")
+        ]
+
+    def _resident(self, key: str, obj: Object, host: str) -> drain.Resident | None:
+        try:
+            vm = VirtualMachine.model_validate(obj)
+        except ValidationError:
+            return None
+        status = obj.get("status") or {}
+        name = obj["metadata"]["name"]
+        jobs = [j for j in self.c.migrations.jobs.values() if _moves(j, key)]
+        return drain.Resident(
+            name=name,
+            strategy=vm.spec.eviction_strategy,
+            phase=status.get("phase"),
+            migrating=any(_phase(j) in (None, "Pending", *IN_FLIGHT) for j in jobs),
+            evicting=status.get("eviction") is not None,
+            failed_migrations=sum(
+                1
+                for j in jobs
+                if _phase(j) == "Failed"
+                and (j["metadata"].get("labels") or {}).get(DRAIN_LABEL) == host
+            ),
+        )
+
+    def _progress(self, host: str) -> dict[str, object]:
+        residents = [self._resident(k, o, host) for k, o in self._residents(host)]
+        return drain.progress([r for r in residents if r is not None]).to_wire()
+
+    async def _drain(self, host: str) -> dict[str, object]:
+        for key, obj in self._residents(host):
+            resident = self._resident(key, obj, host)
+            if resident is None:
+                continue
+            step = drain.step(resident)
+            if step is drain.Step.MIGRATE:
+                await self._migrate(key, obj, host)
+            elif step is drain.Step.EVICT:
+                await self.evict(key, obj, host, f"host {host} is in maintenance")
+        return self._progress(host)
+
+    async def _migrate(self, key: str, obj: Object, host: str) -> None:
+        meta = obj["metadata"]
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": JOB_KIND,
+            "metadata": {
+                "generateName": f"{meta['name'][:40]}-drain-",
+                "namespace": meta["namespace"],
+                "labels": {DRAIN_LABEL: host},
+            },
+            "spec": {"vm": meta["name"]},
+        }
+        created = await self.c.kube.create_job(meta["namespace"], body)
+        # Known at once, so the next host check does not create a second one.
+        self.c.migrations.jobs[job_key(created)] = created
+        log.info(
+            "%s: draining host %s with MigrationJob %s", key, host, created["metadata"]["name"]
+        )
+        await self.c._event(
+            obj,
+            "Normal",
+            "Draining",
+            f"host {host} is in maintenance: live-migrating (MigrationJob "
+            f"{created['metadata']['name']})",
+        )
+
+    async def evict(self, key: str, obj: Object, host: str, reason: str) -> None:
+        """Ask the host's agent to stop the VM; `finish_eviction` takes it from there."""
+        vm = VirtualMachine.model_validate(obj)
+        placement = vm.status.placement if vm.status is not None else None
+        await self.c._write_vm_status(
+            obj,
+            binding=vmstatus.Binding(host=host, placement=placement),
+            eviction={"host": host, "reason": reason},
+        )
+        log.info("%s: evicting from %s: %s", key, host, reason)
+        await self.c._event(obj, "Normal", "Evicting", f"stopping the VM on host {host}: {reason}")
+
+    async def finish_eviction(self, key: str, obj: Object) -> bool:
+        """Unbind an evicted VM once its agent removed the domain; True if it did."""
+        status = obj.get("status") or {}
+        eviction = status.get("eviction") or {}
+        if not eviction or eviction.get("host") != status.get("host") or status.get("created"):
+            return False
+        await self.unbind(key, obj, f"stopped on host {eviction['host']}: {eviction['reason']}")
+        return True
+
+    async def unbind(self, key: str, obj: Object, why: str) -> None:
+        """Forget the VM's host and place it again, as a new VM."""
+        self.c.state.release(key)
+        await self.c._write_vm_status(obj, binding=None)
+        meta = obj["metadata"]
+        self.c.vms[key] = await self.c.kube.patch_vm(
+            meta["namespace"], meta["name"], {"metadata": {"labels": {HOST_LABEL: None}}}
+        )
+        self.c.labelled.pop(key, None)
+        await self.c._event(self.c.vms[key], "Normal", "Rescheduling", f"{why}; placing it again")
+        await self.c.reconcile_vm(key)
+
+    async def _failover(self, host: str, down_for: float) -> None:
+        for key, obj in self._residents(host):
+            try:
+                vm = VirtualMachine.model_validate(obj)
+            except ValidationError:
+                continue
+            if not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
+                continue
+            log.warning("%s: host %s lost for %.0fs: starting it elsewhere", key, host, down_for)
+            await self.unbind(
+                key,
+                obj,
+                f"host {host} lost its heartbeat {down_for:.0f}s ago (failover grace "
+                f"{self.failover_grace:.0f}s)",
+            )
+
+
+def _moves(job: Object, vm_key: str) -> bool:
+    namespace = job["metadata"].get("namespace") or "default"
+    return f"{namespace}/{(job.get('spec') or {}).get('vm')}" == vm_key
+
+
+def _phase(job: Object) -> Any:
+    return (job.get("status") or {}).get("phase")

@@ -1,0 +1,294 @@
+"""The agent's VM loops against fakes: `FakeHypervisor` and an in-memory API server.
+
+Only the loops that matter here run (the VM watch, libvirt's events, two workers); the
+work queue's time is the `clock` fixture, and `settle` runs every task until nothing is
+queued or in flight, so each count below follows from the sequence of events alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from kubevisor.agent.agent import HOST_LABEL, Agent, Settings
+from kubevisor.agent.workqueue import WorkQueue
+from kubevisor.core.domain import BootFiles
+from kubevisor.drivers.base import PermanentError, RetryableError
+from kubevisor.drivers.fake import FakeHypervisor
+from kubevisor.kube.client import Kube, Object
+
+HOST = "fake-host"
+NAMESPACE = "ns"
+QEMU_FAILS = RetryableError("starting the domain: QEMU exited during startup", delay=5.0)
+
+
+class FakeApiServer:
+    """The VirtualMachine calls of `Kube` the agent's VM loops make, in memory.
+
+    Like the real one it sends every change to the watch, the agent's own status writes
+    included (they do not bump metadata.generation; spec changes do).
+    """
+
+    def __init__(self) -> None:
+        self.vms: dict[str, Object] = {}
+        self.status_writes = 0
+        self._versions = itertools.count(1)
+        self._watch: asyncio.Queue[tuple[str, Object]] = asyncio.Queue()
+
+    def create(self, name: str, spec: dict[str, Any]) -> tuple[str, str]:
+        """A VM already bound to HOST, as the controller leaves it; returns (key, uid)."""
+        uid = str(uuid.uuid4())
+        self.vms[f"{NAMESPACE}/{name}"] = {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": uid,
+                "generation": 1,
+                "resourceVersion": str(next(self._versions)),
+                "labels": {HOST_LABEL: HOST},
+            },
+            "spec": spec,
+            "status": {"host": HOST, "phase": "Scheduled"},
+        }
+        return f"{NAMESPACE}/{name}", uid
+
+    def change_spec(self, key: str, spec: dict[str, Any]) -> None:
+        obj = self.vms[key]
+        obj["spec"] = spec
+        obj["metadata"]["generation"] += 1
+        self._send("MODIFIED", obj)
+
+    def delete(self, key: str) -> None:
+        self._send("DELETED", self.vms.pop(key))
+
+    def _send(self, kind: str, obj: Object) -> None:
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._watch.put_nowait((kind, copy.deepcopy(obj)))
+
+    # -- what Agent calls ------------------------------------------------------------------
+
+    async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
+        return [copy.deepcopy(obj) for obj in self.vms.values()], str(next(self._versions))
+
+    async def watch_vms(
+        self, *, label_selector: str, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        while True:
+            yield await self._watch.get()
+
+    async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
+        obj = self.vms[f"{namespace}/{name}"]
+        obj["status"] = {**obj.get("status", {}), **copy.deepcopy(status)}
+        self.status_writes += 1
+        self._send("MODIFIED", obj)
+        return copy.deepcopy(obj)
+
+    async def get_vm(self, namespace: str, name: str) -> Object | None:
+        obj = self.vms.get(f"{namespace}/{name}")
+        return copy.deepcopy(obj) if obj is not None else None
+
+    async def event(self, **_: Any) -> None:
+        pass
+
+
+@dataclass
+class Running:
+    agent: Agent
+    hv: FakeHypervisor
+    api: FakeApiServer
+
+    def starts(self, uid: str) -> int:
+        return self.hv.calls.count(("start", uid))
+
+    def condition(self, key: str, type_: str) -> dict[str, Any]:
+        (found,) = [c for c in self.api.vms[key]["status"]["conditions"] if c["type"] == type_]
+        return dict(found)
+
+    async def settle(self) -> None:
+        """Run every task until the queue stays empty; a retry storm never gets there."""
+        quiet = 0
+        for _ in range(5000):
+            await asyncio.sleep(0)  # one turn of the loop for every ready task
+            quiet = quiet + 1 if len(self.agent.queue) == 0 else 0
+            if quiet == 50:
+                return
+        raise AssertionError("the agent kept reconciling: a retry storm")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path,
+    api: FakeApiServer,
+    hv: FakeHypervisor,
+    clock: Any,
+    *,
+    cgroup_controllers: frozenset[str] | None = None,
+) -> AsyncIterator[Running]:
+    settings = Settings(
+        host=HOST,
+        domain_type="qemu",
+        state_dir=tmp_path / "state",
+        image_dir=tmp_path / "images",
+        default_boot=BootFiles(kernel=str(tmp_path / "vmlinuz")),
+        cgroup_controllers=cgroup_controllers,
+    )
+    agent = Agent(settings=settings, kube=cast(Kube, api), hypervisor=hv)
+    agent.queue = WorkQueue(call_later=clock.call_later)
+    await hv.connect()
+    events = hv.events()
+    resource_version = await agent._list()
+    tasks = [
+        asyncio.create_task(agent._watch(resource_version)),
+        asyncio.create_task(agent._hypervisor_events(events)),
+        asyncio.create_task(agent._worker()),
+        asyncio.create_task(agent._worker()),
+    ]
+    for key in agent.vms:
+        agent.queue.add(key)
+    try:
+        yield Running(agent=agent, hv=hv, api=api)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+SPEC: dict[str, Any] = {"memory": {"size": "96Mi"}}
+
+
+def test_a_domain_that_never_starts_is_retried_with_backoff(tmp_path: Path, clock: Any) -> None:
+    """Each failed start used to come back at once: libvirt's event of the define and the
+    watch's echo of the status it wrote re-queued the key, however long the error said."""
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("never-starts", SPEC)
+        hv.fail_next("start", QEMU_FAILS, times=1000)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.settle()
+            attempts = [0] * agent.starts(uid)
+            for second in range(1, 121):
+                clock.advance(1.0)
+                await agent.settle()
+                attempts += [second] * (agent.starts(uid) - len(attempts))
+            # 5 s (the error's delay) until 1 s doubling passes it, then up to 60 s.
+            assert attempts == [0, 5, 10, 15, 23, 39, 71]
+            assert api.status_writes == 1, "the same failure is written once"
+            assert api.vms[key]["status"]["phase"] == "Starting"
+            assert agent.condition(key, "Reconciling")["status"] == "True"
+
+    asyncio.run(main())
+
+
+def test_a_domain_libvirt_refuses_to_start_is_retried_with_backoff(
+    tmp_path: Path, clock: Any
+) -> None:
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("refused", SPEC)
+        refused = PermanentError("starting the domain: cgroup CPU controller is not mounted")
+        hv.fail_next("start", refused, times=1000)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.settle()
+            assert agent.starts(uid) == 1
+            assert api.vms[key]["status"]["phase"] == "Failed"
+
+    asyncio.run(main())
+
+
+def test_a_spec_change_or_deletion_is_reconciled_at_once_while_backing_off(
+    tmp_path: Path, clock: Any
+) -> None:
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("never-starts", SPEC)
+        hv.fail_next("start", QEMU_FAILS, times=1000)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.settle()
+            for _ in range(16):
+                clock.advance(1.0)
+                await agent.settle()
+            assert agent.starts(uid) == 4, "held until t=23 now"
+            api.change_spec(key, {"memory": {"size": "128Mi"}})
+            await agent.settle()
+            assert agent.starts(uid) == 5, "the new spec is tried without waiting"
+            clock.advance(5.0)  # and its backoff starts afresh
+            await agent.settle()
+            assert agent.starts(uid) == 6
+            api.delete(key)
+            await agent.settle()
+            assert uid not in hv.domains, "removed without waiting"
+            clock.advance(600.0)
+            await agent.settle()
+            assert agent.starts(uid) == 6
+
+    asyncio.run(main())
+
+
+def test_a_start_that_fails_twice_then_succeeds_resets_the_backoff(
+    tmp_path: Path, clock: Any
+) -> None:
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("starts-late", SPEC)
+        hv.fail_next("start", QEMU_FAILS, times=2)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.settle()
+            clock.advance(5.0)
+            await agent.settle()
+            clock.advance(5.0)
+            await agent.settle()
+            assert agent.starts(uid) == 3
+            assert api.vms[key]["status"]["phase"] == "Running"
+            assert agent.agent.queue.failures(key) == 0
+            # A crash is reconciled at once: the key is not held.
+            hv.fail_next("start", QEMU_FAILS)
+            await hv.destroy(uid)
+            await agent.settle()
+            assert agent.starts(uid) == 4
+
+    asyncio.run(main())
+
+
+TUNED = {"memory": {"size": "96Mi"}, "cpu": {"tune": {"shares": 512}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "controllers", "enforced", "reason"),
+    [
+        pytest.param(TUNED, frozenset(), "False", "NotEnforced", id="no-cgroups"),
+        pytest.param(TUNED, frozenset({"cpu"}), "True", "Enforced", id="cpu-controller"),
+        pytest.param(TUNED, None, "True", "Enforced", id="controllers-unknown"),
+        pytest.param(SPEC, frozenset(), "True", "Enforced", id="nothing-to-enforce"),
+    ],
+)
+def test_limits_the_host_cannot_enforce_show_in_the_vms_status(
+    tmp_path: Path,
+    clock: Any,
+    spec: dict[str, Any],
+    controllers: frozenset[str] | None,
+    enforced: str,
+    reason: str,
+) -> None:
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, _ = api.create("tuned", spec)
+        async with running(tmp_path, api, hv, clock, cgroup_controllers=controllers) as agent:
+            await agent.settle()
+            assert api.vms[key]["status"]["phase"] == "Running", "it runs, unlimited"
+            limits = agent.condition(key, "LimitsEnforced")
+            assert (limits["status"], limits["reason"]) == (enforced, reason)
+            assert ("cpu.tune" in limits["message"]) is (enforced == "False")
+
+    asyncio.run(main())
