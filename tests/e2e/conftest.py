@@ -18,6 +18,7 @@ from harness import ManagedProcess, eventually
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
+from stacks import ExtraHost, host_ready
 
 
 @dataclass
@@ -151,6 +152,10 @@ def stack(
             "--standalone",
             "--metrics-port",
             str(ports[0]),
+            # Lost hosts' VMs move after 20 s; long enough that an agent restarted by a test
+            # is back first (agents renew an 8 s Lease).
+            "--failover-grace",
+            "20",
         ],
         log=root / "controller.log",
     ).start()
@@ -167,7 +172,7 @@ def stack(
     try:
         for host in local_hosts:
             eventually(
-                lambda h=host.name: _ready(stack, h), timeout=60, what=f"host {host.name} Ready"
+                lambda h=host.name: host_ready(stack, h), timeout=60, what=f"host {host.name} Ready"
             )
         yield stack
     finally:
@@ -177,10 +182,15 @@ def stack(
             sys.stderr.write(f"\n--- {name} log (tail) ---\n{process.tail()}")
 
 
-def _ready(stack: Stack, host: str) -> bool:
-    obj = stack.get("hvh", host)
-    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+@pytest.fixture
+def extra_host(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtraHost]:
+    """A third host, Ready. Ask for it before `namespace`, so the namespace's VMs are
+    deleted while its agent still runs."""
+    extra = ExtraHost(stack, tmp_path_factory.mktemp("extra-host"))
+    try:
+        yield extra.start()
+    finally:
+        extra.remove()
 
 
 @pytest.fixture

@@ -3,12 +3,22 @@ agents, two libvirtd hosts running QEMU/TCG guests that print a counter twice a 
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import eventually
 from kubevisor.testbed import guest as guest_image
+from stacks import ExtraHost
+
+pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
 COUNTER = re.compile(rf"^{guest_image.COUNTER_PREFIX}(\d+)", re.MULTILINE)
 
@@ -104,3 +114,303 @@ def test_live_migration_moves_a_running_guest(stack: Any, namespace: str) -> Non
     )
     assert after[0] > before, (before, after[:5])
     assert after == sorted(after), after
+
+
+def test_explicit_target_that_breaks_anti_affinity_is_refused(stack: Any, namespace: str) -> None:
+    group = {"group": "spread", "policy": "anti-affinity"}
+    stack.apply(namespace, vm("aa-0", placement=group), vm("aa-1", placement=group))
+    first = stack.wait_phase(namespace, "aa-0", "Running")
+    second = stack.wait_phase(namespace, "aa-1", "Running")
+    source, other = first["status"]["host"], second["status"]["host"]
+    assert source != other
+
+    stack.apply(namespace, job("crowd", "aa-0", targetHost=other))
+    failed = wait_job(stack, namespace, "crowd", "Succeeded", "Failed", "Cancelled")
+    assert failed["status"]["phase"] == "Failed", failed["status"]
+    assert "anti-affinity" in failed["status"]["reason"], failed["status"]["reason"]
+    stalled = next(c for c in failed["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    still = stack.get("vm", "aa-0", namespace)
+    assert still["status"]["host"] == source and still["status"]["phase"] == "Running"
+    assert first["metadata"]["uid"] in running_domains(stack, source)
+    assert first["metadata"]["uid"] not in stack.domains(other)
+
+
+def allocated_memory(stack: Any, host: str) -> str:
+    return str(stack.get("hvh", host)["status"]["allocated"]["memory"])
+
+
+def test_cancelled_migration_leaves_the_guest_on_the_source(stack: Any, namespace: str) -> None:
+    # Enough guest memory that 1 MiB/s keeps the transfer going for far longer than the test.
+    stack.apply(namespace, vm("slow", memory={"size": "256Mi"}))
+    running = stack.wait_phase(namespace, "slow", "Running")
+    uid, source = running["metadata"]["uid"], running["status"]["host"]
+    target = next(h.name for h in stack.hosts if h.name != source)
+    idle = allocated_memory(stack, target)
+
+    stack.apply(namespace, job("slow-move", "slow", options={"bandwidthMiBps": 1}))
+    moving = eventually(
+        lambda: (
+            j
+            if (j := stack.get("migrationjob", "slow-move", namespace))
+            and (j.get("status") or {}).get("phase") == "Running"
+            and ((j["status"].get("progress") or {}).get("dataProcessed") or 0) > 0
+            else None
+        ),
+        timeout=60,
+        what="the transfer under way with progress reported",
+    )
+    assert moving["status"]["target"] == target
+    assert stack.phase(namespace, "slow") == "Migrating"
+    eventually(
+        lambda: allocated_memory(stack, target) != idle,
+        timeout=30,
+        what=f"the target's claim in its allocated memory (was {idle})",
+    )
+
+    stack.kubectl(
+        "patch",
+        "migrationjob",
+        "slow-move",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"cancel": true}}',
+    )
+    cancelled = wait_job(stack, namespace, "slow-move", "Succeeded", "Failed", "Cancelled")
+    assert cancelled["status"]["phase"] == "Cancelled", cancelled["status"]
+    assert cancelled["status"]["transfer"]["state"] == "Cancelled"
+    stack.wait_phase(namespace, "slow", "Running")
+    assert stack.get("vm", "slow", namespace)["status"]["host"] == source
+    assert uid in running_domains(stack, source)
+    assert uid not in stack.domains(target)
+    eventually(
+        lambda: allocated_memory(stack, target) == idle,
+        timeout=30,
+        what=f"the target's claim released (allocated memory back to {idle})",
+    )
+
+
+IN_FLIGHT = ("Preparing", "Running")
+
+
+def test_concurrency_limits_hold_for_six_migrations_at_once(stack: Any, namespace: str) -> None:
+    names = [f"many-{i}" for i in range(6)]
+    stack.apply(namespace, *(vm(name) for name in names))
+    for name in names:
+        stack.wait_phase(namespace, name, "Running", timeout=120)
+    # A few MiB/s: each transfer takes seconds, so the limits are what orders them.
+    stack.apply(
+        namespace, *(job(f"go-{name}", name, options={"bandwidthMiBps": 4}) for name in names)
+    )
+    worst = {"cluster": 0, "outbound": 0, "inbound": 0}
+    waited: set[str] = set()
+
+    def sample() -> bool:
+        jobs = json.loads(
+            stack.kubectl("get", "migrationjobs", "-n", namespace, "-o", "json").stdout
+        )["items"]
+        status = [j.get("status") or {} for j in jobs]
+        flying = [s for s in status if s.get("phase") in IN_FLIGHT]
+        worst["cluster"] = max(worst["cluster"], len(flying))
+        for side, field in (("outbound", "source"), ("inbound", "target")):
+            per_host = Counter(s.get(field) for s in flying)
+            worst[side] = max([worst[side], *per_host.values()])
+        waited.update(
+            j["metadata"]["name"]
+            for j, s in zip(jobs, status, strict=True)
+            if s.get("phase") == "Pending" and "limit" in (s.get("reason") or "")
+        )
+        phases = Counter(s.get("phase") for s in status)
+        assert not phases["Failed"] and not phases["Cancelled"], status
+        return len(jobs) == 6 and phases["Succeeded"] == 6
+
+    eventually(sample, timeout=240, what="all six migrations Succeeded")
+    assert worst["outbound"] <= 2 and worst["inbound"] <= 2 and worst["cluster"] <= 5, worst
+    assert len(waited) >= 2, f"six jobs on two hosts: at least two must wait ({waited})"
+
+
+def host_spec(stack: Any, host: str, spec: dict[str, Any]) -> None:
+    stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+@pytest.fixture
+def restore_hosts(stack: Any) -> Iterator[None]:
+    """Shared hosts a test cordons or drains are schedulable again afterwards."""
+    try:
+        yield
+    finally:
+        for host in stack.hosts:
+            host_spec(stack, host.name, {"maintenance": False, "unschedulable": False})
+            stack.kubectl("label", "hvh", host.name, "e2e-pin-", check=False)
+
+
+def test_maintenance_moves_live_vms_and_restarts_shutdown_ones_elsewhere(
+    stack: Any, restore_hosts: None, namespace: str
+) -> None:
+    drained, other = (h.name for h in stack.hosts)
+    host_spec(stack, other, {"unschedulable": True})  # so all three start on `drained`
+    stack.apply(
+        namespace,
+        vm("live-0"),
+        vm("live-1"),
+        vm("cold-0", evictionStrategy="Shutdown"),
+    )
+    uids = {}
+    for name in ("live-0", "live-1", "cold-0"):
+        running = stack.wait_phase(namespace, name, "Running")
+        assert running["status"]["host"] == drained
+        uids[name] = running["metadata"]["uid"]
+    host_spec(stack, other, {"unschedulable": False})
+
+    host_spec(stack, drained, {"maintenance": True})
+    for name in uids:
+        eventually(
+            lambda n=name: (
+                (v := stack.get("vm", n, namespace))["status"].get("phase") == "Running"
+                and v["status"].get("host") == other
+            ),
+            timeout=180,
+            what=f"{name} Running on {other}",
+        )
+    host = eventually(
+        lambda: (
+            h
+            if ((h := stack.get("hvh", drained))["status"].get("drain") or {}).get("phase")
+            == "Drained"
+            else None
+        ),
+        timeout=30,
+        what=f"{drained} Drained",
+    )
+    assert host["status"]["drain"]["remaining"] == 0
+    assert condition(host, "Schedulable")["reason"] == "Maintenance"
+    assert not set(uids.values()) & set(stack.domains(drained))
+
+    moved = {n: stack.get("vm", n, namespace) for n in uids}
+    for name in ("live-0", "live-1"):
+        last = moved[name]["status"]["lastMigration"]
+        assert last["source"] == drained and "-drain-" in last["job"], last
+    # The Shutdown VM was stopped and booted again on the other host: its counter restarted.
+    assert "lastMigration" not in moved["cold-0"]["status"]
+    cold = eventually(
+        lambda: counters(serial_log(stack, other, uids["cold-0"])) or None,
+        timeout=60,
+        what="the restarted guest counting",
+    )
+    assert cold[0] == 1, cold[:5]
+
+    host_spec(stack, drained, {"maintenance": False})
+    eventually(
+        lambda: condition(stack.get("hvh", drained), "Schedulable")["status"] == "True",
+        what=f"{drained} schedulable again",
+    )
+    stack.kubectl("label", "hvh", drained, "e2e-pin=yes")
+    stack.apply(namespace, vm("after", placement={"hostSelector": {"e2e-pin": "yes"}}))
+    assert stack.wait_phase(namespace, "after", "Running")["status"]["host"] == drained
+
+
+def running_on(uri: str) -> list[str]:
+    """UUIDs of running domains at `uri`; none when the host is down."""
+    done = subprocess.run(
+        ["virsh", "-c", uri, "list", "--uuid"], capture_output=True, text=True, timeout=30
+    )
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+class DomainCensus:
+    """Counts, from a background thread, the running domains of each VM across all hosts,
+    and keeps the highest count seen: a VM must never run in two places."""
+
+    def __init__(self, uris: list[str]) -> None:
+        self.uris = uris
+        self.worst: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            seen = Counter(uid for uri in self.uris for uid in running_on(uri))
+            self.samples += 1
+            for uid, count in seen.items():
+                self.worst[uid] = max(self.worst[uid], count)
+
+    def __enter__(self) -> DomainCensus:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def test_lost_host_vms_restart_elsewhere_and_it_fences_on_return(
+    stack: Any, extra_host: ExtraHost, restore_hosts: None, namespace: str
+) -> None:
+    lost = extra_host.name
+    for host in stack.hosts:  # so both VMs start on the host that will die
+        host_spec(stack, host.name, {"unschedulable": True})
+    stack.apply(namespace, vm("survivor"), vm("manual", runStrategy="Manual"))
+    uids = {}
+    for name in ("survivor", "manual"):
+        running = stack.wait_phase(namespace, name, "Running")
+        assert running["status"]["host"] == lost
+        uids[name] = running["metadata"]["uid"]
+    for host in stack.hosts:
+        host_spec(stack, host.name, {"unschedulable": False})
+    assert extra_host.host is not None
+    uris = [h.uri for h in stack.hosts] + [extra_host.host.uri]
+
+    with DomainCensus(uris) as census:
+        extra_host.kill()
+        moved = eventually(
+            lambda: (
+                v
+                if (v := stack.get("vm", "survivor", namespace))["status"].get("phase") == "Running"
+                and v["status"].get("host") != lost
+                else None
+            ),
+            timeout=120,
+            what="the survivor Running on another host after the grace period",
+        )
+        assert uids["survivor"] in running_on(
+            next(h.uri for h in stack.hosts if h.name == moved["status"]["host"])
+        )
+        # Manual does not restart after a crash, so it waits for its host, honestly Unknown.
+        manual = stack.get("vm", "manual", namespace)
+        assert manual["status"]["host"] == lost and manual["status"]["phase"] == "Unknown"
+        events = stack.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "reason=Rescheduling,involvedObject.name=survivor",
+            "-o",
+            "json",
+        ).stdout
+        assert lost in events and "heartbeat" in events, events
+
+        extra_host.start()  # the host comes back with the survivor's old definition
+        eventually(
+            lambda: uids["survivor"] not in virsh_all(uris[-1]),
+            timeout=60,
+            what="the returning host to fence the survivor's stale domain",
+        )
+        assert stack.get("vm", "manual", namespace)["status"]["host"] == lost
+    assert census.samples > 10, census.samples
+    assert max(census.worst.values(), default=0) <= 1, census.worst
+
+
+def virsh_all(uri: str) -> list[str]:
+    done = subprocess.run(
+        ["virsh", "-c", uri, "list", "--all", "--uuid"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
@@ -13,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from harness import ManagedProcess, eventually
-from kubevisor.testbed import hosts
-from kubevisor.testbed.controlplane import free_ports
+from harness import eventually
 from kubevisor.testbed.hosts import LocalHost
+from stacks import ExtraHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -170,54 +168,20 @@ def test_dedicated_vcpus_are_pinned_as_placement_says(
     assert other not in {v["status"].get("host") for v in stack.vms(namespace)}
 
 
-def agent_argv(template: list[str], options: dict[str, str]) -> list[str]:
-    """`template` (an agent's command line) with each `--option value` in `options` set."""
-    argv = list(template)
-    for option, value in options.items():
-        if option in argv:
-            argv[argv.index(option) + 1] = value
-        else:
-            argv += [option, value]
-    return argv
-
-
-def host_ready(stack: Any, name: str) -> bool:
-    conditions = ((stack.get("hvh", name) or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 @pytest.fixture
 def two_cell_host(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
-    """A third host, Ready, whose libvirt sees this machine as two NUMA cells (cpu0 in cell
-    0, cpu1 in cell 1: `kubevisor.testbed.numa`), run by an agent of its own.
-
-    It lives for one test, so the shared hosts keep their single cell and the tests that
-    count the cluster's capacity never see it. Its agent runs the shared agents' command
-    line, pointed at it. Ask for it before `namespace`, so the namespace's VMs are deleted
-    while this agent still runs.
+    """A third host whose libvirt sees this machine as two NUMA cells (cpu0 in cell 0, cpu1
+    in cell 1: `kubevisor.testbed.numa`). It lives for one test, so the shared hosts keep
+    their single cell and the tests that count the cluster's capacity never see it. Ask for
+    it before `namespace`, so the namespace's VMs are deleted while its agent still runs.
     """
-    state = tmp_path_factory.mktemp("two-cell-host")
-    host = hosts.start_hosts(1, state_dir=state, first_index=len(stack.hosts) + 1, numa_cells=2)[0]
-    options = {
-        "--host": host.name,
-        "--libvirt-uri": host.uri,
-        "--state-dir": str(state / "agent"),
-        "--image-dir": str(state / "agent" / "images"),
-        "--metrics-port": str(free_ports(1)[0]),
-    }
-    (state / "agent").mkdir()
-    template = next(iter(stack.agents.values())).argv
-    agent = ManagedProcess(agent_argv(template, options), log=state / "agent" / "agent.log")
+    extra = ExtraHost(stack, tmp_path_factory.mktemp("two-cell-host"), numa_cells=2)
     try:
-        agent.start()
-        eventually(lambda: host_ready(stack, host.name), what=f"host {host.name} Ready")
-        yield host
+        extra.start()
+        assert extra.host is not None
+        yield extra.host
     finally:
-        agent.stop()
-        sys.stderr.write(f"\n--- {host.name} agent log (tail) ---\n{agent.tail()}")
-        # Without its agent the HypervisorHost would only go NotReady and stay listed.
-        stack.kubectl("delete", "hvh", host.name, "--wait=true", "--timeout=60s", check=False)
-        hosts.stop_hosts(state)
+        extra.remove()
 
 
 def virsh(host: LocalHost, *args: str) -> str:
