@@ -12,7 +12,6 @@ from datetime import timedelta
 import pytest
 
 from kubevisor.core.drain import MAX_ATTEMPTS
-from kubevisor.core.lifecycle import IllegalTransition
 from kubevisor.handlers.controller import Settings
 from kubevisor.handlers.evacuation import DRAIN_LABEL
 
@@ -386,15 +385,6 @@ def test_host_lost_before_a_restart_fails_over_once_its_vms_were_seen(cluster: C
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IllegalTransition,
-    reason=(
-        "evacuation._failover unbinds a VM whose phase the controller never moved to Unknown "
-        "(the host was already NotReady when `load` judged it, so check_host sees no flip): "
-        "unbind writes Pending over Running and lifecycle.check_transition raises"
-    ),
-)
 def test_host_lost_before_a_restart_fails_over_on_the_first_host_check(
     cluster: Cluster,
 ) -> None:

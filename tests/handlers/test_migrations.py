@@ -231,15 +231,6 @@ def test_job_over_the_outbound_limit_waits_pending_until_the_first_ends(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Migrations.on_job caches whatever version the watch delivers: an event from before "
-        "the controller's own Preparing write (e.g. the one for its label patch) makes the "
-        "admitted job look Pending, and admission no longer counts it, so a second job "
-        "from the same host is admitted over outbound_per_host"
-    ),
-)
 def test_stale_event_of_an_admitted_job_does_not_free_its_slot(one_at_a_time: Cluster) -> None:
     cluster = one_at_a_time
 

@@ -174,6 +174,16 @@ class Evacuation:
             if not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
                 continue
             log.warning("%s: host %s lost for %.0fs: starting it elsewhere", key, host, down_for)
+            if (obj.get("status") or {}).get("phase") != "Unknown":
+                # Not yet marked (e.g. the host was lost before this controller started):
+                # say so first; only from Unknown may a bound VM go back to Pending.
+                placement = vm.status.placement if vm.status is not None else None
+                await self.c._write_vm_status(
+                    obj,
+                    binding=vmstatus.Binding(host=host, placement=placement),
+                    host_lost=f"host {host} is not Ready",
+                )
+                obj = self.c.vms[key]
             await self.unbind(
                 key,
                 obj,

@@ -157,11 +157,7 @@ class Migrations:
             if claim_key(key) in self.c.state.claims():
                 return
             decision = self._target(request, source, job.spec.target_host)
-            flights = [
-                Flight(k, (o.get("status") or {}).get("source", ""), o["status"].get("target"))
-                for k, o in self.jobs.items()
-                if _phase(o) in IN_FLIGHT and k != key
-            ]
+            flights = self._flights(excluding=key)
             admission = migration.admit(Flight(key, source, decision.host), flights, self.limits)
             if not admission.admitted:
                 await self._write(obj, phase="Pending", waiting=admission.reason)
@@ -199,6 +195,23 @@ class Migrations:
             "Migrating",
             f"MigrationJob {meta['name']}: moving from host {source} to host {decision.host}",
         )
+
+    def _flights(self, *, excluding: str) -> list[Flight]:
+        """Jobs holding a slot: in flight by their status, or by the target claim this
+        controller holds for them (a watch event older than its own write may have
+        replaced the cached status)."""
+        claims = self.c.state.claims()
+        flights = []
+        for key, obj in self.jobs.items():
+            claim = claims.get(claim_key(key))
+            if key == excluding or (_phase(obj) not in IN_FLIGHT and claim is None):
+                continue
+            status = obj.get("status") or {}
+            vm_status = (self.c.vms.get(_vm_key(obj)) or {}).get("status") or {}
+            source = status.get("source") or vm_status.get("host") or ""
+            target = status.get("target") or (claim.host if claim is not None else None)
+            flights.append(Flight(key, source, target))
+        return flights
 
     def _migratable(self, obj: Object, job: MigrationJob) -> tuple[Object, VirtualMachine, str]:
         """The VM to move and its host, or Refused saying why it cannot move now."""
