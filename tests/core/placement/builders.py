@@ -9,15 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kubevisor.core.placement.model import (
+    Capability,
     CpuPolicy,
     GroupPolicy,
     GuestCell,
     HostSnapshot,
     Hugepages,
     NumaCell,
+    PciDevice,
+    PciRequest,
     RatioOverrides,
     Request,
     ServerGroup,
+    Storage,
     ThreadPolicy,
 )
 
@@ -73,7 +77,12 @@ def make_host(
     ready: bool = True,
     cpu_model: str = "Skylake-Server",
     cpu_features: frozenset[str] = frozenset({"avx2", "vmx"}),
+    cpu_vendor: str = "Intel",
     hypervisor_type: str = "kvm",
+    capabilities: frozenset[Capability] = frozenset(),
+    storage: Storage | None = None,
+    reserved_disk_mib: int = 0,
+    pci_devices: tuple[PciDevice, ...] = (),
 ) -> HostSnapshot:
     """`dedicated`: "none" (all shared), "all", "half" (first half of each cell's cores)."""
     numa_cells = make_cells(
@@ -112,8 +121,13 @@ def make_host(
         ready=ready,
         numa_cells=numa_cells,
         cpu_model=cpu_model,
+        cpu_vendor=cpu_vendor,
         cpu_features=cpu_features,
         hypervisor_type=hypervisor_type,
+        capabilities=capabilities,
+        storage=storage,
+        reserved_disk_mib=reserved_disk_mib,
+        pci_devices=pci_devices,
     )
 
 
@@ -136,6 +150,9 @@ def make_request(
     required_cpu_model: str | None = None,
     hypervisor_type: str | None = None,
     exclude: frozenset[str] = frozenset(),
+    cpu_mode: str | None = None,
+    capabilities: frozenset[Capability] = frozenset(),
+    pci: tuple[tuple[str, int], ...] = (),
 ) -> Request:
     """`cells`: ((vcpu indexes), memory MiB) per guest cell."""
     return Request(
@@ -157,4 +174,7 @@ def make_request(
         required_cpu_model=required_cpu_model,
         hypervisor_type=hypervisor_type,
         exclude_hosts=exclude,
+        cpu_mode=cpu_mode,
+        capabilities=capabilities,
+        pci=tuple(PciRequest(alias, count) for alias, count in pci),
     )

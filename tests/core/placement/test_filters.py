@@ -6,12 +6,17 @@ import pytest
 
 from kubevisor.core.placement import filters
 from kubevisor.core.placement.model import (
+    Capability,
     Claim,
     GroupPolicy,
     HostSnapshot,
+    NumaFit,
+    PciClaim,
+    PciDevice,
     RatioOverrides,
     Request,
     ServerGroup,
+    Storage,
 )
 from kubevisor.core.placement.state import PlacementState
 
@@ -29,6 +34,33 @@ def member(vm: str, host: str, group: str, policy: GroupPolicy) -> Claim:
 
 
 AA, AFF = GroupPolicy.ANTI_AFFINITY, GroupPolicy.AFFINITY
+UEFI, SB = Capability.UEFI, Capability.SECURE_BOOT
+SECCOMP, CONFINED = Capability.SECCOMP_SANDBOX, Capability.CONFINEMENT
+PASSTHROUGH = "host-passthrough"
+
+
+def running_on(host: str, vm: str = "default/vm") -> Claim:
+    """The VM's own claim: it runs on `host` (a migration's source)."""
+    return Claim(vm=vm, host=host, vcpus=2, memory_mib=2 * GIB)
+
+
+def storage(total: int, available: int, overlays: int = 0, provisioned: int = 0) -> Storage:
+    return Storage(
+        total_mib=total * GIB,
+        available_mib=available * GIB,
+        overlays_mib=overlays * GIB,
+        provisioned_mib=provisioned * GIB,
+    )
+
+
+def vfs(*cells: int | None, alias: str = "vf") -> tuple[PciDevice, ...]:
+    return tuple(PciDevice(f"0000:3b:02.{i}", alias, cell) for i, cell in enumerate(cells))
+
+
+def holding(vm: str, *addresses: str, alias: str = "vf") -> Claim:
+    fit = NumaFit(cells=(), pci=tuple(PciClaim(alias, a) for a in addresses))
+    return Claim(vm=vm, host="h1", vcpus=1, memory_mib=GIB, numa=fit)
+
 
 CASES = [
     pytest.param(filters.ready, H(), make_request(), (), None, id="ready-host-passes"),
@@ -313,6 +345,211 @@ CASES = [
     ),
     pytest.param(
         filters.numa, H(), make_request(vcpus=9), (), None, id="numa-ignores-non-numa-requests"
+    ),
+    # -- capabilities the host reports --------------------------------------------------
+    pytest.param(
+        filters.capabilities,
+        H(),
+        make_request(),
+        (),
+        None,
+        id="capabilities-nothing-required",
+    ),
+    pytest.param(
+        filters.capabilities,
+        H(capabilities=frozenset({UEFI})),
+        make_request(capabilities=frozenset({UEFI})),
+        (),
+        None,
+        id="capabilities-uefi-on-uefi-host",
+    ),
+    pytest.param(
+        filters.capabilities,
+        H(),
+        make_request(capabilities=frozenset({UEFI})),
+        (),
+        "lacks uefi",
+        id="capabilities-uefi-host-without-ovmf",
+    ),
+    pytest.param(
+        filters.capabilities,
+        H(capabilities=frozenset({UEFI})),
+        make_request(capabilities=frozenset({UEFI, SB})),
+        (),
+        "lacks secure-boot",
+        id="capabilities-secure-boot-needs-secure-ovmf",
+    ),
+    pytest.param(
+        filters.capabilities,
+        H(capabilities=frozenset({UEFI, SB, CONFINED})),
+        make_request(capabilities=frozenset({SECCOMP, CONFINED})),
+        (),
+        "lacks seccomp-sandbox",
+        id="capabilities-seccomp-not-reported",
+    ),
+    pytest.param(
+        filters.capabilities,
+        H(capabilities=frozenset({SECCOMP})),
+        make_request(capabilities=frozenset({CONFINED})),
+        (),
+        "lacks confinement",
+        id="capabilities-no-security-driver",
+    ),
+    # -- host-passthrough guests move only between identical CPUs -------------------------
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_model="EPYC"),
+        make_request(cpu_mode=PASSTHROUGH),
+        (),
+        None,
+        id="passthrough-first-placement-goes-anywhere",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(),
+        make_request(cpu_mode=PASSTHROUGH),
+        (running_on("other"),),
+        None,
+        id="passthrough-identical-cpu",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_model="Icelake-Server"),
+        make_request(cpu_mode=PASSTHROUGH),
+        (running_on("other"),),
+        "CPU differs",
+        id="passthrough-other-model",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_vendor="AMD"),
+        make_request(cpu_mode=PASSTHROUGH),
+        (running_on("other"),),
+        "AMD Skylake-Server",
+        id="passthrough-other-vendor",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_features=frozenset({"avx2"})),
+        make_request(cpu_mode=PASSTHROUGH),
+        (running_on("other"),),
+        "lacks vmx",
+        id="passthrough-target-lacks-feature",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_features=frozenset({"avx2", "vmx", "avx512f"})),
+        make_request(cpu_mode=PASSTHROUGH),
+        (running_on("other"),),
+        "adds avx512f",
+        id="passthrough-target-has-more-features",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_model="Icelake-Server"),
+        make_request(cpu_mode="host-model"),
+        (running_on("other"),),
+        None,
+        id="passthrough-host-model-may-differ",
+    ),
+    pytest.param(
+        filters.cpu_passthrough,
+        H(cpu_model="Icelake-Server"),
+        make_request(cpu_mode=PASSTHROUGH),
+        (running_on("h1"),),
+        None,
+        id="passthrough-own-host",
+    ),
+    # -- real space for thin overlays -----------------------------------------------------
+    pytest.param(
+        filters.disk_space,
+        H(),
+        make_request(disk_mib=20 * GIB),
+        (),
+        None,
+        id="disk-space-host-reports-no-storage",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 90)),
+        make_request(disk_mib=90 * GIB),
+        (),
+        None,
+        id="disk-space-fits-real-room",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 40)),
+        make_request(disk_mib=50 * GIB),
+        (),
+        "insufficient real disk space",
+        id="disk-space-other-files-take-room",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 60, overlays=10, provisioned=40)),
+        make_request(disk_mib=30 * GIB),
+        (),
+        None,
+        id="disk-space-overlays-counted-by-virtual-size-not-twice",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 60, overlays=10, provisioned=40)),
+        make_request(disk_mib=31 * GIB),
+        (),
+        "30720MiB free",
+        id="disk-space-overlays-may-grow-to-virtual-size",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 90), ratios=RatioOverrides(disk=2.0)),
+        make_request(disk_mib=100 * GIB),
+        (Claim("x", "h1", disk_mib=80 * GIB),),
+        None,
+        id="disk-space-overcommit-by-ratio",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 100, provisioned=0)),
+        make_request(disk_mib=30 * GIB),
+        (Claim("x", "h1", disk_mib=80 * GIB),),
+        "insufficient real disk space",
+        id="disk-space-claims-not-yet-reported-count",
+    ),
+    pytest.param(
+        filters.disk_space,
+        H(storage=storage(100, 100), reserved_disk_mib=20 * GIB),
+        make_request(disk_mib=90 * GIB),
+        (),
+        "insufficient real disk space",
+        id="disk-space-reserved-subtracted",
+    ),
+    # -- PCI passthrough devices ----------------------------------------------------------
+    pytest.param(filters.pci_devices, H(), make_request(), (), None, id="pci-nothing-requested"),
+    pytest.param(
+        filters.pci_devices,
+        H(pci_devices=vfs(0, 1)),
+        make_request(pci=(("vf", 2),)),
+        (),
+        None,
+        id="pci-enough-devices-across-cells",
+    ),
+    pytest.param(
+        filters.pci_devices,
+        H(pci_devices=vfs(0, 1)),
+        make_request(pci=(("vf", 2),)),
+        (holding("x", "0000:3b:02.0"),),
+        'insufficient PCI devices "vf"',
+        id="pci-device-already-claimed",
+    ),
+    pytest.param(
+        filters.pci_devices,
+        H(pci_devices=vfs(0, alias="gpu")),
+        make_request(pci=(("vf", 1),)),
+        (),
+        "0 free vf devices",
+        id="pci-alias-not-offered",
     ),
 ]
 

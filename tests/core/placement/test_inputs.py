@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
@@ -9,7 +10,15 @@ import yaml
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine, VirtualMachineStatus
 from kubevisor.core.placement import inputs, scheduler
-from kubevisor.core.placement.model import CpuPolicy, GroupPolicy, ThreadPolicy
+from kubevisor.core.placement.model import (
+    Capability,
+    CpuPolicy,
+    GroupPolicy,
+    PciDevice,
+    PciRequest,
+    Storage,
+    ThreadPolicy,
+)
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import PlacementState
 
@@ -75,3 +84,94 @@ def test_status_round_trip_rebuilds_identical_claims() -> None:
     assert not again.conflicts
     for snap in snaps:
         assert again.usage(snap.name) == state.usage(snap.name)
+
+
+TUNED_HOST = {
+    "metadata": {"name": "hv-t"},
+    "spec": {"pciPassthrough": [{"vendorId": "8086", "productId": "154c", "alias": "vf"}]},
+    "status": {
+        "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
+        "cpu": {"model": "Skylake-Server", "vendor": "Intel", "features": ["vmx"]},
+        "capabilities": {
+            "uefi": True,
+            "secureBoot": False,
+            "securityDriver": "apparmor",
+            "seccompSandbox": None,
+        },
+        "storage": {
+            "capacity": "100Gi",
+            "available": "60Gi",
+            "used": "10Gi",
+            "provisioned": "40Gi",
+        },
+        "pciDevices": [
+            {"address": "0000:3b:02.0", "vendorId": "8086", "productId": "154c", "alias": "vf"},
+            {
+                "address": "0000:af:02.0",
+                "vendorId": "8086",
+                "productId": "154c",
+                "alias": "vf",
+                "numaCell": 1,
+            },
+        ],
+    },
+}
+
+TUNED_VM = {
+    "metadata": {"name": "tuned", "namespace": "demo"},
+    "spec": {
+        "cpu": {"vcpus": 2, "model": "host-passthrough"},
+        "memory": {"size": "1Gi"},
+        "firmware": {"type": "uefi", "secureBoot": True},
+        "security": {"requireConfinement": True, "requireSeccompSandbox": True},
+        "devices": {"pci": [{"alias": "vf", "count": 2}]},
+    },
+}
+
+
+def test_host_snapshot_carries_capabilities_storage_and_devices() -> None:
+    snap = inputs.host_snapshot(HypervisorHost.model_validate(TUNED_HOST))
+    assert snap.capabilities == frozenset({Capability.UEFI, Capability.CONFINEMENT})
+    assert snap.storage == Storage(
+        total_mib=100 * 1024,
+        available_mib=60 * 1024,
+        overlays_mib=10 * 1024,
+        provisioned_mib=40 * 1024,
+    )
+    assert snap.pci_devices == (
+        PciDevice("0000:3b:02.0", "vf", None),
+        PciDevice("0000:af:02.0", "vf", 1),
+    )
+    assert (snap.cpu_vendor, snap.cpu_model) == ("Intel", "Skylake-Server")
+
+
+def test_host_without_a_security_driver_offers_no_confinement() -> None:
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_HOST))
+    raw["status"]["capabilities"]["securityDriver"] = "none"
+    snap = inputs.host_snapshot(HypervisorHost.model_validate(raw))
+    assert Capability.CONFINEMENT not in snap.capabilities
+
+
+def test_request_carries_firmware_security_cpu_mode_and_pci() -> None:
+    wanted = inputs.request(VirtualMachine.model_validate(TUNED_VM))
+    assert wanted.capabilities == frozenset(Capability)
+    assert wanted.cpu_mode == "host-passthrough"
+    assert wanted.pci == (PciRequest("vf", 2),)
+
+
+def test_pci_claims_round_trip_through_the_vm_status() -> None:
+    host = dataclasses.replace(
+        inputs.host_snapshot(HypervisorHost.model_validate(TUNED_HOST)), ready=True
+    )
+    state = PlacementState.rebuild([host], [])
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_VM))
+    raw["spec"].pop("firmware")
+    raw["spec"].pop("security")
+    vm = VirtualMachine.model_validate(raw)
+    decision = scheduler.place(state, inputs.request(vm))
+    assert isinstance(decision, Decision)
+    placement = inputs.placement_status(decision.numa)
+    assert placement is not None and placement.cells == []
+    assert [d.address for d in placement.pci_devices] == ["0000:3b:02.0", "0000:af:02.0"]
+    vm.status = VirtualMachineStatus(host="hv-t", placement=placement)
+    assert inputs.claim(vm, host) == decision.claim

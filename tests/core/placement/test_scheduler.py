@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from kubevisor.core.placement import scheduler
-from kubevisor.core.placement.model import GroupPolicy
+from kubevisor.core.placement.model import Capability, Claim, GroupPolicy, Rejection
 from kubevisor.core.placement.scheduler import Decision, NoFit, Options
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.placement.weighers import Multipliers
@@ -147,3 +147,47 @@ def test_migration_target_excludes_source_and_checks_cpu() -> None:
     )
     d = scheduler.select_host(state, request)
     assert isinstance(d, Decision) and d.host == "dst"
+
+
+def test_host_passthrough_migration_target_needs_the_same_cpu() -> None:
+    # The controller picks migration targets with evaluate / select_host_exhaustive; the
+    # VM's own claim on its source host is what the cpu_passthrough filter compares with.
+    hosts = [
+        make_host("src"),
+        make_host("newer", cpu_model="Icelake-Server"),
+        make_host("fewer-flags", cpu_features=frozenset({"avx2"})),
+        make_host("twin"),
+    ]
+    request = make_request("default/pt", cpu_mode="host-passthrough")
+    running = Claim(vm="default/pt", host="src", vcpus=2, memory_mib=2 * GIB)
+    state = PlacementState.rebuild(hosts, [running])
+    for name in ("newer", "fewer-flags"):
+        refused = scheduler.evaluate(state, request, name)
+        assert isinstance(refused, Rejection) and refused.filter == "cpu_passthrough"
+    others = [h.name for h in state.hosts() if h.name != "src"]
+    target = scheduler.select_host_exhaustive(state, request, hosts=others)
+    assert isinstance(target, Decision) and target.host == "twin"
+    # Without a twin, the migration has nowhere to go, and says why.
+    stuck = scheduler.select_host_exhaustive(state, request, hosts=["newer", "fewer-flags"])
+    assert isinstance(stuck, NoFit)
+    assert "2 CPU differs from the host-passthrough source" in stuck.message
+    # A host-model guest may go to the newer CPU.
+    relaxed = make_request("default/pt", cpu_mode="host-model")
+    assert not isinstance(scheduler.evaluate(state, relaxed, "newer"), Rejection)
+
+
+def test_uefi_guest_only_on_hosts_reporting_uefi() -> None:
+    hosts = [make_host("bios-only"), make_host("ovmf", capabilities=frozenset({Capability.UEFI}))]
+    state = PlacementState.rebuild(hosts, [])
+    decision = scheduler.place(state, make_request(capabilities=frozenset({Capability.UEFI})))
+    assert isinstance(decision, Decision) and decision.host == "ovmf"
+    refused = scheduler.select_host(
+        state,
+        make_request(
+            "default/sb", capabilities=frozenset({Capability.UEFI, Capability.SECURE_BOOT})
+        ),
+    )
+    assert isinstance(refused, NoFit)
+    assert refused.message.startswith(
+        "0/2 hosts fit: 1 lacks secure-boot, 1 lacks secure-boot, uefi"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kubevisor.core.placement import numa as numa_fitting
+from kubevisor.core.placement import pci
 from kubevisor.core.placement.model import GroupPolicy, HostSnapshot, Rejection, Request
 from kubevisor.core.placement.state import PlacementState
 
@@ -75,6 +76,63 @@ def cpu_compatibility(
             f"host {host.name} lacks CPU features {', '.join(sorted(missing))}",
         )
     return None
+
+
+def cpu_passthrough(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """Does a running host-passthrough guest find the very CPU it runs on now?
+
+    The guest sees the source host's CPU as is, so it may only move (live-migrate) to a
+    host with the same vendor, model and features. The source is the host of the VM's
+    own claim; a VM without one (being placed, or restarted cold) is free to go anywhere.
+    """
+    if request.cpu_mode != "host-passthrough":
+        return None
+    current = state.claims().get(request.name)
+    if current is None or current.host == host.name or current.host not in state:
+        return None
+    source = state.host(current.host)
+    if (source.cpu_vendor, source.cpu_model) != (host.cpu_vendor, host.cpu_model):
+        return Rejection(
+            "cpu_passthrough",
+            "CPU differs from the host-passthrough source",
+            f"host {host.name} has CPU {host.cpu_vendor} {host.cpu_model or 'unknown'}, "
+            f"the VM runs on {source.cpu_vendor} {source.cpu_model or 'unknown'} "
+            f"(host {source.name}) with cpu.model host-passthrough",
+        )
+    if source.cpu_features != host.cpu_features:
+        lacks = sorted(source.cpu_features - host.cpu_features)
+        extra = sorted(host.cpu_features - source.cpu_features)
+        detail = "; ".join(
+            part
+            for part in (
+                f"lacks {', '.join(lacks)}" if lacks else "",
+                f"adds {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        return Rejection(
+            "cpu_passthrough",
+            "CPU differs from the host-passthrough source",
+            f"host {host.name}'s CPU features differ from host {source.name}'s ({detail}); "
+            "the VM has cpu.model host-passthrough",
+        )
+    return None
+
+
+def capabilities(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Does the host offer every feature the VM cannot run without (UEFI, Secure Boot,
+    a seccomp sandbox, a confining security driver)?"""
+    missing = request.capabilities - host.capabilities
+    if not missing:
+        return None
+    names = ", ".join(sorted(missing))
+    return Rejection(
+        "capabilities",
+        f"lacks {names}",
+        f"host {host.name} does not report {names} in status.capabilities",
+    )
 
 
 def affinity(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
@@ -178,6 +236,46 @@ def disk(host: HostSnapshot, request: Request, state: PlacementState) -> Rejecti
     )
 
 
+def disk_space(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Can the real space of the overlays' filesystem hold the VM's thin disks at the
+    host's disk ratio, once every overlay has grown to its virtual size?
+
+    The space is what the host reports (status.storage): the filesystem's size minus what
+    other files (base images, anything not an overlay) really take, minus the reserved
+    disk. The provisioned virtual size is the larger of the host's report and the claims
+    placement holds there (the report lags behind new claims). Hosts that report no
+    storage are judged by the `disk` filter alone.
+    """
+    storage = host.storage
+    if storage is None or request.disk_mib <= 0:
+        return None
+    ratio = state.inventory(host.name).ratios.disk
+    others = max(storage.total_mib - storage.available_mib - storage.overlays_mib, 0)
+    room = storage.total_mib - others - host.reserved_disk_mib
+    provisioned = max(storage.provisioned_mib, state.usage(host.name).disk_mib)
+    free = max(int(room * ratio) - provisioned, 0)
+    if request.disk_mib <= free:
+        return None
+    return Rejection(
+        "disk_space",
+        "insufficient real disk space",
+        f"host {host.name} has {max(room, 0)}MiB of real space for overlays "
+        f"({provisioned}MiB provisioned, ratio {ratio:g}): {free}MiB free, "
+        f"needs {request.disk_mib}MiB",
+        need=request.disk_mib,
+        free=free,
+        unit="MiB",
+    )
+
+
+def pci_devices(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Does the host have enough free passthrough devices of every alias asked for?"""
+    if not request.pci:
+        return None
+    found = pci.assign(host=host, in_use=state.usage(host.name).pci, request=request)
+    return found if isinstance(found, Rejection) else None
+
+
 def hugepages(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Does the host have enough free pages of the requested size, counting all cells?"""
     page = request.hugepage_kib
@@ -220,14 +318,18 @@ FILTERS: tuple[Filter, ...] = (
     ready,
     schedulable,
     host_selector,
+    capabilities,
     cpu_compatibility,
+    cpu_passthrough,
     affinity,
     anti_affinity,
     vcpus,
     pcpus,
     memory,
     disk,
+    disk_space,
     hugepages,
+    pci_devices,
     numa,
 )
 

@@ -14,11 +14,13 @@ from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import (
     CellPlacement,
     HugepageAllocation,
+    PciAssignment,
     PlacementStatus,
     VirtualMachine,
 )
 from kubevisor.api.virtualmachine import VcpuPin as ApiVcpuPin
 from kubevisor.core.placement.model import (
+    Capability,
     CellFit,
     Claim,
     CpuPolicy,
@@ -28,9 +30,13 @@ from kubevisor.core.placement.model import (
     Hugepages,
     NumaCell,
     NumaFit,
+    PciClaim,
+    PciDevice,
+    PciRequest,
     RatioOverrides,
     Request,
     ServerGroup,
+    Storage,
     ThreadPolicy,
     VcpuPin,
 )
@@ -43,6 +49,32 @@ def _mib(text: str | None) -> int:
 def vm_key(vm: VirtualMachine) -> str:
     meta = vm.metadata
     return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
+
+
+def _capabilities(host: HypervisorHost) -> frozenset[Capability]:
+    """The capabilities a host reports; unknown (None) counts as absent."""
+    caps = host.status.capabilities if host.status else None
+    if caps is None:
+        return frozenset()
+    offered = {
+        Capability.UEFI: caps.uefi,
+        Capability.SECURE_BOOT: caps.secure_boot,
+        Capability.SECCOMP_SANDBOX: caps.seccomp_sandbox,
+        Capability.CONFINEMENT: caps.security_driver not in (None, "none"),
+    }
+    return frozenset(name for name, present in offered.items() if present)
+
+
+def _storage(host: HypervisorHost) -> Storage | None:
+    reported = host.status.storage if host.status else None
+    if reported is None or not reported.capacity or reported.available is None:
+        return None
+    return Storage(
+        total_mib=_mib(reported.capacity),
+        available_mib=_mib(reported.available),
+        overlays_mib=_mib(reported.used),
+        provisioned_mib=_mib(reported.provisioned),
+    )
 
 
 def host_snapshot(host: HypervisorHost) -> HostSnapshot:
@@ -109,7 +141,27 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         cpu_vendor=(cpu.vendor or "") if cpu else "",
         cpu_features=frozenset(cpu.features) if cpu else frozenset(),
         hypervisor_type=(status.hypervisor.type or "") if status and status.hypervisor else "",
+        capabilities=_capabilities(host),
+        storage=_storage(host),
+        pci_devices=tuple(
+            PciDevice(address=d.address, alias=d.alias, numa_cell=d.numa_cell)
+            for d in (status.pci_devices if status else [])
+        ),
     )
+
+
+def _required_capabilities(vm: VirtualMachine) -> frozenset[Capability]:
+    spec = vm.spec
+    needed: set[Capability] = set()
+    if spec.firmware is not None and spec.firmware.type == "uefi":
+        needed.add(Capability.UEFI)
+    if spec.firmware is not None and spec.firmware.secure_boot:
+        needed.add(Capability.SECURE_BOOT)
+    if spec.security is not None and spec.security.require_seccomp_sandbox:
+        needed.add(Capability.SECCOMP_SANDBOX)
+    if spec.security is not None and spec.security.require_confinement:
+        needed.add(Capability.CONFINEMENT)
+    return frozenset(needed)
 
 
 def request(vm: VirtualMachine) -> Request:
@@ -145,6 +197,12 @@ def request(vm: VirtualMachine) -> Request:
         host_selector=dict(placement.host_selector or {}) if placement else {},
         group=group,
         cpu_features=frozenset(spec.cpu.features),
+        cpu_mode=spec.cpu.model,
+        capabilities=_required_capabilities(vm),
+        pci=tuple(
+            PciRequest(alias=r.alias, count=r.count)
+            for r in (spec.devices.pci if spec.devices else [])
+        ),
     )
 
 
@@ -160,7 +218,10 @@ def claim(vm: VirtualMachine, host: HostSnapshot) -> Claim | None:
     wanted = request(vm)
     fit: NumaFit | None = None
     placed = status.placement
-    if placed is not None and placed.cells:
+    devices = tuple(
+        PciClaim(alias=d.alias, address=d.address) for d in (placed.pci_devices if placed else [])
+    )
+    if placed is not None and (placed.cells or devices):
         by_id = {cell.id: cell for cell in host.numa_cells}
         cells = []
         for cell in placed.cells:
@@ -218,6 +279,7 @@ def claim(vm: VirtualMachine, host: HostSnapshot) -> Claim | None:
             cells=tuple(cells),
             emulator_pins=emulator,
             emulator_cell=cells[0].host_cell if emulator else None,
+            pci=devices,
         )
     return Claim(
         vm=wanted.name,
@@ -239,7 +301,8 @@ def _guest_vcpus(wanted: Request, guest_cell: int) -> int:
 
 
 def placement_status(fit: NumaFit | None) -> PlacementStatus | None:
-    """VM `status.placement` for a decision's NUMA fit (None for non-NUMA guests)."""
+    """VM `status.placement` for a decision's NUMA fit and PCI devices (None for guests
+    with neither)."""
     if fit is None:
         return None
     cells = [
@@ -257,4 +320,9 @@ def placement_status(fit: NumaFit | None) -> PlacementStatus | None:
         for cell in fit.cells
     ]
     shared = sorted(set().union(*(cell.shared_cpus for cell in fit.cells)))
-    return PlacementStatus(cells=cells, emulator_pins=sorted(fit.emulator_pins), shared_cpus=shared)
+    return PlacementStatus(
+        cells=cells,
+        emulator_pins=sorted(fit.emulator_pins),
+        shared_cpus=shared,
+        pci_devices=[PciAssignment(alias=d.alias, address=d.address) for d in fit.pci],
+    )

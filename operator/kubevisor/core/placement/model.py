@@ -70,6 +70,54 @@ class NumaCell:
         return sum(pool.total for pool in self.hugepages if pool.page_kib == page_kib)
 
 
+class Capability(StrEnum):
+    """Host features a VM may require (from HypervisorHost status.capabilities)."""
+
+    UEFI = "uefi"
+    SECURE_BOOT = "secure-boot"
+    SECCOMP_SANDBOX = "seccomp-sandbox"
+    CONFINEMENT = "confinement"
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """The filesystem holding the VMs' thin overlays, as the host last reported it.
+
+    `overlays_mib` is the real size the overlays take now; `provisioned_mib` the sum of
+    their virtual sizes (what they may grow to).
+    """
+
+    total_mib: int
+    available_mib: int
+    overlays_mib: int = 0
+    provisioned_mib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PciDevice:
+    """One host PCI device offered for passthrough under `alias` (None: no NUMA cell)."""
+
+    address: str
+    alias: str
+    numa_cell: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PciRequest:
+    """`count` devices of the host devices offered under `alias`."""
+
+    alias: str
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PciClaim:
+    """One specific host device taken for one alias of a request."""
+
+    alias: str
+    address: str
+
+
 @dataclass(frozen=True, slots=True)
 class RatioOverrides:
     """Per-host allocation ratios; None means "use the cluster default"."""
@@ -107,6 +155,9 @@ class HostSnapshot:
     cpu_vendor: str = ""
     cpu_features: frozenset[str] = frozenset()
     hypervisor_type: str = ""
+    capabilities: frozenset[Capability] = frozenset()
+    storage: Storage | None = None
+    pci_devices: tuple[PciDevice, ...] = ()
 
     @property
     def has_smt(self) -> bool:
@@ -137,6 +188,10 @@ class Request:
     for hugepages (Nova's `numa_get_constraints`); see `placement.numa.guest_cells`.
     `required_cpu_model`, `cpu_features` and `hypervisor_type` constrain the CPU
     (the controller fills the first and last from the source host for migrations).
+    `cpu_mode` is the VM's spec.cpu.model: a host-passthrough guest that already holds a
+    claim (it runs somewhere) may only go to a host with the very same CPU.
+    `capabilities` are host features the VM cannot run without; `pci` the passthrough
+    devices it asks for by alias.
     """
 
     name: str
@@ -154,6 +209,9 @@ class Request:
     cpu_features: frozenset[str] = frozenset()
     hypervisor_type: str | None = None
     exclude_hosts: frozenset[str] = frozenset()
+    cpu_mode: str | None = None
+    capabilities: frozenset[Capability] = frozenset()
+    pci: tuple[PciRequest, ...] = ()
 
     @property
     def dedicated(self) -> bool:
@@ -219,11 +277,17 @@ class CellFit:
 
 @dataclass(frozen=True, slots=True)
 class NumaFit:
-    """A request's guest cells mapped to host cells, with pins and emulator pins."""
+    """A request's guest cells mapped to host cells, with pins and emulator pins, and the
+    host PCI devices claimed for it (NUMA-local to `cells` first).
+
+    A request that is not NUMA-aware but asks for PCI devices gets a fit with no cells
+    and only `pci`.
+    """
 
     cells: tuple[CellFit, ...]
     emulator_pins: frozenset[int] = frozenset()
     emulator_cell: int | None = None
+    pci: tuple[PciClaim, ...] = ()
 
     @property
     def pcpus(self) -> frozenset[int]:
@@ -280,3 +344,5 @@ class HostUsage:
     disk_mib: int = 0
     vms: int = 0
     cells: tuple[CellUsage, ...] = ()
+    pci: frozenset[str] = frozenset()
+    """Addresses of the host PCI devices claimed."""

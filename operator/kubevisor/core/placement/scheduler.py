@@ -14,12 +14,13 @@ host weighed. Tests and the benchmark compare the two.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from kubevisor.core.placement import explain as explaining
-from kubevisor.core.placement import filters, numa, weighers
+from kubevisor.core.placement import filters, numa, pci, weighers
 from kubevisor.core.placement.explain import Explanation
 from kubevisor.core.placement.model import Claim, GroupPolicy, NumaFit, Rejection, Request
 from kubevisor.core.placement.state import PlacementState
@@ -78,23 +79,36 @@ def claim_for(request: Request, *, host: str, fit: NumaFit | None) -> Claim:
 
 
 def evaluate(state: PlacementState, request: Request, name: str) -> Candidate | Rejection:
-    """Every filter on one host; the candidate carries its NUMA fit."""
+    """Every filter on one host; the candidate carries its NUMA fit and PCI devices."""
     host = state.host(name)
     for check in _PRE_NUMA:
         rejection = check(host, request, state)
         if rejection is not None:
             return rejection
-    if not request.numa_aware:
-        return Candidate(host)
-    fitted = numa.fit(
+    fitted: NumaFit | None = None
+    if request.numa_aware:
+        found = numa.fit(
+            host=host,
+            usages=state.usage(name).cells,
+            request=request,
+            ratios=state.inventory(name).ratios,
+        )
+        if isinstance(found, Rejection):
+            return found
+        fitted = found
+    if not request.pci:
+        return Candidate(host, fitted)
+    devices = pci.assign(
         host=host,
-        usages=state.usage(name).cells,
+        in_use=state.usage(name).pci,
         request=request,
-        ratios=state.inventory(name).ratios,
+        local_cells=(cell.host_cell for cell in fitted.cells) if fitted else (),
     )
-    if isinstance(fitted, Rejection):
-        return fitted
-    return Candidate(host, fitted)
+    if isinstance(devices, Rejection):
+        return devices
+    if fitted is None:
+        return Candidate(host, NumaFit(cells=(), pci=devices))
+    return Candidate(host, dataclasses.replace(fitted, pci=devices))
 
 
 def _stream(state: PlacementState, request: Request) -> Iterator[str]:

@@ -52,6 +52,10 @@ def _add_pages(
 def apply_claim(host: HostSnapshot, usage: HostUsage, claim: Claim, sign: int) -> HostUsage:
     """`usage` with `claim` added (sign=1) or removed (sign=-1); pure."""
     cells = list(usage.cells)
+    pci = usage.pci
+    if claim.numa is not None and claim.numa.pci:
+        addresses = frozenset(device.address for device in claim.numa.pci)
+        pci = pci | addresses if sign > 0 else pci - addresses
     if claim.numa is not None:
         position = {cell.id: i for i, cell in enumerate(host.numa_cells)}
         for fit in claim.numa.cells:
@@ -73,6 +77,7 @@ def apply_claim(host: HostSnapshot, usage: HostUsage, claim: Claim, sign: int) -
         disk_mib=usage.disk_mib + sign * claim.disk_mib,
         vms=usage.vms + sign,
         cells=tuple(cells),
+        pci=pci,
     )
 
 
@@ -180,6 +185,14 @@ class PlacementState:
                 if cell.pinned & taken:
                     overlap = sorted(cell.pinned & taken)
                     raise ClaimConflict(f"{claim.vm} pins pCPUs {overlap} already in use")
+            devices = [device.address for device in claim.numa.pci]
+            offered = {device.address for device in host.pci_devices}
+            if not set(devices) <= offered:
+                missing = sorted(set(devices) - offered)
+                raise ClaimConflict(f"{claim.vm} claims PCI devices {missing} {claim.host} lacks")
+            if len(set(devices)) != len(devices) or usage.pci & set(devices):
+                taken_pci = sorted(usage.pci & set(devices)) or devices
+                raise ClaimConflict(f"{claim.vm} claims PCI devices {taken_pci} already in use")
         self._usage[claim.host] = apply_claim(host, usage, claim, 1)
         self._claims[claim.vm] = claim
         self._by_host[claim.host].add(claim.vm)

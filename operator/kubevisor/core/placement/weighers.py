@@ -93,7 +93,7 @@ def soft_anti_affinity(candidate: Candidate, request: Request, state: PlacementS
 def numa_packing(candidate: Candidate, request: Request, state: PlacementState) -> float:
     """Share of the host's dedicated CPUs in use after this fit; positive multiplier packs
     pinned guests together, keeping whole hosts free for wide NUMA guests."""
-    if candidate.numa is None:
+    if candidate.numa is None or not candidate.numa.cells:
         return 0.0
     name = candidate.host.name
     total = state.inventory(name).pcpu.total
