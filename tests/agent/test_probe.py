@@ -1,4 +1,5 @@
-"""Host facts the agent reads itself: KSM, overlay storage, firmware and vhost-net."""
+"""Host facts the agent reads itself: KSM, overlay storage, firmware and vhost-net, the
+security driver, and the PCI devices its allow-list offers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from kubevisor.agent import probe
+from kubevisor.api.hypervisorhost import PciPassthroughRule
 from kubevisor.core.domain import Ovmf
+from kubevisor.drivers.base import PciDeviceInfo
 
 
 @pytest.mark.parametrize(
@@ -57,3 +60,84 @@ def test_capabilities_follow_the_files_present(tmp_path: Path) -> None:
     )
     found = probe.capabilities(ovmf, vhost_net=tmp_path / "vhost-net")
     assert (found.uefi, found.secure_boot, found.vhost_net) == (True, False, False)
+    assert found.security_driver is None and found.seccomp_sandbox is None
+    assert found.cgroup_controllers == []
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        pytest.param(("apparmor", "dac"), "apparmor", id="apparmor"),
+        pytest.param(("selinux", "dac"), "selinux", id="selinux"),
+        pytest.param(("none", "dac"), "none", id="security-driver-none"),
+        pytest.param(("dac",), "none", id="dac-only-confines-nothing"),
+        pytest.param((), None, id="not-reported"),
+    ],
+)
+def test_security_driver_from_secmodels(models: tuple[str, ...], expected: str | None) -> None:
+    assert probe.security_driver(models) == expected
+
+
+def test_capabilities_carry_security_driver_and_cgroup_controllers(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    ovmf = Ovmf(
+        code=missing, vars_template=missing, secure_code=missing, secure_vars_template=missing
+    )
+    found = probe.capabilities(
+        ovmf,
+        vhost_net=tmp_path,
+        security_models=("apparmor", "dac"),
+        cgroup_controllers=frozenset({"memory", "cpu"}),
+    )
+    assert (found.uefi, found.vhost_net, found.security_driver) == (False, True, "apparmor")
+    assert found.cgroup_controllers == ["cpu", "memory"]
+
+
+DEVICES = [
+    PciDeviceInfo("0000:af:02.0", "8086", "154c", 1),
+    PciDeviceInfo("0000:3b:02.0", "8086", "154c", 0),
+    PciDeviceInfo("0000:00:1f.2", "8086", "2922", None),
+    PciDeviceInfo("0000:d8:00.0", "10de", "1eb8", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        pytest.param([], [], id="no-allow-list-offers-nothing"),
+        pytest.param(
+            [{"vendorId": "8086", "productId": "154c", "alias": "vf"}],
+            [("0000:3b:02.0", "vf", 0), ("0000:af:02.0", "vf", 1)],
+            id="vendor-and-product",
+        ),
+        pytest.param(
+            [{"vendorId": "8086", "alias": "intel"}],
+            [
+                ("0000:00:1f.2", "intel", None),
+                ("0000:3b:02.0", "intel", 0),
+                ("0000:af:02.0", "intel", 1),
+            ],
+            id="vendor-only",
+        ),
+        pytest.param(
+            [
+                {"vendorId": "10de", "productId": "1eb8", "alias": "gpu"},
+                {"vendorId": "8086", "productId": "154c", "alias": "vf"},
+                {"vendorId": "8086", "alias": "intel"},
+            ],
+            [
+                ("0000:00:1f.2", "intel", None),
+                ("0000:3b:02.0", "vf", 0),
+                ("0000:af:02.0", "vf", 1),
+                ("0000:d8:00.0", "gpu", None),
+            ],
+            id="first-matching-rule-wins",
+        ),
+    ],
+)
+def test_pci_inventory(
+    rules: list[dict[str, str]], expected: list[tuple[str, str, int | None]]
+) -> None:
+    found = probe.pci_inventory([PciPassthroughRule.model_validate(r) for r in rules], DEVICES)
+    assert [(d.address, d.alias, d.numa_cell) for d in found] == expected
+    assert all((d.vendor_id, d.product_id) != ("", "") for d in found)

@@ -300,6 +300,8 @@ class Agent:
             metrics.KSM_PAGES_SHARED.set(ksm.pages_shared or 0)
             metrics.KSM_PAGES_SHARING.set(ksm.pages_sharing or 0)
             metrics.KSM_RUNNING.set(1 if ksm.running else 0)
+        # The allow-list may change at any time: read it on every registration.
+        rules = probe.pci_rules(await self.kube.get_host(self.settings.host))
         wanted = hoststatus.host_status(
             facts,
             domain_type=self.settings.domain_type,
@@ -308,7 +310,12 @@ class Agent:
             storage=probe.storage(
                 disk_root=self.settings.state_dir / "vms", virtual_bytes=self._provisioned()
             ),
-            capabilities=probe.capabilities(Ovmf()),
+            capabilities=probe.capabilities(
+                Ovmf(),
+                security_models=facts.security_models,
+                cgroup_controllers=self.settings.cgroup_controllers,
+            ),
+            pci_devices=probe.pci_inventory(rules, await self.hv.pci_devices()) if rules else [],
         )
         if self.host_written is None:
             current = await self.kube.get_host(self.settings.host)

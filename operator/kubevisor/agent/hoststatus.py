@@ -21,6 +21,7 @@ from kubevisor.api.hypervisorhost import (
     HypervisorHostStatus,
     HypervisorType,
     Ksm,
+    PciDevice,
     Resources,
 )
 from kubevisor.core.domain import DomainType
@@ -42,6 +43,7 @@ def host_status(
     ksm: Ksm | None = None,
     storage: HostStorage | None = None,
     capabilities: HostCapabilities | None = None,
+    pci_devices: list[PciDevice] | None = None,
 ) -> dict[str, Any]:
     """The wire dict of the agent-owned status fields."""
     cores = {(c.socket_id, c.core_id) for cell in facts.cells for c in cell.cpus}
@@ -51,6 +53,7 @@ def host_status(
         ksm=ksm,
         storage=storage,
         capabilities=capabilities,
+        pci_devices=pci_devices or [],
         hypervisor=Hypervisor(
             type=hypervisor_type(facts, domain_type),
             version=facts.hypervisor_version,

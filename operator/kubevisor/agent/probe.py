@@ -2,19 +2,32 @@
 
 KSM from /sys/kernel/mm/ksm, the storage holding the VMs' overlays (statvfs plus the
 overlays' virtual and real sizes), and the capabilities a VM may require (OVMF for UEFI
-and Secure Boot, /dev/vhost-net). Each reader takes its paths as arguments so tests point
-it at a directory of their own.
+and Secure Boot, /dev/vhost-net, with the security driver and cgroup controllers the
+agent learnt elsewhere). Each reader takes its paths as arguments so tests point it at a
+directory of their own. `pci_inventory` matches the driver's PCI devices against the
+HypervisorHost's allow-list.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kubevisor.api import quantity
-from kubevisor.api.hypervisorhost import HostCapabilities, HostStorage, Ksm
+from kubevisor.api.hypervisorhost import (
+    HostCapabilities,
+    HostStorage,
+    HypervisorHostSpec,
+    Ksm,
+    PciDevice,
+    PciPassthroughRule,
+    SecurityDriver,
+)
 from kubevisor.core.domain import Ovmf
+from kubevisor.drivers.base import PciDeviceInfo
 
 KSM = Path("/sys/kernel/mm/ksm")
 VHOST_NET = Path("/dev/vhost-net")
@@ -53,9 +66,62 @@ def storage(*, disk_root: Path, virtual_bytes: int) -> HostStorage:
     )
 
 
-def capabilities(ovmf: Ovmf, *, vhost_net: Path = VHOST_NET) -> HostCapabilities:
+def security_driver(models: Sequence[str]) -> SecurityDriver | None:
+    """The confining driver among libvirt's <secmodel>s; "none" when libvirt reports only
+    DAC or none (qemu.conf security_driver = "none"); None when it reports nothing."""
+    if "apparmor" in models:
+        return "apparmor"
+    if "selinux" in models:
+        return "selinux"
+    return "none" if models else None
+
+
+def capabilities(
+    ovmf: Ovmf,
+    *,
+    vhost_net: Path = VHOST_NET,
+    security_models: Sequence[str] = (),
+    cgroup_controllers: Iterable[str] | None = None,
+) -> HostCapabilities:
+    """What a VM may require of this host. `security_models` are the host's libvirt
+    secmodels; `cgroup_controllers` what libvirt uses for VMs (the agent's setting,
+    None when unknown). Whether QEMU runs under a seccomp sandbox is a qemu.conf setting
+    libvirt does not report, so `seccompSandbox` stays unset."""
     return HostCapabilities(
         uefi=os.path.isfile(ovmf.code) and os.path.isfile(ovmf.vars_template),
         secure_boot=os.path.isfile(ovmf.secure_code) and os.path.isfile(ovmf.secure_vars_template),
         vhost_net=vhost_net.exists(),
+        security_driver=security_driver(security_models),
+        cgroup_controllers=sorted(cgroup_controllers) if cgroup_controllers is not None else [],
     )
+
+
+def pci_rules(host: Mapping[str, Any] | None) -> list[PciPassthroughRule]:
+    """The allow-list of a HypervisorHost object as read from the API (none if absent)."""
+    spec = (host or {}).get("spec") or {}
+    return HypervisorHostSpec.model_validate(spec).pci_passthrough
+
+
+def pci_inventory(
+    rules: Sequence[PciPassthroughRule], devices: Iterable[PciDeviceInfo]
+) -> list[PciDevice]:
+    """The host devices the allow-list offers, each under the alias of the first rule it
+    matches (vendor id, and product id when the rule names one), by address."""
+    offered = []
+    for device in sorted(devices, key=lambda d: d.address):
+        for rule in rules:
+            if rule.vendor_id == device.vendor_id and rule.product_id in (
+                None,
+                device.product_id,
+            ):
+                offered.append(
+                    PciDevice(
+                        address=device.address,
+                        vendor_id=device.vendor_id,
+                        product_id=device.product_id,
+                        numa_cell=device.numa_node,
+                        alias=rule.alias,
+                    )
+                )
+                break
+    return offered

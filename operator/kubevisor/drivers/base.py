@@ -180,6 +180,23 @@ class HostFacts:
     libvirt_version: str  # e.g. "9.0.0"
     domain_types: tuple[str, ...]  # what <domain type=...> the host accepts: "qemu", "kvm"
     uri: str
+    # libvirt's security drivers for domains (<secmodel>): "apparmor", "selinux", "dac",
+    # "none"; empty when the host reports none.
+    security_models: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PciDeviceInfo:
+    """One host PCI device as libvirt's node device API reports it.
+
+    `address` is domain:bus:slot.function in lower-case hex ("0000:3b:02.1"); the ids are
+    four lower-case hex digits ("8086"); `numa_node` is None when the host does not say.
+    """
+
+    address: str
+    vendor_id: str
+    product_id: str
+    numa_node: int | None = None
 
 
 class Hypervisor(Protocol):
@@ -195,6 +212,10 @@ class Hypervisor(Protocol):
         """Disconnect for good; `events()` iterators end."""
 
     async def host_facts(self) -> HostFacts: ...
+
+    async def pci_devices(self) -> list[PciDeviceInfo]:
+        """Every PCI device of the host (libvirt node devices), for the passthrough
+        inventory; which of them are offered is the agent's business."""
 
     async def define(self, xml: str) -> DomainInfo:
         """Define (or redefine) a persistent domain from XML; it is not started."""

@@ -171,6 +171,7 @@ class FakeHypervisor:
         self.network[uri] = self
         self.migration_tick = migration_tick
         self.migrations: dict[str, FakeMigration] = {}  # outgoing, by domain UUID
+        self.pci: list[base.PciDeviceInfo] = []  # what pci_devices() reports
         self.domains: dict[str, FakeDomain] = {}
         self.calls: list[tuple[str, str]] = []  # (operation, uuid or "")
         self.connected = False
@@ -212,6 +213,10 @@ class FakeHypervisor:
     async def host_facts(self) -> base.HostFacts:
         self._enter("host_facts", "")
         return self.facts
+
+    async def pci_devices(self) -> list[base.PciDeviceInfo]:
+        self._enter("pci_devices", "")
+        return sorted(self.pci, key=lambda d: d.address)
 
     async def define(self, xml: str) -> base.DomainInfo:
         root = self._parse(xml)

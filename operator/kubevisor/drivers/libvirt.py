@@ -325,6 +325,36 @@ def host_facts_from(
         libvirt_version=version_string(libvirt_version),
         domain_types=tuple(sorted(domain_types)),
         uri=uri,
+        security_models=tuple(
+            m.text.strip() for m in host.iterfind("secmodel/model") if m.text and m.text.strip()
+        ),
+    )
+
+
+def pci_device_from(xml: str) -> base.PciDeviceInfo | None:
+    """A node device's XML (virNodeDeviceGetXMLDesc) as a PCI device; None if not PCI."""
+    root = ET.fromstring(xml)
+    cap = root.find("capability[@type='pci']")
+    if cap is None:
+        return None
+
+    def number(tag: str) -> int:
+        return int(cap.findtext(tag) or "0", 0)
+
+    def hex_id(tag: str) -> str:
+        element = cap.find(tag)
+        return f"{int(element.get('id', '0'), 16):04x}" if element is not None else "0000"
+
+    numa = cap.find("numa")
+    node = int(numa.get("node", "-1")) if numa is not None else -1
+    return base.PciDeviceInfo(
+        address=(
+            f"{number('domain'):04x}:{number('bus'):02x}:{number('slot'):02x}."
+            f"{number('function'):x}"
+        ),
+        vendor_id=hex_id("vendor"),
+        product_id=hex_id("product"),
+        numa_node=node if node >= 0 else None,
     )
 
 
@@ -604,6 +634,9 @@ class LibvirtHypervisor:
             free_pages=free_pages,
         )
 
+    async def pci_devices(self) -> list[base.PciDeviceInfo]:
+        return await self._call("listing PCI devices", _pci_devices)
+
     async def define(self, xml: str) -> base.DomainInfo:
         return await self._call("defining a domain", lambda conn: _info(conn.defineXML(xml)))
 
@@ -746,6 +779,15 @@ class LibvirtHypervisor:
 
 
 # --- blocking helpers, run on the driver's threads -----------------------------------------
+
+
+def _pci_devices(conn: libvirt.virConnect) -> list[base.PciDeviceInfo]:
+    found = []
+    for device in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+        info = pci_device_from(device.XMLDesc(0))
+        if info is not None:
+            found.append(info)
+    return sorted(found, key=lambda d: d.address)
 
 
 def _is_alive(conn: libvirt.virConnect) -> bool:
