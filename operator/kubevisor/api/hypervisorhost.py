@@ -246,17 +246,27 @@ class HostCapabilities(ApiModel):
     )
     security_driver: SecurityDriver | None = Field(
         default=None,
-        description="libvirt's security driver for QEMU: apparmor, selinux or none.",
+        description=(
+            "libvirt's security driver for QEMU, from the secmodels of libvirt's "
+            "capabilities: apparmor, selinux, or none (libvirt confines QEMU by DAC only, "
+            'e.g. qemu.conf security_driver = "none").'
+        ),
     )
     seccomp_sandbox: bool | None = Field(
         default=None,
-        description="QEMU runs under a seccomp sandbox (libvirt's seccomp_sandbox).",
+        description=(
+            "QEMU runs under a seccomp sandbox (qemu.conf seccomp_sandbox). libvirt does "
+            "not report this setting through its API, so the agent leaves it unset "
+            "(unknown), and VMs with security.requireSeccompSandbox are not placed here."
+        ),
     )
     cgroup_controllers: list[str] = Field(
         default_factory=list,
         description=(
-            "cgroup controllers libvirt can use for VMs (cpu, cpuset, memory, blkio, ...); "
-            "without cpu, spec.cpu.tune limits are not enforced on this host."
+            "cgroup controllers libvirt can use for VMs (cpu, cpuset, memory, blkio, ...), "
+            "as the agent is told (--cgroup-controllers, qemu.conf cgroup_controllers); "
+            "empty when none or unknown. Without cpu, spec.cpu.tune limits are not "
+            "enforced on this host."
         ),
     )
 

@@ -554,7 +554,8 @@ class Security(ApiModel):
         description=(
             "Only place the VM on hosts whose QEMU runs under a seccomp sandbox "
             "(libvirt's seccomp_sandbox, reported in HypervisorHost "
-            "status.capabilities.seccompSandbox). libvirt sets it per host, not per VM."
+            "status.capabilities.seccompSandbox). libvirt sets it per host, not per VM, "
+            "and does not report it: until a host's status says so, no host qualifies."
         ),
     )
     require_confinement: bool | None = Field(
