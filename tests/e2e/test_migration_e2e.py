@@ -83,12 +83,18 @@ def test_live_migration_moves_a_running_guest(stack: Any, namespace: str) -> Non
         what="the guest counting on the source",
     )[0]
 
+    succeeded = 'kubevisor_migrations_total{result="Succeeded"}'
+    before_total = stack.scrape("controller").get(succeeded, 0.0)
+    before_bytes = stack.scrape(source).get("kubevisor_migration_bytes_total", 0.0)
     stack.apply(namespace, job("move-1", "mover"))
     done = wait_job(stack, namespace, "move-1", "Succeeded", "Failed", "Cancelled")
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["source"] == source and done["status"]["target"] == target
     progress = done["status"]["progress"]
     assert progress["dataTotal"] > 0 and progress["dataProcessed"] > 0, progress
+    assert stack.scrape("controller")[succeeded] == before_total + 1
+    moved_bytes = stack.scrape(source)["kubevisor_migration_bytes_total"] - before_bytes
+    assert moved_bytes >= progress["dataProcessed"], (moved_bytes, progress)
 
     moved = eventually(
         lambda: (
@@ -414,3 +420,32 @@ def virsh_all(uri: str) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
+
+
+def test_a_vm_with_a_local_disk_migrates_with_its_overlay(
+    stack: Any, tiny_guest: Any, namespace: str
+) -> None:
+    boot = {
+        "kernel": str(tiny_guest.kernel),
+        "initrd": str(tiny_guest.initrd),
+        "cmdline": tiny_guest.cmdline,
+    }
+    stack.apply(namespace, vm("disky", boot=boot, disks=[{"name": "data", "size": "64Mi"}]))
+    running = stack.wait_phase(namespace, "disky", "Running")
+    uid, source = running["metadata"]["uid"], running["status"]["host"]
+    target = next(h.name for h in stack.hosts if h.name != source)
+
+    stack.apply(namespace, job("disky-move", "disky"))
+    done = wait_job(stack, namespace, "disky-move", "Succeeded", "Failed", "Cancelled")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    stack.wait_phase(namespace, "disky", "Running")
+    # The domain on the target uses the overlay its agent created there (storage copied by
+    # libvirt's NBD stream); the source's files went with the domain.
+    overlay = Path(stack.state_dirs[target]) / "vms" / uid / "disk-data.qcow2"
+    assert str(overlay) in stack.virsh(target, "domblklist", uid)
+    assert overlay.exists()
+    eventually(
+        lambda: not (Path(stack.state_dirs[source]) / "vms" / uid).exists(),
+        timeout=30,
+        what="the source's files of the VM removed",
+    )

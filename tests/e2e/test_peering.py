@@ -72,6 +72,11 @@ def replicas(stack: Any, tmp_path: Path) -> Iterator[dict[int, tuple[ManagedProc
         stack.controller.start()
 
 
+def paused(log: str) -> bool:
+    """Whether a replica's kopf log leaves it paused: never resumed, or paused since."""
+    return log.rfind("Resuming operations") <= log.rfind("Pausing operations")
+
+
 def test_only_the_highest_priority_replica_places(
     stack: Any, namespace: str, replicas: dict[int, tuple[ManagedProcess, str]]
 ) -> None:
@@ -89,6 +94,12 @@ def test_only_the_highest_priority_replica_places(
         lambda: "Resuming operations" in replicas[200][0].tail(100_000),
         timeout=60,
         what="the higher-priority replica to resume",
+    )
+    # A lower replica that started first saw no peer and resumed; it must have paused since.
+    eventually(
+        lambda: paused(replicas[100][0].tail(100_000)),
+        timeout=60,
+        what="the lower-priority replica paused (or never resumed)",
     )
     stack.apply(
         namespace,

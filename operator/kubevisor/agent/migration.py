@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from kubevisor import metrics
 from kubevisor.api import quantity
 from kubevisor.api.migrationjob import MigrationJob
 from kubevisor.api.virtualmachine import VirtualMachine
@@ -319,6 +320,7 @@ class Migrator:
             )
         )
         watermark: Watermark | None = None
+        moved = 0  # bytes processed in the latest sample, counted once the job ends
         post_copy = False
         aborted: str | None = None
         waker = asyncio.create_task(cancel.wait())
@@ -334,6 +336,7 @@ class Migrator:
                     stats = await hv.job_stats(uid)
                 now = time.monotonic()
                 if stats is not None:
+                    moved = max(moved, stats.data_processed)
                     watermark = migration.track(watermark, stats, now=now)
                     post_copy = post_copy or stats.post_copy
                     await report.progress(migration.progress(stats).to_wire(), post_copy)
@@ -364,6 +367,7 @@ class Migrator:
             waker.cancel()
             if not move.done():
                 move.cancel()
+            metrics.MIGRATION_BYTES.inc(moved)
         self.departed.add(uid)
         elapsed = time.monotonic() - started
         return "Succeeded", f"migrated in {elapsed:.1f}s" + (" (post-copy)" if post_copy else "")

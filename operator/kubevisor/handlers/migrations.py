@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from kubevisor import metrics
 from kubevisor.api import conditions as cond
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
@@ -325,7 +326,13 @@ class Migrations:
     async def _finish(self, key: str, obj: Object, phase: Phase, reason: str) -> None:
         if self.c.state.release(claim_key(key)) is not None:
             await self.c.retry_pending()
-        await self._write(obj, phase=phase, reason=reason, completion_time=self.c.clock())
+        now = self.c.clock()
+        await self._write(obj, phase=phase, reason=reason, completion_time=now)
+        metrics.MIGRATIONS.labels(phase).inc()
+        started = (obj.get("status") or {}).get("startTime")
+        if started:
+            began = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+            metrics.MIGRATION_DURATION.observe(max(0.0, (now - began).total_seconds()))
         if phase != "Succeeded":
             log.info("%s: %s: %s", key, phase, reason)
             vm_obj = self.c.vms.get(_vm_key(obj))
