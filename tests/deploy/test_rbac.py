@@ -44,6 +44,8 @@ GROUP, VERSION = "kubevisor.io", "v1alpha1"
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 APPLIED = ("namespace.yaml", "controller-rbac.yaml", "agent-rbac.yaml")
+POLICY_FILES = ("agent-admission-policy.yaml", "controller-admission-policy.yaml")
+CONTROLLER_POLICY = "kubevisor-controller-host-finalizers-only"
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,8 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
     for name in APPLIED:
         plane.kubectl("apply", "--server-side", "-f", str(MANIFESTS / name))
     try:
-        plane.kubectl(
-            "apply", "--server-side", "-f", str(MANIFESTS / "agent-admission-policy.yaml")
-        )
+        for policy in POLICY_FILES:
+            plane.kubectl("apply", "--server-side", "-f", str(MANIFESTS / policy))
         tokens = []
         for host in hosts:
             apply(plane, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": host}})
@@ -179,7 +180,8 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
         )
     finally:
         # The policy would refuse later tests' agents that use certificates: remove it.
-        plane.kubectl("delete", "-f", str(MANIFESTS / "agent-admission-policy.yaml"), check=False)
+        for policy in POLICY_FILES:
+            plane.kubectl("delete", "-f", str(MANIFESTS / policy), check=False)
         for host in hosts:
             plane.kubectl(
                 "delete", "pod", f"agent-{host}", "-n", SYSTEM, "--wait=false", check=False
@@ -302,7 +304,9 @@ CONTROLLER_CAN = [
     pytest.param("create", "virtualmachines.kubevisor.io", "", "-A", False, id="no-create-vm"),
     pytest.param("create", "migrationjobs.kubevisor.io", "", "-A", True, id="drain-migjobs"),
     pytest.param("delete", "migrationjobs.kubevisor.io", "", "-A", False, id="no-delete-migjob"),
-    pytest.param("patch", "hypervisorhosts.kubevisor.io", "", "", False, id="no-host-spec"),
+    # kopf's finalizer for the per-host timer; controller-admission-policy.yaml refuses the
+    # rest (test_controller_changes_only_host_finalizers).
+    pytest.param("patch", "hypervisorhosts.kubevisor.io", "", "", True, id="host-finalizers"),
     pytest.param("delete", "hypervisorhosts.kubevisor.io", "", "", False, id="no-delete-host"),
     pytest.param("patch", "leases.coordination.k8s.io", "", SYSTEM, False, id="no-write-lease"),
     pytest.param("watch", "leases.coordination.k8s.io", "", "default", False, id="no-lease-else"),
@@ -659,3 +663,37 @@ def test_agent_reads_what_a_migration_needs(world: World) -> None:
     jobs, vm = asyncio.run(reads())
     assert jobs == [world.job(0)]
     assert vm == f"vm-on-{world.hosts[0]}"
+
+
+def host_patch(host: str, patch: dict[str, object], *, kubeconfig: Path) -> Reply:
+    return call(
+        kubeconfig,
+        lambda api: CustomObjectsApi(api).patch_cluster_custom_object(
+            GROUP, VERSION, "hypervisorhosts", host, patch, _content_type=MERGE
+        ),
+    )
+
+
+def test_controller_changes_only_host_finalizers(world: World) -> None:
+    host = world.hosts[1]
+
+    def spec_refused() -> Reply | None:
+        reply = host_patch(
+            host, {"spec": {"unschedulable": True}}, kubeconfig=world.controller_cert
+        )
+        return reply if reply.status == 403 and CONTROLLER_POLICY in reply.message else None
+
+    refused = eventually(spec_refused, timeout=30, what=f"{CONTROLLER_POLICY} to be enforced")
+    assert "only the finalizers" in refused.message
+    labelled = host_patch(
+        host, {"metadata": {"labels": {"x": "y"}}}, kubeconfig=world.controller_cert
+    )
+    assert labelled.status == 403, labelled
+    kopf_finalizer = {"metadata": {"finalizers": ["kopf.zalando.org/KopfFinalizerMarker"]}}
+    assert host_patch(host, kopf_finalizer, kubeconfig=world.controller_cert).status == 200
+    assert (
+        host_patch(
+            host, {"metadata": {"finalizers": None}}, kubeconfig=world.controller_cert
+        ).status
+        == 200
+    )

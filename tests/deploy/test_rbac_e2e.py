@@ -46,15 +46,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.apiserver,
     pytest.mark.libvirtd,
-    # Strict: once the manifests grant these, the tests pass and the marker must go.
-    pytest.mark.xfail(
-        strict=True,
-        reason="deploy/manifests/controller-rbac.yaml does not let the controller run: kopf "
-        "lists and watches Leases cluster-wide (clusterwide=True; the lease handler's "
-        "namespace filter is applied client-side), which the kubevisor-system Role does not "
-        "cover, and kopf's timer finalizer on HypervisorHosts needs patch on the main "
-        "resource, which the ClusterRole withholds",
-    ),
 ]
 
 T = TypeVar("T")

@@ -288,7 +288,8 @@ def test_host_out_of_maintenance_has_no_drain_status(cluster: Cluster) -> None:
 async def _lose_h1(cluster: Cluster, seconds: float) -> None:
     """h1 stops renewing its Lease; h2 keeps renewing; `seconds` later h1 is checked."""
     cluster.clock.advance(seconds)
-    await cluster.controller.on_lease(lease("h2", cluster.clock.now))
+    cluster.controller.remember_lease(lease("h2", cluster.clock.now))
+    await cluster.controller.check_host("h2")
     await cluster.controller.check_host("h1")
 
 
@@ -343,8 +344,10 @@ def test_failover_moves_only_the_restartable_vms_of_the_lost_host(cluster: Clust
             ],
         )
         cluster.clock.advance(161)
-        await cluster.controller.on_lease(lease("h2", cluster.clock.now))
-        await cluster.controller.on_lease(lease("h3", cluster.clock.now))
+        cluster.controller.remember_lease(lease("h2", cluster.clock.now))
+        await cluster.controller.check_host("h2")
+        cluster.controller.remember_lease(lease("h3", cluster.clock.now))
+        await cluster.controller.check_host("h3")
         await cluster.controller.check_host("h1")
 
         assert cluster.vm_status("always")["host"] in ("h2", "h3")

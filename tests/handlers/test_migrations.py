@@ -374,7 +374,8 @@ def test_target_lost_while_preparing_fails_the_job(cluster: Cluster) -> None:
         await _two_hosts_one_vm(cluster)
         await cluster.create_job(job("j1", "a"))
         cluster.clock.advance(41)  # both leases expire; only h1 renews
-        await cluster.controller.on_lease(lease("h1", cluster.clock.now))
+        cluster.controller.remember_lease(lease("h1", cluster.clock.now))
+        await cluster.controller.check_host("h1")
         await cluster.controller.check_host("h2")
 
         status = cluster.job_status("j1")

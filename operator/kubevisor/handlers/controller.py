@@ -116,7 +116,7 @@ class Controller:
     ) -> None:
         """Build the whole state from a listing, before any event is handled."""
         for lease in leases:
-            self._remember_lease(lease)
+            self.remember_lease(lease)
         for host in hosts:
             self.hosts[host["metadata"]["name"]] = host
             self.judgements[host["metadata"]["name"]] = self._judge(host["metadata"]["name"])
@@ -161,13 +161,8 @@ class Controller:
         ready = judgement is not None and judgement.ready
         self.state.add_host(dataclasses.replace(snapshot, ready=ready))
 
-    async def on_lease(self, obj: Object) -> None:
-        if obj["metadata"].get("namespace") != self.settings.lease_namespace:
-            return
-        self._remember_lease(obj)
-        await self.check_host(obj["metadata"]["name"])
-
-    def _remember_lease(self, obj: Object) -> None:
+    def remember_lease(self, obj: Object) -> None:
+        """A heartbeat seen; the host's next check (kopf's per-host timer) judges it."""
         spec = obj.get("spec") or {}
         renewed = spec.get("renewTime")
         if not renewed:

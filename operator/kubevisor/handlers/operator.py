@@ -1,8 +1,8 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
-Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
-MigrationJobs and the agents' heartbeat Leases, and one `timer` per HypervisorHost that
-judges its heartbeat.
+Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts and
+MigrationJobs, and one `timer` per HypervisorHost that judges its heartbeat (the agents'
+Leases are followed by a plain watch of their one namespace, see `follow_leases`).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -10,6 +10,8 @@ a host object is deleted only while the controller runs, like a Node).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,9 @@ import kopf
 from kubevisor import metrics
 from kubevisor.api.schema import GROUP, VERSION
 from kubevisor.handlers.controller import Controller
+from kubevisor.kube.client import Gone, is_transient, retrying
+
+log = logging.getLogger("kubevisor.controller")
 
 HOST_CHECK_INTERVAL = 2.0
 
@@ -31,6 +36,29 @@ def counting_errors(handler: str) -> Iterator[None]:
     except Exception:
         metrics.RECONCILE_ERRORS.labels(handler).inc()
         raise
+
+
+async def follow_leases(controller: Controller, namespace: str, resource_version: str) -> None:
+    """Feed the heartbeat Leases of `namespace` to the controller, for as long as it runs."""
+    kube = controller.kube
+    while True:
+        try:
+            async for kind, lease in kube.watch_leases(
+                namespace, resource_version=resource_version
+            ):
+                resource_version = lease["metadata"]["resourceVersion"]
+                if kind not in ("DELETED", "BOOKMARK"):
+                    controller.remember_lease(lease)
+        except Gone:
+            leases, resource_version = await retrying(
+                "listing Leases", functools.partial(kube.list_leases_at, namespace)
+            )
+            for lease in leases:
+                controller.remember_lease(lease)
+        except Exception as error:
+            if not is_transient(error):
+                log.exception("following Leases in %s failed; retrying", namespace)
+            await asyncio.sleep(1.0)
 
 
 def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
@@ -69,12 +97,20 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         settings.batching.batch_window = 0.01
         controller: Controller = memo.controller
         kube = controller.kube
+        leases, leases_at = await kube.list_leases_at(lease_namespace)
+        # Not a kopf watch: kopf watches every resource cluster-wide, which would need
+        # read access to every namespace's Leases. This only remembers heartbeats (a
+        # paused peering replica keeps them fresh too); the per-host timer, which kopf
+        # pauses, judges them.
+        memo.leases = asyncio.create_task(
+            follow_leases(controller, lease_namespace, leases_at), name="leases"
+        )
         vms, _listed_at = await kube.list_vms()
         jobs, _listed_at = await kube.list_jobs()
         await controller.load(
             hosts=await kube.list_hosts(),
             vms=vms,
-            leases=await kube.list_leases(lease_namespace),
+            leases=leases,
             jobs=jobs,
         )
 
@@ -98,15 +134,10 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         controller: Controller = memo.controller
         await controller.check_host(name)
 
-    def in_lease_namespace(namespace: str | None, **_: Any) -> bool:
-        return namespace == lease_namespace
-
-    @kopf.on.event(
-        "coordination.k8s.io", "v1", "leases", when=in_lease_namespace, registry=handlers
-    )
-    async def lease_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        if event["type"] != "DELETED":
-            await controller.on_lease(dict(event["object"]))
+    @kopf.on.cleanup(registry=handlers)
+    async def stop_following(memo: kopf.Memo, **_: Any) -> None:
+        task: asyncio.Task[None] | None = memo.get("leases")
+        if task is not None:
+            task.cancel()
 
     return handlers

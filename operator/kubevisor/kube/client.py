@@ -117,10 +117,43 @@ class Kube:
         reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, HOST_PLURAL)
         return list(cast(Object, reply)["items"])
 
-    @counted("LIST")
     async def list_leases(self, namespace: str) -> list[Object]:
+        return (await self.list_leases_at(namespace))[0]
+
+    @counted("LIST")
+    async def list_leases_at(self, namespace: str) -> tuple[list[Object], str]:
+        """The Leases of one namespace and the listing's resourceVersion, to watch from."""
         reply = await self._leases.list_namespaced_lease(namespace)
-        return [self._api.sanitize_for_serialization(item) for item in reply.items]
+        items = [self._api.sanitize_for_serialization(item) for item in reply.items]
+        version = reply.metadata.resource_version if reply.metadata is not None else None
+        return items, str(version or "")
+
+    async def watch_leases(
+        self, namespace: str, *, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        """(type, Lease as a dict) pairs of one namespace; raises Gone on HTTP 410."""
+        stream = watch.Watch()
+        try:
+            async for event in stream.stream(
+                self._leases.list_namespaced_lease,
+                namespace,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+            ):
+                kind = event["type"]
+                obj = event["object"]
+                if kind == "ERROR":
+                    if isinstance(obj, dict) and obj.get("code") == 410:
+                        raise Gone(str(obj.get("message", "")))
+                    raise ApiException(status=500, reason=str(obj))
+                yield kind, self._api.sanitize_for_serialization(obj)
+        except ApiException as error:
+            if error.status == 410:
+                raise Gone(str(error)) from error
+            raise
+        finally:
+            await stream.close()
 
     @counted("LIST")
     async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
