@@ -141,3 +141,24 @@ def test_pci_inventory(
     found = probe.pci_inventory([PciPassthroughRule.model_validate(r) for r in rules], DEVICES)
     assert [(d.address, d.alias, d.numa_cell) for d in found] == expected
     assert all((d.vendor_id, d.product_id) != ("", "") for d in found)
+
+
+@pytest.mark.parametrize(
+    ("conf", "expected"),
+    [
+        pytest.param("", True, id="libvirt-default-on"),
+        pytest.param("seccomp_sandbox = 1\n", True, id="on"),
+        pytest.param("seccomp_sandbox = 0\n", False, id="off"),
+        pytest.param("#seccomp_sandbox = 0\n", True, id="commented-out"),
+        pytest.param("seccomp_sandbox = 0\nseccomp_sandbox = 1\n", True, id="last-wins"),
+        pytest.param(None, None, id="unreadable"),
+    ],
+)
+def test_seccomp_sandbox_from_qemu_conf(
+    tmp_path: Path, conf: str | None, expected: bool | None
+) -> None:
+    path = tmp_path / "qemu.conf"
+    if conf is not None:
+        path.write_text(conf)
+    assert probe.seccomp_sandbox(path) is expected
+    assert probe.seccomp_sandbox(None) is None

@@ -11,6 +11,7 @@ HypervisorHost's allow-list.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -76,18 +77,39 @@ def security_driver(models: Sequence[str]) -> SecurityDriver | None:
     return "none" if models else None
 
 
+_SECCOMP = re.compile(r"^\s*seccomp_sandbox\s*=\s*(\d+)", re.MULTILINE)
+
+
+def seccomp_sandbox(qemu_conf: Path | None) -> bool | None:
+    """Whether libvirt starts QEMU under its seccomp sandbox, from the host's qemu.conf:
+    `seccomp_sandbox = 0` turns it off, anything else (or no setting: libvirt's default
+    is on wherever QEMU supports it, as every QEMU in our supported distributions does)
+    leaves it on. None when the agent is not given the file or cannot read it: libvirt's
+    API does not say."""
+    if qemu_conf is None:
+        return None
+    try:
+        text = qemu_conf.read_text()
+    except OSError:
+        return None
+    found = _SECCOMP.findall(text)
+    return found[-1] != "0" if found else True
+
+
 def capabilities(
     ovmf: Ovmf,
     *,
     vhost_net: Path = VHOST_NET,
     security_models: Sequence[str] = (),
     cgroup_controllers: Iterable[str] | None = None,
+    qemu_conf: Path | None = None,
 ) -> HostCapabilities:
     """What a VM may require of this host. `security_models` are the host's libvirt
     secmodels; `cgroup_controllers` what libvirt uses for VMs (the agent's setting,
-    None when unknown). Whether QEMU runs under a seccomp sandbox is a qemu.conf setting
-    libvirt does not report, so `seccompSandbox` stays unset."""
+    None when unknown); `qemu_conf` the host's qemu.conf, for the seccomp sandbox that
+    libvirt does not report."""
     return HostCapabilities(
+        seccomp_sandbox=seccomp_sandbox(qemu_conf),
         uefi=os.path.isfile(ovmf.code) and os.path.isfile(ovmf.vars_template),
         secure_boot=os.path.isfile(ovmf.secure_code) and os.path.isfile(ovmf.secure_vars_template),
         vhost_net=vhost_net.exists(),
