@@ -76,6 +76,8 @@ class Settings:
     """libvirt URI other hosts' libvirtd reach this one at (default: the agent's own)."""
     migrate_uri: str | None = None
     """Where this host's QEMU receives migrations, e.g. tcp://10.0.0.2 (default: libvirt's)."""
+    console_endpoint: str | None = None
+    """URL of this agent's serial console endpoint (status.consoleEndpoint); None: off."""
 
 
 class Agent:
@@ -317,6 +319,8 @@ class Agent:
             ),
             pci_devices=probe.pci_inventory(rules, await self.hv.pci_devices()) if rules else [],
         )
+        if self.settings.console_endpoint:
+            wanted["consoleEndpoint"] = self.settings.console_endpoint
         if self.host_written is None:
             current = await self.kube.get_host(self.settings.host)
             if current is None:

@@ -11,11 +11,17 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp import web
+
 from kubevisor import metrics
 from kubevisor.agent.agent import Agent, Settings
+from kubevisor.console import agentserver, tls
+from kubevisor.console import protocol as console_protocol
+from kubevisor.console.serial import SerialConsole
 from kubevisor.core.domain import BootFiles, DomainType
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.kube.client import Kube
@@ -70,8 +76,65 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--metrics-port", type=int, default=9091, help="serve /metrics here (0: off)"
     )
+    console = parser.add_argument_group("serial console endpoint (for kubevisor-api only)")
+    console.add_argument(
+        "--console-port", type=int, default=0, help="serve consoles over mTLS here (0: off)"
+    )
+    console.add_argument("--console-address", default="0.0.0.0", help="address to listen on")
+    console.add_argument("--console-cert", type=Path, help="serving certificate (PEM)")
+    console.add_argument("--console-key", type=Path, help="its private key")
+    console.add_argument(
+        "--console-client-ca", type=Path, help="CA that signs kubevisor-api's client certificate"
+    )
+    console.add_argument(
+        "--console-allowed-clients",
+        default=console_protocol.API_CLIENT,
+        help="comma-separated client certificate CommonNames admitted",
+    )
+    console.add_argument(
+        "--console-advertise",
+        help="URL kubevisor-api reaches this endpoint at, written to the HypervisorHost's "
+        "status.consoleEndpoint (default: https://$POD_IP, else this host's name, :PORT)",
+    )
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.console_port and not (
+        args.console_cert and args.console_key and args.console_client_ca
+    ):
+        parser.error("--console-port needs --console-cert, --console-key and --console-client-ca")
+    return args
+
+
+def console_endpoint(args: argparse.Namespace) -> str | None:
+    """The console URL to advertise, None when the endpoint is off."""
+    if not args.console_port:
+        return None
+    if args.console_advertise:
+        return str(args.console_advertise)
+    address = os.environ.get("POD_IP") or socket.getfqdn()
+    return f"https://{address}:{args.console_port}"
+
+
+async def serve_console(args: argparse.Namespace, kube: Kube) -> web.AppRunner | None:
+    if not args.console_port:
+        return None
+    app = agentserver.application(
+        host=args.host,
+        get_vm=kube.get_vm,
+        open_console=lambda uuid, force=False: SerialConsole.open(
+            args.libvirt_uri, uuid, force=force
+        ),
+        allowed_clients=[n for n in args.console_allowed_clients.split(",") if n],
+    )
+    context = tls.server_context(
+        cert=args.console_cert,
+        key=args.console_key,
+        client_ca=args.console_client_ca,
+        required=True,
+    )
+    return await agentserver.serve(
+        app, address=args.console_address, port=args.console_port, context=context
+    )
 
 
 def domain_type(choice: str, *, offered: Sequence[str]) -> DomainType:
@@ -110,8 +173,10 @@ async def run(args: argparse.Namespace) -> None:
         resync_interval=args.resync_interval,
         migration_uri=args.migration_uri,
         migrate_uri=args.migrate_uri,
+        console_endpoint=console_endpoint(args),
     )
     kube = await Kube.connect(args.kubeconfig)
+    console_runner = await serve_console(args, kube)
     agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
     logging.getLogger("kubevisor.agent").info(
         "host %s: libvirt %s, domain type %s", args.host, args.libvirt_uri, kind
@@ -125,6 +190,8 @@ async def run(args: argparse.Namespace) -> None:
     except asyncio.CancelledError:
         pass
     finally:
+        if console_runner is not None:
+            await console_runner.cleanup()
         await kube.close()
         await hypervisor.close()
 

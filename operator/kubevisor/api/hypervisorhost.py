@@ -319,6 +319,12 @@ class HypervisorHostStatus(ApiModel):
         alias="libvirtURI",
         description="libvirt URI the agent uses, e.g. qemu:///system.",
     )
+    console_endpoint: str | None = Field(
+        default=None,
+        alias="consoleEndpoint",
+        description="URL of the agent's serial console endpoint (mTLS, for kubevisor-api "
+        "only); unset when the agent serves none.",
+    )
     cpu: HostCpu | None = Field(default=None, description="CPU model, vendor, features, topology.")
     capacity: Resources | None = Field(
         default=None,

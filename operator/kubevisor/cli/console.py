@@ -1,15 +1,11 @@
-"""`kubevisor console VM`: attach to the guest's serial console -- NOT AVAILABLE YET.
+"""`kubevisor console VM`: attach to the guest's serial console, like `kubectl exec -it`.
 
-Today the agent writes each guest's serial console to a log file on its host and serves
-nothing, so there is no path from a user to a console. This command says so and exits
-3; it does not fake one (no ssh to nodes, no reading host files).
-
-The design (docs/cli.md, "console"), KubeVirt's proven shape:
+The path, each hop authenticated by the one before it (docs/cli.md, "console"):
 
   kubevisor console VM
     -> kube-apiserver            authenticates the user (any method: certs, OIDC, tokens)
     -> aggregated API            APIService v1alpha1.subresources.kubevisor.io, served by
-       (kubevisor-api)           the controller's Deployment; it authorizes with a
+       (kubevisor-api)           the controller process; it authorizes with a
                                  SubjectAccessReview: verb get on virtualmachines/console
                                  in group subresources.kubevisor.io, in the VM's namespace
     -> agent of status.host      over mTLS: the agent accepts only kubevisor-api's client
@@ -18,43 +14,227 @@ The design (docs/cli.md, "console"), KubeVirt's proven shape:
 
 The CLI opens a websocket to
 /apis/subresources.kubevisor.io/v1alpha1/namespaces/NS/virtualmachines/VM/console with its
-own kubeconfig credentials, like `kubectl exec`. Console access is then its own RBAC
-permission (virtualmachines/console), grantable per namespace without granting edit of
-VMs, and the agent is never reachable from users directly. `?log=true&tail=N` would
-return the serial log the agent already keeps.
+own kubeconfig credentials (client certificate or bearer token). Console access is its own
+RBAC permission (get on virtualmachines/console in subresources.kubevisor.io, e.g. the
+kubevisor-console ClusterRole bound in one namespace), grantable without edit of VMs.
 
-Exit codes: 3 not available (always, for now).
+On a terminal, stdin is put in raw mode and Ctrl-] detaches. Otherwise stdin and stdout
+are copied as they are, and the end of stdin detaches, so scripts can drive a console.
+
+Exit codes: 0 detached (Ctrl-], end of stdin) or the console closed; 1 refused or failed
+(not found, forbidden, not running, console in use, agent unreachable: one line on
+stderr); 3 `--log` (the serial log) is not available yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import ssl
 import sys
+import termios
+import tty
+from collections.abc import Iterator
 from typing import Any
 
-from kubevisor.cli import kubeapi
+import aiohttp
 
-NOT_AVAILABLE = (
-    "console is not available yet: the agent serves no console endpoint "
-    "(design: docs/cli.md#console, or `kubevisor console --help`)"
+from kubevisor.cli import kubeapi
+from kubevisor.console import protocol
+
+ESCAPE = b"\x1d"  # Ctrl-]
+LOG_NOT_AVAILABLE = (
+    "console --log is not available yet: the agent keeps the serial log on its host but "
+    "serves no log endpoint (docs/cli.md#console)"
 )
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "console",
-        help="attach to a VM's serial console (not available yet: exits 3)",
+        help="attach to a VM's serial console (Ctrl-] detaches)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[kubeapi.options()],
     )
     parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
-        "--log", action="store_true", help="print the serial console log instead of attaching"
+        "--force",
+        action="store_true",
+        help="take the console over from another session attached to it",
+    )
+    parser.add_argument(
+        "--log",
+        action="store_true",
+        help="print the serial console log instead of attaching (not available yet: exits 3)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"error: {NOT_AVAILABLE}", file=sys.stderr)
-    return kubeapi.UNAVAILABLE
+    if args.log:
+        print(f"error: {LOG_NOT_AVAILABLE}", file=sys.stderr)
+        return kubeapi.UNAVAILABLE
+    return kubeapi.with_cluster(args, lambda cluster: attach(cluster, args))
+
+
+def attach(cluster: kubeapi.Cluster, args: argparse.Namespace) -> int:
+    settings = cluster.api.configuration
+    url = str(settings.host).rstrip("/") + protocol.api_path(cluster.namespace, args.vm)
+    if args.force:
+        url += "?force=true"
+    headers = {}
+    token = settings.get_api_key_with_prefix("authorization")
+    if token:
+        headers["Authorization"] = str(token)
+    try:
+        terminal = os.isatty(sys.stdin.fileno())
+    except (OSError, ValueError):  # no real stdin (e.g. replaced in-process): not a terminal
+        terminal = False
+    return asyncio.run(
+        session(
+            url.replace("https://", "wss://", 1).replace("http://", "ws://", 1),
+            context=tls_context(settings),
+            headers=headers,
+            terminal=terminal,
+            what=f"{cluster.namespace}/{args.vm}",
+        )
+    )
+
+
+def tls_context(settings: Any) -> ssl.SSLContext:
+    """The kubeconfig's TLS settings (CA, client certificate, insecure-skip-tls-verify)."""
+    context = ssl.create_default_context(cafile=settings.ssl_ca_cert or None)
+    if not settings.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file or None)
+    return context
+
+
+async def refusal(
+    http: aiohttp.ClientSession,
+    url: str,
+    error: aiohttp.WSServerHandshakeError,
+    **request: Any,
+) -> str:
+    """What the server said when it refused the upgrade.
+
+    The console API repeats its message in a header. A refusal by kube-apiserver itself
+    (authentication, or RBAC, which it checks before proxying) is only in the body, which
+    a refused websocket handshake does not expose: ask again without upgrading; the
+    same checks refuse it the same way, and the console API serves no plain request.
+    """
+    headers: Any = error.headers or {}
+    message = headers.get(protocol.ERROR_HEADER)
+    if message:
+        return str(message)
+    if error.status == 404:
+        return (
+            "the console API is not served here (404): is the APIService "
+            "v1alpha1.subresources.kubevisor.io installed and Available?"
+        )
+    try:
+        async with http.get(url, **request) as reply:
+            if reply.status == error.status:
+                body = await reply.read()
+                if found := protocol.status_message(body, ""):
+                    return found
+    except (aiohttp.ClientError, OSError):
+        pass
+    if error.status == 401:
+        return "the API server did not accept the kubeconfig's credentials (401 Unauthorized)"
+    return f"the API server refused the console ({error.status} {error.message})"
+
+
+async def session(
+    url: str, *, context: ssl.SSLContext, headers: dict[str, str], terminal: bool, what: str
+) -> int:
+    async with aiohttp.ClientSession() as http:
+        try:
+            ws = await http.ws_connect(url, ssl=context, headers=headers, heartbeat=30)
+        except aiohttp.WSServerHandshakeError as error:
+            plain = url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+            why = await refusal(http, plain, error, ssl=context, headers=headers)
+            print(f"error: {why}", file=sys.stderr)
+            return kubeapi.FAILED
+        except (aiohttp.ClientError, OSError) as error:
+            print(f"error: cannot reach the API server: {error}", file=sys.stderr)
+            return kubeapi.FAILED
+        hint = " (escape character is ^])" if terminal else ""
+        print(f"Connected to {what}{hint}", file=sys.stderr, flush=True)
+        with raw_terminal(terminal):
+            await copy(ws, terminal=terminal)
+        if terminal:
+            print("", file=sys.stderr)
+        return kubeapi.OK
+
+
+@contextlib.contextmanager
+def raw_terminal(terminal: bool) -> Iterator[None]:
+    if not terminal:
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def copy(ws: aiohttp.ClientWebSocketResponse, *, terminal: bool) -> None:
+    """Guest output to stdout, stdin to the guest, until detach or either side ends."""
+    loop = asyncio.get_running_loop()
+    typed: asyncio.Queue[bytes] = asyncio.Queue()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        typed.put_nowait(data)
+
+    async def inward() -> None:
+        while data := await typed.get():
+            if terminal and ESCAPE in data:
+                data = data.split(ESCAPE, 1)[0]
+                if data:
+                    await ws.send_bytes(data)
+                return
+            await ws.send_bytes(data)
+
+    async def outward() -> None:
+        out = sys.stdout.buffer
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                out.write(message.data)
+            elif message.type == aiohttp.WSMsgType.TEXT:
+                out.write(str(message.data).encode())
+            else:
+                break
+            out.flush()
+
+    try:
+        loop.add_reader(fd, readable)
+        watched = True
+    except PermissionError:  # a regular file cannot be polled, and never blocks
+        watched = False
+        while data := os.read(fd, 4096):
+            typed.put_nowait(data)
+        typed.put_nowait(b"")
+    tasks = [asyncio.create_task(inward()), asyncio.create_task(outward())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if watched:
+            loop.remove_reader(fd)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ws.close()

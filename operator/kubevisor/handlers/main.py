@@ -19,6 +19,8 @@ from pathlib import Path
 import kopf
 
 from kubevisor import metrics
+from kubevisor.console import apiserver, tls
+from kubevisor.console.kubeapi import ConsoleKube
 from kubevisor.core.migration import Limits
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Options
@@ -78,8 +80,65 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--metrics-port", type=int, default=9090, help="serve /metrics here (0: off)"
     )
+    api = parser.add_argument_group("console API (aggregated: v1alpha1.subresources.kubevisor.io)")
+    api.add_argument(
+        "--console-api-port", type=int, default=0, help="serve the console API here (0: off)"
+    )
+    api.add_argument("--console-api-address", default="0.0.0.0", help="address to listen on")
+    api.add_argument("--console-api-cert", type=Path, help="serving certificate (PEM)")
+    api.add_argument("--console-api-key", type=Path, help="its private key")
+    api.add_argument(
+        "--requestheader-client-ca",
+        type=Path,
+        help="CA of kube-apiserver's front-proxy client certificate (its "
+        "--requestheader-client-ca-file)",
+    )
+    api.add_argument(
+        "--requestheader-allowed-names",
+        default="front-proxy-client",
+        help="comma-separated CommonNames of that certificate (empty: any)",
+    )
+    api.add_argument(
+        "--console-client-cert", type=Path, help="client certificate presented to the agents"
+    )
+    api.add_argument("--console-client-key", type=Path, help="its private key")
+    api.add_argument("--console-agent-ca", type=Path, help="CA of the agents' serving certificates")
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    needed = (
+        "console_api_cert",
+        "console_api_key",
+        "requestheader_client_ca",
+        "console_client_cert",
+        "console_client_key",
+        "console_agent_ca",
+    )
+    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
+    if args.console_api_port and missing:
+        parser.error(f"--console-api-port needs {', '.join(missing)}")
+    return args
+
+
+async def serve_console_api(args: argparse.Namespace) -> apiserver.Server | None:
+    if not args.console_api_port:
+        return None
+    return await apiserver.Server.start(
+        cluster=await ConsoleKube.connect(args.kubeconfig),
+        address=args.console_api_address,
+        port=args.console_api_port,
+        serving=tls.server_context(
+            cert=args.console_api_cert,
+            key=args.console_api_key,
+            client_ca=args.requestheader_client_ca,
+            required=False,
+        ),
+        to_agents=tls.client_context(
+            ca=args.console_agent_ca, cert=args.console_client_cert, key=args.console_client_key
+        ),
+        requestheader=apiserver.RequestHeader(
+            allowed_names=apiserver.allowed_names(args.requestheader_allowed_names)
+        ),
+    )
 
 
 def default_priority() -> int:
@@ -111,6 +170,7 @@ async def run(args: argparse.Namespace) -> None:
         ),
         kube=kube,
     )
+    console_api = await serve_console_api(args)
     try:
         await kopf.operator(
             registry=operator.registry(lease_namespace=args.lease_namespace),
@@ -123,6 +183,8 @@ async def run(args: argparse.Namespace) -> None:
             liveness_endpoint=args.liveness,
         )
     finally:
+        if console_api is not None:
+            await console_api.stop()
         await kube.close()
 
 

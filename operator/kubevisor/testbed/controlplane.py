@@ -8,6 +8,11 @@ ids, so that `stop()` can be called from another process than the one that start
 Authentication is by client certificates signed by a throwaway CA, like envtest: the admin
 is in `system:masters`, and `credentials()` mints a kubeconfig for any other user and
 groups (RBAC tests bind roles to those names). Authorization is RBAC.
+
+The aggregation layer is on: a second throwaway CA (the front-proxy CA) signs the
+apiserver's proxy client certificate (CommonName `front-proxy-client`), and
+`--enable-aggregator-routing` makes it dial an APIService's Endpoints addresses directly,
+so an aggregated server on 127.0.0.1 needs only a selector-less Service and an Endpoints.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 ADMIN_USER = "kubevisor-admin"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 STATE_FILE = "state.json"
 
 
@@ -58,6 +64,11 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "admin.kubeconfig"
+
+    @property
+    def front_proxy_ca(self) -> Path:
+        """The CA an aggregated API server verifies the apiserver's proxy certificate with."""
+        return _Pki(self.state_dir / "pki").front_proxy_ca_cert
 
     @property
     def kubectl_path(self) -> Path:
@@ -158,6 +169,15 @@ def start(
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--profiling=false",
+            # The aggregation layer (the console API is an APIService).
+            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.proxy_client_cert}",
+            f"--proxy-client-key-file={pki.proxy_client_key}",
+            "--enable-aggregator-routing=true",
         ],
         log=logs / "kube-apiserver.log",
     )
@@ -365,6 +385,10 @@ class _Pki:
         self.serving_key = directory / "apiserver.key"
         self.sa_key = directory / "sa.key"
         self.sa_public = directory / "sa.pub"
+        self.front_proxy_ca_cert = directory / "front-proxy-ca.crt"
+        self.front_proxy_ca_key = directory / "front-proxy-ca.key"
+        self.proxy_client_cert = directory / "front-proxy-client.crt"
+        self.proxy_client_key = directory / "front-proxy-client.key"
 
     def create(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -423,6 +447,30 @@ class _Pki:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+        self._front_proxy()
+
+    def _front_proxy(self) -> None:
+        """The front-proxy CA and the apiserver's proxy client certificate it signs."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubevisor-front-proxy-ca")])
+        ca = (
+            _builder(name, name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        _write_key(self.front_proxy_ca_key, key)
+        self.front_proxy_ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FRONT_PROXY_CLIENT)])
+        cert = (
+            _builder(subject, ca.subject, client_key.public_key())
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        _write_key(self.proxy_client_key, client_key)
+        self.proxy_client_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     def client(self, name: str, user: str, groups: Sequence[str]) -> tuple[Path, Path]:
         """A client certificate: CommonName is the user, Organizations are the groups."""

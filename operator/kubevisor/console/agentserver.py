@@ -1,0 +1,100 @@
+"""The agent's console endpoint: `wss://AGENT/console/NAMESPACE/NAME`, mTLS only.
+
+Started by `kubevisor-agent` (agent/main.py) when it has a certificate to serve with.
+The TLS handshake already demands a client certificate from `--console-client-ca`; the
+handler then admits only the names in `allowed_clients` (kubevisor-api's certificate),
+reads the VM and serves it only if its status.host is this agent's host, then opens the
+domain's serial console (the domain's UUID is the VM's uid) and bridges it to the
+websocket. Users never reach this port: authorization happened in the aggregated API.
+
+Failures before the upgrade are HTTP statuses with a metav1.Status body, which the
+aggregated API passes on to the user unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from aiohttp import web
+
+from kubevisor.console import bridge, protocol, tls
+from kubevisor.console.serial import ConsoleError
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+GetVm = Callable[[str, str], Awaitable[Object | None]]
+OpenConsole = Callable[..., Awaitable[bridge.End]]
+"""`open_console(uuid, force=bool)`: the domain's console, or ConsoleError."""
+
+
+def refuse(code: int, reason: str, message: str) -> web.Response:
+    """A failed request: a Status body, and the message in a header too, because a
+    websocket client (the aggregated API's aiohttp) sees a refused handshake's headers
+    but not its body."""
+    return web.json_response(
+        protocol.status(code, reason, message),
+        status=code,
+        headers={protocol.ERROR_HEADER: message.encode("ascii", "replace").decode()},
+    )
+
+
+def application(
+    *,
+    host: str,
+    get_vm: GetVm,
+    open_console: OpenConsole,
+    allowed_clients: Collection[str],
+) -> web.Application:
+    """The aiohttp application of one agent (host `host`)."""
+    allowed = frozenset(allowed_clients)
+
+    async def console(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        peer = tls.common_name(transport.get_extra_info("peercert") if transport else None)
+        if not tls.allowed(peer, allowed):
+            log.warning("console: refused client certificate %r", peer)
+            return refuse(403, "Forbidden", f"client certificate {peer!r} may not open consoles")
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        vm = await get_vm(namespace, name)
+        if vm is None:
+            return refuse(404, "NotFound", f'virtualmachines "{name}" not found')
+        bound = (vm.get("status") or {}).get("host")
+        if bound != host:
+            return refuse(
+                409,
+                "Conflict",
+                f"VM {namespace}/{name} is bound to {bound or 'no host'}, not to {host}",
+            )
+        try:
+            serial = await open_console(
+                str(vm["metadata"]["uid"]), force=request.query.get("force") == "true"
+            )
+        except ConsoleError as error:
+            return refuse(error.code, "Conflict" if error.code == 409 else "NotFound", str(error))
+        except Exception as error:
+            log.exception("console: cannot open %s/%s", namespace, name)
+            return refuse(502, "BadGateway", f"cannot open the console: {error}")
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        log.info("console: %s attached to %s/%s", peer, namespace, name)
+        await bridge.bridge(bridge.WebSocketEnd(ws), serial)
+        log.info("console: %s detached from %s/%s", peer, namespace, name)
+        return ws
+
+    app = web.Application()
+    app.router.add_get(protocol.AGENT_PREFIX + "/{namespace}/{name}", console)
+    return app
+
+
+async def serve(
+    app: web.Application, *, address: str, port: int, context: ssl.SSLContext
+) -> web.AppRunner:
+    """Listen on `address:port` with TLS; the caller cleans up the runner on exit."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address, port, ssl_context=context).start()
+    return runner

@@ -1,0 +1,247 @@
+"""The aggregated console API (`v1alpha1.subresources.kubevisor.io`), in the controller.
+
+kube-apiserver authenticates the user and proxies
+`/apis/subresources.kubevisor.io/v1alpha1/namespaces/NS/virtualmachines/VM/console`
+here with its front-proxy client certificate and the user in X-Remote-User,
+X-Remote-Group and X-Remote-Extra-* headers. This server:
+
+1. believes those headers only from a client certificate that chains to the
+   requestheader CA and names one of `requestheader_allowed_names` (else 401),
+2. asks a SubjectAccessReview whether that user may `get` `virtualmachines/console` in
+   group subresources.kubevisor.io in the VM's namespace (else 403),
+3. reads the VM's status.host and that HypervisorHost's status.consoleEndpoint, dials the
+   agent there with its own client certificate, and only once the agent accepted
+   upgrades the user's connection and bridges the two websockets.
+
+Refusals are metav1.Status bodies, which the apiserver passes on to the user. Discovery
+(the APIResourceList the aggregator reads) and health need no client certificate.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from kubevisor.console import bridge, protocol, tls
+from kubevisor.console.kubeapi import ConsoleKube, User
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+
+class Cluster(Protocol):
+    """The reads and the review the console API needs (`kubeapi.ConsoleKube`)."""
+
+    async def get_vm(self, namespace: str, name: str) -> Object | None: ...
+
+    async def get_host(self, name: str) -> Object | None: ...
+
+    async def may_attach(self, user: User, *, namespace: str, name: str) -> tuple[bool, str]: ...
+
+
+@dataclass(frozen=True)
+class RequestHeader:
+    """The front proxy's header names and the certificate names it may use."""
+
+    allowed_names: frozenset[str] = frozenset({protocol.FRONT_PROXY_CLIENT})
+    username_headers: tuple[str, ...] = ("X-Remote-User",)
+    group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
+
+
+DialAgent = Callable[[str, str], Awaitable[aiohttp.ClientWebSocketResponse]]
+"""`dial(url, force_query)`: a websocket to the agent, or aiohttp.WSServerHandshakeError."""
+
+
+def refuse(code: int, reason: str, message: str) -> web.Response:
+    """A Status body, with the message repeated in a header for websocket clients."""
+    return web.json_response(
+        protocol.status(code, reason, message),
+        status=code,
+        headers={protocol.ERROR_HEADER: message.encode("ascii", "replace").decode()},
+    )
+
+
+def authenticate(request: web.Request, settings: RequestHeader, peer: str | None) -> User | None:
+    """The user the front proxy vouches for, or None if it is not the front proxy."""
+    if not tls.allowed(peer, settings.allowed_names):
+        return None
+    name = next((request.headers[h] for h in settings.username_headers if h in request.headers), "")
+    if not name:
+        return None
+    groups = tuple(g for h in settings.group_headers for g in request.headers.getall(h, []))
+    extra: dict[str, list[str]] = {}
+    for header, value in request.headers.items():
+        for prefix in settings.extra_prefixes:
+            if header.lower().startswith(prefix.lower()):
+                key = urllib.parse.unquote(header[len(prefix) :]).lower()
+                extra.setdefault(key, []).append(value)
+    return User(name=name, groups=groups, extra=extra)
+
+
+def discovery() -> Object:
+    """The APIResourceList of our group version: only the console subresource."""
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{protocol.GROUP}/{protocol.VERSION}",
+        "resources": [
+            {
+                "name": f"{protocol.RESOURCE}/{protocol.SUBRESOURCE}",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "VirtualMachine",
+                "verbs": ["get"],
+            }
+        ],
+    }
+
+
+def application(
+    *, cluster: Cluster, dial: DialAgent, requestheader: RequestHeader
+) -> web.Application:
+    async def console(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        peer = tls.common_name(transport.get_extra_info("peercert") if transport else None)
+        user = authenticate(request, requestheader, peer)
+        if user is None:
+            return refuse(
+                401,
+                "Unauthorized",
+                "the console API accepts requests only through the Kubernetes API server",
+            )
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        allowed, why = await cluster.may_attach(user, namespace=namespace, name=name)
+        if not allowed:
+            log.info("console: %s may not attach to %s/%s (%s)", user.name, namespace, name, why)
+            return refuse(
+                403,
+                "Forbidden",
+                f'{protocol.RESOURCE}.{protocol.GROUP} "{name}" is forbidden: User '
+                f'"{user.name}" cannot get resource "{protocol.RESOURCE}/{protocol.SUBRESOURCE}"'
+                f' in API group "{protocol.GROUP}" in the namespace "{namespace}"'
+                + (f": {why}" if why else ""),
+            )
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return refuse(400, "BadRequest", "the console is a websocket: upgrade the connection")
+        vm = await cluster.get_vm(namespace, name)
+        if vm is None:
+            return refuse(404, "NotFound", f'virtualmachines.kubevisor.io "{name}" not found')
+        host = (vm.get("status") or {}).get("host")
+        if not host:
+            return refuse(409, "Conflict", f"VM {namespace}/{name} is not bound to a host")
+        host_obj = await cluster.get_host(str(host))
+        endpoint = ((host_obj or {}).get("status") or {}).get("consoleEndpoint")
+        if not endpoint:
+            return refuse(
+                503,
+                "ServiceUnavailable",
+                f"the agent of host {host} serves no console (no status.consoleEndpoint)",
+            )
+        url = str(endpoint).rstrip("/").replace("https://", "wss://", 1)
+        url += protocol.agent_path(namespace, name)
+        force = "?force=true" if request.query.get("force") == "true" else ""
+        try:
+            upstream = await dial(url, force)
+        except aiohttp.WSServerHandshakeError as error:
+            headers: Any = error.headers or {}
+            message = headers.get(protocol.ERROR_HEADER) or (
+                f"the agent of host {host} refused the console ({error.status})"
+            )
+            return refuse(error.status, "Conflict" if error.status == 409 else "", message)
+        except (aiohttp.ClientError, OSError) as error:
+            return refuse(
+                503, "ServiceUnavailable", f"cannot reach the agent of host {host}: {error}"
+            )
+        ws = web.WebSocketResponse(heartbeat=30)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
+        log.info("console: %s attached to %s/%s on %s", user.name, namespace, name, host)
+        await bridge.bridge(bridge.WebSocketEnd(ws), bridge.WebSocketEnd(upstream))
+        log.info("console: %s detached from %s/%s", user.name, namespace, name)
+        return ws
+
+    async def resources(_request: web.Request) -> web.Response:
+        return web.json_response(discovery())
+
+    async def group(_request: web.Request) -> web.Response:
+        version = {"groupVersion": f"{protocol.GROUP}/{protocol.VERSION}", "version": "v1alpha1"}
+        return web.json_response(
+            {
+                "kind": "APIGroup",
+                "apiVersion": "v1",
+                "name": protocol.GROUP,
+                "versions": [version],
+                "preferredVersion": version,
+            }
+        )
+
+    async def healthy(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    prefix = protocol.API_PREFIX
+    app.router.add_get(
+        prefix + "/namespaces/{namespace}/" + protocol.RESOURCE + "/{name}/" + protocol.SUBRESOURCE,
+        console,
+    )
+    app.router.add_get(prefix, resources)
+    app.router.add_get(f"/apis/{protocol.GROUP}", group)
+    for path in ("/healthz", "/readyz", "/livez"):
+        app.router.add_get(path, healthy)
+    return app
+
+
+class Server:
+    """The running console API: its listener, its client session to the agents, its kube."""
+
+    def __init__(
+        self, runner: web.AppRunner, session: aiohttp.ClientSession, cluster: ConsoleKube
+    ) -> None:
+        self._runner = runner
+        self._session = session
+        self._cluster = cluster
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        cluster: ConsoleKube,
+        address: str,
+        port: int,
+        serving: ssl.SSLContext,
+        to_agents: ssl.SSLContext,
+        requestheader: RequestHeader,
+    ) -> Server:
+        session = aiohttp.ClientSession()
+
+        async def dial(url: str, query: str) -> aiohttp.ClientWebSocketResponse:
+            return await session.ws_connect(url + query, ssl=to_agents, heartbeat=30)
+
+        app = application(cluster=cluster, dial=dial, requestheader=requestheader)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, address, port, ssl_context=serving).start()
+        log.info("console API listening on %s:%d", address, port)
+        return cls(runner, session, cluster)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        await self._session.close()
+        await self._cluster.close()
+
+
+def allowed_names(text: str) -> frozenset[str]:
+    """`--requestheader-allowed-names`: comma-separated; empty means any name."""
+    return frozenset(n.strip() for n in text.split(",") if n.strip())

@@ -1,0 +1,58 @@
+"""The names and paths both console servers and the CLI agree on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+GROUP: Final = "subresources.kubevisor.io"
+VERSION: Final = "v1alpha1"
+RESOURCE: Final = "virtualmachines"
+SUBRESOURCE: Final = "console"
+
+API_PREFIX: Final = f"/apis/{GROUP}/{VERSION}"
+AGENT_PREFIX: Final = "/console"
+
+# Client certificate names each server accepts by default.
+FRONT_PROXY_CLIENT: Final = "front-proxy-client"
+API_CLIENT: Final = "kubevisor-api"
+
+# The agent repeats a refusal's message here (see agentserver.refuse).
+ERROR_HEADER: Final = "X-Kubevisor-Console-Error"
+
+# Websocket close code and reason when the guest's console stream ends.
+STREAM_ENDED: Final = 1000
+
+
+def api_path(namespace: str, name: str) -> str:
+    """The aggregated API path the CLI opens: like `kubectl exec`, a subresource."""
+    return f"{API_PREFIX}/namespaces/{namespace}/{RESOURCE}/{name}/{SUBRESOURCE}"
+
+
+def agent_path(namespace: str, name: str) -> str:
+    """The agent's path for one VM's console."""
+    return f"{AGENT_PREFIX}/{namespace}/{name}"
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A metav1.Status body: what kubectl and our CLI print for a failed request."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def status_message(body: bytes | str, fallback: str) -> str:
+    """The message of a Status body, else `fallback`."""
+    try:
+        parsed = json.loads(body)
+    except (TypeError, ValueError):
+        return fallback
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])
+    return fallback

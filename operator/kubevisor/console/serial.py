@@ -1,0 +1,152 @@
+"""One guest's serial console as an asyncio byte stream, over libvirt virDomainOpenConsole.
+
+`SerialConsole.open(uri, uuid)` opens a connection of its own (a console session must not
+share the agent's connection, whose calls would queue behind it) and a non-blocking
+virStream on the domain's first console. libvirt's event loop thread (the driver's
+`ensure_event_loop`) reports the stream readable; the callback drains it there and hands
+the bytes to the asyncio loop, so `read()` is an ordinary await. Writes go through the
+driver-less thread pool of the loop; a full stream is retried shortly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import libvirt
+
+from kubevisor.drivers import libvirt as libvirt_driver
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+_EVENTS = (
+    libvirt.VIR_STREAM_EVENT_READABLE
+    | libvirt.VIR_STREAM_EVENT_ERROR
+    | libvirt.VIR_STREAM_EVENT_HANGUP
+)
+_WOULD_BLOCK = -2
+
+
+class ConsoleError(Exception):
+    """The console cannot be opened; `code` is the HTTP status that says why."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SerialConsole:
+    """A bidirectional byte stream to a running domain's serial console."""
+
+    def __init__(self, conn: libvirt.virConnect, stream: libvirt.virStream) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+        self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, uri: str, uuid: str, *, force: bool = False) -> SerialConsole:
+        """Attach to the console of the domain `uuid`; `force` takes it from another session.
+
+        Raises ConsoleError: 404 no such domain, 409 not running or console in use.
+        """
+        libvirt_driver.ensure_event_loop()
+        loop = asyncio.get_running_loop()
+        conn, stream = await loop.run_in_executor(None, _attach, uri, uuid, force)
+        console = cls(conn, stream)
+        stream.eventAddCallback(_EVENTS, console._on_event, None)
+        return console
+
+    def _on_event(self, stream: libvirt.virStream, events: int, _opaque: Any) -> None:
+        # On libvirt's event loop thread: drain what is there, then hand it over.
+        chunks: list[bytes] = []
+        ended = bool(events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP))
+        while not ended:
+            try:
+                data: bytes | int = stream.recv(READ_SIZE)
+            except libvirt.libvirtError as error:
+                log.info("console stream failed: %s", error)
+                ended = True
+                break
+            if data == _WOULD_BLOCK:
+                break
+            if not data or isinstance(data, int):
+                ended = True
+                break
+            chunks.append(data)
+        if ended:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.eventRemoveCallback()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads
+            for chunk in chunks:
+                self._loop.call_soon_threadsafe(self._incoming.put_nowait, chunk)
+            if ended:
+                self._loop.call_soon_threadsafe(self._incoming.put_nowait, None)
+
+    async def read(self) -> bytes:
+        """The next bytes the guest wrote; b"" once the stream has ended."""
+        chunk = await self._incoming.get()
+        if chunk is None:
+            self._incoming.put_nowait(None)  # every later read sees the end too
+            return b""
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        """Send `data` to the guest's console (its tty's input)."""
+        view = memoryview(data)
+        while view:
+            sent = await self._loop.run_in_executor(None, self._stream.send, bytes(view))
+            if sent == _WOULD_BLOCK:
+                await asyncio.sleep(0.01)  # the stream's buffer is full: let QEMU drain it
+                continue
+            view = view[sent:]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._loop.run_in_executor(None, _detach, self._conn, self._stream)
+
+
+def _attach(uri: str, uuid: str, force: bool) -> tuple[libvirt.virConnect, libvirt.virStream]:
+    conn = libvirt.open(uri)
+    try:
+        try:
+            domain = conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise ConsoleError("the VM has no domain on its host", code=404) from error
+            raise
+        if not domain.isActive():
+            raise ConsoleError("the VM is not running", code=409)
+        stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
+        try:
+            domain.openConsole(None, stream, flags)
+        except libvirt.libvirtError as error:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            if error.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
+                raise ConsoleError(
+                    f"the console is in use by another session ({error.get_error_message()})",
+                    code=409,
+                ) from error
+            raise ConsoleError(f"cannot open the console: {error}", code=502) from error
+        return conn, stream
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+        raise
+
+
+def _detach(conn: libvirt.virConnect, stream: libvirt.virStream) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        stream.eventRemoveCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        stream.abort()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()

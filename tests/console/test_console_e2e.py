@@ -1,0 +1,283 @@
+"""Serial consoles end to end on a private stack (conftest.py): the agent's mTLS endpoint,
+the aggregated console API behind a real kube-apiserver, and `kubevisor console`."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from kubevisor.testbed.guest import COUNTER_PREFIX
+
+from .pki import Pki
+from .stack import NAMESPACE, ConsoleStack
+
+pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
+
+ECHO = "kubevisor-typed-4711"
+
+
+def client_context(stack: ConsoleStack, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(stack.pki.ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+async def attach_agent(
+    url: str, context: ssl.SSLContext, *, send: bytes = b"", until: bytes, timeout: float = 30
+) -> bytes:
+    """Read the agent's console websocket until `until` appears; send `send` first."""
+    seen = b""
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=context) as ws:
+        if send:
+            await ws.send_bytes(send)
+        async with asyncio.timeout(timeout):
+            while until not in seen:
+                message = await ws.receive()
+                assert message.type == aiohttp.WSMsgType.BINARY, message
+                seen += message.data
+    return seen
+
+
+def agent_status(url: str, context: ssl.SSLContext) -> tuple[int, str]:
+    async def go() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(url, ssl=context):
+                    return 101, ""
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status, (error.headers or {}).get("X-Kubevisor-Console-Error", "")
+
+    return asyncio.run(go())
+
+
+def test_agent_bridges_the_guest_console_both_ways(console_stack: ConsoleStack) -> None:
+    cert, key = console_stack.pki.issue("kubevisor-api", server=False)
+    url = f"{console_stack.agent_url}/console/{NAMESPACE}/guest"
+    seen = asyncio.run(
+        attach_agent(url, client_context(console_stack, cert, key), until=COUNTER_PREFIX.encode())
+    )
+    assert COUNTER_PREFIX.encode() in seen
+    # Nothing in the guest reads ttyS0, but its line discipline echoes what arrives: the
+    # echo proves the input direction reached the guest's serial port.
+    seen = asyncio.run(
+        attach_agent(
+            url,
+            client_context(console_stack, cert, key),
+            send=f"{ECHO}\r".encode(),
+            until=ECHO.encode(),
+        )
+    )
+    assert ECHO.encode() in seen
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        pytest.param("user-name", 403, id="same-ca-other-name-is-forbidden"),
+        pytest.param("unknown-vm", 404, id="vm-that-does-not-exist"),
+    ],
+)
+def test_agent_refuses(console_stack: ConsoleStack, who: str, expected: int) -> None:
+    if who == "unknown-vm":
+        cert, key = console_stack.pki.issue("kubevisor-api", server=False)
+        url = f"{console_stack.agent_url}/console/{NAMESPACE}/nothing-here"
+    else:
+        cert, key = console_stack.pki.issue("alice", server=False)
+        url = f"{console_stack.agent_url}/console/{NAMESPACE}/guest"
+    status, message = agent_status(url, client_context(console_stack, cert, key))
+    assert status == expected, message
+    assert message
+
+
+@pytest.mark.parametrize(
+    "certificate",
+    [pytest.param("other-ca", id="client-of-another-ca"), pytest.param(None, id="no-client-cert")],
+)
+def test_agent_refuses_the_handshake(
+    console_stack: ConsoleStack, tmp_path: Path, certificate: str | None
+) -> None:
+    cert = key = None
+    if certificate == "other-ca":
+        cert, key = Pki(tmp_path / "other").issue("kubevisor-api", server=False)
+    url = f"{console_stack.agent_url}/console/{NAMESPACE}/guest"
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
+        agent_status(url, client_context(console_stack, cert, key))
+
+
+def test_api_refuses_callers_other_than_the_front_proxy(console_stack: ConsoleStack) -> None:
+    """Straight to the console API with a certificate the front-proxy CA did not sign."""
+    cert, key = console_stack.pki.issue("front-proxy-client", server=False)
+    url = (
+        f"https://{console_stack.api_address}:{console_stack.api_port}/apis/subresources.kubevisor.io/v1alpha1/"
+        f"namespaces/{NAMESPACE}/virtualmachines/guest/console"
+    )
+    context = client_context(console_stack, cert, key)
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)) as refused:
+        agent_status(url, context)
+    # The server verified the certificate and refused it (not our client refusing theirs).
+    assert not isinstance(refused.value, aiohttp.ClientConnectorCertificateError)
+    context = client_context(console_stack, None, None)
+    assert agent_status(url, context)[0] == 401
+
+
+class Console:
+    """`kubevisor console` as a child process, its stdout read on a thread."""
+
+    def __init__(self, stack: ConsoleStack, kubeconfig: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubevisor.cli.main",
+                "console",
+                "guest",
+                "-n",
+                NAMESPACE,
+                "--kubeconfig",
+                str(kubeconfig),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.chunks: queue.Queue[bytes] = queue.Queue()
+        self.seen = b""
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        while data := self.process.stdout.read1(4096):
+            self.chunks.put(data)
+        self.chunks.put(b"")
+
+    def read_until(self, marker: bytes, timeout: float = 30) -> bytes:
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                chunk = self.chunks.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if not chunk:
+                break
+            self.seen += chunk
+        return self.seen
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        """Its exit code and stderr (stdout is the pump thread's)."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            self.process.kill()
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read().decode()
+
+
+def test_cli_with_the_permission_attaches(console_stack: ConsoleStack) -> None:
+    plane = console_stack.plane
+    kubeconfig = plane.credentials("console-alice", ["console-users"])
+    plane.kubectl(
+        "create",
+        "rolebinding",
+        "alice-console",
+        "-n",
+        NAMESPACE,
+        "--clusterrole=kubevisor-console",
+        "--user=console-alice",
+    )
+    # The permission is the subresource only: alice may not even read VMs.
+    assert (
+        plane.kubectl(
+            "auth", "can-i", "get", "vm", "-n", NAMESPACE, kubeconfig=kubeconfig, check=False
+        ).stdout.strip()
+        == "no"
+    )
+    console = Console(console_stack, kubeconfig)
+    try:
+        seen = console.read_until(COUNTER_PREFIX.encode())
+        assert COUNTER_PREFIX.encode() in seen, console.finish()
+        assert console.process.stdin is not None
+        console.process.stdin.write(f"{ECHO}\r".encode())
+        console.process.stdin.flush()
+        assert ECHO.encode() in console.read_until(ECHO.encode())
+        console.process.stdin.close()  # the end of stdin detaches
+        code, err = console.finish()
+    finally:
+        console.process.kill()
+    assert code == 0, err
+    assert f"Connected to {NAMESPACE}/guest" in err
+
+
+def test_cli_without_the_permission_is_forbidden(console_stack: ConsoleStack) -> None:
+    kubeconfig = console_stack.plane.credentials("console-bob")
+    console = Console(console_stack, kubeconfig)
+    code, err = console.finish()
+    assert code == 1
+    assert err == (
+        'error: virtualmachines.subresources.kubevisor.io "guest" is forbidden: User '
+        '"console-bob" cannot get resource "virtualmachines/console" in API group '
+        f'"subresources.kubevisor.io" in the namespace "{NAMESPACE}"\n'
+    )
+    assert console.seen == b""
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        pytest.param("console-carol", 101, id="user-with-the-rolebinding"),
+        pytest.param("console-dave", 403, id="user-without-it"),
+    ],
+)
+def test_api_authorizes_the_proxied_user_itself(
+    console_stack: ConsoleStack, user: str, expected: int
+) -> None:
+    """The console API does its own SubjectAccessReview for the user in X-Remote-User,
+    not trusting that kube-apiserver checked (it does, so through it a user without the
+    permission never gets this far): here as the front proxy, with its certificate."""
+    plane = console_stack.plane
+    plane.kubectl(
+        "create",
+        "rolebinding",
+        "carol-console",
+        "-n",
+        NAMESPACE,
+        "--clusterrole=kubevisor-console",
+        "--user=console-carol",
+        check=False,
+    )
+    pki_dir = plane.state_dir / "pki"
+    context = client_context(
+        console_stack, pki_dir / "front-proxy-client.crt", pki_dir / "front-proxy-client.key"
+    )
+    url = (
+        f"https://{console_stack.api_address}:{console_stack.api_port}/apis/"
+        f"subresources.kubevisor.io/v1alpha1/namespaces/{NAMESPACE}/virtualmachines/guest/console"
+    )
+
+    async def go() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(
+                    url, ssl=context, headers={"X-Remote-User": user, "X-Remote-Group": "staff"}
+                ) as ws:
+                    message = await asyncio.wait_for(ws.receive(), timeout=30)
+                    return 101, str(message.data)
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status, (error.headers or {}).get("X-Kubevisor-Console-Error", "")
+
+    status, said = asyncio.run(go())
+    assert status == expected, said
+    if expected == 403:
+        assert f'User "{user}" cannot get resource "virtualmachines/console"' in said
