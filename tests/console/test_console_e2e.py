@@ -4,7 +4,10 @@ the aggregated console API behind a real kube-apiserver, and `kubevisor console`
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
 import queue
+import select
 import ssl
 import subprocess
 import sys
@@ -281,3 +284,52 @@ def test_api_authorizes_the_proxied_user_itself(
     assert status == expected, said
     if expected == 403:
         assert f'User "{user}" cannot get resource "virtualmachines/console"' in said
+
+
+def test_cli_on_a_terminal_detaches_on_ctrl_close_bracket(console_stack: ConsoleStack) -> None:
+    """On a pty: raw mode, the guest's output arrives, Ctrl-] detaches with exit 0."""
+    kubeconfig = console_stack.plane.credentials("console-erin")
+    console_stack.plane.kubectl(
+        "create",
+        "rolebinding",
+        "erin-console",
+        "-n",
+        NAMESPACE,
+        "--clusterrole=kubevisor-console",
+        "--user=console-erin",
+    )
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubevisor.cli.main",
+            "console",
+            "guest",
+            "-n",
+            NAMESPACE,
+            "--kubeconfig",
+            str(kubeconfig),
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while COUNTER_PREFIX.encode() not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], deadline - time.monotonic())
+            if ready:
+                seen += os.read(controller, 4096)
+        assert COUNTER_PREFIX.encode() in seen
+        os.write(controller, b"\x1d")
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+        os.close(controller)
+    assert process.stderr is not None
+    err = process.stderr.read().decode()
+    assert code == 0, err
+    assert "escape character is ^]" in err
