@@ -20,6 +20,7 @@ from kubevisor.testbed.guest import Guest
 
 from .pki import Pki
 from .stack import (
+    AGENT_NAME,
     HOST_INDEX,
     NAMESPACE,
     SYSTEM,
@@ -54,9 +55,9 @@ def console_stack(
     assert bin_dir is not None and address is not None
     root = tmp_path_factory.mktemp("console")
     pki = Pki(root / "pki")
-    agent_cert, agent_key = pki.issue("kubevisor-agent", server=True)
+    agent_cert, agent_key = pki.issue(AGENT_NAME, server=True, addresses=())
     api_cert, api_key = pki.issue(
-        "kubevisor-api.kubevisor-system.svc", server=True, addresses=(address,)
+        "kubevisor-api.kubevisor-system.svc", server=True, addresses=("127.0.0.1", address)
     )
     client_cert, client_key = pki.issue("kubevisor-api", server=False)
     plane = controlplane.start(
@@ -102,10 +103,12 @@ def console_stack(
                 *("--metrics-port", str(controller_metrics)),
                 *("--console-api-port", str(api_port), "--console-api-address", address),
                 *("--console-api-cert", str(api_cert), "--console-api-key", str(api_key)),
-                *("--requestheader-client-ca", str(plane.front_proxy_ca)),
+                # No --requestheader-client-ca: the CA and header names come from
+                # kube-system/extension-apiserver-authentication, as in a real cluster.
                 *("--console-client-cert", str(client_cert)),
                 *("--console-client-key", str(client_key)),
                 *("--console-agent-ca", str(pki.ca)),
+                *("--console-agent-server-name", AGENT_NAME),
             ],
             log=root / "controller.log",
         )

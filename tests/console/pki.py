@@ -56,9 +56,9 @@ class Pki:
         )
 
     def issue(
-        self, name: str, *, server: bool, addresses: tuple[str, ...] = ()
+        self, name: str, *, server: bool, addresses: tuple[str, ...] = ("127.0.0.1",)
     ) -> tuple[Path, Path]:
-        """A serving certificate for `name`, 127.0.0.1 and `addresses`, or a client one."""
+        """A serving certificate for `name` and `addresses`, or a client one."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         builder = self._builder(subject, key.public_key())

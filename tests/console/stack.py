@@ -16,8 +16,14 @@ from .pki import Pki
 
 NAMESPACE = "console"
 SYSTEM = "kubevisor-system"
+# One serving certificate for every agent, with this name and no address, as the
+# deploy/manifests/components/console component issues it.
+AGENT_NAME = "kubevisor-agent.kubevisor-system.svc"
 # Numbered far from the shared hosts (1, 2) and the e2e extra host (3).
 HOST_INDEX = 7
+# One serving certificate for every agent, with this name and no address, as the
+# deploy/manifests/components/console component issues it.
+AGENT_NAME = "kubevisor-agent.kubevisor-system.svc"
 # Numbered far from the shared hosts (1, 2) and the e2e extra host (3).
 HOST_INDEX = 7
 

@@ -71,3 +71,27 @@ def test_common_name_of_a_peer_certificate() -> None:
     peer = {"subject": ((("organizationName", "staff"),), (("commonName", "kubevisor-api"),))}
     assert tls.common_name(peer) == "kubevisor-api"
     assert tls.common_name(None) is None
+
+
+def test_requestheader_from_the_apiservers_config_map() -> None:
+    ca, settings = apiserver.requestheader_from(
+        {
+            "requestheader-client-ca-file": "PEM",
+            "requestheader-allowed-names": '["front-proxy-client"]',
+            "requestheader-username-headers": '["X-Remote-User"]',
+            "requestheader-group-headers": '["X-Remote-Group"]',
+            "requestheader-extra-headers-prefix": '["X-Remote-Extra-"]',
+        }
+    )
+    assert ca == "PEM"
+    assert settings == apiserver.RequestHeader()
+
+
+def test_requestheader_from_a_config_map_without_names_admits_any_name() -> None:
+    _, settings = apiserver.requestheader_from({"requestheader-client-ca-file": "PEM"})
+    assert settings.allowed_names == frozenset()
+
+
+def test_requestheader_needs_the_ca() -> None:
+    with pytest.raises(ValueError, match="requestheader-client-ca-file"):
+        apiserver.requestheader_from({"client-ca-file": "PEM"})

@@ -21,7 +21,7 @@ import pytest
 from kubevisor.testbed.guest import COUNTER_PREFIX
 
 from .pki import Pki
-from .stack import NAMESPACE, ConsoleStack
+from .stack import AGENT_NAME, NAMESPACE, ConsoleStack
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
 
@@ -51,11 +51,13 @@ async def attach_agent(
     return seen
 
 
-def agent_status(url: str, context: ssl.SSLContext) -> tuple[int, str]:
+def agent_status(
+    url: str, context: ssl.SSLContext, server_hostname: str | None = AGENT_NAME
+) -> tuple[int, str]:
     async def go() -> tuple[int, str]:
         async with aiohttp.ClientSession() as session:
             try:
-                async with session.ws_connect(url, ssl=context):
+                async with session.ws_connect(url, ssl=context, server_hostname=server_hostname):
                     return 101, ""
             except aiohttp.WSServerHandshakeError as error:
                 return error.status, (error.headers or {}).get("X-Kubevisor-Console-Error", "")
@@ -126,11 +128,11 @@ def test_api_refuses_callers_other_than_the_front_proxy(console_stack: ConsoleSt
     )
     context = client_context(console_stack, cert, key)
     with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)) as refused:
-        agent_status(url, context)
+        agent_status(url, context, server_hostname=None)
     # The server verified the certificate and refused it (not our client refusing theirs).
     assert not isinstance(refused.value, aiohttp.ClientConnectorCertificateError)
     context = client_context(console_stack, None, None)
-    assert agent_status(url, context)[0] == 401
+    assert agent_status(url, context, server_hostname=None)[0] == 401
 
 
 class Console:

@@ -19,6 +19,7 @@ Refusals are metav1.Status bodies, which the apiserver passes on to the user. Di
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import urllib.parse
@@ -55,6 +56,29 @@ class RequestHeader:
     username_headers: tuple[str, ...] = ("X-Remote-User",)
     group_headers: tuple[str, ...] = ("X-Remote-Group",)
     extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
+
+
+def requestheader_from(data: dict[str, str]) -> tuple[str, RequestHeader]:
+    """The requestheader CA (PEM) and settings out of the data of kube-apiserver's
+    extension-apiserver-authentication ConfigMap (values are JSON lists)."""
+    ca = data.get("requestheader-client-ca-file", "")
+    if not ca:
+        raise ValueError(
+            "kube-apiserver publishes no requestheader-client-ca-file: "
+            "is it started with --requestheader-client-ca-file?"
+        )
+
+    def names(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = data.get(key)
+        return tuple(str(v) for v in json.loads(raw)) if raw else default
+
+    defaults = RequestHeader()
+    return ca, RequestHeader(
+        allowed_names=frozenset(names("requestheader-allowed-names", ())),
+        username_headers=names("requestheader-username-headers", defaults.username_headers),
+        group_headers=names("requestheader-group-headers", defaults.group_headers),
+        extra_prefixes=names("requestheader-extra-headers-prefix", defaults.extra_prefixes),
+    )
 
 
 DialAgent = Callable[[str, str], Awaitable[aiohttp.ClientWebSocketResponse]]
@@ -222,12 +246,17 @@ class Server:
         port: int,
         serving: ssl.SSLContext,
         to_agents: ssl.SSLContext,
+        agent_server_name: str | None = None,
         requestheader: RequestHeader,
     ) -> Server:
+        """Listen; dial agents with `to_agents`, checking their certificates for
+        `agent_server_name` (one certificate for every agent) instead of their address."""
         session = aiohttp.ClientSession()
 
         async def dial(url: str, query: str) -> aiohttp.ClientWebSocketResponse:
-            return await session.ws_connect(url + query, ssl=to_agents, heartbeat=30)
+            return await session.ws_connect(
+                url + query, ssl=to_agents, server_hostname=agent_server_name, heartbeat=30
+            )
 
         app = application(cluster=cluster, dial=dial, requestheader=requestheader)
         runner = web.AppRunner(app, access_log=None)

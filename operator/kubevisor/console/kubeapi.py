@@ -36,6 +36,7 @@ class ConsoleKube:
         self._api = api
         self._custom = client.CustomObjectsApi(api)
         self._authorization = client.AuthorizationV1Api(api)
+        self._core = client.CoreV1Api(api)
 
     @classmethod
     async def connect(cls, kubeconfig: Path | None) -> ConsoleKube:
@@ -54,6 +55,14 @@ class ConsoleKube:
             if error.status == 404:
                 return None
             raise
+
+    async def authentication_config(self) -> dict[str, str]:
+        """kube-system/extension-apiserver-authentication: where kube-apiserver publishes
+        its requestheader CA and header names for aggregated API servers."""
+        config_map = await self._core.read_namespaced_config_map(
+            "extension-apiserver-authentication", "kube-system"
+        )
+        return dict(config_map.data or {})
 
     async def get_vm(self, namespace: str, name: str) -> Object | None:
         return await self._get(

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
-def server_context(*, cert: Path, key: Path, client_ca: Path, required: bool) -> ssl.SSLContext:
-    """Serve with `cert`; verify client certificates against `client_ca`.
+def server_context(
+    *, cert: Path, key: Path, client_ca: Path | str, required: bool
+) -> ssl.SSLContext:
+    """Serve with `cert`; verify client certificates against `client_ca` (a file, or PEM
+    text when a str).
 
     `required`: refuse the handshake without one (the agent); else a client may come
     without one and the handler decides (the aggregated API serves discovery to anyone).
@@ -23,7 +26,10 @@ def server_context(*, cert: Path, key: Path, client_ca: Path, required: bool) ->
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))
-    context.load_verify_locations(cafile=str(client_ca))
+    if isinstance(client_ca, Path):
+        context.load_verify_locations(cafile=str(client_ca))
+    else:
+        context.load_verify_locations(cadata=client_ca)
     context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
     return context
 

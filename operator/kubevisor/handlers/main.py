@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -91,24 +92,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--requestheader-client-ca",
         type=Path,
         help="CA of kube-apiserver's front-proxy client certificate (its "
-        "--requestheader-client-ca-file)",
+        "--requestheader-client-ca-file; default: read it, the allowed names and the header "
+        "names from ConfigMap kube-system/extension-apiserver-authentication)",
     )
     api.add_argument(
         "--requestheader-allowed-names",
-        default="front-proxy-client",
-        help="comma-separated CommonNames of that certificate (empty: any)",
+        default=None,
+        help="comma-separated CommonNames of that certificate (empty: any; default: "
+        "front-proxy-client with --requestheader-client-ca, else the ConfigMap's)",
     )
     api.add_argument(
         "--console-client-cert", type=Path, help="client certificate presented to the agents"
     )
     api.add_argument("--console-client-key", type=Path, help="its private key")
     api.add_argument("--console-agent-ca", type=Path, help="CA of the agents' serving certificates")
+    api.add_argument(
+        "--console-agent-server-name",
+        help="name the agents' serving certificates carry (one certificate for all agents); "
+        "default: check each agent's certificate for the address it is dialled at",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     needed = (
         "console_api_cert",
         "console_api_key",
-        "requestheader_client_ca",
         "console_client_cert",
         "console_client_key",
         "console_agent_ca",
@@ -122,22 +129,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def serve_console_api(args: argparse.Namespace) -> apiserver.Server | None:
     if not args.console_api_port:
         return None
+    cluster = await ConsoleKube.connect(args.kubeconfig)
+    client_ca: Path | str
+    if args.requestheader_client_ca is not None:
+        client_ca = args.requestheader_client_ca
+        requestheader = apiserver.RequestHeader(
+            allowed_names=apiserver.allowed_names(
+                "front-proxy-client"
+                if args.requestheader_allowed_names is None
+                else args.requestheader_allowed_names
+            )
+        )
+    else:
+        client_ca, requestheader = apiserver.requestheader_from(
+            await cluster.authentication_config()
+        )
+        if args.requestheader_allowed_names is not None:
+            requestheader = dataclasses.replace(
+                requestheader,
+                allowed_names=apiserver.allowed_names(args.requestheader_allowed_names),
+            )
     return await apiserver.Server.start(
-        cluster=await ConsoleKube.connect(args.kubeconfig),
+        cluster=cluster,
         address=args.console_api_address,
         port=args.console_api_port,
         serving=tls.server_context(
             cert=args.console_api_cert,
             key=args.console_api_key,
-            client_ca=args.requestheader_client_ca,
+            client_ca=client_ca,
             required=False,
         ),
         to_agents=tls.client_context(
             ca=args.console_agent_ca, cert=args.console_client_cert, key=args.console_client_key
         ),
-        requestheader=apiserver.RequestHeader(
-            allowed_names=apiserver.allowed_names(args.requestheader_allowed_names)
-        ),
+        agent_server_name=args.console_agent_server_name,
+        requestheader=requestheader,
     )
 
 
