@@ -17,11 +17,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
+from harness import eventually
+from kubevisor.console.protocol import ERROR_HEADER
 from kubevisor.testbed.guest import COUNTER_PREFIX
 
 from .pki import Pki
-from .stack import AGENT_NAME, NAMESPACE, ConsoleStack
+from .stack import AGENT_NAME, NAMESPACE, ConsoleStack, vm
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
 
@@ -138,14 +141,14 @@ def test_api_refuses_callers_other_than_the_front_proxy(console_stack: ConsoleSt
 class Console:
     """`kubevisor console` as a child process, its stdout read on a thread."""
 
-    def __init__(self, stack: ConsoleStack, kubeconfig: Path) -> None:
+    def __init__(self, stack: ConsoleStack, kubeconfig: Path, vm_name: str = "guest") -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "kubevisor.cli.main",
                 "console",
-                "guest",
+                vm_name,
                 "-n",
                 NAMESPACE,
                 "--kubeconfig",
@@ -335,3 +338,66 @@ def test_cli_on_a_terminal_detaches_on_ctrl_close_bracket(console_stack: Console
     err = process.stderr.read().decode()
     assert code == 0, err
     assert "escape character is ^]" in err
+
+
+def test_a_second_session_is_refused_then_force_takes_over(console_stack: ConsoleStack) -> None:
+    cert, key = console_stack.pki.issue("kubevisor-api", server=False)
+    context = client_context(console_stack, cert, key)
+    url = f"{console_stack.agent_url}/console/{NAMESPACE}/guest"
+
+    async def go() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            first = await session.ws_connect(url, ssl=context, server_hostname=AGENT_NAME)
+            try:
+                try:
+                    async with session.ws_connect(url, ssl=context, server_hostname=AGENT_NAME):
+                        second = (101, "")
+                except aiohttp.WSServerHandshakeError as error:
+                    second = (error.status, (error.headers or {}).get(ERROR_HEADER, ""))
+                async with session.ws_connect(
+                    url + "?force=true", ssl=context, server_hostname=AGENT_NAME
+                ):
+                    # The first session loses the console: libvirt ends its stream.
+                    async with asyncio.timeout(30):
+                        while (await first.receive()).type == aiohttp.WSMsgType.BINARY:
+                            pass
+                return second
+            finally:
+                await first.close()
+
+    status, message = asyncio.run(go())
+    assert status == 409
+    assert "in use by another session" in message
+
+
+def test_the_session_ends_when_the_vm_stops(console_stack: ConsoleStack) -> None:
+    plane = console_stack.plane
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(vm("short")))
+    eventually(
+        lambda: (
+            ((console_stack.get("vm", "short", "-n", NAMESPACE) or {}).get("status") or {}).get(
+                "phase"
+            )
+            == "Running"
+        ),
+        timeout=120,
+        what="vm short Running",
+    )
+    console = Console(console_stack, plane.kubeconfig, vm_name="short")
+    try:
+        assert COUNTER_PREFIX.encode() in console.read_until(COUNTER_PREFIX.encode())
+        plane.kubectl(
+            "patch",
+            "vm",
+            "short",
+            "-n",
+            NAMESPACE,
+            "--type=merge",
+            "-p",
+            '{"spec": {"runStrategy": "Halted"}}',
+        )
+        code, err = console.finish(timeout=60)
+    finally:
+        console.process.kill()
+        plane.kubectl("delete", "vm", "short", "-n", NAMESPACE, "--wait=false", check=False)
+    assert code == 0, err
