@@ -127,6 +127,8 @@ def agent_process(
             # The testbed's libvirt runs without cgroups (qemu.conf cgroup_controllers = []).
             "--cgroup-controllers",
             "",
+            "--qemu-conf",
+            str(host.root / "etc" / "qemu.conf"),
         ],
         log=state / "agent.log",
     )

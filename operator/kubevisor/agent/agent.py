@@ -67,6 +67,8 @@ class Settings:
     default_boot: BootFiles | None = None
     cgroup_controllers: frozenset[str] | None = None
     """cgroup controllers libvirt uses for VMs on this host (qemu.conf); None: unknown."""
+    qemu_conf: Path | None = None
+    """The host's qemu.conf, read for what libvirt does not report (seccomp_sandbox)."""
     lease_namespace: str = "kubevisor-system"
     lease_duration: int = 40
     shutdown_grace: float = 30.0
@@ -316,6 +318,7 @@ class Agent:
                 Ovmf(),
                 security_models=facts.security_models,
                 cgroup_controllers=self.settings.cgroup_controllers,
+                qemu_conf=self.settings.qemu_conf,
             ),
             pci_devices=probe.pci_inventory(rules, await self.hv.pci_devices()) if rules else [],
         )

@@ -58,6 +58,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "cgroup_controllers; empty: none); default: unknown, assume all",
     )
     parser.add_argument(
+        "--qemu-conf",
+        type=Path,
+        default=None,
+        help="the host's qemu.conf (e.g. /etc/libvirt/qemu.conf mounted read-only), read "
+        "for its seccomp_sandbox setting; unset: reported as unknown",
+    )
+    parser.add_argument(
         "--migration-uri",
         default=None,
         help="libvirt URI other hosts reach this host's libvirtd at for live migration "
@@ -167,6 +174,7 @@ async def run(args: argparse.Namespace) -> None:
         cgroup_controllers=None
         if args.cgroup_controllers is None
         else frozenset(c for c in args.cgroup_controllers.split(",") if c),
+        qemu_conf=args.qemu_conf,
         lease_namespace=args.lease_namespace,
         lease_duration=args.lease_duration,
         shutdown_grace=args.shutdown_grace,

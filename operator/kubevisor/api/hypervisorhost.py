@@ -256,8 +256,9 @@ class HostCapabilities(ApiModel):
         default=None,
         description=(
             "QEMU runs under a seccomp sandbox (qemu.conf seccomp_sandbox). libvirt does "
-            "not report this setting through its API, so the agent leaves it unset "
-            "(unknown), and VMs with security.requireSeccompSandbox are not placed here."
+            "not report this setting through its API: the agent reads the host's qemu.conf "
+            "when given it (--qemu-conf); unset means unknown, and VMs with "
+            "security.requireSeccompSandbox are not placed here."
         ),
     )
     cgroup_controllers: list[str] = Field(

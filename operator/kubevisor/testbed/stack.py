@@ -30,6 +30,7 @@ class Agent:
     host: str
     uri: str
     domain_type: str
+    qemu_conf: Path | None = None
 
 
 def start(
@@ -112,6 +113,7 @@ def start(
                 "tcp://127.0.0.1",
                 "--cgroup-controllers",
                 "",
+                *(["--qemu-conf", str(agent.qemu_conf)] if agent.qemu_conf else []),
                 *boot,
             ],
             log=logs / f"agent-{agent.host}.log",
@@ -162,7 +164,7 @@ def _hypervisors(state_dir: Path, count: int, say: Callable[[str], None]) -> lis
         f"{len(started)} libvirtd hosts with QEMU (TCG): "
         + ", ".join(f"{h.name} at {h.uri}" for h in started)
     )
-    return [Agent(h.name, h.uri, "qemu") for h in started]
+    return [Agent(h.name, h.uri, "qemu", h.root / "etc" / "qemu.conf") for h in started]
 
 
 def _spawn(argv: list[str], *, log: Path) -> int:
