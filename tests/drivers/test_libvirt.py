@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -197,6 +198,58 @@ def test_host_facts_from_qemu_capabilities() -> None:
     assert cell0.distances == ((0, 10), (1, 21))
 
 
+# `virsh domcapabilities --virttype qemu` of a testbed host (libvirt 9.0, QEMU 7.2, TCG).
+TCG_DOMCAPS = Path(__file__).parent / "fixtures" / "domcapabilities-qemu-tcg.xml"
+
+
+def test_usable_cpu_models_from_tcg_domain_capabilities() -> None:
+    models = driver.usable_cpu_models_from(TCG_DOMCAPS.read_text())
+    assert models == (
+        "486",
+        "Conroe",
+        "Nehalem",
+        "Opteron_G1",
+        "Opteron_G2",
+        "Penryn",
+        "Westmere",
+        "athlon",
+        "core2duo",
+        "coreduo",
+        "kvm32",
+        "kvm64",
+        "n270",
+        "pentium",
+        "pentium2",
+        "pentium3",
+        "qemu32",
+        "qemu64",
+    )
+    # Known to libvirt, but TCG lacks features they need: usable='no'.
+    assert "Skylake-Client" not in models and "EPYC" not in models
+
+
+@pytest.mark.parametrize(
+    ("cpu", "models"),
+    [
+        pytest.param(
+            "<mode name='custom' supported='yes'>"
+            "<model usable='yes' vendor='Intel'>Nehalem</model>"
+            "<model usable='unknown' vendor='Intel'>Haswell</model>"
+            "<model usable='no' vendor='AMD'>EPYC</model>"
+            "<model vendor='unknown'>qemu64</model>"
+            "</mode>",
+            ("Nehalem",),
+            id="only-usable-yes",
+        ),
+        pytest.param("<mode name='custom' supported='no'/>", (), id="custom-models-not-supported"),
+        pytest.param("<mode name='host-model' supported='yes'/>", (), id="no-custom-mode"),
+    ],
+)
+def test_usable_cpu_models_from(cpu: str, models: tuple[str, ...]) -> None:
+    xml = f"<domainCapabilities><cpu>{cpu}</cpu></domainCapabilities>"
+    assert driver.usable_cpu_models_from(xml) == models
+
+
 def test_host_facts_of_test_driver_show_its_fixed_two_cells() -> None:
     async def main() -> base.HostFacts:
         async with driver.LibvirtHypervisor("test:///default") as hypervisor:
@@ -215,3 +268,5 @@ def test_host_facts_of_test_driver_show_its_fixed_two_cells() -> None:
     assert facts.memory_kib == 6291456
     assert [cpu.siblings for cpu in facts.cells[1].cpus][:2] == [(8,), (9,)]
     assert {page.size_kib for page in facts.cells[0].pages} == {4, 2048, 1048576}
+    # The test driver has no domain capabilities: it cannot say which models are usable.
+    assert facts.usable_cpu_models == {}

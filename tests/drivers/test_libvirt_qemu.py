@@ -178,6 +178,8 @@ def test_host_facts_show_this_machine(host: tuple[hosts.LocalHost, Path]) -> Non
     assert (facts.hostname, facts.uuid) == (local.hostname, local.uuid)
     assert facts.hypervisor_type == "QEMU"
     assert "qemu" in facts.domain_types
+    # TCG emulates the generic models whatever the host CPU is.
+    assert {"qemu64", "Nehalem"} <= set(facts.usable_cpu_models["qemu"])
     assert facts.cpus == os.cpu_count()
     assert sorted(cpu.id for cell in facts.cells for cpu in cell.cpus) == list(range(facts.cpus))
     # Each cell's memory is its node's MemTotal (not /proc/meminfo's, which may be larger

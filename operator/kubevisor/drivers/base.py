@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 # The driver speaks core's value for a migration job's statistics (re-exported).
@@ -183,6 +183,13 @@ class HostFacts:
     # libvirt's security drivers for domains (<secmodel>): "apparmor", "selinux", "dac",
     # "none"; empty when the host reports none.
     security_models: tuple[str, ...] = ()
+    # The named guest CPU models (libvirt's domain capabilities, <mode name='custom'>
+    # models with usable='yes'), sorted, per domain type ("qemu", "kvm"): what
+    # <cpu mode='custom'><model>NAME</model> can run here. A domain type is missing when
+    # the hypervisor cannot say (libvirt's test driver has no domain capabilities).
+    usable_cpu_models: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict, hash=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)

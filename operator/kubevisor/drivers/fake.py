@@ -60,8 +60,18 @@ MIGRATION_SOURCE_EVENTS = ("suspended/migrated", "stopped/migrated")
 MIGRATION_TARGET_EVENTS = ("started/migrated", "defined/added", "resumed/migrated")
 
 
+# Some of the named CPU models QEMU 7.2 under TCG marks usable (libvirt's domain
+# capabilities for virttype qemu on our machines); what the fake reports by default.
+TCG_CPU_MODELS = ("Nehalem", "Penryn", "Westmere", "core2duo", "qemu32", "qemu64")
+
+
 def default_host_facts(uri: str = "fake:///") -> base.HostFacts:
-    """Two cells of 4 single-threaded CPUs and 4 GiB each, like a small test:///default."""
+    """Two cells of 4 single-threaded CPUs and 4 GiB each, like a small test:///default,
+    running "qemu" (TCG) domains that can use the `TCG_CPU_MODELS`.
+
+    Tests wanting other facts (say, other usable CPU models) pass their own to
+    `FakeHypervisor(facts=dataclasses.replace(default_host_facts(), ...))`.
+    """
 
     def cell(index: int) -> base.NumaCell:
         cpus = tuple(
@@ -89,6 +99,7 @@ def default_host_facts(uri: str = "fake:///") -> base.HostFacts:
         libvirt_version="9.0.0",
         domain_types=("qemu",),
         uri=uri,
+        usable_cpu_models={"qemu": TCG_CPU_MODELS},
     )
 
 

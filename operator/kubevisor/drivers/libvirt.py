@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
@@ -331,6 +332,28 @@ def host_facts_from(
     )
 
 
+def usable_cpu_models_from(domain_capabilities: str) -> tuple[str, ...]:
+    """The named CPU models a domain capabilities XML (virConnectGetDomainCapabilities)
+    marks usable, sorted; empty when custom models are not supported at all.
+
+    Models libvirt marks usable='no' (the host CPU or the accelerator lacks a feature) or
+    'unknown' (it could not check) are left out: a guest asking for them may not start.
+    """
+    root = ET.fromstring(domain_capabilities)
+    custom = root.find("cpu/mode[@name='custom']")
+    if custom is None or custom.get("supported") != "yes":
+        return ()
+    return tuple(
+        sorted(
+            {
+                m.text.strip()
+                for m in custom.iterfind("model")
+                if m.get("usable") == "yes" and m.text and m.text.strip()
+            }
+        )
+    )
+
+
 def pci_device_from(xml: str) -> base.PciDeviceInfo | None:
     """A node device's XML (virNodeDeviceGetXMLDesc) as a PCI device; None if not PCI."""
     root = ET.fromstring(xml)
@@ -622,7 +645,7 @@ class LibvirtHypervisor:
         if sizes and cells:
             with contextlib.suppress(libvirt.libvirtError):
                 free_pages = conn.getFreePages(sizes, 0, len(cells)) or {}
-        return host_facts_from(
+        facts = host_facts_from(
             capabilities,
             uri=self._uri,
             hostname=conn.getHostname(),
@@ -633,6 +656,15 @@ class LibvirtHypervisor:
             free_memory=free_memory,
             free_pages=free_pages,
         )
+        models: dict[str, tuple[str, ...]] = {}
+        for kind in facts.domain_types:
+            # The test driver has no domain capabilities, and a host may offer "kvm" in
+            # its capabilities without being able to describe it; that type is left out.
+            with contextlib.suppress(libvirt.libvirtError):
+                models[kind] = usable_cpu_models_from(
+                    conn.getDomainCapabilities(None, facts.arch, None, kind, 0)
+                )
+        return dataclasses.replace(facts, usable_cpu_models=models)
 
     async def pci_devices(self) -> list[base.PciDeviceInfo]:
         return await self._call("listing PCI devices", _pci_devices)
