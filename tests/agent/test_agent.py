@@ -190,6 +190,8 @@ def test_host_registers_with_the_real_topology(
         caps.findall("host/topology/cells/cell/cpus/cpu")
     )
     assert host["status"]["hypervisor"]["type"] == "qemu"
+    # Under TCG (domain type qemu) libvirt marks the generic named models usable.
+    assert {"qemu64", "Nehalem"} <= set(host["status"]["cpu"]["usableModels"])
     assert host["status"]["storage"]["capacity"]
     assert (
         host["status"]["capabilities"]["uefi"] is Path("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()

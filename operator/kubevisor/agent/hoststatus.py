@@ -35,6 +35,13 @@ def hypervisor_type(facts: HostFacts, domain_type: DomainType) -> HypervisorType
     return domain_type
 
 
+def _usable_models(facts: HostFacts, domain_type: DomainType) -> list[str] | None:
+    """The named CPU models usable for the domain type the agent runs; None when the
+    hypervisor could not say (placement then does not check named models here)."""
+    models = facts.usable_cpu_models.get(domain_type)
+    return None if models is None else sorted(models)
+
+
 def host_status(
     facts: HostFacts,
     *,
@@ -67,6 +74,7 @@ def host_status(
             sockets=len(sockets) or None,
             cores=(len(cores) // len(sockets)) if sockets else None,
             threads=threads,
+            usable_models=_usable_models(facts, domain_type),
         ),
         capacity=Resources(
             cpu=facts.cpus,

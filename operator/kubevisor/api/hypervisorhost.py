@@ -156,6 +156,16 @@ class HostCpu(ApiModel):
     sockets: int | None = Field(default=None, ge=0, description="Sockets.")
     cores: int | None = Field(default=None, ge=0, description="Cores per socket.")
     threads: int | None = Field(default=None, ge=0, description="Threads per core.")
+    usable_models: list[str] | None = Field(
+        default=None,
+        description=(
+            "Named guest CPU models (a VirtualMachine's spec.cpu.model other than "
+            "host-passthrough and host-model) libvirt marks usable for the domain type the "
+            "agent runs (kvm or qemu), from its domain capabilities. Placement sends a VM "
+            "asking for a named model only to hosts listing it; unset when the hypervisor "
+            "cannot say, and then placement does not check."
+        ),
+    )
 
 
 class Resources(ApiModel):
