@@ -172,3 +172,45 @@ def test_vm_requiring_what_no_host_reports_stays_unschedulable(stack: Any, names
     scheduled = next(c for c in waiting["status"]["conditions"] if c["type"] == "Scheduled")
     assert scheduled["status"] == "False"
     assert f"{len(stack.hosts)} lacks confinement" in scheduled["message"], scheduled["message"]
+
+
+def vm_with_cpu_model(name: str, model: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {"cpu": {"vcpus": 1, "model": model}, "memory": {"size": "128Mi"}},
+    }
+
+
+def test_named_cpu_model_runs_only_where_libvirt_marks_it_usable(
+    stack: Any, namespace: str
+) -> None:
+    usable = [
+        set(stack.get("hypervisorhost", host.name)["status"]["cpu"]["usableModels"])
+        for host in stack.hosts
+    ]
+    # TCG (domain type qemu) emulates the generic models on any host CPU.
+    assert all("Nehalem" in models for models in usable), usable
+    stack.apply(namespace, vm_with_cpu_model("nehalem", "Nehalem"))
+    running = stack.wait_phase(namespace, "nehalem", "Running", timeout=120)
+    live = ET.fromstring(
+        stack.virsh(running["status"]["host"], "dumpxml", running["metadata"]["uid"])
+    )
+    cpu = live.find("cpu")
+    assert cpu is not None and cpu.get("mode") == "custom"
+    assert cpu.findtext("model") == "Nehalem"
+
+    # A model libvirt knows but marks usable='no' here (TCG lacks features it needs).
+    unusable = next(
+        m
+        for m in ("Skylake-Client", "Icelake-Server", "EPYC-Rome")
+        if not any(m in models for models in usable)
+    )
+    stack.apply(namespace, vm_with_cpu_model("newer", unusable))
+    waiting = stack.wait_phase(namespace, "newer", "Unschedulable", timeout=60)
+    scheduled = next(c for c in waiting["status"]["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["status"] == "False"
+    assert f"{len(stack.hosts)} cannot run CPU model {unusable}" in scheduled["message"], scheduled[
+        "message"
+    ]

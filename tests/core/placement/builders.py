@@ -83,6 +83,7 @@ def make_host(
     storage: Storage | None = None,
     reserved_disk_mib: int = 0,
     pci_devices: tuple[PciDevice, ...] = (),
+    usable_cpu_models: frozenset[str] | None = None,
 ) -> HostSnapshot:
     """`dedicated`: "none" (all shared), "all", "half" (first half of each cell's cores)."""
     numa_cells = make_cells(
@@ -128,6 +129,7 @@ def make_host(
         storage=storage,
         reserved_disk_mib=reserved_disk_mib,
         pci_devices=pci_devices,
+        usable_cpu_models=usable_cpu_models,
     )
 
 

@@ -37,6 +37,7 @@ AA, AFF = GroupPolicy.ANTI_AFFINITY, GroupPolicy.AFFINITY
 UEFI, SB = Capability.UEFI, Capability.SECURE_BOOT
 SECCOMP, CONFINED = Capability.SECCOMP_SANDBOX, Capability.CONFINEMENT
 PASSTHROUGH = "host-passthrough"
+TCG = frozenset({"qemu64", "Nehalem", "Penryn"})
 
 
 def running_on(host: str, vm: str = "default/vm") -> Claim:
@@ -394,6 +395,79 @@ CASES = [
         (),
         "lacks confinement",
         id="capabilities-no-security-driver",
+    ),
+    # -- named CPU models only where libvirt marks them usable -----------------------------
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=TCG),
+        make_request(cpu_mode="Nehalem"),
+        (),
+        None,
+        id="cpu-model-usable",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=TCG),
+        make_request(cpu_mode="Skylake-Client"),
+        (),
+        "host h1 cannot run CPU model Skylake-Client (usable: Nehalem, Penryn, qemu64)",
+        id="cpu-model-not-usable",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=TCG),
+        make_request(cpu_mode="nehalem"),
+        (),
+        "cannot run CPU model nehalem",
+        id="cpu-model-names-are-case-sensitive",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=frozenset()),
+        make_request(cpu_mode="qemu64"),
+        (),
+        "(usable: none)",
+        id="cpu-model-host-runs-no-named-models",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=frozenset(f"m{i:02}" for i in range(12))),
+        make_request(cpu_mode="qemu64"),
+        (),
+        "(usable: m00, m01, m02, m03, m04, m05, m06, m07 and 4 more)",
+        id="cpu-model-long-list-truncated",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(),
+        make_request(cpu_mode="Skylake-Client"),
+        (),
+        None,
+        id="cpu-model-host-reports-no-list",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=frozenset()),
+        make_request(cpu_mode=PASSTHROUGH),
+        (),
+        None,
+        id="cpu-model-passthrough-unaffected",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=frozenset()),
+        make_request(cpu_mode="host-model"),
+        (),
+        None,
+        id="cpu-model-host-model-unaffected",
+    ),
+    pytest.param(
+        filters.cpu_model,
+        H(usable_cpu_models=frozenset()),
+        make_request(),
+        (),
+        None,
+        id="cpu-model-unset-unaffected",
     ),
     # -- host-passthrough guests move only between identical CPUs -------------------------
     pytest.param(

@@ -19,7 +19,7 @@ from kubevisor.core.placement.model import (
     Storage,
     ThreadPolicy,
 )
-from kubevisor.core.placement.scheduler import Decision
+from kubevisor.core.placement.scheduler import Decision, NoFit
 from kubevisor.core.placement.state import PlacementState
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "placement"
@@ -157,6 +157,38 @@ def test_request_carries_firmware_security_cpu_mode_and_pci() -> None:
     assert wanted.capabilities == frozenset(Capability)
     assert wanted.cpu_mode == "host-passthrough"
     assert wanted.pci == (PciRequest("vf", 2),)
+
+
+def test_named_cpu_model_goes_only_where_the_host_lists_it_usable() -> None:
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_HOST))
+    raw["status"]["cpu"]["usableModels"] = ["Nehalem", "qemu64"]
+    lists = dataclasses.replace(
+        inputs.host_snapshot(HypervisorHost.model_validate(raw)), ready=True
+    )
+    assert lists.usable_cpu_models == frozenset({"Nehalem", "qemu64"})
+    silent = dataclasses.replace(
+        inputs.host_snapshot(HypervisorHost.model_validate(TUNED_HOST)), ready=True
+    )
+    assert silent.usable_cpu_models is None  # an agent from before the list
+
+    def vm(model: str) -> VirtualMachine:
+        return VirtualMachine.model_validate(
+            {
+                "metadata": {"name": "named", "namespace": "demo"},
+                "spec": {"cpu": {"vcpus": 1, "model": model}, "memory": {"size": "1Gi"}},
+            }
+        )
+
+    assert inputs.request(vm("qemu64")).named_cpu_model == "qemu64"
+    assert inputs.request(vm("host-model")).named_cpu_model is None
+    state = PlacementState.rebuild([lists], [])
+    assert isinstance(scheduler.place(state, inputs.request(vm("qemu64"))), Decision)
+    refused = scheduler.place(state, inputs.request(vm("Skylake-Client")))
+    assert isinstance(refused, NoFit)
+    assert "1 cannot run CPU model Skylake-Client" in refused.message, refused.message
+    # Hosts that report no list are not judged on it (libvirt refuses at start instead).
+    anywhere = PlacementState.rebuild([silent], [])
+    assert isinstance(scheduler.place(anywhere, inputs.request(vm("Skylake-Client"))), Decision)
 
 
 def test_pci_claims_round_trip_through_the_vm_status() -> None:

@@ -78,6 +78,33 @@ def cpu_compatibility(
     return None
 
 
+#: How many of a host's usable CPU models a rejection names before "and N more".
+MODELS_SHOWN = 8
+
+
+def cpu_model(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Can the host run the named guest CPU model the VM asks for (libvirt marks it
+    usable in its domain capabilities)?
+
+    Hosts that report no list (an agent from before the list, or a hypervisor without
+    domain capabilities) are not turned down here: libvirt then refuses the model when
+    the domain starts, which the VM's status shows.
+    """
+    model = request.named_cpu_model
+    usable = host.usable_cpu_models
+    if model is None or usable is None or model in usable:
+        return None
+    names = sorted(usable)
+    shown = ", ".join(names[:MODELS_SHOWN])
+    if len(names) > MODELS_SHOWN:
+        shown += f" and {len(names) - MODELS_SHOWN} more"
+    return Rejection(
+        "cpu_model",
+        f"cannot run CPU model {model}",
+        f"host {host.name} cannot run CPU model {model} (usable: {shown or 'none'})",
+    )
+
+
 def cpu_passthrough(
     host: HostSnapshot, request: Request, state: PlacementState
 ) -> Rejection | None:
@@ -320,6 +347,7 @@ FILTERS: tuple[Filter, ...] = (
     host_selector,
     capabilities,
     cpu_compatibility,
+    cpu_model,
     cpu_passthrough,
     affinity,
     anti_affinity,

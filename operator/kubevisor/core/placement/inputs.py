@@ -141,6 +141,9 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         cpu_vendor=(cpu.vendor or "") if cpu else "",
         cpu_features=frozenset(cpu.features) if cpu else frozenset(),
         hypervisor_type=(status.hypervisor.type or "") if status and status.hypervisor else "",
+        usable_cpu_models=frozenset(cpu.usable_models)
+        if cpu and cpu.usable_models is not None
+        else None,
         capabilities=_capabilities(host),
         storage=_storage(host),
         pci_devices=tuple(

@@ -134,6 +134,8 @@ class HostSnapshot:
     `dedicated_cpus` and `shared_cpus` are already resolved (see `placement.inputs`):
     dedicated CPUs back pinned guests (PCPU), shared CPUs back floating ones (VCPU).
     `vcpus` is the host's logical CPU count; CPUs in neither set are reserved.
+    `usable_cpu_models` are the named guest CPU models the host can run; None when the
+    host does not say (an older agent, or a hypervisor without domain capabilities).
     """
 
     name: str
@@ -155,6 +157,7 @@ class HostSnapshot:
     cpu_vendor: str = ""
     cpu_features: frozenset[str] = frozenset()
     hypervisor_type: str = ""
+    usable_cpu_models: frozenset[str] | None = None
     capabilities: frozenset[Capability] = frozenset()
     storage: Storage | None = None
     pci_devices: tuple[PciDevice, ...] = ()
@@ -189,7 +192,8 @@ class Request:
     `required_cpu_model`, `cpu_features` and `hypervisor_type` constrain the CPU
     (the controller fills the first and last from the source host for migrations).
     `cpu_mode` is the VM's spec.cpu.model: a host-passthrough guest that already holds a
-    claim (it runs somewhere) may only go to a host with the very same CPU.
+    claim (it runs somewhere) may only go to a host with the very same CPU, and a named
+    model (`named_cpu_model`) only to hosts that can run it.
     `capabilities` are host features the VM cannot run without; `pci` the passthrough
     devices it asks for by alias.
     """
@@ -216,6 +220,14 @@ class Request:
     @property
     def dedicated(self) -> bool:
         return self.cpu_policy == CpuPolicy.DEDICATED
+
+    @property
+    def named_cpu_model(self) -> str | None:
+        """The libvirt CPU model the guest asks for by name (`<cpu mode='custom'>`), or
+        None for host-passthrough, host-model and no model at all."""
+        if self.cpu_mode in (None, "host-passthrough", "host-model"):
+            return None
+        return self.cpu_mode
 
     @property
     def numa_aware(self) -> bool:
