@@ -89,6 +89,41 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (HTTP 410): list again."""
 
 
+async def _events(
+    list_call: Callable[..., Awaitable[Any]],
+    *args: str,
+    resource_version: str,
+    timeout: int,
+    label_selector: str | None = None,
+) -> AsyncIterator[tuple[str, Any]]:
+    """(type, object) pairs of one watch until the server ends it; raises Gone on HTTP 410."""
+    extra = {"label_selector": label_selector} if label_selector is not None else {}
+    stream = watch.Watch()
+    try:
+        async for event in stream.stream(
+            list_call,
+            *args,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+            **extra,
+        ):
+            kind = event["type"]
+            obj = event["object"]
+            if kind == "ERROR":
+                if isinstance(obj, dict) and obj.get("code") == 410:
+                    raise Gone(str(obj.get("message", "")))
+                code = obj.get("code", 500) if isinstance(obj, dict) else 500
+                raise ApiException(status=code, reason=str(obj))
+            yield kind, obj
+    except ApiException as error:
+        if error.status == 410:
+            raise Gone(str(error)) from error
+        raise
+    finally:
+        await stream.close()
+
+
 class Kube:
     """Typed wrappers over the calls the agent makes; one instance per agent."""
 
@@ -132,28 +167,13 @@ class Kube:
         self, namespace: str, *, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
         """(type, Lease as a dict) pairs of one namespace; raises Gone on HTTP 410."""
-        stream = watch.Watch()
-        try:
-            async for event in stream.stream(
-                self._leases.list_namespaced_lease,
-                namespace,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout,
-            ):
-                kind = event["type"]
-                obj = event["object"]
-                if kind == "ERROR":
-                    if isinstance(obj, dict) and obj.get("code") == 410:
-                        raise Gone(str(obj.get("message", "")))
-                    raise ApiException(status=500, reason=str(obj))
-                yield kind, self._api.sanitize_for_serialization(obj)
-        except ApiException as error:
-            if error.status == 410:
-                raise Gone(str(error)) from error
-            raise
-        finally:
-            await stream.close()
+        async for kind, obj in _events(
+            self._leases.list_namespaced_lease,
+            namespace,
+            resource_version=resource_version,
+            timeout=timeout,
+        ):
+            yield kind, self._api.sanitize_for_serialization(obj)
 
     @counted("LIST")
     async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
@@ -173,31 +193,16 @@ class Kube:
     async def _watch(
         self, plural: str, label_selector: str, resource_version: str, timeout: int
     ) -> AsyncIterator[tuple[str, Object]]:
-        stream = watch.Watch()
-        try:
-            async for event in stream.stream(
-                self._custom.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                plural,
-                label_selector=label_selector,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout,
-            ):
-                kind = event["type"]
-                obj = event["object"]
-                if kind == "ERROR":
-                    if isinstance(obj, dict) and obj.get("code") == 410:
-                        raise Gone(str(obj.get("message", "")))
-                    raise ApiException(status=obj.get("code", 500), reason=str(obj))
-                yield kind, obj
-        except ApiException as error:
-            if error.status == 410:
-                raise Gone(str(error)) from error
-            raise
-        finally:
-            await stream.close()
+        async for pair in _events(
+            self._custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            plural,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            timeout=timeout,
+        ):
+            yield pair
 
     @counted("GET")
     async def get_vm(self, namespace: str, name: str) -> Object | None:
