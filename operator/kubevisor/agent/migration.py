@@ -78,6 +78,8 @@ class Migrator:
         self.host = agent.settings.host
         self.jobs: dict[str, Object] = {}
         self.transfers: dict[str, asyncio.Task[None]] = {}
+        self.finished: set[str] = set()
+        """Jobs whose transfer this agent ran to its end (until the job is deleted)."""
         self.cancels: dict[str, asyncio.Event] = {}
         self.migrating: dict[str, str] = {}
         """VM key -> target host, while this (source) agent transfers it."""
@@ -110,9 +112,10 @@ class Migrator:
         return [self._watch(selector) for selector in self.selectors()]
 
     async def start(self) -> None:
-        """Act on the listed jobs (after the agent is ready)."""
+        """Act on the listed jobs (after the agent is ready); a transfer this host's agent
+        started before it restarted is reported ended, only here."""
         for key in list(self.jobs):
-            await self._handle(key)
+            await self._handle(key, listed=True)
 
     async def _watch(self, selector: str) -> None:
         version = self._resource_versions[selector]
@@ -141,6 +144,7 @@ class Migrator:
         key = job_key(obj)
         if kind == "DELETED":
             self.jobs.pop(key, None)
+            self.finished.discard(key)
             if key in self.cancels:
                 self.cancels[key].set()
             await self._target_ended(obj)
@@ -158,7 +162,7 @@ class Migrator:
         if labels.get(TARGET_LABEL) == self.host and uid:
             self.incoming[uid] = job_key(obj)
 
-    async def _handle(self, key: str) -> None:
+    async def _handle(self, key: str, *, listed: bool = False) -> None:
         obj = self.jobs[key]
         try:
             job = MigrationJob.model_validate(obj)
@@ -178,13 +182,15 @@ class Migrator:
             if stopping and key in self.cancels:
                 self.cancels[key].set()
             transfer = status.transfer if status is not None else None
-            if phase == "Running" and key not in self.transfers:
+            # A watch event may be older than this agent's own writes: a job whose transfer
+            # it already ran is never started (or judged orphaned) again.
+            if phase == "Running" and key not in self.transfers and key not in self.finished:
                 if transfer is None:
                     self.cancels[key] = asyncio.Event()
                     if stopping:
                         self.cancels[key].set()
                     self.transfers[key] = asyncio.create_task(self._transfer(key, job))
-                elif transfer.state == "Running":
+                elif transfer.state == "Running" and listed:
                     await self._orphaned(key, job)
 
     # -- target ---------------------------------------------------------------------------
@@ -281,6 +287,7 @@ class Migrator:
         except (HypervisorError, ValidationError) as error:
             outcome = ("Failed", str(error))
         finally:
+            self.finished.add(key)
             self.migrating.pop(vm_key, None)
             self.transfers.pop(key, None)
             self.cancels.pop(key, None)
