@@ -178,6 +178,44 @@ INVALID = [
         id="disk-name-not-a-dns-label",
     ),
     pytest.param(
+        vm({"disks": [{"name": "root", "source": {"url": "http://images.example/a.qcow2"}}]}),
+        "spec.disks[0].source.sha256",
+        id="disk-source-without-sha256",
+    ),
+    pytest.param(
+        vm(
+            {"disks": [{"name": "root", "source": {"url": "http://i.example/a", "sha256": "AB12"}}]}
+        ),
+        "spec.disks[0].source.sha256",
+        id="disk-source-sha256-not-64-lowercase-hex",
+    ),
+    pytest.param(
+        vm(
+            {
+                "disks": [
+                    {
+                        "name": "root",
+                        "image": "a.qcow2",
+                        "source": {"url": "http://i.example/a.qcow2", "sha256": "0" * 64},
+                    }
+                ]
+            }
+        ),
+        "spec.disks[0].source",
+        id="disk-with-both-image-and-source",
+    ),
+    pytest.param(
+        vm(
+            {
+                "disks": [
+                    {"name": "root", "source": {"url": "ftp://i.example/a", "sha256": "0" * 64}}
+                ]
+            }
+        ),
+        "spec.disks[0].source.url",
+        id="disk-source-url-not-http",
+    ),
+    pytest.param(
         vm({"networks": [{"name": "net0", "type": "vxlan"}]}),
         "spec.networks[0].type",
         id="network-type-unknown",

@@ -60,6 +60,8 @@ EvictionStrategy = Literal["LiveMigrate", "Shutdown", "None"]
 DiskCache = Literal["none", "writethrough", "writeback", "directsync", "unsafe"]
 DiskIo = Literal["native", "threads", "io_uring"]
 DiskDiscard = Literal["unmap", "ignore"]
+ImageFormat = Literal["qcow2", "raw"]
+ImageCompression = Literal["none", "gzip", "xz"]
 FirmwareType = Literal["bios", "uefi"]
 Phase = Literal[
     "Pending",
@@ -340,8 +342,36 @@ class Numa(ApiModel):
     )
 
 
+class ImageSource(ApiModel):
+    """A base image the agent downloads over HTTP(S) into its host's content-addressed
+    cache (once per host and digest), verifies, and puts the disk's overlay on."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] = Field(
+        description="http:// or https:// URL of the image file."
+    )
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description=(
+            "SHA-256 of the bytes the URL serves, before any decompression: what "
+            "`sha256sum` prints for the published (possibly compressed) file. 64 lowercase "
+            "hex digits; a download that does not match is refused."
+        ),
+    )
+    format: ImageFormat = Field(
+        default="qcow2",
+        description="Format of the image once decompressed: qcow2 or raw.",
+    )
+    compression: ImageCompression = Field(
+        default="none",
+        description=(
+            "How the served file is compressed: none, gzip or xz. The agent decompresses "
+            "while downloading and caches the decompressed image."
+        ),
+    )
+
+
 class Disk(ApiModel):
-    """One block device of the guest, created from a base image, blank, or both resized.
+    """One block device of the guest, created from a base image (on the host or
+    downloaded from a source), blank, or both resized.
 
     The host file is a thin-provisioned qcow2 overlay: its virtual size counts against
     the host's disk allocation ratio, its real size grows as the guest writes.
@@ -349,7 +379,15 @@ class Disk(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            rule("has(self.image) || has(self.size)", "a disk needs an image, a size or both"),
+            rule(
+                "has(self.image) || has(self.source) || has(self.size)",
+                "a disk needs an image or a source, a size, or both",
+            ),
+            rule(
+                "!(has(self.image) && has(self.source))",
+                "a disk has at most one of image and source",
+                field_path=".source",
+            ),
             rule(
                 "!has(self.io) || self.io != 'native' || self.cache in ['none', 'directsync']",
                 "io: native needs cache none or directsync (O_DIRECT)",
@@ -366,7 +404,16 @@ class Disk(ApiModel):
         default=None,
         description=(
             "Base image file name in the host's image directory; the disk is a "
-            "copy-on-write overlay on it. Unset: a blank disk of the given size."
+            "copy-on-write overlay on it. Unset: a blank disk of the given size, or the "
+            "image of source. Not together with source."
+        ),
+    )
+    source: ImageSource | None = Field(
+        default=None,
+        description=(
+            "Base image downloaded from an HTTP(S) URL and verified against its sha256 "
+            "into the host's image cache; the disk is a copy-on-write overlay on the "
+            "cached file. Not together with image."
         ),
     )
     size: PositiveQuantity | None = Field(
@@ -407,8 +454,10 @@ class Disk(ApiModel):
 
     @model_validator(mode="after")
     def _has_content(self) -> Disk:
-        if self.image is None and self.size is None:
-            raise ValueError("a disk needs an image, a size or both")
+        if self.image is None and self.source is None and self.size is None:
+            raise ValueError("a disk needs an image or a source, a size, or both")
+        if self.image is not None and self.source is not None:
+            raise ValueError("a disk has at most one of image and source")
         if self.io == "native" and self.cache not in ("none", "directsync"):
             raise ValueError("io: native needs cache none or directsync (O_DIRECT)")
         return self
