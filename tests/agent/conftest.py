@@ -1,10 +1,14 @@
-"""A fake clock for the agent's work queue (its `call_later`), advanced by the tests."""
+"""Fixtures of the agent tests: a fake clock for the work queue (its `call_later`), advanced
+by the tests, and an HTTP server of images for the image cache."""
 
 from __future__ import annotations
 
 import heapq
+import http.server
 import itertools
-from collections.abc import Callable
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -30,3 +34,69 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+class ImageServer:
+    """An HTTP server on 127.0.0.1 serving `files` by path, logging every request path.
+
+    A path in `truncate` is answered with its full Content-Length but only half the body,
+    then the connection is closed; an unknown path is a 404.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in server.truncate:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
+
+    def __enter__(self) -> ImageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving and close the port (safe to call twice)."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def image_server() -> Iterator[ImageServer]:
+    with ImageServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def small_qcow2(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a 1 MiB qcow2 image made by qemu-img."""
+    path = tmp_path_factory.mktemp("image") / "small.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1M"], check=True)
+    return path.read_bytes()
