@@ -1,7 +1,8 @@
 """Files the agent creates on its host for one VM, and removes with it.
 
 Per VM (by uid) a directory under the agent's state directory holds: one qcow2 overlay per
-disk (copy-on-write on a base image from the host's image directory, or blank), the
+disk (copy-on-write on a base image from the host's image directory or from the image
+cache, which downloads a disk's `source`; or blank), the
 NoCloud seed ISO built from spec.cloudInit, and the serial console log. Creating is
 idempotent: an existing overlay is kept, because it holds the guest's data.
 """
@@ -15,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevisor.agent.imagecache import ImageCache
 from kubevisor.api import quantity
 from kubevisor.api.virtualmachine import Disk, VirtualMachine
 from kubevisor.drivers.base import PermanentError, RetryableError
@@ -28,9 +30,13 @@ class PreparedFiles:
 
 
 class VmFiles:
-    def __init__(self, *, state_dir: Path, image_dir: Path) -> None:
+    def __init__(
+        self, *, state_dir: Path, image_dir: Path, images: ImageCache | None = None
+    ) -> None:
         self.state_dir = state_dir
         self.image_dir = image_dir
+        # A leading dot: no image name (which starts alphanumeric) can collide with it.
+        self.images = images or ImageCache(image_dir / ".cache")
 
     def directory(self, uid: str) -> Path:
         return self.state_dir / "vms" / uid
@@ -68,6 +74,11 @@ class VmFiles:
                 )
             info = json.loads(await _run("qemu-img", "info", "--output=json", str(base)))
             args += ["-b", str(base), "-F", str(info["format"])]
+        elif disk.source is not None:
+            source = disk.source
+            cached = await self.images.fetch(source.url, source.sha256, source.compression)
+            # The declared format, never a probed one: a raw image could pose as qcow2.
+            args += ["-b", str(cached), "-F", source.format]
         args.append(str(partial))
         if disk.size is not None:
             args.append(str(quantity.to_bytes(disk.size)))
