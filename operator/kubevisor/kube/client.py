@@ -177,8 +177,12 @@ class Kube:
 
     @counted("LIST")
     async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
+        return await self._list(VM_PLURAL, label_selector)
+
+    async def _list(self, plural: str, label_selector: str) -> tuple[list[Object], str]:
+        """Every object of `plural` matching the selector, and the listing's resourceVersion."""
         reply = await self._custom.list_cluster_custom_object(
-            GROUP, VERSION, VM_PLURAL, label_selector=label_selector
+            GROUP, VERSION, plural, label_selector=label_selector
         )
         listing = cast(Object, reply)
         return list(listing["items"]), str(listing["metadata"]["resourceVersion"])
@@ -259,11 +263,7 @@ class Kube:
 
     @counted("LIST")
     async def list_jobs(self, *, label_selector: str = "") -> tuple[list[Object], str]:
-        reply = await self._custom.list_cluster_custom_object(
-            GROUP, VERSION, JOB_PLURAL, label_selector=label_selector
-        )
-        listing = cast(Object, reply)
-        return list(listing["items"]), str(listing["metadata"]["resourceVersion"])
+        return await self._list(JOB_PLURAL, label_selector)
 
     async def watch_jobs(
         self, *, label_selector: str, resource_version: str, timeout: int = 300
