@@ -24,6 +24,7 @@ SCHEDULED = "Scheduled"
 SCHEDULABLE = "Schedulable"
 MIGRATING = "Migrating"
 PAUSED = "Paused"
+IMAGE_PULLING = "ImagePulling"
 
 
 class Condition(ApiModel):
@@ -35,7 +36,7 @@ class Condition(ApiModel):
     ] = Field(
         description=(
             "Condition type in CamelCase, unique in the list: Ready, Reconciling, Stalled, "
-            "Scheduled, Migrating, Paused (VirtualMachine), Ready and Schedulable "
+            "Scheduled, Migrating, Paused, ImagePulling (VirtualMachine), Ready and Schedulable "
             "(HypervisorHost), Ready (MigrationJob)."
         ),
     )

@@ -7,9 +7,10 @@ what is allocated). The placement engine reads both; the controller judges readi
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from kubevisor.api.conditions import Condition, conditions_field
 from kubevisor.api.schema import (
@@ -89,6 +90,20 @@ class PciPassthroughRule(ApiModel):
     )
 
 
+class SharedStorage(ApiModel):
+    """A directory this host shares with other hosts (an NFS or CephFS mount)."""
+
+    name: DnsLabel = Field(
+        description=(
+            "Name of the shared filesystem: hosts declaring the same name see the same "
+            "files at the same path, so VMs move between them without copying disks."
+        )
+    )
+    path: Annotated[str, StringConstraints(pattern=r"^/.*$", max_length=4096)] = Field(
+        description="Absolute path where it is mounted on this host (the same on every host)."
+    )
+
+
 class HypervisorHostSpec(ApiModel):
     """Admin settings of a hypervisor host."""
 
@@ -132,6 +147,14 @@ class HypervisorHostSpec(ApiModel):
             "PCI devices (including SR-IOV virtual functions) the agent offers for "
             "passthrough, by vendor and product id, each under an alias; the agent "
             "reports the matching devices in status.pciDevices. Empty: none."
+        ),
+    )
+    shared_storage: SharedStorage | None = Field(
+        default=None,
+        description=(
+            "Shared storage for the disks of VMs created here: they migrate without "
+            "copying disks and restart elsewhere with their data after a host failure. "
+            "Unset: VM disks stay on the host's local disk."
         ),
     )
 
@@ -303,6 +326,38 @@ class HostStorage(ApiModel):
         default=None,
         description="Sum of the real sizes of the VMs' disk overlays here.",
     )
+    image_cache: Quantity | None = Field(
+        default=None,
+        description="Real size of the host's image cache (downloaded base images).",
+    )
+    shared: SharedStorageStatus | None = Field(
+        default=None, description="The declared shared storage, as this host sees it."
+    )
+
+
+class SharedStorageStatus(ApiModel):
+    """The host's shared storage (spec.sharedStorage) as its agent finds it."""
+
+    name: DnsLabel = Field(description="spec.sharedStorage.name.")
+    path: str = Field(description="spec.sharedStorage.path.")
+    capacity: Quantity | None = Field(default=None, description="Size of the filesystem.")
+    available: Quantity | None = Field(default=None, description="Free space on it.")
+
+
+class CachedImage(ApiModel):
+    """One base image in the host's image cache."""
+
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="Digest of the downloaded file: the image's identity in VM specs."
+    )
+    size: Quantity = Field(description="Size of the cached (decompressed) file.")
+    last_used: datetime | None = Field(
+        default=None, description="When a VM last used it (eviction goes by this age)."
+    )
+    in_use: int = Field(default=0, ge=0, description="VM disks on this host backed by it.")
+    shared: bool = Field(
+        default=False, description="Cached in the shared storage rather than on the host."
+    )
 
 
 DrainPhase = Literal["Draining", "Drained", "Blocked"]
@@ -372,6 +427,14 @@ class HypervisorHostStatus(ApiModel):
     pci_devices: list[PciDevice] = Field(
         default_factory=list,
         description="Devices matching spec.pciPassthrough, with their NUMA cells.",
+    )
+    images: list[CachedImage] = Field(
+        default_factory=list,
+        max_length=1024,
+        description=(
+            "Base images in the host's image cache; placement prefers hosts that have a "
+            "VM's images. Unused ones are evicted by size and age."
+        ),
     )
     conditions: list[Condition] = conditions_field(
         "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."

@@ -932,6 +932,37 @@ class Eviction(ApiModel):
     reason: str = Field(description="Why, e.g. the host's maintenance.")
 
 
+class ImagePull(ApiModel):
+    """A disk's base image being downloaded into the host's image cache (agent-written)."""
+
+    disk: DnsLabel = Field(description="The disk whose source is downloading.")
+    url: str = Field(description="The URL it comes from.")
+    received_bytes: int = Field(ge=0, description="Bytes received so far (as served).")
+    total_bytes: int | None = Field(
+        default=None, ge=0, description="Size of the download, when the server says it."
+    )
+    attempts: int = Field(default=1, ge=1, description="Attempts so far, this one included.")
+
+
+StorageLocation = Literal["Local", "Shared"]
+
+
+class VmStorage(ApiModel):
+    """Where the VM's disk overlays live (agent-written when it creates them)."""
+
+    location: StorageLocation = Field(
+        description=(
+            "Local: on the host's own disk (copied by a live migration, lost with the "
+            "host); Shared: in the host's declared shared storage (never copied, kept "
+            "when the host is lost)."
+        )
+    )
+    shared_storage: DnsLabel | None = Field(
+        default=None, description="Name of the shared storage, when location is Shared."
+    )
+    host: ObjectName | None = Field(default=None, description="The host that created the overlays.")
+
+
 class VirtualMachineStatus(ApiModel):
     """Observed state of a virtual machine."""
 
@@ -978,6 +1009,18 @@ class VirtualMachineStatus(ApiModel):
     eviction: Eviction | None = Field(
         default=None,
         description="Set while the VM is stopped on its host to be placed elsewhere.",
+    )
+    image_pulls: list[ImagePull] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Downloads of the disks' source images in progress on the host (the "
+            "ImagePulling condition summarises them); empty once they are cached."
+        ),
+    )
+    storage: VmStorage | None = Field(
+        default=None,
+        description="Where the disk overlays live: the host's local disk or shared storage.",
     )
 
 
