@@ -98,6 +98,9 @@ class FakeApiServer:
         obj = self.vms.get(f"{namespace}/{name}")
         return copy.deepcopy(obj) if obj is not None else None
 
+    async def get_host(self, name: str) -> Object | None:
+        return None
+
     async def event(self, **_: Any) -> None:
         pass
 

@@ -1,4 +1,5 @@
-"""VM files on the host: a disk with a `source` is an overlay on the image cache's file."""
+"""VM files on the host: a disk with a `source` is an overlay on the image cache's file;
+on shared storage the overlays and their images are in the shared directory."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from agent.conftest import ImageServer
 from kubevisor.agent.vmfiles import VmFiles
-from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.hypervisorhost import SharedStorage
+from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
 
 
 def test_a_source_disk_is_an_overlay_on_the_cached_image(
@@ -45,3 +47,79 @@ def test_a_source_disk_is_an_overlay_on_the_cached_image(
     assert info["backing-filename-format"] == "qcow2"
     assert cached.read_bytes() == small_qcow2
     assert image_server.requests == ["/small.qcow2"]
+
+
+def _vm(disks: list[dict[str, object]]) -> VirtualMachine:
+    return VirtualMachine.model_validate(
+        {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "vm"},
+            "spec": {"memory": {"size": "64Mi"}, "disks": disks},
+        }
+    )
+
+
+def test_on_shared_storage_overlays_and_their_images_live_in_the_shared_directory(
+    tmp_path: Path, image_server: ImageServer, small_qcow2: bytes
+) -> None:
+    image_server.files["/small.qcow2"] = small_qcow2
+    digest = hashlib.sha256(small_qcow2).hexdigest()
+    source = {"url": image_server.url("/small.qcow2"), "sha256": digest}
+    shared = SharedStorage(name="nfs", path=str(tmp_path / "shared"))
+    vm = _vm([{"name": "root", "source": source}])
+    one = VmFiles(state_dir=tmp_path / "one", image_dir=tmp_path / "one-images")
+    two = VmFiles(state_dir=tmp_path / "two", image_dir=tmp_path / "two-images")
+
+    first = asyncio.run(one.prepare(vm, "uid-1", shared=shared))
+    # Another host sharing the storage finds the same overlay (and downloads nothing).
+    second = asyncio.run(two.prepare(vm, "uid-1", shared=shared))
+
+    overlay = tmp_path / "shared" / "vms" / "uid-1" / "disk-root.qcow2"
+    assert first.disk_paths == second.disk_paths == {"root": str(overlay)}
+    assert first.storage == VmStorage(location="Shared", shared_storage="nfs")
+    assert two.storage("uid-1", shared) == first.storage
+    backing = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(overlay)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )["backing-filename"]
+    assert backing == str(tmp_path / "shared" / "images" / "sha256" / digest)
+    assert image_server.requests == ["/small.qcow2"]
+    # The serial log and seed stay on each host.
+    assert first.serial_log != second.serial_log
+
+    # Leaving the host (migration, eviction, fencing) keeps the shared overlay...
+    one.remove("uid-1")
+    assert overlay.is_file()
+    # ...deleting the VM removes it.
+    two.remove("uid-1", shared=shared)
+    assert not overlay.exists()
+
+
+def test_a_local_overlay_stays_local_after_the_host_declares_shared_storage(
+    tmp_path: Path,
+) -> None:
+    files = VmFiles(state_dir=tmp_path / "state", image_dir=tmp_path / "images")
+    vm = _vm([{"name": "data", "size": "1Mi"}])
+    local = asyncio.run(files.prepare(vm, "uid-1"))
+    shared = SharedStorage(name="nfs", path=str(tmp_path / "shared"))
+
+    again = asyncio.run(files.prepare(vm, "uid-1", shared=shared))
+
+    assert again.disk_paths == local.disk_paths
+    assert again.storage == VmStorage(location="Local")
+    assert not (tmp_path / "shared" / "vms" / "uid-1").exists()
+
+
+def test_a_vm_without_disks_is_local_even_on_a_host_with_shared_storage(tmp_path: Path) -> None:
+    files = VmFiles(state_dir=tmp_path / "state", image_dir=tmp_path / "images")
+    shared = SharedStorage(name="nfs", path=str(tmp_path / "shared"))
+
+    prepared = asyncio.run(files.prepare(_vm([]), "uid-1", shared=shared))
+
+    assert prepared.storage == VmStorage(location="Local")
+    assert files.storage("uid-1", shared) is None

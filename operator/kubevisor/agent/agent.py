@@ -34,6 +34,7 @@ from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
+from kubevisor.api.hypervisorhost import SharedStorage, SharedStorageStatus
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import convergence, domain, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
@@ -104,6 +105,8 @@ class Agent:
         self.written: dict[str, dict[str, Any]] = {}
         """The last status applied per key: skips writes the watch has not echoed yet."""
         self.host_written: dict[str, Any] | None = None
+        self.shared: SharedStorage | None = None
+        """The host's spec.sharedStorage, as last read."""
         self.ready = asyncio.Event()
         self._fencing: asyncio.Task[None] | None = None
         self._selector = f"{HOST_LABEL}={settings.host}"
@@ -304,8 +307,10 @@ class Agent:
             metrics.KSM_PAGES_SHARED.set(ksm.pages_shared or 0)
             metrics.KSM_PAGES_SHARING.set(ksm.pages_sharing or 0)
             metrics.KSM_RUNNING.set(1 if ksm.running else 0)
-        # The allow-list may change at any time: read it on every registration.
-        rules = probe.pci_rules(await self.kube.get_host(self.settings.host))
+        # The allow-list and shared storage may change at any time: read them every time.
+        host = await self.kube.get_host(self.settings.host)
+        rules = probe.pci_rules(host)
+        self._read_shared(host)
         wanted = hoststatus.host_status(
             facts,
             domain_type=self.settings.domain_type,
@@ -324,6 +329,8 @@ class Agent:
         )
         if self.settings.console_endpoint:
             wanted["consoleEndpoint"] = self.settings.console_endpoint
+        if self.shared is not None:
+            wanted.setdefault("storage", {})["shared"] = _shared_status(self.shared).to_wire()
         if self.host_written is None:
             current = await self.kube.get_host(self.settings.host)
             if current is None:
@@ -334,6 +341,17 @@ class Agent:
         if self.host_written != wanted:
             await self.kube.apply_host_status(self.settings.host, wanted)
             self.host_written = wanted
+
+    def _read_shared(self, host: Object | None) -> None:
+        raw = ((host or {}).get("spec") or {}).get("sharedStorage")
+        try:
+            shared = SharedStorage.model_validate(raw) if raw else None
+        except ValidationError as invalid:
+            log.error("ignoring the host's spec.sharedStorage: %s", invalid)
+            shared = None
+        if shared != self.shared:
+            log.info("shared storage of host %s: %s", self.settings.host, shared)
+        self.shared = shared
 
     def _provisioned(self) -> int:
         """Virtual bytes of the disks of the VMs bound here (what disk ratios count)."""
@@ -416,10 +434,10 @@ class Agent:
         except HypervisorError as error:
             log.warning("fencing postponed: %s", error)
 
-    async def _remove(self, uid: str) -> None:
+    async def _remove(self, uid: str, *, shared: SharedStorage | None = None) -> None:
         with contextlib.suppress(DomainNotFound):
             await self.hv.undefine(uid)
-        self.files.remove(uid)
+        self.files.remove(uid, shared=shared)
 
     # -- reconcile -----------------------------------------------------------------------
 
@@ -542,11 +560,15 @@ class Agent:
         elif action is Action.RESUME:
             await self.hv.resume(uid)
         elif action is Action.REMOVE:
-            await self._remove(uid)
+            # Shared overlays go only with the VM itself: evicted, it runs on elsewhere.
+            deleted = bool(vm.metadata.get("deletionTimestamp"))
+            await self._remove(uid, shared=self.shared if deleted else None)
 
     async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
         """This host as the domain XML needs it, with the VM's files created here."""
-        files = await self.files.prepare(vm, uid)
+        # Read now: the host may have declared its shared storage since the last resync.
+        self._read_shared(await self.kube.get_host(self.settings.host))
+        files = await self.files.prepare(vm, uid, shared=self.shared)
         return HostEnvironment(
             domain_type=self.settings.domain_type,
             disk_paths=files.disk_paths,
@@ -607,6 +629,9 @@ class Agent:
             restart_count=restart_count,
             now=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
         )
+        storage = self.files.storage(obj["metadata"]["uid"], self.shared)
+        if storage is not None:
+            wanted["storage"] = {**storage.to_wire(), "host": self.settings.host}
         if not status.differs(current, wanted) or self.written.get(key) == wanted:
             return
         meta = obj["metadata"]
@@ -641,6 +666,20 @@ class Agent:
         meta = obj["metadata"]
         await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
         self.written[key] = wanted
+
+
+def _shared_status(shared: SharedStorage) -> SharedStorageStatus:
+    """The shared storage as this host sees it: size and free space when it is mounted."""
+    try:
+        usage = shutil.disk_usage(shared.path)
+    except OSError:
+        return SharedStorageStatus(name=shared.name, path=shared.path)
+    return SharedStorageStatus(
+        name=shared.name,
+        path=shared.path,
+        capacity=quantity.format_bytes(usage.total),
+        available=quantity.format_bytes(usage.free),
+    )
 
 
 def _now() -> str:

@@ -57,17 +57,32 @@ def job_key(obj: Object) -> str:
     return f"{meta['namespace']}/{meta['name']}"
 
 
-def local_disks(xml: str) -> list[str]:
-    """Target devs of the domain's writable file disks: what storage migration copies."""
-    devs = []
+def writable_disks(xml: str) -> dict[str, str]:
+    """Target dev -> file of the domain's writable file disks."""
+    devs = {}
     for disk in ET.fromstring(xml).iterfind("devices/disk"):
         source = disk.find("source")
         target = disk.find("target")
         if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
             continue
         if source is not None and source.get("file") and target is not None:
-            devs.append(str(target.get("dev")))
+            devs[str(target.get("dev"))] = str(source.get("file"))
     return devs
+
+
+def disks_to_copy(source_xml: str, target_xml: str | None, shared: str | None) -> list[str]:
+    """Target devs storage migration must copy: every writable file disk except those the
+    two hosts share, i.e. under the shared storage path and the same file on both sides."""
+    there = writable_disks(target_xml) if target_xml else {}
+    return [
+        dev
+        for dev, path in writable_disks(source_xml).items()
+        if not (shared is not None and there.get(dev) == path and _under(path, shared))
+    ]
+
+
+def _under(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip("/") + "/")
 
 
 class Migrator:
@@ -311,7 +326,9 @@ class Migrator:
         options = job.spec.options
         cancel = self.cancels[key]
         memory = quantity.to_bytes(vm.spec.memory.size)
-        disks = local_disks(await hv.domain_xml(uid))
+        shared = self.agent.shared.path if self.agent.shared is not None else None
+        disks = disks_to_copy(await hv.domain_xml(uid), xml, shared)
+        log.info("%s: copying disks %s with the memory", key, disks or "none")
         started = time.monotonic()
         move = asyncio.create_task(
             hv.migrate(

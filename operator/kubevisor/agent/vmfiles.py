@@ -1,10 +1,19 @@
 """Files the agent creates on its host for one VM, and removes with it.
 
-Per VM (by uid) a directory under the agent's state directory holds: one qcow2 overlay per
-disk (copy-on-write on a base image from the host's image directory or from the image
-cache, which downloads a disk's `source`; or blank), the
-NoCloud seed ISO built from spec.cloudInit, and the serial console log. Creating is
-idempotent: an existing overlay is kept, because it holds the guest's data.
+Per VM (by uid) a directory under the agent's state directory holds the NoCloud seed ISO
+built from spec.cloudInit, the UEFI variables and the serial console log, and, unless the
+host declares shared storage, one qcow2 overlay per disk (copy-on-write on a base image
+from the host's image directory or from the image cache, which downloads a disk's
+`source`; or blank). Creating is idempotent: an existing overlay is kept, because it holds
+the guest's data.
+
+On a host with shared storage (HypervisorHost spec.sharedStorage, an NFS or CephFS mount
+at the same path on every host that declares it) the overlays of the VMs created here go
+to `<path>/vms/<uid>/` instead, on base images cached in `<path>/images/`: every host
+sharing it sees the same chain at the same paths, so a live migration between them copies
+no disk and a VM restarted elsewhere after a host failure finds its data. The agent removes
+a VM's shared overlays only when the VM itself is deleted (`remove(uid, shared=...)`):
+migrating away, eviction and fencing leave them to whichever host runs the VM next.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from pathlib import Path
 
 from kubevisor.agent.imagecache import ImageCache
 from kubevisor.api import quantity
-from kubevisor.api.virtualmachine import Disk, VirtualMachine
+from kubevisor.api.hypervisorhost import SharedStorage
+from kubevisor.api.virtualmachine import Disk, VirtualMachine, VmStorage
 from kubevisor.drivers.base import PermanentError, RetryableError
 
 
@@ -27,6 +37,7 @@ class PreparedFiles:
     disk_paths: dict[str, str]
     seed_iso: str | None
     serial_log: str
+    storage: VmStorage
 
 
 class VmFiles:
@@ -37,30 +48,76 @@ class VmFiles:
         self.image_dir = image_dir
         # A leading dot: no image name (which starts alphanumeric) can collide with it.
         self.images = images or ImageCache(image_dir / ".cache")
+        self._shared_images: dict[Path, ImageCache] = {}
 
     def directory(self, uid: str) -> Path:
+        """The VM's directory on this host (and its overlays, unless on shared storage)."""
         return self.state_dir / "vms" / uid
+
+    @staticmethod
+    def shared_directory(uid: str, shared: SharedStorage) -> Path:
+        return Path(shared.path) / "vms" / uid
+
+    def cache_for(self, shared: SharedStorage | None) -> ImageCache:
+        """The image cache overlays in `shared` (or on this host's disk) are backed by."""
+        if shared is None:
+            return self.images
+        root = Path(shared.path) / "images"
+        return self._shared_images.setdefault(root, ImageCache(root))
+
+    def storage(self, uid: str, shared: SharedStorage | None) -> VmStorage | None:
+        """Where the VM's overlays are on this host; None when it has none here.
+
+        A VM with overlays on this host's disk keeps them there even after the host
+        declares shared storage: they hold the guest's data.
+        """
+        if any(self.directory(uid).glob("disk-*.qcow2")):
+            return VmStorage(location="Local")
+        if shared is not None and any(self.shared_directory(uid, shared).glob("disk-*.qcow2")):
+            return VmStorage(location="Shared", shared_storage=shared.name)
+        return None
 
     def serial_log(self, uid: str) -> Path:
         return self.directory(uid) / "serial.log"
 
-    async def prepare(self, vm: VirtualMachine, uid: str) -> PreparedFiles:
+    async def prepare(
+        self, vm: VirtualMachine, uid: str, *, shared: SharedStorage | None = None
+    ) -> PreparedFiles:
         directory = self.directory(uid)
         directory.mkdir(parents=True, exist_ok=True)
-        disks = {disk.name: str(await self._disk(directory, disk)) for disk in vm.spec.disks}
+        storage = self.storage(uid, shared)
+        if storage is None:
+            storage = (
+                VmStorage(location="Local")
+                if shared is None or not vm.spec.disks
+                else VmStorage(location="Shared", shared_storage=shared.name)
+            )
+        if storage.location == "Shared":
+            assert shared is not None
+            disk_dir, cache = self.shared_directory(uid, shared), self.cache_for(shared)
+            disk_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            disk_dir, cache = directory, self.images
+        disks = {disk.name: str(await self._disk(disk_dir, disk, cache)) for disk in vm.spec.disks}
         seed = None
         if vm.spec.cloud_init is not None:
             seed = str(await self._seed(directory, vm, uid))
-        return PreparedFiles(disk_paths=disks, seed_iso=seed, serial_log=str(self.serial_log(uid)))
+        return PreparedFiles(
+            disk_paths=disks, seed_iso=seed, serial_log=str(self.serial_log(uid)), storage=storage
+        )
 
-    def remove(self, uid: str) -> None:
+    def remove(self, uid: str, *, shared: SharedStorage | None = None) -> None:
+        """Remove the VM's files on this host, and its overlays in `shared` when given:
+        only for a deleted VM, since any other host sharing the storage may run it next."""
         shutil.rmtree(self.directory(uid), ignore_errors=True)
+        if shared is not None:
+            shutil.rmtree(self.shared_directory(uid, shared), ignore_errors=True)
 
     def known_uids(self) -> set[str]:
         vms = self.state_dir / "vms"
         return {p.name for p in vms.iterdir()} if vms.is_dir() else set()
 
-    async def _disk(self, directory: Path, disk: Disk) -> Path:
+    async def _disk(self, directory: Path, disk: Disk, cache: ImageCache) -> Path:
         overlay = directory / f"disk-{disk.name}.qcow2"
         if overlay.exists():
             return overlay
@@ -76,7 +133,7 @@ class VmFiles:
             args += ["-b", str(base), "-F", str(info["format"])]
         elif disk.source is not None:
             source = disk.source
-            cached = await self.images.fetch(source.url, source.sha256, source.compression)
+            cached = await cache.fetch(source.url, source.sha256, source.compression)
             # The declared format, never a probed one: a raw image could pose as qcow2.
             args += ["-b", str(cached), "-F", source.format]
         args.append(str(partial))
