@@ -107,6 +107,8 @@ class Agent:
         self.host_written: dict[str, Any] | None = None
         self.shared: SharedStorage | None = None
         """The host's spec.sharedStorage, as last read."""
+        self._host_generation: int | None = None
+        """metadata.generation of the host spec the last registration read."""
         self.ready = asyncio.Event()
         self._fencing: asyncio.Task[None] | None = None
         self._selector = f"{HOST_LABEL}={settings.host}"
@@ -232,6 +234,17 @@ class Agent:
                 await self._renew_lease()
             except Exception:
                 log.exception("could not renew the Lease of host %s", self.settings.host)
+            try:
+                await self._follow_host_spec()
+            except Exception:
+                log.exception("could not read the HypervisorHost %s", self.settings.host)
+
+    async def _follow_host_spec(self) -> None:
+        """Register again when an admin changed the host's spec (PCI allow-list, shared
+        storage): polled with the heartbeat, one GET, as the agent may not watch hosts."""
+        host = await self.kube.get_host(self.settings.host)
+        if ((host or {}).get("metadata") or {}).get("generation") != self._host_generation:
+            await self.register_host()
 
     async def _resync(self) -> None:
         while True:
@@ -311,6 +324,7 @@ class Agent:
         host = await self.kube.get_host(self.settings.host)
         rules = probe.pci_rules(host)
         self._read_shared(host)
+        self._host_generation = ((host or {}).get("metadata") or {}).get("generation")
         wanted = hoststatus.host_status(
             facts,
             domain_type=self.settings.domain_type,
