@@ -86,7 +86,12 @@ def _up(args: argparse.Namespace) -> int:
         )
         if not args.no_examples:
             plane.kubectl("apply", "-f", str(root / "deploy" / "examples"))
-            print("applied deploy/examples/; waiting for the VMs to settle ...")
+            served = state_dir / "examples"
+            if served.is_dir():
+                plane.kubectl("apply", "-f", str(served))
+                print(f"applied deploy/examples/ and {served}/; waiting for the VMs to settle ...")
+            else:
+                print("applied deploy/examples/; waiting for the VMs to settle ...")
             settled = _wait_settled(plane, timeout=args.timeout)
             print(plane.kubectl("get", "vm,hvh", "-o", "wide").stdout)
             if not settled:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubevisor.testbed import controlplane, guest, hosts
+from kubevisor.testbed import controlplane, guest, hosts, images
 from kubevisor.testbed.controlplane import ControlPlane
 
 PROCESSES = "processes.json"
@@ -68,7 +68,7 @@ def start(
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
     python = sys.executable
-    ports = controlplane.free_ports(1 + len(agents))
+    ports = controlplane.free_ports(2 + len(agents))
     pids = {
         "controller": _spawn(
             [
@@ -85,7 +85,7 @@ def start(
         )
     }
     say(f"metrics: controller http://127.0.0.1:{ports[0]}/metrics")
-    for agent, port in zip(agents, ports[1:], strict=True):
+    for agent, port in zip(agents, ports[2:], strict=True):
         say(f"metrics: agent {agent.host} http://127.0.0.1:{port}/metrics")
         agent_state = state_dir / "agents" / agent.host
         pids[f"agent-{agent.host}"] = _spawn(
@@ -118,6 +118,10 @@ def start(
             ],
             log=logs / f"agent-{agent.host}.log",
         )
+    if not missing:
+        served = images.serve_demo_image(state_dir, port=ports[1], log=logs / "image-server.log")
+        pids["image-server"] = served.pid
+        say(f"serving a qcow2 image at {served.url} for {served.manifest}")
     (state_dir / PROCESSES).write_text(json.dumps(pids, indent=2))
     say(f"controller and {len(agents)} agents started (logs in {logs}).")
     wait_hosts_ready(plane, [a.host for a in agents], timeout=120)
