@@ -84,6 +84,8 @@ def make_host(
     reserved_disk_mib: int = 0,
     pci_devices: tuple[PciDevice, ...] = (),
     usable_cpu_models: frozenset[str] | None = None,
+    images: frozenset[str] = frozenset(),
+    shared_storage: str | None = None,
 ) -> HostSnapshot:
     """`dedicated`: "none" (all shared), "all", "half" (first half of each cell's cores)."""
     numa_cells = make_cells(
@@ -130,6 +132,8 @@ def make_host(
         reserved_disk_mib=reserved_disk_mib,
         pci_devices=pci_devices,
         usable_cpu_models=usable_cpu_models,
+        images=images,
+        shared_storage=shared_storage,
     )
 
 
@@ -155,6 +159,8 @@ def make_request(
     cpu_mode: str | None = None,
     capabilities: frozenset[Capability] = frozenset(),
     pci: tuple[tuple[str, int], ...] = (),
+    images: frozenset[str] = frozenset(),
+    shared_storage: str | None = None,
 ) -> Request:
     """`cells`: ((vcpu indexes), memory MiB) per guest cell."""
     return Request(
@@ -179,4 +185,6 @@ def make_request(
         cpu_mode=cpu_mode,
         capabilities=capabilities,
         pci=tuple(PciRequest(alias, count) for alias, count in pci),
+        images=images,
+        shared_storage=shared_storage,
     )

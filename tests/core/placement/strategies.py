@@ -15,6 +15,8 @@ from kubevisor.core.placement.model import (
 from .builders import GIB, make_host, make_request
 
 POLICIES = list(GroupPolicy)
+IMAGES = [c * 64 for c in "abc"]
+SHARED = [None, "nfs", "ceph"]
 
 
 @st.composite
@@ -41,6 +43,8 @@ def hosts(draw: st.DrawFn, name: str = "h") -> HostSnapshot:
             memory=draw(st.sampled_from([None, 1.0, 1.5])),
         ),
         reserved_memory_mib=draw(st.sampled_from([0, 512])),
+        images=draw(st.frozensets(st.sampled_from(IMAGES))),
+        shared_storage=draw(st.sampled_from(SHARED)),
     )
 
 
@@ -74,4 +78,6 @@ def requests(draw: st.DrawFn, name: str = "vm") -> Request:
         # one policy per group name, as server groups are immutable
         policy={"g2": draw(st.sampled_from(POLICIES))}.get(group or "", GroupPolicy.ANTI_AFFINITY),
         max_per_host=2 if group == "g1" else 1,
+        images=draw(st.frozensets(st.sampled_from(IMAGES), max_size=2)),
+        shared_storage=draw(st.sampled_from(SHARED)),
     )

@@ -4,13 +4,15 @@ For each host: every filter except NUMA (simple predicates), then every assignme
 guest cells to distinct host cells (permutations) and, per cell, every combination of
 free dedicated pCPUs, checked against the thread policy's definition. Whenever this
 exhaustive search finds a feasible host, the engine must find one too, and the host
-the engine picks must be feasible for the reference.
+the engine picks must be feasible for the reference -- and must have the VM's shared
+storage whenever a feasible host has it (that weigher outweighs all the others).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -130,3 +132,33 @@ def test_engine_finds_a_host_whenever_brute_force_does(data: st.DataObject) -> N
         assert isinstance(decision, Decision), (reference, decision)
     if isinstance(decision, Decision):
         assert decision.host in reference
+        sharing = [h for h in reference if state.host(h).shared_storage == request.shared_storage]
+        if request.shared_storage is not None and sharing:
+            assert decision.host in sharing, (sharing, decision)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_vm_lands_on_its_shared_storage_whenever_a_host_with_it_fits(
+    data: st.DataObject,
+) -> None:
+    """However full, far in the ranking or few the hosts with the VM's disks are."""
+    size = data.draw(st.integers(2, 12))
+    sharing = data.draw(st.sets(st.integers(0, size - 1), min_size=1))
+    cluster = [
+        replace(data.draw(hosts(f"h{i:02}")), shared_storage="nfs" if i in sharing else None)
+        for i in range(size)
+    ]
+    state = PlacementState.rebuild(cluster, [])
+    for i in range(data.draw(st.integers(0, 12))):
+        scheduler.place(state, data.draw(requests(f"pre{i}")))
+    request = replace(data.draw(requests("probe")), shared_storage="nfs")
+    window = data.draw(st.integers(1, 4))
+    decision = scheduler.select_host(state, request, options=scheduler.Options(window=window))
+    fits = [h.name for h in state.hosts() if feasible(state, h, request)]
+    with_disks = [name for name in fits if state.host(name).shared_storage == "nfs"]
+    if with_disks:
+        assert isinstance(decision, Decision) and decision.host in with_disks, (
+            with_disks,
+            decision,
+        )

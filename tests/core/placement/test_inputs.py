@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kubevisor.api.hypervisorhost import HypervisorHost
@@ -207,3 +208,53 @@ def test_pci_claims_round_trip_through_the_vm_status() -> None:
     assert [d.address for d in placement.pci_devices] == ["0000:3b:02.0", "0000:af:02.0"]
     vm.status = VirtualMachineStatus(host="hv-t", placement=placement)
     assert inputs.claim(vm, host) == decision.claim
+
+
+IMAGE_A, IMAGE_B = "a" * 64, "b" * 64
+
+
+def test_host_snapshot_carries_cached_images_and_shared_storage() -> None:
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_HOST))
+    raw["spec"] = {"sharedStorage": {"name": "nfs-a", "path": "/srv/vms"}}
+    raw["status"]["images"] = [
+        {"sha256": IMAGE_A, "size": "2Gi", "inUse": 1},
+        {"sha256": IMAGE_B, "size": "300Mi", "shared": True},
+    ]
+    snap = inputs.host_snapshot(HypervisorHost.model_validate(raw))
+    assert snap.images == frozenset({IMAGE_A, IMAGE_B})
+    assert snap.shared_storage == "nfs-a"
+    bare = inputs.host_snapshot(HypervisorHost.model_validate(TUNED_HOST))
+    assert (bare.images, bare.shared_storage) == (frozenset(), None)
+
+
+def _source(digest: str) -> dict[str, object]:
+    return {"url": f"http://images.example/{digest[:4]}.qcow2", "sha256": digest}
+
+
+@pytest.mark.parametrize(
+    ("storage", "shared"),
+    [
+        pytest.param(None, None, id="not-created-yet"),
+        pytest.param({"location": "Local", "host": "h1"}, None, id="local-disks"),
+        pytest.param(
+            {"location": "Shared", "sharedStorage": "nfs-a", "host": "h1"},
+            "nfs-a",
+            id="shared-disks",
+        ),
+    ],
+)
+def test_request_carries_source_images_and_the_storage_its_disks_live_in(
+    storage: dict[str, str] | None, shared: str | None
+) -> None:
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_VM))
+    raw["spec"]["disks"] = [
+        {"name": "root", "source": _source(IMAGE_A)},
+        {"name": "data", "source": _source(IMAGE_B), "size": "10Gi"},
+        {"name": "again", "source": _source(IMAGE_A)},
+        {"name": "scratch", "size": "1Gi"},
+    ]
+    if storage is not None:
+        raw["status"] = {"storage": storage}
+    wanted = inputs.request(VirtualMachine.model_validate(raw))
+    assert wanted.images == frozenset({IMAGE_A, IMAGE_B})
+    assert wanted.shared_storage == shared

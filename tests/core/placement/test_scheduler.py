@@ -72,6 +72,84 @@ def test_soft_affinity_prefers_but_does_not_require() -> None:
     assert hosts[0] == hosts[1] and hosts[2] != hosts[0]
 
 
+IMAGE = "c" * 64
+
+
+def test_a_host_with_the_vms_shared_storage_is_found_outside_the_window() -> None:
+    # h19 is the fullest host (ranked last) and the only one with the VM's disks.
+    hosts = [make_host(f"h{i:02}", shared_storage="nfs" if i == 19 else None) for i in range(20)]
+    state = PlacementState.rebuild(hosts, [Claim("x", "h19", vcpus=8, memory_mib=32 * GIB)])
+    request = make_request(shared_storage="nfs")
+    d = scheduler.select_host(state, request, options=Options(window=4))
+    assert isinstance(d, Decision) and d.host == "h19"
+    assert d.notes == ("has the VM's shared storage nfs",)
+    assert d.message == (
+        f"placed on host h19 ({d.considered} considered): has the VM's shared storage nfs"
+    )
+
+
+def test_among_selected_hosts_those_with_the_vms_disks_come_first() -> None:
+    hosts = [
+        make_host(
+            f"h{i:02}",
+            labels={"gpu": "yes"} if i >= 36 else {},
+            shared_storage="nfs" if i == 39 else None,
+            images=frozenset({IMAGE}) if i == 38 else frozenset(),
+        )
+        for i in range(40)
+    ]
+    state = PlacementState.rebuild(hosts, [])
+    one = Options(window=1)
+    for request, host in (
+        (make_request(selector={"gpu": "yes"}), "h36"),
+        (make_request(selector={"gpu": "yes"}, images=frozenset({IMAGE})), "h38"),
+        (
+            make_request(selector={"gpu": "yes"}, images=frozenset({IMAGE}), shared_storage="nfs"),
+            "h39",
+        ),
+    ):
+        d = scheduler.select_host(state, request, options=one)
+        assert isinstance(d, Decision) and (d.host, d.considered) == (host, 1)
+
+
+def test_without_room_on_its_shared_storage_the_vm_goes_elsewhere() -> None:
+    hosts = [make_host("roomy"), make_host("small", shared_storage="nfs", cell_memory_mib=GIB)]
+    state = PlacementState.rebuild(hosts, [])
+    d = scheduler.select_host(state, make_request(memory_mib=4 * GIB, shared_storage="nfs"))
+    assert isinstance(d, Decision) and d.host == "roomy"
+    assert d.notes == ("lacks the VM's shared storage nfs",)
+
+
+def test_hosts_with_the_image_are_weighed_first_unless_the_multiplier_is_off() -> None:
+    hosts = [
+        make_host(f"h{i:02}", images=frozenset({IMAGE}) if i == 9 else frozenset())
+        for i in range(10)
+    ]
+    state = PlacementState.rebuild(hosts, [])
+    request = make_request(images=frozenset({IMAGE}))
+    d = scheduler.select_host(state, request, options=Options(window=2))
+    assert isinstance(d, Decision) and d.host == "h09" and d.alternates == ("h00",)
+    assert d.notes == ("has 1 of 1 images cached",)
+    off = PlacementState.rebuild(hosts, [], multipliers=Multipliers(image_locality=0.0))
+    d = scheduler.select_host(off, request, options=Options(window=2))
+    assert isinstance(d, Decision) and d.host == "h00" and d.alternates == ("h01",)
+    assert d.notes == ("has 0 of 1 images cached",)
+
+
+def test_many_hosts_with_the_image_are_streamed_in_rank_order() -> None:
+    # Most hosts cache the image: they are taken from the ranking, best first.
+    hosts = [
+        make_host(f"h{i:02}", images=frozenset({IMAGE}) if i else frozenset()) for i in range(10)
+    ]
+    claims = [Claim("x", "h01", vcpus=8, memory_mib=32 * GIB)]
+    state = PlacementState.rebuild(hosts, claims)
+    d = scheduler.select_host(
+        state, make_request(images=frozenset({IMAGE})), options=Options(window=2)
+    )
+    assert isinstance(d, Decision) and d.host == "h02" and d.considered == 2
+    assert set(d.alternates) == {"h03"}
+
+
 def test_mixed_failure_explanation() -> None:
     state = PlacementState.rebuild(
         [

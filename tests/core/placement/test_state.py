@@ -86,6 +86,28 @@ def test_host_update_keeps_claims_and_removal_releases_them() -> None:
     assert [c.vm for c in released] == ["x"] and len(state) == 0
 
 
+def test_image_and_shared_storage_indexes_follow_host_updates() -> None:
+    image, other = "a" * 64, "b" * 64
+    state = PlacementState.rebuild(
+        [
+            make_host("a", images=frozenset({image}), shared_storage="nfs"),
+            make_host("b", images=frozenset({image, other})),
+        ],
+        [],
+    )
+    assert state.hosts_caching(image) == {"a", "b"}
+    assert state.hosts_caching(other) == {"b"}
+    assert state.hosts_sharing("nfs") == {"a"}
+    state.add_host(make_host("a", images=frozenset({other}), shared_storage="ceph"))
+    assert state.hosts_caching(image) == {"b"}
+    assert state.hosts_caching(other) == {"a", "b"}
+    assert state.hosts_sharing("nfs") == frozenset()
+    assert state.hosts_sharing("ceph") == {"a"}
+    state.remove_host("b")
+    assert state.hosts_caching(image) == frozenset()
+    assert state.hosts_caching(other) == {"a"}
+
+
 def test_ranking_follows_claims() -> None:
     state = PlacementState.rebuild([make_host("a"), make_host("b")], [])
     assert list(state.ranked()) == ["a", "b"]

@@ -150,6 +150,8 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
             PciDevice(address=d.address, alias=d.alias, numa_cell=d.numa_cell)
             for d in (status.pci_devices if status else [])
         ),
+        images=frozenset(image.sha256 for image in (status.images if status else [])),
+        shared_storage=spec.shared_storage.name if spec.shared_storage else None,
     )
 
 
@@ -165,6 +167,14 @@ def _required_capabilities(vm: VirtualMachine) -> frozenset[Capability]:
     if spec.security is not None and spec.security.require_confinement:
         needed.add(Capability.CONFINEMENT)
     return frozenset(needed)
+
+
+def _shared_storage(vm: VirtualMachine) -> str | None:
+    """The shared storage the VM's disks live in, as its agent last reported it."""
+    storage = vm.status.storage if vm.status else None
+    if storage is None or storage.location != "Shared":
+        return None
+    return storage.shared_storage
 
 
 def request(vm: VirtualMachine) -> Request:
@@ -206,6 +216,8 @@ def request(vm: VirtualMachine) -> Request:
             PciRequest(alias=r.alias, count=r.count)
             for r in (spec.devices.pci if spec.devices else [])
         ),
+        images=frozenset(disk.source.sha256 for disk in spec.disks if disk.source),
+        shared_storage=_shared_storage(vm),
     )
 
 

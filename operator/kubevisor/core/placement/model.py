@@ -136,6 +136,8 @@ class HostSnapshot:
     `vcpus` is the host's logical CPU count; CPUs in neither set are reserved.
     `usable_cpu_models` are the named guest CPU models the host can run; None when the
     host does not say (an older agent, or a hypervisor without domain capabilities).
+    `images` are the sha256 digests in the host's image cache; `shared_storage` is the
+    name of the shared filesystem the host mounts for VM disks (None: local disks only).
     """
 
     name: str
@@ -161,6 +163,8 @@ class HostSnapshot:
     capabilities: frozenset[Capability] = frozenset()
     storage: Storage | None = None
     pci_devices: tuple[PciDevice, ...] = ()
+    images: frozenset[str] = frozenset()
+    shared_storage: str | None = None
 
     @property
     def has_smt(self) -> bool:
@@ -196,6 +200,9 @@ class Request:
     model (`named_cpu_model`) only to hosts that can run it.
     `capabilities` are host features the VM cannot run without; `pci` the passthrough
     devices it asks for by alias.
+    `images` are the sha256 digests of its disks' source images, and `shared_storage` the
+    shared filesystem its disks already live in (a VM placed again after its host was
+    lost): hosts that have them are preferred, never required.
     """
 
     name: str
@@ -216,6 +223,8 @@ class Request:
     cpu_mode: str | None = None
     capabilities: frozenset[Capability] = frozenset()
     pci: tuple[PciRequest, ...] = ()
+    images: frozenset[str] = frozenset()
+    shared_storage: str | None = None
 
     @property
     def dedicated(self) -> bool:

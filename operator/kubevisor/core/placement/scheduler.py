@@ -2,11 +2,13 @@
 
 Hosts come from `PlacementState.ranked()` (best request-independent weight first) or,
 when the request narrows them, from a smaller set (its hard-affinity group's hosts, or
-the hosts carrying its selector labels). Filters run lazily on that stream until
-`window` hosts pass; those are weighed with Nova's normalised weighers and the best
-wins (or a random one of the best `host_subset_size`, with an injected Random).
-kube-scheduler does the same with `percentageOfNodesToScore`. Only when nothing fits
-does the engine scan every host, to explain why.
+the hosts carrying its selector labels); hosts with the request's shared storage, then
+hosts caching its images, come first, so the window cannot miss the hosts the disk
+weighers favour. Filters run lazily on that stream until `window` hosts pass; those
+are weighed with Nova's normalised weighers and the best wins (or a random one of the
+best `host_subset_size`, with an injected Random). kube-scheduler does the same with
+`percentageOfNodesToScore`. Only when nothing fits does the engine scan every host, to
+explain why.
 
 `select_host_exhaustive` is the reference: every filter on every host, every feasible
 host weighed. Tests and the benchmark compare the two.
@@ -40,7 +42,10 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A host (and NUMA fit) for one request, plus the runners-up as alternates."""
+    """A host (and NUMA fit) for one request, plus the runners-up as alternates.
+
+    `notes` say what the disk weighers found on the host ("has 1 of 1 images cached").
+    """
 
     request: Request
     host: str
@@ -48,6 +53,13 @@ class Decision:
     weight: float
     considered: int
     alternates: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        """One line for the VM's Scheduled event."""
+        head = f"placed on host {self.host} ({self.considered} considered)"
+        return f"{head}: {', '.join(self.notes)}" if self.notes else head
 
     @property
     def claim(self) -> Claim:
@@ -111,6 +123,31 @@ def evaluate(state: PlacementState, request: Request, name: str) -> Candidate | 
     return Candidate(host, dataclasses.replace(fitted, pci=devices))
 
 
+def _favoured(state: PlacementState, request: Request) -> list[frozenset[str]]:
+    """Hosts the disk weighers favour for this request, the heavier weigher's first: those
+    with its shared storage, those caching any of its images (none with a multiplier <= 0)."""
+    multipliers = state.multipliers
+    tiers: list[tuple[float, frozenset[str]]] = []
+    if request.shared_storage is not None and multipliers.shared_storage > 0:
+        tiers.append((multipliers.shared_storage, state.hosts_sharing(request.shared_storage)))
+    if request.images and multipliers.image_locality > 0:
+        caching = frozenset().union(*(state.hosts_caching(d) for d in request.images))
+        tiers.append((multipliers.image_locality, caching))
+    tiers.sort(key=lambda tier: -tier[0])
+    return [hosts for _, hosts in tiers if hosts]
+
+
+def _tier(favoured: list[frozenset[str]], name: str) -> int:
+    return next((i for i, hosts in enumerate(favoured) if name in hosts), len(favoured))
+
+
+def _in_rank_order(state: PlacementState, names: frozenset[str]) -> Iterator[str]:
+    if len(names) * 8 < len(state):
+        yield from sorted(names, key=state.rank_position)
+    else:
+        yield from (name for name in state.ranked() if name in names)
+
+
 def _stream(state: PlacementState, request: Request) -> Iterator[str]:
     group = request.group
     if group is not None and group.policy == GroupPolicy.AFFINITY:
@@ -118,13 +155,20 @@ def _stream(state: PlacementState, request: Request) -> Iterator[str]:
         if members:
             yield from sorted(members, key=state.rank_position)
             return
+    favoured = _favoured(state, request)
     if request.host_selector:
         sets = [state.hosts_labelled(k, v) for k, v in request.host_selector.items()]
         chosen = frozenset.intersection(*sets)
         if len(chosen) * 8 < len(state):
-            yield from sorted(chosen, key=state.rank_position)
+            yield from sorted(
+                chosen, key=lambda name: (_tier(favoured, name), state.rank_position(name))
+            )
             return
-    yield from state.ranked()
+    taken: frozenset[str] = frozenset()
+    for hosts in favoured:
+        yield from _in_rank_order(state, hosts - taken)
+        taken |= hosts
+    yield from (name for name in state.ranked() if name not in taken)
 
 
 def _choose(
@@ -153,6 +197,7 @@ def _choose(
         weight=weights[pick],
         considered=considered,
         alternates=tuple(candidates[i].host.name for i in order if i != pick),
+        notes=weighers.notes(best.host, request),
     )
 
 

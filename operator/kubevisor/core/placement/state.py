@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
+from typing import TypeVar
 
 from kubevisor.core.placement.capacity import AllocationRatios, HostInventory, inventory
 from kubevisor.core.placement.model import (
@@ -29,6 +30,17 @@ from kubevisor.core.placement.weighers import Multipliers, Scale, static_score
 
 class ClaimConflict(ValueError):
     """A claim that cannot be added: unknown host, VM already claimed, or pCPU already pinned."""
+
+
+K = TypeVar("K")
+
+
+def _discard(index: dict[K, set[str]], key: K, name: str) -> None:
+    names = index.get(key)
+    if names is not None:
+        names.discard(name)
+        if not names:
+            del index[key]
 
 
 def _rankable(host: HostSnapshot) -> bool:
@@ -100,6 +112,8 @@ class PlacementState:
         self._groups: dict[str, dict[str, int]] = {}
         self._group_policy: dict[str, ServerGroup] = {}
         self._labels: dict[tuple[str, str], set[str]] = {}
+        self._images: dict[str, set[str]] = {}
+        self._sharing: dict[str, set[str]] = {}
         self._score: dict[str, float] = {}
         self._ranking: list[tuple[float, str]] = []
         self._scale = Scale()
@@ -132,7 +146,7 @@ class PlacementState:
         """Add or replace a host snapshot, keeping the claims already on it."""
         old = self._hosts.get(host.name)
         if old is not None:
-            self._unindex_labels(old)
+            self._unindex(old)
         self._hosts[host.name] = host
         self._inventory[host.name] = inventory(host, self.defaults)
         self._by_host.setdefault(host.name, set())
@@ -140,26 +154,34 @@ class PlacementState:
         for vm in sorted(self._by_host[host.name]):
             usage = apply_claim(host, usage, self._claims[vm], 1)
         self._usage[host.name] = usage
-        for pair in host.labels.items():
-            self._labels.setdefault(pair, set()).add(host.name)
+        self._index(host)
         self._dirty = True
 
     def remove_host(self, name: str) -> tuple[Claim, ...]:
         """Forget a host; returns the claims that were on it (now released)."""
         released = tuple(self.release(vm) for vm in sorted(self._by_host.get(name, ())))
         host = self._hosts.pop(name)
-        self._unindex_labels(host)
+        self._unindex(host)
         del self._inventory[name], self._usage[name], self._by_host[name]
         self._dirty = True
         return tuple(c for c in released if c is not None)
 
-    def _unindex_labels(self, host: HostSnapshot) -> None:
+    def _index(self, host: HostSnapshot) -> None:
+        """Find hosts by label, cached image and shared storage without a scan."""
         for pair in host.labels.items():
-            names = self._labels.get(pair)
-            if names is not None:
-                names.discard(host.name)
-                if not names:
-                    del self._labels[pair]
+            self._labels.setdefault(pair, set()).add(host.name)
+        for digest in host.images:
+            self._images.setdefault(digest, set()).add(host.name)
+        if host.shared_storage is not None:
+            self._sharing.setdefault(host.shared_storage, set()).add(host.name)
+
+    def _unindex(self, host: HostSnapshot) -> None:
+        for pair in host.labels.items():
+            _discard(self._labels, pair, host.name)
+        for digest in host.images:
+            _discard(self._images, digest, host.name)
+        if host.shared_storage is not None:
+            _discard(self._sharing, host.shared_storage, host.name)
 
     # -- claims -----------------------------------------------------------------
 
@@ -257,6 +279,14 @@ class PlacementState:
 
     def hosts_labelled(self, key: str, value: str) -> frozenset[str]:
         return frozenset(self._labels.get((key, value), ()))
+
+    def hosts_caching(self, digest: str) -> frozenset[str]:
+        """Hosts whose image cache holds the image of sha256 `digest`."""
+        return frozenset(self._images.get(digest, ()))
+
+    def hosts_sharing(self, storage: str) -> frozenset[str]:
+        """Hosts that mount the shared storage named `storage`."""
+        return frozenset(self._sharing.get(storage, ()))
 
     # -- ranking ----------------------------------------------------------------
 
