@@ -32,14 +32,14 @@ def run(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
 def test_examples_print_every_decision_and_utilisation(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys)
     lines = out.splitlines()
-    assert lines[0] == "4 hosts, 1 VMs already bound, 10 to place"
+    assert lines[0] == "4 hosts, 1 VMs already bound, 12 to place"
     assert code == 1  # some VMs are unschedulable, on purpose
     decisions = {
         line.split(" -> ", 1)[0]: line.split(" -> ", 1)[1]
         for line in lines
         if " -> " in line and line.startswith("demo/")
     }
-    assert len(decisions) == 10
+    assert len(decisions) == 12
     db_hosts = [decisions[f"demo/db-{i}"].split()[0] for i in (0, 1, 3)]
     assert sorted(db_hosts) == ["hv-a", "hv-b", "hv-c"]
     assert decisions["demo/db-2"] == (
@@ -55,6 +55,8 @@ def test_examples_print_every_decision_and_utilisation(capsys: pytest.CaptureFix
     assert decisions["demo/too-big"].startswith(
         "Unschedulable: 0/4 hosts fit: 3 insufficient memory (need 60Gi"
     )
+    assert decisions["demo/from-image"] == "hv-a  (has 1 of 1 images cached)"
+    assert decisions["demo/restarted"] == "hv-a  (has the VM's shared storage nfs-a)"
     assert any(line.startswith("hv-d (not schedulable)") for line in lines)
     assert lines[-5].split()[:2] == ["HOST", "VMS"]
 
@@ -62,3 +64,22 @@ def test_examples_print_every_decision_and_utilisation(capsys: pytest.CaptureFix
 def test_ratio_flag_changes_the_outcome(capsys: pytest.CaptureFixture[str]) -> None:
     _, out = run(capsys, "--memory-ratio", "1.5")
     assert "demo/too-big -> hv-" in out
+
+
+def test_disk_weigher_multipliers_change_the_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = run(
+        capsys,
+        "--weigher-multiplier",
+        "image_locality=0",
+        "--weigher-multiplier",
+        "shared_storage=0",
+    )
+    assert "demo/from-image -> hv-b  (has 0 of 1 images cached)" in out
+    assert "demo/restarted -> hv-c  (lacks the VM's shared storage nfs-a)" in out
+
+
+def test_unknown_weigher_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "--weigher-multiplier", "images=2")
+    assert exited.value.code == 2
+    assert "--weigher-multiplier: invalid multiplier value: 'images=2'" in capsys.readouterr().err

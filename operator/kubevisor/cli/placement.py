@@ -10,7 +10,8 @@ HypervisorHosts and every VirtualMachine from the API, rebuilds the placement st
 with the claims of every bound VM except this one (what the controller holds) and runs
 select_host for this VM as if it were new, printing the decision or the full
 explanation plus how many hosts each filter turned down. The default allocation ratios
-must match the controller's (--cpu-ratio etc.; the controller's defaults are the same).
+and weigher multipliers must match the controller's (--cpu-ratio etc.,
+--weigher-multiplier; the controller's defaults are the same).
 
 Exit codes: 0 the VM is bound (with --what-if: a host fits), 1 it is not (none fits).
 """
@@ -31,12 +32,13 @@ from kubevisor.cli import kubeapi
 from kubevisor.cli.kubeapi import HOSTS, VMS, CliError, Cluster, Object
 from kubevisor.cli.simulate import describe
 from kubevisor.core.placement import explain as explaining
-from kubevisor.core.placement import inputs, scheduler
+from kubevisor.core.placement import inputs, scheduler, weighers
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import Explanation
 from kubevisor.core.placement.model import Claim
 from kubevisor.core.placement.scheduler import Decision, NoFit
 from kubevisor.core.placement.state import PlacementState
+from kubevisor.core.placement.weighers import Multipliers
 
 
 def placement_lines(placement: PlacementStatus | None) -> list[str]:
@@ -102,6 +104,7 @@ def what_if(
     vms: Iterable[VirtualMachine],
     *,
     ratios: AllocationRatios,
+    multipliers: Multipliers | None = None,
 ) -> tuple[Decision | NoFit, Explanation, list[Claim]]:
     """Place `vm` against every other bound VM's claim: (decision, full scan, conflicts)."""
     snapshots = [inputs.host_snapshot(host) for host in hosts]
@@ -121,7 +124,7 @@ def what_if(
             unheld.append(claim)
         else:
             claims.append(claim)
-    state = PlacementState.rebuild(snapshots, claims, defaults=ratios)
+    state = PlacementState.rebuild(snapshots, claims, defaults=ratios, multipliers=multipliers)
     request = inputs.request(vm)
     return (
         scheduler.select_host(state, request),
@@ -140,6 +143,7 @@ def what_if_lines(
             f"what-if: {decision.request.name} would be placed on {decision.host}"
             + (f" ({numa})" if numa else "")
         )
+        lines.extend(f"  {note}" for note in decision.notes)
         if decision.alternates:
             lines.append(f"  alternates, best first: {', '.join(decision.alternates)}")
         lines.append(f"  {scan.message}")
@@ -202,6 +206,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--disk-ratio", type=float, default=defaults.disk, help="default %(default)s"
     )
+    parser.add_argument(
+        "--weigher-multiplier",
+        type=weighers.multiplier,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=weighers.multipliers_help(),
+    )
     parser.set_defaults(func=run)
 
 
@@ -217,7 +229,13 @@ def run(args: argparse.Namespace) -> int:
         ratios = AllocationRatios(
             cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
         )
-        decision, scan, conflicts = what_if(vm, hosts, vms, ratios=ratios)
+        decision, scan, conflicts = what_if(
+            vm,
+            hosts,
+            vms,
+            ratios=ratios,
+            multipliers=Multipliers(**dict(args.weigher_multiplier)),
+        )
         print("\n".join(what_if_lines(decision, scan, conflicts)))
         return kubeapi.OK if isinstance(decision, Decision) else kubeapi.FAILED
 

@@ -3,8 +3,9 @@
 Reads HypervisorHosts and VirtualMachines (YAML, the CRD shapes; multi-document files
 or `kind: List`), claims the VMs that already have `status.host`, then places the
 others in file order exactly as the controller would, printing each decision (host,
-NUMA cells, pins) or the explanation, and the final utilisation per host. Admins use
-it to try ratios, reservations, CPU sets and groups. Nothing is written anywhere.
+NUMA cells, pins, what the host has of the VM's images and shared storage) or the
+explanation, and the final utilisation per host. Admins use it to try ratios,
+reservations, CPU sets, groups and weigher multipliers. Nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import yaml
 
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core.placement import inputs, scheduler
+from kubevisor.core.placement import inputs, scheduler, weighers
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import format_mib
 from kubevisor.core.placement.model import Claim, NumaFit
 from kubevisor.core.placement.scheduler import Decision, Options
 from kubevisor.core.placement.state import PlacementState
+from kubevisor.core.placement.weighers import Multipliers
 
 
 def register(subparsers: Any) -> None:
@@ -44,6 +46,14 @@ def register(subparsers: Any) -> None:
         "--host-subset-size", type=int, default=1, help="pick among the N best (Nova's option)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --host-subset-size")
+    parser.add_argument(
+        "--weigher-multiplier",
+        type=weighers.multiplier,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=weighers.multipliers_help(),
+    )
     parser.set_defaults(func=run)
 
 
@@ -80,6 +90,7 @@ def simulate(
     vms: list[VirtualMachine],
     *,
     defaults: AllocationRatios,
+    multipliers: Multipliers,
     options: Options,
     rng: random.Random,
     out: TextIO,
@@ -96,7 +107,7 @@ def simulate(
             pending.append(vm)
         else:
             bound.append(claim)
-    state = PlacementState.rebuild(snapshots, bound, defaults=defaults)
+    state = PlacementState.rebuild(snapshots, bound, defaults=defaults, multipliers=multipliers)
     out.write(f"{len(snapshots)} hosts, {len(bound)} VMs already bound, {len(pending)} to place\n")
     for claim in state.conflicts:
         out.write(f"  conflict: {claim.vm} on {claim.host} cannot be held as recorded\n")
@@ -105,8 +116,12 @@ def simulate(
         request = inputs.request(vm)
         decision = scheduler.place(state, request, options=options, rng=rng)
         if isinstance(decision, Decision):
-            numa = describe(decision.numa)
-            out.write(f"{request.name} -> {decision.host}" + (f"  ({numa})" if numa else "") + "\n")
+            details = [part for part in (describe(decision.numa), *decision.notes) if part]
+            out.write(
+                f"{request.name} -> {decision.host}"
+                + (f"  ({'; '.join(details)})" if details else "")
+                + "\n"
+            )
         else:
             failures += 1
             out.write(f"{request.name} -> Unschedulable: {decision.message}\n")
@@ -149,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         defaults=AllocationRatios(
             cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
         ),
+        multipliers=Multipliers(**dict(args.weigher_multiplier)),
         options=Options(host_subset_size=args.host_subset_size),
         rng=random.Random(args.seed),
         out=sys.stdout,

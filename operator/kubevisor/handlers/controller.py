@@ -44,6 +44,7 @@ from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import ClaimConflict, PlacementState
+from kubevisor.core.placement.weighers import Multipliers
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.kube.client import Kube, Object, is_transient
@@ -64,6 +65,7 @@ class Settings:
     """Seconds without a Lease renewal before a host is NotReady (default: the Lease's own)."""
     ratios: AllocationRatios = dataclasses.field(default_factory=AllocationRatios)
     options: scheduler.Options = dataclasses.field(default_factory=scheduler.Options)
+    multipliers: Multipliers = dataclasses.field(default_factory=Multipliers)
     migration_limits: Limits = dataclasses.field(default_factory=Limits)
     failover_grace: float | None = 120.0
     """Seconds a host may be NotReady before its VMs are started elsewhere (None: never)."""
@@ -89,7 +91,7 @@ class Controller:
         self.settings = settings
         self.kube = kube
         self.clock = clock
-        self.state = PlacementState(defaults=settings.ratios)
+        self.state = PlacementState(defaults=settings.ratios, multipliers=settings.multipliers)
         self.vms: dict[str, Object] = {}
         self.hosts: dict[str, Object] = {}
         self.heartbeats: dict[str, Heartbeat] = {}
@@ -390,12 +392,7 @@ class Controller:
             self.state.release(key)
             raise
         log.info("%s: placed on %s (%d hosts considered)", key, decision.host, decision.considered)
-        await self._event(
-            obj,
-            "Normal",
-            "Scheduled",
-            f"placed on host {decision.host} ({decision.considered} considered)",
-        )
+        await self._event(obj, "Normal", "Scheduled", decision.message)
 
     async def _label(self, obj: Object, host: str) -> None:
         meta = obj["metadata"]

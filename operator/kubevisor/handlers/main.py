@@ -23,8 +23,10 @@ from kubevisor import metrics
 from kubevisor.console import apiserver, tls
 from kubevisor.console.kubeapi import ConsoleKube
 from kubevisor.core.migration import Limits
+from kubevisor.core.placement import weighers
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Options
+from kubevisor.core.placement.weighers import Multipliers
 from kubevisor.handlers import operator
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube
@@ -53,6 +55,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-ratio", type=float, default=1.0, help="default RAM ratio")
     parser.add_argument("--disk-ratio", type=float, default=1.0, help="default disk ratio")
     parser.add_argument("--host-subset-size", type=int, default=1)
+    parser.add_argument(
+        "--weigher-multiplier",
+        type=weighers.multiplier,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=weighers.multipliers_help(),
+    )
     parser.add_argument(
         "--max-migrations", type=int, default=5, help="live migrations at once, cluster-wide"
     )
@@ -187,6 +197,7 @@ async def run(args: argparse.Namespace) -> None:
                 cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
             ),
             options=Options(host_subset_size=args.host_subset_size),
+            multipliers=Multipliers(**dict(args.weigher_multiplier)),
             failover_grace=args.failover_grace if args.failover_grace >= 0 else None,
             migration_limits=Limits(
                 per_cluster=args.max_migrations,
