@@ -109,8 +109,8 @@ class FakeKube:
         self.hosts: dict[str, _Stored] = {}
         self.calls: list[tuple[str, str]] = []
         """(method, namespace/name) of every call, in order."""
-        self.events: list[tuple[str, str, str]] = []
-        """(object name, reason, message) of every Event recorded."""
+        self.events: list[tuple[str, str, str, str]] = []
+        """(object name, type, reason, message) of every Event recorded."""
         self._suffixes = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -163,7 +163,11 @@ class FakeKube:
         return [name for called, name in self.calls if called == method]
 
     def reasons(self, name: str) -> list[str]:
-        return [reason for involved, reason, _ in self.events if involved == name]
+        return [reason for involved, _, reason, _ in self.events if involved == name]
+
+    def said(self, name: str, reason: str) -> list[tuple[str, str]]:
+        """(type, message) of the events with `reason` about object `name`."""
+        return [(t, m) for involved, t, r, m in self.events if (involved, r) == (name, reason)]
 
     # -- what the controller calls -----------------------------------------------------------
 
@@ -212,7 +216,7 @@ class FakeKube:
     async def event(
         self, *, involved: Object, type_: str, reason: str, message: str, component: str
     ) -> None:
-        self.events.append((involved["metadata"]["name"], reason, message))
+        self.events.append((involved["metadata"]["name"], type_, reason, message))
 
 
 def _fields_of(stored: _Stored, manager: str) -> Object:
@@ -236,13 +240,18 @@ def host(
     memory_gib: int = 16,
     maintenance: bool = False,
     labels: dict[str, str] | None = None,
+    shared_storage: str | None = None,
 ) -> Object:
-    """A HypervisorHost as its agent reports it: one NUMA cell holding every CPU."""
+    """A HypervisorHost as its agent reports it: one NUMA cell holding every CPU; with
+    `shared_storage`, mounting the shared storage of that name."""
+    spec: Object = {"maintenance": maintenance}
+    if shared_storage is not None:
+        spec["sharedStorage"] = {"name": shared_storage, "path": f"/srv/{shared_storage}"}
     return {
         "apiVersion": "kubevisor.io/v1alpha1",
         "kind": "HypervisorHost",
         "metadata": {"name": name, "generation": 1, "labels": dict(labels or {})},
-        "spec": {"maintenance": maintenance},
+        "spec": spec,
         "status": {
             "hypervisor": {"type": "kvm"},
             "cpu": {"model": "Skylake-Server", "vendor": "Intel", "features": ["vmx"]},
@@ -283,8 +292,10 @@ def vm(
     memory: str = "1Gi",
     vcpus: int = 1,
     group: str | None = None,
+    shared_storage: str | None = None,
 ) -> Object:
-    """A VirtualMachine; with `host`, bound there and as its agent reports it (`phase`)."""
+    """A VirtualMachine; with `host`, bound there and as its agent reports it (`phase`,
+    and `status.storage`: its disks in `shared_storage`, or else on the host's disk)."""
     spec: Object = {
         "runStrategy": run_strategy,
         "evictionStrategy": eviction_strategy,
@@ -309,6 +320,9 @@ def vm(
             "observedGeneration": 1,
             "phase": phase,
             "created": phase not in ("Scheduled", "Stopped"),
+            "storage": {"location": "Shared", "sharedStorage": shared_storage, "host": host}
+            if shared_storage is not None
+            else {"location": "Local", "host": host},
         }
     return obj
 

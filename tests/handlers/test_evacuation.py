@@ -285,12 +285,18 @@ def test_host_out_of_maintenance_has_no_drain_status(cluster: Cluster) -> None:
 # -- failover --------------------------------------------------------------------------------
 
 
+async def _lose_h1_among(cluster: Cluster, others: list[str], seconds: float) -> None:
+    """h1 stops renewing its Lease, `others` keep renewing; `seconds` later h1 is checked."""
+    cluster.clock.advance(seconds)
+    for name in others:
+        cluster.controller.remember_lease(lease(name, cluster.clock.now))
+        await cluster.controller.check_host(name)
+    await cluster.controller.check_host("h1")
+
+
 async def _lose_h1(cluster: Cluster, seconds: float) -> None:
     """h1 stops renewing its Lease; h2 keeps renewing; `seconds` later h1 is checked."""
-    cluster.clock.advance(seconds)
-    cluster.controller.remember_lease(lease("h2", cluster.clock.now))
-    await cluster.controller.check_host("h2")
-    await cluster.controller.check_host("h1")
+    await _lose_h1_among(cluster, ["h2"], seconds)
 
 
 STRATEGIES = [
@@ -399,5 +405,120 @@ def test_host_lost_before_a_restart_fails_over_on_the_first_host_check(
 
         assert cluster.vm_status("a")["host"] == "h2"
         assert "conditions" in cluster.kube.host("h1")["status"]
+
+    asyncio.run(main())
+
+
+# -- failover: where the VM restarts and with which disks ------------------------------------
+
+
+def test_failover_restarts_the_vm_on_a_host_with_its_shared_storage(cluster: Cluster) -> None:
+    """h3 is fuller than h2 but mounts nfs, where the VM's disks are."""
+
+    async def main() -> None:
+        await cluster.start(
+            hosts=[host("h1", shared_storage="nfs"), host("h2"), host("h3", shared_storage="nfs")],
+            vms=[
+                vm("a", host="h1", shared_storage="nfs"),
+                vm("busy", host="h3", memory="8Gi", vcpus=4),
+            ],
+        )
+        await _lose_h1_among(cluster, ["h2", "h3"], 161)
+
+        assert cluster.vm_status("a")["host"] == "h3"
+        assert cluster.kube.reasons("a") == ["Rescheduling", "Scheduled", "FailingOver"]
+        ((_, scheduled),) = cluster.kube.said("a", "Scheduled")
+        assert scheduled.endswith(": has the VM's shared storage nfs")
+        assert cluster.kube.said("a", "FailingOver") == [
+            ("Normal", "host h1 was lost: restarts on h3 with its disks from shared storage nfs")
+        ]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        pytest.param(
+            None,
+            "host h1 was lost: restarts on h2 from its image: the changes to its local disks "
+            "on h1 are lost",
+            id="local-disks",
+        ),
+        pytest.param(
+            "nfs",
+            "host h1 was lost: restarts on h2 from its image: h2 lacks shared storage nfs, so "
+            "the changes to its disks there are not used",
+            id="no-host-with-its-shared-storage-fits",
+        ),
+    ],
+)
+def test_failover_warns_when_the_vm_restarts_from_its_image(
+    cluster: Cluster, storage: str | None, message: str
+) -> None:
+    async def main() -> None:
+        await cluster.start(
+            # h3 mounts nfs but is too small for the VM: soft, so the VM goes to h2.
+            hosts=[
+                host("h1", shared_storage="nfs"),
+                host("h2"),
+                host("h3", shared_storage="nfs", memory_gib=1),
+            ],
+            vms=[vm("a", host="h1", memory="2Gi", shared_storage=storage)],
+        )
+        await _lose_h1_among(cluster, ["h2", "h3"], 161)
+
+        assert cluster.vm_status("a")["host"] == "h2"
+        assert cluster.kube.said("a", "FailingOver") == [("Warning", message)]
+
+    asyncio.run(main())
+
+
+def test_failover_event_waits_until_the_vm_has_a_host(cluster: Cluster) -> None:
+    async def main() -> None:
+        await cluster.start(
+            hosts=[host("h1", shared_storage="nfs")], vms=[vm("a", host="h1", shared_storage="nfs")]
+        )
+        await _lose_h1_among(cluster, [], 161)
+        assert cluster.vm_status("a")["phase"] == "Unschedulable"
+        assert "FailingOver" not in cluster.kube.reasons("a")
+
+        cluster.controller.remember_lease(lease("h2", cluster.clock.now))
+        await cluster.controller.on_host(
+            "ADDED", cluster.kube.add_host(host("h2", shared_storage="nfs"))
+        )
+
+        assert cluster.vm_status("a")["host"] == "h2"
+        assert cluster.kube.said("a", "FailingOver") == [
+            ("Normal", "host h1 was lost: restarts on h2 with its disks from shared storage nfs")
+        ]
+        await cluster.controller.check_host("h1")
+        assert len(cluster.kube.said("a", "FailingOver")) == 1  # said once
+
+    asyncio.run(main())
+
+
+def test_no_failover_event_for_a_vm_that_stays(cluster: Cluster) -> None:
+    async def main() -> None:
+        await cluster.start(
+            hosts=[host("h1"), host("h2")], vms=[vm("a", host="h1", run_strategy="Manual")]
+        )
+        await _lose_h1_among(cluster, ["h2"], 161)
+
+        assert cluster.vm_status("a")["host"] == "h1"
+        assert cluster.kube.said("a", "FailingOver") == []
+        assert cluster.controller.evacuation.failovers == {}
+
+    asyncio.run(main())
+
+
+def test_a_vm_deleted_before_it_found_a_host_leaves_no_failover_behind(cluster: Cluster) -> None:
+    async def main() -> None:
+        await cluster.start(hosts=[host("h1")], vms=[vm("a", host="h1")])
+        await _lose_h1_among(cluster, [], 161)
+        assert set(cluster.controller.evacuation.failovers) == {"default/a"}
+
+        await cluster.controller.on_vm("DELETED", cluster.kube.vm("default/a"))
+        assert cluster.controller.evacuation.failovers == {}
 
     asyncio.run(main())

@@ -1,8 +1,9 @@
 """VM lifecycle: what each run strategy wants, and which phase changes are legal.
 
-Pure tables consulted by the agent (should this domain run now?) and by status
-computation (is this phase change one we can explain?). Run strategies have KubeVirt's
-meanings:
+Pure tables consulted by the agent (should this domain run now?), by status
+computation (is this phase change one we can explain?) and by the controller's failover
+(does a VM restart elsewhere after its host is lost, and with which disks?). Run
+strategies have KubeVirt's meanings:
 
 | strategy       | start when created | restart after guest shutdown | after a crash |
 |----------------|--------------------|------------------------------|---------------|
@@ -18,18 +19,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import get_args
+from typing import Literal, get_args
 
-from kubevisor.api.virtualmachine import Phase, RunStrategy
+from kubevisor.api.virtualmachine import Phase, RunStrategy, VmStorage
 
 __all__ = [
+    "FAILING_OVER",
     "PHASES",
     "Exit",
     "IllegalTransition",
     "Intent",
+    "Notice",
     "Phase",
     "RunStrategy",
     "check_transition",
+    "failover_notice",
     "intent",
     "is_bound_phase",
     "restarts_after_host_loss",
@@ -81,6 +85,49 @@ def restarts_after_host_loss(strategy: RunStrategy) -> bool:
     """Whether a VM whose host died should be started elsewhere: to its guest the host's
     death is a crash, so the strategies that restart after a crash (Always, RerunOnFailure)."""
     return intent(strategy, last_exit=Exit.CRASHED).run
+
+
+FAILING_OVER = "FailingOver"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A Kubernetes event to record on the VM."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def failover_notice(
+    *, lost: str, target: str, storage: VmStorage | None, target_storage: str | None
+) -> Notice:
+    """Where a VM restarts after its host `lost` was lost, and what becomes of its disks.
+
+    The controller's failover asks once placement chose `target`. `storage` is where the
+    VM's agent last said its disks live (None: never said, so on the host's own disk);
+    `target_storage` the shared storage `target` mounts. Only a host with the same shared
+    storage takes the disks as they are; anywhere else the VM starts over from its image,
+    which is worth a Warning.
+    """
+    head = f"host {lost} was lost: restarts on {target}"
+    shared = (
+        storage.shared_storage if storage is not None and storage.location == "Shared" else None
+    )
+    if shared is not None and shared == target_storage:
+        return Notice("Normal", FAILING_OVER, f"{head} with its disks from shared storage {shared}")
+    if shared is not None:
+        return Notice(
+            "Warning",
+            FAILING_OVER,
+            f"{head} from its image: {target} lacks shared storage {shared}, so the "
+            "changes to its disks there are not used",
+        )
+    return Notice(
+        "Warning",
+        FAILING_OVER,
+        f"{head} from its image: the changes to its local disks on {lost} are lost",
+    )
 
 
 # The API's own vocabularies: one definition, read by the CRD schema and by this table.

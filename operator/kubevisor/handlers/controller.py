@@ -257,6 +257,7 @@ class Controller:
             self._count_phases()
             self.pending.pop(key, None)
             self.explained.pop(key, None)
+            self.evacuation.forget(key)
             if self.state.release(key) is not None:
                 await self.retry_pending()
             return
@@ -393,6 +394,7 @@ class Controller:
             raise
         log.info("%s: placed on %s (%d hosts considered)", key, decision.host, decision.considered)
         await self._event(obj, "Normal", "Scheduled", decision.message)
+        await self.evacuation.placed(key, decision.host)
 
     async def _label(self, obj: Object, host: str) -> None:
         meta = obj["metadata"]

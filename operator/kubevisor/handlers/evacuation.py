@@ -10,9 +10,12 @@
   is their own, so the old host's agent leaves it alone in between — and places it again
   like a new VM.
 - Host loss: once a host's heartbeat has been missing for `failover_grace` seconds, every
-  VM on it whose run strategy restarts after a crash is unbound and placed elsewhere. The
-  lost host's agent, if it comes back, fences (destroys) those domains before it reports
-  Ready. The grace period is the trade-off the README explains: shorter means less
+  VM on it whose run strategy restarts after a crash is unbound and placed elsewhere
+  (placement strongly prefers hosts with the shared storage its disks live in). Once it
+  has a host, an event says where it restarts and with which disks: from its shared
+  storage, or (a Warning) from its image, without the changes it made on the lost host.
+  The lost host's agent, if it comes back, fences (destroys) those domains before it
+  reports Ready. The grace period is the trade-off the README explains: shorter means less
   downtime, but a host that was only cut off from the API server keeps running its guests
   until its agent notices, so both copies run for a while.
 """
@@ -20,13 +23,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.schema import API_VERSION
-from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
 from kubevisor.core import drain, lifecycle
 from kubevisor.core import status as vmstatus
 from kubevisor.handlers.migrations import IN_FLIGHT, job_key
@@ -41,10 +45,20 @@ DRAIN_LABEL = "kubevisor.io/drain"
 HOST_LABEL = "kubevisor.io/host"
 
 
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """A VM unbound from its lost host, until placement finds it another."""
+
+    lost: str
+    storage: VmStorage | None
+    """Where its agent last said its disks live."""
+
+
 class Evacuation:
     def __init__(self, controller: Controller, *, failover_grace: float | None) -> None:
         self.c = controller
         self.failover_grace = failover_grace
+        self.failovers: dict[str, Failover] = {}
 
     async def check(self, host: str) -> dict[str, object] | None:
         """React to the host's state; returns its `status.drain` while it is in maintenance."""
@@ -174,6 +188,8 @@ class Evacuation:
             if not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
                 continue
             log.warning("%s: host %s lost for %.0fs: starting it elsewhere", key, host, down_for)
+            storage = vm.status.storage if vm.status is not None else None
+            self.failovers[key] = Failover(lost=host, storage=storage)
             if (obj.get("status") or {}).get("phase") != "Unknown":
                 # Not yet marked (e.g. the host was lost before this controller started):
                 # say so first; only from Unknown may a bound VM go back to Pending.
@@ -190,6 +206,24 @@ class Evacuation:
                 f"host {host} lost its heartbeat {down_for:.0f}s ago (failover grace "
                 f"{self.failover_grace:.0f}s)",
             )
+
+    def forget(self, key: str) -> None:
+        """The VM is gone: no failover of it left to report."""
+        self.failovers.pop(key, None)
+
+    async def placed(self, key: str, host: str) -> None:
+        """Placement bound the VM to `host`: after a failover, say how it restarts there."""
+        failover = self.failovers.pop(key, None)
+        if failover is None:
+            return
+        notice = lifecycle.failover_notice(
+            lost=failover.lost,
+            target=host,
+            storage=failover.storage,
+            target_storage=self.c.state.host(host).shared_storage,
+        )
+        log.info("%s: %s", key, notice.message)
+        await self.c._event(self.c.vms[key], notice.type, notice.reason, notice.message)
 
 
 def _moves(job: Object, vm_key: str) -> bool:
