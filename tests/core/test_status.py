@@ -228,3 +228,152 @@ def test_limits_the_host_cannot_enforce_are_reported_without_failing_the_vm(
     )
     assert result["phase"] == "Running"
     assert conditions(result)["Ready"] == "True"
+
+
+# -- image pulls ----------------------------------------------------------------------------
+
+URL = "http://images.example/root.qcow2"
+SOURCED = {"disks": [{"name": "root", "source": {"url": URL, "sha256": "a" * 64}}]}
+MIB = 1 << 20
+
+
+def pulling(**pull: Any) -> Inputs:
+    state = status.ImagePullState(**{"disk": "root", "url": URL, **pull})
+    return dataclasses.replace(inputs(**SOURCED), pulls=(state,))
+
+
+def failed(*, permanent: bool, reason: str, message: str, retry_in: float | None = None) -> Inputs:
+    failure = status.PullFailure(
+        permanent=permanent, reason=reason, message=message, retry_in=retry_in
+    )
+    return pulling(received_bytes=MIB, total_bytes=4 * MIB, attempts=2, failure=failure)
+
+
+def condition(result: dict[str, Any], type_: str) -> tuple[str, str, str]:
+    (found,) = [c for c in result["conditions"] if c["type"] == type_]
+    return found["status"], found["reason"], found["message"]
+
+
+@pytest.mark.parametrize(
+    ("given", "phase", "ready", "image_pulling", "pulls"),
+    [
+        pytest.param(
+            pulling(received_bytes=3 * MIB, total_bytes=16 * MIB),
+            "Starting",
+            ("False", "ImagePulling", f"disk root: 3.0 MiB of 16.0 MiB (19%) from {URL}"),
+            ("True", "Pulling", f"disk root: 3.0 MiB of 16.0 MiB (19%) from {URL}"),
+            [
+                {
+                    "disk": "root",
+                    "url": URL,
+                    "receivedBytes": 3 * MIB,
+                    "totalBytes": 16 * MIB,
+                    "attempts": 1,
+                }
+            ],
+            id="downloading-shows-progress",
+        ),
+        pytest.param(
+            pulling(received_bytes=MIB // 2),
+            "Starting",
+            ("False", "ImagePulling", f"disk root: 0.5 MiB from {URL}"),
+            ("True", "Pulling", f"disk root: 0.5 MiB from {URL}"),
+            [{"disk": "root", "url": URL, "receivedBytes": MIB // 2, "attempts": 1}],
+            id="size-unknown",
+        ),
+        pytest.param(
+            failed(
+                permanent=False, reason="DownloadFailed", message="connection refused", retry_in=4.0
+            ),
+            "Starting",
+            ("False", "ImagePulling", "disk root: connection refused, attempt 2; retrying in 4s"),
+            ("True", "DownloadFailed", "disk root: connection refused, attempt 2; retrying in 4s"),
+            [
+                {
+                    "disk": "root",
+                    "url": URL,
+                    "receivedBytes": MIB,
+                    "totalBytes": 4 * MIB,
+                    "attempts": 2,
+                }
+            ],
+            id="retryable-failure-keeps-pulling",
+        ),
+        pytest.param(
+            failed(permanent=True, reason="ChecksumMismatch", message="expected a, got b"),
+            "Failed",
+            ("False", "ChecksumMismatch", "disk root: expected a, got b, attempt 2"),
+            ("False", "ChecksumMismatch", "disk root: expected a, got b, attempt 2"),
+            [],
+            id="permanent-failure-stalls",
+        ),
+        pytest.param(
+            inputs(domain=("running", "booted"), **SOURCED),
+            "Running",
+            ("True", "Running", "the domain is running"),
+            ("False", "Pulled", "disk root: image cached"),
+            [],
+            id="done",
+        ),
+    ],
+)
+def test_image_pulls_in_phase_conditions_and_status(
+    given: Inputs,
+    phase: str,
+    ready: tuple[str, str, str],
+    image_pulling: tuple[str, str, str],
+    pulls: list[dict[str, Any]],
+) -> None:
+    result = status.bound_vm_status(
+        given, previous_phase="Scheduled", previous=[], restart_count=0, now=NOW
+    )
+    assert result["phase"] == phase
+    assert condition(result, "Ready") == ready
+    assert condition(result, "ImagePulling") == image_pulling
+    assert result["imagePulls"] == pulls
+    assert conditions(result)["Stalled"] == ("True" if phase == "Failed" else "False")
+    assert conditions(result)["Reconciling"] == ("True" if phase == "Starting" else "False")
+
+
+def test_a_permanent_failure_of_one_disk_decides_over_another_still_pulling() -> None:
+    base = inputs(
+        disks=[
+            {"name": "root", "source": {"url": URL, "sha256": "a" * 64}},
+            {"name": "data", "source": {"url": URL + "2", "sha256": "b" * 64}},
+        ]
+    )
+    given = dataclasses.replace(
+        base,
+        pulls=(
+            status.ImagePullState(disk="root", url=URL, received_bytes=MIB, total_bytes=2 * MIB),
+            status.ImagePullState(
+                disk="data",
+                url=URL + "2",
+                failure=status.PullFailure(
+                    permanent=True, reason="ImageNotFound", message=f"{URL}2: HTTP 404"
+                ),
+            ),
+        ),
+    )
+    result = status.bound_vm_status(
+        given, previous_phase="Starting", previous=[], restart_count=0, now=NOW
+    )
+    assert result["phase"] == "Failed"
+    assert condition(result, "ImagePulling") == (
+        "False",
+        "ImageNotFound",
+        f"disk root: 1.0 MiB of 2.0 MiB (50%) from {URL}; disk data: {URL}2: HTTP 404",
+    )
+    assert [p["disk"] for p in result["imagePulls"]] == ["root"]
+
+
+def test_a_vm_without_source_images_has_no_image_pulling_condition() -> None:
+    result = status.bound_vm_status(
+        inputs(domain=("running", "booted")),
+        previous_phase="Running",
+        previous=[],
+        restart_count=0,
+        now=NOW,
+    )
+    assert "ImagePulling" not in conditions(result)
+    assert "imagePulls" not in result

@@ -1,10 +1,10 @@
 """VirtualMachine status as one pure function of explicit inputs.
 
 `bound_vm_status` is what the agent of the bound host writes: the phase after binding,
-`status.domain`, `created`, `restartCount`, and the conditions it owns (Ready, Paused,
-Reconciling, Stalled, RestartRequired, LimitsEnforced). The phase comes from an ordered
-first-match table: the first row whose test holds decides, so the precedence is visible in
-one place.
+`status.domain`, `created`, `restartCount`, `imagePulls`, and the conditions it owns
+(Ready, Paused, Reconciling, Stalled, RestartRequired, LimitsEnforced, and ImagePulling for
+a VM whose disks download their images). The phase comes from an ordered first-match
+table: the first row whose test holds decides, so the precedence is visible in one place.
 
 Conditions follow the kstatus conventions (research/ux.md section 1): Reconciling while
 work is in flight, Stalled when it cannot progress, Ready as the summary, and a stopped
@@ -20,7 +20,12 @@ from typing import Any
 
 from kubevisor.api import conditions as cond
 from kubevisor.api.conditions import Condition
-from kubevisor.api.virtualmachine import DomainStatus, PlacementStatus, VirtualMachineSpec
+from kubevisor.api.virtualmachine import (
+    DomainStatus,
+    ImagePull,
+    PlacementStatus,
+    VirtualMachineSpec,
+)
 from kubevisor.core import lifecycle
 from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
 from kubevisor.core.lifecycle import Exit, Phase
@@ -34,6 +39,7 @@ AGENT_CONDITIONS = (
     cond.STALLED,
     RESTART_REQUIRED,
     LIMITS_ENFORCED,
+    cond.IMAGE_PULLING,
 )
 
 
@@ -44,6 +50,33 @@ class AgentError:
     permanent: bool
     reason: str
     message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PullFailure:
+    """Why the last download of a disk's image failed (the agent's image cache says)."""
+
+    permanent: bool
+    reason: str
+    """DownloadFailed or DiskFull (retried); ChecksumMismatch, ImageNotFound,
+    DownloadRefused or CorruptImage (permanent: the spec or the server must change)."""
+    message: str
+    retry_in: float | None = None
+    """Seconds until the agent downloads it again, for a retried failure."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePullState:
+    """A disk whose source image is not in the host's cache yet, and its download so far."""
+
+    disk: str
+    url: str
+    received_bytes: int = 0
+    total_bytes: int | None = None
+    """As the server announced it (Content-Length); None when it did not."""
+    attempts: int = 1
+    failure: PullFailure | None = None
+    """Set when the last attempt failed; None while it runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +96,9 @@ class Inputs:
     """Why the controller asked for the domain to be stopped here (status.eviction)."""
     unenforced: tuple[str, ...] = ()
     """Limits of the spec this host cannot enforce (`domain.unenforced_limits`)."""
+    pulls: tuple[ImagePullState, ...] = ()
+    """The disks whose images must be downloaded before the domain can start; empty when
+    every image is cached (or the agent is not about to start the domain)."""
 
     @property
     def wants_run(self) -> bool:
@@ -135,6 +171,17 @@ def _migrating(i: Inputs) -> Verdict | None:
         reason="Migrating",
         message=f"live-migrating to host {i.migrating_to}",
         reconciling=True,
+    )
+
+
+def _pulling_images(i: Inputs) -> Verdict | None:
+    if not i.pulls:
+        return None
+    pulling, reason, message = pull_summary(i.pulls)
+    if not pulling:
+        return Verdict(phase="Failed", ready=False, reason=reason, message=message, stalled=True)
+    return Verdict(
+        phase="Starting", ready=False, reason="ImagePulling", message=message, reconciling=True
     )
 
 
@@ -232,6 +279,7 @@ PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
     _evicting,
     _permanent_error,
     _migrating,
+    _pulling_images,
     _no_domain,
     _running,
     _paused,
@@ -301,6 +349,9 @@ def bound_vm_status(
             "; ".join(inputs.unenforced) or "the host enforces every limit of the spec",
         ),
     ]
+    sourced = [disk.name for disk in inputs.spec.disks if disk.source is not None]
+    if sourced:
+        wanted.append((cond.IMAGE_PULLING, *_image_pulling(inputs.pulls, sourced)))
     conditions = [
         set_condition(
             previous, type_=t, status=s, reason=r, message=m, generation=inputs.generation, now=now
@@ -314,11 +365,72 @@ def bound_vm_status(
         "observedGeneration": inputs.generation,
         "conditions": [c.to_wire() for c in conditions],
     }
+    if sourced:
+        # Always written, empty included: a finished download must leave the list.
+        status["imagePulls"] = image_pulls(inputs.pulls)
     if inputs.domain is not None:
         status["domain"] = DomainStatus(
             uuid=inputs.domain.uuid, state=inputs.domain.state.value, reason=inputs.domain.reason
         ).to_wire()
     return status
+
+
+def pull_summary(pulls: Sequence[ImagePullState]) -> tuple[bool, str, str]:
+    """(still pulling, reason, message) of the disks waiting for their images.
+
+    Not pulling once one download failed for good: its reason (ChecksumMismatch, ...)
+    decides. Otherwise the first retried failure's reason (DownloadFailed, DiskFull), or
+    Pulling; the message has one part per disk, as `disk NAME: ...`.
+    """
+    message = "; ".join(f"disk {p.disk}: {_pull_part(p)}" for p in pulls)
+    failures = [p.failure for p in pulls if p.failure is not None]
+    permanent = [f for f in failures if f.permanent]
+    if permanent:
+        return False, permanent[0].reason, message
+    return True, failures[0].reason if failures else "Pulling", message
+
+
+def _pull_part(pull: ImagePullState) -> str:
+    attempt = f", attempt {pull.attempts}" if pull.attempts > 1 else ""
+    failure = pull.failure
+    if failure is None:
+        received = _mib(pull.received_bytes)
+        if pull.total_bytes:
+            share = min(100, round(100 * pull.received_bytes / pull.total_bytes))
+            received += f" of {_mib(pull.total_bytes)} ({share}%)"
+        return f"{received} from {pull.url}{attempt}"
+    if failure.permanent or failure.retry_in is None:
+        return f"{failure.message}{attempt}"
+    return f"{failure.message}{attempt}; retrying in {failure.retry_in:.0f}s"
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1 << 20):.1f} MiB"
+
+
+def _image_pulling(
+    pulls: Sequence[ImagePullState], sourced: Sequence[str]
+) -> tuple[bool, str, str]:
+    """The ImagePulling condition's (status, reason, message)."""
+    if not pulls:
+        return False, "Pulled", "; ".join(f"disk {name}: image cached" for name in sourced)
+    return pull_summary(pulls)
+
+
+def image_pulls(pulls: Sequence[ImagePullState]) -> list[dict[str, Any]]:
+    """status.imagePulls: the downloads running or to be retried (not those failed for
+    good: nothing is in flight for them)."""
+    return [
+        ImagePull(
+            disk=p.disk,
+            url=p.url,
+            received_bytes=p.received_bytes,
+            total_bytes=p.total_bytes,
+            attempts=p.attempts,
+        ).to_wire()
+        for p in pulls
+        if p.failure is None or not p.failure.permanent
+    ]
 
 
 def set_condition(
