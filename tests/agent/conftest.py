@@ -1,16 +1,34 @@
 """Fixtures of the agent tests: a fake clock for the work queue (its `call_later`), advanced
-by the tests, and an HTTP server of images for the image cache."""
+by the tests, an HTTP server of images for the image cache, and `until`, the event loop's
+`eventually`."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import http.server
 import itertools
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
+
+
+async def until(check: Callable[[], T | None], *, timeout: float = 30.0, what: str) -> T:
+    """Poll `check` on the event loop until it returns something other than None/False, or
+    fail after `timeout`: `harness.eventually` for tests whose work runs on the loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result is not None and result is not False:
+            return result
+        await asyncio.sleep(0.02)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
 
 
 class FakeClock:
@@ -40,12 +58,16 @@ class ImageServer:
     """An HTTP server on 127.0.0.1 serving `files` by path, logging every request path.
 
     A path in `truncate` is answered with its full Content-Length but only half the body,
-    then the connection is closed; an unknown path is a 404.
+    then the connection is closed; a path in `gates` gets half its body, then the rest once
+    the test sets the gate; a path in `errors` is answered with that HTTP status; an
+    unknown path is a 404.
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
+        self.gates: dict[str, threading.Event] = {}
+        self.errors: dict[str, int] = {}
         self.requests: list[str] = []
         server = self
 
@@ -53,6 +75,9 @@ class ImageServer:
             def do_GET(self) -> None:
                 server.requests.append(self.path)
                 body = server.files.get(self.path)
+                if self.path in server.errors:
+                    self.send_error(server.errors[self.path])
+                    return
                 if body is None:
                     self.send_error(404)
                     return
@@ -62,6 +87,13 @@ class ImageServer:
                 if self.path in server.truncate:
                     self.wfile.write(body[: len(body) // 2])
                     self.close_connection = True
+                    return
+                gate = server.gates.get(self.path)
+                if gate is not None:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    gate.wait(timeout=60)
+                    self.wfile.write(body[len(body) // 2 :])
                     return
                 self.wfile.write(body)
 
@@ -83,6 +115,8 @@ class ImageServer:
 
     def stop(self) -> None:
         """Stop serving and close the port (safe to call twice)."""
+        for gate in self.gates.values():
+            gate.set()  # closing waits for every handler
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=10)

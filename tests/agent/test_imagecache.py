@@ -1,5 +1,6 @@
 """The image cache against a real HTTP server on 127.0.0.1: download once, verify, reuse,
-and leave nothing behind when a download fails."""
+report progress and failures (with their reasons), leave nothing behind when a download
+fails (a full filesystem included, on a real tmpfs), and evict unused images."""
 
 from __future__ import annotations
 
@@ -7,15 +8,26 @@ import asyncio
 import gzip
 import hashlib
 import lzma
-from collections.abc import Callable
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.conftest import ImageServer
-from kubevisor.agent.imagecache import ImageCache
+from agent.conftest import ImageServer, until
+from kubevisor.agent.imagecache import (
+    ImageCache,
+    PermanentPullError,
+    Pull,
+    RetryablePullError,
+)
 from kubevisor.api.virtualmachine import ImageCompression
 from kubevisor.drivers.base import PermanentError, RetryableError
+
+MIB = 1 << 20
 
 
 def sha256(data: bytes) -> str:
@@ -86,9 +98,11 @@ def test_a_wrong_checksum_is_permanent_and_leaves_no_file(
     image_server.files["/small.qcow2"] = small_qcow2
     wrong = "0" * 64
 
-    with pytest.raises(PermanentError, match=f"expected {wrong}, got {sha256(small_qcow2)}"):
+    with pytest.raises(PermanentError, match=f"expected {wrong}, got {sha256(small_qcow2)}") as e:
         asyncio.run(ImageCache(tmp_path).fetch(image_server.url("/small.qcow2"), wrong))
 
+    assert isinstance(e.value, PermanentPullError)
+    assert e.value.reason == "ChecksumMismatch"
     assert files_in(tmp_path) == []
 
 
@@ -121,3 +135,204 @@ def test_an_unreachable_server_is_retryable(tmp_path: Path, image_server: ImageS
     with pytest.raises(RetryableError):
         asyncio.run(ImageCache(tmp_path).fetch(url, "0" * 64))
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("serve", "compression", "error", "reason", "message"),
+    [
+        pytest.param(
+            {"status": 404}, "none", PermanentPullError, "ImageNotFound", "HTTP 404", id="not-found"
+        ),
+        pytest.param(
+            {"status": 410}, "none", PermanentPullError, "ImageNotFound", "HTTP 410", id="gone"
+        ),
+        pytest.param(
+            {"status": 403},
+            "none",
+            PermanentPullError,
+            "DownloadRefused",
+            "HTTP 403",
+            id="forbidden",
+        ),
+        pytest.param(
+            {"status": 503},
+            "none",
+            RetryablePullError,
+            "DownloadFailed",
+            "HTTP 503",
+            id="unavailable",
+        ),
+        pytest.param(
+            {"status": 429},
+            "none",
+            RetryablePullError,
+            "DownloadFailed",
+            "HTTP 429",
+            id="too-many-requests",
+        ),
+        pytest.param(
+            {"truncate": True},
+            "none",
+            RetryablePullError,
+            "DownloadFailed",
+            "truncated",
+            id="truncated",
+        ),
+        pytest.param(
+            {}, "gzip", PermanentPullError, "CorruptImage", "not a whole gzip stream", id="not-gzip"
+        ),
+    ],
+)
+def test_each_failure_has_its_reason_and_leaves_no_file(
+    tmp_path: Path,
+    image_server: ImageServer,
+    small_qcow2: bytes,
+    serve: dict[str, object],
+    compression: ImageCompression,
+    error: type[Exception],
+    reason: str,
+    message: str,
+) -> None:
+    image_server.files["/image"] = small_qcow2
+    if "status" in serve:
+        image_server.errors["/image"] = int(serve["status"])  # type: ignore[call-overload]
+    if serve.get("truncate"):
+        image_server.truncate.add("/image")
+    url = image_server.url("/image")
+
+    with pytest.raises(error, match=message) as raised:
+        asyncio.run(ImageCache(tmp_path).fetch(url, sha256(small_qcow2), compression))
+
+    assert raised.value.reason == reason  # type: ignore[attr-defined]
+    assert url in str(raised.value)
+    assert files_in(tmp_path) == []
+
+
+def test_a_pull_runs_in_the_background_reports_progress_and_is_shared(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    image = os.urandom(4 * MIB)
+    image_server.files["/big.raw"] = image
+    gate = image_server.gates["/big.raw"] = threading.Event()
+    url, digest = image_server.url("/big.raw"), sha256(image)
+
+    async def main() -> None:
+        done = asyncio.Event()
+        cache = ImageCache(tmp_path, on_done=lambda sha: done.set())
+        first = cache.pull(url, digest)
+        assert first == Pull(url=url, received_bytes=0, total_bytes=None, attempts=1, error=None)
+        half = await until(
+            lambda: (p := cache.pull(url, digest)) and p.received_bytes == 2 * MIB and p,
+            what="half the image to arrive",
+        )
+        assert half.total_bytes == 4 * MIB
+        assert cache.pulling() == {digest}
+        assert [p.name for p in files_in(tmp_path)] != [digest], "only a partial file so far"
+        gate.set()
+        await asyncio.wait_for(done.wait(), timeout=30)
+        assert cache.pull(url, digest) is None
+        assert cache.pulling() == set()
+
+    asyncio.run(main())
+    assert image_server.requests == ["/big.raw"], "every pull shared the one download"
+    assert files_in(tmp_path) == [tmp_path / "sha256" / digest]
+
+
+def test_a_failure_is_kept_until_a_new_attempt_is_asked_for(
+    tmp_path: Path, image_server: ImageServer, small_qcow2: bytes
+) -> None:
+    image_server.errors["/image"] = 503
+    image_server.files["/image"] = small_qcow2
+    url, digest = image_server.url("/image"), sha256(small_qcow2)
+
+    async def main() -> None:
+        ended: asyncio.Queue[str] = asyncio.Queue()
+        cache = ImageCache(tmp_path, on_done=ended.put_nowait)
+        cache.pull(url, digest)
+        assert await asyncio.wait_for(ended.get(), timeout=30) == digest
+        failed = cache.pull(url, digest)
+        assert failed is not None and isinstance(failed.error, RetryablePullError)
+        assert (failed.attempts, failed.error.reason) == (1, "DownloadFailed")
+        assert image_server.requests == ["/image"], "asking again is no new attempt"
+        del image_server.errors["/image"]
+        second = cache.pull(url, digest, retry=True)
+        assert second is not None and (second.attempts, second.error) == (2, None)
+        await asyncio.wait_for(ended.get(), timeout=30)
+        assert cache.pull(url, digest) is None
+
+    asyncio.run(main())
+    assert image_server.requests == ["/image", "/image"]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real filesystem to fill (the tests run as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_filesystem_is_retryable_says_which_and_leaves_no_partial_file(
+    small_fs: Path, image_server: ImageServer
+) -> None:
+    image = os.urandom(4 * MIB)
+    image_server.files["/big.raw"] = image
+    cache = ImageCache(small_fs / "cache")
+
+    with pytest.raises(RetryablePullError) as raised:
+        asyncio.run(cache.fetch(image_server.url("/big.raw"), sha256(image)))
+
+    assert raised.value.reason == "DiskFull"
+    message = str(raised.value)
+    assert f"no space left in the image cache {small_fs / 'cache' / 'sha256'}" in message
+    assert f"(filesystem {small_fs}: 1.0 MiB free of 1.0 MiB)" in message
+    assert message.endswith("the image needs 4.0 MiB")
+    assert files_in(small_fs) == []
+
+
+def cached(root: Path, name: str, *, size: int, last_used: float) -> Path:
+    path = root / "sha256" / (name * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    os.utime(path, (last_used, last_used))
+    return path
+
+
+NOW = 2_000_000_000.0
+DAY = 86400.0
+
+
+def test_eviction_removes_unused_images_by_age_and_size_never_one_in_use(
+    tmp_path: Path,
+) -> None:
+    cache = ImageCache(tmp_path)
+    old_unused = cached(tmp_path, "a", size=100, last_used=NOW - 2 * DAY)
+    old_in_use = cached(tmp_path, "b", size=100, last_used=NOW - 3 * DAY)
+    recent = cached(tmp_path, "c", size=600, last_used=NOW - 60)
+    newest = cached(tmp_path, "d", size=300, last_used=NOW - 10)
+
+    evicted = cache.evict(keep={"b" * 64}, now=NOW, max_bytes=500, max_unused=DAY)
+
+    assert [e.sha256[0] for e in evicted] == ["a", "c"]
+    assert not old_unused.exists() and not recent.exists()
+    assert old_in_use.exists() and newest.exists()
+    assert [e.sha256[0] for e in cache.entries()] == ["b", "d"]
+
+
+def test_using_a_cached_image_makes_it_recent(
+    tmp_path: Path, image_server: ImageServer, small_qcow2: bytes
+) -> None:
+    """The last use is the file's mtime, which the cache touches with the real clock."""
+    digest = sha256(small_qcow2)
+    path = cached(tmp_path, "0", size=1, last_used=time.time() - 2 * DAY)
+    path.rename(tmp_path / "sha256" / digest)
+    cache = ImageCache(tmp_path)
+
+    assert cache.pull(image_server.url("/unused"), digest) is None
+
+    assert cache.evict(keep=set(), now=time.time(), max_bytes=1 << 30, max_unused=DAY) == []
+    assert image_server.requests == []
