@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 from agent.conftest import ImageServer
@@ -123,3 +124,26 @@ def test_a_vm_without_disks_is_local_even_on_a_host_with_shared_storage(tmp_path
 
     assert prepared.storage == VmStorage(location="Local")
     assert files.storage("uid-1", shared) is None
+
+
+def test_the_images_under_a_hosts_overlays_are_counted_until_their_vms_are_removed(
+    tmp_path: Path, image_server: ImageServer, small_qcow2: bytes
+) -> None:
+    image_server.files["/small.qcow2"] = small_qcow2
+    digest = hashlib.sha256(small_qcow2).hexdigest()
+    source = {"url": image_server.url("/small.qcow2"), "sha256": digest}
+    removed: list[str] = []
+    files = VmFiles(
+        state_dir=tmp_path / "state", image_dir=tmp_path / "images", on_remove=removed.append
+    )
+    asyncio.run(files.prepare(_vm([{"name": "a", "source": source}]), "uid-1"))
+    two_disks = _vm([{"name": "a", "source": source}, {"name": "b", "source": source}])
+    asyncio.run(files.prepare(two_disks, "uid-2"))
+    on_shared = SharedStorage(name="nfs", path=str(tmp_path / "shared"))
+    asyncio.run(files.prepare(_vm([{"name": "a", "source": source}]), "uid-3", shared=on_shared))
+    assert files.images_in_use() == Counter({digest: 3}), "the shared overlay uses the shared cache"
+
+    files.remove("uid-2")
+
+    assert files.images_in_use() == Counter({digest: 1})
+    assert removed == ["uid-2"]

@@ -4,8 +4,10 @@ Per VM (by uid) a directory under the agent's state directory holds the NoCloud 
 built from spec.cloudInit, the UEFI variables and the serial console log, and, unless the
 host declares shared storage, one qcow2 overlay per disk (copy-on-write on a base image
 from the host's image directory or from the image cache, which downloads a disk's
-`source`; or blank). Creating is idempotent: an existing overlay is kept, because it holds
-the guest's data.
+`source`; or blank). Beside the overlays, `images.json` records the digest of the cached
+image under each overlay created on one (written before the overlay, so the image cache
+never evicts an image an overlay is backed by). Creating is idempotent: an existing overlay
+is kept, because it holds the guest's data.
 
 On a host with shared storage (HypervisorHost spec.sharedStorage, an NFS or CephFS mount
 at the same path on every host that declares it) the overlays of the VMs created here go
@@ -20,8 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import shutil
 import tempfile
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +36,10 @@ from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import Disk, VirtualMachine, VmStorage
 from kubevisor.drivers.base import PermanentError, RetryableError
+
+log = logging.getLogger("kubevisor.agent")
+
+IMAGES = "images.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +52,20 @@ class PreparedFiles:
 
 class VmFiles:
     def __init__(
-        self, *, state_dir: Path, image_dir: Path, images: ImageCache | None = None
+        self,
+        *,
+        state_dir: Path,
+        image_dir: Path,
+        images: ImageCache | None = None,
+        on_remove: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.image_dir = image_dir
         # A leading dot: no image name (which starts alphanumeric) can collide with it.
         self.images = images or ImageCache(image_dir / ".cache")
         self._shared_images: dict[Path, ImageCache] = {}
+        self.on_remove = on_remove
+        """Called with the uid after a VM's files are removed (the agent evicts images)."""
 
     def directory(self, uid: str) -> Path:
         """The VM's directory on this host (and its overlays, unless on shared storage)."""
@@ -63,7 +80,10 @@ class VmFiles:
         if shared is None:
             return self.images
         root = Path(shared.path) / "images"
-        return self._shared_images.setdefault(root, ImageCache(root))
+        if root not in self._shared_images:
+            # Its downloads end like the host's own: the agent re-queues the VMs waiting.
+            self._shared_images[root] = ImageCache(root, on_done=self.images.on_done)
+        return self._shared_images[root]
 
     def storage(self, uid: str, shared: SharedStorage | None) -> VmStorage | None:
         """Where the VM's overlays are on this host; None when it has none here.
@@ -112,10 +132,26 @@ class VmFiles:
         shutil.rmtree(self.directory(uid), ignore_errors=True)
         if shared is not None:
             shutil.rmtree(self.shared_directory(uid, shared), ignore_errors=True)
+        if self.on_remove is not None:
+            self.on_remove(uid)
 
     def known_uids(self) -> set[str]:
         vms = self.state_dir / "vms"
         return {p.name for p in vms.iterdir()} if vms.is_dir() else set()
+
+    def images_in_use(self) -> Counter[str]:
+        """Digests of the images in this host's own cache its overlays are backed by, each
+        with the number of disks on it (overlays in shared storage use the shared cache)."""
+        counts: Counter[str] = Counter()
+        for uid in self.known_uids():
+            record = self.directory(uid) / IMAGES
+            try:
+                counts.update(json.loads(record.read_text()).values())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as error:
+                log.warning("cannot read %s: %s", record, error)
+        return counts
 
     async def _disk(self, directory: Path, disk: Disk, cache: ImageCache) -> Path:
         overlay = directory / f"disk-{disk.name}.qcow2"
@@ -133,6 +169,7 @@ class VmFiles:
             args += ["-b", str(base), "-F", str(info["format"])]
         elif disk.source is not None:
             source = disk.source
+            _record_image(directory, disk.name, source.sha256)
             cached = await cache.fetch(source.url, source.sha256, source.compression)
             # The declared format, never a probed one: a raw image could pose as qcow2.
             args += ["-b", str(cached), "-F", source.format]
@@ -170,6 +207,19 @@ class VmFiles:
             )
         partial.replace(seed)
         return seed
+
+
+def _record_image(directory: Path, disk: str, sha256: str) -> None:
+    """Add `disk`'s image to the record of the cached images the overlays here use."""
+    record = directory / IMAGES
+    try:
+        disks = json.loads(record.read_text())
+    except FileNotFoundError:
+        disks = {}
+    disks[disk] = sha256
+    partial = record.with_suffix(".partial")
+    partial.write_text(json.dumps(disks, sort_keys=True))
+    os.replace(partial, record)
 
 
 async def _run(*argv: str, cwd: Path | None = None) -> str:
