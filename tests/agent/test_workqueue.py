@@ -164,3 +164,33 @@ def test_the_default_clock_is_the_event_loop() -> None:
         assert await asyncio.wait_for(queue.get(), timeout=5.0) == KEY
 
     asyncio.run(main())
+
+
+def test_add_after_brings_a_polled_key_back_once_per_delay(clock: Any) -> None:
+    async def main() -> None:
+        queue = WorkQueue(call_later=clock.call_later)
+        for _ in range(5):  # reconciled five times within the second: still one timer
+            queue.add_after(KEY, 1.0)
+        clock.advance(0.999)
+        assert len(queue) == 0
+        clock.advance(0.001)
+        assert await drain(queue) == [KEY]
+        clock.advance(10.0)
+        assert len(queue) == 0, "nothing more until someone asks again"
+        queue.add_after(KEY, 1.0)
+        clock.advance(1.0)
+        assert await drain(queue) == [KEY]
+        assert queue.failures(KEY) == 0
+
+    asyncio.run(main())
+
+
+def test_next_delay_is_the_hold_retry_gives(clock: Any) -> None:
+    async def main() -> None:
+        queue = WorkQueue(call_later=clock.call_later)
+        for _ in range(4):
+            announced = queue.next_delay(KEY, at_least=1.5)
+            assert queue.retry(KEY, at_least=1.5) == announced
+        assert queue.next_delay(KEY) == 16.0
+
+    asyncio.run(main())

@@ -12,6 +12,9 @@ the watch echoing the status it wrote), and without the hold each of them retrie
 at once. `add` still queues a held key, because only the caller can tell a trigger it
 caused from a new request; the worker asks `due` and skips a held key whose request is the
 one that failed, and the timer brings it back when the hold ends.
+
+`add_after` brings a key back after a delay without counting a failure: the agent polls a
+VM whose image is downloading, so its status shows the progress.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class WorkQueue:
         self._failures: dict[str, int] = {}
         self._held: dict[str, tuple[object, object]] = {}
         """Key -> (this hold's token, the request that failed), until the hold ends."""
+        self._later: set[str] = set()
+        """Keys `add_after` will add."""
 
     def add(self, key: str) -> None:
         if key in self._active:
@@ -62,13 +67,30 @@ class WorkQueue:
             self._again.discard(key)
             self.add(key)
 
+    def add_after(self, key: str, delay: float) -> None:
+        """Add `key` after `delay` seconds, unless an earlier call will already add it: a
+        key polled from every reconcile gets one timer, however often it is reconciled."""
+        if key in self._later:
+            return
+        self._later.add(key)
+
+        def later() -> None:
+            self._later.discard(key)
+            self.add(key)
+
+        self._schedule(delay, later)
+
+    def next_delay(self, key: str, *, at_least: float = 0.0) -> float:
+        """The hold `retry` would give `key` now (a status message can announce it)."""
+        failures = self._failures.get(key, 0)
+        # The exponent stops growing long after the cap is reached (2.0**1024 overflows).
+        return max(at_least, min(self.base_delay * 2.0 ** min(failures, 62), self.max_delay))
+
     def retry(self, key: str, *, request: object = None, at_least: float = 0.0) -> float:
         """Count a failure of `key` while it asked for `request` (what the caller compares in
         `due`), hold it back, and add it again after the delay returned."""
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        # The exponent stops growing long after the cap is reached (2.0**1024 overflows).
-        delay = max(at_least, min(self.base_delay * 2.0 ** min(failures, 62), self.max_delay))
+        delay = self.next_delay(key, at_least=at_least)
+        self._failures[key] = self._failures.get(key, 0) + 1
         token = object()
         self._held[key] = (token, request)
         self._schedule(delay, lambda: self._release(key, token))
