@@ -80,11 +80,14 @@ class WorkQueue:
 
         self._schedule(delay, later)
 
+    def backoff(self, failures: int) -> float:
+        """The hold after `failures` earlier consecutive failures: base doubling to max."""
+        # The exponent stops growing long after the cap is reached (2.0**1024 overflows).
+        return min(self.base_delay * 2.0 ** min(failures, 62), self.max_delay)
+
     def next_delay(self, key: str, *, at_least: float = 0.0) -> float:
         """The hold `retry` would give `key` now (a status message can announce it)."""
-        failures = self._failures.get(key, 0)
-        # The exponent stops growing long after the cap is reached (2.0**1024 overflows).
-        return max(at_least, min(self.base_delay * 2.0 ** min(failures, 62), self.max_delay))
+        return max(at_least, self.backoff(self._failures.get(key, 0)))
 
     def retry(self, key: str, *, request: object = None, at_least: float = 0.0) -> float:
         """Count a failure of `key` while it asked for `request` (what the caller compares in
