@@ -1,6 +1,7 @@
 """The agent's part of its HypervisorHost status, from what the hypervisor reports.
 
-The agent owns the facts (hypervisor, CPU, capacity, NUMA cells); the controller owns
+The agent owns the facts (hypervisor, CPU, capacity, NUMA cells, its image cache); the
+controller owns
 what it judges from its placement state and the heartbeat (allocated, allocatable,
 vmCount, the Ready and Schedulable conditions). Both apply their fields with
 server-side apply under their own field manager.
@@ -8,10 +9,14 @@ server-side apply under their own field manager.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from kubevisor.agent.imagecache import Entry
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import (
+    CachedImage,
     HostCapabilities,
     HostCpu,
     HostHugepages,
@@ -42,6 +47,26 @@ def _usable_models(facts: HostFacts, domain_type: DomainType) -> list[str] | Non
     return None if models is None else sorted(models)
 
 
+MAX_IMAGES = 1024
+"""status.images holds at most this many (the schema's maxItems): the most recently used."""
+
+
+def cached_images(entries: Sequence[Entry], in_use: Mapping[str, int]) -> list[CachedImage]:
+    """status.images: the image cache's files, each with the number of VM disks here
+    backed by it (`in_use`, by digest), by digest."""
+    recent = sorted(entries, key=lambda e: (-e.last_used, e.sha256))[:MAX_IMAGES]
+    return [
+        CachedImage(
+            sha256=e.sha256,
+            size=quantity.format_bytes(e.size),
+            last_used=datetime.fromtimestamp(int(e.last_used), UTC),
+            in_use=in_use.get(e.sha256, 0),
+            shared=False,
+        )
+        for e in sorted(recent, key=lambda e: e.sha256)
+    ]
+
+
 def host_status(
     facts: HostFacts,
     *,
@@ -51,6 +76,7 @@ def host_status(
     storage: HostStorage | None = None,
     capabilities: HostCapabilities | None = None,
     pci_devices: list[PciDevice] | None = None,
+    images: list[CachedImage] | None = None,
 ) -> dict[str, Any]:
     """The wire dict of the agent-owned status fields."""
     cores = {(c.socket_id, c.core_id) for cell in facts.cells for c in cell.cpus}
@@ -61,6 +87,7 @@ def host_status(
         storage=storage,
         capabilities=capabilities,
         pci_devices=pci_devices or [],
+        images=images or [],
         hypervisor=Hypervisor(
             type=hypervisor_type(facts, domain_type),
             version=facts.hypervisor_version,

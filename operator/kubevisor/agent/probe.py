@@ -54,8 +54,11 @@ def _int(path: Path) -> int | None:
         return None
 
 
-def storage(*, disk_root: Path, virtual_bytes: int) -> HostStorage:
-    """The filesystem of `disk_root`, with the overlays' virtual sizes and real usage."""
+def storage(
+    *, disk_root: Path, virtual_bytes: int, image_cache_bytes: int | None = None
+) -> HostStorage:
+    """The filesystem of `disk_root`, with the overlays' virtual sizes and real usage, and
+    the image cache's real size when given."""
     disk_root.mkdir(parents=True, exist_ok=True)
     usage = shutil.disk_usage(disk_root)
     used = sum(p.stat().st_blocks * 512 for p in disk_root.rglob("*.qcow2") if p.is_file())
@@ -64,6 +67,7 @@ def storage(*, disk_root: Path, virtual_bytes: int) -> HostStorage:
         available=quantity.format_bytes(usage.free),
         provisioned=quantity.format_bytes(virtual_bytes),
         used=quantity.format_bytes(used),
+        image_cache=None if image_cache_bytes is None else quantity.format_bytes(image_cache_bytes),
     )
 
 
