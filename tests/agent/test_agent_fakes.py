@@ -1,8 +1,10 @@
 """The agent's VM loops against fakes: `FakeHypervisor` and an in-memory API server.
 
-Only the loops that matter here run (the VM watch, libvirt's events, two workers); the
-work queue's time is the `clock` fixture, and `settle` runs every task until nothing is
-queued or in flight, so each count below follows from the sequence of events alone.
+Only the loops that matter here run (the VM watch, libvirt's events, two workers, the
+image cache's keeper); the work queue's time is the `clock` fixture, and `settle` runs
+every task until nothing is queued or in flight, so each count below follows from the
+sequence of events alone. Images come from a real HTTP server on 127.0.0.1 and download
+in a thread, in real time: `poll` waits for what they change, with a deadline.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import itertools
+import os
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from agent.conftest import ImageServer
 from kubevisor.agent.agent import HOST_LABEL, Agent, Settings
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.core.domain import BootFiles
@@ -40,6 +47,7 @@ class FakeApiServer:
 
     def __init__(self) -> None:
         self.vms: dict[str, Object] = {}
+        self.host: Object | None = None
         self.status_writes = 0
         self._versions = itertools.count(1)
         self._watch: asyncio.Queue[tuple[str, Object]] = asyncio.Queue()
@@ -98,11 +106,20 @@ class FakeApiServer:
         obj = self.vms.get(f"{namespace}/{name}")
         return copy.deepcopy(obj) if obj is not None else None
 
-    async def get_host(self, name: str) -> Object | None:
-        return None
-
     async def event(self, **_: Any) -> None:
         pass
+
+    async def get_host(self, name: str) -> Object | None:
+        return copy.deepcopy(self.host)
+
+    async def create_host(self, name: str, labels: dict[str, str]) -> Object:
+        self.host = {"metadata": {"name": name, "labels": labels}}
+        return copy.deepcopy(self.host)
+
+    async def apply_host_status(self, name: str, status: Object) -> Object:
+        assert self.host is not None
+        self.host["status"] = copy.deepcopy(status)
+        return copy.deepcopy(self.host)
 
 
 @dataclass
@@ -110,6 +127,7 @@ class Running:
     agent: Agent
     hv: FakeHypervisor
     api: FakeApiServer
+    clock: Any
 
     def starts(self, uid: str) -> int:
         return self.hv.calls.count(("start", uid))
@@ -117,6 +135,38 @@ class Running:
     def condition(self, key: str, type_: str) -> dict[str, Any]:
         (found,) = [c for c in self.api.vms[key]["status"]["conditions"] if c["type"] == type_]
         return dict(found)
+
+    def status(self, key: str) -> dict[str, Any]:
+        return dict(self.api.vms[key]["status"])
+
+    def pulling(self, key: str) -> tuple[str, str, str] | None:
+        """The ImagePulling condition's (status, reason, message), if the VM has one yet."""
+        found = [
+            c
+            for c in self.api.vms[key]["status"].get("conditions") or []
+            if c["type"] == "ImagePulling"
+        ]
+        return (found[0]["status"], found[0]["reason"], found[0]["message"]) if found else None
+
+    async def poll(
+        self, check: Callable[[], object], *, what: str, tick: float = 0.0, timeout: float = 30
+    ) -> None:
+        """Run the loop until `check` holds, moving the work queue's clock on by `tick` each
+        round, or fail after `timeout` real seconds. Not `settle`: downloads and qemu-img
+        run in real time, and a key is in flight while they do."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for _ in range(50):
+                await asyncio.sleep(0)
+            try:
+                if check():
+                    return
+            except (KeyError, AssertionError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.02)
+            self.clock.advance(tick)
 
     async def settle(self) -> None:
         """Run every task until the queue stays empty; a retry storm never gets there."""
@@ -135,8 +185,7 @@ async def running(
     api: FakeApiServer,
     hv: FakeHypervisor,
     clock: Any,
-    *,
-    cgroup_controllers: frozenset[str] | None = None,
+    **settings_: Any,
 ) -> AsyncIterator[Running]:
     settings = Settings(
         host=HOST,
@@ -144,7 +193,7 @@ async def running(
         state_dir=tmp_path / "state",
         image_dir=tmp_path / "images",
         default_boot=BootFiles(kernel=str(tmp_path / "vmlinuz")),
-        cgroup_controllers=cgroup_controllers,
+        **settings_,
     )
     agent = Agent(settings=settings, kube=cast(Kube, api), hypervisor=hv)
     agent.queue = WorkQueue(call_later=clock.call_later)
@@ -156,11 +205,12 @@ async def running(
         asyncio.create_task(agent._hypervisor_events(events)),
         asyncio.create_task(agent._worker()),
         asyncio.create_task(agent._worker()),
+        asyncio.create_task(agent._tend_image_cache()),
     ]
     for key in agent.vms:
         agent.queue.add(key)
     try:
-        yield Running(agent=agent, hv=hv, api=api)
+        yield Running(agent=agent, hv=hv, api=api, clock=clock)
     finally:
         for task in tasks:
             task.cancel()
@@ -293,5 +343,169 @@ def test_limits_the_host_cannot_enforce_show_in_the_vms_status(
             limits = agent.condition(key, "LimitsEnforced")
             assert (limits["status"], limits["reason"]) == (enforced, reason)
             assert ("cpu.tune" in limits["message"]) is (enforced == "False")
+
+    asyncio.run(main())
+
+
+# -- disks from image URLs ------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def sourced(url: str, sha256: str) -> dict[str, Any]:
+    return {
+        **SPEC,
+        "disks": [{"name": "root", "source": {"url": url, "sha256": sha256, "format": "raw"}}],
+    }
+
+
+def cache_files(tmp_path: Path) -> list[str]:
+    root = tmp_path / "images" / ".cache"
+    return sorted(p.name for p in root.rglob("*") if p.is_file())
+
+
+def test_vms_show_their_image_downloading_share_it_and_start_once_it_is_cached(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    image = os.urandom(2 * MIB)
+    image_server.files["/root.raw"] = image
+    gate = image_server.gates["/root.raw"] = threading.Event()
+    url = image_server.url("/root.raw")
+    half = f"disk root: 1.0 MiB of 2.0 MiB (50%) from {url}"
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        spec = sourced(url, hashlib.sha256(image).hexdigest())
+        (first, uid), (second, _) = api.create("first", spec), api.create("second", spec)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.poll(
+                lambda: all(agent.pulling(k) == ("True", "Pulling", half) for k in (first, second)),
+                tick=1.0,
+                what="both VMs to show half the image",
+            )
+            for key in (first, second):
+                assert agent.status(key)["phase"] == "Starting"
+                assert agent.condition(key, "Ready")["reason"] == "ImagePulling"
+                assert agent.status(key)["imagePulls"] == [
+                    {
+                        "disk": "root",
+                        "url": url,
+                        "receivedBytes": MIB,
+                        "totalBytes": 2 * MIB,
+                        "attempts": 1,
+                    }
+                ]
+            assert agent.starts(uid) == 0
+            gate.set()
+            await agent.poll(
+                lambda: all(agent.status(k)["phase"] == "Running" for k in (first, second)),
+                what="both VMs to run",
+            )
+            for key in (first, second):
+                assert agent.pulling(key) == ("False", "Pulled", "disk root: image cached")
+                assert agent.status(key)["imagePulls"] == []
+            (image_status,) = api.host["status"]["images"]  # type: ignore[index]
+            assert image_status["sha256"] == hashlib.sha256(image).hexdigest()
+            assert image_status["inUse"] == 2
+
+    asyncio.run(main())
+    assert image_server.requests == ["/root.raw"]
+
+
+def test_a_wrong_checksum_fails_the_vm_for_good_until_the_spec_changes(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    image = os.urandom(MIB)
+    image_server.files["/root.raw"] = image
+    url, wrong, right = image_server.url("/root.raw"), "0" * 64, hashlib.sha256(image).hexdigest()
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("wrong", sourced(url, wrong))
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.poll(lambda: agent.status(key)["phase"] == "Failed", what="Failed")
+            message = (
+                f"disk root: download of {url}: sha256 mismatch, expected {wrong}, got {right}"
+            )
+            assert agent.pulling(key) == ("False", "ChecksumMismatch", message)
+            assert agent.condition(key, "Stalled")["reason"] == "ChecksumMismatch"
+            assert agent.status(key)["imagePulls"] == []
+            assert cache_files(tmp_path) == []
+            for _ in range(10):
+                clock.advance(60.0)
+                await agent.settle()
+            assert image_server.requests == ["/root.raw"], "no retry of the same spec"
+            api.change_spec(key, sourced(url, right))
+            await agent.poll(lambda: agent.status(key)["phase"] == "Running", what="Running")
+            assert agent.starts(uid) == 1
+
+    asyncio.run(main())
+    assert image_server.requests == ["/root.raw", "/root.raw"]
+
+
+def test_a_failing_server_is_retried_with_backoff_and_the_vm_starts_once_it_answers(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    image = os.urandom(MIB)
+    image_server.files["/root.raw"] = image
+    image_server.errors["/root.raw"] = 503
+    url = image_server.url("/root.raw")
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("retried", sourced(url, hashlib.sha256(image).hexdigest()))
+        async with running(tmp_path, api, hv, clock) as agent:
+            failed = f"disk root: download of {url}: HTTP 503 Service Unavailable"
+            for attempt, delay in [(1, 1), (2, 2), (3, 4), (4, 8)]:
+                suffix = f", attempt {attempt}" if attempt > 1 else ""
+                expected = ("True", "DownloadFailed", f"{failed}{suffix}; retrying in {delay}s")
+                await agent.poll(
+                    lambda e=expected: agent.pulling(key) == e, what=f"attempt {attempt}"
+                )
+                assert agent.status(key)["phase"] == "Starting"
+                assert agent.status(key)["imagePulls"][0]["attempts"] == attempt
+                assert len(image_server.requests) == attempt
+                clock.advance(delay - 0.5)
+                await agent.settle()
+                assert agent.agent.images.pulling() == set(), "not retried before the delay"
+                if attempt == 4:
+                    del image_server.errors["/root.raw"]
+                clock.advance(0.5)
+                await agent.settle()
+                assert agent.agent.images.pulling() or len(image_server.requests) > attempt
+            await agent.poll(lambda: agent.status(key)["phase"] == "Running", what="Running")
+            assert agent.pulling(key) == ("False", "Pulled", "disk root: image cached")
+            assert agent.starts(uid) == 1
+            assert cache_files(tmp_path) == [hashlib.sha256(image).hexdigest()]
+
+    asyncio.run(main())
+    assert len(image_server.requests) == 5
+
+
+def test_an_image_no_vm_uses_any_more_is_evicted_and_leaves_the_hosts_status(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    image = os.urandom(MIB)
+    image_server.files["/root.raw"] = image
+    digest = hashlib.sha256(image).hexdigest()
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, _ = api.create("short-lived", sourced(image_server.url("/root.raw"), digest))
+        async with running(tmp_path, api, hv, clock, image_cache_max_unused=0.0) as agent:
+            await agent.poll(lambda: agent.status(key)["phase"] == "Running", what="Running")
+            await agent.poll(
+                lambda: [i["inUse"] for i in api.host["status"]["images"]] == [1],  # type: ignore[index]
+                what="the host to list the image in use",
+            )
+            assert api.host["status"]["storage"]["imageCache"] == "1Mi"  # type: ignore[index]
+            assert cache_files(tmp_path) == [digest], "in use: kept however old"
+            api.delete(key)
+            await agent.poll(
+                lambda: api.host["status"]["images"] == [],  # type: ignore[index]
+                what="the host to list no image",
+            )
+            assert cache_files(tmp_path) == []
+            assert api.host["status"]["storage"]["imageCache"] == "0"  # type: ignore[index]
 
     asyncio.run(main())

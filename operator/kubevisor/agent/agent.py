@@ -7,6 +7,13 @@ the slow resync) only enqueues a VM key; one reconcile per key then reads the VM
 domain as they are now, asks `core.convergence` what to do and `core.status` what to
 report, acts, and writes status only when it changed.
 
+A disk whose `source` image this host lacks is downloaded before the domain is defined:
+the download runs in the background (`ImageCache`), the VM shows its progress (phase
+Starting, ImagePulling) and is reconciled again every second until the image is cached;
+a failed download is reported with its reason and retried with the work queue's back-off,
+or stalls the VM when no retry can help. Unused images are evicted by age and size on the
+resync and whenever a VM's files are removed.
+
 Before it heartbeats for the first time, the agent fences: every domain carrying kubevisor
 metadata whose VM no longer exists, has another uid, or is bound elsewhere is destroyed
 and removed, so a host that comes back after being declared lost never runs a VM twice.
@@ -20,6 +27,7 @@ import dataclasses
 import datetime
 import logging
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +37,19 @@ from pydantic import ValidationError
 
 from kubevisor import metrics
 from kubevisor.agent import hoststatus, probe
+from kubevisor.agent.imagecache import ImageCache, ImagePullError, Pull
 from kubevisor.agent.migration import Migrator
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import SharedStorage, SharedStorageStatus
-from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.virtualmachine import ImageSource, VirtualMachine
 from kubevisor.core import convergence, domain, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
 from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment, Ovmf
-from kubevisor.core.status import AgentError
+from kubevisor.core.eviction import CachedFile
+from kubevisor.core.status import AgentError, ImagePullState, PullFailure
 from kubevisor.drivers.base import (
     ConnectionEvent,
     DomainEvent,
@@ -55,6 +65,8 @@ log = logging.getLogger("kubevisor.agent")
 
 HOST_LABEL = "kubevisor.io/host"
 COMPONENT = "kubevisor-agent"
+PULL_PROGRESS_INTERVAL = 1.0
+"""Seconds between reconciles of a VM whose image downloads, so its status shows progress."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +93,10 @@ class Settings:
     """Where this host's QEMU receives migrations, e.g. tcp://10.0.0.2 (default: libvirt's)."""
     console_endpoint: str | None = None
     """URL of this agent's serial console endpoint (status.consoleEndpoint); None: off."""
+    image_cache_max_bytes: int = 50 << 30
+    """Unused cached images are evicted, oldest last use first, while the cache is larger."""
+    image_cache_max_unused: float = 86400.0
+    """Seconds after its last use an unused cached image is evicted."""
 
 
 class Agent:
@@ -95,7 +111,14 @@ class Agent:
         self.settings = settings
         self.kube = kube
         self.hv = hypervisor
-        self.files = VmFiles(state_dir=settings.state_dir, image_dir=settings.image_dir)
+        # A leading dot: no image name (which starts alphanumeric) can collide with it.
+        self.images = ImageCache(settings.image_dir / ".cache", on_done=self._image_done)
+        self.files = VmFiles(
+            state_dir=settings.state_dir,
+            image_dir=settings.image_dir,
+            images=self.images,
+            on_remove=self._files_removed,
+        )
         self.queue = WorkQueue()
         self.vms: dict[str, Object] = {}
         """The VMs bound to this host, by namespace/name, as the watch last delivered them."""
@@ -109,6 +132,11 @@ class Agent:
         """The host's spec.sharedStorage, as last read."""
         self._host_generation: int | None = None
         """metadata.generation of the host spec the last registration read."""
+        self.pull_failures_reported: dict[str, dict[str, tuple[int, int]]] = {}
+        """Per key, per digest: (attempt, metadata.generation) of the failed download its
+        status reported, so its next reconcile (after the back-off) tries a new one."""
+        self.cache_changed = asyncio.Event()
+        """Set when a download ended or a VM's files went: evict, then report the cache."""
         self.ready = asyncio.Event()
         self._fencing: asyncio.Task[None] | None = None
         self._selector = f"{HOST_LABEL}={settings.host}"
@@ -135,6 +163,7 @@ class Agent:
             asyncio.create_task(self._watch(resource_version), name="watch"),
             asyncio.create_task(self._hypervisor_events(events), name="libvirt-events"),
             asyncio.create_task(self._resync(), name="resync"),
+            asyncio.create_task(self._tend_image_cache(), name="image-cache"),
             *(asyncio.create_task(watch, name="jobs") for watch in self.migrator.tasks()),
             *(
                 asyncio.create_task(self._worker(), name=f"worker-{n}")
@@ -254,6 +283,7 @@ class Agent:
     async def _resync_once(self) -> None:
         try:
             await self._fence()
+            self.evict_images()
             await self.register_host()
         except HypervisorError as error:
             log.warning("resync postponed: %s", error)
@@ -331,8 +361,11 @@ class Agent:
             disk_bytes=disk,
             ksm=ksm,
             storage=probe.storage(
-                disk_root=self.settings.state_dir / "vms", virtual_bytes=self._provisioned()
+                disk_root=self.settings.state_dir / "vms",
+                virtual_bytes=self._provisioned(),
+                image_cache_bytes=self.images.usage(),
             ),
+            images=hoststatus.cached_images(self.images.entries(), self.files.images_in_use()),
             capabilities=probe.capabilities(
                 Ovmf(),
                 security_models=facts.security_models,
@@ -366,6 +399,121 @@ class Agent:
         if shared != self.shared:
             log.info("shared storage of host %s: %s", self.settings.host, shared)
         self.shared = shared
+
+    # -- image cache ---------------------------------------------------------------------
+
+    def _image_done(self, sha256: str) -> None:
+        """A download ended (ImageCache.on_done): the VMs waiting for it go on."""
+        for key, obj in self.vms.items():
+            if sha256 in _source_digests(obj):
+                self.queue.add(key)
+        self.cache_changed.set()
+
+    def _files_removed(self, uid: str) -> None:
+        """VmFiles.on_remove: the VM's images may be unused now."""
+        self.cache_changed.set()
+
+    async def _tend_image_cache(self) -> None:
+        """Evict and report the cache whenever a download ends or a VM's files go."""
+        while True:
+            await self.cache_changed.wait()
+            self.cache_changed.clear()
+            try:
+                self.evict_images()
+                await self.register_host()
+            except Exception as error:
+                # The resync evicts and registers again; nothing here may stop the agent.
+                log.warning("could not evict or report the image cache: %s", error)
+
+    def evict_images(self) -> list[CachedFile]:
+        """Evict the cached images no overlay here is backed by and no bound VM wants, by
+        the age and size limits of the settings."""
+        keep = set(self.files.images_in_use())
+        for obj in self.vms.values():
+            keep |= _source_digests(obj)
+        return self.images.evict(
+            keep=keep,
+            now=time.time(),
+            max_bytes=self.settings.image_cache_max_bytes,
+            max_unused=self.settings.image_cache_max_unused,
+        )
+
+    def _pull_images(
+        self, key: str, vm: VirtualMachine, uid: str, generation: int
+    ) -> tuple[tuple[ImagePullState, ...], PullFailure | None]:
+        """The disks whose images this host lacks, with their downloads started or
+        followed, and the failure to raise (after writing status) if one failed: the first
+        permanent one, else the first.
+
+        A failed download is reported once per attempt; the key's next reconcile, after the
+        back-off, starts a new attempt. A permanent failure is tried again only for a new
+        spec (metadata.generation).
+        """
+        reported = self.pull_failures_reported.setdefault(key, {})
+        # The host's shared storage as last read; `environment` reads it again.
+        cache = self.files.image_cache(vm, uid, self.shared)
+        sources = [(disk.name, disk.source) for disk in vm.spec.disks if disk.source is not None]
+        pulls: dict[str, Pull | None] = {}
+        for _, source in sources:
+            if source.sha256 not in pulls:
+                pulls[source.sha256] = self._pull_image(cache, source, reported, generation)
+        states = []
+        for disk, source in sources:
+            pull = pulls[source.sha256]
+            if pull is None:
+                continue
+            failure = None
+            if pull.error is not None:
+                reported[source.sha256] = (pull.attempts, generation)
+                failure = self._pull_failure(key, pull.error, attempts=pull.attempts)
+            states.append(
+                ImagePullState(
+                    disk=disk,
+                    url=pull.url,
+                    received_bytes=pull.received_bytes,
+                    total_bytes=pull.total_bytes,
+                    attempts=pull.attempts,
+                    failure=failure,
+                )
+            )
+        if not states:
+            del self.pull_failures_reported[key]
+        failures = [state.failure for state in states if state.failure is not None]
+        failures.sort(key=lambda failure: not failure.permanent)
+        return tuple(states), failures[0] if failures else None
+
+    def _pull_image(
+        self,
+        cache: ImageCache,
+        source: ImageSource,
+        reported: dict[str, tuple[int, int]],
+        generation: int,
+    ) -> Pull | None:
+        """The image's download (None: cached), a new attempt if the last one failed and
+        this VM has reported that failure already."""
+        pull = cache.pull(source.url, source.sha256, source.compression)
+        if pull is None or pull.error is None:
+            return pull
+        seen = reported.get(source.sha256)
+        if seen is None or seen[0] != pull.attempts:
+            return pull
+        if isinstance(pull.error, PermanentError) and seen[1] == generation:
+            return pull
+        return cache.pull(source.url, source.sha256, source.compression, retry=True)
+
+    def _pull_failure(self, key: str, error: ImagePullError, *, attempts: int) -> PullFailure:
+        if isinstance(error, PermanentError):
+            return PullFailure(permanent=True, reason=error.reason, message=str(error))
+        # Backing off by the image's attempts, not the key's failures: the reconcile that
+        # starts the next attempt succeeds, and a success resets the key's count.
+        delay = self.queue.backoff(attempts - 1)
+        return PullFailure(
+            permanent=False,
+            reason=error.reason,
+            message=str(error),
+            # What the worker's `queue.retry` will hold the key for once this is raised.
+            retry_in=self.queue.next_delay(key, at_least=delay),
+        )
 
     def _provisioned(self) -> int:
         """Virtual bytes of the disks of the VMs bound here (what disk ratios count)."""
@@ -460,6 +608,7 @@ class Agent:
         uid = self.uids.get(key)
         if obj is None:
             # Deleted, or bound to another host now: nothing of it may stay here.
+            self.pull_failures_reported.pop(key, None)
             if uid is not None:
                 if uid in self.migrator.departed:
                     self.migrator.departed.discard(uid)
@@ -502,6 +651,14 @@ class Agent:
             # libvirt pauses and finally removes the domain as it moves: none of that is
             # something to correct. Deleting the VM still wins (it aborts the transfer).
             plan = dataclasses.replace(plan, actions=(), restart=False)
+        pulls: tuple[ImagePullState, ...] = ()
+        pull_failed: PullFailure | None = None
+        if Action.DEFINE_AND_START in plan.actions:
+            generation = int(meta.get("generation", 0))
+            pulls, pull_failed = self._pull_images(key, vm, uid, generation)
+            if pulls:
+                # Not yet: the overlays need the images; a finished download re-queues us.
+                plan = dataclasses.replace(plan, actions=(), restart=False)
         restart_count = int(current.get("restartCount") or 0)
         error: AgentError | None = None
         retry: RetryableError | None = None
@@ -527,7 +684,14 @@ class Agent:
             restart_count=restart_count,
             migrating_to=migrating_to,
             evicting=evicting,
+            pulls=pulls,
         )
+        if pull_failed is not None and pull_failed.permanent:
+            raise PermanentError(pull_failed.message)
+        if pull_failed is not None:
+            raise RetryableError(pull_failed.message, delay=pull_failed.retry_in or 0.0)
+        if pulls:
+            self.queue.add_after(key, PULL_PROGRESS_INTERVAL)
         if retry is not None:
             raise retry
         if error is not None:
@@ -618,6 +782,7 @@ class Agent:
         restart_count: int,
         migrating_to: str | None = None,
         evicting: str | None = None,
+        pulls: tuple[ImagePullState, ...] = (),
     ) -> None:
         current = obj.get("status") or {}
         previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
@@ -637,6 +802,7 @@ class Agent:
                 migrating_to=migrating_to,
                 evicting=evicting,
                 unenforced=tuple(domain.unenforced_limits(vm.spec, limits)),
+                pulls=pulls,
             ),
             previous_phase=current.get("phase"),
             previous=previous,
@@ -694,6 +860,12 @@ def _shared_status(shared: SharedStorage) -> SharedStorageStatus:
         capacity=quantity.format_bytes(usage.total),
         available=quantity.format_bytes(usage.free),
     )
+
+
+def _source_digests(obj: Object) -> set[str]:
+    """The digests of a VM's disk images from URLs, read from the object as it is."""
+    disks = (obj.get("spec") or {}).get("disks") or []
+    return {str(d["source"]["sha256"]) for d in disks if (d.get("source") or {}).get("sha256")}
 
 
 def _now() -> str:

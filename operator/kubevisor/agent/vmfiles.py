@@ -97,6 +97,21 @@ class VmFiles:
             return VmStorage(location="Shared", shared_storage=shared.name)
         return None
 
+    def storage_for(self, vm: VirtualMachine, uid: str, shared: SharedStorage | None) -> VmStorage:
+        """Where `prepare` puts the VM's overlays: where they are, else in `shared`."""
+        storage = self.storage(uid, shared)
+        if storage is not None:
+            return storage
+        if shared is None or not vm.spec.disks:
+            return VmStorage(location="Local")
+        return VmStorage(location="Shared", shared_storage=shared.name)
+
+    def image_cache(self, vm: VirtualMachine, uid: str, shared: SharedStorage | None) -> ImageCache:
+        """The cache the VM's overlays are (or will be) backed by: the agent downloads
+        their images there before `prepare`."""
+        local = self.storage_for(vm, uid, shared).location == "Local"
+        return self.cache_for(None if local else shared)
+
     def serial_log(self, uid: str) -> Path:
         return self.directory(uid) / "serial.log"
 
@@ -105,13 +120,7 @@ class VmFiles:
     ) -> PreparedFiles:
         directory = self.directory(uid)
         directory.mkdir(parents=True, exist_ok=True)
-        storage = self.storage(uid, shared)
-        if storage is None:
-            storage = (
-                VmStorage(location="Local")
-                if shared is None or not vm.spec.disks
-                else VmStorage(location="Shared", shared_storage=shared.name)
-            )
+        storage = self.storage_for(vm, uid, shared)
         if storage.location == "Shared":
             assert shared is not None
             disk_dir, cache = self.shared_directory(uid, shared), self.cache_for(shared)
