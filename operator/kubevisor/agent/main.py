@@ -19,6 +19,7 @@ from aiohttp import web
 
 from kubevisor import metrics
 from kubevisor.agent.agent import Agent, Settings
+from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.console.serial import SerialConsole
@@ -49,6 +50,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
     parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
+    parser.add_argument(
+        "--image-cache-max-size",
+        type=byte_count,
+        default="50Gi",
+        help="evict unused images from the image cache (IMAGE_DIR/.cache), oldest last use "
+        "first, while it is larger than this quantity (default: 50Gi)",
+    )
+    parser.add_argument(
+        "--image-cache-max-unused",
+        type=duration,
+        default="24h",
+        help="evict cached images no VM here has used for this long: seconds, or a "
+        "duration like 90m, 24h, 7d (default: 24h)",
+    )
     parser.add_argument("--guest-kernel", help="default kernel for VMs without boot or disks")
     parser.add_argument("--guest-initrd", help="default initrd for those VMs")
     parser.add_argument("--guest-cmdline", default="console=ttyS0", help="their kernel cmdline")
@@ -110,6 +125,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ):
         parser.error("--console-port needs --console-cert, --console-key and --console-client-ca")
     return args
+
+
+def byte_count(text: str) -> int:
+    """A Kubernetes quantity such as 50Gi, in bytes (an argparse type)."""
+    if not quantity.is_quantity(text) or quantity.to_bytes(text) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive quantity: {text!r} (e.g. 50Gi)")
+    return quantity.to_bytes(text)
+
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """Seconds, plain or with one unit of s, m, h, d (an argparse type)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90m, 24h)")
+    return seconds
 
 
 def console_endpoint(args: argparse.Namespace) -> str | None:
@@ -182,6 +219,8 @@ async def run(args: argparse.Namespace) -> None:
         migration_uri=args.migration_uri,
         migrate_uri=args.migrate_uri,
         console_endpoint=console_endpoint(args),
+        image_cache_max_bytes=args.image_cache_max_size,
+        image_cache_max_unused=args.image_cache_max_unused,
     )
     kube = await Kube.connect(args.kubeconfig)
     console_runner = await serve_console(args, kube)

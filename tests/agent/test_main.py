@@ -1,0 +1,45 @@
+"""The agent's command line: the image cache's eviction settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubevisor.agent import main
+
+
+def test_eviction_defaults_are_50gi_and_a_day() -> None:
+    args = main.parse_args(["--host", "h"])
+    assert args.image_cache_max_size == 50 << 30
+    assert args.image_cache_max_unused == 86400.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "size", "unused"),
+    [
+        pytest.param(["--image-cache-max-size", "10Gi"], 10 << 30, 86400.0, id="size-in-gi"),
+        pytest.param(["--image-cache-max-size", "500M"], 500_000_000, 86400.0, id="decimal"),
+        pytest.param(["--image-cache-max-unused", "3600"], 50 << 30, 3600.0, id="seconds"),
+        pytest.param(["--image-cache-max-unused", "90m"], 50 << 30, 5400.0, id="minutes"),
+        pytest.param(["--image-cache-max-unused", "7d"], 50 << 30, 7 * 86400.0, id="days"),
+        pytest.param(["--image-cache-max-unused", "0"], 50 << 30, 0.0, id="evict-at-once"),
+    ],
+)
+def test_eviction_flags(flags: list[str], size: int, unused: float) -> None:
+    args = main.parse_args(["--host", "h", *flags])
+    assert (args.image_cache_max_size, args.image_cache_max_unused) == (size, unused)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--image-cache-max-size", "lots"], id="size-not-a-quantity"),
+        pytest.param(["--image-cache-max-size", "0"], id="size-zero"),
+        pytest.param(["--image-cache-max-unused", "1w"], id="unknown-unit"),
+        pytest.param(["--image-cache-max-unused", "-5m"], id="negative"),
+        pytest.param(["--image-cache-max-unused", "nan"], id="nan"),
+        pytest.param(["--image-cache-max-unused", ""], id="empty"),
+    ],
+)
+def test_bad_eviction_flags_are_refused(flags: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main.parse_args(["--host", "h", *flags])
