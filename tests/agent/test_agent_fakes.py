@@ -188,12 +188,14 @@ async def running(
     **settings_: Any,
 ) -> AsyncIterator[Running]:
     settings = Settings(
-        host=HOST,
-        domain_type="qemu",
-        state_dir=tmp_path / "state",
-        image_dir=tmp_path / "images",
-        default_boot=BootFiles(kernel=str(tmp_path / "vmlinuz")),
-        **settings_,
+        **{
+            "host": HOST,
+            "domain_type": "qemu",
+            "state_dir": tmp_path / "state",
+            "image_dir": tmp_path / "images",
+            "default_boot": BootFiles(kernel=str(tmp_path / "vmlinuz")),
+            **settings_,
+        }
     )
     agent = Agent(settings=settings, kube=cast(Kube, api), hypervisor=hv)
     agent.queue = WorkQueue(call_later=clock.call_later)
@@ -507,5 +509,42 @@ def test_an_image_no_vm_uses_any_more_is_evicted_and_leaves_the_hosts_status(
             )
             assert cache_files(tmp_path) == []
             assert api.host["status"]["storage"]["imageCache"] == "0"  # type: ignore[index]
+
+    asyncio.run(main())
+
+
+def test_a_full_image_cache_is_reported_as_disk_full_and_retried(
+    tmp_path: Path, clock: Any, image_server: ImageServer, small_fs: Path
+) -> None:
+    image = os.urandom(4 * MIB)
+    image_server.files["/root.raw"] = image
+    url = image_server.url("/root.raw")
+    cache = small_fs / "images" / ".cache" / "sha256"
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("no-room", sourced(url, hashlib.sha256(image).hexdigest()))
+        async with running(tmp_path, api, hv, clock, image_dir=small_fs / "images") as agent:
+            await agent.poll(
+                lambda: (agent.pulling(key) or ("", ""))[1] == "DiskFull", what="DiskFull"
+            )
+            assert agent.pulling(key) == (
+                "True",
+                "DiskFull",
+                f"disk root: download of {url}: no space left in the image cache {cache} "
+                f"(filesystem {small_fs}: 1.0 MiB free of 1.0 MiB); the image needs 4.0 MiB; "
+                "retrying in 1s",
+            )
+            assert agent.status(key)["phase"] == "Starting"
+            assert [p for p in small_fs.rglob("*") if p.is_file()] == [], "no partial file"
+            clock.advance(1.0)
+            await agent.poll(
+                lambda: (
+                    agent.status(key)["imagePulls"][0]["attempts"] == 2
+                    and agent.pulling(key)[1] == "DiskFull"
+                ),  # type: ignore[index]
+                what="a second attempt to fail the same way",
+            )
+            assert agent.starts(uid) == 0
 
     asyncio.run(main())

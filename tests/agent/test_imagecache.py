@@ -9,10 +9,9 @@ import gzip
 import hashlib
 import lzma
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -262,18 +261,6 @@ def test_a_failure_is_kept_until_a_new_attempt_is_asked_for(
 
     asyncio.run(main())
     assert image_server.requests == ["/image", "/image"]
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a real filesystem to fill (the tests run as root)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_full_filesystem_is_retryable_says_which_and_leaves_no_partial_file(
