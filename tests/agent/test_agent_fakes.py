@@ -548,3 +548,29 @@ def test_a_full_image_cache_is_reported_as_disk_full_and_retried(
             assert agent.starts(uid) == 0
 
     asyncio.run(main())
+
+
+def test_on_shared_storage_the_image_is_pulled_once_into_the_shared_cache(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    image = os.urandom(MIB)
+    image_server.files["/root.raw"] = image
+    digest = hashlib.sha256(image).hexdigest()
+    shared = tmp_path / "shared"
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        api.host = {
+            "metadata": {"name": HOST, "generation": 1},
+            "spec": {"sharedStorage": {"name": "nfs", "path": str(shared)}},
+        }
+        key, _ = api.create("shared", sourced(image_server.url("/root.raw"), digest))
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.agent.register_host()
+            await agent.poll(lambda: agent.status(key)["phase"] == "Running", what="Running")
+            assert agent.status(key)["storage"]["location"] == "Shared"
+
+    asyncio.run(main())
+    assert (shared / "images" / "sha256" / digest).read_bytes() == image
+    assert cache_files(tmp_path) == [], "nothing in the host's own cache"
+    assert image_server.requests == ["/root.raw"]
