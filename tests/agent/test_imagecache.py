@@ -323,3 +323,24 @@ def test_using_a_cached_image_makes_it_recent(
 
     assert cache.evict(keep=set(), now=time.time(), max_bytes=1 << 30, max_unused=DAY) == []
     assert image_server.requests == []
+
+
+def test_eviction_forgets_failed_downloads_no_vm_waits_for(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    url = image_server.url("/missing")
+
+    async def main() -> None:
+        ended: asyncio.Queue[str] = asyncio.Queue()
+        cache = ImageCache(tmp_path, on_done=ended.put_nowait)
+        for digest in ("a" * 64, "b" * 64):
+            cache.pull(url, digest)
+            await asyncio.wait_for(ended.get(), timeout=30)
+        cache.evict(keep={"a" * 64}, now=time.time(), max_bytes=1 << 30, max_unused=DAY)
+        kept, forgotten = cache.pull(url, "a" * 64), cache.pull(url, "b" * 64)
+        assert kept is not None and kept.error is not None, "still failed, not tried again"
+        assert forgotten is not None and (forgotten.attempts, forgotten.error) == (1, None)
+        await asyncio.wait_for(ended.get(), timeout=30)
+
+    asyncio.run(main())
+    assert image_server.requests == ["/missing"] * 3

@@ -224,7 +224,8 @@ class ImageCache:
         self, *, keep: Set[str], now: float, max_bytes: int, max_unused: float
     ) -> list[eviction.CachedFile]:
         """Remove the unused images `core.eviction` picks and return them. `keep` are the
-        digests VMs here use or wait for; images being downloaded are kept too."""
+        digests VMs here use or wait for; images being downloaded are kept too, and failed
+        downloads of other digests are forgotten."""
         protected = set(keep) | self.pulling()
         chosen = eviction.choose(
             [
@@ -240,6 +241,8 @@ class ImageCache:
             max_bytes=max_bytes,
             max_unused=max_unused,
         )
+        for sha256 in [s for s, d in self._downloads.items() if d.error and s not in keep]:
+            del self._downloads[sha256]  # a failure no VM waits for any more
         for image in chosen:
             self.path(image.sha256).unlink(missing_ok=True)
             log.info(
