@@ -11,7 +11,7 @@ cd "$root"
 debs=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage cpio
-  iproute2 util-linux ovmf
+  iproute2 util-linux ovmf syslinux syslinux-common mtools dosfstools
 )
 missing=()
 for deb in "${debs[@]}"; do

@@ -119,7 +119,9 @@ def start(
             log=logs / f"agent-{agent.host}.log",
         )
     if not missing:
-        served = images.serve_demo_image(state_dir, port=ports[1], log=logs / "image-server.log")
+        served = images.serve_demo_image(
+            state_dir, tiny, port=ports[1], log=logs / "image-server.log"
+        )
         pids["image-server"] = served.pid
         say(f"serving a qcow2 image at {served.url} for {served.manifest}")
     (state_dir / PROCESSES).write_text(json.dumps(pids, indent=2))
