@@ -40,6 +40,13 @@ def test_migrate_flags(auto_converge: bool, post_copy: bool, flags: int) -> None
     assert driver.migrate_flags(auto_converge=auto_converge, post_copy=post_copy) == flags
 
 
+def test_declared_shared_disks_skip_libvirts_shared_filesystem_check() -> None:
+    flags = driver.migrate_flags(
+        auto_converge=False, post_copy=False, copy_storage=True, declared_shared=True
+    )
+    assert flags == ALWAYS | libvirt.VIR_MIGRATE_NON_SHARED_INC | libvirt.VIR_MIGRATE_UNSAFE
+
+
 @pytest.mark.parametrize(
     ("xml", "bandwidth", "uri", "params"),
     [

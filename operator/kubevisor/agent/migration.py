@@ -327,8 +327,10 @@ class Migrator:
         cancel = self.cancels[key]
         memory = quantity.to_bytes(vm.spec.memory.size)
         shared = self.agent.shared.path if self.agent.shared is not None else None
-        disks = disks_to_copy(await hv.domain_xml(uid), xml, shared)
-        log.info("%s: copying disks %s with the memory", key, disks or "none")
+        source_xml = await hv.domain_xml(uid)
+        disks = disks_to_copy(source_xml, xml, shared)
+        kept = sorted(set(writable_disks(source_xml)) - set(disks))
+        log.info("%s: copying disks %s, sharing %s", key, disks or "none", kept or "none")
         started = time.monotonic()
         move = asyncio.create_task(
             hv.migrate(
@@ -341,6 +343,7 @@ class Migrator:
                 max_downtime_ms=options.max_downtime_ms,
                 migrate_uri=migrate_uri,
                 copy_disks=disks,
+                shared_disks=bool(kept),
             )
         )
         watermark: Watermark | None = None

@@ -275,6 +275,7 @@ class Hypervisor(Protocol):
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
         copy_disks: Sequence[str] = (),
+        shared_disks: bool = False,
     ) -> None:
         """Live-migrate a running domain to the hypervisor at `dest_uri`; return once it
         runs there, is persistent there and is gone from here.
@@ -287,6 +288,9 @@ class Hypervisor(Protocol):
         `copy_disks` names the disks (target devs, e.g. "vda") on host-local storage whose
         top image is copied along (the destination has created the same overlays on the
         same base images: libvirt's incremental non-shared storage migration).
+        `shared_disks` says the other writable disks are on storage the admin declared
+        shared (HypervisorHost spec.sharedStorage): trusted even where the hypervisor
+        cannot tell that the filesystem is shared.
         Raises MigrationAborted after `abort_job`, other HypervisorErrors on failure; either
         way the guest still runs on the source unless the job had switched to post-copy.
         """

@@ -306,6 +306,7 @@ class FakeHypervisor:
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
         copy_disks: Sequence[str] = (),
+        shared_disks: bool = False,
     ) -> None:
         # `migrate_uri` names a network address; the fake has no network to address.
         domain = self._domain("migrate", uuid)

@@ -736,9 +736,13 @@ class LibvirtHypervisor:
         max_downtime_ms: int | None = None,
         migrate_uri: str | None = None,
         copy_disks: Sequence[str] = (),
+        shared_disks: bool = False,
     ) -> None:
         flags = migrate_flags(
-            auto_converge=auto_converge, post_copy=post_copy, copy_storage=bool(copy_disks)
+            auto_converge=auto_converge,
+            post_copy=post_copy,
+            copy_storage=bool(copy_disks),
+            declared_shared=shared_disks,
         )
         params = migrate_params(
             xml=xml,
@@ -926,9 +930,19 @@ UNLIMITED_MIBPS = (2**63 - 1) // (1024 * 1024)
 _DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~50 ms)
 
 
-def migrate_flags(*, auto_converge: bool, post_copy: bool, copy_storage: bool = False) -> int:
+def migrate_flags(
+    *,
+    auto_converge: bool,
+    post_copy: bool,
+    copy_storage: bool = False,
+    declared_shared: bool = False,
+) -> int:
     """The virDomainMigrateToURI3 flags for a kubevisor live migration."""
     flags: int = MIGRATE_FLAGS
+    if declared_shared:
+        # libvirt calls a disk it does not copy safe only on a filesystem it knows to be
+        # shared (NFS, CephFS, GFS2, ... by statfs); the admin's declaration is what counts.
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
     if copy_storage:
         # Only the overlay's own data: the destination has the same base images.
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
