@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterator
@@ -142,6 +143,47 @@ def test_guest_boots_pauses_resumes_and_shuts_down(
             assert uuid not in {d.uuid for d in await hypervisor.list_domains()}
 
     asyncio.run(main())
+
+
+def disk_bytes(disk: Path, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset` of what the guest sees on `disk` (a qcow2 file)."""
+    out = disk.with_suffix(".raw")
+    # From the start: qemu-img 7.2 dd fails skip= ("cannot skip") and still exits 0.
+    span = ["bs=1", f"count={offset + length}", f"if={disk}", f"of={out}"]
+    subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", *span], check=True)
+    return out.read_bytes()[offset:]
+
+
+def test_guest_keeps_a_token_on_its_disk_across_boots(
+    host: tuple[hosts.LocalHost, Path], guest: guest_image.Guest, tmp_path: Path
+) -> None:
+    local, _ = host
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    uuid = str(uuidlib.uuid4())
+    serial = tmp_path / "serial.log"
+    xml = guest.domain_xml(name=f"driver-{uuid[:8]}", uuid=uuid, serial_log=serial, disk=disk)
+    token = rf"^{guest_image.DISK_TOKEN_PREFIX}([0-9a-f-]{{36}})\s*$"
+
+    async def boot_and_read_token(hypervisor: LibvirtHypervisor) -> str:
+        serial.write_text("")  # so the token read is this boot's
+        await hypervisor.start(uuid)
+        found = await wait_for_line(serial, token, timeout=BOOT_TIMEOUT)
+        await hypervisor.destroy(uuid)
+        return found.group(1)
+
+    async def main() -> tuple[str, str]:
+        async with LibvirtHypervisor(local.uri) as hypervisor:
+            await hypervisor.define(xml)
+            try:
+                return await boot_and_read_token(hypervisor), await boot_and_read_token(hypervisor)
+            finally:
+                await hypervisor.undefine(uuid)
+
+    first, second = asyncio.run(main())
+    assert first == second
+    on_disk = disk_bytes(disk, guest_image.TOKEN_OFFSET, 64)
+    assert on_disk.rstrip(b"\0") == f"kubevisor-token {first}\n".encode()
 
 
 def test_shutdown_destroys_a_guest_that_ignores_the_power_button(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import stat
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -55,10 +57,85 @@ def test_initramfs_holds_init_busybox_modules_and_console(built: guest_image.Gue
     assert entries["bin/busybox"][1] == guest_image.BUSYBOX.read_bytes()
     console_mode, _, console_dev = entries["dev/console"]
     assert stat.S_ISCHR(console_mode) and console_dev == (5, 1)
-    for module in ("evdev.ko", "button.ko"):
-        assert entries[f"lib/modules/{module}"][1][:4] == b"\x7fELF"  # uncompressed for insmod
+    for module in guest_image.MODULES:
+        name = module.rsplit("/", 1)[-1]
+        assert entries[f"lib/modules/{name}"][1][:4] == b"\x7fELF"  # uncompressed for insmod
+    assert guest_image.DISK_TOKEN_FUNCTIONS in init.decode()
     power_mode, power, _ = entries["etc/acpi/PWRF/00000080"]
     assert power_mode & 0o111 and b"poweroff" in power
+
+
+def test_init_loads_each_module_after_its_dependencies() -> None:
+    names = [module.rsplit("/", 1)[-1].removesuffix(".ko") for module in guest_image.MODULES]
+    loaded = guest_image.INIT.split("for m in ", 1)[1].split(";", 1)[0].split()
+    assert [m.rsplit("/", 1)[-1].removesuffix(".ko") for m in loaded] == names
+    # From the cloud kernel's modules.dep: virtio_blk needs virtio and virtio_ring, and
+    # virtio_pci (which finds the disk) needs those and the two PCI transports.
+    for module, needs in {
+        "virtio": ["virtio_ring"],
+        "virtio_pci": ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev"],
+        "virtio_blk": ["virtio_ring", "virtio", "virtio_pci"],
+    }.items():
+        assert all(names.index(need) < names.index(module) for need in needs), module
+
+
+TOKEN_LINE = b"kubevisor-token 0a1b2c3d-0000-4000-8000-123456789abc\n"
+
+
+def disk_token_shell(disk: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """Runs the guest's token function `command` on `disk` with the busybox the guest gets."""
+    script = f"{guest_image.DISK_TOKEN_FUNCTIONS}{command} {disk}"
+    return subprocess.run(
+        [str(guest_image.BUSYBOX), "sh", "-c", script], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "kept"),
+    [
+        pytest.param(bytes(4096), False, id="blank-disk-gets-a-token"),
+        pytest.param(os.urandom(4096), False, id="data-disk-gets-a-token"),
+        pytest.param(
+            bytes(512) + TOKEN_LINE + bytes(4096 - 512 - len(TOKEN_LINE)),
+            True,
+            id="token-of-an-earlier-boot-is-kept",
+        ),
+        pytest.param(
+            bytes(512) + b"kubevisor-token not-a-uuid\n" + bytes(4096 - 512 - 27),
+            False,
+            id="malformed-token-is-replaced",
+        ),
+    ],
+)
+def test_disk_token_is_written_once_at_its_offset(
+    tmp_path: Path, before: bytes, kept: bool
+) -> None:
+    require(guest_image.BUSYBOX.is_file(), what="busybox", how=guest_image.HOW_TO_INSTALL)
+    disk = tmp_path / "disk"
+    disk.write_bytes(before)
+
+    assert disk_token_shell(disk, "keep_disk_token").returncode == 0
+    first = disk_token_shell(disk, "disk_token")
+    assert disk_token_shell(disk, "keep_disk_token").returncode == 0
+    second = disk_token_shell(disk, "disk_token")
+
+    assert first.returncode == 0 and first.stdout == second.stdout, (first, second)
+    token = first.stdout.strip()
+    assert len(token) == 36 and token.count("-") == 4, token
+    if kept:
+        assert token == "0a1b2c3d-0000-4000-8000-123456789abc"
+    after = disk.read_bytes()
+    start, end = guest_image.TOKEN_OFFSET, guest_image.TOKEN_OFFSET + 64
+    assert after[start:end] == f"kubevisor-token {token}\n".encode().ljust(64, b"\0")
+    assert (after[:start], after[end:]) == (before[:start], before[end:])
+
+
+def test_a_disk_without_a_token_has_none(tmp_path: Path) -> None:
+    require(guest_image.BUSYBOX.is_file(), what="busybox", how=guest_image.HOW_TO_INSTALL)
+    disk = tmp_path / "disk"
+    disk.write_bytes(os.urandom(4096))
+    found = disk_token_shell(disk, "disk_token")
+    assert (found.returncode, found.stdout) == (1, "")
 
 
 def test_kernel_is_the_installed_cloud_kernel(built: guest_image.Guest) -> None:
@@ -92,6 +169,21 @@ def test_domain_xml_boots_the_guest_with_acpi_and_a_serial_log(tmp_path: Path) -
     assert serial is not None and serial.get("type") == "file"
     source = serial.find("source")
     assert source is not None and source.get("path") == str(tmp_path / "serial.log")
+    assert root.find("devices/disk") is None
+
+
+def test_domain_xml_attaches_a_disk_as_vda(tmp_path: Path) -> None:
+    guest = guest_image.Guest(
+        kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.gz", cmdline="c", kernel_version="v"
+    )
+    root = ET.fromstring(
+        guest.domain_xml(name="d", serial_log=tmp_path / "s.log", disk=tmp_path / "d.qcow2")
+    )
+    [disk] = root.findall("devices/disk")
+    assert disk.get("device") == "disk"
+    assert disk.find("driver").get("type") == "qcow2"
+    assert disk.find("source").get("file") == str(tmp_path / "d.qcow2")
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
 
 
 @pytest.mark.parametrize(

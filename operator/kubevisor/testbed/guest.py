@@ -8,6 +8,12 @@ busybox-static, the two kernel modules that make ACPI power-button presses reach
 alive, e.g. after a live migration), and powers off when the power button is pressed (so a
 graceful ACPI shutdown completes without a destroy).
 
+When the guest has a virtio disk (/dev/vda), /init keeps a token on it: 64 bytes at offset
+512 holding `kubevisor-token <uuid>`, written at the first boot and kept by later ones.
+Every few counter ticks it drops its caches, reads the token from the disk again and prints
+`kubevisor-disk-token <uuid>`, so a test sees what the disk holds now (e.g. that a disk
+copied by a live migration still holds what the guest wrote before).
+
 Nothing is downloaded: the kernel, its modules and busybox come from Debian packages. The
 cpio archive is written here (newc format) so no root or mknod is needed for /dev/console.
 The result is cached under `cache_dir`, keyed by kernel version and a hash of this builder.
@@ -32,28 +38,74 @@ from pathlib import Path
 MARKER = "KUBEVISOR-GUEST-READY"
 POWEROFF_MARKER = "KUBEVISOR-GUEST-POWEROFF"
 COUNTER_PREFIX = "kubevisor-counter "
+DISK_TOKEN_PREFIX = "kubevisor-disk-token "
+TOKEN_OFFSET = 512  # bytes into /dev/vda: past the first sector, which boot code may read
+TOKEN_TICKS = 4  # counter ticks (half seconds) between two reads of the disk token
 CMDLINE = "console=ttyS0 quiet panic=-1"
 BUSYBOX = Path("/bin/busybox")
-MODULES = ("kernel/drivers/input/evdev.ko", "kernel/drivers/acpi/button.ko")
+# Loaded in this order, each after the modules it depends on (modules.dep of the cloud kernel).
+MODULES = (
+    "kernel/drivers/input/evdev.ko",
+    "kernel/drivers/acpi/button.ko",
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+)
 HOW_TO_INSTALL = "apt-get install linux-image-cloud-amd64 busybox-static (or run hack/setup.sh)"
+
+# Shell functions of /init, separate so tests can run them on a file with the same busybox.
+# `disk_token DEV` prints the token on DEV, or fails when there is none; `keep_disk_token DEV`
+# writes a new one unless DEV already holds one. The block is 64 bytes, NUL-padded
+# (conv=sync), so whatever the disk held there before cannot run into the token's line.
+DISK_TOKEN_FUNCTIONS = f"""disk_token() {{
+  line=$(dd if="$1" bs=64 skip={TOKEN_OFFSET // 64} count=1 2>/dev/null | tr -d '\\000' | head -n 1)
+  case "$line" in
+    "kubevisor-token "*) token=${{line#kubevisor-token }} ;;
+    *) return 1 ;;
+  esac
+  case "$token" in
+    *[!0-9a-f-]*) return 1 ;;
+  esac
+  [ ${{#token}} -eq 36 ] && echo "$token"
+}}
+keep_disk_token() {{
+  disk_token "$1" >/dev/null && return 0
+  printf 'kubevisor-token %s\\n' "$(cat /proc/sys/kernel/random/uuid)" |
+    dd of="$1" bs=64 seek={TOKEN_OFFSET // 64} count=1 iflag=fullblock conv=notrunc,sync 2>/dev/null
+  sync
+}}
+"""
 
 # Loading evdev before button matters: button registers an input device, and acpid reads the
 # power-button event from /dev/input/event*. acpid runs the PWRF/00000080 script on it; it
 # stays in the foreground (-f) because its default log file, /var/log/acpid.log, cannot be
-# opened in the initramfs and a daemonised acpid exits on that.
+# opened in the initramfs and a daemonised acpid exits on that. virtio_blk probes the disks
+# while insmod runs, so /dev/vda exists (or never will) once the loop is done.
+# The token is read after dropping the page cache and the disk's buffers: a read must reach
+# the disk, or it would show what the guest cached, not what the disk holds.
 INIT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in /lib/modules/evdev.ko /lib/modules/button.ko; do insmod "$m"; done
+for m in {" ".join(f"/lib/modules/{Path(m).name}" for m in MODULES)}; do insmod "$m"; done
 acpid -f -l /dev/null -c /etc/acpi &
+{DISK_TOKEN_FUNCTIONS}[ -b /dev/vda ] && keep_disk_token /dev/vda
 echo "{MARKER} $(uname -r) $(hostname)"
 n=0
 while true; do
   n=$((n + 1))
   echo "{COUNTER_PREFIX}$n"
+  if [ -b /dev/vda ] && [ $((n % {TOKEN_TICKS})) -eq 0 ]; then
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    blockdev --flushbufs /dev/vda
+    token=$(disk_token /dev/vda) && echo "{DISK_TOKEN_PREFIX}$token"
+  fi
   sleep 0.5
 done
 """
@@ -86,11 +138,13 @@ class Guest:
         memory_mib: int = 96,
         vcpus: int = 1,
         domain_type: str = "qemu",
+        disk: Path | None = None,
     ) -> str:
         """Libvirt domain XML booting this guest, its serial console appended to `serial_log`.
 
         For the testbed and driver tests only; the agent's domain XML comes from core.domain.
-        `domain_type` is "qemu" (TCG) unless the caller has proven KVM works.
+        `domain_type` is "qemu" (TCG) unless the caller has proven KVM works. `disk`, a
+        qcow2 file, becomes the guest's /dev/vda (where /init keeps its disk token).
         """
         domain = ET.Element("domain", type=domain_type)
         ET.SubElement(domain, "name").text = name
@@ -108,6 +162,11 @@ class Guest:
         ET.SubElement(domain, "on_reboot").text = "restart"
         ET.SubElement(domain, "on_crash").text = "destroy"
         devices = ET.SubElement(domain, "devices")
+        if disk is not None:
+            disk_el = ET.SubElement(devices, "disk", type="file", device="disk")
+            ET.SubElement(disk_el, "driver", name="qemu", type="qcow2")
+            ET.SubElement(disk_el, "source", file=str(disk))
+            ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
         serial = ET.SubElement(devices, "serial", type="file")
         ET.SubElement(serial, "source", path=str(serial_log), append="on")
         ET.SubElement(serial, "target", port="0")
