@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness import eventually
-from images import ImageFile, ImageServer, SourceImage, build_image
+from images import ImageServer, SourceImage, build_image
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
 
@@ -132,6 +132,11 @@ def disk_tokens(stack: Any, host: str, uid: str) -> list[str]:
     """The tokens the guest read from its disk, as printed on its serial console on `host`."""
     log = Path(stack.state_dirs[host]) / "vms" / uid / "serial.log"
     return DISK_TOKEN.findall(log.read_text(errors="replace")) if log.exists() else []
+
+
+def timestamp(value: str) -> float:
+    """Seconds since the epoch of an API timestamp (RFC 3339)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_vm_pulls_its_image_with_progress_in_status_then_boots_from_it(
@@ -289,14 +294,10 @@ def test_a_download_cut_off_is_retried_until_the_server_is_back(
     assert partial_files(cache) == []
 
 
-def timestamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 def test_a_migration_target_fetches_the_image_and_the_guest_keeps_its_disk(
     stack: Any, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
 ) -> None:
-    served: ImageFile = image.qcow2
+    served = image.qcow2
     path = "/e/root.qcow2"
     url = image_server.serve(path, served.path)
     stack.apply(namespace, vm_from_source("traveller", tiny_guest, url=url, sha256=served.sha256))
