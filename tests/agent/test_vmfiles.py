@@ -133,12 +133,18 @@ def test_the_images_under_a_hosts_overlays_are_counted_until_their_vms_are_remov
     digest = hashlib.sha256(small_qcow2).hexdigest()
     source = {"url": image_server.url("/small.qcow2"), "sha256": digest}
     removed: list[str] = []
+    used: list[str] = []
     files = VmFiles(
-        state_dir=tmp_path / "state", image_dir=tmp_path / "images", on_remove=removed.append
+        state_dir=tmp_path / "state",
+        image_dir=tmp_path / "images",
+        on_remove=removed.append,
+        on_use=used.append,
     )
     asyncio.run(files.prepare(_vm([{"name": "a", "source": source}]), "uid-1"))
     two_disks = _vm([{"name": "a", "source": source}, {"name": "b", "source": source}])
     asyncio.run(files.prepare(two_disks, "uid-2"))
+    asyncio.run(files.prepare(two_disks, "uid-2"))  # the overlays exist: nothing new uses it
+    assert used == [digest] * 3
     on_shared = SharedStorage(name="nfs", path=str(tmp_path / "shared"))
     asyncio.run(files.prepare(_vm([{"name": "a", "source": source}]), "uid-3", shared=on_shared))
     assert files.images_in_use() == Counter({digest: 3}), "the shared overlay uses the shared cache"

@@ -22,6 +22,7 @@ import pytest
 
 from harness import eventually
 from images import ImageServer, SourceImage, build_image
+from kubevisor.api import quantity
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
 
@@ -218,10 +219,15 @@ def test_a_second_vm_on_the_host_uses_the_cached_image(
 
     def listed() -> dict[str, Any] | None:
         images = (stack.get("hvh", pinned_host).get("status") or {}).get("images") or []
-        return next((i for i in images if i["sha256"] == served.sha256 and i["inUse"]), None)
+        return next((i for i in images if i["sha256"] == served.sha256), None)
 
-    entry = eventually(listed, timeout=30, what=f"{pinned_host} listing the image, in use")
-    assert entry["size"] == served.size and entry["shared"] is False
+    entry = eventually(
+        lambda: e if (e := listed()) and e.get("inUse") == 2 else None,
+        timeout=30,
+        what=f"{pinned_host} listing the image, used by both VMs' disks (last: {listed()})",
+    )
+    assert quantity.to_bytes(str(entry["size"])) == served.size
+    assert not entry.get("shared")
 
 
 def test_a_wrong_sha256_fails_the_vm_and_leaves_nothing_in_the_cache(

@@ -118,6 +118,7 @@ class Agent:
             image_dir=settings.image_dir,
             images=self.images,
             on_remove=self._files_removed,
+            on_use=self._image_used,
         )
         self.queue = WorkQueue()
         self.vms: dict[str, Object] = {}
@@ -411,6 +412,11 @@ class Agent:
 
     def _files_removed(self, uid: str) -> None:
         """VmFiles.on_remove: the VM's images may be unused now."""
+        self.cache_changed.set()
+
+    def _image_used(self, sha256: str) -> None:
+        """VmFiles.on_use: one more disk here uses the image; the host's status says how
+        many (an image already cached ends no download that would report it)."""
         self.cache_changed.set()
 
     async def _tend_image_cache(self) -> None:

@@ -58,6 +58,7 @@ class VmFiles:
         image_dir: Path,
         images: ImageCache | None = None,
         on_remove: Callable[[str], None] | None = None,
+        on_use: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.image_dir = image_dir
@@ -66,6 +67,9 @@ class VmFiles:
         self._shared_images: dict[Path, ImageCache] = {}
         self.on_remove = on_remove
         """Called with the uid after a VM's files are removed (the agent evicts images)."""
+        self.on_use = on_use
+        """Called with the digest once a new overlay is recorded as backed by that cached
+        image (the agent reports the image's users in the host's status)."""
 
     def directory(self, uid: str) -> Path:
         """The VM's directory on this host (and its overlays, unless on shared storage)."""
@@ -179,6 +183,8 @@ class VmFiles:
         elif disk.source is not None:
             source = disk.source
             _record_image(directory, disk.name, source.sha256)
+            if self.on_use is not None:
+                self.on_use(source.sha256)
             cached = await cache.fetch(source.url, source.sha256, source.compression)
             # The declared format, never a probed one: a raw image could pose as qcow2.
             args += ["-b", str(cached), "-F", source.format]
