@@ -456,7 +456,6 @@ class Agent:
         spec (metadata.generation).
         """
         reported = self.pull_failures_reported.setdefault(key, {})
-        # The host's shared storage as last read; `environment` reads it again.
         cache = self.files.image_cache(vm, uid, self.shared)
         sources = [(disk.name, disk.source) for disk in vm.spec.disks if disk.source is not None]
         pulls: dict[str, Pull | None] = {}
@@ -661,6 +660,9 @@ class Agent:
         pull_failed: PullFailure | None = None
         if Action.DEFINE_AND_START in plan.actions:
             generation = int(meta.get("generation", 0))
+            # Which cache the images go to depends on the host's shared storage: read it
+            # now, as `environment` will, or an image could be pulled into the other one.
+            self._read_shared(await self.kube.get_host(self.settings.host))
             pulls, pull_failed = self._pull_images(key, vm, uid, generation)
             if pulls:
                 # Not yet: the overlays need the images; a finished download re-queues us.
