@@ -339,6 +339,25 @@ INVALID = [
         id="secure-boot-needs-uefi",
     ),
     pytest.param(
+        vm({"hypervisor": {"type": "xen"}}),
+        "spec.hypervisor.type",
+        id="hypervisor-type-unknown",
+    ),
+    pytest.param(
+        vm({"hypervisor": {"type": "kvm", "types": ["kvm", "qemu"]}}),
+        "spec.hypervisor",
+        id="hypervisor-type-and-types",
+    ),
+    pytest.param(vm({"hypervisor": {}}), "spec.hypervisor", id="hypervisor-without-type"),
+    pytest.param(
+        vm({"hypervisor": {"types": []}}), "spec.hypervisor.types", id="hypervisor-types-empty"
+    ),
+    pytest.param(
+        vm({"hypervisor": {"types": ["lxc", "lxc"]}}),
+        "spec.hypervisor.types",
+        id="hypervisor-types-repeated",
+    ),
+    pytest.param(
         vm({"devices": {"pci": [{"alias": "GPU_A100"}]}}),
         "spec.devices.pci[0].alias",
         id="pci-alias-not-a-dns-label",

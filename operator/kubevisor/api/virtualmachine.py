@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition, conditions_field
+from kubevisor.api.hypervisorhost import HypervisorType
 from kubevisor.api.schema import (
     API_VERSION,
     LIST_SET,
@@ -709,6 +710,49 @@ class Placement(ApiModel):
         return self
 
 
+class HypervisorRequirement(ApiModel):
+    """The hypervisor types a VM may run on (Nova's image property hypervisor_type).
+
+    Placement sends the VM only to hosts whose status.hypervisor.type is one of them.
+    Without a requirement the VM goes to any type that supports every feature its spec
+    asks for (the README's capability table).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.type) != has(self.types)",
+                "set exactly one of type and types",
+            ),
+        )
+    )
+
+    type: HypervisorType | None = Field(
+        default=None,
+        description="The one hypervisor type the VM runs on: kvm, qemu, lxc, vmware or test.",
+    )
+    types: list[HypervisorType] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=5,
+        description="Hypervisor types the VM may run on, any of them. Not together with type.",
+        json_schema_extra=LIST_SET,
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> HypervisorRequirement:
+        if (self.type is None) == (self.types is None):
+            raise ValueError("set exactly one of type and types")
+        if self.types is not None and len(set(self.types)) != len(self.types):
+            raise ValueError("types must be unique")
+        return self
+
+    @property
+    def accepted(self) -> frozenset[str]:
+        """Every type the VM may run on."""
+        return frozenset(self.types) if self.types is not None else frozenset({str(self.type)})
+
+
 class VirtualMachineSpec(ApiModel):
     """Desired state of a virtual machine."""
 
@@ -797,6 +841,13 @@ class VirtualMachineSpec(ApiModel):
     placement: Placement | None = Field(
         default=None,
         description="Host selection: labels and server-group policy.",
+    )
+    hypervisor: HypervisorRequirement | None = Field(
+        default=None,
+        description=(
+            "Hypervisor types the VM may run on; unset: any type that supports every "
+            "feature the spec asks for."
+        ),
     )
     eviction_strategy: EvictionStrategy = Field(
         default="LiveMigrate",
