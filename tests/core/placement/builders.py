@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kubevisor.core.hypervisors import Feature
 from kubevisor.core.placement.model import (
     Capability,
     CpuPolicy,
@@ -154,7 +155,8 @@ def make_request(
     max_per_host: int = 1,
     cpu_features: frozenset[str] = frozenset(),
     required_cpu_model: str | None = None,
-    hypervisor_type: str | None = None,
+    hypervisor_types: frozenset[str] = frozenset(),
+    features: frozenset[Feature] = frozenset(),
     exclude: frozenset[str] = frozenset(),
     cpu_mode: str | None = None,
     capabilities: frozenset[Capability] = frozenset(),
@@ -162,7 +164,15 @@ def make_request(
     images: frozenset[str] = frozenset(),
     shared_storage: str | None = None,
 ) -> Request:
-    """`cells`: ((vcpu indexes), memory MiB) per guest cell."""
+    """`cells`: ((vcpu indexes), memory MiB) per guest cell. `features` adds to those the
+    other arguments ask for (dedicated CPUs, guest cells, huge pages, PCI devices), as
+    `core.hypervisors.requested` derives them from a spec."""
+    implied = {
+        Feature.DEDICATED_CPUS: dedicated,
+        Feature.GUEST_NUMA: bool(cells),
+        Feature.HUGEPAGES: hugepage_kib is not None,
+        Feature.PCI_PASSTHROUGH: bool(pci),
+    }
     return Request(
         name=name,
         vcpus=vcpus,
@@ -180,7 +190,8 @@ def make_request(
         group=ServerGroup(group, policy, max_per_host) if group else None,
         cpu_features=cpu_features,
         required_cpu_model=required_cpu_model,
-        hypervisor_type=hypervisor_type,
+        hypervisor_types=hypervisor_types,
+        features=features | {feature for feature, asked in implied.items() if asked},
         exclude_hosts=exclude,
         cpu_mode=cpu_mode,
         capabilities=capabilities,

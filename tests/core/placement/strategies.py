@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from kubevisor.core.hypervisors import Feature
 from kubevisor.core.placement.model import (
     GroupPolicy,
     HostSnapshot,
@@ -17,6 +18,10 @@ from .builders import GIB, make_host, make_request
 POLICIES = list(GroupPolicy)
 IMAGES = [c * 64 for c in "abc"]
 SHARED = [None, "nfs", "ceph"]
+# Mostly kvm, so the NUMA and pinning paths stay well exercised.
+TYPES = ["kvm", "kvm", "kvm", "qemu", "lxc", "vmware"]
+REQUIRED_TYPES = [frozenset(), frozenset(), frozenset({"lxc"}), frozenset({"kvm", "qemu"})]
+SPEC_FEATURES = [Feature.UEFI, Feature.DISKS, Feature.CPU_TUNE, Feature.NETWORKS]
 
 
 @st.composite
@@ -45,6 +50,7 @@ def hosts(draw: st.DrawFn, name: str = "h") -> HostSnapshot:
         reserved_memory_mib=draw(st.sampled_from([0, 512])),
         images=draw(st.frozensets(st.sampled_from(IMAGES))),
         shared_storage=draw(st.sampled_from(SHARED)),
+        hypervisor_type=draw(st.sampled_from(TYPES)),
     )
 
 
@@ -80,4 +86,6 @@ def requests(draw: st.DrawFn, name: str = "vm") -> Request:
         max_per_host=2 if group == "g1" else 1,
         images=draw(st.frozensets(st.sampled_from(IMAGES), max_size=2)),
         shared_storage=draw(st.sampled_from(SHARED)),
+        hypervisor_types=draw(st.sampled_from(REQUIRED_TYPES)),
+        features=draw(st.frozensets(st.sampled_from(SPEC_FEATURES), max_size=2)),
     )

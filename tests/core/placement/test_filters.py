@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kubevisor.core.hypervisors import Feature
 from kubevisor.core.placement import filters
 from kubevisor.core.placement.model import (
     Capability,
@@ -143,18 +144,98 @@ CASES = [
     pytest.param(
         filters.cpu_compatibility,
         H(),
-        make_request(hypervisor_type="qemu"),
-        (),
-        "hypervisor type",
-        id="hypervisor-type-differs",
-    ),
-    pytest.param(
-        filters.cpu_compatibility,
-        H(),
-        make_request(required_cpu_model="Skylake-Server", hypervisor_type="kvm"),
+        make_request(required_cpu_model="Skylake-Server"),
         (),
         None,
         id="migration-target-compatible",
+    ),
+    pytest.param(
+        filters.hypervisor_type,
+        H(hypervisor_type="lxc"),
+        make_request(),
+        (),
+        None,
+        id="no-type-required-any-type",
+    ),
+    pytest.param(
+        filters.hypervisor_type,
+        H(),
+        make_request(hypervisor_types=frozenset({"qemu"})),
+        (),
+        "host h1 runs kvm, the VM needs qemu",
+        id="hypervisor-type-differs",
+    ),
+    pytest.param(
+        filters.hypervisor_type,
+        H(hypervisor_type="qemu"),
+        make_request(hypervisor_types=frozenset({"kvm", "qemu"})),
+        (),
+        None,
+        id="hypervisor-type-one-of-a-set",
+    ),
+    pytest.param(
+        filters.hypervisor_type,
+        H(hypervisor_type="vmware"),
+        make_request(hypervisor_types=frozenset({"kvm", "qemu"})),
+        (),
+        "hypervisor type is not kvm or qemu",
+        id="hypervisor-type-none-of-a-set",
+    ),
+    pytest.param(
+        filters.hypervisor_type,
+        H(hypervisor_type=""),
+        make_request(hypervisor_types=frozenset({"kvm"})),
+        (),
+        "runs an unknown hypervisor",
+        id="hypervisor-type-unreported",
+    ),
+    pytest.param(
+        filters.hypervisor_capabilities,
+        H(hypervisor_type="lxc"),
+        make_request(features=frozenset({Feature.UEFI})),
+        (),
+        "lxc has no UEFI firmware (spec.firmware)",
+        id="lxc-has-no-uefi",
+    ),
+    pytest.param(
+        filters.hypervisor_capabilities,
+        H(hypervisor_type="lxc"),
+        make_request(dedicated=True, cells=(((0, 1), 2 * GIB),)),
+        (),
+        "lxc has no dedicated (pinned) vCPUs (spec.cpu.policy), guest NUMA cells (spec.numa)",
+        id="lxc-names-every-missing-feature",
+    ),
+    pytest.param(
+        filters.hypervisor_capabilities,
+        H(hypervisor_type="lxc"),
+        make_request(features=frozenset({Feature.CPU_TUNE, Feature.NETWORKS})),
+        (),
+        None,
+        id="lxc-has-cgroup-cpu-limits-and-veth-networks",
+    ),
+    pytest.param(
+        filters.hypervisor_capabilities,
+        H(hypervisor_type="vmware"),
+        make_request(features=frozenset({Feature.DISKS})),
+        (),
+        "vmware has no block-device disks (spec.disks)",
+        id="vmware-mapping-has-no-disks",
+    ),
+    pytest.param(
+        filters.hypervisor_capabilities,
+        H(hypervisor_type="qemu"),
+        make_request(features=frozenset(Feature) - {Feature.LIVE_MIGRATION}),
+        (),
+        None,
+        id="qemu-does-everything",
+    ),
+    pytest.param(
+        filters.hypervisor_capabilities,
+        H(hypervisor_type=""),
+        make_request(features=frozenset({Feature.UEFI})),
+        (),
+        None,
+        id="unreported-type-not-judged",
     ),
     pytest.param(
         filters.anti_affinity,
@@ -649,6 +730,14 @@ def test_first_rejection_runs_cheap_filters_first() -> None:
     state = state_with(make_host(ready=False))
     rejection = filters.first_rejection(state.host("h1"), make_request(memory_mib=999 * GIB), state)
     assert rejection is not None and rejection.filter == "ready"
+
+
+def test_an_lxc_host_explains_the_missing_feature_before_the_host_capability() -> None:
+    # The host reports no UEFI either; the type's table is the reason worth reading.
+    state = state_with(make_host(hypervisor_type="lxc"))
+    request = make_request(features=frozenset({Feature.UEFI}), capabilities=frozenset({UEFI}))
+    rejection = filters.first_rejection(state.host("h1"), request, state)
+    assert rejection is not None and rejection.filter == "hypervisor_capabilities"
 
 
 def test_capacity_rejection_carries_need_and_free() -> None:

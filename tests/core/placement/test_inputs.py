@@ -10,6 +10,7 @@ import yaml
 
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine, VirtualMachineStatus
+from kubevisor.core.hypervisors import Feature
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.model import (
     Capability,
@@ -258,3 +259,52 @@ def test_request_carries_source_images_and_the_storage_its_disks_live_in(
     wanted = inputs.request(VirtualMachine.model_validate(raw))
     assert wanted.images == frozenset({IMAGE_A, IMAGE_B})
     assert wanted.shared_storage == shared
+
+
+def _typed_host(name: str, hypervisor_type: str) -> HypervisorHost:
+    return HypervisorHost.model_validate(
+        {
+            "metadata": {"name": name},
+            "status": {
+                "hypervisor": {"type": hypervisor_type},
+                "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+    )
+
+
+def _vm(name: str, **spec: object) -> VirtualMachine:
+    return VirtualMachine.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"memory": {"size": "1Gi"}, **spec},
+        }
+    )
+
+
+def test_request_carries_required_hypervisor_types_and_spec_features() -> None:
+    assert inputs.request(_vm("one", hypervisor={"type": "lxc"})).hypervisor_types == {"lxc"}
+    either = _vm("either", hypervisor={"types": ["kvm", "qemu"]})
+    assert inputs.request(either).hypervisor_types == {"kvm", "qemu"}
+    assert inputs.request(_vm("any")).hypervisor_types == frozenset()
+    uefi = inputs.request(_vm("uefi", firmware={"type": "uefi"}))
+    assert uefi.features == {Feature.UEFI}
+
+
+def test_a_mixed_cluster_places_each_vm_on_a_type_that_can_run_it() -> None:
+    hosts = [inputs.host_snapshot(_typed_host(n, t)) for n, t in (("q", "qemu"), ("ct", "lxc"))]
+    state = PlacementState.rebuild(hosts, [])
+
+    def place(vm: VirtualMachine) -> str:
+        decision = scheduler.place(state, inputs.request(vm))
+        return decision.host if isinstance(decision, Decision) else decision.message
+
+    # The default evictionStrategy (LiveMigrate) asks nothing of the type: a drain moves
+    # the container cold instead.
+    assert place(_vm("ct", hypervisor={"type": "lxc"})) == "ct"
+    assert place(_vm("machine", hypervisor={"type": "qemu"})) == "q"
+    assert place(_vm("with-disk", disks=[{"name": "root", "size": "1Gi"}])) == "q"
+    assert place(_vm("uefi-ct", hypervisor={"type": "lxc"}, firmware={"type": "uefi"})) == (
+        "0/2 hosts fit: 1 hypervisor type is not lxc, 1 lxc has no UEFI firmware (spec.firmware)"
+    )

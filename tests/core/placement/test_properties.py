@@ -7,6 +7,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kubevisor.core import hypervisors
 from kubevisor.core.placement import scheduler
 from kubevisor.core.placement.model import GroupPolicy, Request
 from kubevisor.core.placement.scheduler import Decision
@@ -33,7 +34,12 @@ def scenarios(draw: st.DrawFn) -> tuple[list, list[tuple[str, Request | int]]]: 
     return cluster, ops
 
 
-def check_invariants(state: PlacementState) -> None:
+def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
+    for vm, claim in state.claims().items():
+        host, request = state.host(claim.host), placed[vm]
+        if request.hypervisor_types:
+            assert host.hypervisor_type in request.hypervisor_types
+        assert not hypervisors.missing(host.hypervisor_type, request.features)
     groups: dict[str, Counter[str]] = {}
     limits: dict[str, tuple[GroupPolicy, int]] = {}
     for host in state.hosts():
@@ -75,6 +81,7 @@ def check_invariants(state: PlacementState) -> None:
 def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  # type: ignore[type-arg]
     cluster, ops = scenario
     state = PlacementState.rebuild(cluster, [])
+    placed: dict[str, Request] = {}
     for op, arg in ops:
         if op == "release":
             live = sorted(state.claims())
@@ -84,9 +91,10 @@ def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  #
         else:
             assert isinstance(arg, Request)
             decision = scheduler.place(state, arg)
+            placed[arg.name] = arg
             if not isinstance(decision, Decision):
                 assert decision.message.startswith(f"0/{len(cluster)} host")
-        check_invariants(state)
+        check_invariants(state, placed)
     for vm in sorted(state.claims()):
         state.release(vm)
     for host in cluster:

@@ -221,7 +221,9 @@ def test_migration_target_excludes_source_and_checks_cpu() -> None:
         [make_host("src"), make_host("old", cpu_model="Haswell"), make_host("dst")], []
     )
     request = make_request(
-        exclude=frozenset({"src"}), required_cpu_model="Skylake-Server", hypervisor_type="kvm"
+        exclude=frozenset({"src"}),
+        required_cpu_model="Skylake-Server",
+        hypervisor_types=frozenset({"kvm"}),
     )
     d = scheduler.select_host(state, request)
     assert isinstance(d, Decision) and d.host == "dst"

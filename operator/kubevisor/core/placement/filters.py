@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kubevisor.core import hypervisors
 from kubevisor.core.placement import numa as numa_fitting
 from kubevisor.core.placement import pci
 from kubevisor.core.placement.model import GroupPolicy, HostSnapshot, Rejection, Request
@@ -52,16 +53,39 @@ def host_selector(host: HostSnapshot, request: Request, state: PlacementState) -
     return None
 
 
+def hypervisor_type(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """Does the host run one of the hypervisor types the VM requires (spec.hypervisor;
+    a migration requires its source's type)? Nova's ImagePropertiesFilter hypervisor_type."""
+    wanted = request.hypervisor_types
+    if not wanted or host.hypervisor_type in wanted:
+        return None
+    names = " or ".join(sorted(wanted))
+    return Rejection(
+        "hypervisor_type",
+        f"hypervisor type is not {names}",
+        f"host {host.name} runs {host.hypervisor_type or 'an unknown hypervisor'}, "
+        f"the VM needs {names}",
+    )
+
+
+def hypervisor_capabilities(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """Can the host's type of hypervisor do everything the VM's spec asks for? (the
+    capability table of `core.hypervisors`: LXC has no UEFI, no guest NUMA, ...)"""
+    lacking = hypervisors.missing(host.hypervisor_type, request.features)
+    if not lacking:
+        return None
+    summary = f"{host.hypervisor_type} has no {hypervisors.describe(lacking)}"
+    return Rejection("hypervisor_capabilities", summary, f"host {host.name}: {summary}")
+
+
 def cpu_compatibility(
     host: HostSnapshot, request: Request, state: PlacementState
 ) -> Rejection | None:
-    """Can the host run this guest CPU: hypervisor type, CPU model and features?"""
-    if request.hypervisor_type and host.hypervisor_type != request.hypervisor_type:
-        return Rejection(
-            "cpu_compatibility",
-            f"hypervisor type is not {request.hypervisor_type}",
-            f"host {host.name} runs {host.hypervisor_type or 'an unknown hypervisor'}",
-        )
+    """Can the host run this guest CPU: CPU model and features?"""
     if request.required_cpu_model and host.cpu_model != request.required_cpu_model:
         return Rejection(
             "cpu_compatibility",
@@ -149,8 +173,10 @@ def cpu_passthrough(
 
 
 def capabilities(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
-    """Does the host offer every feature the VM cannot run without (UEFI, Secure Boot,
-    a seccomp sandbox, a confining security driver)?"""
+    """Does this host offer every feature the VM cannot run without (UEFI, Secure Boot,
+    a seccomp sandbox, a confining security driver)? What the host has installed and
+    configured, as its agent reports it; what its type can do at all is
+    `hypervisor_capabilities`' question, asked first."""
     missing = request.capabilities - host.capabilities
     if not missing:
         return None
@@ -345,6 +371,8 @@ FILTERS: tuple[Filter, ...] = (
     ready,
     schedulable,
     host_selector,
+    hypervisor_type,
+    hypervisor_capabilities,
     capabilities,
     cpu_compatibility,
     cpu_model,

@@ -19,6 +19,7 @@ from kubevisor.api.virtualmachine import (
     VirtualMachine,
 )
 from kubevisor.api.virtualmachine import VcpuPin as ApiVcpuPin
+from kubevisor.core import hypervisors
 from kubevisor.core.placement.model import (
     Capability,
     CellFit,
@@ -210,6 +211,8 @@ def request(vm: VirtualMachine) -> Request:
         host_selector=dict(placement.host_selector or {}) if placement else {},
         group=group,
         cpu_features=frozenset(spec.cpu.features),
+        hypervisor_types=spec.hypervisor.accepted if spec.hypervisor else frozenset(),
+        features=hypervisors.requested(spec),
         cpu_mode=spec.cpu.model,
         capabilities=_required_capabilities(vm),
         pci=tuple(

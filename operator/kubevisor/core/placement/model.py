@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from kubevisor.core.hypervisors import Feature
+
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -193,8 +195,10 @@ class Request:
 
     A request is NUMA-aware when it names guest cells, asks for dedicated CPUs or asks
     for hugepages (Nova's `numa_get_constraints`); see `placement.numa.guest_cells`.
-    `required_cpu_model`, `cpu_features` and `hypervisor_type` constrain the CPU
-    (the controller fills the first and last from the source host for migrations).
+    `required_cpu_model` and `cpu_features` constrain the CPU.
+    `hypervisor_types` are the host types the VM may run on (empty: any; a migration
+    requires its source's type) and `features` what its spec asks of the hypervisor
+    (`core.hypervisors.requested`), which the host's type must support.
     `cpu_mode` is the VM's spec.cpu.model: a host-passthrough guest that already holds a
     claim (it runs somewhere) may only go to a host with the very same CPU, and a named
     model (`named_cpu_model`) only to hosts that can run it.
@@ -218,7 +222,8 @@ class Request:
     group: ServerGroup | None = None
     required_cpu_model: str | None = None
     cpu_features: frozenset[str] = frozenset()
-    hypervisor_type: str | None = None
+    hypervisor_types: frozenset[str] = frozenset()
+    features: frozenset[Feature] = frozenset()
     exclude_hosts: frozenset[str] = frozenset()
     cpu_mode: str | None = None
     capabilities: frozenset[Capability] = frozenset()
