@@ -30,6 +30,13 @@ def _vm(name: str = "a", **fields: object) -> Resident:
         pytest.param(
             _vm(strategy="Shutdown", phase="Stopped"), Step.EVICT, id="shutdown-evicts-stopped"
         ),
+        pytest.param(_vm(live_migration=False), Step.EVICT, id="live-migrate-on-lxc-moves-cold"),
+        pytest.param(
+            _vm(live_migration=False, migrating=True), Step.WAIT, id="admin-job-on-lxc-waits"
+        ),
+        pytest.param(
+            _vm(strategy="None", live_migration=False), Step.BLOCKED, id="none-on-lxc-blocks"
+        ),
         pytest.param(_vm(strategy="None"), Step.BLOCKED, id="none-blocks"),
         pytest.param(
             _vm(strategy="None", phase="Stopped"), Step.BLOCKED, id="none-blocks-even-stopped"

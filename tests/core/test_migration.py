@@ -15,9 +15,39 @@ from kubevisor.core.migration import (
     Limits,
     Watermark,
 )
+from kubevisor.core.placement.model import Request
 
 GIB = migration.GIB
 MIB = 1024**2
+
+# --- what can move, and where ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source_type", "refused"),
+    [
+        pytest.param("kvm", None, id="kvm-migrates"),
+        pytest.param("vmware", None, id="vmware-vmotions"),
+        pytest.param("", None, id="unreported-type-is-not-judged"),
+        pytest.param(
+            "lxc",
+            "lxc hosts cannot live-migrate (a system container has no memory state to move); "
+            "stop and start it on another host instead",
+            id="lxc-cannot",
+        ),
+    ],
+)
+def test_refusal_by_source_type(source_type: str, refused: str | None) -> None:
+    assert migration.refusal(source_type) == refused
+
+
+def test_target_request_requires_the_source_type() -> None:
+    wanted = Request(
+        name="default/a", vcpus=1, memory_mib=64, hypervisor_types=frozenset({"kvm", "qemu"})
+    )
+    assert migration.target_request(wanted, source_type="qemu").hypervisor_types == {"qemu"}
+    assert migration.target_request(wanted, source_type="") == wanted
+
 
 # --- lifecycle -----------------------------------------------------------------------------
 

@@ -241,6 +241,7 @@ def host(
     maintenance: bool = False,
     labels: dict[str, str] | None = None,
     shared_storage: str | None = None,
+    hypervisor_type: str = "kvm",
 ) -> Object:
     """A HypervisorHost as its agent reports it: one NUMA cell holding every CPU; with
     `shared_storage`, mounting the shared storage of that name."""
@@ -253,7 +254,7 @@ def host(
         "metadata": {"name": name, "generation": 1, "labels": dict(labels or {})},
         "spec": spec,
         "status": {
-            "hypervisor": {"type": "kvm"},
+            "hypervisor": {"type": hypervisor_type},
             "cpu": {"model": "Skylake-Server", "vendor": "Intel", "features": ["vmx"]},
             "capacity": {"cpu": cpus, "memory": f"{memory_gib}Gi", "disk": "500Gi"},
             "numaCells": [

@@ -136,6 +136,28 @@ def test_drain_evicts_a_vm_that_does_not_live_migrate(
     asyncio.run(main())
 
 
+def test_drain_of_an_lxc_host_moves_a_live_migrate_container_cold(cluster: Cluster) -> None:
+    async def main() -> None:
+        await cluster.start(
+            hosts=[
+                host("h1", maintenance=True, hypervisor_type="lxc"),
+                host("h2", hypervisor_type="lxc"),
+            ],
+            vms=[vm("a", host="h1")],  # evictionStrategy LiveMigrate, the default
+        )
+        await cluster.controller.check_host("h1")
+
+        assert _drain_jobs(cluster) == []
+        assert cluster.vm_status("a")["eviction"] == {
+            "host": "h1",
+            "reason": "host h1 is in maintenance and lxc hosts cannot live-migrate",
+        }
+        drained = _drain_status(cluster)
+        assert (drained["phase"], drained["stopping"], drained["blocked"]) == ("Draining", 1, 0)
+
+    asyncio.run(main())
+
+
 def test_evicted_vm_is_unbound_once_stopped_and_placed_elsewhere(cluster: Cluster) -> None:
     async def main() -> None:
         await cluster.start(

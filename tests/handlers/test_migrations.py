@@ -118,6 +118,52 @@ def test_no_other_host_fitting_fails_the_job_with_the_engines_explanation(
     asyncio.run(main())
 
 
+def test_live_migration_of_an_lxc_container_fails_with_the_reason(cluster: Cluster) -> None:
+    async def main() -> None:
+        await cluster.start(
+            hosts=[host("ct1", hypervisor_type="lxc"), host("ct2", hypervisor_type="lxc")],
+            vms=[vm("a", host="ct1")],
+        )
+        await cluster.create_job(job("j1", "a"))
+
+        status = cluster.job_status("j1")
+        assert status["phase"] == "Failed"
+        assert status["reason"] == (
+            "lxc hosts cannot live-migrate (a system container has no memory state to "
+            "move); stop and start it on another host instead"
+        )
+        assert cluster.claims() == {"default/a": "ct1"}
+        assert cluster.kube.said("a", "MigrationFailed") == [
+            ("Warning", f"MigrationJob j1: {status['reason']}")
+        ]
+
+    asyncio.run(main())
+
+
+def test_migration_target_runs_the_source_hypervisor_type(cluster: Cluster) -> None:
+    async def main() -> None:
+        # The big vmware host would win the weighing; only h2 runs the source's type.
+        await cluster.start(
+            hosts=[
+                host("h1"),
+                host("h2"),
+                host("vc", cpus=64, memory_gib=256, hypervisor_type="vmware"),
+            ],
+            vms=[vm("a", host="h1"), vm("b", host="h2"), vm("c", host="h2")],
+        )
+        await cluster.create_job(job("j1", "a"))
+        assert cluster.job_status("j1")["target"] == "h2"
+
+        await cluster.create_job(job("j2", "b", target="vc"))
+        status = cluster.job_status("j2")
+        assert status["phase"] == "Failed"
+        assert (
+            status["reason"] == "host vc cannot take the VM: host vc runs vmware, the VM needs kvm"
+        )
+
+    asyncio.run(main())
+
+
 def test_explicit_target_in_maintenance_fails_the_job(cluster: Cluster) -> None:
     async def main() -> None:
         await cluster.start(

@@ -5,7 +5,8 @@ true (on each host check, so a failed step is retried) and `progress` for the ho
 `status.drain`. Each VM's `evictionStrategy` decides, as in KubeVirt:
 
 - LiveMigrate: a running VM gets a MigrationJob; a VM that is not running (stopped,
-  starting, failed) has nothing to migrate and moves cold instead. After `MAX_ATTEMPTS`
+  starting, failed) has nothing to migrate and moves cold instead, and so does a VM on a
+  hypervisor type without live migration (an LXC container): as under Shutdown. After `MAX_ATTEMPTS`
   failed migrations the drain is Blocked on it (the jobs say why); an admin resolves it.
 - Shutdown: the guest is shut down gracefully here and, if its run strategy wants it
   running, placed and started elsewhere (a cold move).
@@ -44,6 +45,8 @@ class Resident:
     """The controller has asked its agent to stop it."""
     failed_migrations: int = 0
     """MigrationJobs of this drain that failed for it."""
+    live_migration: bool = True
+    """Its host's hypervisor type can live-migrate (`core.hypervisors`)."""
 
 
 def step(vm: Resident) -> Step:
@@ -51,7 +54,7 @@ def step(vm: Resident) -> Step:
         return Step.WAIT
     if vm.strategy == "None":
         return Step.BLOCKED
-    if vm.strategy == "LiveMigrate" and vm.phase in LIVE_PHASES:
+    if vm.strategy == "LiveMigrate" and vm.live_migration and vm.phase in LIVE_PHASES:
         return Step.BLOCKED if vm.failed_migrations >= MAX_ATTEMPTS else Step.MIGRATE
     return Step.EVICT
 

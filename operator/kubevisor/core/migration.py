@@ -29,11 +29,14 @@ already runs on the target and aborting would lose it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubevisor.api.migrationjob import TERMINAL_PHASES, MigrationOptions, Phase, Progress
+from kubevisor.core import hypervisors
+from kubevisor.core.placement.model import Request
 
 GIB = 1024**3
 MIN_GIB = 2  # a tiny guest still gets the timeout of a 2 GiB one (Nova and KubeVirt)
@@ -88,6 +91,32 @@ def check_transition(old: Phase | None, new: Phase) -> Phase:
 def is_terminal(phase: Phase | None) -> bool:
     """Succeeded, Failed and Cancelled: nothing more happens to the job."""
     return phase in TERMINAL
+
+
+# --- what can move, and where ----------------------------------------------------------------
+
+
+def refusal(source_type: str) -> str | None:
+    """Why a VM on a host of `source_type` cannot live-migrate at all, or None when it can.
+
+    Asked by the controller before it looks for a target, so the job fails with the reason
+    instead of the placement engine's "no other host" (`core.hypervisors` has the table).
+    """
+    if hypervisors.can_live_migrate(source_type):
+        return None
+    why = hypervisors.NO_LIVE_MIGRATION.get(source_type, "its driver has no live migration")
+    return (
+        f"{source_type} hosts cannot live-migrate ({why}); stop and start it on another "
+        "host instead"
+    )
+
+
+def target_request(request: Request, *, source_type: str) -> Request:
+    """What a migration's target must offer: what the VM asks for, on the source's type of
+    hypervisor (a running domain moves only between two hypervisors of one kind)."""
+    if not source_type:
+        return request  # an agent that does not say: libvirt refuses a mismatch itself
+    return dataclasses.replace(request, hypervisor_types=frozenset({source_type}))
 
 
 # --- admission: how many migrations may run at once ----------------------------------------

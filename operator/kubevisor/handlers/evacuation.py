@@ -2,7 +2,8 @@
 
 - Drain (`spec.maintenance: true`): placement already skips the host; on every host check
   each VM still bound to it takes its `core.drain.step` — a MigrationJob (labelled
-  `kubevisor.io/drain=HOST`) for a running LiveMigrate VM, an eviction for the rest. The
+  `kubevisor.io/drain=HOST`) for a running LiveMigrate VM on a type that can live-migrate,
+  an eviction for the rest. The
   host's `status.drain` shows how far it got.
 - Eviction: the controller sets `status.eviction` on the VM; the bound host's agent shuts
   the guest down gracefully and removes the domain (`created: false`); then the controller
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.schema import API_VERSION
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
-from kubevisor.core import drain, lifecycle
+from kubevisor.core import drain, hypervisors, lifecycle
 from kubevisor.core import status as vmstatus
 from kubevisor.handlers.migrations import IN_FLIGHT, job_key
 from kubevisor.kube.client import Object
@@ -102,7 +103,12 @@ class Evacuation:
                 if _phase(j) == "Failed"
                 and (j["metadata"].get("labels") or {}).get(DRAIN_LABEL) == host
             ),
+            live_migration=hypervisors.can_live_migrate(self._type(host)),
         )
+
+    def _type(self, host: str) -> str:
+        """The host's hypervisor type as its agent reports it ("" when unknown)."""
+        return self.c.state.host(host).hypervisor_type if host in self.c.state else ""
 
     def _progress(self, host: str) -> dict[str, object]:
         residents = [self._resident(k, o, host) for k, o in self._residents(host)]
@@ -117,7 +123,10 @@ class Evacuation:
             if step is drain.Step.MIGRATE:
                 await self._migrate(key, obj, host)
             elif step is drain.Step.EVICT:
-                await self.evict(key, obj, host, f"host {host} is in maintenance")
+                reason = f"host {host} is in maintenance"
+                if resident.strategy == "LiveMigrate" and not resident.live_migration:
+                    reason += f" and {self._type(host)} hosts cannot live-migrate"
+                await self.evict(key, obj, host, reason)
         return self._progress(host)
 
     async def _migrate(self, key: str, obj: Object, host: str) -> None:

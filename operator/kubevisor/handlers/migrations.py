@@ -3,8 +3,9 @@
 A job moves forward only (`core.migration.check_transition`), and each step is one write
 that the next watch event builds on:
 
-- Pending: the VM must exist, run, be bound to a Ready host and have no other migration in
-  flight; the target is chosen by the placement engine with the source excluded (or an
+- Pending: the VM must exist, run, be bound to a Ready host whose hypervisor type can
+  live-migrate (`core.migration.refusal`) and have no other migration in flight; the target
+  (of the source's type) is chosen by the placement engine with the source excluded (or an
   explicit `spec.targetHost` is checked against the same filters) and admitted against the
   concurrency limits. Over a limit the job waits, saying which; when it fits nowhere it
   fails with the engine's explanation.
@@ -153,7 +154,7 @@ class Migrations:
         if claim_key(key) in self.c.state.claims():
             return  # admitted by a concurrent reconcile; its writes are under way
         vm_obj, vm, source = self._migratable(obj, job)
-        request = inputs.request(vm)
+        request = migration.target_request(inputs.request(vm), source_type=self._type(source))
         async with self.c.lock:
             if claim_key(key) in self.c.state.claims():
                 return
@@ -229,11 +230,18 @@ class Migrations:
         judgement = self.c.judgements.get(source)
         if judgement is None or not judgement.ready:
             raise Refused(f"the VM's host {source} is not Ready")
+        refusal = migration.refusal(self._type(source))
+        if refusal is not None:
+            raise Refused(refusal)
         for other, other_obj in self.jobs.items():
             same_vm = _vm_key(other_obj) == _vm_key(obj)
             if same_vm and other != job_key(obj) and _phase(other_obj) in IN_FLIGHT:
                 raise Refused(f"MigrationJob {other} is already moving this VM")
         return vm_obj, vm, source
+
+    def _type(self, host: str) -> str:
+        """The host's hypervisor type as its agent reports it ("" when unknown)."""
+        return self.c.state.host(host).hypervisor_type if host in self.c.state else ""
 
     def _target(self, request: Request, source: str, wanted: str | None) -> Decision:
         state = self.c.state
