@@ -160,6 +160,21 @@ def test_minimal_vm_gets_its_defaults(plane: ControlPlane) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        pytest.param({"type": "lxc"}, id="one-type"),
+        pytest.param({"types": ["kvm", "qemu"]}, id="a-set-of-types"),
+    ],
+)
+def test_hypervisor_requirement_is_accepted(
+    plane: ControlPlane, requirement: dict[str, Any]
+) -> None:
+    name = f"hypervisor-{len(requirement)}-{'-'.join(sorted(requirement))}"
+    apply(plane, named(vm({"hypervisor": requirement}), name))
+    assert stored(plane, "VirtualMachine", name)["spec"]["hypervisor"] == requirement
+
+
 def test_nested_defaults(plane: ControlPlane) -> None:
     apply(
         plane,
