@@ -93,6 +93,7 @@ def test_lxc_lacks_what_needs_a_guest_kernel_and_keeps_cgroup_limits() -> None:
 
 
 def test_describe_names_features_in_table_order_with_their_fields() -> None:
+    assert hypervisors.describe({F.UEFI}) == "UEFI firmware (spec.firmware)"
     assert hypervisors.describe({F.GUEST_NUMA, F.UEFI, F.LIVE_MIGRATION}) == (
-        "live migration, guest NUMA cells (spec.numa), UEFI firmware (spec.firmware)"
+        "live migration, guest NUMA cells (spec.numa) or UEFI firmware (spec.firmware)"
     )

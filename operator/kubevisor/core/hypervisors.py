@@ -125,14 +125,17 @@ def can_live_migrate(hypervisor_type: str) -> bool:
 
 
 def describe(features: Iterable[Feature]) -> str:
-    """`UEFI firmware (spec.firmware), guest NUMA cells (spec.numa)`, in table order."""
+    """`guest NUMA cells (spec.numa) or UEFI firmware (spec.firmware)`, in table order, to
+    follow "lxc has no"."""
     chosen = set(features)
     parts = []
     for feature in Feature:
         if feature in chosen:
             words, field = WORDS[feature]
             parts.append(f"{words} ({field})" if field else words)
-    return ", ".join(parts)
+    if len(parts) < 2:
+        return "".join(parts)
+    return f"{', '.join(parts[:-1])} or {parts[-1]}"
 
 
 def requested(spec: VirtualMachineSpec) -> frozenset[Feature]:

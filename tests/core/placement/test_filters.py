@@ -202,7 +202,7 @@ CASES = [
         H(hypervisor_type="lxc"),
         make_request(dedicated=True, cells=(((0, 1), 2 * GIB),)),
         (),
-        "lxc has no dedicated (pinned) vCPUs (spec.cpu.policy), guest NUMA cells (spec.numa)",
+        "lxc has no dedicated (pinned) vCPUs (spec.cpu.policy) or guest NUMA cells (spec.numa)",
         id="lxc-names-every-missing-feature",
     ),
     pytest.param(
