@@ -12,16 +12,17 @@ from kubevisor.cli import simulate
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "placement"
 
 
-def run(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+def run(capsys: pytest.CaptureFixture[str], *extra: str, example: str = "") -> tuple[int, str]:
+    """Simulate `{example}hosts.yaml` with `{example}vms.yaml`."""
     parser = argparse.ArgumentParser()
     simulate.register(parser.add_subparsers())
     args = parser.parse_args(
         [
             "simulate",
             "--hosts",
-            str(EXAMPLES / "hosts.yaml"),
+            str(EXAMPLES / f"{example}hosts.yaml"),
             "--vms",
-            str(EXAMPLES / "vms.yaml"),
+            str(EXAMPLES / f"{example}vms.yaml"),
             *extra,
         ]
     )
@@ -83,3 +84,23 @@ def test_unknown_weigher_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         run(capsys, "--weigher-multiplier", "images=2")
     assert exited.value.code == 2
     assert "--weigher-multiplier: invalid multiplier value: 'images=2'" in capsys.readouterr().err
+
+
+def test_mixed_cluster_places_each_vm_on_a_type_that_runs_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = run(capsys, example="mixed-")
+    decisions = dict(line.split(" -> ", 1) for line in out.splitlines() if " -> " in line)
+    assert code == 1  # the last two cannot be placed, on purpose
+    assert decisions["demo/container"] == "ct-a"
+    assert decisions["demo/vsphere-app"] == "vc-a"
+    assert decisions["demo/with-disk"] == "kvm-a"
+    assert decisions["demo/any-qemu"] == "kvm-a"
+    assert decisions["demo/uefi-container"] == (
+        "Unschedulable: 0/3 hosts fit: 2 hypervisor type is not lxc, "
+        "1 lxc has no UEFI firmware (spec.firmware)"
+    )
+    assert (
+        "1 lxc has no dedicated (pinned) vCPUs (spec.cpu.policy) or block-device disks"
+        in (decisions["demo/pinned"])
+    )
