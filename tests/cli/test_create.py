@@ -67,6 +67,20 @@ from kubevisor.api.virtualmachine import VirtualMachine
             },
             id="host-selector-and-bridge",
         ),
+        pytest.param(
+            ["--hypervisor", "lxc"],
+            {"cpu": {"vcpus": 1}, "memory": {"size": "1Gi"}, "hypervisor": {"type": "lxc"}},
+            id="one-hypervisor-type",
+        ),
+        pytest.param(
+            ["--hypervisor", "kvm", "--hypervisor", "qemu"],
+            {
+                "cpu": {"vcpus": 1},
+                "memory": {"size": "1Gi"},
+                "hypervisor": {"types": ["kvm", "qemu"]},
+            },
+            id="a-set-of-hypervisor-types",
+        ),
     ],
 )
 def test_manifest(offline_cli: Any, flags: list[str], spec: dict[str, Any]) -> None:
@@ -90,7 +104,8 @@ def test_manifest(offline_cli: Any, flags: list[str], spec: dict[str, Any]) -> N
         pytest.param(
             ["--vcpus", "4", "--dedicated", "--thread-policy", "require", "--hugepages", "1Gi",
              "--memory", "4Gi", "--group", "db", "--policy", "anti-affinity",
-             "--image", "base.qcow2", "--network", "network:default", "--label", "app=db"],
+             "--image", "base.qcow2", "--network", "network:default", "--label", "app=db",
+             "--hypervisor", "kvm", "--hypervisor", "qemu"],
             id="everything",
         ),
     ],
@@ -137,6 +152,11 @@ def test_user_data_and_json_output(offline_cli: Any, tmp_path: Path) -> None:
         ),
         pytest.param(["--network", "wifi"], "type must be one of", id="bad-network-type"),
         pytest.param(["--host-selector", "zone"], "KEY=VALUE", id="bad-selector"),
+        pytest.param(
+            ["--hypervisor", "lxc", "--hypervisor", "lxc"],
+            "types must be unique",
+            id="hypervisor-type-twice",
+        ),
         pytest.param(["--user-data", "/no/such/file"], "--user-data", id="missing-user-data"),
     ],
 )

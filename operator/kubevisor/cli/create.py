@@ -19,6 +19,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
+from kubevisor.api.hypervisorhost import HypervisorType
 from kubevisor.api.virtualmachine import (
     GroupPolicy,
     NetworkType,
@@ -85,6 +86,9 @@ def manifest(args: argparse.Namespace) -> Object:
                 spec["cloudInit"] = {"userData": stream.read()}
         except OSError as error:
             raise CliError(f"--user-data: {error}", code=kubeapi.USAGE) from None
+    if args.hypervisor:
+        one = len(args.hypervisor) == 1
+        spec["hypervisor"] = {"type": args.hypervisor[0]} if one else {"types": args.hypervisor}
     placement: Object = {}
     if selector := _pairs(args.host_selector, "--host-selector"):
         placement["hostSelector"] = selector
@@ -158,6 +162,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--host-selector", action="append", metavar="KEY=VALUE", help="host label (repeatable)"
+    )
+    parser.add_argument(
+        "--hypervisor",
+        action="append",
+        choices=get_args(HypervisorType),
+        help="run only on hosts of this hypervisor type (repeatable: any of them)",
     )
     parser.add_argument("--label", action="append", metavar="KEY=VALUE", help="VM label")
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
