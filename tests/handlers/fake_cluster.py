@@ -294,14 +294,17 @@ def vm(
     vcpus: int = 1,
     group: str | None = None,
     shared_storage: str | None = None,
+    **more_spec: Any,
 ) -> Object:
     """A VirtualMachine; with `host`, bound there and as its agent reports it (`phase`,
-    and `status.storage`: its disks in `shared_storage`, or else on the host's disk)."""
+    and `status.storage`: its disks in `shared_storage`, or else on the host's disk).
+    `more_spec` adds spec fields as they are on the wire (e.g. `hypervisor={...}`)."""
     spec: Object = {
         "runStrategy": run_strategy,
         "evictionStrategy": eviction_strategy,
         "cpu": {"vcpus": vcpus},
         "memory": {"size": memory},
+        **more_spec,
     }
     if group is not None:
         spec["placement"] = {"group": group, "policy": "anti-affinity", "maxPerHost": 1}
