@@ -6,8 +6,9 @@ true (on each host check, so a failed step is retried) and `progress` for the ho
 
 - LiveMigrate: a running VM gets a MigrationJob; a VM that is not running (stopped,
   starting, failed) has nothing to migrate and moves cold instead, and so does a VM on a
-  hypervisor type without live migration (an LXC container): as under Shutdown. After `MAX_ATTEMPTS`
-  failed migrations the drain is Blocked on it (the jobs say why); an admin resolves it.
+  hypervisor type without live migration (an LXC container), as under Shutdown. After
+  `MAX_ATTEMPTS` failed migrations the drain is Blocked on it (the jobs say why); an
+  admin resolves it.
 - Shutdown: the guest is shut down gracefully here and, if its run strategy wants it
   running, placed and started elsewhere (a cold move).
 - None: the VM stays; the drain is Blocked until the admin moves or deletes it.

@@ -163,6 +163,10 @@ class Controller:
         ready = judgement is not None and judgement.ready
         self.state.add_host(dataclasses.replace(snapshot, ready=ready))
 
+    def hypervisor_type(self, host: str) -> str:
+        """The host's hypervisor type as its agent reports it ("" when unknown)."""
+        return self.state.host(host).hypervisor_type if host in self.state else ""
+
     def remember_lease(self, obj: Object) -> None:
         """A heartbeat seen; the host's next check (kopf's per-host timer) judges it."""
         spec = obj.get("spec") or {}

@@ -3,8 +3,7 @@
 - Drain (`spec.maintenance: true`): placement already skips the host; on every host check
   each VM still bound to it takes its `core.drain.step` — a MigrationJob (labelled
   `kubevisor.io/drain=HOST`) for a running LiveMigrate VM on a type that can live-migrate,
-  an eviction for the rest. The
-  host's `status.drain` shows how far it got.
+  an eviction for the rest. The host's `status.drain` shows how far it got.
 - Eviction: the controller sets `status.eviction` on the VM; the bound host's agent shuts
   the guest down gracefully and removes the domain (`created: false`); then the controller
   unbinds the VM — status first, then the label: agents act only on VMs whose status.host
@@ -103,12 +102,8 @@ class Evacuation:
                 if _phase(j) == "Failed"
                 and (j["metadata"].get("labels") or {}).get(DRAIN_LABEL) == host
             ),
-            live_migration=hypervisors.can_live_migrate(self._type(host)),
+            live_migration=hypervisors.can_live_migrate(self.c.hypervisor_type(host)),
         )
-
-    def _type(self, host: str) -> str:
-        """The host's hypervisor type as its agent reports it ("" when unknown)."""
-        return self.c.state.host(host).hypervisor_type if host in self.c.state else ""
 
     def _progress(self, host: str) -> dict[str, object]:
         residents = [self._resident(k, o, host) for k, o in self._residents(host)]
@@ -125,7 +120,7 @@ class Evacuation:
             elif step is drain.Step.EVICT:
                 reason = f"host {host} is in maintenance"
                 if resident.strategy == "LiveMigrate" and not resident.live_migration:
-                    reason += f" and {self._type(host)} hosts cannot live-migrate"
+                    reason += f" and {self.c.hypervisor_type(host)} hosts cannot live-migrate"
                 await self.evict(key, obj, host, reason)
         return self._progress(host)
 

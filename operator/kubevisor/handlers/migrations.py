@@ -154,7 +154,9 @@ class Migrations:
         if claim_key(key) in self.c.state.claims():
             return  # admitted by a concurrent reconcile; its writes are under way
         vm_obj, vm, source = self._migratable(obj, job)
-        request = migration.target_request(inputs.request(vm), source_type=self._type(source))
+        request = migration.target_request(
+            inputs.request(vm), source_type=self.c.hypervisor_type(source)
+        )
         async with self.c.lock:
             if claim_key(key) in self.c.state.claims():
                 return
@@ -230,7 +232,7 @@ class Migrations:
         judgement = self.c.judgements.get(source)
         if judgement is None or not judgement.ready:
             raise Refused(f"the VM's host {source} is not Ready")
-        refusal = migration.refusal(self._type(source))
+        refusal = migration.refusal(self.c.hypervisor_type(source))
         if refusal is not None:
             raise Refused(refusal)
         for other, other_obj in self.jobs.items():
@@ -238,10 +240,6 @@ class Migrations:
             if same_vm and other != job_key(obj) and _phase(other_obj) in IN_FLIGHT:
                 raise Refused(f"MigrationJob {other} is already moving this VM")
         return vm_obj, vm, source
-
-    def _type(self, host: str) -> str:
-        """The host's hypervisor type as its agent reports it ("" when unknown)."""
-        return self.c.state.host(host).hypervisor_type if host in self.c.state else ""
 
     def _target(self, request: Request, source: str, wanted: str | None) -> Decision:
         state = self.c.state
