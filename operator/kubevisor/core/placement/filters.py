@@ -75,6 +75,8 @@ def hypervisor_capabilities(
 ) -> Rejection | None:
     """Can the host's type of hypervisor do everything the VM's spec asks for? (the
     capability table of `core.hypervisors`: LXC has no UEFI, no guest NUMA, ...)"""
+    if not request.features:
+        return None
     lacking = hypervisors.missing(host.hypervisor_type, request.features)
     if not lacking:
         return None
