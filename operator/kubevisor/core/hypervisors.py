@@ -37,9 +37,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from kubevisor.api.virtualmachine import VirtualMachineSpec
+if TYPE_CHECKING:
+    # Only read, never built here: placement's values stay free of the API models.
+    from kubevisor.api.virtualmachine import VirtualMachineSpec
 
 
 class Feature(StrEnum):
