@@ -46,6 +46,24 @@ def test_usable_cpu_models_of_the_agents_domain_type(
     assert ("usableModels" in cpu) is (listed is not None)
 
 
+@pytest.mark.parametrize(
+    ("driver", "domain_type", "reported"),
+    [
+        pytest.param("QEMU", "kvm", "kvm", id="qemu-driver-with-kvm"),
+        pytest.param("QEMU", "qemu", "qemu", id="qemu-driver-with-tcg"),
+        pytest.param("TEST", "qemu", "test", id="libvirt-test-driver"),
+        pytest.param("LXC", "qemu", "lxc", id="libvirt-lxc-driver"),
+        pytest.param("vmware", "qemu", "vmware", id="vsphere"),
+    ],
+)
+def test_hypervisor_type_as_placement_reads_it(
+    driver: str, domain_type: DomainType, reported: str
+) -> None:
+    facts = dataclasses.replace(fake.default_host_facts(), hypervisor_type=driver)
+    status = hoststatus.host_status(facts, domain_type=domain_type, disk_bytes=0)
+    assert status["hypervisor"]["type"] == reported
+
+
 def test_fake_host_reports_tcg_models_by_default() -> None:
     status = hoststatus.host_status(fake.default_host_facts(), domain_type="qemu", disk_bytes=0)
     assert status["cpu"]["usableModels"] == sorted(fake.TCG_CPU_MODELS)

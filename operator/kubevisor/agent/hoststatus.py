@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from kubevisor.agent.imagecache import Entry
 from kubevisor.api import quantity
@@ -32,12 +33,17 @@ from kubevisor.api.hypervisorhost import (
 from kubevisor.core.domain import DomainType
 from kubevisor.drivers.base import HostFacts
 
+# What libvirt's getType() (or another driver's facts) says, for drivers whose domains
+# are of one kind only; a QEMU connection runs kvm or qemu domains (the domain type).
+_DRIVER_TYPES: Final[Mapping[str, HypervisorType]] = MappingProxyType(
+    {"TEST": "test", "LXC": "lxc", "VMWARE": "vmware"}
+)
+
 
 def hypervisor_type(facts: HostFacts, domain_type: DomainType) -> HypervisorType:
-    """kvm, qemu or test, as HypervisorHost.status.hypervisor.type spells them."""
-    if facts.hypervisor_type.upper() == "TEST":
-        return "test"
-    return domain_type
+    """kvm, qemu, lxc, vmware or test, as HypervisorHost.status.hypervisor.type spells
+    them: placement's hypervisor_type and hypervisor_capabilities filters go by it."""
+    return _DRIVER_TYPES.get(facts.hypervisor_type.upper(), domain_type)
 
 
 def _usable_models(facts: HostFacts, domain_type: DomainType) -> list[str] | None:
