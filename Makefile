@@ -21,4 +21,5 @@ lint: setup
 	$(VENV)/lint-imports
 
 test: lint
-	KUBEVISOR_CONTROLPLANE_BIN=$$(hack/controlplane/build.sh) $(VENV)/pytest
+	KUBEVISOR_CONTROLPLANE_BIN=$$(hack/controlplane/build.sh) \
+	KUBEVISOR_VCSIM_BIN=$$(hack/vcsim/build.sh) $(VENV)/pytest

@@ -2,7 +2,8 @@
 # Installs what kubevisor needs on this machine, idempotently; cheap when already done.
 #   - Debian packages (libvirt, QEMU, the guest kernel, busybox) when running as root
 #   - a virtualenv in .venv with the package and its dev tools
-#   - kube-apiserver, kubectl and etcd built from Go modules into a cache outside the repo
+#   - kube-apiserver, kubectl and etcd, and vcsim (the vSphere simulator), built from Go
+#     modules into a cache outside the repo
 # Prints nothing but progress on stderr; the last line on stdout is the control-plane bin dir.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,4 +39,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 
+hack/vcsim/build.sh >/dev/null
 hack/controlplane/build.sh

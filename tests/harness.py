@@ -46,6 +46,18 @@ def controlplane_bin() -> Path | None:
     return Path(check.stdout.strip()) if check.returncode == 0 else None
 
 
+def vcsim_bin() -> Path | None:
+    """The built vSphere simulator's bin dir: $KUBEVISOR_VCSIM_BIN, else the build cache."""
+    if env := os.environ.get("KUBEVISOR_VCSIM_BIN"):
+        return Path(env)
+    check = subprocess.run(
+        [str(REPO / "hack" / "vcsim" / "build.sh"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    return Path(check.stdout.strip()) if check.returncode == 0 else None
+
+
 def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: str) -> T:
     """Poll `check` until it returns something other than None/False, or fail after `timeout`.
 
