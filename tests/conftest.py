@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from harness import REPO, controlplane_bin, require
-from kubevisor.testbed import controlplane, guest, hosts
+from harness import REPO, controlplane_bin, require, vcsim_bin
+from kubevisor.testbed import controlplane, guest, hosts, vcsim
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
+from kubevisor.testbed.vcsim import Vcsim
 
 APISERVER = pytest.StashKey[str]()
 
@@ -49,6 +50,23 @@ def control_plane(
         yield plane
     finally:
         controlplane.stop(plane.state_dir)
+
+
+@pytest.fixture(scope="session")
+def vcsim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
+    """vcsim, the vSphere API simulator, as a vCenter for the session (see testbed.vcsim)."""
+    bin_dir = vcsim_bin()
+    require(
+        bin_dir is not None,
+        what="vcsim (the vSphere API simulator)",
+        how="build it with hack/vcsim/build.sh (or run `make test`)",
+    )
+    assert bin_dir is not None
+    sim = vcsim.start(bin_dir, log=tmp_path_factory.mktemp("vcsim") / "vcsim.log")
+    try:
+        yield sim
+    finally:
+        vcsim.stop(sim)
 
 
 @pytest.fixture(scope="session")

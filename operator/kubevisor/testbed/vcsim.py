@@ -1,0 +1,74 @@
+"""vcsim, the vSphere API simulator (built by hack/vcsim/build.sh), as a local vCenter.
+
+Its default inventory is one datacenter DC0 with a standalone host DC0_H0 and a cluster
+DC0_C0 of three hosts DC0_C0_H0..H2, each with a few VMs of its own, and one shared
+datastore. vcsim listens on a port the kernel picks and prints its SDK URL when ready,
+so there is no port race and nothing to poll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import selectors
+import signal
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+USERNAME = "kubevisor"
+PASSWORD = "vcsim-password"
+
+
+@dataclasses.dataclass(frozen=True)
+class Vcsim:
+    """One running simulator."""
+
+    process: subprocess.Popen[bytes]
+    server: str  # host:port
+    username: str
+    password: str
+
+    def host_uri(self, host: str) -> str:
+        """The vSphere driver's URI for one host of the simulator (e.g. "DC0_C0_H0")."""
+        return f"vsphere://{self.server}/{urllib.parse.quote(host)}"
+
+
+def start(bin_dir: Path, *, log: Path, timeout: float = 30.0) -> Vcsim:
+    """Start vcsim on a free loopback port; return once it serves (or raise with its log)."""
+    with log.open("ab") as err:
+        process = subprocess.Popen(
+            [
+                str(bin_dir / "vcsim"),
+                "-l",
+                "127.0.0.1:0",
+                "-username",
+                USERNAME,
+                "-password",
+                PASSWORD,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout)
+    line = process.stdout.readline().decode().strip() if ready else ""
+    url = urllib.parse.urlsplit(line)
+    if not url.hostname or not url.port:
+        stop(Vcsim(process, "", "", ""))
+        raise RuntimeError(f"vcsim printed no URL within {timeout}s ({line!r}); see {log}")
+    return Vcsim(process, f"{url.hostname}:{url.port}", USERNAME, PASSWORD)
+
+
+def stop(sim: Vcsim, *, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    sim.process.send_signal(signal.SIGTERM)
+    try:
+        sim.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        sim.process.kill()
+        sim.process.wait()
+    if sim.process.stdout is not None:
+        sim.process.stdout.close()
