@@ -1,4 +1,5 @@
-"""Every driver behaves the same: the in-memory fake and libvirt's test:///default.
+"""Every driver behaves the same: the in-memory fake, libvirt's test:///default and the
+vSphere driver on vcsim.
 
 Handler tests trust FakeHypervisor to stand in for LibvirtHypervisor; this table is why.
 """
@@ -8,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
 from kubevisor.drivers import base, fake
 from kubevisor.drivers.libvirt import LibvirtHypervisor
+from kubevisor.drivers.vsphere import VsphereHypervisor
+from kubevisor.testbed.vcsim import Vcsim
 
 S = base.DomainState
 E = base.EventKind
@@ -22,7 +25,30 @@ E = base.EventKind
 DRIVERS: dict[str, Callable[[], base.Hypervisor]] = {
     "fake": fake.FakeHypervisor,
     "libvirt-test": lambda: LibvirtHypervisor("test:///default"),
+    "vsphere-vcsim": lambda: pytest.fail("bound by the vsphere_on_vcsim fixture"),
 }
+
+
+def vsphere_on(sim: Vcsim) -> VsphereHypervisor:
+    return VsphereHypervisor(
+        sim.host_uri("DC0_C0_H0"),
+        username=sim.username,
+        password=sim.password,
+        verify_tls=False,
+        poll_interval=0.2,
+    )
+
+
+@pytest.fixture(autouse=True)
+def vsphere_on_vcsim(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The vSphere driver needs the session's vcsim: started only for its parameters."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("driver_name") != "vsphere-vcsim":
+        yield
+        return
+    sim = request.getfixturevalue("vcsim_server")
+    DRIVERS["vsphere-vcsim"] = lambda: vsphere_on(sim)
+    yield
 
 
 def domain_xml(name: str, uuid: str) -> str:
