@@ -4,14 +4,12 @@ simulator of govmomi, started once per session by the `vcsim_server` fixture).""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyVim import connect as vim_connect
 from pyVmomi import vim, vmodl
 
 from harness import require, vcsim_bin
@@ -277,39 +275,16 @@ def test_lifecycle_of_an_agent_rendered_domain(vcsim_server: Vcsim) -> None:
 
 def test_define_sets_the_uuid_memory_and_cpus_vsphere_sees(vcsim_server: Vcsim) -> None:
     async def scenario(hypervisor: driver.VsphereHypervisor, uid: str) -> None:
-        seen = await asyncio.to_thread(vsphere_view, vcsim_server, uid)
-        assert seen == (uid, 256, 2, HOST)
+        seen = await asyncio.to_thread(vcsim_server.vm, uid)
+        assert seen == vcsim.VmView(
+            bios_uuid=uid, memory_mib=256, vcpus=2, host=HOST, power_state="poweredOff"
+        )
         events = hypervisor.events()
         redefined = await hypervisor.define(agent_xml(uid))
         assert redefined.uuid == uid
         assert await next_event(events, uid) == (E.DEFINED, "updated")
 
     run(vcsim_server, scenario)
-
-
-@contextlib.contextmanager
-def session(sim: Vcsim) -> Iterator[Any]:
-    """A pyvmomi session of the test's own: vSphere as others see it."""
-    host, port = sim.server.rsplit(":", 1)
-    si = vim_connect.SmartConnect(
-        host=host,
-        port=int(port),
-        user=sim.username,
-        pwd=sim.password,
-        disableSslCertValidation=True,
-    )
-    try:
-        yield si.RetrieveContent()
-    finally:
-        vim_connect.Disconnect(si)
-
-
-def vsphere_view(sim: Vcsim, uid: str) -> tuple[str, int, int, str]:
-    """The VM's BIOS uuid, memory MiB, vCPUs and host name, as vSphere has them."""
-    with session(sim) as content:
-        vm = content.searchIndex.FindByUuid(None, uid, True, True)
-        hardware = vm.config.hardware
-        return vm.config.uuid, hardware.memoryMB, hardware.numCPU, vm.runtime.host.name
 
 
 def test_changes_made_by_others_arrive_as_events(vcsim_server: Vcsim) -> None:
@@ -323,7 +298,7 @@ def test_changes_made_by_others_arrive_as_events(vcsim_server: Vcsim) -> None:
 
 
 def power_on_behind_the_drivers_back(sim: Vcsim, uid: str) -> None:
-    with session(sim) as content:
+    with sim.session() as content:
         content.searchIndex.FindByUuid(None, uid, True, True).PowerOnVM_Task()
 
 
@@ -343,8 +318,8 @@ def test_vmotion_moves_the_vm_to_the_other_host(vcsim_server: Vcsim) -> None:
             moved = await target.state(uid)
             assert moved.state is S.RUNNING
             assert domain.read_metadata(await target.domain_xml(uid)) is not None
-            seen = await asyncio.to_thread(vsphere_view, vcsim_server, uid)
-            assert seen[3] == OTHER_HOST
+            seen = await asyncio.to_thread(vcsim_server.vm, uid)
+            assert seen is not None and seen.host == OTHER_HOST
             await target.undefine(uid)
 
     asyncio.run(main())

@@ -8,12 +8,17 @@ so there is no port race and nothing to poll.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import selectors
 import signal
 import subprocess
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from pyVim import connect as vim_connect
 
 USERNAME = "kubevisor"
 PASSWORD = "vcsim-password"
@@ -31,6 +36,48 @@ class Vcsim:
     def host_uri(self, host: str) -> str:
         """The vSphere driver's URI for one host of the simulator (e.g. "DC0_C0_H0")."""
         return f"vsphere://{self.server}/{urllib.parse.quote(host)}"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """A pyvmomi session of its own (its ServiceContent): vSphere as others see it."""
+        host, port = self.server.rsplit(":", 1)
+        si = vim_connect.SmartConnect(
+            host=host,
+            port=int(port),
+            user=self.username,
+            pwd=self.password,
+            disableSslCertValidation=True,
+        )
+        try:
+            yield si.RetrieveContent()
+        finally:
+            vim_connect.Disconnect(si)
+
+    def vm(self, uuid: str) -> VmView | None:
+        """The VM with that instance UUID as vSphere has it; None if there is none."""
+        with self.session() as content:
+            vm = content.searchIndex.FindByUuid(None, uuid, True, True)
+            if vm is None:
+                return None
+            hardware = vm.config.hardware
+            return VmView(
+                bios_uuid=vm.config.uuid,
+                memory_mib=hardware.memoryMB,
+                vcpus=hardware.numCPU,
+                host=vm.runtime.host.name,
+                power_state=str(vm.runtime.powerState),
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class VmView:
+    """One VM's facts as vSphere reports them (for tests to check a driver against)."""
+
+    bios_uuid: str
+    memory_mib: int
+    vcpus: int
+    host: str
+    power_state: str  # poweredOn, poweredOff, suspended
 
 
 def start(bin_dir: Path, *, log: Path, timeout: float = 30.0) -> Vcsim:
