@@ -1,10 +1,14 @@
-"""The agent's command line: the image cache's eviction settings."""
+"""The agent's command line: the image cache's eviction settings, the driver by URI."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from kubevisor.agent import main
+from kubevisor.drivers.libvirt import LibvirtHypervisor
+from kubevisor.drivers.vsphere import VsphereHypervisor
 
 
 def test_eviction_defaults_are_50gi_and_a_day() -> None:
@@ -43,3 +47,29 @@ def test_eviction_flags(flags: list[str], size: int, unused: float) -> None:
 def test_bad_eviction_flags_are_refused(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         main.parse_args(["--host", "h", *flags])
+
+
+def test_the_uri_scheme_picks_the_driver(tmp_path: Path) -> None:
+    (tmp_path / "username").write_text("administrator@vsphere.local\n")
+    (tmp_path / "password").write_text("secret\n")
+    vsphere = main.hypervisor_for(
+        main.parse_args(
+            [
+                "--host",
+                "esx-1",
+                "--libvirt-uri",
+                "vsphere://vc.example/esx-1.example",
+                "--vsphere-credentials",
+                str(tmp_path),
+            ]
+        )
+    )
+    assert isinstance(vsphere, VsphereHypervisor)
+    assert vsphere.uri == "vsphere://vc.example/esx-1.example"
+    libvirt = main.hypervisor_for(main.parse_args(["--host", "h", "--libvirt-uri", "lxc:///"]))
+    assert isinstance(libvirt, LibvirtHypervisor)
+
+
+def test_vsphere_without_credentials_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        main.parse_args(["--host", "h", "--libvirt-uri", "vsphere://vc.example/esx-1"])

@@ -1,7 +1,9 @@
 """`kubevisor-agent --host NAME --libvirt-uri URI`: the node agent's process.
 
 Reads its settings once from the command line, connects to the API server (a kubeconfig,
-or the in-cluster service account) and to libvirt, and runs until SIGTERM/SIGINT.
+or the in-cluster service account) and to the hypervisor, and runs until SIGTERM/SIGINT.
+The URI's scheme picks the driver: `vsphere://VCENTER[:PORT]/HOST` one ESXi host of a
+vCenter (`--vsphere-credentials`), anything else libvirt.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.console.serial import SerialConsole
 from kubevisor.core.domain import BootFiles, DomainType
+from kubevisor.drivers import vsphere
+from kubevisor.drivers.base import Hypervisor
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.kube.client import Kube
 
@@ -34,7 +38,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run VMs bound to one hypervisor host as libvirt domains.",
     )
     parser.add_argument("--host", required=True, help="HypervisorHost name of this node")
-    parser.add_argument("--libvirt-uri", default="qemu:///system", help="libvirt URI to manage")
+    parser.add_argument(
+        "--libvirt-uri",
+        default="qemu:///system",
+        help="libvirt URI to manage, or vsphere://VCENTER[:PORT]/HOST for one host of a vCenter",
+    )
+    parser.add_argument(
+        "--vsphere-credentials",
+        type=Path,
+        help="directory with files `username` and `password` (a mounted Secret) for vsphere://",
+    )
+    parser.add_argument(
+        "--vsphere-insecure",
+        action="store_true",
+        help="accept any TLS certificate from the vCenter (self-signed test setups only)",
+    )
     parser.add_argument(
         "--kubeconfig",
         type=Path,
@@ -46,7 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=("auto", "kvm", "qemu", "test"),
         default="auto",
         help="libvirt domain type: auto picks kvm when the host offers it and /dev/kvm "
-        "exists, else qemu (TCG); test for libvirt's test driver",
+        "exists, else qemu (TCG); test for libvirt's test driver (and vSphere, which reads "
+        "only the name, uuid, memory and vCPUs of the XML)",
     )
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
     parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
@@ -120,6 +139,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if args.libvirt_uri.startswith(f"{vsphere.SCHEME}://") and not args.vsphere_credentials:
+        parser.error(f"--libvirt-uri {args.libvirt_uri} needs --vsphere-credentials")
     if args.console_port and not (
         args.console_cert and args.console_key and args.console_client_ca
     ):
@@ -192,9 +213,22 @@ def domain_type(choice: str, *, offered: Sequence[str]) -> DomainType:
     return "test"
 
 
+def hypervisor_for(args: argparse.Namespace) -> Hypervisor:
+    """The driver for --libvirt-uri: vSphere for vsphere://, libvirt otherwise."""
+    if not args.libvirt_uri.startswith(f"{vsphere.SCHEME}://"):
+        return LibvirtHypervisor(args.libvirt_uri)
+    secret = args.vsphere_credentials
+    return vsphere.VsphereHypervisor(
+        args.libvirt_uri,
+        username=(secret / "username").read_text().strip(),
+        password=(secret / "password").read_text().strip(),
+        verify_tls=not args.vsphere_insecure,
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     metrics.serve(args.metrics_port)
-    hypervisor = LibvirtHypervisor(args.libvirt_uri)
+    hypervisor = hypervisor_for(args)
     await hypervisor.connect()
     facts = await hypervisor.host_facts()
     kind = domain_type(args.domain_type, offered=facts.domain_types)
