@@ -1,0 +1,145 @@
+"""vSphere hosts in the real stack: two ESXi hosts of one vcsim, each managed by its own
+agent (`--libvirt-uri vsphere://...`), next to the shared QEMU hosts. The controller places
+a VM on them and moves it between them with a MigrationJob (a vMotion)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import ManagedProcess, eventually
+from kubevisor.testbed.controlplane import free_ports
+from kubevisor.testbed.vcsim import Vcsim
+from stacks import host_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.apiserver]
+
+# HypervisorHost name -> the ESXi host of vcsim's default cluster it manages.
+ESXI = {"vsphere-h0": "DC0_C0_H0", "vsphere-h1": "DC0_C0_H1"}
+LABEL = "e2e-vsphere"
+
+
+def agent(stack: Any, sim: Vcsim, name: str, state: Path) -> ManagedProcess:
+    state.mkdir()
+    secret = state / "credentials"
+    secret.mkdir()
+    (secret / "username").write_text(sim.username)
+    (secret / "password").write_text(sim.password)
+    argv = [
+        sys.executable,
+        "-m",
+        "kubevisor.agent.main",
+        "--host",
+        name,
+        "--libvirt-uri",
+        sim.host_uri(ESXI[name]),
+        "--vsphere-credentials",
+        str(secret),
+        "--vsphere-insecure",
+        "--kubeconfig",
+        str(stack.plane.kubeconfig),
+        "--state-dir",
+        str(state),
+        "--image-dir",
+        str(state / "images"),
+        "--shutdown-grace",
+        "10",
+        "--lease-duration",
+        "8",
+        "--metrics-port",
+        str(free_ports(1)[0]),
+    ]
+    return ManagedProcess(argv, log=state / "agent.log")
+
+
+@pytest.fixture(scope="module")
+def vsphere_hosts(
+    stack: Any, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """The two vSphere HypervisorHosts, Ready and labelled LABEL=yes; deleted afterwards,
+    so no later test's VM is placed on them."""
+    root = tmp_path_factory.mktemp("vsphere-hosts")
+    agents = {name: agent(stack, vcsim_server, name, root / name).start() for name in ESXI}
+    try:
+        for name in ESXI:
+            eventually(lambda n=name: host_ready(stack, n), timeout=60, what=f"{name} Ready")
+            stack.kubectl("label", "hvh", name, f"{LABEL}=yes", "--overwrite")
+        yield list(ESXI)
+    finally:
+        for name, process in agents.items():
+            process.stop()
+            sys.stderr.write(f"\n--- {name} agent log (tail) ---\n{process.tail()}")
+            stack.kubectl("delete", "hvh", name, "--wait=true", "--timeout=60s", check=False)
+
+
+@pytest.fixture
+def vsphere_namespace(vsphere_hosts: list[str], namespace: str) -> str:
+    """`namespace`, set up after the hosts: its VMs are deleted while their agents run."""
+    return namespace
+
+
+def vm(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "cpu": {"vcpus": 1},
+            "memory": {"size": "128Mi"},
+            "placement": {"hostSelector": {LABEL: "yes"}},
+        },
+    }
+
+
+def test_a_vm_runs_on_vsphere_and_vmotions_to_the_other_host(
+    stack: Any, vcsim_server: Vcsim, vsphere_namespace: str
+) -> None:
+    namespace = vsphere_namespace
+    stack.apply(namespace, vm("esx"))
+    running = stack.wait_phase(namespace, "esx", "Running")
+    uid, source = running["metadata"]["uid"], running["status"]["host"]
+    assert source in ESXI
+    host_status = stack.get("hvh", source)["status"]
+    assert host_status["hypervisor"]["type"] == "vmware"
+    seen = vcsim_server.vm(uid)
+    assert seen is not None and (seen.host, seen.power_state) == (ESXI[source], "poweredOn")
+
+    target = next(name for name in ESXI if name != source)
+    stack.apply(
+        namespace,
+        {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "MigrationJob",
+            "metadata": {"name": "vmotion"},
+            "spec": {"vm": "esx"},
+        },
+    )
+    done = eventually(
+        lambda: (
+            job
+            if (job := stack.get("migrationjob", "vmotion", namespace))
+            and (job.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+            else None
+        ),
+        timeout=120,
+        what="the MigrationJob to end",
+    )
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert (done["status"]["source"], done["status"]["target"]) == (source, target)
+    moved = eventually(
+        lambda: (
+            v
+            if (v := stack.get("vm", "esx", namespace))["status"].get("phase") == "Running"
+            and v["status"].get("host") == target
+            else None
+        ),
+        timeout=60,
+        what="the VM Running on the target",
+    )
+    assert moved["status"]["domain"]["uuid"] == uid
+    seen = vcsim_server.vm(uid)
+    assert seen is not None and (seen.host, seen.power_state) == (ESXI[target], "poweredOn")
