@@ -4,6 +4,7 @@ simulator of govmomi, started once per session by the `vcsim_server` fixture).""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -62,6 +63,7 @@ def test_parse_uri_refuses(uri: str) -> None:
         pytest.param(vim.fault.InvalidLogin(), base.PermanentError, id="bad-login"),
         pytest.param(vim.fault.NotAuthenticated(), base.RetryableError, id="session-expired"),
         pytest.param(ConnectionRefusedError(), base.RetryableError, id="connection-refused"),
+        pytest.param(ssl.SSLCertVerificationError(), base.PermanentError, id="untrusted-cert"),
         pytest.param(vim.fault.InvalidPowerState(), base.RetryableError, id="state-race"),
         pytest.param(vim.fault.MigrationFault(), base.PermanentError, id="vmotion-refused"),
         pytest.param(vmodl.fault.InvalidArgument(), base.PermanentError, id="invalid-argument"),
@@ -367,6 +369,18 @@ def test_bad_credentials_are_permanent(vcsim_server: Vcsim) -> None:
             vcsim_server.host_uri(HOST), username="nobody", password="wrong", verify_tls=False
         )
         with pytest.raises(base.PermanentError, match="InvalidLogin"):
+            await hypervisor.connect()
+        await hypervisor.close()
+
+    asyncio.run(main())
+
+
+def test_an_unverified_certificate_is_permanent(vcsim_server: Vcsim) -> None:
+    async def main() -> None:
+        hypervisor = driver.VsphereHypervisor(
+            vcsim_server.host_uri(HOST), username=vcsim_server.username, password="x"
+        )
+        with pytest.raises(base.PermanentError, match="CERTIFICATE_VERIFY_FAILED"):
             await hypervisor.connect()
         await hypervisor.close()
 

@@ -90,6 +90,8 @@ def parse_uri(uri: str) -> Location:
 FAULT_KINDS: tuple[tuple[type[BaseException], type[base.HypervisorError], float], ...] = (
     (vmodl.fault.ManagedObjectNotFound, base.DomainNotFound, 0.0),
     (vim.fault.InvalidLogin, base.PermanentError, 0.0),
+    # Before OSError, its base: a certificate that does not verify will not start to.
+    (ssl.SSLCertVerificationError, base.PermanentError, 0.0),
     # The session expired or the connection dropped: logging in again fixes it.
     (vim.fault.NotAuthenticated, base.RetryableError, 2.0),
     (OSError, base.RetryableError, 2.0),
@@ -390,6 +392,8 @@ class VsphereHypervisor:
             try:
                 si, host = await asyncio.to_thread(self._login)
                 seen = await asyncio.to_thread(self._domains, si, host)
+            except ssl.SSLCertVerificationError as error:
+                raise translate_error(error, doing=f"connecting to {self.uri}") from None
             except _CONNECTION_ERRORS as error:
                 delay = next(delays)
                 log.warning(
@@ -492,7 +496,8 @@ class VsphereHypervisor:
         self, uuid: str, info: base.DomainInfo | None, *changes: tuple[base.EventKind, str]
     ) -> None:
         """An operation's result: the driver's view of the VM (None: gone) and its events."""
-        name = (info or self._known.get(uuid) or base.DomainInfo(uuid, "", S.NOSTATE, "")).name
+        known = self._known.get(uuid)
+        name = info.name if info else known.name if known else ""
         if info is None:
             self._known.pop(uuid, None)
         else:
