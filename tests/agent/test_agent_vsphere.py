@@ -124,6 +124,8 @@ def test_the_esxi_host_registers_as_a_vmware_hypervisor_host(
     assert status["hypervisor"]["type"] == "vmware"
     assert status["libvirtURI"] == vcsim_server.host_uri(ESXI)
     assert status["capacity"]["cpu"] >= 1
+    # The datastores (vcsim's shared one: 4 TiB), not the agent's own image directory.
+    assert status["capacity"]["disk"] == "4Ti"
     assert status["cpu"]["model"]
 
 

@@ -247,6 +247,7 @@ def test_host_facts_describe_the_simulated_host(vcsim_server: Vcsim) -> None:
     assert facts.cpu_model
     assert facts.uri == vcsim_server.host_uri(HOST)
     assert 0 < stores.free <= stores.capacity
+    assert facts.disk_bytes == stores.capacity
 
 
 def test_lifecycle_of_an_agent_rendered_domain(vcsim_server: Vcsim) -> None:

@@ -345,7 +345,7 @@ class Agent:
         """Create the HypervisorHost if missing and apply its facts when they changed."""
         facts = await self.hv.host_facts()
         self.settings.image_dir.mkdir(parents=True, exist_ok=True)
-        disk = shutil.disk_usage(self.settings.image_dir).total
+        disk = facts.disk_bytes or shutil.disk_usage(self.settings.image_dir).total
         ksm = probe.ksm()
         if ksm is not None:
             metrics.KSM_PAGES_SHARED.set(ksm.pages_shared or 0)

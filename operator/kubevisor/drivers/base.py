@@ -190,6 +190,9 @@ class HostFacts:
     usable_cpu_models: Mapping[str, tuple[str, ...]] = dataclasses.field(
         default_factory=dict, hash=False
     )
+    # Bytes of the storage VM disks live on when the hypervisor keeps its own (vSphere's
+    # datastores); None: the agent's image directory, on the host itself (libvirt).
+    disk_bytes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -582,6 +582,7 @@ class VsphereHypervisor:
                 pages=(),
             )
             about = si.RetrieveContent().about
+            datastores = sum(d.summary.capacity for d in host.datastore)
             return base.HostFacts(
                 hostname=host.name,
                 uuid=hardware.systemInfo.uuid,
@@ -598,6 +599,7 @@ class VsphereHypervisor:
                 libvirt_version=about.apiVersion,
                 domain_types=(HYPERVISOR_TYPE,),
                 uri=self.uri,
+                disk_bytes=datastores,
             )
 
         return await self._call("reading host facts", read)
