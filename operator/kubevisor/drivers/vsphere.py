@@ -15,12 +15,12 @@ vCenter the same way, and the move is a vMotion (RelocateVM_Task).
 vSphere has lifecycle events, but through its own event manager; this driver polls
 instead: a supervisor task logs in (with capped exponential back-off), reads the power
 state of every VM on the host once per `poll_interval` with one PropertyCollector call, and
-publishes the difference as `DomainEvent`s (`lifecycle_events`), and `ConnectionEvent`s
-when the session is lost and regained. pyvmomi blocks, so every call runs in a worker
-thread (`asyncio.to_thread`).
+publishes what changed as `DomainEvent`s (`observe`), and `ConnectionEvent`s when the
+session is lost and regained. pyvmomi blocks, so every call runs in a worker thread
+(`asyncio.to_thread`).
 
 vSphere's "suspended" is a suspend to disk, not a pause of the vCPUs; it is the nearest
-thing vSphere has, and the driver reports it as PAUSED with reason "suspended".
+thing vSphere has, and the driver reports it as PAUSED with libvirt's reason "user".
 """
 
 from __future__ import annotations
