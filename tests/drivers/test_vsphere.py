@@ -217,8 +217,8 @@ def run(
             try:
                 await scenario(hypervisor, uid)
             finally:
+                await hypervisor.undefine(uid)
                 with pytest.raises(base.DomainNotFound):
-                    await hypervisor.undefine(uid)
                     await hypervisor.state(uid)
 
     asyncio.run(main())
