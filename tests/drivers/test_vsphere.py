@@ -178,13 +178,15 @@ def test_host_cpus_numbers_threads_core_by_core() -> None:
 HOST, OTHER_HOST = "DC0_C0_H0", "DC0_C0_H1"
 
 
-def make(sim: Vcsim, host: str = HOST, **kwargs: Any) -> driver.VsphereHypervisor:
+def make(
+    sim: Vcsim, host: str = HOST, *, poll_interval: float = 0.2, **kwargs: Any
+) -> driver.VsphereHypervisor:
     return driver.VsphereHypervisor(
         sim.host_uri(host),
         username=sim.username,
         password=sim.password,
         verify_tls=False,
-        poll_interval=0.2,
+        poll_interval=poll_interval,
         **kwargs,
     )
 
@@ -303,6 +305,29 @@ def test_changes_made_by_others_arrive_as_events(vcsim_server: Vcsim) -> None:
 def power_on_behind_the_drivers_back(sim: Vcsim, uid: str) -> None:
     with sim.session() as content:
         content.searchIndex.FindByUuid(None, uid, True, True).PowerOnVM_Task()
+
+
+def test_polls_during_operations_publish_no_event_twice(vcsim_server: Vcsim) -> None:
+    """Operations publish their own events while the poller runs every 10 ms; a change
+    made behind the driver's back, published by the poller, closes the sequence."""
+    cycle = [(E.STARTED, "booted"), (E.SUSPENDED, "paused"), (E.RESUMED, "unpaused")]
+    cycle += [(E.STOPPED, "destroyed")]
+
+    async def main() -> list[tuple[base.EventKind, str]]:
+        uid = str(uuidlib.uuid4())
+        async with make(vcsim_server, poll_interval=0.01) as hypervisor:
+            await hypervisor.define(agent_xml(uid))
+            try:
+                events = hypervisor.events()
+                for _ in range(3):
+                    for operation in ("start", "suspend", "resume", "destroy"):
+                        await getattr(hypervisor, operation)(uid)
+                await asyncio.to_thread(power_on_behind_the_drivers_back, vcsim_server, uid)
+                return [await next_event(events, uid) for _ in range(3 * len(cycle) + 1)]
+            finally:
+                await hypervisor.undefine(uid)
+
+    assert asyncio.run(main()) == cycle * 3 + [(E.STARTED, "booted")]
 
 
 def test_vmotion_moves_the_vm_to_the_other_host(vcsim_server: Vcsim) -> None:
