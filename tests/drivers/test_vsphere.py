@@ -432,25 +432,35 @@ def test_calls_before_connect_are_retryable(vcsim_server: Vcsim) -> None:
     asyncio.run(main())
 
 
-def test_a_vcenter_that_goes_away_is_a_lost_connection(tmp_path: Path) -> None:
-    """Its own vcsim, stopped under the driver: ConnectionEvent(connected=False)."""
+def test_a_vcenter_that_goes_away_and_comes_back_is_reconnected(tmp_path: Path) -> None:
+    """Its own vcsim, stopped under the driver, then started again on the same port."""
     bin_dir = vcsim_bin()
     require(bin_dir is not None, what="vcsim", how="build it with hack/vcsim/build.sh")
     assert bin_dir is not None
-    sim = vcsim.start(bin_dir, log=tmp_path / "vcsim.log")
+    sims = [vcsim.start(bin_dir, log=tmp_path / "vcsim.log")]
+    port = int(sims[0].server.rsplit(":", 1)[1])
+    again_log = tmp_path / "vcsim-again.log"
 
-    async def main() -> base.ConnectionEvent:
-        async with make(sim, backoff_initial=0.1, backoff_max=0.2) as hypervisor:
+    async def next_connection_event(events: AsyncIterator[base.Event]) -> base.ConnectionEvent:
+        async for event in events:
+            if isinstance(event, base.ConnectionEvent):
+                return event
+        raise AssertionError("event stream ended")
+
+    async def main() -> tuple[base.ConnectionEvent, base.ConnectionEvent, str]:
+        async with make(sims[0], backoff_initial=0.1, backoff_max=0.2) as hypervisor:
             events = hypervisor.events()
-            await asyncio.to_thread(vcsim.stop, sim)
-            async for event in events:
-                if isinstance(event, base.ConnectionEvent):
-                    return event
-        raise AssertionError("no connection event")
+            await asyncio.to_thread(vcsim.stop, sims[0])
+            lost = await next_connection_event(events)
+            sims.append(await asyncio.to_thread(vcsim.start, bin_dir, log=again_log, port=port))
+            back = await next_connection_event(events)
+            return lost, back, (await hypervisor.host_facts()).hostname
 
     try:
-        event = asyncio.run(asyncio.wait_for(main(), timeout=20))
+        lost, back, hostname = asyncio.run(asyncio.wait_for(main(), timeout=30))
     finally:
-        vcsim.stop(sim)
-    assert not event.connected
-    assert event.uri == sim.host_uri(HOST)
+        for sim in sims:
+            vcsim.stop(sim)
+    assert (lost.connected, back.connected) == (False, True)
+    assert lost.uri == back.uri == sims[0].host_uri(HOST)
+    assert hostname == HOST

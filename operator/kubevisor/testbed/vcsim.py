@@ -80,14 +80,15 @@ class VmView:
     power_state: str  # poweredOn, poweredOff, suspended
 
 
-def start(bin_dir: Path, *, log: Path, timeout: float = 30.0) -> Vcsim:
-    """Start vcsim on a free loopback port; return once it serves (or raise with its log)."""
+def start(bin_dir: Path, *, log: Path, port: int = 0, timeout: float = 30.0) -> Vcsim:
+    """Start vcsim on loopback `port` (0: one the kernel picks); return once it serves (or
+    raise with its log). A fresh inventory each time, even on the same port."""
     with log.open("ab") as err:
         process = subprocess.Popen(
             [
                 str(bin_dir / "vcsim"),
                 "-l",
-                "127.0.0.1:0",
+                f"127.0.0.1:{port}",
                 "-username",
                 USERNAME,
                 "-password",
