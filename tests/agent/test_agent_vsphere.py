@@ -94,13 +94,13 @@ def phase_is(plane: ControlPlane, name: str, phase: str) -> Any:
     return vm if vm and (vm.get("status") or {}).get("phase") == phase else None
 
 
-def bind_vm(plane: ControlPlane, name: str) -> dict[str, Any]:
+def bind_vm(plane: ControlPlane, name: str, **spec: Any) -> dict[str, Any]:
     """Create a VM and bind it to the vSphere host in the controller's order."""
     manifest = {
         "apiVersion": "kubevisor.io/v1alpha1",
         "kind": "VirtualMachine",
         "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"cpu": {"vcpus": 2}, "memory": {"size": "256Mi"}},
+        "spec": {"cpu": {"vcpus": 2}, "memory": {"size": "256Mi"}, **spec},
     }
     plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
     patch = json.dumps({"status": {"host": HOST, "phase": "Scheduled"}})
@@ -152,3 +152,15 @@ def test_a_bound_vm_runs_stops_and_goes_on_vsphere(
 
     control_plane.kubectl("delete", "vm", "esx-web", "-n", NAMESPACE, "--wait=true")
     eventually(lambda: vcsim_server.vm(uid) is None, what="the VM deleted from vSphere")
+
+
+def test_a_vm_asking_for_what_vsphere_does_not_map_says_so(
+    control_plane: ControlPlane, vcsim_server: Vcsim, agent: AgentProcess
+) -> None:
+    uid = bind_vm(control_plane, "esx-net", networks=[{"name": "default"}])["metadata"]["uid"]
+    failed = eventually(lambda: phase_is(control_plane, "esx-net", "Failed"), what="Failed")
+    stalled = next(c for c in failed["status"]["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "DomainRejected")
+    assert "cannot give a VM network interfaces" in stalled["message"]
+    assert vcsim_server.vm(uid) is None
+    control_plane.kubectl("delete", "vm", "esx-net", "-n", NAMESPACE, "--wait=true")

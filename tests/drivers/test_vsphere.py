@@ -105,6 +105,43 @@ def test_vm_config_refuses(xml: str) -> None:
         driver.vm_config(xml)
 
 
+def rendered(spec: dict[str, Any], **host: Any) -> str:
+    vm = VirtualMachine.model_validate(
+        {"metadata": {"namespace": "p", "name": "w", "uid": str(uuidlib.uuid4())}, "spec": spec}
+    )
+    return domain.render(vm, host=HostEnvironment(domain_type="qemu", **host))
+
+
+@pytest.mark.parametrize(
+    ("spec", "host", "missing"),
+    [
+        pytest.param({"memory": {"size": "128Mi"}}, {}, [], id="memory-and-cpus-only"),
+        pytest.param(
+            {"memory": {"size": "128Mi"}, "disks": [{"name": "root", "size": "1Gi"}]},
+            {"disk_paths": {"root": "/x/root.qcow2"}},
+            ["disks"],
+            id="disk",
+        ),
+        pytest.param(
+            {"memory": {"size": "128Mi"}, "networks": [{"name": "default"}]},
+            {},
+            ["network interfaces"],
+            id="network",
+        ),
+        pytest.param(
+            {"memory": {"size": "128Mi"}, "firmware": {"type": "uefi"}},
+            {},
+            ["UEFI firmware"],
+            id="uefi",
+        ),
+    ],
+)
+def test_unmapped_names_what_the_vm_would_lack(
+    spec: dict[str, Any], host: dict[str, Any], missing: list[str]
+) -> None:
+    assert driver.unmapped(rendered(spec, **host)) == missing
+
+
 def info(state: base.DomainState, reason: str = "unknown") -> base.DomainInfo:
     return base.DomainInfo("u", "vm", state, reason)
 
@@ -382,6 +419,12 @@ def test_errors_are_named(vcsim_server: Vcsim) -> None:
             await hypervisor.suspend(uid)
         with pytest.raises(base.PermanentError):
             await hypervisor.define("<domain><name>broken</name")
+        with_disk = rendered(
+            {"memory": {"size": "128Mi"}, "disks": [{"name": "root", "size": "1Gi"}]},
+            disk_paths={"root": "/x/root.qcow2"},
+        )
+        with pytest.raises(base.PermanentError, match="cannot give a VM disks"):
+            await hypervisor.define(with_disk)
         with pytest.raises(base.PermanentError, match="post-copy"):
             await hypervisor.start_post_copy(uid)
         assert await hypervisor.job_stats(uid) is None

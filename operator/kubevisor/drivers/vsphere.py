@@ -6,7 +6,8 @@ the XML (name, UUID, memory, vCPUs), creates the VM with both its BIOS `uuid` an
 `instanceUuid` set to the domain's UUID, and keeps the whole XML in the VM's
 `extraConfig` under `XML_KEY`, so `domain_xml` returns the same kubevisor metadata
 `core.domain.read_metadata` parses. Devices (disks, NICs, consoles) are not mapped yet: the
-VM gets the memory and CPUs it asks for and nothing else.
+VM gets the memory and CPUs it asks for, and XML asking for more (`UNMAPPED`) is refused
+with a PermanentError naming it rather than run without it.
 
 The URI names the vCenter and the host: `vsphere://VCENTER[:PORT]/HOST NAME` (e.g.
 `vsphere://127.0.0.1:8989/DC0_C0_H0`); `migrate`'s `dest_uri` names another host of the same
@@ -166,6 +167,26 @@ def vm_config(xml: str) -> VmConfig:
         memory_mib=mib,
         vcpus=int(root.findtext("vcpu") or "1"),
     )
+
+
+# What the agent's domain XML may ask for that this driver does not map (yet), by path.
+UNMAPPED: tuple[tuple[str, str], ...] = (
+    ("devices/disk", "disks"),
+    ("devices/interface", "network interfaces"),
+    ("devices/filesystem", "shared filesystems"),
+    ("devices/hostdev", "PCI passthrough"),
+    ("os/kernel", "direct kernel boot"),
+    ("os/loader", "UEFI firmware"),
+    ("cputune", "CPU pinning and quotas"),
+    ("numatune", "NUMA placement"),
+    ("memoryBacking/hugepages", "huge pages"),
+)
+
+
+def unmapped(xml: str) -> list[str]:
+    """What the domain XML asks for that a VM made by this driver would silently lack."""
+    root = ET.fromstring(xml)
+    return [what for path, what in UNMAPPED if root.find(path) is not None]
 
 
 def minimal_xml(*, name: str, uuid: str, memory_mib: int, vcpus: int) -> str:
@@ -623,6 +644,11 @@ class VsphereHypervisor:
 
     async def define(self, xml: str) -> base.DomainInfo:
         config = vm_config(xml)
+        if missing := unmapped(xml):
+            raise base.PermanentError(
+                f"defining {config.name}: the vSphere driver cannot give a VM "
+                f"{', '.join(missing)} yet (it maps memory and vCPUs only)"
+            )
 
         def define(si: vim.ServiceInstance) -> tuple[bool, str]:
             spec = vim.vm.ConfigSpec(
