@@ -1,6 +1,7 @@
 """vSphere hosts in the real stack: two ESXi hosts of one vcsim, each managed by its own
 agent (`--libvirt-uri vsphere://...`), next to the shared QEMU hosts. The controller places
-a VM on them and moves it between them with a MigrationJob (a vMotion)."""
+a VM requiring type vmware on them and moves it between them with a MigrationJob (a
+vMotion)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.apiserver]
 
 # HypervisorHost name -> the ESXi host of vcsim's default cluster it manages.
 ESXI = {"vsphere-h0": "DC0_C0_H0", "vsphere-h1": "DC0_C0_H1"}
-LABEL = "e2e-vsphere"
 
 
 def agent(stack: Any, sim: Vcsim, name: str, state: Path) -> ManagedProcess:
@@ -60,14 +60,13 @@ def agent(stack: Any, sim: Vcsim, name: str, state: Path) -> ManagedProcess:
 def vsphere_hosts(
     stack: Any, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[str]]:
-    """The two vSphere HypervisorHosts, Ready and labelled LABEL=yes; deleted afterwards,
-    so no later test's VM is placed on them."""
+    """The two vSphere HypervisorHosts, Ready; deleted afterwards, so no later test's VM
+    is placed on them."""
     root = tmp_path_factory.mktemp("vsphere-hosts")
     agents = {name: agent(stack, vcsim_server, name, root / name).start() for name in ESXI}
     try:
         for name in ESXI:
             eventually(lambda n=name: host_ready(stack, n), timeout=60, what=f"{name} Ready")
-            stack.kubectl("label", "hvh", name, f"{LABEL}=yes", "--overwrite")
         yield list(ESXI)
     finally:
         for name, process in agents.items():
@@ -90,7 +89,7 @@ def vm(name: str) -> dict[str, Any]:
         "spec": {
             "cpu": {"vcpus": 1},
             "memory": {"size": "128Mi"},
-            "placement": {"hostSelector": {LABEL: "yes"}},
+            "hypervisor": {"type": "vmware"},
         },
     }
 
