@@ -260,7 +260,7 @@ async def run(args: argparse.Namespace) -> None:
     console_runner = await serve_console(args, kube)
     agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
     logging.getLogger("kubevisor.agent").info(
-        "host %s: libvirt %s, domain type %s", args.host, args.libvirt_uri, kind
+        "host %s: hypervisor %s, domain type %s", args.host, args.libvirt_uri, kind
     )
     task = asyncio.create_task(agent.run())
     loop = asyncio.get_running_loop()
