@@ -527,11 +527,13 @@ class VsphereHypervisor:
             self._events.publish(base.DomainEvent(uuid, name, kind, detail))
 
     def _domains(self, si: vim.ServiceInstance, host: vim.HostSystem) -> dict[str, base.DomainInfo]:
-        """Every VM on `host` by UUID (default reasons), in one PropertyCollector call."""
+        """Every VM on `host` by UUID (default reasons), in one PropertyCollector call.
+
+        The view holds the VMs of the host's cluster (or standalone compute resource),
+        not of the whole vCenter; `runtime.host` picks this host's.
+        """
         content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(
-            content.rootFolder, [vim.VirtualMachine], True
-        )
+        view = content.viewManager.CreateContainerView(host.parent, [vim.VirtualMachine], True)
         collector = vmodl.query.PropertyCollector
         try:
             spec = collector.FilterSpec(
