@@ -568,11 +568,15 @@ class VsphereHypervisor:
     def _vm(self, si: vim.ServiceInstance, uuid: str) -> vim.VirtualMachine:
         """The VM with that instance UUID on this host; DomainNotFound if none is here."""
         vm = si.RetrieveContent().searchIndex.FindByUuid(None, uuid, True, True)
+        try:
+            on = vm.runtime.host if vm is not None else None
+        except vmodl.fault.ManagedObjectNotFound:
+            on = None  # deleted since the search
         host = self._host
-        if vm is None or host is None or vm.runtime.host is None:
+        if on is None or host is None:
             raise base.DomainNotFound(f"no VM {uuid} on {self.uri}")
-        if vm.runtime.host._moId != host._moId:
-            raise base.DomainNotFound(f"VM {uuid} is on {vm.runtime.host.name}, not {self.uri}")
+        if on._moId != host._moId:
+            raise base.DomainNotFound(f"VM {uuid} is on {on.name}, not {self.uri}")
         return vm
 
     @staticmethod
@@ -800,9 +804,11 @@ class VsphereHypervisor:
             except base.DomainNotFound:
                 return None
             was_on = str(vm.runtime.powerState) != "poweredOff"
-            if was_on:
-                self._wait(si, vm.PowerOffVM_Task())
-            self._wait(si, vm.Destroy_Task())
+            # Deleted by someone else meanwhile: gone all the same.
+            with contextlib.suppress(vmodl.fault.ManagedObjectNotFound):
+                if was_on:
+                    self._wait(si, vm.PowerOffVM_Task())
+                self._wait(si, vm.Destroy_Task())
             return was_on
 
         was_on = await self._act(f"undefining {uuid}", undefine)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pyVim import connect as vim_connect
+from pyVmomi import vmodl
 
 USERNAME = "kubevisor"
 PASSWORD = "vcsim-password"
@@ -59,14 +60,17 @@ class Vcsim:
             vm = content.searchIndex.FindByUuid(None, uuid, True, True)
             if vm is None:
                 return None
-            hardware = vm.config.hardware
-            return VmView(
-                bios_uuid=vm.config.uuid,
-                memory_mib=hardware.memoryMB,
-                vcpus=hardware.numCPU,
-                host=vm.runtime.host.name,
-                power_state=str(vm.runtime.powerState),
-            )
+            try:
+                hardware = vm.config.hardware
+                return VmView(
+                    bios_uuid=vm.config.uuid,
+                    memory_mib=hardware.memoryMB,
+                    vcpus=hardware.numCPU,
+                    host=vm.runtime.host.name,
+                    power_state=str(vm.runtime.powerState),
+                )
+            except vmodl.fault.ManagedObjectNotFound:
+                return None  # deleted between the search and the reads
 
 
 @dataclasses.dataclass(frozen=True)
