@@ -617,3 +617,9 @@ def test_hostile_init_and_rootfs_stay_text(text: str) -> None:
     source = root.find("devices/filesystem/source")
     assert source is not None and source.get("dir") == "/srv/" + text
     assert root.find(".//evil") is None
+
+
+def test_a_container_without_networks_gets_a_network_namespace_of_its_own() -> None:
+    root = ET.fromstring(domain.render(vm(CONTAINER), host=LXC))
+    assert root.find("devices/interface") is None
+    assert root.find("features/privnet") is not None

@@ -114,6 +114,8 @@ def test_container_starts_pauses_resumes_and_shuts_down(
                 await beating(rootfs)
                 # The memory cgroup's limit, as the container itself sees it.
                 assert container.memory_kib(rootfs) == MEMORY_KIB
+                # No spec.networks: a network namespace of its own, with no host NIC in it.
+                assert container.interfaces(rootfs) == ["lo"]
 
                 await hypervisor.suspend(uuid)
                 await events_until(events, uuid, E.SUSPENDED, "paused")

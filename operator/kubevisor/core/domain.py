@@ -628,6 +628,13 @@ def _container_os(doc: _Doc) -> None:
         ET.SubElement(os_el, "initarg").text = arg
 
 
+def _container_features(doc: _Doc) -> None:
+    features = ET.SubElement(doc.domain, "features")
+    # Without it a container with no <interface> shares the host's network namespace and
+    # sees every host NIC; a VM without networks has none, and so does a container.
+    ET.SubElement(features, "privnet")
+
+
 def _root_filesystem(doc: _Doc) -> None:
     assert doc.spec.container is not None
     element = ET.SubElement(doc.devices(), "filesystem", type="mount")
@@ -656,6 +663,7 @@ CONTAINER_CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
     _vcpus,
     _cputune,
     _container_os,
+    _container_features,
     _lifecycle,
     _root_filesystem,
     _container_interfaces,

@@ -26,9 +26,11 @@ HEARTBEAT_INIT = [
     # The trap runs once the current sleep ends, so a shutdown takes at most 0.2 s.
     "trap 'echo stopped > /run/kubevisor/stopped; exit 0' TERM; "
     "grep MemTotal /proc/meminfo > /run/kubevisor/meminfo; "
+    "ls /sys/class/net > /run/kubevisor/net; "
     "n=0; while :; do n=$((n+1)); echo $n > /run/kubevisor/beat; sleep 0.2; done",
 ]
-"""A PID 1 that records its memory limit, counts while it runs, and exits on SIGTERM."""
+"""A PID 1 that records its memory limit and network interfaces, counts while it runs, and
+exits on SIGTERM."""
 
 
 def build_rootfs(directory: Path) -> Path:
@@ -56,6 +58,11 @@ def memory_kib(rootfs: Path) -> int | None:
     """The memory the container saw as MemTotal, once HEARTBEAT_INIT has recorded it."""
     fields = _read(rootfs / STATE / "meminfo").split()
     return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+def interfaces(rootfs: Path) -> list[str]:
+    """The network interfaces the container saw when HEARTBEAT_INIT started."""
+    return _read(rootfs / STATE / "net").split()
 
 
 def stopped(rootfs: Path) -> bool:
