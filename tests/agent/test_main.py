@@ -1,4 +1,4 @@
-"""The agent's command line: the image cache's eviction settings."""
+"""The agent's command line: the image cache's eviction settings, the domain type."""
 
 from __future__ import annotations
 
@@ -43,3 +43,16 @@ def test_eviction_flags(flags: list[str], size: int, unused: float) -> None:
 def test_bad_eviction_flags_are_refused(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         main.parse_args(["--host", "h", *flags])
+
+
+@pytest.mark.parametrize(
+    ("choice", "offered", "expected"),
+    [
+        pytest.param("auto", ("qemu",), "qemu", id="tcg"),
+        pytest.param("auto", ("lxc",), "lxc", id="lxc-connection"),
+        pytest.param("auto", (), "test", id="test-driver"),
+        pytest.param("lxc", ("qemu",), "lxc", id="explicit"),
+    ],
+)
+def test_domain_type(choice: str, offered: tuple[str, ...], expected: str) -> None:
+    assert main.domain_type(choice, offered=offered) == expected
