@@ -148,3 +148,46 @@ def test_host_facts_of_the_lxc_driver(host: hosts.LocalHost) -> None:
     assert (facts.hostname, facts.uuid) == (host.hostname, host.uuid)
     assert (facts.hypervisor_type, facts.domain_types) == ("LXC", ("lxc",))
     assert facts.memory_kib > MEMORY_KIB
+
+
+def container_processes(uid: str) -> list[int]:
+    """Processes of the container `uid`: libvirt puts LIBVIRT_LXC_UUID in its init's
+    environment, and the init's children inherit it. They live in a PID namespace nested
+    in the host's, so `hosts.namespace_processes` does not list them."""
+    marker = f"LIBVIRT_LXC_UUID={uid}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_stopping_the_host_ends_its_containers_and_their_cgroups(tmp_path: Path) -> None:
+    state_dir = tmp_path / "hosts"
+    [doomed] = hosts.start_hosts(1, state_dir=state_dir, lxc=True)
+    rootfs = container.build_rootfs(tmp_path / "rootfs")
+    vm = container_vm(rootfs)
+    xml = domain.render(vm, host=domain.HostEnvironment(domain_type="lxc"))
+    # libvirt names the cgroup after the domain, leaving out characters like '_'.
+    cgroup_name = domain.domain_name("lxc", str(vm.metadata["name"])).replace("_", "")
+
+    def cgroups() -> list[Path]:
+        return [p for p in Path("/").glob(hosts.CONTAINER_CGROUPS[1:]) if cgroup_name in p.name]
+
+    async def start() -> None:
+        async with LibvirtHypervisor(doomed.lxc_uri) as hypervisor:
+            await hypervisor.define(xml)
+            await hypervisor.start(str(vm.metadata["uid"]))
+            await beating(rootfs)
+
+    asyncio.run(start())
+    assert cgroups(), "the running container has its cgroups"
+    assert container_processes(str(vm.metadata["uid"])), "and its processes"
+    namespace = hosts.host_pid_namespace(doomed)
+    hosts.stop_hosts(state_dir)
+    assert namespace is not None and hosts.namespace_processes(namespace) == []
+    assert cgroups() == []
+    assert container_processes(str(vm.metadata["uid"])) == []

@@ -44,6 +44,8 @@ MIGRATION_PORTS_PER_HOST = 50
 REQUIRED_BINARIES = ("unshare", "mount", "libvirtd", "virtlogd", "qemu-system-x86_64")
 LIBVIRT_LXC = Path("/usr/lib/libvirt/libvirt_lxc")
 """The LXC driver's per-container controller, from Debian's libvirt-daemon-driver-lxc."""
+CONTAINER_CGROUPS = "/sys/fs/cgroup/*/machine/lxc-*.libvirt-lxc"
+"""Where libvirt LXC puts each container's cgroup on this machine's cgroup v1 hierarchies."""
 HOW_TO_INSTALL = (
     "run as root with util-linux, libvirt-daemon, libvirt-daemon-driver-qemu and "
     "qemu-system-x86 installed (hack/setup.sh does it)"
@@ -224,9 +226,27 @@ def stop_hosts(state_dir: Path, *, timeout: float = 30.0) -> list[LocalHost]:
             _reap_if_child(unshare)
         if namespace and namespace_processes(namespace):
             raise RuntimeError(f"{host.name}: processes left: {namespace_processes(namespace)}")
+        if host.lxc:
+            remove_empty_container_cgroups()
         host.pid_file.unlink(missing_ok=True)
         stopped.append(host)
     return stopped
+
+
+def remove_empty_container_cgroups() -> list[Path]:
+    """Remove the cgroups libvirt LXC left behind for containers that died with their host.
+
+    libvirt removes a container's cgroups when the container stops, not when the host's
+    PID namespace ends under it. The kernel refuses to remove a cgroup that still has
+    processes, so a running container of another host keeps its own (one caught in the
+    instant between libvirt creating its cgroup and moving its first process in would not).
+    """
+    removed = []
+    for group in sorted(Path("/").glob(CONTAINER_CGROUPS.lstrip("/"))):
+        with contextlib.suppress(OSError):
+            group.rmdir()
+            removed.append(group)
+    return removed
 
 
 def list_hosts(state_dir: Path) -> list[LocalHost]:
