@@ -372,6 +372,7 @@ class Agent:
                 security_models=facts.security_models,
                 cgroup_controllers=self.settings.cgroup_controllers,
                 qemu_conf=self.settings.qemu_conf,
+                containers=self.settings.domain_type == "lxc",
             ),
             pci_devices=probe.pci_inventory(rules, await self.hv.pci_devices()) if rules else [],
         )
