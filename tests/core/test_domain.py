@@ -596,12 +596,10 @@ def test_a_container_refusal_names_every_field_at_once() -> None:
     assert [r.split(":")[0] for r in reasons] == ["firmware", "disks", "memory.hugepages"]
 
 
-def test_a_container_spec_on_a_vm_host_boots_no_container() -> None:
-    # The qemu rendering ignores spec.container: placement keeps container VMs off
-    # qemu hosts; the domain still carries its metadata so the agent recognises it.
-    root = ET.fromstring(domain.render(vm(CONTAINER), host=HostEnvironment(domain_type="qemu")))
-    assert root.findtext("os/type") == "hvm"
-    assert root.find("devices/filesystem") is None
+def test_a_container_spec_on_a_vm_host_is_refused() -> None:
+    # Not a VM booted from the agent's default kernel with the container ignored.
+    with pytest.raises(domain.DomainError, match="needs a host of hypervisor type lxc"):
+        domain.render(vm(CONTAINER), host=HostEnvironment(domain_type="qemu"))
 
 
 def test_container_metadata_round_trips() -> None:

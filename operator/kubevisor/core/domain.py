@@ -196,6 +196,14 @@ class _Doc:
         return found if found is not None else ET.SubElement(self.domain, "devices")
 
 
+def _no_container(doc: _Doc) -> None:
+    if doc.spec.container is not None:
+        raise DomainError(
+            f"container: a system container needs a host of hypervisor type lxc; this one "
+            f"runs virtual machines ({doc.host.domain_type})"
+        )
+
+
 def _identity(doc: _Doc) -> None:
     ET.SubElement(doc.domain, "name").text = domain_name(doc.ref.namespace, doc.ref.name)
     if doc.ref.uid:
@@ -537,6 +545,7 @@ def _seclabel(doc: _Doc) -> None:
 
 
 CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
+    _no_container,
     _identity,
     _memory,
     _vcpus,
