@@ -10,7 +10,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 debs=(
-  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients libvirt-dev
+  pkg-config
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage cpio
   iproute2 util-linux ovmf syslinux syslinux-common mtools dosfstools
 )

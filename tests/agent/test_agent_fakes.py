@@ -262,6 +262,31 @@ def test_a_domain_libvirt_refuses_to_start_is_retried_with_backoff(
     asyncio.run(main())
 
 
+def test_a_spec_this_host_cannot_express_fails_the_vm_with_the_reason(
+    tmp_path: Path, clock: Any
+) -> None:
+    """A DomainError from rendering is the VM's condition, not a crashed reconcile."""
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        container = {"rootfs": str(tmp_path / "rootfs")}
+        spec = {**SPEC, "container": container, "firmware": {"type": "uefi"}}
+        key, _ = api.create("uefi-container", spec)
+        async with running(tmp_path, api, hv, clock, domain_type="lxc") as agent:
+            await agent.settle()
+            assert [call for call in hv.calls if call[0] == "define"] == []
+            assert api.vms[key]["status"]["phase"] == "Failed"
+            for type_ in ("Ready", "Stalled"):
+                rejected = agent.condition(key, type_)
+                assert (rejected["status"], rejected["reason"]) == (
+                    "False" if type_ == "Ready" else "True",
+                    "DomainRejected",
+                )
+                assert "firmware: no UEFI" in rejected["message"]
+
+    asyncio.run(main())
+
+
 def test_a_spec_change_or_deletion_is_reconciled_at_once_while_backing_off(
     tmp_path: Path, clock: Any
 ) -> None:

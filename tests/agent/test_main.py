@@ -1,4 +1,5 @@
-"""The agent's command line: the image cache's eviction settings, the driver by URI."""
+"""The agent's command line: the image cache's eviction settings, the driver by URI, the
+domain type."""
 
 from __future__ import annotations
 
@@ -73,3 +74,16 @@ def test_the_uri_scheme_picks_the_driver(tmp_path: Path) -> None:
 def test_vsphere_without_credentials_is_refused() -> None:
     with pytest.raises(SystemExit):
         main.parse_args(["--host", "h", "--libvirt-uri", "vsphere://vc.example/esx-1"])
+
+
+@pytest.mark.parametrize(
+    ("choice", "offered", "expected"),
+    [
+        pytest.param("auto", ("qemu",), "qemu", id="tcg"),
+        pytest.param("auto", ("lxc",), "lxc", id="lxc-connection"),
+        pytest.param("auto", (), "test", id="test-driver"),
+        pytest.param("lxc", ("qemu",), "lxc", id="explicit"),
+    ],
+)
+def test_domain_type(choice: str, offered: tuple[str, ...], expected: str) -> None:
+    assert main.domain_type(choice, offered=offered) == expected

@@ -64,6 +64,24 @@ def test_capabilities_follow_the_files_present(tmp_path: Path) -> None:
     assert found.cgroup_controllers == []
 
 
+def test_a_container_host_offers_no_vm_features_whatever_files_it_has(tmp_path: Path) -> None:
+    present = tmp_path / "present"
+    present.write_bytes(b"")
+    ovmf = Ovmf(
+        code=str(present),
+        vars_template=str(present),
+        secure_code=str(present),
+        secure_vars_template=str(present),
+    )
+    conf = tmp_path / "qemu.conf"
+    conf.write_text("seccomp_sandbox = 1\n")
+    vm_host = probe.capabilities(ovmf, vhost_net=present, qemu_conf=conf)
+    lxc_host = probe.capabilities(ovmf, vhost_net=present, qemu_conf=conf, containers=True)
+    features = ("uefi", "secure_boot", "vhost_net", "seccomp_sandbox")
+    assert [getattr(vm_host, f) for f in features] == [True, True, True, True]
+    assert [getattr(lxc_host, f) for f in features] == [False, False, False, False]
+
+
 @pytest.mark.parametrize(
     ("models", "expected"),
     [

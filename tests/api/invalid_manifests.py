@@ -358,6 +358,21 @@ INVALID = [
         id="hypervisor-types-repeated",
     ),
     pytest.param(
+        vm({"container": {"rootfs": "/srv/web", "init": ["/bin/sh"]}, "boot": {"kernel": "/k"}}),
+        "spec.container",
+        id="container-with-kernel-boot",
+    ),
+    pytest.param(
+        vm({"container": {"rootfs": "srv/web"}}),
+        "spec.container.rootfs",
+        id="container-rootfs-relative",
+    ),
+    pytest.param(
+        vm({"container": {"rootfs": "/srv/web", "init": []}}),
+        "spec.container.init",
+        id="container-init-empty",
+    ),
+    pytest.param(
         vm({"devices": {"pci": [{"alias": "GPU_A100"}]}}),
         "spec.devices.pci[0].alias",
         id="pci-alias-not-a-dns-label",

@@ -101,6 +101,7 @@ def test_mixed_cluster_places_each_vm_on_a_type_that_runs_it(
         "1 lxc has no UEFI firmware (spec.firmware)"
     )
     assert (
-        "1 lxc has no dedicated (pinned) vCPUs (spec.cpu.policy) or block-device disks"
+        "1 lxc has no dedicated (pinned) vCPUs (spec.cpu.policy), block-device disks "
+        "(spec.disks) or guest kernel, which a VM without spec.container boots"
         in (decisions["demo/pinned"])
     )

@@ -261,6 +261,32 @@ CASES = [
         HostEnvironment(domain_type="kvm", default_boot=TINY_BOOT),
         id="pci-passthrough-hostdevs",
     ),
+    # --- system containers (libvirt LXC) --------------------------------------------------
+    pytest.param(
+        vm(
+            {
+                "cpu": {"vcpus": 2, "tune": {"shares": 512, "quotaMicroseconds": 50000}},
+                "memory": {"size": "256Mi"},
+                "container": {
+                    "rootfs": "/srv/containers/web",
+                    "init": ["/bin/sh", "-c", "exec httpd -f"],
+                },
+                "networks": [
+                    {"name": "default", "type": "network", "source": "default"},
+                    {"name": "storage", "type": "bridge", "source": "br-storage"},
+                ],
+                "security": {"requireConfinement": True},
+            },
+            status={"placement": {"sharedCpus": [0, 1, 2, 3]}},
+        ),
+        HostEnvironment(
+            domain_type="lxc",
+            serial_log="/run/kv/web.log",
+            default_boot=TINY_BOOT,
+            security_model="apparmor",
+        ),
+        id="lxc-container-limits-networks",
+    ),
 ]
 
 
@@ -301,6 +327,7 @@ def test_metadata_round_trips() -> None:
         pytest.param({"devices": {"pci": [{"alias": "gpu"}]}}, True, id="pci-devices"),
         pytest.param({"security": {"requireConfinement": True}}, True, id="security"),
         pytest.param({"memory": {"size": "64Mi", "balloon": {}}}, True, id="balloon"),
+        pytest.param({"container": {"rootfs": "/srv/web"}}, True, id="container"),
     ],
 )
 def test_hardware_fingerprint_changes_only_with_restart_requiring_fields(
@@ -506,3 +533,91 @@ def test_disk_without_a_file_on_the_host_is_refused() -> None:
 )
 def test_cpuset(cpus: list[int], expected: str) -> None:
     assert domain.cpuset(cpus) == expected
+
+
+CONTAINER = {"memory": {"size": "64Mi"}, "container": {"rootfs": "/srv/web"}}
+LXC = HostEnvironment(domain_type="lxc")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        pytest.param({"container": None}, "container: required", id="no-container"),
+        pytest.param({"firmware": {"type": "uefi"}}, "firmware: no UEFI", id="uefi"),
+        pytest.param({"firmware": {"type": "bios", "secureBoot": False}}, None, id="plain-bios"),
+        pytest.param(
+            {"cpu": {"vcpus": 2, "policy": "dedicated"}}, "cpu.policy dedicated", id="dedicated"
+        ),
+        pytest.param({"cpu": {"model": "Skylake-Server"}}, "cpu.model", id="cpu-model"),
+        pytest.param({"cpu": {"vcpus": 2, "sockets": 2}}, "sockets", id="cpu-topology"),
+        pytest.param(
+            {"cpu": {"vcpus": 2}, "numa": {"cells": [{"cpus": [0, 1], "memory": "64Mi"}]}},
+            "numa: guest NUMA cells",
+            id="numa-cells",
+        ),
+        pytest.param(
+            {"memory": {"size": "64Mi", "hugepages": {"pageSize": "2Mi"}}},
+            "memory.hugepages",
+            id="hugepages",
+        ),
+        pytest.param({"memory": {"size": "64Mi", "balloon": {}}}, "balloon", id="balloon"),
+        pytest.param({"disks": [{"name": "root", "size": "1Gi"}]}, "disks: block", id="disk"),
+        pytest.param({"cloudInit": {"userData": "#cloud-config"}}, "cloudInit", id="cloud-init"),
+        pytest.param({"networks": [{"name": "nat"}]}, "'nat': type user", id="user-network"),
+        pytest.param({"devices": {"pci": [{"alias": "gpu"}]}}, "devices.pci", id="pci"),
+        pytest.param({"security": {"requireSeccompSandbox": True}}, "QEMU's sandbox", id="seccomp"),
+        pytest.param({"cpu": {"tune": {"shares": 100}}}, None, id="cpu-tune-is-fine"),
+    ],
+)
+def test_a_container_refuses_what_only_a_guest_kernel_has(
+    change: dict[str, Any], reason: str | None
+) -> None:
+    spec = {key: value for key, value in {**CONTAINER, **change}.items() if value is not None}
+    machine = vm(spec)
+    if reason is None:
+        assert domain.container_unsupported(machine.spec) == []
+        domain.render(machine, host=LXC)
+        return
+    with pytest.raises(domain.DomainError, match="system container") as refused:
+        domain.render(machine, host=LXC)
+    assert reason in str(refused.value)
+
+
+def test_a_container_refusal_names_every_field_at_once() -> None:
+    machine = vm(
+        {
+            **CONTAINER,
+            "firmware": {"type": "uefi"},
+            "disks": [{"name": "root", "size": "1Gi"}],
+            "memory": {"size": "64Mi", "hugepages": {"pageSize": "2Mi"}},
+        }
+    )
+    reasons = domain.container_unsupported(machine.spec)
+    assert [r.split(":")[0] for r in reasons] == ["firmware", "disks", "memory.hugepages"]
+
+
+def test_a_container_spec_on_a_vm_host_is_refused() -> None:
+    # Not a VM booted from the agent's default kernel with the container ignored.
+    with pytest.raises(domain.DomainError, match="needs a host of hypervisor type lxc"):
+        domain.render(vm(CONTAINER), host=HostEnvironment(domain_type="qemu"))
+
+
+def test_container_metadata_round_trips() -> None:
+    machine = vm(CONTAINER)
+    assert domain.read_metadata(domain.render(machine, host=LXC)) == domain.vm_ref(machine)
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_init_and_rootfs_stay_text(text: str) -> None:
+    machine = vm({**CONTAINER, "container": {"rootfs": "/srv/" + text, "init": ["/init", text]}})
+    root = ET.fromstring(domain.render(machine, host=LXC))
+    assert root.findtext("os/initarg") == text
+    source = root.find("devices/filesystem/source")
+    assert source is not None and source.get("dir") == "/srv/" + text
+    assert root.find(".//evil") is None
+
+
+def test_a_container_without_networks_gets_a_network_namespace_of_its_own() -> None:
+    root = ET.fromstring(domain.render(vm(CONTAINER), host=LXC))
+    assert root.find("devices/interface") is None
+    assert root.find("features/privnet") is not None

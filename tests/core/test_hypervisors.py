@@ -20,7 +20,7 @@ def spec(**fields: Any) -> VirtualMachineSpec:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        pytest.param({}, set(), id="minimal-asks-nothing"),
+        pytest.param({}, set(), id="minimal-asks-only-for-a-kernel"),
         pytest.param(
             {"evictionStrategy": "LiveMigrate"}, set(), id="live-migrate-eviction-is-no-feature"
         ),
@@ -69,7 +69,27 @@ def spec(**fields: Any) -> VirtualMachineSpec:
     ],
 )
 def test_requested_features(fields: dict[str, Any], expected: set[Feature]) -> None:
-    assert hypervisors.requested(spec(**fields)) == expected
+    # Each is a VM, not a container: it boots a guest kernel.
+    assert hypervisors.requested(spec(**fields)) == {F.GUEST_KERNEL, *expected}
+
+
+def test_a_container_asks_for_containers_not_a_guest_kernel() -> None:
+    container = {"rootfs": "/srv/web"}
+    asked = hypervisors.requested(spec(container=container, cpu={"tune": {"shares": 512}}))
+    assert asked == {F.CONTAINER, F.CPU_TUNE}
+    assert hypervisors.missing("lxc", asked) == frozenset()
+    assert hypervisors.missing("qemu", asked) == {F.CONTAINER}
+
+
+def test_only_lxc_runs_containers_and_lxc_runs_nothing_else() -> None:
+    runs_containers = {
+        t for t, features in hypervisors.SUPPORTED.items() if F.CONTAINER in features
+    }
+    boots_kernels = {
+        t for t, features in hypervisors.SUPPORTED.items() if F.GUEST_KERNEL in features
+    }
+    assert runs_containers == {"lxc"}
+    assert boots_kernels == {"kvm", "qemu", "vmware", "test"}
 
 
 def test_every_feature_has_words_and_every_reported_type_a_row() -> None:

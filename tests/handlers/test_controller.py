@@ -18,10 +18,15 @@ def test_a_mixed_cluster_binds_each_vm_to_a_host_of_a_type_that_runs_it(
                 host("vc1", hypervisor_type="vmware"),
             ],
             vms=[
-                vm("container", hypervisor={"type": "lxc"}),
+                vm("container", hypervisor={"type": "lxc"}, container={"rootfs": "/srv/ct"}),
                 vm("esxi-app", hypervisor={"type": "vmware"}),
                 vm("with-disk", disks=[{"name": "root", "size": "1Gi"}]),
-                vm("pinned-container", hypervisor={"type": "lxc"}, cpu={"policy": "dedicated"}),
+                vm(
+                    "pinned-container",
+                    hypervisor={"type": "lxc"},
+                    container={"rootfs": "/srv/ct"},
+                    cpu={"policy": "dedicated"},
+                ),
             ],
         )
         for name in ("container", "esxi-app", "with-disk", "pinned-container"):

@@ -143,7 +143,8 @@ def test_drain_of_an_lxc_host_moves_a_live_migrate_container_cold(cluster: Clust
                 host("h1", maintenance=True, hypervisor_type="lxc"),
                 host("h2", hypervisor_type="lxc"),
             ],
-            vms=[vm("a", host="h1")],  # evictionStrategy LiveMigrate, the default
+            # evictionStrategy LiveMigrate, the default
+            vms=[vm("a", host="h1", container={"rootfs": "/srv/a"})],
         )
         await cluster.controller.check_host("h1")
 

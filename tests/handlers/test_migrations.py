@@ -122,7 +122,7 @@ def test_live_migration_of_an_lxc_container_fails_with_the_reason(cluster: Clust
     async def main() -> None:
         await cluster.start(
             hosts=[host("ct1", hypervisor_type="lxc"), host("ct2", hypervisor_type="lxc")],
-            vms=[vm("a", host="ct1")],
+            vms=[vm("a", host="ct1", container={"rootfs": "/srv/a"})],
         )
         await cluster.create_job(job("j1", "a"))
 

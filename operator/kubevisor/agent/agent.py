@@ -372,6 +372,7 @@ class Agent:
                 security_models=facts.security_models,
                 cgroup_controllers=self.settings.cgroup_controllers,
                 qemu_conf=self.settings.qemu_conf,
+                containers=self.settings.domain_type == "lxc",
             ),
             pci_devices=probe.pci_inventory(rules, await self.hv.pci_devices()) if rules else [],
         )
@@ -731,11 +732,11 @@ class Agent:
 
     async def _perform(self, action: Action, vm: VirtualMachine, uid: str) -> None:
         if action is Action.DEFINE_AND_START:
-            xml = domain.render(vm, host=await self.environment(vm, uid))
             try:
-                await self.hv.define(xml)
+                xml = domain.render(vm, host=await self.environment(vm, uid))
             except domain.DomainError as invalid:
                 raise PermanentError(str(invalid)) from invalid
+            await self.hv.define(xml)
             await self.hv.start(uid)
         elif action is Action.SHUTDOWN:
             await self.hv.shutdown(uid, timeout=self.settings.shutdown_grace)

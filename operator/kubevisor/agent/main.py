@@ -61,11 +61,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--domain-type",
-        choices=("auto", "kvm", "qemu", "test"),
+        choices=("auto", "kvm", "qemu", "lxc", "test"),
         default="auto",
         help="libvirt domain type: auto picks kvm when the host offers it and /dev/kvm "
-        "exists, else qemu (TCG); test for libvirt's test driver (and vSphere, which reads "
-        "only the name, uuid, memory and vCPUs of the XML)",
+        "exists, else qemu (TCG), else lxc (system containers, with an lxc:// URI); test "
+        "for libvirt's test driver (and vSphere, which reads only the name, uuid, memory "
+        "and vCPUs of the XML)",
     )
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
     parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
@@ -210,6 +211,8 @@ def domain_type(choice: str, *, offered: Sequence[str]) -> DomainType:
         return "kvm"
     if "qemu" in offered:
         return "qemu"
+    if "lxc" in offered:
+        return "lxc"
     return "test"
 
 

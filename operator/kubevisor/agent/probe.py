@@ -107,16 +107,21 @@ def capabilities(
     security_models: Sequence[str] = (),
     cgroup_controllers: Iterable[str] | None = None,
     qemu_conf: Path | None = None,
+    containers: bool = False,
 ) -> HostCapabilities:
     """What a VM may require of this host. `security_models` are the host's libvirt
     secmodels; `cgroup_controllers` what libvirt uses for VMs (the agent's setting,
     None when unknown); `qemu_conf` the host's qemu.conf, for the seccomp sandbox that
-    libvirt does not report."""
+    libvirt does not report. A host that runs `containers` (libvirt LXC) has no UEFI,
+    vhost-net or QEMU sandbox to offer, whatever files this machine holds."""
+    vm = not containers
     return HostCapabilities(
-        seccomp_sandbox=seccomp_sandbox(qemu_conf),
-        uefi=os.path.isfile(ovmf.code) and os.path.isfile(ovmf.vars_template),
-        secure_boot=os.path.isfile(ovmf.secure_code) and os.path.isfile(ovmf.secure_vars_template),
-        vhost_net=vhost_net.exists(),
+        seccomp_sandbox=seccomp_sandbox(qemu_conf) if vm else False,
+        uefi=vm and os.path.isfile(ovmf.code) and os.path.isfile(ovmf.vars_template),
+        secure_boot=vm
+        and os.path.isfile(ovmf.secure_code)
+        and os.path.isfile(ovmf.secure_vars_template),
+        vhost_net=vm and vhost_net.exists(),
         security_driver=security_driver(security_models),
         cgroup_controllers=sorted(cgroup_controllers) if cgroup_controllers is not None else [],
     )

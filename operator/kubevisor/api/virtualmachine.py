@@ -482,6 +482,26 @@ class Boot(ApiModel):
     )
 
 
+class Container(ApiModel):
+    """A system container instead of a virtual machine: the host's kernel runs `init` in
+    its own namespaces with `rootfs` as its root filesystem (libvirt LXC). Only hosts of
+    hypervisor type lxc run it."""
+
+    rootfs: Annotated[str, StringConstraints(pattern=r"^/", max_length=4096)] = Field(
+        description="Absolute path on the host of the directory that becomes the root (/).",
+    )
+    init: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        default_factory=lambda: ["/sbin/init"],
+        min_length=1,
+        max_length=64,
+        description=(
+            "The container's PID 1 and its arguments, a path inside rootfs first. It gets "
+            "SIGTERM on shutdown. Default: /sbin/init."
+        ),
+        json_schema_extra={"default": ["/sbin/init"]},
+    )
+
+
 class CloudInit(ApiModel):
     """cloud-init NoCloud data handed to the guest on a config drive."""
 
@@ -780,6 +800,11 @@ class VirtualMachineSpec(ApiModel):
                 "the NUMA cells' memory must add up to memory.size",
                 field_path=".numa.cells",
             ),
+            rule(
+                "!has(self.container) || !has(self.boot)",
+                "container and boot exclude each other: a container runs no kernel of its own",
+                field_path=".container",
+            ),
         )
     )
 
@@ -819,6 +844,13 @@ class VirtualMachineSpec(ApiModel):
     cloud_init: CloudInit | None = Field(
         default=None,
         description="cloud-init NoCloud data; unset attaches no config drive.",
+    )
+    container: Container | None = Field(
+        default=None,
+        description=(
+            "Run a system container (hypervisor type lxc) instead of a virtual machine: a "
+            "root filesystem and an init command; not together with boot."
+        ),
     )
     networks: list[Network] = Field(
         default_factory=list,
@@ -870,6 +902,14 @@ class VirtualMachineSpec(ApiModel):
         ):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _container_or_boot(self) -> VirtualMachineSpec:
+        if self.container is not None and self.boot is not None:
+            raise ValueError(
+                "container and boot exclude each other: a container runs no kernel of its own"
+            )
         return self
 
     @model_validator(mode="after")

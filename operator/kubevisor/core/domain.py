@@ -31,7 +31,9 @@ NAMESPACE = "https://kubevisor.io/xmlns/domain/v1alpha1"
 PREFIX = "kubevisor"
 ET.register_namespace(PREFIX, NAMESPACE)
 
-DomainType = Literal["kvm", "qemu", "test"]
+DomainType = Literal["kvm", "qemu", "lxc", "test"]
+"""libvirt's <domain type>: kvm and qemu (TCG) run a VM; lxc runs spec.container as a
+system container on the host's kernel (CONTAINER_CONFIGURATORS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ HARDWARE_FIELDS = (
     "disks",
     "boot",
     "cloud_init",
+    "container",
     "networks",
     "firmware",
     "security",
@@ -141,7 +144,8 @@ def render(vm: VirtualMachine, *, host: HostEnvironment) -> str:
     placement = vm.status.placement if vm.status and vm.status.placement else PlacementStatus()
     domain = ET.Element("domain", type=host.domain_type)
     doc = _Doc(domain=domain, spec=vm.spec, placement=placement, host=host, ref=ref)
-    for configure in CONFIGURATORS:
+    configurators = CONTAINER_CONFIGURATORS if host.domain_type == "lxc" else CONFIGURATORS
+    for configure in configurators:
         configure(doc)
     ET.indent(domain)
     return ET.tostring(domain, encoding="unicode")
@@ -190,6 +194,14 @@ class _Doc:
     def devices(self) -> ET.Element:
         found = self.domain.find("devices")
         return found if found is not None else ET.SubElement(self.domain, "devices")
+
+
+def _no_container(doc: _Doc) -> None:
+    if doc.spec.container is not None:
+        raise DomainError(
+            f"container: a system container needs a host of hypervisor type lxc; this one "
+            f"runs virtual machines ({doc.host.domain_type})"
+        )
 
 
 def _identity(doc: _Doc) -> None:
@@ -405,6 +417,9 @@ def _features(doc: _Doc) -> None:
     ET.SubElement(features, "apic")
     if doc.spec.firmware is not None and doc.spec.firmware.secure_boot:
         ET.SubElement(features, "smm", state="on")
+
+
+def _lifecycle(doc: _Doc) -> None:
     ET.SubElement(doc.domain, "clock", offset="utc")
     ET.SubElement(doc.domain, "on_poweroff").text = "destroy"
     ET.SubElement(doc.domain, "on_reboot").text = "restart"
@@ -530,6 +545,7 @@ def _seclabel(doc: _Doc) -> None:
 
 
 CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
+    _no_container,
     _identity,
     _memory,
     _vcpus,
@@ -538,6 +554,7 @@ CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
     _numatune,
     _os,
     _features,
+    _lifecycle,
     _disks,
     _interfaces,
     _hostdevs,
@@ -546,6 +563,125 @@ CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
     _seclabel,
 )
 """Applied in order; libvirt does not care about element order, humans reading diffs do."""
+
+
+# -- system containers (libvirt LXC) ------------------------------------------------------
+
+
+def container_unsupported(spec: VirtualMachineSpec) -> list[str]:
+    """What in `spec` a libvirt LXC system container cannot do, one reason per field.
+
+    A container is processes on the host's kernel in their own namespaces and cgroups:
+    everything that configures a guest kernel, its firmware or its emulated hardware has
+    nothing to act on. `render` refuses such a spec on an lxc host with all the reasons at
+    once, so the VM's condition names every field to change; placement can ask the same
+    question before it picks an lxc host.
+    """
+    cpu, memory = spec.cpu, spec.memory
+    reasons = []
+    if spec.container is None:
+        reasons.append("container: required on an lxc host (a root filesystem and an init)")
+    if spec.boot is not None:
+        reasons.append("boot: a container runs no kernel of its own")
+    if spec.firmware is not None and (spec.firmware.type == "uefi" or spec.firmware.secure_boot):
+        reasons.append("firmware: no UEFI (nor Secure Boot) without a guest kernel to boot")
+    if spec.disks:
+        reasons.append(
+            "disks: block devices are for a guest kernel; a container's files are container.rootfs"
+        )
+    if spec.cloud_init is not None:
+        reasons.append("cloudInit: its config drive is a disk, and a container has none")
+    if cpu.policy == "dedicated" or cpu.thread_policy is not None or cpu.isolate_emulator_thread:
+        reasons.append(
+            "cpu.policy dedicated: pins a guest kernel's vCPU threads, and a container has "
+            "none (cpu.tune limits it)"
+        )
+    if cpu.model is not None or cpu.features or cpu.disabled_features:
+        reasons.append("cpu.model and features: a container sees the host's CPU as it is")
+    if cpu.sockets or cpu.cores or cpu.threads:
+        reasons.append("cpu sockets, cores and threads: a container sees the host's topology")
+    if spec.numa is not None:
+        reasons.append("numa: guest NUMA cells are a guest kernel's topology")
+    if memory.hugepages is not None:
+        reasons.append("memory.hugepages: they back a guest kernel's RAM, a container has none")
+    if memory.balloon is not None:
+        reasons.append("memory.balloon: needs a guest kernel's balloon driver")
+    for network in spec.networks:
+        if network.type == "user":
+            reasons.append(
+                f"networks {network.name!r}: type user is QEMU's NAT; a container needs "
+                "type network or bridge"
+            )
+        if network.multiqueue:
+            reasons.append(f"networks {network.name!r}: multiqueue is a virtio NIC's, not a veth's")
+    if spec.devices is not None and spec.devices.pci:
+        reasons.append("devices.pci: PCI passthrough needs a guest kernel's driver")
+    if spec.security is not None and spec.security.require_seccomp_sandbox:
+        reasons.append("security.requireSeccompSandbox: it is QEMU's sandbox, and there is no QEMU")
+    return reasons
+
+
+def _container_supported(doc: _Doc) -> None:
+    reasons = container_unsupported(doc.spec)
+    if reasons:
+        raise DomainError("not possible in a system container (lxc): " + "; ".join(reasons))
+
+
+def _container_os(doc: _Doc) -> None:
+    assert doc.spec.container is not None  # _container_supported ran first
+    os_el = ET.SubElement(doc.domain, "os")
+    ET.SubElement(os_el, "type", arch="x86_64").text = "exe"
+    init, *args = doc.spec.container.init
+    ET.SubElement(os_el, "init").text = init
+    for arg in args:
+        ET.SubElement(os_el, "initarg").text = arg
+
+
+def _container_features(doc: _Doc) -> None:
+    features = ET.SubElement(doc.domain, "features")
+    # Without it a container with no <interface> shares the host's network namespace and
+    # sees every host NIC; a VM without networks has none, and so does a container.
+    ET.SubElement(features, "privnet")
+
+
+def _root_filesystem(doc: _Doc) -> None:
+    assert doc.spec.container is not None
+    element = ET.SubElement(doc.devices(), "filesystem", type="mount")
+    ET.SubElement(element, "source", dir=doc.spec.container.rootfs)
+    ET.SubElement(element, "target", dir="/")
+
+
+def _container_interfaces(doc: _Doc) -> None:
+    """One veth pair per network; the host end joins the libvirt network or bridge."""
+    for network in doc.spec.networks:
+        element = ET.SubElement(doc.devices(), "interface", type=network.type)
+        attribute = "network" if network.type == "network" else "bridge"
+        ET.SubElement(element, "source", {attribute: str(network.source)})
+
+
+def _container_console(doc: _Doc) -> None:
+    # libvirt LXC has no console log file; the console stays attachable as a pty.
+    console = ET.SubElement(doc.devices(), "console", type="pty")
+    ET.SubElement(console, "target", type="lxc", port="0")
+
+
+CONTAINER_CONFIGURATORS: Sequence[Callable[[_Doc], None]] = (
+    _container_supported,
+    _identity,
+    _memory,
+    _vcpus,
+    _cputune,
+    _container_os,
+    _container_features,
+    _lifecycle,
+    _root_filesystem,
+    _container_interfaces,
+    _container_console,
+    _seclabel,
+)
+"""For domain type lxc. <memory> becomes the container's hard limit in its memory cgroup;
+<cputune> shares and quota limit its CPU time. <vcpu> is only reported (the container's
+processes see every host CPU), and its cpuset, when placement gives one, pins them."""
 
 
 class DomainError(ValueError):

@@ -19,12 +19,15 @@ do in principle; a feature joins a type's row when its driver renders it:
   pairs into a libvirt network or bridge: no QEMU user-mode networking, no multiqueue.
   libvirt's LXC driver has no live migration (a container has no memory image to send);
   it is stopped and started elsewhere. CPU shares and quota work: they are cgroup limits.
+  It runs only `spec.container` (a root filesystem and an init), which no other type
+  runs: every VM without one asks for a guest kernel (`core.domain` refuses either
+  mismatch too, docs/lxc.md).
 - vmware: `drivers/vsphere.py` creates a vSphere VM from the name, uuid, memory and vCPU
   count of the domain the agent renders, powers it on and off, suspends it, and moves it
   with vMotion. vSphere itself has EFI, Secure Boot, DirectPath I/O, virtual NUMA and
   more, but none of them is mapped yet, nor disks or network interfaces.
 - test: libvirt's test driver and the in-memory fake driver accept any domain, so the
-  test suites can take every path through them.
+  test suites can take every path through them; they render VMs, not containers.
 
 A host that reports no type (an agent from before the field) is not judged by the table;
 libvirt then refuses what it cannot do when the domain is defined, and the VM says so.
@@ -65,6 +68,8 @@ class Feature(StrEnum):
     USER_NETWORKING = "user-networking"
     MULTIQUEUE = "multiqueue"
     PCI_PASSTHROUGH = "pci-passthrough"
+    GUEST_KERNEL = "guest-kernel"
+    CONTAINER = "container"
 
 
 #: What a rejection calls each feature, and the spec field that asks for it.
@@ -88,19 +93,22 @@ WORDS: Final[Mapping[Feature, tuple[str, str | None]]] = MappingProxyType(
         Feature.USER_NETWORKING: ("user-mode networking", "spec.networks[].type"),
         Feature.MULTIQUEUE: ("multiqueue interfaces", "spec.networks[].multiqueue"),
         Feature.PCI_PASSTHROUGH: ("PCI passthrough", "spec.devices.pci"),
+        Feature.GUEST_KERNEL: ("guest kernel, which a VM without spec.container boots", None),
+        Feature.CONTAINER: ("system containers", "spec.container"),
     }
 )
 
 EVERYTHING: Final = frozenset(Feature)
+VIRTUAL_MACHINES: Final = EVERYTHING - {Feature.CONTAINER}
 
 #: The capability table: what kubevisor does on each hypervisor type (module docstring).
 SUPPORTED: Final[Mapping[str, frozenset[Feature]]] = MappingProxyType(
     {
-        "kvm": EVERYTHING,
-        "qemu": EVERYTHING,
-        "lxc": frozenset({Feature.CPU_TUNE, Feature.NETWORKS}),
-        "vmware": frozenset({Feature.LIVE_MIGRATION}),
-        "test": EVERYTHING,
+        "kvm": VIRTUAL_MACHINES,
+        "qemu": VIRTUAL_MACHINES,
+        "lxc": frozenset({Feature.CPU_TUNE, Feature.NETWORKS, Feature.CONTAINER}),
+        "vmware": frozenset({Feature.LIVE_MIGRATION, Feature.GUEST_KERNEL}),
+        "test": VIRTUAL_MACHINES,
     }
 )
 
@@ -163,5 +171,7 @@ def requested(spec: VirtualMachineSpec) -> frozenset[Feature]:
         Feature.USER_NETWORKING: any(net.type == "user" for net in spec.networks),
         Feature.MULTIQUEUE: any(net.multiqueue for net in spec.networks),
         Feature.PCI_PASSTHROUGH: spec.devices is not None and bool(spec.devices.pci),
+        Feature.GUEST_KERNEL: spec.container is None,
+        Feature.CONTAINER: spec.container is not None,
     }
     return frozenset(feature for feature, wanted in asked.items() if wanted)

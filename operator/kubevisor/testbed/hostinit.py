@@ -3,7 +3,8 @@
 Started by `kubevisor.testbed.hosts` under `unshare --mount --uts --pid --fork`, so it runs in
 fresh mount, UTS and PID namespaces. It bind-mounts the host's own directories over the
 paths libvirt uses (and a synthetic /sys/devices/system/node when the host has more than
-one NUMA cell, see `kubevisor.testbed.numa`), sets the hostname, runs virtlogd and
+one NUMA cell, see `kubevisor.testbed.numa`; for an LXC host it hides the hybrid cgroup
+layout's cgroup2, see `hybrid_cgroup2`), sets the hostname, runs virtlogd and
 libvirtd in the foreground, and reaps every process of the host (QEMU included). On
 SIGTERM it stops libvirtd, then every other process of the namespace, then exits; when
 PID 1 of a PID namespace exits the kernel kills whatever is left, so a host can never
@@ -31,6 +32,8 @@ BIND_MOUNTS = (
     ("/var/log/libvirt", "log"),
     ("/var/cache/libvirt", "cache"),
 )
+# Where systemd's hybrid cgroup layout mounts the cgroup v2 hierarchy beside the v1 ones.
+HYBRID_UNIFIED = "/sys/fs/cgroup/unified"
 LIBVIRTD_STOP_SECONDS = 10.0
 OTHERS_STOP_SECONDS = 5.0
 
@@ -61,6 +64,24 @@ def _reap_until(deadline: float, *, pid: int | None = None) -> bool:
     return False
 
 
+def hybrid_cgroup2(mountinfo: str) -> bool:
+    """Whether /proc/self/mountinfo shows systemd's hybrid layout: cgroup v1 controllers
+    plus the v2 hierarchy at HYBRID_UNIFIED.
+
+    An LXC host unmounts that v2 hierarchy from its mount namespace, so that libvirt sees
+    a pure v1 machine: libvirt 9.0's container setup bind-mounts the v2 hierarchy first, at
+    the same path inside the container, and its mkdir of /sys/fs/cgroup/unified on the
+    container's fresh sysfs fails ("Unable to create directory /sys/fs/cgroup/unified: No
+    such file or directory") before the v1 code has put a tmpfs there (docs/lxc.md).
+    """
+    for line in mountinfo.splitlines():
+        mount, _, filesystem = line.partition(" - ")
+        fields = mount.split()
+        if len(fields) > 4 and fields[4] == HYBRID_UNIFIED and filesystem.startswith("cgroup2 "):
+            return True
+    return False
+
+
 def main(argv: list[str]) -> int:
     config = json.loads(Path(argv[1]).read_text())
     root = Path(config["root"])
@@ -75,6 +96,9 @@ def main(argv: list[str]) -> int:
         subprocess.run(
             ["mount", "--bind", config["sysfs_node"], "/sys/devices/system/node"], check=True
         )
+    if config.get("lxc") and hybrid_cgroup2(Path("/proc/self/mountinfo").read_text()):
+        subprocess.run(["umount", HYBRID_UNIFIED], check=True)
+        _log(f"unmounted {HYBRID_UNIFIED} for libvirt LXC")
     socket.sethostname(config["hostname"])
 
     signal.signal(signal.SIGTERM, _on_signal)

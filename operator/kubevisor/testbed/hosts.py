@@ -7,6 +7,8 @@ under `state_dir/<name>/`), its own hostname and host UUID, a libvirt TCP port o
 (`qemu+tcp://127.0.0.1:PORT/system`, no auth) and its own QEMU migration port range, so two
 hosts can live-migrate a guest to each other over 127.0.0.1. A host started with
 `numa_cells` > 1 sees this machine split into that many NUMA cells (`kubevisor.testbed.numa`).
+A host started with `lxc=True` also runs system containers (`lxc+tcp://127.0.0.1:PORT/`,
+libvirt's LXC driver in the same libvirtd; docs/lxc.md).
 
 Hosts outlive the process that started them: `start_hosts` returns once every host answers,
 and `stop_hosts` (from any process) stops them from the pid files in `state_dir`. A host
@@ -40,10 +42,15 @@ BASE_TCP_PORT = 16510
 BASE_MIGRATION_PORT = 49300
 MIGRATION_PORTS_PER_HOST = 50
 REQUIRED_BINARIES = ("unshare", "mount", "libvirtd", "virtlogd", "qemu-system-x86_64")
+LIBVIRT_LXC = Path("/usr/lib/libvirt/libvirt_lxc")
+"""The LXC driver's per-container controller, from Debian's libvirt-daemon-driver-lxc."""
+CONTAINER_CGROUPS = "/sys/fs/cgroup/*/machine/lxc-*.libvirt-lxc"
+"""Where libvirt LXC puts each container's cgroup on this machine's cgroup v1 hierarchies."""
 HOW_TO_INSTALL = (
     "run as root with util-linux, libvirt-daemon, libvirt-daemon-driver-qemu and "
     "qemu-system-x86 installed (hack/setup.sh does it)"
 )
+LXC_HOW_TO_INSTALL = "also install libvirt-daemon-driver-lxc (hack/setup.sh does it)"
 
 
 class HostStartError(RuntimeError):
@@ -63,10 +70,17 @@ class LocalHost:
     pid: int | None = None  # PID 1 of the host's namespaces, as seen from outside
     numa_cells: int = 1
     """NUMA cells libvirt reports; more than 1 is a synthetic split of this machine."""
+    lxc: bool = False
+    """Whether the host is set up to run libvirt LXC containers (lxc_uri)."""
 
     @property
     def uri(self) -> str:
         return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
+
+    @property
+    def lxc_uri(self) -> str:
+        """The same libvirtd's LXC driver."""
+        return f"lxc+tcp://127.0.0.1:{self.tcp_port}/"
 
     @property
     def log_dir(self) -> Path:
@@ -96,6 +110,11 @@ def missing_prerequisites() -> list[str]:
     missing = [] if os.geteuid() == 0 else ["root"]
     missing += [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
     return missing
+
+
+def missing_lxc_prerequisites() -> list[str]:
+    """What this machine lacks to run LXC hosts, beyond `missing_prerequisites`."""
+    return [] if LIBVIRT_LXC.is_file() else ["libvirt-daemon-driver-lxc"]
 
 
 def ensure_qemu_user() -> None:
@@ -136,6 +155,7 @@ def start_hosts(
     base_migration_port: int | None = None,
     first_index: int = 1,
     numa_cells: int = 1,
+    lxc: bool = False,
     timeout: float = 60.0,
 ) -> list[LocalHost]:
     """Start `count` hosts numbered from `first_index` (reusing those already running) and
@@ -146,9 +166,10 @@ def start_hosts(
     ports it had in `state_dir` or gets free ones, so concurrent test runs cannot collide.
     `first_index` lets hosts in another `state_dir` join a cluster without clashing names.
     With `numa_cells` > 1, libvirt on each new host reports this machine split into that
-    many NUMA cells; a host already running keeps the topology it started with.
+    many NUMA cells; a host already running keeps the topology it started with. With
+    `lxc`, new hosts can also run containers (LocalHost.lxc_uri); the same goes for it.
     """
-    missing = missing_prerequisites()
+    missing = missing_prerequisites() + (missing_lxc_prerequisites() if lxc else [])
     if missing:
         raise HostStartError(f"missing {', '.join(missing)}: {HOW_TO_INSTALL}")
     ensure_qemu_user()
@@ -172,6 +193,7 @@ def start_hosts(
             tcp_port=tcp_port,
             migration_min=migration_min,
             numa_cells=previous.numa_cells if previous and keep else numa_cells,
+            lxc=previous.lxc if previous and keep else lxc,
         )
         running = _running_pid(host)
         hosts.append(dataclasses.replace(host, pid=running) if running else _spawn(host))
@@ -204,9 +226,27 @@ def stop_hosts(state_dir: Path, *, timeout: float = 30.0) -> list[LocalHost]:
             _reap_if_child(unshare)
         if namespace and namespace_processes(namespace):
             raise RuntimeError(f"{host.name}: processes left: {namespace_processes(namespace)}")
+        if host.lxc:
+            remove_empty_container_cgroups()
         host.pid_file.unlink(missing_ok=True)
         stopped.append(host)
     return stopped
+
+
+def remove_empty_container_cgroups() -> list[Path]:
+    """Remove the cgroups libvirt LXC left behind for containers that died with their host.
+
+    libvirt removes a container's cgroups when the container stops, not when the host's
+    PID namespace ends under it. The kernel refuses to remove a cgroup that still has
+    processes, so a running container of another host keeps its own (one caught in the
+    instant between libvirt creating its cgroup and moving its first process in would not).
+    """
+    removed = []
+    for group in sorted(Path("/").glob(CONTAINER_CGROUPS.lstrip("/"))):
+        with contextlib.suppress(OSError):
+            group.rmdir()
+            removed.append(group)
+    return removed
 
 
 def list_hosts(state_dir: Path) -> list[LocalHost]:
@@ -243,7 +283,9 @@ def host_pid_namespace(host: LocalHost) -> str | None:
 # --- configuration -------------------------------------------------------------------------
 
 
-def _configure(root: Path, *, tcp_port: int, migration_min: int, numa_cells: int) -> LocalHost:
+def _configure(
+    root: Path, *, tcp_port: int, migration_min: int, numa_cells: int, lxc: bool
+) -> LocalHost:
     name = root.name
     previous = _load(root / "host.json") if (root / "host.json").exists() else None
     host = LocalHost(
@@ -254,6 +296,7 @@ def _configure(root: Path, *, tcp_port: int, migration_min: int, numa_cells: int
         migration_ports=(migration_min, migration_min + MIGRATION_PORTS_PER_HOST - 1),
         root=root,
         numa_cells=numa_cells,
+        lxc=lxc,
     )
     for sub in ("etc", "run", "lib", "log", "cache"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -266,6 +309,7 @@ def _configure(root: Path, *, tcp_port: int, migration_min: int, numa_cells: int
         "root": str(root.resolve()),
         "numa_cells": numa_cells,
         "sysfs_node": str(host.sysfs_node.resolve()) if numa_cells > 1 else None,
+        "lxc": lxc,
     }
     system_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     (root / "hosts").write_text(f"{system_hosts.rstrip()}\n127.0.1.1 {host.hostname}\n")
@@ -310,6 +354,7 @@ def _load(config: Path) -> LocalHost:
         migration_ports=(int(low), int(high)),
         root=config.parent,
         numa_cells=int(data.get("numa_cells", 1)),
+        lxc=bool(data.get("lxc", False)),
     )
 
 

@@ -289,7 +289,7 @@ def test_request_carries_required_hypervisor_types_and_spec_features() -> None:
     assert inputs.request(either).hypervisor_types == {"kvm", "qemu"}
     assert inputs.request(_vm("any")).hypervisor_types == frozenset()
     uefi = inputs.request(_vm("uefi", firmware={"type": "uefi"}))
-    assert uefi.features == {Feature.UEFI}
+    assert uefi.features == {Feature.UEFI, Feature.GUEST_KERNEL}
 
 
 def test_a_mixed_cluster_places_each_vm_on_a_type_that_can_run_it() -> None:
@@ -302,9 +302,19 @@ def test_a_mixed_cluster_places_each_vm_on_a_type_that_can_run_it() -> None:
 
     # The default evictionStrategy (LiveMigrate) asks nothing of the type: a drain moves
     # the container cold instead.
-    assert place(_vm("ct", hypervisor={"type": "lxc"})) == "ct"
+    container = {"rootfs": "/srv/ct"}
+    assert place(_vm("ct", hypervisor={"type": "lxc"}, container=container)) == "ct"
+    assert place(_vm("any-ct", container=container)) == "ct"
     assert place(_vm("machine", hypervisor={"type": "qemu"})) == "q"
+    assert place(_vm("any-machine")) == "q"
     assert place(_vm("with-disk", disks=[{"name": "root", "size": "1Gi"}])) == "q"
-    assert place(_vm("uefi-ct", hypervisor={"type": "lxc"}, firmware={"type": "uefi"})) == (
+    uefi_ct = _vm(
+        "uefi-ct", hypervisor={"type": "lxc"}, container=container, firmware={"type": "uefi"}
+    )
+    assert place(uefi_ct) == (
         "0/2 hosts fit: 1 hypervisor type is not lxc, 1 lxc has no UEFI firmware (spec.firmware)"
+    )
+    assert place(_vm("lxc-machine", hypervisor={"type": "lxc"})) == (
+        "0/2 hosts fit: 1 hypervisor type is not lxc, "
+        "1 lxc has no guest kernel, which a VM without spec.container boots"
     )
