@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import ManagedProcess, eventually
+from harness import ManagedProcess, eventually, require
+from kubevisor.core import migration
+from kubevisor.core.domain import Ovmf
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
@@ -74,6 +76,26 @@ class Stack:
             timeout=timeout,
             what=f"vm {namespace}/{name} to be {phase} (is {self.phase(namespace, name)})",
         )
+
+    def start_migration(self, namespace: str, name: str, vm: str, **spec: Any) -> None:
+        """Apply MigrationJob `name` for `vm` (spec fields in camelCase, e.g. targetHost)."""
+        job = {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "MigrationJob",
+            "metadata": {"name": name},
+            "spec": {"vm": vm, **spec},
+        }
+        self.apply(namespace, job)
+
+    def wait_migration(self, namespace: str, name: str, timeout: float = 120) -> Any:
+        """MigrationJob `name` once it has ended (Succeeded, Failed or Cancelled)."""
+
+        def ended() -> Any:
+            job = self.get("migrationjob", name, namespace)
+            phase = ((job or {}).get("status") or {}).get("phase")
+            return job if phase in migration.TERMINAL else None
+
+        return eventually(ended, timeout=timeout, what=f"MigrationJob {name} to end")
 
     def virsh(self, host: str, *args: str, check: bool = True) -> str:
         import subprocess
@@ -207,3 +229,15 @@ def namespace(stack: Stack, request: pytest.FixtureRequest) -> Iterator[str]:
             "delete", "vm", "--all", "-n", name, "--wait=true", "--timeout=120s", check=False
         )
         stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def ovmf() -> Ovmf:
+    """Debian's OVMF, which a VM with UEFI firmware needs on the QEMU hosts."""
+    firmware = Ovmf()
+    require(
+        Path(firmware.code).is_file() and Path(firmware.vars_template).is_file(),
+        what=f"OVMF firmware ({firmware.code}, {firmware.vars_template})",
+        how="apt-get install ovmf (or run hack/setup.sh)",
+    )
+    return firmware

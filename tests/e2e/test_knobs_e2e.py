@@ -28,8 +28,6 @@ from kubevisor.testbed.guest import Guest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
-OVMF = Ovmf()
-
 
 @pytest.fixture(scope="module")
 def bridge() -> Iterator[str]:
@@ -46,16 +44,6 @@ def bridge() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "link", "del", name], check=False)
-
-
-@pytest.fixture(scope="module")
-def ovmf() -> Ovmf:
-    require(
-        Path(OVMF.code).is_file() and Path(OVMF.vars_template).is_file(),
-        what=f"OVMF firmware ({OVMF.code}, {OVMF.vars_template})",
-        how="apt-get install ovmf (or run hack/setup.sh)",
-    )
-    return OVMF
 
 
 def tuned(name: str, *, guest: Guest, bridge: str) -> dict[str, Any]:

@@ -121,25 +121,8 @@ def test_a_vm_on_shared_storage_migrates_without_copying_and_keeps_its_data(
     assert "/vms/" + uid + "/disk-data.qcow2" in overlay and str(shared_hosts[one]) not in overlay
     host_spec(stack, two, {"unschedulable": False})
 
-    stack.apply(
-        namespace,
-        {
-            "apiVersion": "kubevisor.io/v1alpha1",
-            "kind": "MigrationJob",
-            "metadata": {"name": "nfs-move"},
-            "spec": {"vm": "nfs-vm", "targetHost": two},
-        },
-    )
-    done = eventually(
-        lambda: (
-            j
-            if (j := stack.get("migrationjob", "nfs-move", namespace))
-            and (j.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
-            else None
-        ),
-        timeout=120,
-        what="the migration to end",
-    )
+    stack.start_migration(namespace, "nfs-move", "nfs-vm", targetHost=two)
+    done = stack.wait_migration(namespace, "nfs-move")
     assert done["status"]["phase"] == "Succeeded", done["status"]
     # The same file on both hosts: nothing was copied, and the guest still reads its token.
     assert stack.virsh(two, "domblklist", uid).split()[-1] == overlay.split()[-1]

@@ -5,55 +5,19 @@ vMotion)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import ManagedProcess, eventually
-from kubevisor.testbed.controlplane import free_ports
+from harness import eventually
 from kubevisor.testbed.vcsim import Vcsim
-from stacks import host_ready
+from stacks import VsphereHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver]
 
 # HypervisorHost name -> the ESXi host of vcsim's default cluster it manages.
 ESXI = {"vsphere-h0": "DC0_C0_H0", "vsphere-h1": "DC0_C0_H1"}
-
-
-def agent(stack: Any, sim: Vcsim, name: str, state: Path) -> ManagedProcess:
-    state.mkdir()
-    secret = state / "credentials"
-    secret.mkdir()
-    (secret / "username").write_text(sim.username)
-    (secret / "password").write_text(sim.password)
-    argv = [
-        sys.executable,
-        "-m",
-        "kubevisor.agent.main",
-        "--host",
-        name,
-        "--libvirt-uri",
-        sim.host_uri(ESXI[name]),
-        "--vsphere-credentials",
-        str(secret),
-        "--vsphere-insecure",
-        "--kubeconfig",
-        str(stack.plane.kubeconfig),
-        "--state-dir",
-        str(state),
-        "--image-dir",
-        str(state / "images"),
-        "--shutdown-grace",
-        "10",
-        "--lease-duration",
-        "8",
-        "--metrics-port",
-        str(free_ports(1)[0]),
-    ]
-    return ManagedProcess(argv, log=state / "agent.log")
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +27,17 @@ def vsphere_hosts(
     """The two vSphere HypervisorHosts, Ready; deleted afterwards, so no later test's VM
     is placed on them."""
     root = tmp_path_factory.mktemp("vsphere-hosts")
-    agents = {name: agent(stack, vcsim_server, name, root / name).start() for name in ESXI}
+    started = [
+        VsphereHost(stack, vcsim_server, name, esxi, root / name).start()
+        for name, esxi in ESXI.items()
+    ]
     try:
-        for name in ESXI:
-            eventually(lambda n=name: host_ready(stack, n), timeout=60, what=f"{name} Ready")
+        for host in started:
+            eventually(host.ready, timeout=60, what=f"{host.name} Ready")
         yield list(ESXI)
     finally:
-        for name, process in agents.items():
-            process.stop()
-            sys.stderr.write(f"\n--- {name} agent log (tail) ---\n{process.tail()}")
-            stack.kubectl("delete", "hvh", name, "--wait=true", "--timeout=60s", check=False)
+        for host in started:
+            host.remove()
 
 
 @pytest.fixture
@@ -108,25 +73,8 @@ def test_a_vm_runs_on_vsphere_and_vmotions_to_the_other_host(
     assert seen is not None and (seen.host, seen.power_state) == (ESXI[source], "poweredOn")
 
     target = next(name for name in ESXI if name != source)
-    stack.apply(
-        namespace,
-        {
-            "apiVersion": "kubevisor.io/v1alpha1",
-            "kind": "MigrationJob",
-            "metadata": {"name": "vmotion"},
-            "spec": {"vm": "esx"},
-        },
-    )
-    done = eventually(
-        lambda: (
-            job
-            if (job := stack.get("migrationjob", "vmotion", namespace))
-            and (job.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
-            else None
-        ),
-        timeout=120,
-        what="the MigrationJob to end",
-    )
+    stack.start_migration(namespace, "vmotion", "esx")
+    done = stack.wait_migration(namespace, "vmotion")
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert (done["status"]["source"], done["status"]["target"]) == (source, target)
     moved = eventually(
