@@ -85,11 +85,15 @@ class ExtraHost:
         hosts.stop_hosts(self.state)
 
     def remove(self) -> None:
-        if self.agent is not None:
-            self.agent.stop()
-            sys.stderr.write(f"\n--- {self.name} agent log (tail) ---\n{self.agent.tail()}")
-        # Without its agent the HypervisorHost would only go NotReady and stay listed.
-        self.stack.kubectl("delete", "hvh", self.name, "--wait=true", "--timeout=60s", check=False)
+        """Everything `start` started, also when it failed half-way."""
+        if self.host is not None:
+            if self.agent is not None:
+                self.agent.stop()
+                sys.stderr.write(f"\n--- {self.name} agent log (tail) ---\n{self.agent.tail()}")
+            # Without its agent the HypervisorHost would only go NotReady and stay listed.
+            self.stack.kubectl(
+                "delete", "hvh", self.name, "--wait=true", "--timeout=60s", check=False
+            )
         hosts.stop_hosts(self.state)
 
 

@@ -37,9 +37,6 @@ class Mixed:
     lxc: ExtraHost
     vmware: VsphereHost
 
-    def type_of(self, stack: Any, host: str) -> str:
-        return str(stack.get("hvh", host)["status"]["hypervisor"]["type"])
-
     def container_state(self, uid: str) -> str:
         """`virsh domstate` of a container on the LXC host."""
         assert self.lxc.host is not None
@@ -74,10 +71,7 @@ def mixed(
         yield Mixed(lxc=lxc, vmware=vmware)
     finally:
         vmware.remove()
-        if lxc.host is not None:
-            lxc.remove()
-        else:
-            hosts.stop_hosts(lxc.state)
+        lxc.remove()
 
 
 @pytest.fixture
@@ -93,6 +87,10 @@ def vm(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"cpu": {"vcpus": 1}, **spec},
     }
+
+
+def host_type(stack: Any, host: str) -> str:
+    return str(stack.get("hvh", host)["status"]["hypervisor"]["type"])
 
 
 def scheduled_event(stack: Any, namespace: str, name: str) -> str:
@@ -143,18 +141,18 @@ def test_each_type_runs_on_its_host_and_lxc_refuses_live_migration(
 
     qemu_host, qemu_uid = placed["on-qemu"]
     assert qemu_host in {h.name for h in stack.hosts}
-    assert mixed.type_of(stack, qemu_host) == "qemu"
+    assert host_type(stack, qemu_host) == "qemu"
     assert qemu_uid in stack.domains(qemu_host)
 
     lxc_host, lxc_uid = placed["on-lxc"]
     assert lxc_host == mixed.lxc.name
-    assert mixed.type_of(stack, lxc_host) == "lxc"
+    assert host_type(stack, lxc_host) == "lxc"
     assert mixed.container_state(lxc_uid) == "running"
     eventually(lambda: container.beats(rootfs) > 1, what="the container's init counting")
 
     vmware_host, vmware_uid = placed["on-vmware"]
     assert vmware_host == mixed.vmware.name
-    assert mixed.type_of(stack, vmware_host) == "vmware"
+    assert host_type(stack, vmware_host) == "vmware"
     seen = vcsim_server.vm(vmware_uid)
     assert seen is not None and (seen.host, seen.power_state) == (mixed.vmware.esxi, "poweredOn")
 
@@ -185,7 +183,7 @@ def test_a_vm_asking_for_uefi_without_a_type_lands_on_qemu(
     running = stack.wait_phase(namespace, "firmware", "Running", timeout=RUNNING_TIMEOUT)
     host = assert_placed(stack, namespace, running)
     assert host in {h.name for h in stack.hosts}, f"{host} is not one of the QEMU hosts"
-    assert mixed.type_of(stack, host) == "qemu"
+    assert host_type(stack, host) == "qemu"
     assert running["metadata"]["uid"] in stack.domains(host)
 
     for name, kind in (("firmware-vmware", "vmware"), ("firmware-lxc", "lxc")):

@@ -27,16 +27,17 @@ def vsphere_hosts(
     """The two vSphere HypervisorHosts, Ready; deleted afterwards, so no later test's VM
     is placed on them."""
     root = tmp_path_factory.mktemp("vsphere-hosts")
-    started = [
-        VsphereHost(stack, vcsim_server, name, esxi, root / name).start()
-        for name, esxi in ESXI.items()
+    hosts = [
+        VsphereHost(stack, vcsim_server, name, esxi, root / name) for name, esxi in ESXI.items()
     ]
     try:
-        for host in started:
+        for host in hosts:
+            host.start()
+        for host in hosts:
             eventually(host.ready, timeout=60, what=f"{host.name} Ready")
         yield list(ESXI)
     finally:
-        for host in started:
+        for host in hosts:
             host.remove()
 
 
