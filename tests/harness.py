@@ -6,6 +6,7 @@ it; with CI=true the same situation fails the run, so CI can never go green by s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -56,6 +57,18 @@ def vcsim_bin() -> Path | None:
         text=True,
     )
     return Path(check.stdout.strip()) if check.returncode == 0 else None
+
+
+async def until(check: Callable[[], T | None], *, timeout: float = 30.0, what: str) -> T:
+    """Poll `check` on the event loop until it returns something other than None/False, or
+    fail after `timeout`: `eventually` for tests whose work runs on the loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result is not None and result is not False:
+            return result
+        await asyncio.sleep(0.02)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
 
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: str) -> T:

@@ -4,13 +4,11 @@ by the tests, an HTTP server of images for the image cache, and `until`, the eve
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import http.server
 import itertools
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -18,18 +16,6 @@ from typing import TypeVar
 import pytest
 
 T = TypeVar("T")
-
-
-async def until(check: Callable[[], T | None], *, timeout: float = 30.0, what: str) -> T:
-    """Poll `check` on the event loop until it returns something other than None/False, or
-    fail after `timeout`: `harness.eventually` for tests whose work runs on the loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None and result is not False:
-            return result
-        await asyncio.sleep(0.02)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
 
 
 class FakeClock:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.conftest import ImageServer, until
+from agent.conftest import ImageServer
+from harness import until
 from kubevisor.agent.imagecache import (
     ImageCache,
     PermanentPullError,

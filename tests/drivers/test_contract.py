@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
+from drivers.domains import events_until
 from kubevisor.drivers import base, fake
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.drivers.vsphere import VsphereHypervisor
@@ -80,24 +81,6 @@ def run(
     asyncio.run(main())
 
 
-async def events_until(
-    events: AsyncIterator[base.Event], uuid: str, kind: base.EventKind, detail: str | None = None
-) -> list[base.DomainEvent]:
-    """The domain's events up to the first of `kind`; libvirt delivers them asynchronously,
-    so events of operations done before subscribing may still come first."""
-
-    async def wait() -> list[base.DomainEvent]:
-        seen = []
-        async for event in events:
-            if isinstance(event, base.DomainEvent) and event.uuid == uuid:
-                seen.append(event)
-                if event.kind is kind and detail in (None, event.detail):
-                    return seen
-        raise AssertionError(f"event stream ended before {kind}: {seen}")
-
-    return await asyncio.wait_for(wait(), timeout=5)
-
-
 drivers = pytest.mark.parametrize("driver_name", list(DRIVERS))
 
 # (setup operations, operation) -> state, reason and the lifecycle event it produces.
@@ -153,7 +136,7 @@ def test_operation_changes_state_and_emits_event(
         await act(driver, operation, uuid)
         info = await driver.state(uuid)
         assert (info.state, info.reason) == (state, reason)
-        await events_until(events, uuid, *event)
+        await events_until(events, uuid, *event, timeout=5)
 
     run(driver_name, scenario)
 
@@ -207,7 +190,7 @@ def test_define_lists_and_undefine_removes(driver_name: str) -> None:
         events = driver.events()
         await driver.undefine(uuid)
         assert uuid not in {info.uuid for info in await driver.list_domains()}
-        kinds = [event.kind for event in await events_until(events, uuid, E.UNDEFINED)]
+        kinds = [event.kind for event in await events_until(events, uuid, E.UNDEFINED, timeout=5)]
         assert kinds[-2:] == [E.STOPPED, E.UNDEFINED]
         with pytest.raises(base.DomainNotFound):
             await driver.state(uuid)
@@ -223,7 +206,7 @@ def test_redefining_keeps_the_domain_and_emits_updated(driver_name: str) -> None
         events = driver.events()
         info = await driver.define(domain_xml(name, uuid))
         assert info.uuid == uuid
-        await events_until(events, uuid, E.DEFINED, "updated")
+        await events_until(events, uuid, E.DEFINED, "updated", timeout=5)
 
     run(driver_name, scenario)
 

@@ -8,14 +8,14 @@ testbed's busybox root filesystem (kubevisor.testbed.container).
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import require
+from drivers.domains import events_until, expect_state
+from harness import require, until
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import domain
 from kubevisor.drivers import base
@@ -57,39 +57,10 @@ def container_vm(rootfs: Path) -> VirtualMachine:
     )
 
 
-async def events_until(
-    events: AsyncIterator[base.Event], uuid: str, kind: base.EventKind, detail: str
-) -> None:
-    async def wait() -> None:
-        async for event in events:
-            if isinstance(event, base.DomainEvent) and (event.uuid, event.kind, event.detail) == (
-                uuid,
-                kind,
-                detail,
-            ):
-                return
-        raise AssertionError("event stream ended")
-
-    await asyncio.wait_for(wait(), timeout=30)
-
-
-async def expect_state(hypervisor: LibvirtHypervisor, uuid: str, state: S, reason: str) -> None:
-    info = await hypervisor.state(uuid)
-    assert (info.state, info.reason) == (state, reason)
-
-
-async def until(check: Callable[[], bool], what: str, *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.05)
-
-
 async def beating(rootfs: Path) -> None:
     """Wait until the container's init counts on from where it is now: it runs."""
     seen = container.beats(rootfs)
-    await until(lambda: container.beats(rootfs) > seen, "the container's init counting")
+    await until(lambda: container.beats(rootfs) > seen, what="the container's init counting")
 
 
 def test_container_starts_pauses_resumes_and_shuts_down(

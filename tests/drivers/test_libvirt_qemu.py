@@ -11,11 +11,12 @@ import re
 import subprocess
 import time
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from drivers.domains import events_until, expect_state
 from harness import require
 from kubevisor.drivers import base
 from kubevisor.drivers.libvirt import LibvirtHypervisor
@@ -74,27 +75,6 @@ async def counter_above(path: Path, value: int, *, timeout: float = 30.0) -> int
         if time.monotonic() > deadline:
             raise AssertionError(f"guest counter stuck at {latest}")
         await asyncio.sleep(0.1)
-
-
-async def events_until(
-    events: AsyncIterator[base.Event], uuid: str, kind: base.EventKind, detail: str
-) -> None:
-    async def wait() -> None:
-        async for event in events:
-            if isinstance(event, base.DomainEvent) and (event.uuid, event.kind, event.detail) == (
-                uuid,
-                kind,
-                detail,
-            ):
-                return
-        raise AssertionError("event stream ended")
-
-    await asyncio.wait_for(wait(), timeout=30)
-
-
-async def expect_state(hypervisor: LibvirtHypervisor, uuid: str, state: S, reason: str) -> None:
-    info = await hypervisor.state(uuid)
-    assert (info.state, info.reason) == (state, reason)
 
 
 def test_guest_boots_pauses_resumes_and_shuts_down(

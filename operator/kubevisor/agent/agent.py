@@ -391,6 +391,10 @@ class Agent:
             await self.kube.apply_host_status(self.settings.host, wanted)
             self.host_written = wanted
 
+    async def refresh_shared(self) -> None:
+        """Read the host's shared storage now: the heartbeat's reading may be seconds old."""
+        self._read_shared(await self.kube.get_host(self.settings.host))
+
     def _read_shared(self, host: Object | None) -> None:
         raw = ((host or {}).get("spec") or {}).get("sharedStorage")
         try:
@@ -661,9 +665,9 @@ class Agent:
         pull_failed: PullFailure | None = None
         if Action.DEFINE_AND_START in plan.actions:
             generation = int(meta.get("generation", 0))
-            # Which cache the images go to depends on the host's shared storage: read it
-            # now, as `environment` will, or an image could be pulled into the other one.
-            self._read_shared(await self.kube.get_host(self.settings.host))
+            # Where the images go and the overlays will be depends on the host's shared
+            # storage: read once here, for the pulls and `environment` alike.
+            await self.refresh_shared()
             pulls, pull_failed = self._pull_images(key, vm, uid, generation)
             if pulls:
                 # Not yet: the overlays need the images; a finished download re-queues us.
@@ -753,8 +757,6 @@ class Agent:
 
     async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
         """This host as the domain XML needs it, with the VM's files created here."""
-        # Read now: the host may have declared its shared storage since the last resync.
-        self._read_shared(await self.kube.get_host(self.settings.host))
         files = await self.files.prepare(vm, uid, shared=self.shared)
         return HostEnvironment(
             domain_type=self.settings.domain_type,

@@ -24,7 +24,6 @@ import contextlib
 import functools
 import logging
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -55,34 +54,6 @@ FIRST_SAMPLE = 0.2  # seconds from the start to the first sample
 def job_key(obj: Object) -> str:
     meta = obj["metadata"]
     return f"{meta['namespace']}/{meta['name']}"
-
-
-def writable_disks(xml: str) -> dict[str, str]:
-    """Target dev -> file of the domain's writable file disks."""
-    devs = {}
-    for disk in ET.fromstring(xml).iterfind("devices/disk"):
-        source = disk.find("source")
-        target = disk.find("target")
-        if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
-            continue
-        if source is not None and source.get("file") and target is not None:
-            devs[str(target.get("dev"))] = str(source.get("file"))
-    return devs
-
-
-def disks_to_copy(source_xml: str, target_xml: str | None, shared: str | None) -> list[str]:
-    """Target devs storage migration must copy: every writable file disk except those the
-    two hosts share, i.e. under the shared storage path and the same file on both sides."""
-    there = writable_disks(target_xml) if target_xml else {}
-    return [
-        dev
-        for dev, path in writable_disks(source_xml).items()
-        if not (shared is not None and there.get(dev) == path and _under(path, shared))
-    ]
-
-
-def _under(path: str, root: str) -> bool:
-    return path.startswith(root.rstrip("/") + "/")
 
 
 class Migrator:
@@ -231,6 +202,7 @@ class Migrator:
                 },
             }
             vm = VirtualMachine.model_validate(vm_obj)
+            await self.agent.refresh_shared()
             xml = domain.render(vm, host=await self.agent.environment(vm, uid))
             written = {
                 "ready": True,
@@ -328,8 +300,8 @@ class Migrator:
         memory = quantity.to_bytes(vm.spec.memory.size)
         shared = self.agent.shared.path if self.agent.shared is not None else None
         source_xml = await hv.domain_xml(uid)
-        disks = disks_to_copy(source_xml, xml, shared)
-        kept = sorted(set(writable_disks(source_xml)) - set(disks))
+        disks = migration.disks_to_copy(source_xml, xml, shared)
+        kept = sorted(set(migration.writable_disks(source_xml)) - set(disks))
         log.info("%s: copying disks %s, sharing %s", key, disks or "none", kept or "none")
         started = time.monotonic()
         move = asyncio.create_task(

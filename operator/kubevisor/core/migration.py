@@ -1,4 +1,5 @@
-"""Live migration decisions: the MigrationJob lifecycle, admission, timeouts, progress.
+"""Live migration decisions: the MigrationJob lifecycle, admission, timeouts, progress,
+and which disks a storage migration copies.
 
 Pure: no clocks (times come in as seconds from any monotonic or wall clock, as long as
 one caller uses one clock), no libvirt, no event loop. Three callers:
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -334,3 +336,31 @@ def judge(
     if options.post_copy:
         return Verdict(Action.SWITCH_TO_POST_COPY, f"{expired}; switching to post-copy")
     return Verdict(Action.ABORT, f"{expired}; aborted (post-copy not allowed)")
+
+
+def writable_disks(xml: str) -> dict[str, str]:
+    """Target dev -> file of the domain's writable file disks."""
+    devs = {}
+    for disk in ET.fromstring(xml).iterfind("devices/disk"):
+        source = disk.find("source")
+        target = disk.find("target")
+        if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
+            continue
+        if source is not None and source.get("file") and target is not None:
+            devs[str(target.get("dev"))] = str(source.get("file"))
+    return devs
+
+
+def disks_to_copy(source_xml: str, target_xml: str | None, shared: str | None) -> list[str]:
+    """Target devs storage migration must copy: every writable file disk except those the
+    two hosts share, i.e. under the shared storage path and the same file on both sides."""
+    there = writable_disks(target_xml) if target_xml else {}
+    return [
+        dev
+        for dev, path in writable_disks(source_xml).items()
+        if not (shared is not None and there.get(dev) == path and _under(path, shared))
+    ]
+
+
+def _under(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip("/") + "/")

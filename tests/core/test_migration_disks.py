@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubevisor.agent.migration import disks_to_copy
+from kubevisor.core.migration import disks_to_copy
 
 SOURCE = """<domain><devices>
   <disk type='file' device='disk'><source file='/srv/nfs/vms/u/disk-root.qcow2'/>
