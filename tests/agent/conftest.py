@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import heapq
 import http.server
+import ipaddress
 import itertools
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -15,7 +17,14 @@ from typing import TypeVar
 
 import pytest
 
+from kubevisor.core import destinations
+
 T = TypeVar("T")
+
+LOOPBACK = destinations.Policy(
+    allowed_networks=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
+)
+"""Image downloads from the test servers on this host: allowed as an admin would."""
 
 
 class FakeClock:
@@ -42,28 +51,42 @@ def clock() -> FakeClock:
 
 
 class ImageServer:
-    """An HTTP server on 127.0.0.1 serving `files` by path, logging every request path.
+    """An HTTP server on `address` (127.0.0.1), or HTTPS with `tls`, serving `files` by
+    path, logging every request path.
 
     A path in `truncate` is answered with its full Content-Length but only half the body,
     then the connection is closed; a path in `gates` gets half its body, then the rest once
-    the test sets the gate; a path in `errors` is answered with that HTTP status; an
-    unknown path is a 404.
+    the test sets the gate; a path in `errors` is answered with that HTTP status (and the
+    reason phrase in `phrases`, if any); a path
+    in `redirects` with a 302 to that Location; an unknown path is a 404.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
         self.gates: dict[str, threading.Event] = {}
         self.errors: dict[str, int] = {}
+        self.phrases: dict[str, str] = {}
+        self.redirects: dict[str, str] = {}
         self.requests: list[str] = []
+        self.hosts: list[str] = []
+        """The Host header of each request."""
+        self.scheme = "https" if tls else "http"
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.hosts.append(self.headers.get("Host", ""))
                 body = server.files.get(self.path)
                 if self.path in server.errors:
-                    self.send_error(server.errors[self.path])
+                    self.send_error(server.errors[self.path], server.phrases.get(self.path))
+                    return
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if body is None:
                     self.send_error(404)
@@ -87,11 +110,16 @@ class ImageServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = http.server.ThreadingHTTPServer((address, 0), Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self.address = address
+        self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
+    def url(self, path: str, *, host: str | None = None) -> str:
+        """The URL of `path`, by `host` (a name) or by the server's address."""
+        return f"{self.scheme}://{host or self.address}:{self.port}{path}"
 
     def __enter__(self) -> ImageServer:
         self._thread.start()

@@ -25,9 +25,10 @@ from typing import Any, cast
 
 import pytest
 
-from agent.conftest import ImageServer
+from agent.conftest import LOOPBACK, ImageServer
 from kubevisor.agent.agent import HOST_LABEL, Agent, Settings
 from kubevisor.agent.workqueue import WorkQueue
+from kubevisor.core.destinations import Policy
 from kubevisor.core.domain import BootFiles
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.drivers.fake import FakeHypervisor
@@ -194,6 +195,7 @@ async def running(
             "state_dir": tmp_path / "state",
             "image_dir": tmp_path / "images",
             "default_boot": BootFiles(kernel=str(tmp_path / "vmlinuz")),
+            "image_sources": LOOPBACK,
             **settings_,
         }
     )
@@ -599,3 +601,28 @@ def test_on_shared_storage_the_image_is_pulled_once_into_the_shared_cache(
     assert (shared / "images" / "sha256" / digest).read_bytes() == image
     assert cache_files(tmp_path) == [], "nothing in the host's own cache"
     assert image_server.requests == ["/root.raw"]
+
+
+def test_an_image_url_the_host_refuses_fails_the_vm_with_the_reason_and_no_request(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    """The production default: a VM's author cannot make the agent fetch from this host."""
+    image = os.urandom(MIB)
+    image_server.files["/root.raw"] = image
+    url = image_server.url("/root.raw")
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("probe", sourced(url, hashlib.sha256(image).hexdigest()))
+        async with running(tmp_path, api, hv, clock, image_sources=Policy()) as agent:
+            await agent.poll(lambda: agent.status(key)["phase"] == "Failed", what="Failed")
+            message = (
+                f"disk root: download of {url} refused: destination 127.0.0.1 is loopback; "
+                "an admin may allow it with --image-source-allow"
+            )
+            assert agent.pulling(key) == ("False", "DestinationRefused", message)
+            assert agent.condition(key, "Stalled")["reason"] == "DestinationRefused"
+            assert agent.starts(uid) == 0
+
+    asyncio.run(main())
+    assert image_server.requests == []

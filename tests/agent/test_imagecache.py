@@ -5,6 +5,7 @@ fails (a full filesystem included, on a real tmpfs), and evict unused images."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import lzma
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.conftest import ImageServer
+from agent.conftest import LOOPBACK, ImageServer
 from harness import until
 from kubevisor.agent.imagecache import (
     ImageCache,
@@ -28,6 +29,12 @@ from kubevisor.api.virtualmachine import ImageCompression
 from kubevisor.drivers.base import PermanentError, RetryableError
 
 MIB = 1 << 20
+
+
+COMPRESSIONS = [
+    pytest.param("gzip", gzip.compress, id="gzip"),
+    pytest.param("xz", lzma.compress, id="xz"),
+]
 
 
 def sha256(data: bytes) -> str:
@@ -42,7 +49,7 @@ def test_first_fetch_downloads_and_verifies_the_second_makes_no_request(
     tmp_path: Path, image_server: ImageServer, small_qcow2: bytes
 ) -> None:
     image_server.files["/small.qcow2"] = small_qcow2
-    cache = ImageCache(tmp_path)
+    cache = ImageCache(tmp_path, policy=LOOPBACK)
     url, digest = image_server.url("/small.qcow2"), sha256(small_qcow2)
 
     first = asyncio.run(cache.fetch(url, digest))
@@ -58,7 +65,7 @@ def test_concurrent_fetches_of_one_digest_share_one_download(
     tmp_path: Path, image_server: ImageServer, small_qcow2: bytes
 ) -> None:
     image_server.files["/small.qcow2"] = small_qcow2
-    cache = ImageCache(tmp_path)
+    cache = ImageCache(tmp_path, policy=LOOPBACK)
     url, digest = image_server.url("/small.qcow2"), sha256(small_qcow2)
 
     async def both() -> list[Path]:
@@ -68,13 +75,7 @@ def test_concurrent_fetches_of_one_digest_share_one_download(
     assert image_server.requests == ["/small.qcow2"]
 
 
-@pytest.mark.parametrize(
-    ("compression", "compress"),
-    [
-        pytest.param("gzip", gzip.compress, id="gzip"),
-        pytest.param("xz", lzma.compress, id="xz"),
-    ],
-)
+@pytest.mark.parametrize(("compression", "compress"), COMPRESSIONS)
 def test_a_compressed_image_is_cached_decompressed_under_the_served_files_digest(
     tmp_path: Path,
     image_server: ImageServer,
@@ -84,7 +85,7 @@ def test_a_compressed_image_is_cached_decompressed_under_the_served_files_digest
 ) -> None:
     served = compress(small_qcow2)
     image_server.files["/small.qcow2.z"] = served
-    cache = ImageCache(tmp_path)
+    cache = ImageCache(tmp_path, policy=LOOPBACK)
 
     path = asyncio.run(cache.fetch(image_server.url("/small.qcow2.z"), sha256(served), compression))
 
@@ -99,7 +100,9 @@ def test_a_wrong_checksum_is_permanent_and_leaves_no_file(
     wrong = "0" * 64
 
     with pytest.raises(PermanentError, match=f"expected {wrong}, got {sha256(small_qcow2)}") as e:
-        asyncio.run(ImageCache(tmp_path).fetch(image_server.url("/small.qcow2"), wrong))
+        asyncio.run(
+            ImageCache(tmp_path, policy=LOOPBACK).fetch(image_server.url("/small.qcow2"), wrong)
+        )
 
     assert isinstance(e.value, PermanentPullError)
     assert e.value.reason == "ChecksumMismatch"
@@ -112,7 +115,7 @@ def test_a_connection_closed_mid_body_is_retryable_and_leaves_no_partial(
     image_server.files["/small.qcow2"] = small_qcow2
     image_server.truncate.add("/small.qcow2")
     url, digest = image_server.url("/small.qcow2"), sha256(small_qcow2)
-    cache = ImageCache(tmp_path)
+    cache = ImageCache(tmp_path, policy=LOOPBACK)
 
     with pytest.raises(RetryableError):
         asyncio.run(cache.fetch(url, digest))
@@ -124,7 +127,11 @@ def test_a_connection_closed_mid_body_is_retryable_and_leaves_no_partial(
 
 def test_a_missing_image_is_permanent(tmp_path: Path, image_server: ImageServer) -> None:
     with pytest.raises(PermanentError, match="HTTP 404"):
-        asyncio.run(ImageCache(tmp_path).fetch(image_server.url("/missing.qcow2"), "0" * 64))
+        asyncio.run(
+            ImageCache(tmp_path, policy=LOOPBACK).fetch(
+                image_server.url("/missing.qcow2"), "0" * 64
+            )
+        )
     assert files_in(tmp_path) == []
 
 
@@ -133,7 +140,7 @@ def test_an_unreachable_server_is_retryable(tmp_path: Path, image_server: ImageS
     image_server.stop()  # nothing listens on its port any more
 
     with pytest.raises(RetryableError):
-        asyncio.run(ImageCache(tmp_path).fetch(url, "0" * 64))
+        asyncio.run(ImageCache(tmp_path, policy=LOOPBACK).fetch(url, "0" * 64))
     assert files_in(tmp_path) == []
 
 
@@ -201,7 +208,9 @@ def test_each_failure_has_its_reason_and_leaves_no_file(
     url = image_server.url("/image")
 
     with pytest.raises(error, match=message) as raised:
-        asyncio.run(ImageCache(tmp_path).fetch(url, sha256(small_qcow2), compression))
+        asyncio.run(
+            ImageCache(tmp_path, policy=LOOPBACK).fetch(url, sha256(small_qcow2), compression)
+        )
 
     assert raised.value.reason == reason  # type: ignore[attr-defined]
     assert url in str(raised.value)
@@ -218,7 +227,7 @@ def test_a_pull_runs_in_the_background_reports_progress_and_is_shared(
 
     async def main() -> None:
         done = asyncio.Event()
-        cache = ImageCache(tmp_path, on_done=lambda sha: done.set())
+        cache = ImageCache(tmp_path, policy=LOOPBACK, on_done=lambda sha: done.set())
         first = cache.pull(url, digest)
         assert first == Pull(url=url, received_bytes=0, total_bytes=None, attempts=1, error=None)
         half = await until(
@@ -247,7 +256,7 @@ def test_a_failure_is_kept_until_a_new_attempt_is_asked_for(
 
     async def main() -> None:
         ended: asyncio.Queue[str] = asyncio.Queue()
-        cache = ImageCache(tmp_path, on_done=ended.put_nowait)
+        cache = ImageCache(tmp_path, policy=LOOPBACK, on_done=ended.put_nowait)
         cache.pull(url, digest)
         assert await asyncio.wait_for(ended.get(), timeout=30) == digest
         failed = cache.pull(url, digest)
@@ -269,7 +278,7 @@ def test_a_full_filesystem_is_retryable_says_which_and_leaves_no_partial_file(
 ) -> None:
     image = os.urandom(4 * MIB)
     image_server.files["/big.raw"] = image
-    cache = ImageCache(small_fs / "cache")
+    cache = ImageCache(small_fs / "cache", policy=LOOPBACK)
 
     with pytest.raises(RetryablePullError) as raised:
         asyncio.run(cache.fetch(image_server.url("/big.raw"), sha256(image)))
@@ -297,7 +306,7 @@ DAY = 86400.0
 def test_eviction_removes_unused_images_by_age_and_size_never_one_in_use(
     tmp_path: Path,
 ) -> None:
-    cache = ImageCache(tmp_path)
+    cache = ImageCache(tmp_path, policy=LOOPBACK)
     old_unused = cached(tmp_path, "a", size=100, last_used=NOW - 2 * DAY)
     old_in_use = cached(tmp_path, "b", size=100, last_used=NOW - 3 * DAY)
     recent = cached(tmp_path, "c", size=600, last_used=NOW - 60)
@@ -318,7 +327,7 @@ def test_using_a_cached_image_makes_it_recent(
     digest = sha256(small_qcow2)
     path = cached(tmp_path, "0", size=1, last_used=time.time() - 2 * DAY)
     path.rename(tmp_path / "sha256" / digest)
-    cache = ImageCache(tmp_path)
+    cache = ImageCache(tmp_path, policy=LOOPBACK)
 
     assert cache.pull(image_server.url("/unused"), digest) is None
 
@@ -333,7 +342,7 @@ def test_eviction_forgets_failed_downloads_no_vm_waits_for(
 
     async def main() -> None:
         ended: asyncio.Queue[str] = asyncio.Queue()
-        cache = ImageCache(tmp_path, on_done=ended.put_nowait)
+        cache = ImageCache(tmp_path, policy=LOOPBACK, on_done=ended.put_nowait)
         for digest in ("a" * 64, "b" * 64):
             cache.pull(url, digest)
             await asyncio.wait_for(ended.get(), timeout=30)
@@ -345,3 +354,60 @@ def test_eviction_forgets_failed_downloads_no_vm_waits_for(
 
     asyncio.run(main())
     assert image_server.requests == ["/missing"] * 3
+
+
+def test_an_image_larger_than_the_hosts_maximum_is_refused_before_its_body(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    image = os.urandom(2 * MIB)
+    image_server.files["/big.raw"] = image
+    policy = dataclasses.replace(LOOPBACK, max_bytes=MIB)
+
+    with pytest.raises(PermanentPullError) as raised:
+        asyncio.run(
+            ImageCache(tmp_path, policy=policy).fetch(image_server.url("/big.raw"), sha256(image))
+        )
+
+    assert raised.value.reason == "ImageTooLarge"
+    assert "the image is 2.0 MiB, more than the 1.0 MiB this host accepts" in str(raised.value)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize(("compression", "compress"), COMPRESSIONS)
+def test_an_archive_that_unpacks_beyond_the_maximum_is_refused_as_it_unpacks(
+    tmp_path: Path,
+    image_server: ImageServer,
+    compression: ImageCompression,
+    compress: Callable[[bytes], bytes],
+) -> None:
+    """A bomb: 64 MiB of zeros pack into a few KiB (the limit is 4 MiB)."""
+    bomb = compress(bytes(64 * MIB))
+    assert len(bomb) < 128 * 1024
+    image_server.files["/bomb"] = bomb
+    policy = dataclasses.replace(LOOPBACK, max_bytes=4 * MIB)
+    cache = ImageCache(tmp_path, policy=policy)
+
+    with pytest.raises(PermanentPullError) as raised:
+        asyncio.run(cache.fetch(image_server.url("/bomb"), sha256(bomb), compression))
+
+    assert raised.value.reason == "ImageTooLarge"
+    assert "unpacks to over 4.0 MiB" in str(raised.value)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize(("compression", "compress"), COMPRESSIONS)
+def test_an_archive_unpacking_to_just_the_maximum_is_cached_whole(
+    tmp_path: Path,
+    image_server: ImageServer,
+    compression: ImageCompression,
+    compress: Callable[[bytes], bytes],
+) -> None:
+    """Many pieces of at most 1 MiB out of each chunk in; none lost at the edges."""
+    image = bytes(3 * MIB) + os.urandom(MIB) + bytes(5 * MIB + 7)
+    served = compress(image)
+    image_server.files["/image.z"] = served
+    cache = ImageCache(tmp_path, policy=dataclasses.replace(LOOPBACK, max_bytes=len(image)))
+
+    path = asyncio.run(cache.fetch(image_server.url("/image.z"), sha256(served), compression))
+
+    assert path.read_bytes() == image

@@ -1,5 +1,5 @@
-"""The agent's command line: the image cache's eviction settings, the driver by URI, the
-domain type."""
+"""The agent's command line: the image cache's eviction settings, the destinations image
+downloads may reach, the driver by URI, the domain type."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def test_eviction_defaults_are_50gi_and_a_day() -> None:
 def test_eviction_flags(flags: list[str], size: int, unused: float) -> None:
     args = main.parse_args(["--host", "h", *flags])
     assert (args.image_cache_max_size, args.image_cache_max_unused) == (size, unused)
+
+
+def test_image_sources_are_refused_by_default_and_allowed_by_list() -> None:
+    assert main.parse_args(["--host", "h"]).image_source_allow == []
+    args = main.parse_args(
+        ["--host", "h", "--image-source-allow", "127.0.0.0/8,::1", "--image-source-allow=mirror"]
+    )
+    assert args.image_source_allow == ["127.0.0.0/8", "::1", "mirror"]
+
+
+def test_an_allow_list_entry_that_is_neither_network_nor_host_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main.parse_args(["--host", "h", "--image-source-allow", "10.0.0.0/8,10.0.0.0/99"])
+    assert "'10.0.0.0/99' is neither a network" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

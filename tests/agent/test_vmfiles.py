@@ -9,8 +9,10 @@ import json
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from agent.conftest import ImageServer
+from agent.conftest import LOOPBACK, ImageServer
+from kubevisor.agent.imagecache import ImageCache
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
@@ -30,7 +32,7 @@ def test_a_source_disk_is_an_overlay_on_the_cached_image(
             "spec": {"memory": {"size": "64Mi"}, "disks": [{"name": "root", "source": source}]},
         }
     )
-    files = VmFiles(state_dir=tmp_path / "state", image_dir=tmp_path / "images")
+    files = vm_files(tmp_path / "state", tmp_path / "images")
 
     prepared = asyncio.run(files.prepare(vm, "uid-1"))
 
@@ -48,6 +50,12 @@ def test_a_source_disk_is_an_overlay_on_the_cached_image(
     assert info["backing-filename-format"] == "qcow2"
     assert cached.read_bytes() == small_qcow2
     assert image_server.requests == ["/small.qcow2"]
+
+
+def vm_files(state_dir: Path, image_dir: Path, **hooks: Any) -> VmFiles:
+    """VM files whose image cache downloads from the test servers on this host."""
+    cache = ImageCache(image_dir / ".cache", policy=LOOPBACK)
+    return VmFiles(state_dir=state_dir, image_dir=image_dir, images=cache, **hooks)
 
 
 def _vm(disks: list[dict[str, object]]) -> VirtualMachine:
@@ -69,8 +77,8 @@ def test_on_shared_storage_overlays_and_their_images_live_in_the_shared_director
     source = {"url": image_server.url("/small.qcow2"), "sha256": digest}
     shared = SharedStorage(name="nfs", path=str(tmp_path / "shared"))
     vm = _vm([{"name": "root", "source": source}])
-    one = VmFiles(state_dir=tmp_path / "one", image_dir=tmp_path / "one-images")
-    two = VmFiles(state_dir=tmp_path / "two", image_dir=tmp_path / "two-images")
+    one = vm_files(tmp_path / "one", tmp_path / "one-images")
+    two = vm_files(tmp_path / "two", tmp_path / "two-images")
 
     first = asyncio.run(one.prepare(vm, "uid-1", shared=shared))
     # Another host sharing the storage finds the same overlay (and downloads nothing).
@@ -134,11 +142,8 @@ def test_the_images_under_a_hosts_overlays_are_counted_until_their_vms_are_remov
     source = {"url": image_server.url("/small.qcow2"), "sha256": digest}
     removed: list[str] = []
     used: list[str] = []
-    files = VmFiles(
-        state_dir=tmp_path / "state",
-        image_dir=tmp_path / "images",
-        on_remove=removed.append,
-        on_use=used.append,
+    files = vm_files(
+        tmp_path / "state", tmp_path / "images", on_remove=removed.append, on_use=used.append
     )
     asyncio.run(files.prepare(_vm([{"name": "a", "source": source}]), "uid-1"))
     two_disks = _vm([{"name": "a", "source": source}, {"name": "b", "source": source}])

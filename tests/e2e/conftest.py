@@ -151,6 +151,9 @@ def agent_process(
             "",
             "--qemu-conf",
             str(host.root / "etc" / "qemu.conf"),
+            # The tests serve images on 127.0.0.1, which an agent refuses by default.
+            "--image-source-allow",
+            "127.0.0.0/8",
         ],
         log=state / "agent.log",
     )

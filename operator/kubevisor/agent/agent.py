@@ -45,7 +45,7 @@ from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import SharedStorage, SharedStorageStatus
 from kubevisor.api.virtualmachine import ImageSource, VirtualMachine
-from kubevisor.core import convergence, domain, status
+from kubevisor.core import convergence, destinations, domain, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
 from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment, Ovmf
 from kubevisor.core.eviction import CachedFile
@@ -97,6 +97,8 @@ class Settings:
     """Unused cached images are evicted, oldest last use first, while the cache is larger."""
     image_cache_max_unused: float = 86400.0
     """Seconds after its last use an unused cached image is evicted."""
+    image_sources: destinations.Policy = dataclasses.field(default_factory=destinations.Policy)
+    """Where image downloads may connect, and the largest image accepted."""
 
 
 class Agent:
@@ -112,7 +114,9 @@ class Agent:
         self.kube = kube
         self.hv = hypervisor
         # A leading dot: no image name (which starts alphanumeric) can collide with it.
-        self.images = ImageCache(settings.image_dir / ".cache", on_done=self._image_done)
+        self.images = ImageCache(
+            settings.image_dir / ".cache", policy=settings.image_sources, on_done=self._image_done
+        )
         self.files = VmFiles(
             state_dir=settings.state_dir,
             image_dir=settings.image_dir,

@@ -5,6 +5,9 @@ after. A file under that name is always whole and verified: the download goes to
 `.partial` file in the same directory, is hashed while it is written, fsynced and renamed
 into place only when the digest matches, and the partial file is removed on any failure.
 
+The download itself (`imagefetch`) reaches only the destinations the host's policy allows
+(`core.destinations`), and no image over the policy's size, as served or as unpacked.
+
 A download runs as one background task per digest, shared by every VM that wants the
 image, so the agent can report its progress (`pull`) instead of waiting on it; `fetch`
 waits. A failure is kept (with its machine-readable `reason`) until someone asks for a
@@ -24,49 +27,25 @@ import logging
 import lzma
 import os
 import shutil
+import ssl
 import tempfile
-import urllib.error
-import urllib.request
 import zlib
-from collections.abc import Callable, Set
+from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from kubevisor.agent import imagefetch
+from kubevisor.agent.imagefetch import ImagePullError as ImagePullError
+from kubevisor.agent.imagefetch import PermanentPullError as PermanentPullError
+from kubevisor.agent.imagefetch import RetryablePullError as RetryablePullError
 from kubevisor.api.virtualmachine import ImageCompression
-from kubevisor.core import eviction
-from kubevisor.drivers.base import PermanentError, RetryableError
+from kubevisor.core import destinations, eviction
 
 log = logging.getLogger("kubevisor.agent.images")
 
 CHUNK = 1 << 20
-# Statuses a later attempt can get past; every other 4xx means the request is wrong.
-RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
-NOT_FOUND_STATUSES = frozenset({404, 410})
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-class RetryablePullError(RetryableError):
-    """A download a later attempt may complete; `reason` is DownloadFailed (network
-    errors, HTTP 5xx/408/425/429, a truncated body, the cache not writable) or DiskFull."""
-
-    def __init__(self, message: str, *, reason: str = "DownloadFailed") -> None:
-        # The agent's work queue backs off from 1 s, doubling: no floor of our own.
-        super().__init__(message, delay=1.0)
-        self.reason = reason
-
-
-class PermanentPullError(PermanentError):
-    """A download no retry can fix until the spec or the server changes; `reason` is
-    ChecksumMismatch, ImageNotFound (HTTP 404/410), DownloadRefused (other 4xx) or
-    CorruptImage (the served file is not the declared gzip/xz stream)."""
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-ImagePullError = RetryablePullError | PermanentPullError
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +88,10 @@ class _Download:
 
 
 class _Decompressor(Protocol):
-    def decompress(self, data: bytes, /) -> bytes: ...
+    """Unpacks a stream a chunk at a time, in pieces of at most CHUNK bytes: a small
+    chunk of a crafted gzip or xz file can unpack to gigabytes."""
+
+    def unpack(self, data: bytes, /) -> Iterator[bytes]: ...
 
     @property
     def eof(self) -> bool: ...
@@ -118,8 +100,41 @@ class _Decompressor(Protocol):
 class _Identity:
     eof = True
 
-    def decompress(self, data: bytes, /) -> bytes:
-        return data
+    def unpack(self, data: bytes, /) -> Iterator[bytes]:
+        yield data
+
+
+class _Gzip:
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    @property
+    def eof(self) -> bool:
+        return self._inflate.eof
+
+    def unpack(self, data: bytes, /) -> Iterator[bytes]:
+        while True:
+            piece = self._inflate.decompress(data, CHUNK)
+            yield piece
+            data = self._inflate.unconsumed_tail
+            if not data and len(piece) < CHUNK:
+                return
+
+
+class _Xz:
+    def __init__(self) -> None:
+        self._lzma = lzma.LZMADecompressor()
+
+    @property
+    def eof(self) -> bool:
+        return self._lzma.eof
+
+    def unpack(self, data: bytes, /) -> Iterator[bytes]:
+        if self._lzma.eof:
+            return  # bytes after the stream's end are hashed, not unpacked (as for gzip)
+        yield self._lzma.decompress(data, CHUNK)
+        while not self._lzma.eof and not self._lzma.needs_input:
+            yield self._lzma.decompress(b"", CHUNK)
 
 
 class _Cancelled(Exception):
@@ -131,18 +146,24 @@ class ImageCache:
 
     `on_done(sha256)` is called on the event loop whenever a download ends, whether the
     image is cached now or the attempt failed: the agent re-queues the VMs waiting for it.
+    Downloads reach only the destinations `policy` allows, and no image larger than its
+    `max_bytes`; `tls` verifies HTTPS servers (default: the system's CAs).
     """
 
     def __init__(
         self,
         root: Path,
         *,
+        policy: destinations.Policy,
         timeout: float = 60.0,
         on_done: Callable[[str], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.root = root
+        self.policy = policy
         self.timeout = timeout
         self.on_done = on_done
+        self.tls = tls
         self._downloads: dict[str, _Download] = {}
 
     def path(self, sha256: str) -> Path:
@@ -180,8 +201,9 @@ class ImageCache:
         """The cached, verified image of digest `sha256`, downloading it from `url` first
         if this host does not have it yet (a new attempt if the last one failed).
 
-        Raises PermanentPullError for a checksum mismatch, an HTTP 4xx or a corrupt
-        archive, RetryablePullError for network errors, truncated bodies, HTTP 5xx and a
+        Raises PermanentPullError for a checksum mismatch, an HTTP 4xx, a destination or
+        redirect the policy refuses, an image too large or a corrupt archive,
+        RetryablePullError for network errors, truncated bodies, HTTP 5xx and a
         full disk; neither leaves a file behind.
         """
         if self.pull(url, sha256, compression, retry=True) is None:
@@ -274,11 +296,10 @@ class ImageCache:
         try:
             await asyncio.to_thread(
                 _download,
-                url=download.url,
+                _Fetch(url=download.url, policy=self.policy, timeout=self.timeout, tls=self.tls),
                 sha256=sha256,
                 compression=compression,
                 target=self.path(sha256),
-                timeout=self.timeout,
                 progress=download.progress,
             )
         except asyncio.CancelledError:
@@ -311,50 +332,53 @@ def _touch(path: Path) -> None:
 
 def _decompressor(compression: ImageCompression) -> _Decompressor:
     if compression == "gzip":
-        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        return _Gzip()
     if compression == "xz":
-        return lzma.LZMADecompressor()
+        return _Xz()
     return _Identity()
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """Where a download comes from and the rules it keeps."""
+
+    url: str
+    policy: destinations.Policy
+    timeout: float
+    tls: ssl.SSLContext | None
+
+
 def _download(
+    fetch: _Fetch,
     *,
-    url: str,
     sha256: str,
     compression: ImageCompression,
     target: Path,
-    timeout: float,
     progress: _Progress,
 ) -> None:
     """Runs in a worker thread: the blocking download, verification and rename."""
     try:
-        _write_file(
-            url=url,
-            sha256=sha256,
-            compression=compression,
-            target=target,
-            timeout=timeout,
-            progress=progress,
-        )
+        _write_file(fetch, sha256=sha256, compression=compression, target=target, progress=progress)
     except OSError as error:
         # Writing the cache failed (the network's errors are RetryablePullErrors already).
         if error.errno in FULL:
             raise RetryablePullError(
-                _disk_full(url=url, directory=target.parent, needs=_needs(compression, progress)),
+                _disk_full(
+                    url=fetch.url, directory=target.parent, needs=_needs(compression, progress)
+                ),
                 reason="DiskFull",
             ) from error
         raise RetryablePullError(
-            f"download of {url} failed writing the image cache: {error}"
+            f"download of {fetch.url} failed writing the image cache: {error}"
         ) from error
 
 
 def _write_file(
+    fetch: _Fetch,
     *,
-    url: str,
     sha256: str,
     compression: ImageCompression,
     target: Path,
-    timeout: float,
     progress: _Progress,
 ) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -363,12 +387,7 @@ def _write_file(
     try:
         with os.fdopen(fd, "wb") as out:
             _write_verified(
-                url=url,
-                sha256=sha256,
-                compression=compression,
-                out=out,
-                timeout=timeout,
-                progress=progress,
+                fetch, sha256=sha256, compression=compression, out=out, progress=progress
             )
             out.flush()
             os.fsync(out.fileno())
@@ -384,38 +403,26 @@ def _write_file(
         os.close(directory)
 
 
-def _open(url: str, timeout: float) -> http.client.HTTPResponse:
-    try:
-        response: http.client.HTTPResponse = urllib.request.urlopen(url, timeout=timeout)
-    except urllib.error.HTTPError as error:
-        failed = f"download of {url}: HTTP {error.code} {error.reason}"
-        if error.code >= 500 or error.code in RETRYABLE_CLIENT_STATUSES:
-            raise RetryablePullError(failed) from error
-        if error.code in NOT_FOUND_STATUSES:
-            raise PermanentPullError(failed, reason="ImageNotFound") from error
-        raise PermanentPullError(failed, reason="DownloadRefused") from error
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        raise RetryablePullError(f"download of {url} failed: {_reason(error)}") from error
-    return response
-
-
 def _write_verified(
+    fetch: _Fetch,
     *,
-    url: str,
     sha256: str,
     compression: ImageCompression,
     out: io.BufferedWriter,
-    timeout: float,
     progress: _Progress,
 ) -> None:
     """Download into `out`; a local write error (OSError) propagates as it is."""
+    url, limit = fetch.url, fetch.policy.max_bytes
     hasher = hashlib.sha256()
     decompressor = _decompressor(compression)
     corrupt: str | None = None
-    with _open(url, timeout) as response:
+    written = 0
+    with imagefetch.get(url, policy=fetch.policy, timeout=fetch.timeout, tls=fetch.tls) as response:
         length = response.headers.get("Content-Length")
         if length is not None and length.isdigit():
             progress.total = int(length)
+            if progress.total > limit:
+                raise _too_large(url, f"is {_mib(progress.total)}", limit)
         while True:
             if progress.cancelled:
                 raise _Cancelled(url)
@@ -423,19 +430,23 @@ def _write_verified(
                 # read1: whatever has arrived, so progress moves with a slow server too.
                 chunk = response.read1(CHUNK)
             except (http.client.HTTPException, OSError) as error:
-                raise RetryablePullError(f"download of {url} failed: {_reason(error)}") from error
+                raise RetryablePullError(f"download of {url} failed: {error}") from error
             if not chunk:
                 break
             progress.received += len(chunk)
+            if progress.received > limit:
+                raise _too_large(url, f"is over {_mib(limit)}", limit)
             hasher.update(chunk)
             if corrupt is None:
                 try:
-                    data = decompressor.decompress(chunk)
+                    for data in decompressor.unpack(chunk):
+                        written += len(data)
+                        if written > limit:
+                            raise _too_large(url, f"unpacks to over {_mib(limit)}", limit)
+                        out.write(data)
                 except (zlib.error, lzma.LZMAError) as error:
                     # Keep hashing: a checksum mismatch is the clearer message.
                     corrupt = str(error)
-                    continue
-                out.write(data)
     received = progress.received
     if progress.total is not None and progress.total != received:
         raise RetryablePullError(
@@ -455,8 +466,12 @@ def _write_verified(
         )
 
 
-def _reason(error: BaseException) -> str:
-    return str(error.reason) if isinstance(error, urllib.error.URLError) else str(error)
+def _too_large(url: str, size: str, limit: int) -> PermanentPullError:
+    return PermanentPullError(
+        f"download of {url} refused: the image {size}, more than the {_mib(limit)} this "
+        f"host accepts (agent flag --image-cache-max-size)",
+        reason="ImageTooLarge",
+    )
 
 
 def _needs(compression: ImageCompression, progress: _Progress) -> str | None:

@@ -20,11 +20,13 @@ from pathlib import Path
 from aiohttp import web
 
 from kubevisor import metrics
+from kubevisor.agent import imagefetch
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.console.serial import SerialConsole
+from kubevisor.core import destinations
 from kubevisor.core.domain import BootFiles, DomainType
 from kubevisor.drivers import vsphere
 from kubevisor.drivers.base import Hypervisor
@@ -83,6 +85,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="24h",
         help="evict cached images no VM here has used for this long: seconds, or a "
         "duration like 90m, 24h, 7d (default: 24h)",
+    )
+    parser.add_argument(
+        destinations.ALLOW_FLAG,
+        type=allow_list,
+        action="extend",
+        default=[],
+        metavar="NETWORK|HOST,...",
+        help="image URLs may reach these networks (CIDRs or addresses) and host names (an "
+        "internal mirror; 127.0.0.0/8 for a test server on this host) even where they are "
+        "loopback, link-local, this host's or the API server's addresses, all refused by "
+        "default; comma-separated, repeatable. The API server's own endpoint stays refused",
     )
     parser.add_argument("--guest-kernel", help="default kernel for VMs without boot or disks")
     parser.add_argument("--guest-initrd", help="default initrd for those VMs")
@@ -147,6 +160,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ):
         parser.error("--console-port needs --console-cert, --console-key and --console-client-ca")
     return args
+
+
+def allow_list(text: str) -> list[str]:
+    """Comma-separated networks and host names (an argparse type)."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    try:
+        destinations.allowed(entries)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return entries
 
 
 def byte_count(text: str) -> int:
@@ -235,6 +258,7 @@ async def run(args: argparse.Namespace) -> None:
     await hypervisor.connect()
     facts = await hypervisor.host_facts()
     kind = domain_type(args.domain_type, offered=facts.domain_types)
+    kube = await Kube.connect(args.kubeconfig)
     settings = Settings(
         host=args.host,
         domain_type=kind,
@@ -258,8 +282,13 @@ async def run(args: argparse.Namespace) -> None:
         console_endpoint=console_endpoint(args),
         image_cache_max_bytes=args.image_cache_max_size,
         image_cache_max_unused=args.image_cache_max_unused,
+        image_sources=imagefetch.host_policy(
+            allow=args.image_source_allow,
+            api_server=kube.server,
+            own=[os.environ[name] for name in ("NODE_IP", "POD_IP") if os.environ.get(name)],
+            max_bytes=args.image_cache_max_size,
+        ),
     )
-    kube = await Kube.connect(args.kubeconfig)
     console_runner = await serve_console(args, kube)
     agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
     logging.getLogger("kubevisor.agent").info(

@@ -35,6 +35,7 @@ from kubevisor.agent.imagecache import ImageCache
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import Disk, VirtualMachine, VmStorage
+from kubevisor.core import destinations
 from kubevisor.drivers.base import PermanentError, RetryableError
 
 log = logging.getLogger("kubevisor.agent")
@@ -63,7 +64,7 @@ class VmFiles:
         self.state_dir = state_dir
         self.image_dir = image_dir
         # A leading dot: no image name (which starts alphanumeric) can collide with it.
-        self.images = images or ImageCache(image_dir / ".cache")
+        self.images = images or ImageCache(image_dir / ".cache", policy=destinations.Policy())
         self._shared_images: dict[Path, ImageCache] = {}
         self.on_remove = on_remove
         """Called with the uid after a VM's files are removed (the agent evicts images)."""
@@ -86,7 +87,12 @@ class VmFiles:
         root = Path(shared.path) / "images"
         if root not in self._shared_images:
             # Its downloads end like the host's own: the agent re-queues the VMs waiting.
-            self._shared_images[root] = ImageCache(root, on_done=self.images.on_done)
+            self._shared_images[root] = ImageCache(
+                root,
+                policy=self.images.policy,
+                on_done=self.images.on_done,
+                tls=self.images.tls,
+            )
         return self._shared_images[root]
 
     def storage(self, uid: str, shared: SharedStorage | None) -> VmStorage | None:

@@ -59,7 +59,8 @@ class PullFailure:
     permanent: bool
     reason: str
     """DownloadFailed or DiskFull (retried); ChecksumMismatch, ImageNotFound,
-    DownloadRefused or CorruptImage (permanent: the spec or the server must change)."""
+    DownloadRefused, DestinationRefused, ImageTooLarge or CorruptImage (permanent: the
+    spec, the server or the host's rules must change)."""
     message: str
     retry_in: float | None = None
     """Seconds until the agent downloads it again, for a retried failure."""

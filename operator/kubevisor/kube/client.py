@@ -142,6 +142,11 @@ class Kube:
         api = await config.new_client_from_config(config_file=str(kubeconfig))
         return cls(api)
 
+    @property
+    def server(self) -> str:
+        """The API server's URL, as the kubeconfig or the service account names it."""
+        return str(self._api.configuration.host)
+
     async def close(self) -> None:
         await self._api.close()
 

@@ -113,6 +113,9 @@ def start(
                 "tcp://127.0.0.1",
                 "--cgroup-controllers",
                 "",
+                # The demo image is served on 127.0.0.1, which an agent refuses by default.
+                "--image-source-allow",
+                "127.0.0.0/8",
                 *(["--qemu-conf", str(agent.qemu_conf)] if agent.qemu_conf else []),
                 *boot,
             ],
