@@ -15,6 +15,7 @@ import copy
 import hashlib
 import itertools
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -626,3 +627,31 @@ def test_an_image_url_the_host_refuses_fails_the_vm_with_the_reason_and_no_reque
 
     asyncio.run(main())
     assert image_server.requests == []
+
+
+def test_a_downloaded_image_with_a_backing_file_fails_the_vm_as_rejected(
+    tmp_path: Path, clock: Any, image_server: ImageServer
+) -> None:
+    made = tmp_path / "made.qcow2"
+    backed = ["-b", "/etc/hostname", "-F", "raw"]
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", *backed, str(made), "1M"], check=True
+    )
+    image_server.files["/root.qcow2"] = made.read_bytes()
+    digest = hashlib.sha256(made.read_bytes()).hexdigest()
+    source = {"url": image_server.url("/root.qcow2"), "sha256": digest, "format": "qcow2"}
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("crafted", {**SPEC, "disks": [{"name": "root", "source": source}]})
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.poll(lambda: agent.status(key)["phase"] == "Failed", what="Failed")
+            stalled = agent.condition(key, "Stalled")
+            assert (stalled["status"], stalled["reason"]) == ("True", "ImageRejected")
+            assert stalled["message"].startswith(
+                f"disk root: image {digest} refused: it names a backing file (/etc/hostname)"
+            )
+            assert [call for call in hv.calls if call[0] == "define"] == []
+            assert agent.starts(uid) == 0
+
+    asyncio.run(main())

@@ -6,16 +6,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.conftest import LOOPBACK, ImageServer
 from kubevisor.agent.imagecache import ImageCache
-from kubevisor.agent.vmfiles import VmFiles
+from kubevisor.agent.vmfiles import ImageRejected, VmFiles
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
+
+
+def image_info(path: str) -> dict[str, Any]:
+    """What `qemu-img info` says of the file at `path`."""
+    done = subprocess.run(
+        ["qemu-img", "info", "--output=json", path], check=True, capture_output=True, text=True
+    )
+    return dict(json.loads(done.stdout))
 
 
 def test_a_source_disk_is_an_overlay_on_the_cached_image(
@@ -36,14 +48,7 @@ def test_a_source_disk_is_an_overlay_on_the_cached_image(
 
     prepared = asyncio.run(files.prepare(vm, "uid-1"))
 
-    info = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", prepared.disk_paths["root"]],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    info = image_info(prepared.disk_paths["root"])
     cached = tmp_path / "images" / ".cache" / "sha256" / digest
     assert info["format"] == "qcow2"
     assert info["backing-filename"] == str(cached)
@@ -88,14 +93,7 @@ def test_on_shared_storage_overlays_and_their_images_live_in_the_shared_director
     assert first.disk_paths == second.disk_paths == {"root": str(overlay)}
     assert first.storage == VmStorage(location="Shared", shared_storage="nfs")
     assert two.storage("uid-1", shared) == first.storage
-    backing = json.loads(
-        subprocess.run(
-            ["qemu-img", "info", "--output=json", str(overlay)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )["backing-filename"]
+    backing = image_info(str(overlay))["backing-filename"]
     assert backing == str(tmp_path / "shared" / "images" / "sha256" / digest)
     assert image_server.requests == ["/small.qcow2"]
     # The serial log and seed stay on each host.
@@ -158,3 +156,146 @@ def test_the_images_under_a_hosts_overlays_are_counted_until_their_vms_are_remov
 
     assert files.images_in_use() == Counter({digest: 1})
     assert removed == ["uid-2"]
+
+
+# -- base images are vetted before they back an overlay -------------------------------------
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+def self_contained_qcow2(directory: Path) -> Path:
+    qemu_img("create", "-q", "-f", "qcow2", str(directory / "image"), "1M")
+    return directory / "image"
+
+
+def with_backing_file(directory: Path) -> Path:
+    """A qcow2 whose reads fall through to a host file (here /etc/hostname)."""
+    qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "/etc/hostname",
+        "-F",
+        "raw",
+        str(directory / "image"),
+        "1M",
+    )
+    return directory / "image"
+
+
+def with_data_file(directory: Path) -> Path:
+    """A qcow2 whose guest data lives in another host file."""
+    data = directory / "elsewhere.raw"
+    qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        f"data_file={data},data_file_raw=on",
+        str(directory / "image"),
+        "1M",
+    )
+    return directory / "image"
+
+
+def raw(directory: Path) -> Path:
+    (directory / "image").write_bytes(os.urandom(64 * 1024))
+    return directory / "image"
+
+
+def vmdk_on_a_fifo(directory: Path) -> Path:
+    """A vmdk descriptor whose extent is a FIFO: qemu-img probing it would hang."""
+    os.mkfifo(directory / "fifo")
+    (directory / "image").write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        f'createType="monolithicFlat"\n\nRW 2048 FLAT "{directory / "fifo"}" 0\n'
+    )
+    return directory / "image"
+
+
+REFUSED = [
+    pytest.param(
+        with_backing_file, "qcow2", "it names a backing file (/etc/hostname)", id="backing-file"
+    ),
+    pytest.param(with_data_file, "qcow2", "it names an external data file (", id="data-file"),
+    pytest.param(raw, "qcow2", "it is a raw image, declared qcow2", id="raw-declared-qcow2"),
+    pytest.param(
+        self_contained_qcow2, "raw", "it is a qcow2 image, declared raw", id="qcow2-declared-raw"
+    ),
+    pytest.param(vmdk_on_a_fifo, "raw", "it is a vmdk image, declared raw", id="vmdk-declared-raw"),
+]
+
+
+@pytest.mark.parametrize(("make", "declared", "says"), REFUSED)
+def test_a_downloaded_image_that_is_not_a_self_contained_image_of_its_format_is_refused(
+    tmp_path: Path,
+    image_server: ImageServer,
+    make: Callable[[Path], Path],
+    declared: str,
+    says: str,
+) -> None:
+    (tmp_path / "made").mkdir()
+    data = make(tmp_path / "made").read_bytes()
+    image_server.files["/image"] = data
+    digest = hashlib.sha256(data).hexdigest()
+    source = {"url": image_server.url("/image"), "sha256": digest, "format": declared}
+    files = vm_files(tmp_path / "state", tmp_path / "images")
+
+    with pytest.raises(ImageRejected) as raised:
+        asyncio.run(files.prepare(_vm([{"name": "root", "source": source}]), "uid-1"))
+
+    assert raised.value.reason == "ImageRejected"
+    assert str(raised.value).startswith(f"disk root: image {digest} refused: {says}")
+    assert list((tmp_path / "state" / "vms" / "uid-1").glob("disk-*")) == []
+
+
+def with_base_image(tmp_path: Path, make: Callable[[Path], Path]) -> VmFiles:
+    """VM files whose image directory holds `make`'s image as base.img."""
+    images = tmp_path / "images"
+    images.mkdir()
+    make(images).rename(images / "base.img")
+    return vm_files(tmp_path / "state", images)
+
+
+IMAGE_DIRECTORY_REFUSED = [
+    pytest.param(with_backing_file, "it names a backing file (/etc/hostname)", id="backing-file"),
+    pytest.param(with_data_file, "it names an external data file (", id="data-file"),
+    pytest.param(
+        vmdk_on_a_fifo, "it is a vmdk image: only qcow2 and raw images back overlays", id="vmdk"
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "says"), IMAGE_DIRECTORY_REFUSED)
+def test_an_image_directory_image_referencing_other_files_is_refused(
+    tmp_path: Path, make: Callable[[Path], Path], says: str
+) -> None:
+    files = with_base_image(tmp_path, make)
+
+    with pytest.raises(ImageRejected) as raised:
+        asyncio.run(files.prepare(_vm([{"name": "root", "image": "base.img"}]), "uid-1"))
+
+    assert str(raised.value).startswith(f"disk root: image base.img refused: {says}")
+
+
+@pytest.mark.parametrize(
+    ("make", "format"),
+    [pytest.param(self_contained_qcow2, "qcow2", id="qcow2"), pytest.param(raw, "raw", id="raw")],
+)
+def test_a_self_contained_image_directory_image_backs_the_overlay_in_its_format(
+    tmp_path: Path, make: Callable[[Path], Path], format: str
+) -> None:
+    files = with_base_image(tmp_path, make)
+
+    prepared = asyncio.run(files.prepare(_vm([{"name": "root", "image": "base.img"}]), "uid-1"))
+
+    info = image_info(prepared.disk_paths["root"])
+    assert (info["backing-filename"], info["backing-filename-format"]) == (
+        str(tmp_path / "images" / "base.img"),
+        format,
+    )

@@ -39,7 +39,7 @@ from kubevisor import metrics
 from kubevisor.agent import hoststatus, probe
 from kubevisor.agent.imagecache import ImageCache, ImagePullError, Pull
 from kubevisor.agent.migration import Migrator
-from kubevisor.agent.vmfiles import VmFiles
+from kubevisor.agent.vmfiles import ImageRejected, VmFiles
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
@@ -688,7 +688,8 @@ class Agent:
             error = AgentError(permanent=False, reason="HypervisorBusy", message=str(failed))
             retry = failed
         except PermanentError as failed:
-            error = AgentError(permanent=True, reason="DomainRejected", message=str(failed))
+            reason = failed.reason if isinstance(failed, ImageRejected) else "DomainRejected"
+            error = AgentError(permanent=True, reason=reason, message=str(failed))
         if plan.actions:
             observed = await self._observe(uid)
         await self._write_status(

@@ -7,7 +7,10 @@ from the host's image directory or from the image cache, which downloads a disk'
 `source`; or blank). Beside the overlays, `images.json` records the digest of the cached
 image under each overlay created on one (written before the overlay, so the image cache
 never evicts an image an overlay is backed by). Creating is idempotent: an existing overlay
-is kept, because it holds the guest's data.
+is kept, because it holds the guest's data. A base image backs a new overlay only once it
+is known to be self-contained and of its declared format (`core.imagefiles`): a qcow2
+naming a backing or data file would hand the guest a host file; the VM fails with
+ImageRejected instead.
 
 On a host with shared storage (HypervisorHost spec.sharedStorage, an NFS or CephFS mount
 at the same path on every host that declares it) the overlays of the VMs created here go
@@ -34,13 +37,24 @@ from pathlib import Path
 from kubevisor.agent.imagecache import ImageCache
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
-from kubevisor.api.virtualmachine import Disk, VirtualMachine, VmStorage
-from kubevisor.core import destinations
+from kubevisor.api.virtualmachine import Disk, ImageFormat, VirtualMachine, VmStorage
+from kubevisor.core import destinations, imagefiles
 from kubevisor.drivers.base import PermanentError, RetryableError
 
 log = logging.getLogger("kubevisor.agent")
 
 IMAGES = "images.json"
+QEMU_IMG_TIMEOUT = 30.0
+"""Seconds `qemu-img info` may take on an image before it is refused."""
+QEMU_IMG_LIMITS = ("prlimit", "--as=1073741824", "--cpu=30", "--")
+"""As Nova runs it on images users supply: a crafted image must not exhaust the host."""
+
+
+class ImageRejected(PermanentError):
+    """A base image that may not back an overlay: not its declared format, or one that
+    references another file (a backing or data file); the VM fails with this reason."""
+
+    reason = "ImageRejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,16 +198,16 @@ class VmFiles:
                 raise PermanentError(
                     f"disk {disk.name}: base image {disk.image!r} is not in {self.image_dir}"
                 )
-            info = json.loads(await _run("qemu-img", "info", "--output=json", str(base)))
-            args += ["-b", str(base), "-F", str(info["format"])]
+            format = await _vetted(base, declared=None, disk=disk.name)
+            args += ["-b", str(base), "-F", format]
         elif disk.source is not None:
             source = disk.source
             _record_image(directory, disk.name, source.sha256)
             if self.on_use is not None:
                 self.on_use(source.sha256)
             cached = await cache.fetch(source.url, source.sha256, source.compression)
-            # The declared format, never a probed one: a raw image could pose as qcow2.
-            args += ["-b", str(cached), "-F", source.format]
+            format = await _vetted(cached, declared=source.format, disk=disk.name)
+            args += ["-b", str(cached), "-F", format]
         args.append(str(partial))
         if disk.size is not None:
             args.append(str(quantity.to_bytes(disk.size)))
@@ -230,6 +244,31 @@ class VmFiles:
         return seed
 
 
+async def _vetted(image: Path, *, declared: ImageFormat | None, disk: str) -> ImageFormat:
+    """The format `image` backs `disk`'s overlay in, once it is known to be the declared
+    one (if any), qcow2 or raw, and to reference no other file; raises ImageRejected.
+
+    The format is the declared one, never a probed one (a raw image could pose as qcow2),
+    and qemu-img reads the file in that format only: probing a vmdk opens its extents.
+    """
+    with image.open("rb") as file:
+        detected = imagefiles.detect(file.read(imagefiles.HEADER_BYTES))
+    refused = imagefiles.format_refusal(detected, declared=declared)
+    if refused is None:
+        format: ImageFormat = "qcow2" if detected == "qcow2" else "raw"
+        # -f: qemu-img reads it in that format only; -U: a running VM's base is shared.
+        argv = ["qemu-img", "info", "-U", "--output=json", "-f", format, str(image)]
+        try:
+            info = json.loads(await _run(*argv, timeout=QEMU_IMG_TIMEOUT, limits=QEMU_IMG_LIMITS))
+        except (RetryableError, ValueError) as error:
+            refused = f"qemu-img cannot read it: {error}"
+        else:
+            refused = imagefiles.info_refusal(info, format=format)
+    if refused is not None:
+        raise ImageRejected(f"disk {disk}: image {image.name} refused: {refused}")
+    return format
+
+
 def _record_image(directory: Path, disk: str, sha256: str) -> None:
     """Add `disk`'s image to the record of the cached images the overlays here use."""
     record = directory / IMAGES
@@ -243,14 +282,30 @@ def _record_image(directory: Path, disk: str, sha256: str) -> None:
     os.replace(partial, record)
 
 
-async def _run(*argv: str, cwd: Path | None = None) -> str:
+async def _run(
+    *argv: str,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    limits: tuple[str, ...] = (),
+) -> str:
+    """`argv`'s output; `limits`: a command that runs it with resource limits."""
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *limits,
+            *argv,
+            cwd=cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError as error:
-        raise PermanentError(f"{argv[0]} is not installed on this host") from error
-    out, err = await process.communicate()
+        raise PermanentError(f"{(limits or argv)[0]} is not installed on this host") from error
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        command = " ".join(argv[:2])
+        raise RetryableError(f"{command} did not finish within {timeout:.0f} s") from None
     if process.returncode != 0:
         raise RetryableError(f"{' '.join(argv[:2])} failed: {err.decode().strip()}")
     return out.decode()
