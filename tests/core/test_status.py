@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from kubevisor.api.conditions import Condition
-from kubevisor.api.virtualmachine import VirtualMachineSpec
-from kubevisor.core import status
+from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachineSpec
+from kubevisor.core import imagepulls, status
 from kubevisor.core.convergence import DomainObservation, DomainState
+from kubevisor.core.lifecycle import IllegalTransition
 from kubevisor.core.status import AgentError, Inputs
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -238,12 +239,12 @@ MIB = 1 << 20
 
 
 def pulling(**pull: Any) -> Inputs:
-    state = status.ImagePullState(**{"disk": "root", "url": URL, **pull})
+    state = imagepulls.ImagePullState(**{"disk": "root", "url": URL, **pull})
     return dataclasses.replace(inputs(**SOURCED), pulls=(state,))
 
 
 def failed(*, permanent: bool, reason: str, message: str, retry_in: float | None = None) -> Inputs:
-    failure = status.PullFailure(
+    failure = imagepulls.PullFailure(
         permanent=permanent, reason=reason, message=message, retry_in=retry_in
     )
     return pulling(received_bytes=MIB, total_bytes=4 * MIB, attempts=2, failure=failure)
@@ -345,11 +346,13 @@ def test_a_permanent_failure_of_one_disk_decides_over_another_still_pulling() ->
     given = dataclasses.replace(
         base,
         pulls=(
-            status.ImagePullState(disk="root", url=URL, received_bytes=MIB, total_bytes=2 * MIB),
-            status.ImagePullState(
+            imagepulls.ImagePullState(
+                disk="root", url=URL, received_bytes=MIB, total_bytes=2 * MIB
+            ),
+            imagepulls.ImagePullState(
                 disk="data",
                 url=URL + "2",
-                failure=status.PullFailure(
+                failure=imagepulls.PullFailure(
                     permanent=True, reason="ImageNotFound", message=f"{URL}2: HTTP 404"
                 ),
             ),
@@ -377,3 +380,178 @@ def test_a_vm_without_source_images_has_no_image_pulling_condition() -> None:
     )
     assert "ImagePulling" not in conditions(result)
     assert "imagePulls" not in result
+
+
+# -- a spec the agent cannot read -------------------------------------------------------------
+
+
+def test_an_unreadable_spec_fails_and_stalls_the_vm_keeping_the_time_it_first_did() -> None:
+    earlier = NOW - timedelta(minutes=3)
+    first = status.invalid_spec_status("bad cpu", generation=4, previous=[], now=earlier)
+    assert first["phase"] == "Failed"
+    assert first["observedGeneration"] == 4
+    assert [
+        (c["type"], c["status"], c["reason"], c["message"])
+        for c in first["conditions"]  # type: ignore[attr-defined]
+    ] == [
+        ("Stalled", "True", "InvalidSpec", "bad cpu"),
+        ("Ready", "False", "InvalidSpec", "bad cpu"),
+    ]
+    again = status.invalid_spec_status(
+        "bad cpu",
+        generation=4,
+        previous=[Condition.model_validate(c) for c in first["conditions"]],  # type: ignore[attr-defined]
+        now=NOW,
+    )
+    assert again == first
+    assert not status.differs(first, again)
+
+
+# -- the controller's part ----------------------------------------------------------------------
+
+PLACED = status.Binding(host="h1", placement=None)
+
+
+def controller(
+    *,
+    binding: status.Binding | None = None,
+    run_strategy: str = "Always",
+    **more: Any,
+) -> status.ControllerInputs:
+    spec = VirtualMachineSpec.model_validate(
+        {"memory": {"size": "64Mi"}, "runStrategy": run_strategy}
+    )
+    return status.ControllerInputs(spec=spec, generation=3, binding=binding, **more)
+
+
+@pytest.mark.parametrize(
+    ("given", "phase", "rows"),
+    [
+        pytest.param(
+            controller(),
+            "Pending",
+            {
+                "Ready": ("False", "Pending"),
+                "Reconciling": ("True", "Scheduling"),
+                "Stalled": ("False", "NotStalled"),
+            },
+            id="unbound-waits-for-placement",
+        ),
+        pytest.param(
+            controller(run_strategy="Halted", unschedulable="0/1 hosts fit"),
+            "Stopped",
+            {
+                "Ready": ("True", "Stopped"),
+                "Reconciling": ("False", "Done"),
+                "Stalled": ("False", "NotStalled"),
+            },
+            id="halted-before-unschedulable",
+        ),
+        pytest.param(
+            controller(unschedulable="0/1 hosts fit"),
+            "Unschedulable",
+            {
+                "Scheduled": ("False", "Unschedulable"),
+                "Ready": ("False", "Unschedulable"),
+                "Reconciling": ("True", "Unschedulable"),
+                "Stalled": ("False", "NotStalled"),
+            },
+            id="unschedulable-is-not-stalled",
+        ),
+        pytest.param(
+            controller(binding=PLACED),
+            "Scheduled",
+            {
+                "Scheduled": ("True", "Scheduled"),
+                "Ready": ("False", "Scheduled"),
+                "Reconciling": ("True", "Scheduled"),
+            },
+            id="bound-waits-for-its-agent",
+        ),
+        pytest.param(
+            controller(binding=PLACED, host_lost="host h1 is not Ready", migrated_from="h0"),
+            None,
+            {"Scheduled": ("True", "Migrated")},
+            id="migrated-leaves-the-phase-to-the-agent",
+        ),
+        pytest.param(
+            controller(binding=PLACED, host_lost="host h1 is not Ready"),
+            "Unknown",
+            {"Scheduled": ("True", "Scheduled"), "Ready": ("Unknown", "HostNotReady")},
+            id="host-lost-takes-the-phase-back",
+        ),
+        pytest.param(
+            controller(
+                binding=PLACED, eviction={"host": "h1", "reason": "drain"}, migrated_from="h0"
+            ),
+            None,
+            {"Scheduled": ("True", "Evicting")},
+            id="evicting-before-everything-bound",
+        ),
+        pytest.param(
+            controller(run_strategy="Halted", binding=PLACED),
+            "Scheduled",
+            {
+                "Scheduled": ("True", "Scheduled"),
+                "Ready": ("False", "Scheduled"),
+                "Reconciling": ("True", "Scheduled"),
+            },
+            id="a-bound-halted-vm-is-its-agents-to-stop",
+        ),
+    ],
+)
+def test_controller_table_first_matching_row_decides(
+    given: status.ControllerInputs, phase: str | None, rows: dict[str, tuple[str, str]]
+) -> None:
+    result = status.controller_vm_status(given, previous_phase=None, previous=[], now=NOW)
+    assert result.get("phase") == phase
+    got = {c["type"]: (c["status"], c["reason"]) for c in result["conditions"]}  # type: ignore[attr-defined]
+    assert got == rows
+    assert result["observedGeneration"] == 3
+    assert ("host" in result) is (given.binding is not None)
+
+
+def test_controller_writes_binding_eviction_and_last_migration_as_given() -> None:
+    placement = PlacementStatus(emulator_pins=[3])
+    last = {"job": "j1", "source": "h0", "target": "h1"}
+    result = status.controller_vm_status(
+        controller(
+            binding=status.Binding(host="h1", placement=placement),
+            eviction={"host": "h1", "reason": "host h1 is in maintenance"},
+            last_migration=last,
+        ),
+        previous_phase="Running",
+        previous=[],
+        now=NOW,
+    )
+    assert result["host"] == "h1"
+    assert result["placement"] == placement.to_wire()
+    assert result["eviction"] == {"host": "h1", "reason": "host h1 is in maintenance"}
+    assert result["lastMigration"] == last
+    (scheduled,) = result["conditions"]  # type: ignore[misc]
+    assert scheduled["message"] == "placed on host h1; evicting: host h1 is in maintenance"
+
+
+def test_an_unbound_vm_carries_no_eviction_even_if_asked() -> None:
+    result = status.controller_vm_status(
+        controller(eviction={"host": "h1", "reason": "x"}),
+        previous_phase=None,
+        previous=[],
+        now=NOW,
+    )
+    assert "eviction" not in result
+    assert result["phase"] == "Pending"
+
+
+def test_controller_refuses_a_phase_change_the_lifecycle_forbids() -> None:
+    with pytest.raises(IllegalTransition):
+        status.controller_vm_status(controller(), previous_phase="Running", previous=[], now=NOW)
+
+
+def test_vm_differs_compares_placement_as_the_model_reads_it() -> None:
+    # The API server leaves out the empty lists the controller writes.
+    current = {"placement": {"emulatorPins": [1]}, "host": "h1"}
+    one, two = (PlacementStatus(emulator_pins=[pin]).to_wire() for pin in (1, 2))
+    assert not status.differs(current, {"placement": one, "host": "h1"})
+    assert status.differs(current, {"placement": two, "host": "h1"})
+    assert status.differs(current, {"placement": one, "host": "h2"})

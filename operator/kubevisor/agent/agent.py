@@ -49,7 +49,8 @@ from kubevisor.core import convergence, destinations, domain, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
 from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment, Ovmf
 from kubevisor.core.eviction import CachedFile
-from kubevisor.core.status import AgentError, ImagePullState, PullFailure
+from kubevisor.core.imagepulls import ImagePullState, PullFailure
+from kubevisor.core.status import AgentError
 from kubevisor.drivers.base import (
     ConnectionEvent,
     DomainEvent,

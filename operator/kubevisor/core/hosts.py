@@ -15,9 +15,9 @@ from kubevisor.api import conditions as cond
 from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import Resources
+from kubevisor.core.conditions import Row, truth, wire
 from kubevisor.core.placement.capacity import HostInventory
 from kubevisor.core.placement.model import HostUsage
-from kubevisor.core.status import make_condition
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,28 +88,28 @@ def controller_host_status(
 
     `drain` is `core.drain.progress(...).to_wire()` while spec.maintenance is true."""
     if not judgement.ready:
-        schedulable = ("False", "NotReady", judgement.message)
+        schedulable = Row(cond.SCHEDULABLE, "False", "NotReady", judgement.message)
     elif maintenance:
-        schedulable = ("False", "Maintenance", "spec.maintenance is true: the host is drained")
+        schedulable = Row(
+            cond.SCHEDULABLE,
+            "False",
+            "Maintenance",
+            "spec.maintenance is true: the host is drained",
+        )
     elif unschedulable:
-        schedulable = ("False", "Cordoned", "spec.unschedulable is true")
+        schedulable = Row(cond.SCHEDULABLE, "False", "Cordoned", "spec.unschedulable is true")
     else:
-        schedulable = ("True", "Schedulable", "new VMs may be placed here")
-    rows = [
-        (cond.READY, "True" if judgement.ready else "False", judgement.reason, judgement.message),
-        (cond.SCHEDULABLE, *schedulable),
-    ]
+        schedulable = Row(cond.SCHEDULABLE, "True", "Schedulable", "new VMs may be placed here")
+    rows = (
+        Row(cond.READY, truth(judgement.ready), judgement.reason, judgement.message),
+        schedulable,
+    )
     status: dict[str, object] = {
         "allocatable": allocatable.to_wire(),
         "allocated": allocated.to_wire(),
         "vmCount": vm_count,
         "observedGeneration": generation,
-        "conditions": [
-            make_condition(
-                previous, type_=t, status=s, reason=r, message=m, generation=generation, now=now
-            ).to_wire()
-            for t, s, r, m in rows
-        ],
+        "conditions": wire(previous, rows, generation=generation, now=now),
     }
     if drain is not None:
         status["drain"] = drain

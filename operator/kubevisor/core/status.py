@@ -5,6 +5,10 @@
 (Ready, Paused, Reconciling, Stalled, RestartRequired, LimitsEnforced, and ImagePulling for
 a VM whose disks download their images). The phase comes from an ordered first-match
 table: the first row whose test holds decides, so the precedence is visible in one place.
+`invalid_spec_status` is what it writes instead for a VM whose spec it cannot read.
+
+`controller_vm_status` is the controller's part (phase before binding, host, placement,
+Scheduled, and Unknown once the host is lost), from a first-match table of its own.
 
 Conditions follow the kstatus conventions (research/ux.md section 1): Reconciling while
 work is in flight, Stalled when it cannot progress, Ready as the summary, and a stopped
@@ -13,25 +17,23 @@ VM whose run strategy wants it stopped is Ready, so GitOps tools do not wait for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kubevisor.api import conditions as cond
 from kubevisor.api.conditions import Condition
-from kubevisor.api.virtualmachine import (
-    DomainStatus,
-    ImagePull,
-    PlacementStatus,
-    VirtualMachineSpec,
-)
-from kubevisor.core import lifecycle
+from kubevisor.api.virtualmachine import DomainStatus, PlacementStatus, VirtualMachineSpec
+from kubevisor.core import conditions, imagepulls, lifecycle
+from kubevisor.core.conditions import Row, truth, wire
 from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
+from kubevisor.core.imagepulls import ImagePullState
 from kubevisor.core.lifecycle import Exit, Phase
 
 RESTART_REQUIRED = "RestartRequired"
 LIMITS_ENFORCED = "LimitsEnforced"
+INVALID_SPEC = "InvalidSpec"
 AGENT_CONDITIONS = (
     cond.READY,
     cond.PAUSED,
@@ -50,34 +52,6 @@ class AgentError:
     permanent: bool
     reason: str
     message: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PullFailure:
-    """Why the last download of a disk's image failed (the agent's image cache says)."""
-
-    permanent: bool
-    reason: str
-    """DownloadFailed or DiskFull (retried); ChecksumMismatch, ImageNotFound,
-    DownloadRefused, DestinationRefused, ImageTooLarge or CorruptImage (permanent: the
-    spec, the server or the host's rules must change)."""
-    message: str
-    retry_in: float | None = None
-    """Seconds until the agent downloads it again, for a retried failure."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ImagePullState:
-    """A disk whose source image is not in the host's cache yet, and its download so far."""
-
-    disk: str
-    url: str
-    received_bytes: int = 0
-    total_bytes: int | None = None
-    """As the server announced it (Content-Length); None when it did not."""
-    attempts: int = 1
-    failure: PullFailure | None = None
-    """Set when the last attempt failed; None while it runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +152,7 @@ def _migrating(i: Inputs) -> Verdict | None:
 def _pulling_images(i: Inputs) -> Verdict | None:
     if not i.pulls:
         return None
-    pulling, reason, message = pull_summary(i.pulls)
+    pulling, reason, message = imagepulls.pull_summary(i.pulls)
     if not pulling:
         return Verdict(phase="Failed", ready=False, reason=reason, message=message, stalled=True)
     return Verdict(
@@ -315,60 +289,54 @@ def bound_vm_status(
         and bool(inputs.domain.hardware)
         and inputs.domain.hardware != inputs.hardware
     )
-    wanted = [
-        (cond.READY, v.ready, v.reason, v.message),
-        (
+    rows = [
+        Row(cond.READY, truth(v.ready), v.reason, v.message),
+        Row(
             cond.PAUSED,
-            paused,
+            truth(paused),
             "Paused" if paused else "NotPaused",
             "the guest's vCPUs are paused" if paused else "the guest is not paused",
         ),
-        (
+        Row(
             cond.RECONCILING,
-            v.reconciling,
+            truth(v.reconciling),
             v.reason if v.reconciling else "Done",
             v.message if v.reconciling else "nothing in flight",
         ),
-        (
+        Row(
             cond.STALLED,
-            v.stalled,
+            truth(v.stalled),
             v.reason if v.stalled else "NotStalled",
             v.message if v.stalled else "making progress",
         ),
-        (
+        Row(
             RESTART_REQUIRED,
-            restart_required,
+            truth(restart_required),
             "SpecChanged" if restart_required else "UpToDate",
             "vCPUs, memory, NUMA, disks, boot or networks changed; restart the VM to apply them"
             if restart_required
             else "the domain matches the spec",
         ),
-        (
+        Row(
             LIMITS_ENFORCED,
-            not inputs.unenforced,
+            truth(not inputs.unenforced),
             "NotEnforced" if inputs.unenforced else "Enforced",
             "; ".join(inputs.unenforced) or "the host enforces every limit of the spec",
         ),
     ]
     sourced = [disk.name for disk in inputs.spec.disks if disk.source is not None]
     if sourced:
-        wanted.append((cond.IMAGE_PULLING, *_image_pulling(inputs.pulls, sourced)))
-    conditions = [
-        set_condition(
-            previous, type_=t, status=s, reason=r, message=m, generation=inputs.generation, now=now
-        )
-        for t, s, r, m in wanted
-    ]
+        rows.append(imagepulls.image_pulling(inputs.pulls, sourced))
     status: dict[str, object] = {
         "phase": lifecycle.check_transition(previous_phase, v.phase),
         "created": inputs.domain is not None,
         "restartCount": restart_count,
         "observedGeneration": inputs.generation,
-        "conditions": [c.to_wire() for c in conditions],
+        "conditions": wire(previous, rows, generation=inputs.generation, now=now),
     }
     if sourced:
         # Always written, empty included: a finished download must leave the list.
-        status["imagePulls"] = image_pulls(inputs.pulls)
+        status["imagePulls"] = imagepulls.image_pulls(inputs.pulls)
     if inputs.domain is not None:
         status["domain"] = DomainStatus(
             uuid=inputs.domain.uuid, state=inputs.domain.state.value, reason=inputs.domain.reason
@@ -376,84 +344,34 @@ def bound_vm_status(
     return status
 
 
-def pull_summary(pulls: Sequence[ImagePullState]) -> tuple[bool, str, str]:
-    """(still pulling, reason, message) of the disks waiting for their images.
-
-    Not pulling once one download failed for good: its reason (ChecksumMismatch, ...)
-    decides. Otherwise the first retried failure's reason (DownloadFailed, DiskFull), or
-    Pulling; the message has one part per disk, as `disk NAME: ...`.
-    """
-    message = "; ".join(f"disk {p.disk}: {_pull_part(p)}" for p in pulls)
-    failures = [p.failure for p in pulls if p.failure is not None]
-    permanent = [f for f in failures if f.permanent]
-    if permanent:
-        return False, permanent[0].reason, message
-    return True, failures[0].reason if failures else "Pulling", message
-
-
-def _pull_part(pull: ImagePullState) -> str:
-    attempt = f", attempt {pull.attempts}" if pull.attempts > 1 else ""
-    failure = pull.failure
-    if failure is None:
-        received = _mib(pull.received_bytes)
-        if pull.total_bytes:
-            share = min(100, round(100 * pull.received_bytes / pull.total_bytes))
-            received += f" of {_mib(pull.total_bytes)} ({share}%)"
-        return f"{received} from {pull.url}{attempt}"
-    if failure.permanent or failure.retry_in is None:
-        return f"{failure.message}{attempt}"
-    return f"{failure.message}{attempt}; retrying in {failure.retry_in:.0f}s"
-
-
-def _mib(count: int) -> str:
-    return f"{count / (1 << 20):.1f} MiB"
-
-
-def _image_pulling(
-    pulls: Sequence[ImagePullState], sourced: Sequence[str]
-) -> tuple[bool, str, str]:
-    """The ImagePulling condition's (status, reason, message)."""
-    if not pulls:
-        return False, "Pulled", "; ".join(f"disk {name}: image cached" for name in sourced)
-    return pull_summary(pulls)
-
-
-def image_pulls(pulls: Sequence[ImagePullState]) -> list[dict[str, Any]]:
-    """status.imagePulls: the downloads running or to be retried (not those failed for
-    good: nothing is in flight for them)."""
-    return [
-        ImagePull(
-            disk=p.disk,
-            url=p.url,
-            received_bytes=p.received_bytes,
-            total_bytes=p.total_bytes,
-            attempts=p.attempts,
-        ).to_wire()
-        for p in pulls
-        if p.failure is None or not p.failure.permanent
-    ]
-
-
-def set_condition(
-    previous: Sequence[Condition],
-    *,
-    type_: str,
-    status: bool,
-    reason: str,
-    message: str,
-    generation: int,
-    now: datetime,
-) -> Condition:
-    """A condition whose lastTransitionTime moves only when its status flips."""
-    return make_condition(
-        previous,
-        type_=type_,
-        status="True" if status else "False",
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=now,
+def invalid_spec_status(
+    message: str, *, generation: int, previous: Sequence[Condition], now: datetime
+) -> dict[str, object]:
+    """The agent's status for a VM the API server accepted but the agent cannot read
+    (`message` says why): Failed and Stalled, so nobody waits for it, until the spec is
+    fixed. The phase is not checked against the lifecycle: a spec can become unreadable
+    (a newer schema, a hand-edited object) in any phase."""
+    rows = (
+        Row(cond.STALLED, "True", INVALID_SPEC, message),
+        Row(cond.READY, "False", INVALID_SPEC, message),
     )
+    return {
+        "phase": "Failed",
+        "observedGeneration": generation,
+        "conditions": wire(previous, rows, generation=generation, now=now),
+    }
+
+
+def differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether applying the VM status `wanted` would change `current`: as
+    `conditions.differs`, with `placement` compared as the model reads it."""
+    placement = wanted.get("placement")
+    if placement is not None:
+        have = PlacementStatus.model_validate(current.get("placement") or {}).to_wire()
+        if have != placement:
+            return True
+    rest = {field: value for field, value in wanted.items() if field != "placement"}
+    return conditions.differs(current, rest)
 
 
 # -- the controller's part -----------------------------------------------------------------
@@ -488,6 +406,124 @@ class ControllerInputs:
     """status.eviction as the wire dict: the agent is to stop the domain on the bound host."""
 
 
+@dataclass(frozen=True, slots=True)
+class ControllerVerdict:
+    """The phase the controller writes (None: the agent of the bound host owns it now)
+    and the conditions that go with it."""
+
+    phase: Phase | None
+    conditions: tuple[Row, ...]
+
+
+_MAKING_PROGRESS = Row(cond.STALLED, "False", "NotStalled", "making progress")
+
+
+def _unbound_halted(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is not None or i.spec.run_strategy != "Halted":
+        return None
+    return ControllerVerdict(
+        "Stopped",
+        (
+            Row(cond.READY, "True", "Stopped", "stopped, as the run strategy asks"),
+            Row(cond.RECONCILING, "False", "Done", "nothing in flight"),
+            _MAKING_PROGRESS,
+        ),
+    )
+
+
+def _unbound_unschedulable(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is not None or i.unschedulable is None:
+        return None
+    why = i.unschedulable
+    return ControllerVerdict(
+        "Unschedulable",
+        (
+            Row(cond.SCHEDULED, "False", "Unschedulable", why),
+            Row(cond.READY, "False", "Unschedulable", why),
+            # Not Stalled: a host may be added or freed at any time, and then it runs.
+            Row(cond.RECONCILING, "True", "Unschedulable", why),
+            Row(cond.STALLED, "False", "NotStalled", "waiting for capacity"),
+        ),
+    )
+
+
+def _unbound_pending(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is not None:
+        return None
+    return ControllerVerdict(
+        "Pending",
+        (
+            Row(cond.READY, "False", "Pending", "waiting for placement"),
+            Row(cond.RECONCILING, "True", "Scheduling", "waiting for placement"),
+            _MAKING_PROGRESS,
+        ),
+    )
+
+
+def _bound_evicting(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is None or i.eviction is None:
+        return None
+    # Phase, Ready and Reconciling stay the agent's: it reports the shutdown.
+    evicting = f"placed on host {i.binding.host}; evicting: {i.eviction.get('reason')}"
+    return ControllerVerdict(None, (Row(cond.SCHEDULED, "True", "Evicting", evicting),))
+
+
+def _bound_migrated(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is None or i.migrated_from is None:
+        return None
+    # The domain already runs there: phase, Ready and Reconciling stay the agent's.
+    moved = f"live-migrated from host {i.migrated_from} to host {i.binding.host}"
+    return ControllerVerdict(None, (Row(cond.SCHEDULED, "True", "Migrated", moved),))
+
+
+def _bound_host_lost(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is None or i.host_lost is None:
+        return None
+    return ControllerVerdict(
+        "Unknown",
+        (
+            Row(cond.SCHEDULED, "True", "Scheduled", f"placed on host {i.binding.host}"),
+            Row(cond.READY, "Unknown", "HostNotReady", i.host_lost),
+        ),
+    )
+
+
+def _bound_scheduled(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is None:
+        return None
+    placed = f"placed on host {i.binding.host}"
+    waiting = f"{placed}; waiting for its agent"
+    return ControllerVerdict(
+        "Scheduled",
+        (
+            Row(cond.SCHEDULED, "True", "Scheduled", placed),
+            Row(cond.READY, "False", "Scheduled", waiting),
+            Row(cond.RECONCILING, "True", "Scheduled", waiting),
+        ),
+    )
+
+
+CONTROLLER_TABLE: Sequence[Callable[[ControllerInputs], ControllerVerdict | None]] = (
+    _unbound_halted,
+    _unbound_unschedulable,
+    _unbound_pending,
+    _bound_evicting,
+    _bound_migrated,
+    _bound_host_lost,
+    _bound_scheduled,
+)
+"""Ordered: the first row that returns a verdict decides (`_unbound_pending` decides
+every VM without a binding, `_bound_scheduled` every VM with one)."""
+
+
+def controller_verdict(inputs: ControllerInputs) -> ControllerVerdict:
+    for row in CONTROLLER_TABLE:
+        found = row(inputs)
+        if found is not None:
+            return found
+    raise AssertionError("the last row of CONTROLLER_TABLE always decides")
+
+
 def controller_vm_status(
     inputs: ControllerInputs,
     *,
@@ -502,121 +538,18 @@ def controller_vm_status(
     the agent (which takes them with its first write); when the host is lost it takes the
     phase and Ready back, to Unknown, so no stale Running survives a dead host.
     """
-    rows: list[tuple[str, str, str, str]]  # type, status, reason, message
+    v = controller_verdict(inputs)
     status: dict[str, object] = {"observedGeneration": inputs.generation}
     binding = inputs.binding
-    if binding is None:
-        if inputs.spec.run_strategy == "Halted":
-            phase: Phase = "Stopped"
-            rows = [
-                (cond.READY, "True", "Stopped", "stopped, as the run strategy asks"),
-                (cond.RECONCILING, "False", "Done", "nothing in flight"),
-                (cond.STALLED, "False", "NotStalled", "making progress"),
-            ]
-        elif inputs.unschedulable is not None:
-            phase = "Unschedulable"
-            rows = [
-                (cond.SCHEDULED, "False", "Unschedulable", inputs.unschedulable),
-                (cond.READY, "False", "Unschedulable", inputs.unschedulable),
-                # Not Stalled: a host may be added or freed at any time, and then it runs.
-                (cond.RECONCILING, "True", "Unschedulable", inputs.unschedulable),
-                (cond.STALLED, "False", "NotStalled", "waiting for capacity"),
-            ]
-        else:
-            phase = "Pending"
-            rows = [
-                (cond.READY, "False", "Pending", "waiting for placement"),
-                (cond.RECONCILING, "True", "Scheduling", "waiting for placement"),
-                (cond.STALLED, "False", "NotStalled", "making progress"),
-            ]
-    else:
+    if binding is not None:
         status["host"] = binding.host
         if binding.placement is not None:
             status["placement"] = binding.placement.to_wire()
-        placed = f"placed on host {binding.host}"
         if inputs.eviction is not None:
             status["eviction"] = inputs.eviction
-            evicting = f"{placed}; evicting: {inputs.eviction.get('reason')}"
-            return _with_conditions(
-                status, inputs, [(cond.SCHEDULED, "True", "Evicting", evicting)], previous, now
-            )
-        if inputs.migrated_from is not None:
-            # The domain already runs there: phase, Ready and Reconciling stay the agent's.
-            moved = f"live-migrated from host {inputs.migrated_from} to host {binding.host}"
-            return _with_conditions(
-                status, inputs, [(cond.SCHEDULED, "True", "Migrated", moved)], previous, now
-            )
-        if inputs.host_lost is not None:
-            phase = "Unknown"
-            rows = [
-                (cond.SCHEDULED, "True", "Scheduled", placed),
-                (cond.READY, "Unknown", "HostNotReady", inputs.host_lost),
-            ]
-        else:
-            phase = "Scheduled"
-            rows = [
-                (cond.SCHEDULED, "True", "Scheduled", placed),
-                (cond.READY, "False", "Scheduled", f"{placed}; waiting for its agent"),
-                (cond.RECONCILING, "True", "Scheduled", f"{placed}; waiting for its agent"),
-            ]
-    status["phase"] = lifecycle.check_transition(previous_phase, phase)
-    return _with_conditions(status, inputs, rows, previous, now)
-
-
-def _with_conditions(
-    status: dict[str, object],
-    inputs: ControllerInputs,
-    rows: list[tuple[str, str, str, str]],
-    previous: Sequence[Condition],
-    now: datetime,
-) -> dict[str, object]:
-    status["conditions"] = [
-        make_condition(
-            previous, type_=t, status=s, reason=r, message=m, generation=inputs.generation, now=now
-        ).to_wire()
-        for t, s, r, m in rows
-    ]
+    if v.phase is not None:
+        status["phase"] = lifecycle.check_transition(previous_phase, v.phase)
+    status["conditions"] = wire(previous, v.conditions, generation=inputs.generation, now=now)
     if inputs.last_migration is not None:
         status["lastMigration"] = inputs.last_migration
     return status
-
-
-def make_condition(
-    previous: Sequence[Condition],
-    *,
-    type_: str,
-    status: str,
-    reason: str,
-    message: str,
-    generation: int,
-    now: datetime,
-) -> Condition:
-    """A condition whose lastTransitionTime moves only when its status changes."""
-    old = cond.find(list(previous), type_)
-    since = old.last_transition_time if old is not None and old.status == status else None
-    return Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since or now,
-        observed_generation=generation,
-    )
-
-
-def differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether applying `wanted` would change `current` (conditions compared by type)."""
-    for field, value in wanted.items():
-        if field == "conditions":
-            have = {
-                c["type"]: Condition.model_validate(c).to_wire()
-                for c in current.get("conditions") or []
-            }
-            if any(have.get(c["type"]) != Condition.model_validate(c).to_wire() for c in value):
-                return True
-        elif field == "placement":
-            if PlacementStatus.model_validate(current.get(field) or {}).to_wire() != value:
-                return True
-        elif current.get(field) != value:
-            return True
-    return False

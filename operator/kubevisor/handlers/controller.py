@@ -32,11 +32,10 @@ from pydantic import ValidationError
 
 from kubevisor import metrics
 from kubevisor.api import quantity
-from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
+from kubevisor.core import conditions, lifecycle
 from kubevisor.core import hosts as hostjudge
-from kubevisor.core import lifecycle
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Heartbeat, Judgement
 from kubevisor.core.migration import Limits
@@ -229,7 +228,7 @@ class Controller:
             allocated=allocated,
             vm_count=self.state.usage(name).vms,
             generation=int(obj["metadata"].get("generation") or 0),
-            previous=_conditions(current),
+            previous=conditions.previous(current),
             now=self.clock(),
             drain=drain,
         )
@@ -247,7 +246,7 @@ class Controller:
             gauge.labels(name, "cpu").set(amounts.cpu or 0)
             gauge.labels(name, "memory").set(quantity.to_bytes(amounts.memory or "0"))
             gauge.labels(name, "disk").set(quantity.to_bytes(amounts.disk or "0"))
-        if vmstatus.differs(current, wanted):
+        if conditions.differs(current, wanted):
             reply = await self.kube.apply_host_status(name, wanted)
             self.hosts[name] = reply
 
@@ -438,7 +437,7 @@ class Controller:
                 eviction=eviction,
             ),
             previous_phase=current.get("phase"),
-            previous=_conditions(current),
+            previous=conditions.previous(current),
             now=self.clock(),
         )
         if not vmstatus.differs(current, wanted):
@@ -456,7 +455,3 @@ class Controller:
             # An event is a courtesy: losing one must not undo a placement.
             if not is_transient(error):
                 log.warning("could not record event %s: %s", reason, error)
-
-
-def _conditions(status: dict[str, Any]) -> list[Condition]:
-    return [Condition.model_validate(c) for c in status.get("conditions") or []]

@@ -35,8 +35,9 @@ from kubevisor import metrics
 from kubevisor.api import conditions as cond
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
-from kubevisor.core import migration
+from kubevisor.core import conditions, migration
 from kubevisor.core import status as vmstatus
+from kubevisor.core.conditions import Row, truth
 from kubevisor.core.migration import Flight, Limits
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.model import Claim, Rejection, Request
@@ -413,7 +414,7 @@ class Migrations:
         elif current.get("reason") and phase == old_phase:
             wanted["reason"] = current["reason"]
         wanted["conditions"] = self._conditions(current, phase, waiting or reason, generation)
-        if not vmstatus.differs(current, wanted):
+        if not conditions.differs(current, wanted):
             return
         meta = obj["metadata"]
         reply = await self.c.kube.apply_job_status(meta["namespace"], meta["name"], wanted)
@@ -422,26 +423,15 @@ class Migrations:
     def _conditions(
         self, current: dict[str, Any], phase: Phase, why: str | None, generation: int
     ) -> list[dict[str, Any]]:
-        previous = [cond.Condition.model_validate(c) for c in current.get("conditions") or []]
+        previous = conditions.previous(current)
         done = migration.is_terminal(phase)
         message = why or f"the migration is {phase}"
         rows = [
-            (cond.READY, "True" if phase == "Succeeded" else "False", phase, message),
-            (cond.RECONCILING, "False" if done else "True", phase, message),
-            (cond.STALLED, "True" if phase == "Failed" else "False", phase, message),
+            Row(cond.READY, truth(phase == "Succeeded"), phase, message),
+            Row(cond.RECONCILING, truth(not done), phase, message),
+            Row(cond.STALLED, truth(phase == "Failed"), phase, message),
         ]
-        return [
-            vmstatus.make_condition(
-                previous,
-                type_=t,
-                status=s,
-                reason=r,
-                message=m,
-                generation=generation,
-                now=self.c.clock(),
-            ).to_wire()
-            for t, s, r, m in rows
-        ]
+        return conditions.wire(previous, rows, generation=generation, now=self.c.clock())
 
 
 def _vm_key(job: Object) -> str:
