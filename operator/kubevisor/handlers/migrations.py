@@ -27,17 +27,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.api import conditions as cond
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
-from kubevisor.core import conditions, migration
+from kubevisor.core import conditions, jobstatus, migration
 from kubevisor.core import status as vmstatus
-from kubevisor.core.conditions import Row, truth
 from kubevisor.core.migration import Flight, Limits
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.model import Claim, Rejection, Request
@@ -165,7 +163,7 @@ class Migrations:
             flights = self._flights(excluding=key)
             admission = migration.admit(Flight(key, source, decision.host), flights, self.limits)
             if not admission.admitted:
-                await self._write(obj, phase="Pending", waiting=admission.reason)
+                await self._write(obj, jobstatus.Step(phase="Pending", reason=admission.reason))
                 return
             claim = dataclasses.replace(decision.claim, vm=claim_key(key))
             self.c.state.claim(claim)
@@ -185,10 +183,12 @@ class Migrations:
             )
             await self._write(
                 self.jobs[key],
-                phase="Preparing",
-                source=source,
-                target=decision.host,
-                target_placement=placement.to_wire(),
+                jobstatus.Step(
+                    phase="Preparing",
+                    source=source,
+                    target=decision.host,
+                    target_placement=placement.to_wire(),
+                ),
             )
         except Exception:
             self.c.state.release(claim_key(key))
@@ -268,7 +268,7 @@ class Migrations:
         self._hosts_ready(status.source, status.target)
         target = status.target_agent
         if target is not None and target.ready:
-            await self._write(obj, phase="Running", start_time=self.c.clock())
+            await self._write(obj, jobstatus.Step(phase="Running", start_time=self.c.clock()))
         elif target is not None and target.message:
             raise Refused(f"host {status.target} could not prepare: {target.message}")
 
@@ -307,12 +307,12 @@ class Migrations:
         if claim is not None:
             self.c.state.claim(dataclasses.replace(claim, vm=vm_key))
         placement = status.target_placement or PlacementStatus()
-        last = {
-            "job": obj["metadata"]["name"],
-            "source": status.source,
-            "target": status.target,
-            "completionTime": _time(self.c.clock()),
-        }
+        last = jobstatus.last_migration(
+            job=obj["metadata"]["name"],
+            source=status.source,
+            target=status.target,
+            now=self.c.clock(),
+        )
         await self.c._write_vm_status(
             vm_obj,
             binding=vmstatus.Binding(host=status.target, placement=placement),
@@ -334,7 +334,7 @@ class Migrations:
         if self.c.state.release(claim_key(key)) is not None:
             await self.c.retry_pending()
         now = self.c.clock()
-        await self._write(obj, phase=phase, reason=reason, completion_time=now)
+        await self._write(obj, jobstatus.Step(phase=phase, reason=reason, completion_time=now))
         metrics.MIGRATIONS.labels(phase).inc()
         started = (obj.get("status") or {}).get("startTime")
         if started:
@@ -383,55 +383,18 @@ class Migrations:
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _write(
-        self,
-        obj: Object,
-        *,
-        phase: Phase,
-        waiting: str | None = None,
-        reason: str | None = None,
-        **fields: Any,
-    ) -> None:
-        """Apply the controller's part of the job's status (every field it owns, each time:
-        server-side apply drops what an apply leaves out)."""
+    async def _write(self, obj: Object, step: jobstatus.Step) -> None:
+        """Apply the controller's part of the job's status after `step`."""
         current = obj.get("status") or {}
-        old_phase = current.get("phase")
-        # A job may be decided in the step that first sees it: it was Pending all along.
-        migration.check_transition(old_phase or "Pending", phase)
         generation = int(obj["metadata"].get("generation") or 0)
-        wanted: dict[str, Any] = {
-            name: current[name]
-            for name in ("source", "target", "targetPlacement", "startTime", "completionTime")
-            if current.get(name) is not None
-        }
-        for name, value in fields.items():
-            wire = _camel(name)
-            wanted[wire] = _time(value) if isinstance(value, datetime) else value
-        wanted["phase"] = phase
-        wanted["observedGeneration"] = generation
-        if reason is not None or waiting is not None:
-            wanted["reason"] = reason or waiting
-        elif current.get("reason") and phase == old_phase:
-            wanted["reason"] = current["reason"]
-        wanted["conditions"] = self._conditions(current, phase, waiting or reason, generation)
+        wanted = jobstatus.job_status(
+            step, current=current, generation=generation, now=self.c.clock()
+        )
         if not conditions.differs(current, wanted):
             return
         meta = obj["metadata"]
         reply = await self.c.kube.apply_job_status(meta["namespace"], meta["name"], wanted)
         self.jobs[job_key(obj)] = reply
-
-    def _conditions(
-        self, current: dict[str, Any], phase: Phase, why: str | None, generation: int
-    ) -> list[dict[str, Any]]:
-        previous = conditions.previous(current)
-        done = migration.is_terminal(phase)
-        message = why or f"the migration is {phase}"
-        rows = [
-            Row(cond.READY, truth(phase == "Succeeded"), phase, message),
-            Row(cond.RECONCILING, truth(not done), phase, message),
-            Row(cond.STALLED, truth(phase == "Failed"), phase, message),
-        ]
-        return conditions.wire(previous, rows, generation=generation, now=self.c.clock())
 
 
 def _vm_key(job: Object) -> str:
@@ -442,12 +405,3 @@ def _vm_key(job: Object) -> str:
 def _phase(obj: Object) -> Phase | None:
     phase: Phase | None = (obj.get("status") or {}).get("phase")
     return phase
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
