@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubevisor.api import conditions, cpuset
+from kubevisor.api import conditions, cpuset, objects
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.cli import kubeapi
@@ -66,7 +66,7 @@ def placement_lines(placement: PlacementStatus | None) -> list[str]:
 
 def explain_status(vm: VirtualMachine) -> tuple[bool, list[str]]:
     """(bound?, lines) from what the VM's status says; pure."""
-    name = inputs.vm_key(vm)
+    name = objects.key(vm.metadata)
     status = vm.status
     scheduled = conditions.find(status.conditions, conditions.SCHEDULED) if status else None
     said = []
@@ -109,10 +109,10 @@ def what_if(
     """Place `vm` against every other bound VM's claim: (decision, full scan, conflicts)."""
     snapshots = [inputs.host_snapshot(host) for host in hosts]
     by_name = {snapshot.name: snapshot for snapshot in snapshots}
-    me = inputs.vm_key(vm)
+    me = objects.key(vm.metadata)
     claims, unheld = [], []
     for other in vms:
-        if inputs.vm_key(other) == me or other.status is None or not other.status.host:
+        if objects.key(other.metadata) == me or other.status is None or not other.status.host:
             continue
         host = by_name.get(other.status.host)
         claim = inputs.claim(other, host) if host is not None else None

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.api import quantity
+from kubevisor.api import objects, quantity
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core import conditions, lifecycle
@@ -74,11 +74,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def vm_key(obj: Object) -> str:
-    meta = obj["metadata"]
-    return f"{meta.get('namespace') or 'default'}/{meta['name']}"
-
-
 class Controller:
     def __init__(
         self,
@@ -102,8 +97,10 @@ class Controller:
         self.lock = asyncio.Lock()
         self.labelled: dict[str, str] = {}
         """Host label this controller patched per VM, until the watch shows the VM gone."""
-        self.migrations = Migrations(self, settings.migration_limits)
-        self.evacuation = Evacuation(self, failover_grace=settings.failover_grace)
+        self.migrations = Migrations(self, kube, settings.migration_limits)
+        self.evacuation = Evacuation(
+            self, kube, self.migrations, failover_grace=settings.failover_grace
+        )
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -123,8 +120,9 @@ class Controller:
             self.judgements[host["metadata"]["name"]] = self._judge(host["metadata"]["name"])
             self._add_host_snapshot(host["metadata"]["name"])
         for vm in vms:
-            self.vms[vm_key(vm)] = vm
-            self._ensure_claim(vm_key(vm))
+            key = objects.key(vm["metadata"])
+            self.vms[key] = vm
+            self._ensure_claim(key)
         self.migrations.load(jobs or [])
         if self.state.conflicts:
             log.error("claims that conflict with others: %s", [c.vm for c in self.state.conflicts])
@@ -143,9 +141,8 @@ class Controller:
         self.hosts[name] = obj
         self.judgements.setdefault(name, self._judge(name))
         self._add_host_snapshot(name)
-        for key, vm in self.vms.items():
-            if (vm.get("status") or {}).get("host") == name:
-                self._ensure_claim(key)
+        for key, _ in self.bound_to(name):
+            self._ensure_claim(key)
         after = self.state.host(name) if name in self.state else None
         if after is not None and after != before:
             # New capacity, ratios, labels, cordon or topology: a waiting VM may fit now.
@@ -162,8 +159,25 @@ class Controller:
         ready = judgement is not None and judgement.ready
         self.state.add_host(dataclasses.replace(snapshot, ready=ready))
 
+    # -- what the helpers read (handlers.port.ControllerPort) ------------------------------
+
+    def vm(self, key: str) -> Object | None:
+        return self.vms.get(key)
+
+    def bound_to(self, host: str) -> list[tuple[str, Object]]:
+        return [
+            (key, obj)
+            for key, obj in self.vms.items()
+            if (obj.get("status") or {}).get("host") == host
+        ]
+
+    def host(self, name: str) -> Object | None:
+        return self.hosts.get(name)
+
+    def judgement(self, host: str) -> Judgement | None:
+        return self.judgements.get(host)
+
     def hypervisor_type(self, host: str) -> str:
-        """The host's hypervisor type as its agent reports it ("" when unknown)."""
         return self.state.host(host).hypervisor_type if host in self.state else ""
 
     def remember_lease(self, obj: Object) -> None:
@@ -200,9 +214,8 @@ class Controller:
                 judgement.message,
             )
             self._add_host_snapshot(name)
-            for key, vm in list(self.vms.items()):
-                if (vm.get("status") or {}).get("host") == name:
-                    await self.reconcile_vm(key)
+            for key, _ in self.bound_to(name):
+                await self.reconcile_vm(key)
             if judgement.ready:
                 await self.retry_pending()
             await self.migrations.on_host_change(name)
@@ -253,7 +266,7 @@ class Controller:
     # -- virtual machines ------------------------------------------------------------------
 
     async def on_vm(self, event: str | None, obj: Object) -> None:
-        key = vm_key(obj)
+        key = objects.key(obj["metadata"])
         if event == "DELETED":
             self.vms.pop(key, None)
             self.labelled.pop(key, None)
@@ -300,7 +313,7 @@ class Controller:
             return
         if vm.spec.run_strategy == "Halted":
             self.pending.pop(key, None)
-            await self._write_vm_status(obj, binding=None)
+            await self.write_vm_status(obj, binding=None)
             return
         await self._place(key, obj, vm)
 
@@ -338,11 +351,11 @@ class Controller:
         if not unlabelled:
             self.labelled.pop(key, None)
         elif self.labelled.get(key) != host:
-            await self._label(obj, host)
+            await self.label(obj, host)
         judgement = self.judgements.get(host)
         if judgement is not None and not judgement.ready:
             placement = vm.status.placement if vm.status else None
-            await self._write_vm_status(
+            await self.write_vm_status(
                 obj,
                 binding=vmstatus.Binding(host=host, placement=placement),
                 host_lost=f"host {host} is not Ready: {judgement.message}",
@@ -378,10 +391,10 @@ class Controller:
             ).inc()
             message = decision.message
             self.pending[key] = None
-            await self._write_vm_status(obj, binding=None, unschedulable=message)
+            await self.write_vm_status(obj, binding=None, unschedulable=message)
             if self.explained.get(key) != message:
                 self.explained[key] = message
-                await self._event(obj, "Warning", "FailedScheduling", message)
+                await self.event(obj, "Warning", "FailedScheduling", message)
             return
         metrics.PLACEMENT_DECISIONS.labels("placed", "none").inc()
         self.pending.pop(key, None)
@@ -389,18 +402,19 @@ class Controller:
         placement = inputs.placement_status(decision.numa)
         binding = vmstatus.Binding(host=decision.host, placement=placement or PlacementStatus())
         try:
-            await self._write_vm_status(obj, binding=binding)
-            await self._label(obj, decision.host)
+            await self.write_vm_status(obj, binding=binding)
+            await self.label(obj, decision.host)
         except Exception:
             # The bind did not land: give the capacity back so the retry starts clean.
             self.state.release(key)
             raise
         log.info("%s: placed on %s (%d hosts considered)", key, decision.host, decision.considered)
-        await self._event(obj, "Normal", "Scheduled", decision.message)
+        await self.event(obj, "Normal", "Scheduled", decision.message)
         await self.evacuation.placed(key, decision.host)
 
-    async def _label(self, obj: Object, host: str) -> None:
+    async def label(self, obj: Object, host: str) -> Object:
         meta = obj["metadata"]
+        key = objects.key(meta)
         finalizers = list(meta.get("finalizers") or [])
         if FINALIZER not in finalizers:
             finalizers.append(FINALIZER)
@@ -409,10 +423,21 @@ class Controller:
             meta["name"],
             {"metadata": {"labels": {HOST_LABEL: host}, "finalizers": finalizers}},
         )
-        self.vms[vm_key(obj)] = reply
-        self.labelled[vm_key(obj)] = host
+        self.vms[key] = reply
+        self.labelled[key] = host
+        return reply
 
-    async def _write_vm_status(
+    async def unlabel(self, obj: Object) -> Object:
+        meta = obj["metadata"]
+        key = objects.key(meta)
+        reply = await self.kube.patch_vm(
+            meta["namespace"], meta["name"], {"metadata": {"labels": {HOST_LABEL: None}}}
+        )
+        self.vms[key] = reply
+        self.labelled.pop(key, None)
+        return reply
+
+    async def write_vm_status(
         self,
         obj: Object,
         *,
@@ -422,13 +447,15 @@ class Controller:
         migrated_from: str | None = None,
         last_migration: dict[str, Any] | None = None,
         eviction: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Object:
+        meta = obj["metadata"]
+        key = objects.key(meta)
         vm = VirtualMachine.model_validate(obj)
         current = obj.get("status") or {}
         wanted = vmstatus.controller_vm_status(
             vmstatus.ControllerInputs(
                 spec=vm.spec,
-                generation=int(obj["metadata"].get("generation") or 0),
+                generation=int(meta.get("generation") or 0),
                 binding=binding,
                 unschedulable=unschedulable,
                 host_lost=host_lost,
@@ -440,13 +467,11 @@ class Controller:
             previous=conditions.previous(current),
             now=self.clock(),
         )
-        if not vmstatus.differs(current, wanted):
-            return
-        meta = obj["metadata"]
-        reply = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
-        self.vms[vm_key(obj)] = reply
+        if vmstatus.differs(current, wanted):
+            self.vms[key] = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+        return self.vms.get(key, obj)
 
-    async def _event(self, obj: Object, type_: str, reason: str, message: str) -> None:
+    async def event(self, obj: Object, type_: str, reason: str, message: str) -> None:
         try:
             await self.kube.event(
                 involved=obj, type_=type_, reason=reason, message=message, component=COMPONENT

@@ -24,25 +24,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from kubevisor.api import objects
 from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.schema import API_VERSION
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
-from kubevisor.core import drain, hypervisors, lifecycle
+from kubevisor.core import drain, hypervisors, lifecycle, migration
 from kubevisor.core import status as vmstatus
-from kubevisor.handlers.migrations import IN_FLIGHT, job_key
-from kubevisor.kube.client import Object
-
-if TYPE_CHECKING:
-    from kubevisor.handlers.controller import Controller
+from kubevisor.handlers.migrations import Migrations
+from kubevisor.handlers.port import ControllerPort
+from kubevisor.kube.client import Kube, Object
 
 log = logging.getLogger("kubevisor.controller.evacuation")
 
 DRAIN_LABEL = "kubevisor.io/drain"
-HOST_LABEL = "kubevisor.io/host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +52,28 @@ class Failover:
 
 
 class Evacuation:
-    def __init__(self, controller: Controller, *, failover_grace: float | None) -> None:
+    def __init__(
+        self,
+        controller: ControllerPort,
+        kube: Kube,
+        migrations: Migrations,
+        *,
+        failover_grace: float | None,
+    ) -> None:
         self.c = controller
+        self.kube = kube
+        self.migrations = migrations
         self.failover_grace = failover_grace
         self.failovers: dict[str, Failover] = {}
 
     async def check(self, host: str) -> dict[str, object] | None:
         """React to the host's state; returns its `status.drain` while it is in maintenance."""
-        judgement = self.c.judgements.get(host)
+        judgement = self.c.judgement(host)
         if judgement is not None and not judgement.ready:
             grace = self.failover_grace
             if grace is not None and judgement.down_for >= grace:
                 await self._failover(host, judgement.down_for)
-        spec = self.c.hosts[host].get("spec") or {}
+        spec = (self.c.host(host) or {}).get("spec") or {}
         if not spec.get("maintenance"):
             return None
         if judgement is None or not judgement.ready:
@@ -77,9 +83,8 @@ class Evacuation:
     def _residents(self, host: str) -> list[tuple[str, Object]]:
         return [
             (key, obj)
-            for key, obj in list(self.c.vms.items())
-            if (obj.get("status") or {}).get("host") == host
-            and not obj["metadata"].get("deletionTimestamp")
+            for key, obj in self.c.bound_to(host)
+            if not obj["metadata"].get("deletionTimestamp")
         ]
 
     def _resident(self, key: str, obj: Object, host: str) -> drain.Resident | None:
@@ -89,17 +94,17 @@ class Evacuation:
             return None
         status = obj.get("status") or {}
         name = obj["metadata"]["name"]
-        jobs = [j for j in self.c.migrations.jobs.values() if _moves(j, key)]
+        jobs = self.migrations.moving(key)
         return drain.Resident(
             name=name,
             strategy=vm.spec.eviction_strategy,
             phase=status.get("phase"),
-            migrating=any(_phase(j) in (None, "Pending", *IN_FLIGHT) for j in jobs),
+            migrating=any(not migration.is_terminal(objects.job_phase(j)) for j in jobs),
             evicting=status.get("eviction") is not None,
             failed_migrations=sum(
                 1
                 for j in jobs
-                if _phase(j) == "Failed"
+                if objects.job_phase(j) == "Failed"
                 and (j["metadata"].get("labels") or {}).get(DRAIN_LABEL) == host
             ),
             live_migration=hypervisors.can_live_migrate(self.c.hypervisor_type(host)),
@@ -136,13 +141,13 @@ class Evacuation:
             },
             "spec": {"vm": meta["name"]},
         }
-        created = await self.c.kube.create_job(meta["namespace"], body)
+        created = await self.kube.create_job(meta["namespace"], body)
         # Known at once, so the next host check does not create a second one.
-        self.c.migrations.jobs[job_key(created)] = created
+        self.migrations.remember(created)
         log.info(
             "%s: draining host %s with MigrationJob %s", key, host, created["metadata"]["name"]
         )
-        await self.c._event(
+        await self.c.event(
             obj,
             "Normal",
             "Draining",
@@ -154,13 +159,13 @@ class Evacuation:
         """Ask the host's agent to stop the VM; `finish_eviction` takes it from there."""
         vm = VirtualMachine.model_validate(obj)
         placement = vm.status.placement if vm.status is not None else None
-        await self.c._write_vm_status(
+        await self.c.write_vm_status(
             obj,
             binding=vmstatus.Binding(host=host, placement=placement),
             eviction={"host": host, "reason": reason},
         )
         log.info("%s: evicting from %s: %s", key, host, reason)
-        await self.c._event(obj, "Normal", "Evicting", f"stopping the VM on host {host}: {reason}")
+        await self.c.event(obj, "Normal", "Evicting", f"stopping the VM on host {host}: {reason}")
 
     async def finish_eviction(self, key: str, obj: Object) -> bool:
         """Unbind an evicted VM once its agent removed the domain; True if it did."""
@@ -174,13 +179,9 @@ class Evacuation:
     async def unbind(self, key: str, obj: Object, why: str) -> None:
         """Forget the VM's host and place it again, as a new VM."""
         self.c.state.release(key)
-        await self.c._write_vm_status(obj, binding=None)
-        meta = obj["metadata"]
-        self.c.vms[key] = await self.c.kube.patch_vm(
-            meta["namespace"], meta["name"], {"metadata": {"labels": {HOST_LABEL: None}}}
-        )
-        self.c.labelled.pop(key, None)
-        await self.c._event(self.c.vms[key], "Normal", "Rescheduling", f"{why}; placing it again")
+        await self.c.write_vm_status(obj, binding=None)
+        obj = await self.c.unlabel(obj)
+        await self.c.event(obj, "Normal", "Rescheduling", f"{why}; placing it again")
         await self.c.reconcile_vm(key)
 
     async def _failover(self, host: str, down_for: float) -> None:
@@ -198,12 +199,11 @@ class Evacuation:
                 # Not yet marked (e.g. the host was lost before this controller started):
                 # say so first; only from Unknown may a bound VM go back to Pending.
                 placement = vm.status.placement if vm.status is not None else None
-                await self.c._write_vm_status(
+                obj = await self.c.write_vm_status(
                     obj,
                     binding=vmstatus.Binding(host=host, placement=placement),
                     host_lost=f"host {host} is not Ready",
                 )
-                obj = self.c.vms[key]
             await self.unbind(
                 key,
                 obj,
@@ -227,13 +227,6 @@ class Evacuation:
             target_storage=self.c.state.host(host).shared_storage,
         )
         log.info("%s: %s", key, notice.message)
-        await self.c._event(self.c.vms[key], notice.type, notice.reason, notice.message)
-
-
-def _moves(job: Object, vm_key: str) -> bool:
-    namespace = job["metadata"].get("namespace") or "default"
-    return f"{namespace}/{(job.get('spec') or {}).get('vm')}" == vm_key
-
-
-def _phase(job: Object) -> Any:
-    return (job.get("status") or {}).get("phase")
+        vm = self.c.vm(key)
+        if vm is not None:
+            await self.c.event(vm, notice.type, notice.reason, notice.message)

@@ -27,11 +27,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from kubevisor import metrics
+from kubevisor.api import objects
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core import conditions, jobstatus, migration
@@ -40,10 +40,8 @@ from kubevisor.core.migration import Flight, Limits
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.model import Claim, Rejection, Request
 from kubevisor.core.placement.scheduler import Decision
-from kubevisor.kube.client import Object
-
-if TYPE_CHECKING:
-    from kubevisor.handlers.controller import Controller
+from kubevisor.handlers.port import ControllerPort
+from kubevisor.kube.client import Kube, Object
 
 log = logging.getLogger("kubevisor.controller.migrations")
 
@@ -52,11 +50,6 @@ TARGET_LABEL = "kubevisor.io/migration-target"
 FINALIZER = "kubevisor.io/migration-protection"
 IN_FLIGHT: frozenset[Phase] = frozenset({"Scheduling", "Preparing", "Running"})
 MIGRATABLE_PHASES = frozenset({"Running", "Paused"})
-
-
-def job_key(obj: Object) -> str:
-    meta = obj["metadata"]
-    return f"{meta.get('namespace') or 'default'}/{meta['name']}"
 
 
 def claim_key(key: str) -> str:
@@ -69,21 +62,31 @@ class Refused(Exception):
 
 
 class Migrations:
-    def __init__(self, controller: Controller, limits: Limits) -> None:
+    def __init__(self, controller: ControllerPort, kube: Kube, limits: Limits) -> None:
         self.c = controller
+        self.kube = kube
         self.limits = limits
         self.jobs: dict[str, Object] = {}
+        """Every MigrationJob by key, as last seen or written."""
+
+    def remember(self, obj: Object) -> None:
+        """A job just created (by a drain): known before its watch event arrives."""
+        self.jobs[objects.key(obj["metadata"])] = obj
+
+    def moving(self, vm_key: str) -> list[Object]:
+        """Every job, in any phase, that moves (or moved) the VM of `vm_key`."""
+        return [job for job in self.jobs.values() if objects.job_vm_key(job) == vm_key]
 
     # -- start-up and events ------------------------------------------------------------
 
     def load(self, jobs: list[Object]) -> None:
         """Remember every job and re-claim the targets of those in flight."""
         for obj in jobs:
-            self.jobs[job_key(obj)] = obj
-            self._ensure_target_claim(job_key(obj))
+            self.remember(obj)
+            self._ensure_target_claim(objects.key(obj["metadata"]))
 
     async def on_job(self, event: str | None, obj: Object) -> None:
-        key = job_key(obj)
+        key = objects.key(obj["metadata"])
         if event == "DELETED":
             self.jobs.pop(key, None)
             if self.c.state.release(claim_key(key)) is not None:
@@ -98,7 +101,7 @@ class Migrations:
         waiting = [
             (obj["metadata"].get("creationTimestamp") or "", key)
             for key, obj in self.jobs.items()
-            if _phase(obj) in (None, "Pending")
+            if objects.job_phase(obj) in (None, "Pending")
         ]
         for _, key in sorted(waiting):
             await self.reconcile(key)
@@ -107,7 +110,10 @@ class Migrations:
         """A host's readiness flipped: jobs touching it may have to fail."""
         for key, obj in list(self.jobs.items()):
             status = obj.get("status") or {}
-            if _phase(obj) in IN_FLIGHT and host in (status.get("source"), status.get("target")):
+            if objects.job_phase(obj) in IN_FLIGHT and host in (
+                status.get("source"),
+                status.get("target"),
+            ):
                 await self.reconcile(key)
 
     # -- the job's steps -----------------------------------------------------------------
@@ -142,7 +148,7 @@ class Migrations:
         if deleting and FINALIZER in finalizers:
             finalizers.remove(FINALIZER)
             meta = obj["metadata"]
-            await self.c.kube.patch_job(
+            await self.kube.patch_job(
                 meta["namespace"], meta["name"], {"metadata": {"finalizers": finalizers or None}}
             )
 
@@ -171,7 +177,7 @@ class Migrations:
         meta = obj["metadata"]
         try:
             finalizers = [*(f for f in meta.get("finalizers") or [] if f != FINALIZER), FINALIZER]
-            self.jobs[key] = await self.c.kube.patch_job(
+            self.jobs[key] = await self.kube.patch_job(
                 meta["namespace"],
                 meta["name"],
                 {
@@ -194,7 +200,7 @@ class Migrations:
             self.c.state.release(claim_key(key))
             raise
         log.info("%s: migrating %s from %s to %s", key, job.spec.vm, source, decision.host)
-        await self.c._event(
+        await self.c.event(
             vm_obj,
             "Normal",
             "Migrating",
@@ -209,10 +215,10 @@ class Migrations:
         flights = []
         for key, obj in self.jobs.items():
             claim = claims.get(claim_key(key))
-            if key == excluding or (_phase(obj) not in IN_FLIGHT and claim is None):
+            if key == excluding or (objects.job_phase(obj) not in IN_FLIGHT and claim is None):
                 continue
             status = obj.get("status") or {}
-            vm_status = (self.c.vms.get(_vm_key(obj)) or {}).get("status") or {}
+            vm_status = (self.c.vm(objects.job_vm_key(obj)) or {}).get("status") or {}
             source = status.get("source") or vm_status.get("host") or ""
             target = status.get("target") or (claim.host if claim is not None else None)
             flights.append(Flight(key, source, target))
@@ -220,9 +226,9 @@ class Migrations:
 
     def _migratable(self, obj: Object, job: MigrationJob) -> tuple[Object, VirtualMachine, str]:
         """The VM to move and its host, or Refused saying why it cannot move now."""
-        namespace = obj["metadata"].get("namespace") or "default"
-        vm_obj = self.c.vms.get(f"{namespace}/{job.spec.vm}")
+        vm_obj = self.c.vm(objects.job_vm_key(obj))
         if vm_obj is None or vm_obj["metadata"].get("deletionTimestamp"):
+            namespace = obj["metadata"].get("namespace") or "default"
             raise Refused(f"VirtualMachine {job.spec.vm} does not exist in {namespace}")
         vm = VirtualMachine.model_validate(vm_obj)
         status = vm.status
@@ -230,15 +236,19 @@ class Migrations:
         phase = status.phase if status is not None else None
         if source is None or phase not in MIGRATABLE_PHASES:
             raise Refused(f"VirtualMachine {job.spec.vm} is {phase or 'Pending'}, not Running")
-        judgement = self.c.judgements.get(source)
+        judgement = self.c.judgement(source)
         if judgement is None or not judgement.ready:
             raise Refused(f"the VM's host {source} is not Ready")
         refusal = migration.refusal(self.c.hypervisor_type(source))
         if refusal is not None:
             raise Refused(refusal)
         for other, other_obj in self.jobs.items():
-            same_vm = _vm_key(other_obj) == _vm_key(obj)
-            if same_vm and other != job_key(obj) and _phase(other_obj) in IN_FLIGHT:
+            same_vm = objects.job_vm_key(other_obj) == objects.job_vm_key(obj)
+            if (
+                same_vm
+                and other != objects.key(obj["metadata"])
+                and objects.job_phase(other_obj) in IN_FLIGHT
+            ):
                 raise Refused(f"MigrationJob {other} is already moving this VM")
         return vm_obj, vm, source
 
@@ -289,7 +299,7 @@ class Migrations:
 
     def _hosts_ready(self, *hosts: str | None) -> None:
         for host in hosts:
-            judgement = self.c.judgements.get(host) if host else None
+            judgement = self.c.judgement(host) if host else None
             if host and (judgement is None or not judgement.ready):
                 raise Refused(f"host {host} is not Ready")
 
@@ -297,9 +307,8 @@ class Migrations:
         """Point the VM at the target: its claim, status (host, placement) and label."""
         status = job.status
         assert status is not None and status.source is not None and status.target is not None
-        namespace = obj["metadata"].get("namespace") or "default"
-        vm_key = f"{namespace}/{job.spec.vm}"
-        vm_obj = self.c.vms.get(vm_key)
+        vm_key = objects.job_vm_key(obj)
+        vm_obj = self.c.vm(vm_key)
         if vm_obj is None:
             return  # deleted meanwhile; its deletion releases what it held
         claim = self.c.state.release(claim_key(key))
@@ -313,16 +322,16 @@ class Migrations:
             target=status.target,
             now=self.c.clock(),
         )
-        await self.c._write_vm_status(
+        vm_obj = await self.c.write_vm_status(
             vm_obj,
             binding=vmstatus.Binding(host=status.target, placement=placement),
             migrated_from=status.source,
             last_migration=last,
         )
-        await self.c._label(self.c.vms[vm_key], status.target)
+        vm_obj = await self.c.label(vm_obj, status.target)
         log.info("%s: %s now runs on %s", key, vm_key, status.target)
-        await self.c._event(
-            self.c.vms[vm_key],
+        await self.c.event(
+            vm_obj,
             "Normal",
             "Migrated",
             f"MigrationJob {obj['metadata']['name']}: moved from host {status.source} "
@@ -342,9 +351,9 @@ class Migrations:
             metrics.MIGRATION_DURATION.observe(max(0.0, (now - began).total_seconds()))
         if phase != "Succeeded":
             log.info("%s: %s: %s", key, phase, reason)
-            vm_obj = self.c.vms.get(_vm_key(obj))
+            vm_obj = self.c.vm(objects.job_vm_key(obj))
             if vm_obj is not None:
-                await self.c._event(
+                await self.c.event(
                     vm_obj,
                     "Warning",
                     "MigrationFailed" if phase == "Failed" else "MigrationCancelled",
@@ -357,11 +366,11 @@ class Migrations:
         obj = self.jobs[key]
         status = obj.get("status") or {}
         target = status.get("target")
-        if _phase(obj) not in IN_FLIGHT or not target or target not in self.c.state:
+        if objects.job_phase(obj) not in IN_FLIGHT or not target or target not in self.c.state:
             return
         if claim_key(key) in self.c.state.claims():
             return
-        vm_obj = self.c.vms.get(_vm_key(obj))
+        vm_obj = self.c.vm(objects.job_vm_key(obj))
         if vm_obj is None:
             return
         moved = {
@@ -393,15 +402,5 @@ class Migrations:
         if not conditions.differs(current, wanted):
             return
         meta = obj["metadata"]
-        reply = await self.c.kube.apply_job_status(meta["namespace"], meta["name"], wanted)
-        self.jobs[job_key(obj)] = reply
-
-
-def _vm_key(job: Object) -> str:
-    namespace = job["metadata"].get("namespace") or "default"
-    return f"{namespace}/{(job.get('spec') or {}).get('vm')}"
-
-
-def _phase(obj: Object) -> Phase | None:
-    phase: Phase | None = (obj.get("status") or {}).get("phase")
-    return phase
+        reply = await self.kube.apply_job_status(meta["namespace"], meta["name"], wanted)
+        self.jobs[objects.key(obj["metadata"])] = reply

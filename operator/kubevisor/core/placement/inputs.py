@@ -8,7 +8,7 @@ Server groups are namespaced: group "db" in namespace "prod" is `prod/db`.
 
 from __future__ import annotations
 
-from kubevisor.api import cpuset, quantity
+from kubevisor.api import cpuset, objects, quantity
 from kubevisor.api.conditions import find
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import (
@@ -45,11 +45,6 @@ from kubevisor.core.placement.model import (
 
 def _mib(text: str | None) -> int:
     return quantity.to_mib(text) if text else 0
-
-
-def vm_key(vm: VirtualMachine) -> str:
-    meta = vm.metadata
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
 
 
 def _capabilities(host: HypervisorHost) -> frozenset[Capability]:
@@ -199,7 +194,7 @@ def request(vm: VirtualMachine) -> Request:
             max_per_host=placement.max_per_host or 1,
         )
     return Request(
-        name=vm_key(vm),
+        name=objects.key(vm.metadata),
         vcpus=spec.cpu.vcpus,
         memory_mib=memory,
         disk_mib=sum(_mib(disk.size) for disk in spec.disks),

@@ -1,0 +1,87 @@
+"""What the controller's helpers may use of it.
+
+`Migrations` (handlers/migrations.py) and `Evacuation` (handlers/evacuation.py) act on
+VMs the controller owns: they read its caches and its placement state, and write VM
+status, labels and events through it, so that every VM write updates the controller's
+cache the same way. They depend on this Protocol, not on `Controller`, so neither module
+imports the controller and the controller's private state stays its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from kubevisor.core import status as vmstatus
+from kubevisor.core.hosts import Judgement
+from kubevisor.core.placement.state import PlacementState
+from kubevisor.kube.client import Object
+
+
+class ControllerPort(Protocol):
+    """The controller as its helpers see it (`handlers.controller.Controller` is one)."""
+
+    state: PlacementState
+    """Hosts and claims; claim or release only under `lock` when a decision depends on it."""
+    lock: asyncio.Lock
+    """Held while deciding and claiming, so two decisions never take the same capacity."""
+    clock: Callable[[], datetime]
+
+    def vm(self, key: str) -> Object | None:
+        """The VM of `key` as last seen or written (None: unknown or deleted)."""
+        ...
+
+    def bound_to(self, host: str) -> list[tuple[str, Object]]:
+        """(key, VM) of every VM whose status names `host`."""
+        ...
+
+    def host(self, name: str) -> Object | None:
+        """The HypervisorHost `name` as last seen."""
+        ...
+
+    def judgement(self, host: str) -> Judgement | None:
+        """Whether the host's heartbeat is fresh (None: not judged yet)."""
+        ...
+
+    def hypervisor_type(self, host: str) -> str:
+        """The host's hypervisor type as its agent reports it ("" when unknown)."""
+        ...
+
+    async def write_vm_status(
+        self,
+        obj: Object,
+        *,
+        binding: vmstatus.Binding | None,
+        unschedulable: str | None = None,
+        host_lost: str | None = None,
+        migrated_from: str | None = None,
+        last_migration: dict[str, Any] | None = None,
+        eviction: dict[str, Any] | None = None,
+    ) -> Object:
+        """Apply the controller's part of the VM's status (`core.status`) if it changed;
+        returns the VM as cached now."""
+        ...
+
+    async def label(self, obj: Object, host: str) -> Object:
+        """Bind the VM to `host`: its host label and the controller's finalizer; returns
+        the VM as patched."""
+        ...
+
+    async def unlabel(self, obj: Object) -> Object:
+        """Remove the VM's host label (its status no longer names a host); returns the VM
+        as patched."""
+        ...
+
+    async def event(self, obj: Object, type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on `obj`; never fails the caller."""
+        ...
+
+    async def reconcile_vm(self, key: str) -> None:
+        """Reconcile one VM now, as a watch event of it would."""
+        ...
+
+    async def retry_pending(self) -> None:
+        """Reconcile every VM waiting for a host: capacity was freed."""
+        ...
