@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from .fake_cluster import Cluster, host, vm
 
@@ -46,3 +49,29 @@ def test_a_mixed_cluster_binds_each_vm_to_a_host_of_a_type_that_runs_it(
         )
 
     asyncio.run(main())
+
+
+def test_a_restart_holds_what_the_statuses_record_and_reports_what_it_cannot(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    pinned = host("h1")
+    pinned["spec"]["cpuDedicatedSet"] = "0-7"
+    on_pcpu_0 = {"cells": [{"guestCell": 0, "hostCell": 0, "vcpuPins": [{"vcpu": 0, "pcpu": 0}]}]}
+    first, second, lost = (
+        vm(name, host=target, cpu={"vcpus": 1, "policy": "dedicated"})
+        for name, target in (("first", "h1"), ("second", "h1"), ("lost", "h9"))
+    )
+    for obj in (first, second):
+        obj["status"]["placement"] = on_pcpu_0
+
+    async def main() -> None:
+        with caplog.at_level(logging.ERROR, logger="kubevisor.controller"):
+            await cluster.start(hosts=[pinned, host("h2")], vms=[first, second, lost])
+
+    asyncio.run(main())
+    assert cluster.claims() == {"default/first": "h1"}
+    assert cluster.controller.state.usage("h1").cells[0].pinned == {0}
+    assert [r.getMessage() for r in caplog.records] == [
+        "default/second: cannot rebuild its claim on h1: "
+        "default/second pins pCPUs [0] already in use"
+    ]

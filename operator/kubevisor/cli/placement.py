@@ -37,7 +37,6 @@ from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import Explanation
 from kubevisor.core.placement.model import Claim
 from kubevisor.core.placement.scheduler import Decision, NoFit
-from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.placement.weighers import Multipliers
 
 
@@ -107,29 +106,18 @@ def what_if(
     multipliers: Multipliers | None = None,
 ) -> tuple[Decision | NoFit, Explanation, list[Claim]]:
     """Place `vm` against every other bound VM's claim: (decision, full scan, conflicts)."""
-    snapshots = [inputs.host_snapshot(host) for host in hosts]
-    by_name = {snapshot.name: snapshot for snapshot in snapshots}
     me = objects.key(vm.metadata)
-    claims, unheld = [], []
-    for other in vms:
-        if objects.key(other.metadata) == me or other.status is None or not other.status.host:
-            continue
-        host = by_name.get(other.status.host)
-        claim = inputs.claim(other, host) if host is not None else None
-        if claim is None:
-            continue
-        # A status naming host NUMA cells the host does not report cannot be held.
-        cells = {cell.id for cell in host.numa_cells} if host is not None else set()
-        if claim.numa is not None and any(c.host_cell not in cells for c in claim.numa.cells):
-            unheld.append(claim)
-        else:
-            claims.append(claim)
-    state = PlacementState.rebuild(snapshots, claims, defaults=ratios, multipliers=multipliers)
+    listing = inputs.state_from(
+        [inputs.host_snapshot(host) for host in hosts],
+        [other for other in vms if objects.key(other.metadata) != me],
+        ratios=ratios,
+        multipliers=multipliers,
+    )
     request = inputs.request(vm)
     return (
-        scheduler.select_host(state, request),
-        explaining.explain(state, request),
-        [*unheld, *state.conflicts],
+        scheduler.select_host(listing.state, request),
+        explaining.explain(listing.state, request),
+        [conflict.claim for conflict in listing.conflicts],
     )
 
 

@@ -24,9 +24,8 @@ from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core.placement import inputs, scheduler, weighers
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import format_mib
-from kubevisor.core.placement.model import Claim, NumaFit
+from kubevisor.core.placement.model import NumaFit
 from kubevisor.core.placement.scheduler import Decision, Options
-from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.placement.weighers import Multipliers
 
 
@@ -97,19 +96,11 @@ def simulate(
 ) -> int:
     """Place `vms` on `hosts`, writing the report to `out`; returns how many did not fit."""
     snapshots = [inputs.host_snapshot(host) for host in hosts]
-    by_name = {s.name: s for s in snapshots}
-    bound: list[Claim] = []
-    pending: list[VirtualMachine] = []
-    for vm in vms:
-        host = by_name.get(vm.status.host) if vm.status and vm.status.host else None
-        claim = inputs.claim(vm, host) if host is not None else None
-        if claim is None:
-            pending.append(vm)
-        else:
-            bound.append(claim)
-    state = PlacementState.rebuild(snapshots, bound, defaults=defaults, multipliers=multipliers)
-    out.write(f"{len(snapshots)} hosts, {len(bound)} VMs already bound, {len(pending)} to place\n")
-    for claim in state.conflicts:
+    listing = inputs.state_from(snapshots, vms, ratios=defaults, multipliers=multipliers)
+    state, pending = listing.state, listing.unbound
+    bound = len(vms) - len(pending)
+    out.write(f"{len(snapshots)} hosts, {bound} VMs already bound, {len(pending)} to place\n")
+    for claim, _ in listing.conflicts:
         out.write(f"  conflict: {claim.vm} on {claim.host} cannot be held as recorded\n")
     failures = 0
     for vm in pending:

@@ -41,6 +41,7 @@ from kubevisor.core.hosts import Heartbeat, Judgement
 from kubevisor.core.migration import Limits
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
+from kubevisor.core.placement.model import HostSnapshot
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import ClaimConflict, PlacementState
 from kubevisor.core.placement.weighers import Multipliers
@@ -116,16 +117,31 @@ class Controller:
         for lease in leases:
             self.remember_lease(lease)
         for host in hosts:
-            self.hosts[host["metadata"]["name"]] = host
-            self.judgements[host["metadata"]["name"]] = self._judge(host["metadata"]["name"])
-            self._add_host_snapshot(host["metadata"]["name"])
+            name = host["metadata"]["name"]
+            self.hosts[name] = host
+            self.judgements[name] = self._judge(name)
+        readable = []
         for vm in vms:
             key = objects.key(vm["metadata"])
             self.vms[key] = vm
-            self._ensure_claim(key)
+            try:
+                readable.append(VirtualMachine.model_validate(vm))
+            except ValidationError as invalid:
+                log.error("%s cannot be read: %s", key, invalid)
+        snapshots = (self._snapshot(name) for name in self.hosts)
+        listing = inputs.state_from(
+            (snapshot for snapshot in snapshots if snapshot is not None),
+            readable,
+            ratios=self.settings.ratios,
+            multipliers=self.settings.multipliers,
+        )
+        self.state = listing.state
+        for conflict in listing.conflicts:
+            claim = conflict.claim
+            log.error(
+                "%s: cannot rebuild its claim on %s: %s", claim.vm, claim.host, conflict.reason
+            )
         self.migrations.load(jobs or [])
-        if self.state.conflicts:
-            log.error("claims that conflict with others: %s", [c.vm for c in self.state.conflicts])
 
     # -- hosts ------------------------------------------------------------------------
 
@@ -149,15 +165,20 @@ class Controller:
             await self.retry_pending()
 
     def _add_host_snapshot(self, name: str) -> None:
+        snapshot = self._snapshot(name)
+        if snapshot is not None:
+            self.state.add_host(snapshot)
+
+    def _snapshot(self, name: str) -> HostSnapshot | None:
+        """The host as placement sees it, Ready as its heartbeat says (None: unreadable)."""
         try:
             host = HypervisorHost.model_validate(self.hosts[name])
         except ValidationError as invalid:
             log.error("host %s cannot be read: %s", name, invalid)
-            return
-        snapshot = inputs.host_snapshot(host)
+            return None
         judgement = self.judgements.get(name)
         ready = judgement is not None and judgement.ready
-        self.state.add_host(dataclasses.replace(snapshot, ready=ready))
+        return dataclasses.replace(inputs.host_snapshot(host), ready=ready)
 
     # -- what the helpers read (handlers.port.ControllerPort) ------------------------------
 
@@ -367,10 +388,9 @@ class Controller:
             return
         host = (obj.get("status") or {}).get("host")
         if not host or host not in self.state:
-            return
+            return  # nothing to hold (yet): no host, or one not known (yet)
         try:
-            vm = VirtualMachine.model_validate(obj)
-            claim = inputs.claim(vm, self.state.host(host))
+            claim = inputs.bound_claim(self.state, VirtualMachine.model_validate(obj))
             if claim is not None:
                 self.state.claim(claim)
         except (ValidationError, ClaimConflict) as error:

@@ -38,7 +38,7 @@ from kubevisor.core import conditions, jobstatus, migration
 from kubevisor.core import status as vmstatus
 from kubevisor.core.migration import Flight, Limits
 from kubevisor.core.placement import inputs, scheduler
-from kubevisor.core.placement.model import Claim, Rejection, Request
+from kubevisor.core.placement.model import Rejection, Request
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.handlers.port import ControllerPort
 from kubevisor.kube.client import Kube, Object
@@ -373,21 +373,14 @@ class Migrations:
         vm_obj = self.c.vm(objects.job_vm_key(obj))
         if vm_obj is None:
             return
-        moved = {
-            **vm_obj,
-            "status": {
-                **(vm_obj.get("status") or {}),
-                "host": target,
-                "placement": status.get("targetPlacement") or {},
-            },
-        }
         try:
-            claim: Claim | None = inputs.claim(
-                VirtualMachine.model_validate(moved), self.c.state.host(target)
-            )
+            job = MigrationJob.model_validate(obj)
+            placement = job.status.target_placement if job.status is not None else None
+            moved = inputs.as_bound(VirtualMachine.model_validate(vm_obj), target, placement)
+            claim = inputs.claim(moved, self.c.state.host(target))
             if claim is not None:
                 self.c.state.claim(dataclasses.replace(claim, vm=claim_key(key)))
-        except Exception as error:
+        except ValueError as error:  # unreadable, or a claim the target cannot hold
             log.error("%s: cannot re-claim its target %s: %s", key, target, error)
 
     # -- writing ---------------------------------------------------------------------------

@@ -1,25 +1,43 @@
 """From the CRDs to placement values, and from decisions back to VM status.
 
 The controller and the what-if simulator call these with the pydantic models of
-`kubevisor.api` (parse raw objects with `HypervisorHost.model_validate(...)` first).
+`kubevisor.api` (parse raw objects with `HypervisorHost.model_validate(...)` first);
+`state_from` turns a whole listing into a placement state for all of them.
 Sizes go through `kubevisor.api.quantity`, CPU lists through `kubevisor.api.cpuset`.
 Server groups are namespaced: group "db" in namespace "prod" is `prod/db`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from kubevisor.api import cpuset, objects, quantity
 from kubevisor.api.conditions import find
-from kubevisor.api.hypervisorhost import HypervisorHost
+from kubevisor.api.hypervisorhost import AllocationRatios as ApiRatios
+from kubevisor.api.hypervisorhost import (
+    HostCpu,
+    Hypervisor,
+    HypervisorHost,
+    HypervisorHostSpec,
+    HypervisorHostStatus,
+    Reserved,
+    Resources,
+)
 from kubevisor.api.virtualmachine import (
     CellPlacement,
     HugepageAllocation,
     PciAssignment,
     PlacementStatus,
     VirtualMachine,
+    VirtualMachineStatus,
 )
 from kubevisor.api.virtualmachine import VcpuPin as ApiVcpuPin
 from kubevisor.core import hypervisors
+from kubevisor.core.placement import scheduler
+from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.model import (
     Capability,
     CellFit,
@@ -41,15 +59,17 @@ from kubevisor.core.placement.model import (
     ThreadPolicy,
     VcpuPin,
 )
+from kubevisor.core.placement.state import ClaimConflict, PlacementState
+from kubevisor.core.placement.weighers import Multipliers
 
 
 def _mib(text: str | None) -> int:
     return quantity.to_mib(text) if text else 0
 
 
-def _capabilities(host: HypervisorHost) -> frozenset[Capability]:
+def _capabilities(status: HypervisorHostStatus) -> frozenset[Capability]:
     """The capabilities a host reports; unknown (None) counts as absent."""
-    caps = host.status.capabilities if host.status else None
+    caps = status.capabilities
     if caps is None:
         return frozenset()
     offered = {
@@ -61,8 +81,8 @@ def _capabilities(host: HypervisorHost) -> frozenset[Capability]:
     return frozenset(name for name, present in offered.items() if present)
 
 
-def _storage(host: HypervisorHost) -> Storage | None:
-    reported = host.status.storage if host.status else None
+def _storage(status: HypervisorHostStatus) -> Storage | None:
+    reported = status.storage
     if reported is None or not reported.capacity or reported.available is None:
         return None
     return Storage(
@@ -73,32 +93,38 @@ def _storage(host: HypervisorHost) -> Storage | None:
     )
 
 
-def host_snapshot(host: HypervisorHost) -> HostSnapshot:
-    """A HypervisorHost as placement sees it. With neither CPU set given, every CPU is
-    shared; with either given, CPUs in neither set are reserved (Nova's rule)."""
-    spec, status = host.spec, host.status
-    cells: list[NumaCell] = []
-    capacity = status.capacity if status else None
-    if status is not None:
-        for cell in status.numa_cells:
-            cells.append(
-                NumaCell(
-                    id=cell.id,
-                    cpus=frozenset(cell.cpus),
-                    memory_mib=_mib(cell.memory),
-                    siblings=tuple(frozenset(group) for group in cell.siblings),
-                    hugepages=tuple(
-                        Hugepages(
-                            page_kib=quantity.to_kib(pool.page_size),
-                            total=pool.total,
-                            free=pool.free,
-                        )
-                        for pool in cell.hugepages
-                    ),
+def _cells(status: HypervisorHostStatus) -> tuple[NumaCell, ...]:
+    return tuple(
+        NumaCell(
+            id=cell.id,
+            cpus=frozenset(cell.cpus),
+            memory_mib=_mib(cell.memory),
+            siblings=tuple(frozenset(group) for group in cell.siblings),
+            hugepages=tuple(
+                Hugepages(
+                    page_kib=quantity.to_kib(pool.page_size), total=pool.total, free=pool.free
                 )
-            )
+                for pool in cell.hugepages
+            ),
+        )
+        for cell in status.numa_cells
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _CpuSets:
+    vcpus: int
+    shared: frozenset[int]
+    dedicated: frozenset[int]
+
+
+def _cpu_sets(
+    spec: HypervisorHostSpec, cells: tuple[NumaCell, ...], reported: int | None
+) -> _CpuSets:
+    """The host's CPU count and its shared and dedicated CPUs. With neither set given,
+    every CPU is shared; with either given, CPUs in neither set are reserved (Nova's rule)."""
     every = frozenset(cpu for cell in cells for cpu in cell.cpus)
-    vcpus = (capacity.cpu if capacity and capacity.cpu else None) or len(every)
+    vcpus = reported or len(every)
     if not every:
         every = frozenset(range(vcpus))
     dedicated = cpuset.parse(spec.cpu_dedicated_set) if spec.cpu_dedicated_set else frozenset()
@@ -106,47 +132,53 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         shared = cpuset.parse(spec.cpu_shared_set)
     else:
         shared = frozenset() if spec.cpu_dedicated_set else every
-    memory = _mib(capacity.memory if capacity else None) or sum(c.memory_mib for c in cells)
-    ratios = spec.allocation_ratios
-    reserved = spec.reserved
-    ready = False
-    cpu = status.cpu if status else None
-    if status is not None:
-        condition = find(status.conditions, "Ready")
-        ready = condition is not None and condition.status == "True"
-    meta = host.metadata
+    return _CpuSets(vcpus=vcpus, shared=shared - dedicated, dedicated=dedicated)
+
+
+def _ready(status: HypervisorHostStatus) -> bool:
+    """Ready as the host's status last said (the controller judges heartbeats itself)."""
+    condition = find(status.conditions, "Ready")
+    return condition is not None and condition.status == "True"
+
+
+def host_snapshot(host: HypervisorHost) -> HostSnapshot:
+    """A HypervisorHost as placement sees it; a host without status yet has nothing."""
+    spec = host.spec
+    status = host.status or HypervisorHostStatus()
+    capacity = status.capacity or Resources()
+    cpu = status.cpu or HostCpu()
+    cells = _cells(status)
+    cpus = _cpu_sets(spec, cells, capacity.cpu)
+    ratios = spec.allocation_ratios or ApiRatios()
+    reserved = spec.reserved or Reserved()
     return HostSnapshot(
-        name=str(meta.get("name", "")),
-        vcpus=vcpus,
-        memory_mib=memory,
-        disk_mib=_mib(capacity.disk if capacity else None),
-        shared_cpus=shared - dedicated,
-        dedicated_cpus=dedicated,
-        reserved_vcpus=(reserved.cpu or 0) if reserved else 0,
-        reserved_memory_mib=_mib(reserved.memory) if reserved else 0,
-        reserved_disk_mib=_mib(reserved.disk) if reserved else 0,
-        ratios=RatioOverrides(cpu=ratios.cpu, memory=ratios.memory, disk=ratios.disk)
-        if ratios
-        else RatioOverrides(),
-        labels=dict(meta.get("labels") or {}),
+        name=str(host.metadata.get("name", "")),
+        vcpus=cpus.vcpus,
+        memory_mib=_mib(capacity.memory) or sum(cell.memory_mib for cell in cells),
+        disk_mib=_mib(capacity.disk),
+        shared_cpus=cpus.shared,
+        dedicated_cpus=cpus.dedicated,
+        reserved_vcpus=reserved.cpu or 0,
+        reserved_memory_mib=_mib(reserved.memory),
+        reserved_disk_mib=_mib(reserved.disk),
+        ratios=RatioOverrides(cpu=ratios.cpu, memory=ratios.memory, disk=ratios.disk),
+        labels=dict(host.metadata.get("labels") or {}),
         schedulable=not spec.unschedulable,
         maintenance=spec.maintenance,
-        ready=ready,
-        numa_cells=tuple(cells),
-        cpu_model=(cpu.model or "") if cpu else "",
-        cpu_vendor=(cpu.vendor or "") if cpu else "",
-        cpu_features=frozenset(cpu.features) if cpu else frozenset(),
-        hypervisor_type=(status.hypervisor.type or "") if status and status.hypervisor else "",
-        usable_cpu_models=frozenset(cpu.usable_models)
-        if cpu and cpu.usable_models is not None
-        else None,
-        capabilities=_capabilities(host),
-        storage=_storage(host),
+        ready=_ready(status),
+        numa_cells=cells,
+        cpu_model=cpu.model or "",
+        cpu_vendor=cpu.vendor or "",
+        cpu_features=frozenset(cpu.features),
+        hypervisor_type=(status.hypervisor or Hypervisor()).type or "",
+        usable_cpu_models=None if cpu.usable_models is None else frozenset(cpu.usable_models),
+        capabilities=_capabilities(status),
+        storage=_storage(status),
         pci_devices=tuple(
             PciDevice(address=d.address, alias=d.alias, numa_cell=d.numa_cell)
-            for d in (status.pci_devices if status else [])
+            for d in status.pci_devices
         ),
-        images=frozenset(image.sha256 for image in (status.images if status else [])),
+        images=frozenset(image.sha256 for image in status.images),
         shared_storage=spec.shared_storage.name if spec.shared_storage else None,
     )
 
@@ -220,90 +252,70 @@ def request(vm: VirtualMachine) -> Request:
 
 
 def claim(vm: VirtualMachine, host: HostSnapshot) -> Claim | None:
-    """The claim a bound VM holds, rebuilt from its status (None while unbound).
-
-    Siblings blocked by thread policy `isolate` are not in the status; they are derived
-    again from the host's topology.
-    """
+    """The claim a bound VM holds on `host`, rebuilt from its status (None while unbound)."""
     status = vm.status
     if status is None or status.host is None:
         return None
     wanted = request(vm)
-    fit: NumaFit | None = None
-    placed = status.placement
-    devices = tuple(
-        PciClaim(alias=d.alias, address=d.address) for d in (placed.pci_devices if placed else [])
-    )
-    if placed is not None and (placed.cells or devices):
-        by_id = {cell.id: cell for cell in host.numa_cells}
-        cells = []
-        for cell in placed.cells:
-            pins = tuple(VcpuPin(p.vcpu, p.pcpu) for p in cell.vcpu_pins)
-            blocked: frozenset[int] = frozenset()
-            if wanted.thread_policy == ThreadPolicy.ISOLATE and cell.host_cell in by_id:
-                pinned = {p.pcpu for p in pins}
-                blocked = (
-                    frozenset(
-                        t
-                        for core in by_id[cell.host_cell].cores
-                        if pinned & set(core)
-                        for t in core
-                    )
-                    - pinned
-                )
-            host_cell = by_id.get(cell.host_cell)
-            shared = (
-                host_cell.cpus & host.shared_cpus
-                if host_cell is not None and not pins
-                else frozenset()
-            )
-            cells.append(
-                CellFit(
-                    guest_cell=cell.guest_cell,
-                    host_cell=cell.host_cell,
-                    memory_mib=_mib(cell.memory),
-                    pins=pins,
-                    blocked=blocked,
-                    shared_cpus=shared,
-                    shared_vcpus=0 if pins else _guest_vcpus(wanted, cell.guest_cell),
-                    hugepage_kib=quantity.to_kib(cell.hugepages.page_size)
-                    if cell.hugepages
-                    else None,
-                    hugepages=cell.hugepages.count if cell.hugepages else 0,
-                )
-            )
-        emulator = frozenset(placed.emulator_pins)
-        if emulator and wanted.thread_policy == ThreadPolicy.ISOLATE and cells:
-            head = by_id.get(cells[0].host_cell)
-            if head is not None:
-                extra = (
-                    frozenset(t for core in head.cores if emulator & set(core) for t in core)
-                    - emulator
-                )
-                cells[0] = CellFit(
-                    **{
-                        f: getattr(cells[0], f)
-                        for f in CellFit.__dataclass_fields__
-                        if f != "blocked"
-                    },
-                    blocked=cells[0].blocked | extra,
-                )
-        fit = NumaFit(
-            cells=tuple(cells),
-            emulator_pins=emulator,
-            emulator_cell=cells[0].host_cell if emulator else None,
-            pci=devices,
+    fit = _fit(wanted, status.placement, host)
+    return scheduler.claim_for(wanted, host=status.host, fit=fit)
+
+
+def _fit(wanted: Request, placed: PlacementStatus | None, host: HostSnapshot) -> NumaFit | None:
+    """The NUMA fit and PCI devices `status.placement` records (None when it records
+    neither). What the status leaves out is derived again from the host's topology:
+    the siblings that thread policy `isolate` blocks, and the shared CPUs of a cell."""
+    if placed is None or not (placed.cells or placed.pci_devices):
+        return None
+    by_id = {cell.id: cell for cell in host.numa_cells}
+    isolate = wanted.thread_policy == ThreadPolicy.ISOLATE
+    cells = [
+        _cell_fit(wanted, cell, by_id.get(cell.host_cell), host.shared_cpus, isolate=isolate)
+        for cell in placed.cells
+    ]
+    emulator = frozenset(placed.emulator_pins)
+    head = by_id.get(cells[0].host_cell) if cells and emulator else None
+    if head is not None and isolate:
+        # The emulator thread's siblings are blocked like a vCPU's, on the first cell.
+        cells[0] = dataclasses.replace(
+            cells[0], blocked=cells[0].blocked | _siblings(head, emulator)
         )
-    return Claim(
-        vm=wanted.name,
-        host=status.host,
-        vcpus=0 if wanted.dedicated else wanted.vcpus,
-        pcpus=len(fit.pcpus) if fit is not None else 0,
-        memory_mib=wanted.memory_mib,
-        disk_mib=wanted.disk_mib,
-        numa=fit,
-        group=wanted.group,
+    return NumaFit(
+        cells=tuple(cells),
+        emulator_pins=emulator,
+        emulator_cell=cells[0].host_cell if cells and emulator else None,
+        pci=tuple(PciClaim(alias=d.alias, address=d.address) for d in placed.pci_devices),
     )
+
+
+def _cell_fit(
+    wanted: Request,
+    cell: CellPlacement,
+    host_cell: NumaCell | None,
+    shared_cpus: frozenset[int],
+    *,
+    isolate: bool,
+) -> CellFit:
+    pins = tuple(VcpuPin(p.vcpu, p.pcpu) for p in cell.vcpu_pins)
+    pinned = frozenset(pin.pcpu for pin in pins)
+    return CellFit(
+        guest_cell=cell.guest_cell,
+        host_cell=cell.host_cell,
+        memory_mib=_mib(cell.memory),
+        pins=pins,
+        blocked=_siblings(host_cell, pinned) if isolate and host_cell is not None else frozenset(),
+        shared_cpus=host_cell.cpus & shared_cpus
+        if host_cell is not None and not pins
+        else frozenset(),
+        shared_vcpus=0 if pins else _guest_vcpus(wanted, cell.guest_cell),
+        hugepage_kib=quantity.to_kib(cell.hugepages.page_size) if cell.hugepages else None,
+        hugepages=cell.hugepages.count if cell.hugepages else 0,
+    )
+
+
+def _siblings(cell: NumaCell, cpus: frozenset[int]) -> frozenset[int]:
+    """The other threads of the cores `cpus` run on."""
+    return frozenset(t for core in cell.cores if cpus & set(core) for t in core) - cpus
 
 
 def _guest_vcpus(wanted: Request, guest_cell: int) -> int:
@@ -339,3 +351,70 @@ def placement_status(fit: NumaFit | None) -> PlacementStatus | None:
         shared_cpus=shared,
         pci_devices=[PciAssignment(alias=d.alias, address=d.address) for d in fit.pci],
     )
+
+
+def as_bound(vm: VirtualMachine, host: str, placement: PlacementStatus | None) -> VirtualMachine:
+    """`vm` as if it were bound to `host` with `placement`: what the target of a live
+    migration renders and claims before the VM's status moves there."""
+    status = vm.status or VirtualMachineStatus()
+    moved = status.model_copy(update={"host": host, "placement": placement or PlacementStatus()})
+    return vm.model_copy(update={"status": moved})
+
+
+# -- from listings to a placement state ---------------------------------------------------------
+
+
+def bound_claim(state: PlacementState, vm: VirtualMachine) -> Claim | None:
+    """The claim `vm`'s status records on a host of `state`; None when its status names no
+    host or one `state` does not know. `state.claim` refuses it (ClaimConflict) when it
+    cannot be held as recorded: NUMA cells, CPUs or devices the host lacks or others hold."""
+    host = vm.status.host if vm.status is not None else None
+    if not host or host not in state:
+        return None
+    return claim(vm, state.host(host))
+
+
+class Conflict(NamedTuple):
+    """A bound VM's claim the state cannot hold, and why."""
+
+    claim: Claim
+    reason: str
+
+
+class Listing(NamedTuple):
+    """A placement state rebuilt from listed hosts and VMs."""
+
+    state: PlacementState
+    conflicts: tuple[Conflict, ...]
+    """Claims of bound VMs that cannot be held as their status records them."""
+    unbound: tuple[VirtualMachine, ...]
+    """VMs that hold no claim: their status names no host, or a host not listed."""
+
+
+def state_from(
+    hosts: Iterable[HostSnapshot],
+    vms: Iterable[VirtualMachine],
+    *,
+    ratios: AllocationRatios,
+    multipliers: Multipliers | None = None,
+) -> Listing:
+    """The placement state a listing gives: every host, and the claim of every bound VM
+    in listing order (a later claim that conflicts with an earlier one is not held).
+
+    The controller at start-up, `explain-placement --what-if` and `simulate` all build
+    their state here, so they cannot disagree about what a cluster holds."""
+    state = PlacementState(defaults=ratios, multipliers=multipliers)
+    for host in hosts:
+        state.add_host(host)
+    conflicts: list[Conflict] = []
+    unbound: list[VirtualMachine] = []
+    for vm in vms:
+        wanted = bound_claim(state, vm)
+        if wanted is None:
+            unbound.append(vm)
+            continue
+        try:
+            state.claim(wanted)
+        except ClaimConflict as refused:
+            conflicts.append(Conflict(wanted, str(refused)))
+    return Listing(state, tuple(conflicts), tuple(unbound))
