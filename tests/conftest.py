@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness import REPO, controlplane_bin, require, vcsim_bin
-from kubevisor.testbed import controlplane, guest, hosts, vcsim
+from harness import require, running_control_plane, vcsim_bin
+from kubevisor.testbed import guest, hosts, vcsim
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
@@ -29,27 +29,13 @@ def control_plane(
     tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
 ) -> Iterator[ControlPlane]:
     """A real kube-apiserver + etcd for the whole session, with kubevisor's CRDs installed."""
-    bin_dir = controlplane_bin()
-    require(
-        bin_dir is not None,
-        what="the local kube-apiserver + etcd",
-        how="build them with hack/controlplane/build.sh (or run `make test`)",
-    )
-    assert bin_dir is not None
-    plane = controlplane.start(
-        bin_dir=bin_dir,
-        state_dir=tmp_path_factory.mktemp("controlplane"),
-        crd_paths=sorted((REPO / "deploy" / "crds").glob("*.yaml")),
-    )
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    line = f"api tier: real kube-apiserver {plane.version} + etcd at {plane.server}"
-    if reporter is not None:
-        reporter.write_line(f"\n{line}")
-    pytestconfig.stash[APISERVER] = line
-    try:
+    with running_control_plane(tmp_path_factory.mktemp("controlplane")) as plane:
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        line = f"api tier: real kube-apiserver {plane.version} + etcd at {plane.server}"
+        if reporter is not None:
+            reporter.write_line(f"\n{line}")
+        pytestconfig.stash[APISERVER] = line
         yield plane
-    finally:
-        controlplane.stop(plane.state_dir)
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+from kubevisor.testbed import controlplane
+from kubevisor.testbed.controlplane import ControlPlane
 
 T = TypeVar("T")
 
@@ -57,6 +61,28 @@ def vcsim_bin() -> Path | None:
         text=True,
     )
     return Path(check.stdout.strip()) if check.returncode == 0 else None
+
+
+@contextmanager
+def running_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
+    """A real kube-apiserver + etcd with kubevisor's CRDs installed, stopped afterwards
+    (skipped outside CI, failed in CI, when the binaries are not built)."""
+    bin_dir = controlplane_bin()
+    require(
+        bin_dir is not None,
+        what="the local kube-apiserver + etcd",
+        how="build them with hack/controlplane/build.sh (or run `make test`)",
+    )
+    assert bin_dir is not None
+    plane = controlplane.start(
+        bin_dir=bin_dir,
+        state_dir=state_dir,
+        crd_paths=sorted((REPO / "deploy" / "crds").glob("*.yaml")),
+    )
+    try:
+        yield plane
+    finally:
+        controlplane.stop(plane.state_dir)
 
 
 async def until(check: Callable[[], T | None], *, timeout: float = 30.0, what: str) -> T:

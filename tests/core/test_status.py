@@ -482,6 +482,14 @@ def controller(
         ),
         pytest.param(
             controller(
+                binding=PLACED, host_lost="HypervisorHost h1 does not exist", host_missing=True
+            ),
+            "Unknown",
+            {"Scheduled": ("True", "Scheduled"), "Ready": ("Unknown", "HostNotFound")},
+            id="host-missing-says-so",
+        ),
+        pytest.param(
+            controller(
                 binding=PLACED, eviction={"host": "h1", "reason": "drain"}, migrated_from="h0"
             ),
             None,

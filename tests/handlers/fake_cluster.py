@@ -29,6 +29,7 @@ HOST_LABEL = "kubevisor.io/host"
 VM_FINALIZER = "kubevisor.io/vm-protection"
 CONTROLLER = "kubevisor-controller"
 AGENT = "kubevisor-agent"
+USER = "kubectl-patch"
 START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 # Who writes which part of a status, for objects a test creates already populated.
@@ -149,6 +150,15 @@ class FakeKube:
         self.vms[key].apply(AGENT, {**_fields_of(self.vms[key], AGENT), **status})
         return self.vm(key)
 
+    def edit_vm_status(self, key: str, **status: Any) -> Object:
+        """A user's `kubectl patch --subresource=status` of a VM: the fields it sets are
+        held by that user's field manager too from then on."""
+        stored = self.vms[key]
+        for name, value in status.items():
+            stored.obj.setdefault("status", {})[name] = copy.deepcopy(value)
+            stored.owners.setdefault(name, set()).add(USER)
+        return self.vm(key)
+
     def agent_job_status(self, key: str, manager: str, **status: Any) -> Object:
         """What the source or target agent applies to a job's status."""
         self.jobs[key].apply(manager, {**_fields_of(self.jobs[key], manager), **status})
@@ -174,6 +184,17 @@ class FakeKube:
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         self.calls.append(("patch_vm", f"{namespace}/{name}"))
         _merge(self.vms[f"{namespace}/{name}"].obj, patch)
+        return self.vm(f"{namespace}/{name}")
+
+    async def patch_vm_status(self, namespace: str, name: str, patch: Object) -> Object | None:
+        """A merge patch of the status: a field set to None goes, whoever held it (this
+        fake keeps no resourceVersions, so the patch always applies)."""
+        self.calls.append(("patch_vm_status", f"{namespace}/{name}"))
+        stored = self.vms[f"{namespace}/{name}"]
+        for field_name, value in patch["status"].items():
+            if value is None:
+                stored.owners.pop(field_name, None)
+        _merge(stored.obj.setdefault("status", {}), patch["status"])
         return self.vm(f"{namespace}/{name}")
 
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:

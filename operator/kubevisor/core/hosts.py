@@ -55,6 +55,31 @@ def judge(heartbeat: Heartbeat | None, *, now: datetime, timeout: float | None) 
     )
 
 
+HOST_NOT_FOUND = "HostNotFound"
+
+
+def judge_missing(
+    heartbeat: Heartbeat | None,
+    *,
+    name: str,
+    missing_since: datetime,
+    now: datetime,
+    timeout: float | None,
+) -> Judgement:
+    """A host VMs are bound to that has no HypervisorHost object: deleted for good, or
+    named by a hand-edited status. While its agent still renews its Lease the host lives
+    (its agent registers the object again); otherwise it is lost like a host whose
+    heartbeat expired, for as long as the heartbeat has been expired, or, for a host that
+    never had one, since the controller first missed the object (`missing_since`)."""
+    alive = judge(heartbeat, now=now, timeout=timeout)
+    if alive.ready:
+        return alive
+    down_for = (
+        alive.down_for if heartbeat is not None else max(0.0, (now - missing_since).total_seconds())
+    )
+    return Judgement(False, HOST_NOT_FOUND, f"HypervisorHost {name} does not exist", down_for)
+
+
 def resources(inventory: HostInventory, usage: HostUsage) -> tuple[Resources, Resources]:
     """(allocatable, allocated): capacity after reservation x ratio, and what claims hold."""
     mib = quantity.MI

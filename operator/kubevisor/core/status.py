@@ -398,6 +398,8 @@ class ControllerInputs:
     """The placement engine's explanation when no host fits."""
     host_lost: str | None = None
     """Why the bound host is not Ready (its heartbeat expired), if it is not."""
+    host_missing: bool = False
+    """The bound host has no HypervisorHost object (deleted, or never existed)."""
     migrated_from: str | None = None
     """Set when `binding` is the target of a live migration that just completed."""
     last_migration: dict[str, Any] | None = None
@@ -479,11 +481,12 @@ def _bound_migrated(i: ControllerInputs) -> ControllerVerdict | None:
 def _bound_host_lost(i: ControllerInputs) -> ControllerVerdict | None:
     if i.binding is None or i.host_lost is None:
         return None
+    reason = "HostNotFound" if i.host_missing else "HostNotReady"
     return ControllerVerdict(
         "Unknown",
         (
             Row(cond.SCHEDULED, "True", "Scheduled", f"placed on host {i.binding.host}"),
-            Row(cond.READY, "Unknown", "HostNotReady", i.host_lost),
+            Row(cond.READY, "Unknown", reason, i.host_lost),
         ),
     )
 

@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,6 +54,9 @@ log = logging.getLogger("kubevisor.controller")
 HOST_LABEL = "kubevisor.io/host"
 FINALIZER = "kubevisor.io/vm-protection"
 COMPONENT = "kubevisor-controller"
+MISSING_CHECK = timedelta(seconds=2)
+"""How often the hosts' timers also judge the hosts VMs name that do not exist (each
+host's timer fires every 2 s: one of them a round does it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +101,12 @@ class Controller:
         self.lock = asyncio.Lock()
         self.labelled: dict[str, str] = {}
         """Host label this controller patched per VM, until the watch shows the VM gone."""
+        self.missing: dict[str, datetime] = {}
+        """Hosts that VMs are bound to but that have no HypervisorHost object, and since
+        when this controller knows: judged as lost hosts (`core.hosts.judge_missing`)."""
+        self.missing_ready: dict[str, bool] = {}
+        """Whether each missing host was Ready (its agent alive) at its last check."""
+        self.missing_checked: datetime | None = None
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.evacuation = Evacuation(
             self, kube, self.migrations, failover_grace=settings.failover_grace
@@ -152,7 +161,10 @@ class Controller:
             self.judgements.pop(name, None)
             if name in self.state:
                 self.state.remove_host(name)
+            await self._check_missing(name)
             return
+        self.missing.pop(name, None)
+        self.missing_ready.pop(name, None)
         before = self.state.host(name) if name in self.state else None
         self.hosts[name] = obj
         self.judgements.setdefault(name, self._judge(name))
@@ -196,7 +208,18 @@ class Controller:
         return self.hosts.get(name)
 
     def judgement(self, host: str) -> Judgement | None:
-        return self.judgements.get(host)
+        if host in self.hosts:
+            return self.judgements.get(host)
+        since = self.missing.get(host)
+        if since is None:
+            return None
+        return hostjudge.judge_missing(
+            self.heartbeats.get(host),
+            name=host,
+            missing_since=since,
+            now=self.clock(),
+            timeout=self.settings.heartbeat_timeout,
+        )
 
     def hypervisor_type(self, host: str) -> str:
         return self.state.host(host).hypervisor_type if host in self.state else ""
@@ -242,6 +265,42 @@ class Controller:
             await self.migrations.on_host_change(name)
         drain = await self.evacuation.check(name)
         await self._write_host_status(name, judgement, drain)
+        if self.missing_checked is None or self.clock() - self.missing_checked >= MISSING_CHECK:
+            self.missing_checked = self.clock()
+            for host in self._named_missing():
+                await self._check_missing(host)
+
+    def _named_missing(self) -> list[str]:
+        """Hosts named by some VM's status that have no HypervisorHost (any more)."""
+        named = {(vm.get("status") or {}).get("host") for vm in self.vms.values()}
+        return sorted(h for h in named | set(self.missing) if h and h not in self.hosts)
+
+    async def _check_missing(self, host: str) -> None:
+        """The hosts' timers never fire for a host without its object: judge it here.
+
+        Its VMs go Unknown once it is lost and fail over after the grace, as on a lost
+        host; a host that has VMs no more is forgotten."""
+        bound = self.bound_to(host)
+        if not bound:
+            self.missing.pop(host, None)
+            self.missing_ready.pop(host, None)
+            return
+        self._notice_missing(host)
+        judgement = self.judgement(host)
+        assert judgement is not None
+        if self.missing_ready.get(host) != judgement.ready:
+            self.missing_ready[host] = judgement.ready
+            for key, _ in bound:
+                await self.reconcile_vm(key)
+        await self.evacuation.check(host)
+
+    def _notice_missing(self, host: str) -> bool:
+        """Remember when a VM's host was first missed; True if just now."""
+        if host in self.hosts or host in self.missing:
+            return False
+        self.missing[host] = self.clock()
+        log.warning("VMs are bound to host %s, which has no HypervisorHost", host)
+        return True
 
     async def _write_host_status(
         self, name: str, judgement: Judgement, drain: dict[str, object] | None
@@ -343,7 +402,9 @@ class Controller:
         if FINALIZER not in finalizers:
             return
         created = bool((obj.get("status") or {}).get("created"))
-        judgement = self.judgements.get(host) if host else None
+        if host is not None:
+            self._notice_missing(host)
+        judgement = self.judgement(host) if host else None
         lost = judgement is not None and not judgement.ready
         if host is not None and created and not lost:
             return  # the agent is still shutting the domain down
@@ -373,7 +434,8 @@ class Controller:
             self.labelled.pop(key, None)
         elif self.labelled.get(key) != host:
             await self.label(obj, host)
-        judgement = self.judgements.get(host)
+        self._notice_missing(host)
+        judgement = self.judgement(host)
         if judgement is not None and not judgement.ready:
             placement = vm.status.placement if vm.status else None
             await self.write_vm_status(
@@ -479,6 +541,7 @@ class Controller:
                 binding=binding,
                 unschedulable=unschedulable,
                 host_lost=host_lost,
+                host_missing=binding is not None and binding.host not in self.hosts,
                 migrated_from=migrated_from,
                 last_migration=last_migration or current.get("lastMigration"),
                 eviction=eviction,
@@ -487,9 +550,31 @@ class Controller:
             previous=conditions.previous(current),
             now=self.clock(),
         )
+        written = obj
         if vmstatus.differs(current, wanted):
-            self.vms[key] = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+            written = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+            self.vms[key] = written
+        if binding is None:
+            await self._clear_binding(key, written)
         return self.vms.get(key, obj)
+
+    async def _clear_binding(self, key: str, written: Object) -> None:
+        """`written`, the VM as unbinding it left it, still names a host: another field
+        manager wrote it too (a hand edit), so leaving it out of the apply kept it. Remove
+        it outright, unless the VM changed since (then its next event decides again)."""
+        status = written.get("status") or {}
+        stale = {field: None for field in ("host", "placement") if field in status}
+        if not stale:
+            return
+        log.warning("%s: clearing status %s, which another writer holds too", key, sorted(stale))
+        meta = written["metadata"]
+        reply = await self.kube.patch_vm_status(
+            meta["namespace"],
+            meta["name"],
+            {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": stale},
+        )
+        if reply is not None:
+            self.vms[key] = reply
 
     async def event(self, obj: Object, type_: str, reason: str, message: str) -> None:
         try:

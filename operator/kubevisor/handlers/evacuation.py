@@ -32,7 +32,9 @@ from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.schema import API_VERSION
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
 from kubevisor.core import drain, hypervisors, lifecycle, migration
+from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
+from kubevisor.core.hosts import Judgement
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.port import ControllerPort
 from kubevisor.kube.client import Kube, Object
@@ -72,7 +74,7 @@ class Evacuation:
         if judgement is not None and not judgement.ready:
             grace = self.failover_grace
             if grace is not None and judgement.down_for >= grace:
-                await self._failover(host, judgement.down_for)
+                await self._failover(host, judgement)
         spec = (self.c.host(host) or {}).get("spec") or {}
         if not spec.get("maintenance"):
             return None
@@ -184,7 +186,12 @@ class Evacuation:
         await self.c.event(obj, "Normal", "Rescheduling", f"{why}; placing it again")
         await self.c.reconcile_vm(key)
 
-    async def _failover(self, host: str, down_for: float) -> None:
+    async def _failover(self, host: str, judgement: Judgement) -> None:
+        down_for = judgement.down_for
+        if judgement.reason == hostjudge.HOST_NOT_FOUND:
+            lost = f"host {host} has had no HypervisorHost and no heartbeat for {down_for:.0f}s"
+        else:
+            lost = f"host {host} lost its heartbeat {down_for:.0f}s ago"
         for key, obj in self._residents(host):
             try:
                 vm = VirtualMachine.model_validate(obj)
@@ -202,14 +209,9 @@ class Evacuation:
                 obj = await self.c.write_vm_status(
                     obj,
                     binding=vmstatus.Binding(host=host, placement=placement),
-                    host_lost=f"host {host} is not Ready",
+                    host_lost=f"host {host} is not Ready: {judgement.message}",
                 )
-            await self.unbind(
-                key,
-                obj,
-                f"host {host} lost its heartbeat {down_for:.0f}s ago (failover grace "
-                f"{self.failover_grace:.0f}s)",
-            )
+            await self.unbind(key, obj, f"{lost} (failover grace {self.failover_grace:.0f}s)")
 
     def forget(self, key: str) -> None:
         """The VM is gone: no failover of it left to report."""

@@ -236,6 +236,25 @@ class Kube:
         )
         return cast(Object, reply)
 
+    async def patch_vm_status(self, namespace: str, name: str, patch: Object) -> Object | None:
+        """A JSON merge patch of the status subresource: only to remove fields that a
+        server-side apply leaving them out cannot, because another field manager (a hand
+        edit with kubectl) holds them too. With `metadata.resourceVersion` in `patch` it
+        applies only to that version: None when the object changed since (HTTP 409)."""
+        try:
+            return await self._merge_vm_status(namespace, name, patch)
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+
+    @counted("PATCH")
+    async def _merge_vm_status(self, namespace: str, name: str, patch: Object) -> Object:
+        reply = await self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, VM_PLURAL, name, patch, _content_type=MERGE
+        )
+        return cast(Object, reply)
+
     @counted("APPLY")
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
         return await self._apply_status(
