@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from kubevisor.drivers import base
-from kubevisor.drivers import libvirt as driver
+from kubevisor.drivers.libvirt import LibvirtHypervisor, errors, facts
 
 
 def libvirt_error(code: int, message: str = "boom") -> libvirt.libvirtError:
@@ -38,7 +37,7 @@ def libvirt_error(code: int, message: str = "boom") -> libvirt.libvirtError:
     ],
 )
 def test_translate_error(code: int, kind: type[base.HypervisorError]) -> None:
-    error = driver.translate_error(libvirt_error(code, "it broke"), doing="starting x")
+    error = errors.translate_error(libvirt_error(code, "it broke"), doing="starting x")
     assert type(error) is kind
     assert error.code == code
     assert str(error) == "starting x: it broke"
@@ -47,7 +46,7 @@ def test_translate_error(code: int, kind: type[base.HypervisorError]) -> None:
 
 
 def test_every_listed_error_code_exists_in_libvirt() -> None:
-    assert [name for name in driver.ERROR_KINDS if not hasattr(libvirt, name)] == []
+    assert [name for name in errors.ERROR_KINDS if not hasattr(libvirt, name)] == []
 
 
 def assert_names_match(prefix: str, names: tuple[str, ...]) -> None:
@@ -59,16 +58,16 @@ def assert_names_match(prefix: str, names: tuple[str, ...]) -> None:
     assert set(values[len(known) :]) <= {None}
 
 
-@pytest.mark.parametrize("state", list(driver.STATE_REASONS), ids=lambda s: s.value)
+@pytest.mark.parametrize("state", list(facts.STATE_REASONS), ids=lambda s: s.value)
 def test_state_reason_names_match_libvirt(state: base.DomainState) -> None:
-    assert getattr(libvirt, f"VIR_DOMAIN_{state.name}") == driver.STATES.index(state)
-    assert_names_match(f"VIR_DOMAIN_{state.name}_", driver.STATE_REASONS[state])
+    assert getattr(libvirt, f"VIR_DOMAIN_{state.name}") == facts.STATES.index(state)
+    assert_names_match(f"VIR_DOMAIN_{state.name}_", facts.STATE_REASONS[state])
 
 
-@pytest.mark.parametrize("kind", list(driver.EVENT_DETAILS), ids=lambda k: k.value)
+@pytest.mark.parametrize("kind", list(facts.EVENT_DETAILS), ids=lambda k: k.value)
 def test_event_detail_names_match_libvirt(kind: base.EventKind) -> None:
-    assert getattr(libvirt, f"VIR_DOMAIN_EVENT_{kind.name}") == driver.EVENT_KINDS.index(kind)
-    assert_names_match(f"VIR_DOMAIN_EVENT_{kind.name}_", driver.EVENT_DETAILS[kind])
+    assert getattr(libvirt, f"VIR_DOMAIN_EVENT_{kind.name}") == facts.EVENT_KINDS.index(kind)
+    assert_names_match(f"VIR_DOMAIN_EVENT_{kind.name}_", facts.EVENT_DETAILS[kind])
 
 
 @pytest.mark.parametrize(
@@ -80,7 +79,7 @@ def test_event_detail_names_match_libvirt(kind: base.EventKind) -> None:
     ],
 )
 def test_domain_state(state: int, reason: int, expected: tuple[base.DomainState, str]) -> None:
-    assert driver.domain_state(state, reason) == expected
+    assert facts.domain_state(state, reason) == expected
 
 
 @pytest.mark.parametrize(
@@ -93,7 +92,7 @@ def test_domain_state(state: int, reason: int, expected: tuple[base.DomainState,
     ],
 )
 def test_cpu_list(text: str, cpus: tuple[int, ...]) -> None:
-    assert driver.cpu_list(text) == cpus
+    assert facts.cpu_list(text) == cpus
 
 
 @pytest.mark.parametrize(
@@ -101,12 +100,7 @@ def test_cpu_list(text: str, cpus: tuple[int, ...]) -> None:
     [pytest.param(9000000, "9.0.0", id="libvirt"), pytest.param(7002022, "7.2.22", id="qemu")],
 )
 def test_version_string(packed: int, text: str) -> None:
-    assert driver.version_string(packed) == text
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    delays = list(itertools.islice(driver.backoff_delays(0.5, 3.0), 6))
-    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert facts.version_string(packed) == text
 
 
 QEMU_CAPABILITIES = """
@@ -162,7 +156,7 @@ QEMU_CAPABILITIES = """
 
 
 def test_host_facts_from_qemu_capabilities() -> None:
-    facts = driver.host_facts_from(
+    found = facts.host_facts_from(
         QEMU_CAPABILITIES,
         uri="qemu:///system",
         hostname="node-a",
@@ -173,20 +167,20 @@ def test_host_facts_from_qemu_capabilities() -> None:
         free_memory={0: 4096 * 1024, 1: 2048 * 1024},
         free_pages={0: {4: 100, 2048: 6}},
     )
-    assert (facts.uuid, facts.arch, facts.cpus) == (
+    assert (found.uuid, found.arch, found.cpus) == (
         "0f2b5c1e-0000-4000-8000-00000000abcd",
         "x86_64",
         6,
     )
-    assert (facts.cpu_model, facts.cpu_vendor, facts.cpu_features) == (
+    assert (found.cpu_model, found.cpu_vendor, found.cpu_features) == (
         "Skylake-Client-IBRS",
         "Intel",
         ("avx2", "vmx"),
     )
-    assert facts.memory_kib == 16100000
-    assert facts.domain_types == ("kvm", "qemu")
-    assert (facts.hypervisor_version, facts.libvirt_version) == ("7.2.22", "9.0.0")
-    cell0, cell1 = facts.cells
+    assert found.memory_kib == 16100000
+    assert found.domain_types == ("kvm", "qemu")
+    assert (found.hypervisor_version, found.libvirt_version) == ("7.2.22", "9.0.0")
+    cell0, cell1 = found.cells
     assert [cpu.siblings for cpu in cell0.cpus] == [(0, 2), (1, 3), (0, 2), (1, 3)]
     assert cell1.cpus[0].siblings == (4, 5)
     assert (cell0.free_memory_kib, cell1.free_memory_kib) == (4096, 2048)
@@ -203,7 +197,7 @@ TCG_DOMCAPS = Path(__file__).parent / "fixtures" / "domcapabilities-qemu-tcg.xml
 
 
 def test_usable_cpu_models_from_tcg_domain_capabilities() -> None:
-    models = driver.usable_cpu_models_from(TCG_DOMCAPS.read_text())
+    models = facts.usable_cpu_models_from(TCG_DOMCAPS.read_text())
     assert models == (
         "486",
         "Conroe",
@@ -247,26 +241,26 @@ def test_usable_cpu_models_from_tcg_domain_capabilities() -> None:
 )
 def test_usable_cpu_models_from(cpu: str, models: tuple[str, ...]) -> None:
     xml = f"<domainCapabilities><cpu>{cpu}</cpu></domainCapabilities>"
-    assert driver.usable_cpu_models_from(xml) == models
+    assert facts.usable_cpu_models_from(xml) == models
 
 
 def test_host_facts_of_test_driver_show_its_fixed_two_cells() -> None:
     async def main() -> base.HostFacts:
-        async with driver.LibvirtHypervisor("test:///default") as hypervisor:
+        async with LibvirtHypervisor("test:///default") as hypervisor:
             return await hypervisor.host_facts()
 
-    facts = asyncio.run(main())
-    assert facts.hypervisor_type == "TEST"
-    assert facts.libvirt_version == driver.version_string(libvirt.getVersion())
-    assert facts.cpus == 16
-    assert [cell.id for cell in facts.cells] == [0, 1]
-    assert [[cpu.id for cpu in cell.cpus] for cell in facts.cells] == [
+    found = asyncio.run(main())
+    assert found.hypervisor_type == "TEST"
+    assert found.libvirt_version == facts.version_string(libvirt.getVersion())
+    assert found.cpus == 16
+    assert [cell.id for cell in found.cells] == [0, 1]
+    assert [[cpu.id for cpu in cell.cpus] for cell in found.cells] == [
         list(range(8)),
         list(range(8, 16)),
     ]
-    assert [cell.memory_kib for cell in facts.cells] == [2097152, 4194304]
-    assert facts.memory_kib == 6291456
-    assert [cpu.siblings for cpu in facts.cells[1].cpus][:2] == [(8,), (9,)]
-    assert {page.size_kib for page in facts.cells[0].pages} == {4, 2048, 1048576}
+    assert [cell.memory_kib for cell in found.cells] == [2097152, 4194304]
+    assert found.memory_kib == 6291456
+    assert [cpu.siblings for cpu in found.cells[1].cpus][:2] == [(8,), (9,)]
+    assert {page.size_kib for page in found.cells[0].pages} == {4, 2048, 1048576}
     # The test driver has no domain capabilities: it cannot say which models are usable.
-    assert facts.usable_cpu_models == {}
+    assert found.usable_cpu_models == {}

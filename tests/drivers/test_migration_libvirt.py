@@ -12,7 +12,7 @@ import libvirt
 import pytest
 
 from kubevisor.core.migration import JobStats
-from kubevisor.drivers import libvirt as driver
+from kubevisor.drivers.libvirt import migration as driver
 
 ALWAYS = (
     libvirt.VIR_MIGRATE_LIVE

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from kubevisor.drivers import base
-from kubevisor.drivers import libvirt as driver
 from kubevisor.drivers.fake import FakeHypervisor
+from kubevisor.drivers.libvirt import LibvirtHypervisor, facts
 
 NODE = Path(__file__).parent / "fixtures" / "pci-node.xml"
 
 
 def test_pci_devices_from_test_driver_node() -> None:
     async def main() -> list[base.PciDeviceInfo]:
-        async with driver.LibvirtHypervisor(f"test://{NODE}") as hypervisor:
+        async with LibvirtHypervisor(f"test://{NODE}") as hypervisor:
             return await hypervisor.pci_devices()
 
     assert asyncio.run(main()) == [
@@ -31,7 +31,7 @@ def test_pci_devices_from_test_driver_node() -> None:
 
 def test_default_test_driver_has_no_pci_devices() -> None:
     async def main() -> list[base.PciDeviceInfo]:
-        async with driver.LibvirtHypervisor("test:///default") as hypervisor:
+        async with LibvirtHypervisor("test:///default") as hypervisor:
             return await hypervisor.pci_devices()
 
     assert asyncio.run(main()) == []
@@ -56,12 +56,12 @@ def test_default_test_driver_has_no_pci_devices() -> None:
     ],
 )
 def test_pci_device_from_xml(xml: str, expected: base.PciDeviceInfo | None) -> None:
-    assert driver.pci_device_from(xml) == expected
+    assert facts.pci_device_from(xml) == expected
 
 
 def test_security_models_from_capabilities() -> None:
     async def main() -> base.HostFacts:
-        async with driver.LibvirtHypervisor("test:///default") as hypervisor:
+        async with LibvirtHypervisor("test:///default") as hypervisor:
             return await hypervisor.host_facts()
 
     assert asyncio.run(main()).security_models == ("testSecurity",)

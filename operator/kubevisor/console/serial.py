@@ -17,7 +17,7 @@ from typing import Any
 
 import libvirt
 
-from kubevisor.drivers import libvirt as libvirt_driver
+from kubevisor.drivers.libvirt import connection as libvirt_connection
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class SerialConsole:
 
         Raises ConsoleError: 404 no such domain, 409 not running or console in use.
         """
-        libvirt_driver.ensure_event_loop()
+        libvirt_connection.ensure_event_loop()
         loop = asyncio.get_running_loop()
         conn, stream = await loop.run_in_executor(None, _attach, uri, uuid, force)
         console = cls(conn, stream)

@@ -43,7 +43,7 @@ from pyVmomi import vim, vmodl
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
-from kubevisor.drivers.libvirt import backoff_delays
+from kubevisor.drivers.supervisor import backoff_delays
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
