@@ -18,7 +18,7 @@ from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import domain
 from kubevisor.core.domain import HostEnvironment
 from kubevisor.drivers import base
-from kubevisor.drivers import vsphere as driver
+from kubevisor.drivers.vsphere import VsphereHypervisor, mapping
 from kubevisor.testbed import vcsim
 from kubevisor.testbed.vcsim import Vcsim
 
@@ -38,9 +38,9 @@ E = base.EventKind
     ],
 )
 def test_parse_uri(uri: str, server: str, host: str) -> None:
-    location = driver.parse_uri(uri)
+    location = mapping.parse_uri(uri)
     assert (location.server, location.host) == (server, host)
-    assert driver.parse_uri(location.uri) == location
+    assert mapping.parse_uri(location.uri) == location
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_parse_uri(uri: str, server: str, host: str) -> None:
 )
 def test_parse_uri_refuses(uri: str) -> None:
     with pytest.raises(base.PermanentError, match="not a vSphere host URI"):
-        driver.parse_uri(uri)
+        mapping.parse_uri(uri)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_parse_uri_refuses(uri: str) -> None:
     ],
 )
 def test_translate_error(error: BaseException, kind: type[base.HypervisorError]) -> None:
-    translated = driver.translate_error(error, doing="starting x")
+    translated = mapping.translate_error(error, doing="starting x")
     assert type(translated) is kind
     assert str(translated).startswith(f"starting x: {type(error).__name__}")
 
@@ -86,7 +86,7 @@ def test_translate_error(error: BaseException, kind: type[base.HypervisorError])
 )
 def test_vm_config_reads_memory(memory: str, mib: int) -> None:
     xml = f"<domain><name>n</name><uuid>ABC</uuid>{memory}<vcpu>3</vcpu></domain>"
-    assert driver.vm_config(xml) == driver.VmConfig(name="n", uuid="abc", memory_mib=mib, vcpus=3)
+    assert mapping.vm_config(xml) == mapping.VmConfig(name="n", uuid="abc", memory_mib=mib, vcpus=3)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_vm_config_reads_memory(memory: str, mib: int) -> None:
 )
 def test_vm_config_refuses(xml: str) -> None:
     with pytest.raises(base.PermanentError):
-        driver.vm_config(xml)
+        mapping.vm_config(xml)
 
 
 def rendered(spec: dict[str, Any], **host: Any) -> str:
@@ -139,7 +139,7 @@ def rendered(spec: dict[str, Any], **host: Any) -> str:
 def test_unmapped_names_what_the_vm_would_lack(
     spec: dict[str, Any], host: dict[str, Any], missing: list[str]
 ) -> None:
-    assert driver.unmapped(rendered(spec, **host)) == missing
+    assert mapping.unmapped(rendered(spec, **host)) == missing
 
 
 def info(state: base.DomainState, reason: str = "unknown") -> base.DomainInfo:
@@ -186,13 +186,13 @@ def test_observe(
     reason: str,
     events: list[tuple[base.EventKind, str]],
 ) -> None:
-    view, changes = driver.observe(known, seen)
+    view, changes = mapping.observe(known, seen)
     assert view["u"].reason == reason
     assert [(e.kind, e.detail) for e in changes] == events
 
 
 def test_observe_a_running_vm_that_left() -> None:
-    view, changes = driver.observe({"u": info(S.RUNNING)}, {})
+    view, changes = mapping.observe({"u": info(S.RUNNING)}, {})
     assert view == {}
     assert [(e.kind, e.detail) for e in changes] == [
         (E.STOPPED, "destroyed"),
@@ -201,7 +201,7 @@ def test_observe_a_running_vm_that_left() -> None:
 
 
 def test_host_cpus_numbers_threads_core_by_core() -> None:
-    cpus = driver.host_cpus(packages=2, cores=4, threads=8)
+    cpus = mapping.host_cpus(packages=2, cores=4, threads=8)
     assert [(c.id, c.socket_id, c.core_id, c.siblings) for c in cpus[:3]] == [
         (0, 0, 0, (0, 1)),
         (1, 0, 0, (0, 1)),
@@ -217,8 +217,8 @@ HOST, OTHER_HOST = "DC0_C0_H0", "DC0_C0_H1"
 
 def make(
     sim: Vcsim, host: str = HOST, *, poll_interval: float = 0.2, **kwargs: Any
-) -> driver.VsphereHypervisor:
-    return driver.VsphereHypervisor(
+) -> VsphereHypervisor:
+    return VsphereHypervisor(
         sim.host_uri(host),
         username=sim.username,
         password=sim.password,
@@ -245,7 +245,7 @@ def agent_xml(uid: str) -> str:
 
 
 def run(
-    sim: Vcsim, scenario: Callable[[driver.VsphereHypervisor, str], Coroutine[Any, Any, None]]
+    sim: Vcsim, scenario: Callable[[VsphereHypervisor, str], Coroutine[Any, Any, None]]
 ) -> None:
     """Run `scenario(driver, uuid)` with a VM defined from agent XML, undefined afterwards."""
 
@@ -274,7 +274,7 @@ async def next_event(events: AsyncIterator[base.Event], uuid: str) -> tuple[base
 
 
 def test_host_facts_describe_the_simulated_host(vcsim_server: Vcsim) -> None:
-    async def main() -> tuple[base.HostFacts, driver.Datastores]:
+    async def main() -> tuple[base.HostFacts, mapping.Datastores]:
         async with make(vcsim_server) as hypervisor:
             return await hypervisor.host_facts(), await hypervisor.datastores()
 
@@ -290,7 +290,7 @@ def test_host_facts_describe_the_simulated_host(vcsim_server: Vcsim) -> None:
 
 
 def test_lifecycle_of_an_agent_rendered_domain(vcsim_server: Vcsim) -> None:
-    async def scenario(hypervisor: driver.VsphereHypervisor, uid: str) -> None:
+    async def scenario(hypervisor: VsphereHypervisor, uid: str) -> None:
         listed = {i.uuid: i for i in await hypervisor.list_domains()}
         assert listed[uid].state is S.SHUTOFF
         xml = await hypervisor.domain_xml(uid)
@@ -316,7 +316,7 @@ def test_lifecycle_of_an_agent_rendered_domain(vcsim_server: Vcsim) -> None:
 
 
 def test_define_sets_the_uuid_memory_and_cpus_vsphere_sees(vcsim_server: Vcsim) -> None:
-    async def scenario(hypervisor: driver.VsphereHypervisor, uid: str) -> None:
+    async def scenario(hypervisor: VsphereHypervisor, uid: str) -> None:
         seen = await asyncio.to_thread(vcsim_server.vm, uid)
         assert seen == vcsim.VmView(
             bios_uuid=uid, memory_mib=256, vcpus=2, host=HOST, power_state="poweredOff"
@@ -330,7 +330,7 @@ def test_define_sets_the_uuid_memory_and_cpus_vsphere_sees(vcsim_server: Vcsim) 
 
 
 def test_changes_made_by_others_arrive_as_events(vcsim_server: Vcsim) -> None:
-    async def scenario(hypervisor: driver.VsphereHypervisor, uid: str) -> None:
+    async def scenario(hypervisor: VsphereHypervisor, uid: str) -> None:
         events = hypervisor.events()
         await asyncio.to_thread(power_on_behind_the_drivers_back, vcsim_server, uid)
         assert await next_event(events, uid) == (E.STARTED, "booted")
@@ -400,7 +400,7 @@ def test_vmotion_moves_the_vm_to_the_other_host(vcsim_server: Vcsim) -> None:
 def test_migration_outside_the_vcenter_is_permanent(
     vcsim_server: Vcsim, dest: str, message: str
 ) -> None:
-    async def scenario(hypervisor: driver.VsphereHypervisor, uid: str) -> None:
+    async def scenario(hypervisor: VsphereHypervisor, uid: str) -> None:
         await hypervisor.start(uid)
         with pytest.raises(base.PermanentError, match=message):
             await hypervisor.migrate(uid, dest_uri=dest)
@@ -410,7 +410,7 @@ def test_migration_outside_the_vcenter_is_permanent(
 
 
 def test_errors_are_named(vcsim_server: Vcsim) -> None:
-    async def scenario(hypervisor: driver.VsphereHypervisor, uid: str) -> None:
+    async def scenario(hypervisor: VsphereHypervisor, uid: str) -> None:
         with pytest.raises(base.DomainNotFound):
             await hypervisor.start(str(uuidlib.uuid4()))
         with pytest.raises(base.RetryableError, match="powered off"):
@@ -434,7 +434,7 @@ def test_errors_are_named(vcsim_server: Vcsim) -> None:
 
 def test_bad_credentials_are_permanent(vcsim_server: Vcsim) -> None:
     async def main() -> None:
-        hypervisor = driver.VsphereHypervisor(
+        hypervisor = VsphereHypervisor(
             vcsim_server.host_uri(HOST), username="nobody", password="wrong", verify_tls=False
         )
         with pytest.raises(base.PermanentError, match="InvalidLogin"):
@@ -446,7 +446,7 @@ def test_bad_credentials_are_permanent(vcsim_server: Vcsim) -> None:
 
 def test_an_unverified_certificate_is_permanent(vcsim_server: Vcsim) -> None:
     async def main() -> None:
-        hypervisor = driver.VsphereHypervisor(
+        hypervisor = VsphereHypervisor(
             vcsim_server.host_uri(HOST), username=vcsim_server.username, password="x"
         )
         with pytest.raises(base.PermanentError, match="CERTIFICATE_VERIFY_FAILED"):

@@ -22,7 +22,7 @@ do in principle; a feature joins a type's row when its driver renders it:
   It runs only `spec.container` (a root filesystem and an init), which no other type
   runs: every VM without one asks for a guest kernel (`core.domain` refuses either
   mismatch too, docs/lxc.md).
-- vmware: `drivers/vsphere.py` creates a vSphere VM from the name, uuid, memory and vCPU
+- vmware: `drivers/vsphere/` creates a vSphere VM from the name, uuid, memory and vCPU
   count of the domain the agent renders, powers it on and off, suspends it, and moves it
   with vMotion. vSphere itself has EFI, Secure Boot, DirectPath I/O, virtual NUMA and
   more, but none of them is mapped yet, nor disks or network interfaces.
