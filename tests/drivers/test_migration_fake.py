@@ -81,7 +81,9 @@ def test_migration_moves_the_domain_with_the_target_xml() -> None:
         source_events, target_events = source.events(), target.events()
         name = (await source.state(uuid)).name
         xml = domain_xml(name, uuid, description="rendered-for-the-target")
-        await source.migrate(uuid, dest_uri=TARGET, xml=xml, max_downtime_ms=500)
+        await source.migrate(
+            uuid, base.MigrationRequest(dest_uri=TARGET, xml=xml, max_downtime_ms=500)
+        )
 
         with pytest.raises(base.DomainNotFound):
             await source.state(uuid)
@@ -99,7 +101,9 @@ def test_migration_moves_the_domain_with_the_target_xml() -> None:
 
 def test_job_stats_progress_deterministically_while_it_runs() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
-        migrating = asyncio.create_task(source.migrate(uuid, dest_uri=TARGET, bandwidth_mibps=10))
+        migrating = asyncio.create_task(
+            source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET, bandwidth_mibps=10))
+        )
         samples = []
         while not migrating.done():
             stats = await source.job_stats(uuid) if uuid in source.domains else None
@@ -123,7 +127,9 @@ def test_job_stats_progress_deterministically_while_it_runs() -> None:
 
 def test_abort_keeps_the_guest_on_the_source() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
-        migrating = asyncio.create_task(source.migrate(uuid, dest_uri=TARGET, bandwidth_mibps=1))
+        migrating = asyncio.create_task(
+            source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET, bandwidth_mibps=1))
+        )
         await first_stats(source, uuid)
         await source.abort_job(uuid)
         with pytest.raises(base.MigrationAborted, match="canceled by client"):
@@ -139,7 +145,9 @@ def test_abort_keeps_the_guest_on_the_source() -> None:
 def test_post_copy_completes_and_can_no_longer_be_aborted() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
         migrating = asyncio.create_task(
-            source.migrate(uuid, dest_uri=TARGET, bandwidth_mibps=1, post_copy=True)
+            source.migrate(
+                uuid, base.MigrationRequest(dest_uri=TARGET, bandwidth_mibps=1, post_copy=True)
+            )
         )
         await first_stats(source, uuid)
         await source.start_post_copy(uuid)
@@ -177,7 +185,7 @@ def test_migration_refusals(
 ) -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
         with pytest.raises(error, match=message):
-            await source.migrate(uuid, **arguments)
+            await source.migrate(uuid, base.MigrationRequest(**arguments))
         assert (await source.state(uuid)).state is S.RUNNING
         assert not source.migrations
 
@@ -188,7 +196,7 @@ def test_a_stopped_domain_cannot_migrate() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
         await source.destroy(uuid)
         with pytest.raises(base.RetryableError, match="not running"):
-            await source.migrate(uuid, dest_uri=TARGET)
+            await source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET))
 
     run(scenario)
 
@@ -197,7 +205,9 @@ def test_post_copy_needs_the_flag_and_a_running_migration() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
         with pytest.raises(base.PermanentError, match="while outgoing migration is in progress"):
             await source.start_post_copy(uuid)
-        migrating = asyncio.create_task(source.migrate(uuid, dest_uri=TARGET, bandwidth_mibps=1))
+        migrating = asyncio.create_task(
+            source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET, bandwidth_mibps=1))
+        )
         await first_stats(source, uuid)
         with pytest.raises(base.PermanentError, match="requires migration to be started with"):
             await source.start_post_copy(uuid)
@@ -210,7 +220,9 @@ def test_post_copy_needs_the_flag_and_a_running_migration() -> None:
 
 def test_tuning_a_running_migration() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
-        migrating = asyncio.create_task(source.migrate(uuid, dest_uri=TARGET, bandwidth_mibps=1))
+        migrating = asyncio.create_task(
+            source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET, bandwidth_mibps=1))
+        )
         await first_stats(source, uuid)
         await source.set_max_downtime(uuid, 250)
         assert source.domains[uuid].max_downtime_ms == 250
@@ -228,7 +240,9 @@ def test_a_stalled_migration_is_aborted_by_the_progress_timeout() -> None:
 
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
         options = MigrationOptions.model_validate({"progressTimeout": 2})
-        migrating = asyncio.create_task(source.migrate(uuid, dest_uri=TARGET, bandwidth_mibps=1))
+        migrating = asyncio.create_task(
+            source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET, bandwidth_mibps=1))
+        )
         await first_stats(source, uuid)
         source.migrations[uuid].stalled = True  # the network dies: nothing moves any more
         watermark: migration.Watermark | None = None
@@ -255,8 +269,8 @@ def test_failures_can_be_injected() -> None:
     async def scenario(source: fake.FakeHypervisor, target: fake.FakeHypervisor, uuid: str) -> None:
         source.fail_next("migrate", base.PermanentError("CPU incompatible with the target"))
         with pytest.raises(base.PermanentError, match="CPU incompatible"):
-            await source.migrate(uuid, dest_uri=TARGET)
-        await source.migrate(uuid, dest_uri=TARGET)
+            await source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET))
+        await source.migrate(uuid, base.MigrationRequest(dest_uri=TARGET))
         assert uuid in target.domains
 
     run(scenario)

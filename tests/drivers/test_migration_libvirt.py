@@ -12,7 +12,10 @@ import libvirt
 import pytest
 
 from kubevisor.core.migration import JobStats
+from kubevisor.drivers import base
 from kubevisor.drivers.libvirt import migration as driver
+
+TARGET = "qemu+tcp://127.0.0.1:16510/system"
 
 ALWAYS = (
     libvirt.VIR_MIGRATE_LIVE
@@ -37,13 +40,15 @@ ALWAYS = (
     ],
 )
 def test_migrate_flags(auto_converge: bool, post_copy: bool, flags: int) -> None:
-    assert driver.migrate_flags(auto_converge=auto_converge, post_copy=post_copy) == flags
+    request = base.MigrationRequest(
+        dest_uri=TARGET, auto_converge=auto_converge, post_copy=post_copy
+    )
+    assert driver.migrate_flags(request) == flags
 
 
 def test_declared_shared_disks_skip_libvirts_shared_filesystem_check() -> None:
-    flags = driver.migrate_flags(
-        auto_converge=False, post_copy=False, copy_storage=True, declared_shared=True
-    )
+    request = base.MigrationRequest(dest_uri=TARGET, copy_disks=["vda"], shared_disks=True)
+    flags = driver.migrate_flags(request)
     assert flags == ALWAYS | libvirt.VIR_MIGRATE_NON_SHARED_INC | libvirt.VIR_MIGRATE_UNSAFE
 
 
@@ -75,7 +80,10 @@ def test_declared_shared_disks_skip_libvirts_shared_filesystem_check() -> None:
 def test_migrate_params(
     xml: str | None, bandwidth: int | None, uri: str | None, params: dict[str, Any]
 ) -> None:
-    assert driver.migrate_params(xml=xml, bandwidth_mibps=bandwidth, migrate_uri=uri) == params
+    request = base.MigrationRequest(
+        dest_uri=TARGET, xml=xml, bandwidth_mibps=bandwidth, migrate_uri=uri
+    )
+    assert driver.migrate_params(request) == params
 
 
 # Shapes of virDomainGetJobStats answers seen on the local hosts (libvirt 9.0, QEMU 7.2).

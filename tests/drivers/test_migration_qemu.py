@@ -190,11 +190,13 @@ def test_live_migration_moves_the_running_guest(booted: Boot, tiny_guest: Guest)
             migrating = asyncio.create_task(
                 source.migrate(
                     uuid,
-                    dest_uri=migrant.target_host.uri,
-                    xml=xml,
-                    bandwidth_mibps=20,  # a few seconds, so the job can be watched
-                    max_downtime_ms=500,
-                    migrate_uri=MIGRATE_URI,
+                    base.MigrationRequest(
+                        dest_uri=migrant.target_host.uri,
+                        xml=xml,
+                        bandwidth_mibps=20,  # a few seconds, so the job can be watched
+                        max_downtime_ms=500,
+                        migrate_uri=MIGRATE_URI,
+                    ),
                 )
             )
             samples: list[base.JobStats] = []
@@ -246,10 +248,12 @@ def test_abort_keeps_the_guest_on_the_source(
             migrating = asyncio.create_task(
                 source.migrate(
                     uuid,
-                    dest_uri=migrant.target_host.uri,
-                    bandwidth_mibps=SLOW_MIBPS,
-                    max_downtime_ms=250,
-                    migrate_uri=MIGRATE_URI,
+                    base.MigrationRequest(
+                        dest_uri=migrant.target_host.uri,
+                        bandwidth_mibps=SLOW_MIBPS,
+                        max_downtime_ms=250,
+                        migrate_uri=MIGRATE_URI,
+                    ),
                 )
             )
             stats = await transferring(migrant)
@@ -294,9 +298,11 @@ def test_cancelling_migrate_aborts_the_job(booted: Boot) -> None:
             migrating = asyncio.create_task(
                 source.migrate(
                     uuid,
-                    dest_uri=migrant.target_host.uri,
-                    bandwidth_mibps=SLOW_MIBPS,
-                    migrate_uri=MIGRATE_URI,
+                    base.MigrationRequest(
+                        dest_uri=migrant.target_host.uri,
+                        bandwidth_mibps=SLOW_MIBPS,
+                        migrate_uri=MIGRATE_URI,
+                    ),
                 )
             )
             await transferring(migrant)
@@ -320,10 +326,12 @@ def test_post_copy_switch_completes_a_slow_migration(
             migrating = asyncio.create_task(
                 source.migrate(
                     uuid,
-                    dest_uri=migrant.target_host.uri,
-                    bandwidth_mibps=SLOW_MIBPS,
-                    post_copy=True,
-                    migrate_uri=MIGRATE_URI,
+                    base.MigrationRequest(
+                        dest_uri=migrant.target_host.uri,
+                        bandwidth_mibps=SLOW_MIBPS,
+                        post_copy=True,
+                        migrate_uri=MIGRATE_URI,
+                    ),
                 )
             )
             stats = await transferring(migrant)
@@ -355,9 +363,11 @@ def test_raising_the_bandwidth_lets_a_slow_migration_finish(
             migrating = asyncio.create_task(
                 source.migrate(
                     uuid,
-                    dest_uri=migrant.target_host.uri,
-                    bandwidth_mibps=SLOW_MIBPS,
-                    migrate_uri=MIGRATE_URI,
+                    base.MigrationRequest(
+                        dest_uri=migrant.target_host.uri,
+                        bandwidth_mibps=SLOW_MIBPS,
+                        migrate_uri=MIGRATE_URI,
+                    ),
                 )
             )
             await transferring(migrant)

@@ -374,7 +374,9 @@ def test_vmotion_moves_the_vm_to_the_other_host(vcsim_server: Vcsim) -> None:
             await source.define(agent_xml(uid))
             await source.start(uid)
             events = source.events()
-            await source.migrate(uid, dest_uri=vcsim_server.host_uri(OTHER_HOST))
+            await source.migrate(
+                uid, base.MigrationRequest(dest_uri=vcsim_server.host_uri(OTHER_HOST))
+            )
             assert await next_event(events, uid) == (E.STOPPED, "migrated")
             assert await next_event(events, uid) == (E.UNDEFINED, "removed")
             with pytest.raises(base.DomainNotFound):
@@ -403,7 +405,7 @@ def test_migration_outside_the_vcenter_is_permanent(
     async def scenario(hypervisor: VsphereHypervisor, uid: str) -> None:
         await hypervisor.start(uid)
         with pytest.raises(base.PermanentError, match=message):
-            await hypervisor.migrate(uid, dest_uri=dest)
+            await hypervisor.migrate(uid, base.MigrationRequest(dest_uri=dest))
         assert (await hypervisor.state(uid)).state is S.RUNNING
 
     run(vcsim_server, scenario)

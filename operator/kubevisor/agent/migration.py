@@ -35,7 +35,7 @@ from kubevisor.api.migrationjob import MigrationJob
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import domain, migration
 from kubevisor.core.migration import Action, Watermark
-from kubevisor.drivers.base import HypervisorError, MigrationAborted
+from kubevisor.drivers.base import HypervisorError, MigrationAborted, MigrationRequest
 from kubevisor.kube.client import Gone, Object, is_transient, retrying
 
 if TYPE_CHECKING:
@@ -307,15 +307,17 @@ class Migrator:
         move = asyncio.create_task(
             hv.migrate(
                 uid,
-                dest_uri=dest_uri,
-                xml=xml,
-                bandwidth_mibps=options.bandwidth_mi_bps,
-                auto_converge=bool(options.auto_converge),
-                post_copy=bool(options.post_copy),
-                max_downtime_ms=options.max_downtime_ms,
-                migrate_uri=migrate_uri,
-                copy_disks=disks,
-                shared_disks=bool(kept),
+                MigrationRequest(
+                    dest_uri=dest_uri,
+                    xml=xml,
+                    bandwidth_mibps=options.bandwidth_mi_bps,
+                    auto_converge=bool(options.auto_converge),
+                    post_copy=bool(options.post_copy),
+                    max_downtime_ms=options.max_downtime_ms,
+                    migrate_uri=migrate_uri,
+                    copy_disks=disks,
+                    shared_disks=bool(kept),
+                ),
             )
         )
         watermark: Watermark | None = None

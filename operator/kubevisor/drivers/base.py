@@ -209,6 +209,34 @@ class PciDeviceInfo:
     numa_node: int | None = None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationRequest:
+    """What `Hypervisor.migrate` is asked to do: where to, and how.
+
+    `xml` is the domain as the destination must define and run it (re-rendered for the
+    target's pCPUs); None keeps the source's. `bandwidth_mibps` None or 0 is unlimited.
+    `post_copy` only permits `start_post_copy` later; it switches nothing by itself.
+    `migrate_uri` is where the destination's QEMU listens (e.g. "tcp://10.0.0.2"); None
+    lets the destination pick (its hostname, or qemu.conf's migration_host).
+    `copy_disks` names the disks (target devs, e.g. "vda") on host-local storage whose
+    top image is copied along (the destination has created the same overlays on the
+    same base images: libvirt's incremental non-shared storage migration).
+    `shared_disks` says the other writable disks are on storage the admin declared
+    shared (HypervisorHost spec.sharedStorage): trusted even where the hypervisor
+    cannot tell that the filesystem is shared.
+    """
+
+    dest_uri: str
+    xml: str | None = None
+    bandwidth_mibps: int | None = None
+    auto_converge: bool = False
+    post_copy: bool = False
+    max_downtime_ms: int | None = None
+    migrate_uri: str | None = None
+    copy_disks: Sequence[str] = ()
+    shared_disks: bool = False
+
+
 class Hypervisor(Protocol):
     """One hypervisor host, driven by the node agent."""
 
@@ -266,34 +294,10 @@ class Hypervisor(Protocol):
 
     # --- live migration (source side) ---
 
-    async def migrate(
-        self,
-        uuid: str,
-        *,
-        dest_uri: str,
-        xml: str | None = None,
-        bandwidth_mibps: int | None = None,
-        auto_converge: bool = False,
-        post_copy: bool = False,
-        max_downtime_ms: int | None = None,
-        migrate_uri: str | None = None,
-        copy_disks: Sequence[str] = (),
-        shared_disks: bool = False,
-    ) -> None:
-        """Live-migrate a running domain to the hypervisor at `dest_uri`; return once it
-        runs there, is persistent there and is gone from here.
+    async def migrate(self, uuid: str, request: MigrationRequest) -> None:
+        """Live-migrate a running domain as `request` says; return once it runs on
+        `request.dest_uri`, is persistent there and is gone from here.
 
-        `xml` is the domain as the destination must define and run it (re-rendered for the
-        target's pCPUs); None keeps the source's. `bandwidth_mibps` None or 0 is unlimited.
-        `post_copy` only permits `start_post_copy` later; it switches nothing by itself.
-        `migrate_uri` is where the destination's QEMU listens (e.g. "tcp://10.0.0.2"); None
-        lets the destination pick (its hostname, or qemu.conf's migration_host).
-        `copy_disks` names the disks (target devs, e.g. "vda") on host-local storage whose
-        top image is copied along (the destination has created the same overlays on the
-        same base images: libvirt's incremental non-shared storage migration).
-        `shared_disks` says the other writable disks are on storage the admin declared
-        shared (HypervisorHost spec.sharedStorage): trusted even where the hypervisor
-        cannot tell that the filesystem is shared.
         Raises MigrationAborted after `abort_job`, other HypervisorErrors on failure; either
         way the guest still runs on the source unless the job had switched to post-copy.
         """

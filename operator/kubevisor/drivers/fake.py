@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
@@ -294,22 +294,10 @@ class FakeHypervisor:
 
     # --- live migration ---
 
-    async def migrate(
-        self,
-        uuid: str,
-        *,
-        dest_uri: str,
-        xml: str | None = None,
-        bandwidth_mibps: int | None = None,
-        auto_converge: bool = False,
-        post_copy: bool = False,
-        max_downtime_ms: int | None = None,
-        migrate_uri: str | None = None,
-        copy_disks: Sequence[str] = (),
-        shared_disks: bool = False,
-    ) -> None:
+    async def migrate(self, uuid: str, request: base.MigrationRequest) -> None:
         # `migrate_uri` names a network address; the fake has no network to address.
         domain = self._domain("migrate", uuid)
+        dest_uri, xml = request.dest_uri, request.xml
         doing = f"migrating {uuid} to {dest_uri}"
         dest = self.network.get(dest_uri)
         if dest is None or not dest.connected:
@@ -324,8 +312,8 @@ class FakeHypervisor:
         root = self._parse(target_xml)
         if (root.findtext("uuid") or uuid).lower() != uuid:
             raise base.PermanentError(f"{doing}: the destination XML names another domain")
-        if max_downtime_ms is not None:
-            domain.max_downtime_ms = max_downtime_ms
+        if request.max_downtime_ms is not None:
+            domain.max_downtime_ms = request.max_downtime_ms
         total = _memory_bytes(root)
         migration = FakeMigration(
             uuid=uuid,
@@ -333,9 +321,9 @@ class FakeHypervisor:
             xml=target_xml,
             total=total,
             remaining=total,
-            bandwidth_mibps=bandwidth_mibps or 0,
-            post_copy_allowed=post_copy,
-            auto_converge=auto_converge,
+            bandwidth_mibps=request.bandwidth_mibps or 0,
+            post_copy_allowed=request.post_copy,
+            auto_converge=request.auto_converge,
         )
         self.migrations[uuid] = migration
         try:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import libvirt
 
@@ -186,32 +186,10 @@ class LibvirtHypervisor:
     # --- live migration ---
     # --- live migration ---
 
-    async def migrate(
-        self,
-        uuid: str,
-        *,
-        dest_uri: str,
-        xml: str | None = None,
-        bandwidth_mibps: int | None = None,
-        auto_converge: bool = False,
-        post_copy: bool = False,
-        max_downtime_ms: int | None = None,
-        migrate_uri: str | None = None,
-        copy_disks: Sequence[str] = (),
-        shared_disks: bool = False,
-    ) -> None:
-        flags = migration.migrate_flags(
-            auto_converge=auto_converge,
-            post_copy=post_copy,
-            copy_storage=bool(copy_disks),
-            declared_shared=shared_disks,
-        )
-        params = migration.migrate_params(
-            xml=xml,
-            bandwidth_mibps=bandwidth_mibps,
-            migrate_uri=migrate_uri,
-            copy_disks=copy_disks,
-        )
+    async def migrate(self, uuid: str, request: base.MigrationRequest) -> None:
+        flags = migration.migrate_flags(request)
+        params = migration.migrate_params(request)
+        dest_uri = request.dest_uri
         transfer = asyncio.ensure_future(
             self._call(
                 f"migrating {uuid} to {dest_uri}",
@@ -221,8 +199,8 @@ class LibvirtHypervisor:
             )
         )
         try:
-            if max_downtime_ms is not None:
-                await self._set_downtime_once_running(uuid, max_downtime_ms, transfer)
+            if request.max_downtime_ms is not None:
+                await self._set_downtime_once_running(uuid, request.max_downtime_ms, transfer)
             # Shielded: cancelling us must not just forget the thread that keeps migrating.
             await asyncio.shield(transfer)
         except base.HypervisorError as error:

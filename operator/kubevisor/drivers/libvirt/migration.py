@@ -12,7 +12,6 @@ connection meanwhile; libvirt allows them during the migration's async job.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from typing import Any
 
 import libvirt
@@ -35,52 +34,40 @@ UNLIMITED_MIBPS = (2**63 - 1) // (1024 * 1024)
 DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~50 ms)
 
 
-def migrate_flags(
-    *,
-    auto_converge: bool,
-    post_copy: bool,
-    copy_storage: bool = False,
-    declared_shared: bool = False,
-) -> int:
+def migrate_flags(request: base.MigrationRequest) -> int:
     """The virDomainMigrateToURI3 flags for a kubevisor live migration."""
     flags: int = MIGRATE_FLAGS
-    if declared_shared:
+    if request.shared_disks:
         # libvirt calls a disk it does not copy safe only on a filesystem it knows to be
         # shared (NFS, CephFS, GFS2, ... by statfs); the admin's declaration is what counts.
         flags |= libvirt.VIR_MIGRATE_UNSAFE
-    if copy_storage:
+    if request.copy_disks:
         # Only the overlay's own data: the destination has the same base images.
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
-    if auto_converge:
+    if request.auto_converge:
         flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-    if post_copy:
+    if request.post_copy:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
     return flags
 
 
-def migrate_params(
-    *,
-    xml: str | None,
-    bandwidth_mibps: int | None,
-    migrate_uri: str | None,
-    copy_disks: Sequence[str] = (),
-) -> dict[str, Any]:
+def migrate_params(request: base.MigrationRequest) -> dict[str, Any]:
     """The virDomainMigrateToURI3 typed parameters; the XML is both the live and the
     persistent definition on the destination (it differs only in host-specific parts)."""
     params: dict[str, Any] = {}
-    if xml is not None:
-        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = xml
-        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = xml
-    if bandwidth_mibps:
-        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mibps
-    if migrate_uri is not None:
-        params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+    if request.xml is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = request.xml
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = request.xml
+    if request.bandwidth_mibps:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = request.bandwidth_mibps
+    if request.migrate_uri is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = request.migrate_uri
         # The disks' NBD stream goes to the same address as the memory stream.
-        if copy_disks:
-            host = migrate_uri.split("://", 1)[-1].split(":", 1)[0]
+        if request.copy_disks:
+            host = request.migrate_uri.split("://", 1)[-1].split(":", 1)[0]
             params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = f"tcp://{host}"
-    if copy_disks:
-        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
+    if request.copy_disks:
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(request.copy_disks)
     return params
 
 

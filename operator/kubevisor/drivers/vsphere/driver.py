@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from pyVim import connect as vim_connect
@@ -470,26 +470,14 @@ class VsphereHypervisor:
 
     # --- live migration (vMotion) ---
 
-    async def migrate(
-        self,
-        uuid: str,
-        *,
-        dest_uri: str,
-        xml: str | None = None,
-        bandwidth_mibps: int | None = None,
-        auto_converge: bool = False,
-        post_copy: bool = False,
-        max_downtime_ms: int | None = None,
-        migrate_uri: str | None = None,
-        copy_disks: Sequence[str] = (),
-        shared_disks: bool = False,
-    ) -> None:
-        """vMotion to the host `dest_uri` names, in the same vCenter.
+    async def migrate(self, uuid: str, request: base.MigrationRequest) -> None:
+        """vMotion to the host `request.dest_uri` names, in the same vCenter.
 
-        vCenter runs the transfer itself: `xml`, the bandwidth, downtime, post-copy and
+        vCenter runs the transfer itself: the XML, the bandwidth, downtime, post-copy and
         migrate URI options have no vMotion counterpart and are ignored; the disks stay on
         datastores the hosts share, so there is nothing to copy (`copy_disks` must be empty).
         """
+        dest_uri, copy_disks = request.dest_uri, request.copy_disks
         target = mapping.parse_uri(dest_uri)
         if target.server != self._location.server:
             raise base.PermanentError(
