@@ -1,7 +1,7 @@
 """Every driver behaves the same: the in-memory fake, libvirt's test:///default and the
 vSphere driver on vcsim.
 
-Handler tests trust FakeHypervisor to stand in for LibvirtHypervisor; this table is why.
+Agent tests trust FakeHypervisor to stand in for LibvirtHypervisor; this table is why.
 """
 
 from __future__ import annotations
@@ -234,6 +234,28 @@ def test_domain_xml_names_the_domain(driver_name: str) -> None:
     async def scenario(driver: base.Hypervisor, uuid: str) -> None:
         root = ET.fromstring(await driver.domain_xml(uuid))
         assert root.findtext("uuid") == uuid
+
+    run(driver_name, scenario)
+
+
+# What opening the console of a defined domain that does not run raises: a driver with
+# consoles says it is busy (not running), one without says it has none.
+CONSOLE_OF_A_STOPPED_DOMAIN: dict[str, type[base.HypervisorError]] = {
+    "fake": base.ConsoleBusy,
+    "libvirt-test": base.ConsoleBusy,
+    "vsphere-vcsim": base.ConsoleUnsupported,
+}
+
+
+@drivers
+def test_console_of_a_stopped_or_unknown_domain(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        expected = CONSOLE_OF_A_STOPPED_DOMAIN[driver_name]
+        with pytest.raises(expected):
+            await driver.open_console(uuid)
+        if expected is base.ConsoleBusy:
+            with pytest.raises(base.DomainNotFound):
+                await driver.open_console(str(uuidlib.uuid4()))
 
     run(driver_name, scenario)
 

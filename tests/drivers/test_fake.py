@@ -1,4 +1,4 @@
-"""What the fake offers handler tests beyond the shared contract (test_contract.py)."""
+"""What the fake offers agent tests beyond the shared contract (test_contract.py)."""
 
 from __future__ import annotations
 
@@ -73,3 +73,26 @@ def test_default_host_facts_have_two_cells() -> None:
     facts = fake.default_host_facts()
     assert [len(cell.cpus) for cell in facts.cells] == [4, 4]
     assert facts.memory_kib == sum(cell.memory_kib for cell in facts.cells)
+
+
+def test_one_console_session_at_a_time_until_forced_and_none_after_stop() -> None:
+    async def main() -> None:
+        driver = fake.FakeHypervisor()
+        await driver.connect()
+        uuid = str(uuidlib.uuid4())
+        await driver.define(XML.format(name="a", uuid=uuid))
+        await driver.start(uuid)
+        first = await driver.open_console(uuid)
+        await first.write(b"root\n")
+        driver.consoles[uuid].guest_writes(b"# ")
+        assert (await first.read(), bytes(driver.consoles[uuid].typed)) == (b"# ", b"root\n")
+        with pytest.raises(base.ConsoleBusy, match="in use by another session"):
+            await driver.open_console(uuid)
+        second = await driver.open_console(uuid, force=True)
+        assert await first.read() == b"", "the session taken over ends"
+        await driver.destroy(uuid)
+        assert await second.read() == b"", "a stopped domain hangs up its console"
+        with pytest.raises(base.ConsoleBusy, match="not running"):
+            await driver.open_console(uuid)
+
+    asyncio.run(main())

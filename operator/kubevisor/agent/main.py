@@ -25,7 +25,6 @@ from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
-from kubevisor.console.serial import SerialConsole
 from kubevisor.core import destinations
 from kubevisor.core.domain import BootFiles, DomainType
 from kubevisor.drivers import vsphere
@@ -204,15 +203,16 @@ def console_endpoint(args: argparse.Namespace) -> str | None:
     return f"https://{address}:{args.console_port}"
 
 
-async def serve_console(args: argparse.Namespace, kube: Kube) -> web.AppRunner | None:
+async def serve_console(
+    args: argparse.Namespace, kube: Kube, hypervisor: Hypervisor
+) -> web.AppRunner | None:
+    """The console endpoint, opening consoles through the hypervisor's driver."""
     if not args.console_port:
         return None
     app = agentserver.application(
         host=args.host,
         get_vm=kube.get_vm,
-        open_console=lambda uuid, force=False: SerialConsole.open(
-            args.libvirt_uri, uuid, force=force
-        ),
+        open_console=hypervisor.open_console,
         allowed_clients=[n for n in args.console_allowed_clients.split(",") if n],
     )
     context = tls.server_context(
@@ -289,7 +289,7 @@ async def run(args: argparse.Namespace) -> None:
             max_bytes=args.image_cache_max_size,
         ),
     )
-    console_runner = await serve_console(args, kube)
+    console_runner = await serve_console(args, kube, hypervisor)
     agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
     logging.getLogger("kubevisor.agent").info(
         "host %s: hypervisor %s, domain type %s", args.host, args.libvirt_uri, kind

@@ -4,8 +4,9 @@ Started by `kubevisor-agent` (agent/main.py) when it has a certificate to serve 
 The TLS handshake already demands a client certificate from `--console-client-ca`; the
 handler then admits only the names in `allowed_clients` (kubevisor-api's certificate),
 reads the VM and serves it only if its status.host is this agent's host, then opens the
-domain's serial console (the domain's UUID is the VM's uid) and bridges it to the
-websocket. Users never reach this port: authorization happened in the aggregated API.
+domain's serial console through the agent's hypervisor driver (`Hypervisor.open_console`;
+the domain's UUID is the VM's uid) and bridges it to the websocket. Users never reach
+this port: authorization happened in the aggregated API.
 
 Failures before the upgrade are HTTP statuses with a metav1.Status body, which the
 aggregated API passes on to the user unchanged.
@@ -21,14 +22,28 @@ from typing import Any
 from aiohttp import web
 
 from kubevisor.console import bridge, protocol, tls
-from kubevisor.console.serial import ConsoleError
+from kubevisor.drivers import base
 
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 GetVm = Callable[[str, str], Awaitable[Object | None]]
 OpenConsole = Callable[..., Awaitable[bridge.End]]
-"""`open_console(uuid, force=bool)`: the domain's console, or ConsoleError."""
+"""`open_console(uuid, force=bool)`: the domain's console (`Hypervisor.open_console`)."""
+
+# The driver's refusals as HTTP statuses, first match (DomainNotFound is a PermanentError
+# and ConsoleUnsupported one too): what the user's `kubevisor console` prints.
+REFUSALS: tuple[tuple[type[base.HypervisorError], int, str], ...] = (
+    (base.DomainNotFound, 404, "NotFound"),
+    (base.ConsoleBusy, 409, "Conflict"),
+    (base.ConsoleUnsupported, 501, "NotImplemented"),
+    (base.HypervisorError, 502, "BadGateway"),
+)
+
+
+def refusal(error: base.HypervisorError) -> tuple[int, str]:
+    """The HTTP status and Status reason for a driver's refusal to open a console."""
+    return next((code, reason) for kind, code, reason in REFUSALS if isinstance(error, kind))
 
 
 def refuse(code: int, reason: str, message: str) -> web.Response:
@@ -73,8 +88,8 @@ def application(
             serial = await open_console(
                 str(vm["metadata"]["uid"]), force=request.query.get("force") == "true"
             )
-        except ConsoleError as error:
-            return refuse(error.code, "Conflict" if error.code == 409 else "NotFound", str(error))
+        except base.HypervisorError as error:
+            return refuse(*refusal(error), str(error))
         except Exception as error:
             log.exception("console: cannot open %s/%s", namespace, name)
             return refuse(502, "BadGateway", f"cannot open the console: {error}")

@@ -19,6 +19,9 @@ Live migration is driven from the source host: `migrate` runs the whole transfer
 returns once the guest runs on the destination, while other tasks watch it with
 `job_stats` and steer it with `abort_job`, `start_post_copy`, `set_max_downtime` and
 `set_bandwidth` (the source agent's monitor, deciding with `core.migration.judge`).
+
+`open_console` attaches to a domain's serial console (the agent's console endpoint
+bridges it to `kubevisor console`); a driver without consoles raises ConsoleUnsupported.
 """
 
 from __future__ import annotations
@@ -58,6 +61,15 @@ class DomainNotFound(PermanentError):
 
 class MigrationAborted(PermanentError):
     """The migration job was aborted before it completed; the guest stays on the source."""
+
+
+class ConsoleBusy(HypervisorError):
+    """The domain's console cannot be attached now: it is not running, or another session
+    holds it (and the caller did not ask to take it over)."""
+
+
+class ConsoleUnsupported(PermanentError):
+    """This driver offers no serial consoles."""
 
 
 class DomainState(enum.Enum):
@@ -237,6 +249,19 @@ class MigrationRequest:
     shared_disks: bool = False
 
 
+class Console(Protocol):
+    """A bidirectional byte stream to a running domain's serial console (`open_console`)."""
+
+    async def read(self) -> bytes:
+        """The next bytes the guest wrote; b"" once the stream has ended."""
+
+    async def write(self, data: bytes) -> None:
+        """Send `data` to the guest's console (its tty's input)."""
+
+    async def close(self) -> None:
+        """Detach; the domain keeps running."""
+
+
 class Hypervisor(Protocol):
     """One hypervisor host, driven by the node agent."""
 
@@ -291,6 +316,15 @@ class Hypervisor(Protocol):
         Each call is an independent subscriber; iterate it from the agent's event loop.
         """
         ...
+
+    async def open_console(self, uuid: str, *, force: bool = False) -> Console:
+        """Attach to the running domain's serial console; `force` takes it over from
+        another session (whose stream then ends).
+
+        Raises DomainNotFound, ConsoleBusy (not running, or held by another session),
+        ConsoleUnsupported (the driver has no consoles), or another HypervisorError when
+        the console cannot be opened.
+        """
 
     # --- live migration (source side) ---
 

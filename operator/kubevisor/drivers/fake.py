@@ -12,6 +12,10 @@ advances in ticks of 100 ms of fake time, one per turn of the event loop (plus
 tick (`FAST_MIBPS` when unlimited), so its `job_stats` progress deterministically while
 other tasks poll, abort or switch it to post-copy. Tests steer a migration in flight through
 `migrations[uuid]` (e.g. `stalled = True`, `dirty_bytes_per_tick`).
+
+A running domain has a serial console (`open_console`, one session at a time, like
+libvirt's): tests make the guest write with `consoles[uuid].guest_writes(...)` and read
+what the session typed in `consoles[uuid].typed`; it hangs up when the domain stops.
 """
 
 from __future__ import annotations
@@ -165,6 +169,41 @@ class FakeMigration:
             self.remaining = min(self.total, self.remaining + self.dirty_bytes_per_tick)
 
 
+class FakeConsole:
+    """One session on a fake domain's serial console (a `base.Console`)."""
+
+    def __init__(self) -> None:
+        self._output: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.typed = bytearray()
+        """What the session wrote to the guest."""
+        self.ended = False
+
+    def guest_writes(self, data: bytes) -> None:
+        """The guest prints `data`: the session reads it."""
+        self._output.put_nowait(data)
+
+    def hang_up(self) -> None:
+        """The stream ends (the domain stopped, or another session took over)."""
+        if not self.ended:
+            self.ended = True
+            self._output.put_nowait(None)
+
+    async def read(self) -> bytes:
+        chunk = await self._output.get()
+        if chunk is None:
+            self._output.put_nowait(None)  # every later read sees the end too
+            return b""
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        if self.ended:
+            raise ConnectionError("the console stream has ended")
+        self.typed += data
+
+    async def close(self) -> None:
+        self.hang_up()
+
+
 class FakeHypervisor:
     """In-memory hypervisor; see the module docstring."""
 
@@ -184,6 +223,7 @@ class FakeHypervisor:
         self.migrations: dict[str, FakeMigration] = {}  # outgoing, by domain UUID
         self.pci: list[base.PciDeviceInfo] = []  # what pci_devices() reports
         self.domains: dict[str, FakeDomain] = {}
+        self.consoles: dict[str, FakeConsole] = {}  # the latest session, by domain UUID
         self.calls: list[tuple[str, str]] = []  # (operation, uuid or "")
         self.connected = False
         self._failures: dict[str, list[base.HypervisorError]] = {}
@@ -292,6 +332,21 @@ class FakeHypervisor:
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()
 
+    async def open_console(self, uuid: str, *, force: bool = False) -> base.Console:
+        domain = self._domain("open_console", uuid)
+        if domain.state not in (S.RUNNING, S.PAUSED):
+            raise base.ConsoleBusy("the VM is not running")
+        current = self.consoles.get(uuid)
+        if current is not None and not current.ended:
+            if not force:
+                raise base.ConsoleBusy(
+                    "the console is in use by another session (operation failed: Active "
+                    "console session exists for this domain)"
+                )
+            current.hang_up()
+        session = self.consoles[uuid] = FakeConsole()
+        return session
+
     # --- live migration ---
 
     async def migrate(self, uuid: str, request: base.MigrationRequest) -> None:
@@ -340,6 +395,8 @@ class FakeHypervisor:
         # the destination starts it, defines it (PERSIST_DEST) and resumes it.
         # libvirt 9.0 sends no "undefined" for UNDEFINE_SOURCE: the domain is just gone.
         del self.domains[uuid]
+        if uuid in self.consoles:
+            self.consoles.pop(uuid).hang_up()
         for kind, detail in _events(MIGRATION_SOURCE_EVENTS):
             self._events.publish(base.DomainEvent(uuid, domain.name, kind, detail))
         name = root.findtext("name") or domain.name
@@ -425,6 +482,8 @@ class FakeHypervisor:
                 delay=1.0,
             )
         domain.state, domain.reason, kind, detail = step
+        if domain.state is S.SHUTOFF and domain.uuid in self.consoles:
+            self.consoles.pop(domain.uuid).hang_up()
         self._events.publish(base.DomainEvent(domain.uuid, domain.name, kind, detail))
 
     @staticmethod

@@ -17,7 +17,7 @@ import libvirt
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
-from kubevisor.drivers.libvirt import facts, migration
+from kubevisor.drivers.libvirt import console, facts, migration
 from kubevisor.drivers.libvirt.connection import Connection
 
 _UNDEFINE_EVERYTHING = (
@@ -182,6 +182,9 @@ class LibvirtHypervisor:
 
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()
+
+    async def open_console(self, uuid: str, *, force: bool = False) -> base.Console:
+        return await console.SerialConsole.open(self._uri, uuid, force=force)
 
     # --- live migration ---
     # --- live migration ---

@@ -163,6 +163,12 @@ class VsphereHypervisor:
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()
 
+    async def open_console(self, uuid: str, *, force: bool = False) -> base.Console:
+        raise base.ConsoleUnsupported(
+            f"the console of {uuid}: the vSphere driver has no serial consoles (a vSphere VM's "
+            "console is its remote display, in the vSphere client)"
+        )
+
     # --- calls ---
 
     async def _call(self, doing: str, fn: Callable[[vim.ServiceInstance], T]) -> T:

@@ -1,11 +1,13 @@
-"""One guest's serial console as an asyncio byte stream, over libvirt virDomainOpenConsole.
+"""One guest's serial console as an asyncio byte stream, over libvirt virDomainOpenConsole:
+what `LibvirtHypervisor.open_console` returns (a `base.Console`).
 
 `SerialConsole.open(uri, uuid)` opens a connection of its own (a console session must not
-share the agent's connection, whose calls would queue behind it) and a non-blocking
-virStream on the domain's first console. libvirt's event loop thread (the driver's
-`ensure_event_loop`) reports the stream readable; the callback drains it there and hands
-the bytes to the asyncio loop, so `read()` is an ordinary await. Writes go through the
-driver-less thread pool of the loop; a full stream is retried shortly.
+share the driver's connection, whose calls would queue behind it) and a non-blocking
+virStream on the domain's first console. libvirt's event loop thread
+(`connection.ensure_event_loop`) reports the stream readable; the callback drains it there
+and hands the bytes to the asyncio loop, so `read()` is an ordinary await. Writes go
+through the loop's default thread pool, not the driver's (a long console session must not
+hold one of its threads); a full stream is retried shortly.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import libvirt
 
-from kubevisor.drivers.libvirt import connection as libvirt_connection
+from kubevisor.drivers import base
+from kubevisor.drivers.libvirt import connection
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +31,6 @@ _EVENTS = (
     | libvirt.VIR_STREAM_EVENT_HANGUP
 )
 _WOULD_BLOCK = -2
-
-
-class ConsoleError(Exception):
-    """The console cannot be opened; `code` is the HTTP status that says why."""
-
-    def __init__(self, message: str, *, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class SerialConsole:
@@ -52,9 +47,10 @@ class SerialConsole:
     async def open(cls, uri: str, uuid: str, *, force: bool = False) -> SerialConsole:
         """Attach to the console of the domain `uuid`; `force` takes it from another session.
 
-        Raises ConsoleError: 404 no such domain, 409 not running or console in use.
+        Raises DomainNotFound, ConsoleBusy (not running, or in use by another session), or
+        HypervisorError when libvirt cannot open it.
         """
-        libvirt_connection.ensure_event_loop()
+        connection.ensure_event_loop()
         loop = asyncio.get_running_loop()
         conn, stream = await loop.run_in_executor(None, _attach, uri, uuid, force)
         console = cls(conn, stream)
@@ -113,17 +109,24 @@ class SerialConsole:
 
 
 def _attach(uri: str, uuid: str, force: bool) -> tuple[libvirt.virConnect, libvirt.virStream]:
-    conn = libvirt.open(uri)
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as error:
+        raise base.HypervisorError(f"cannot open the console: {error}") from error
     try:
         try:
             domain = conn.lookupByUUIDString(uuid)
+            active = domain.isActive()
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise ConsoleError("the VM has no domain on its host", code=404) from error
-            raise
-        if not domain.isActive():
-            raise ConsoleError("the VM is not running", code=409)
-        stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+                raise base.DomainNotFound("the VM has no domain on its host") from error
+            raise base.HypervisorError(f"cannot open the console: {error}") from error
+        if not active:
+            raise base.ConsoleBusy("the VM is not running")
+        try:
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        except libvirt.libvirtError as error:
+            raise base.HypervisorError(f"cannot open the console: {error}") from error
         flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
         try:
             domain.openConsole(None, stream, flags)
@@ -131,11 +134,10 @@ def _attach(uri: str, uuid: str, force: bool) -> tuple[libvirt.virConnect, libvi
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
             if error.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
-                raise ConsoleError(
-                    f"the console is in use by another session ({error.get_error_message()})",
-                    code=409,
+                raise base.ConsoleBusy(
+                    f"the console is in use by another session ({error.get_error_message()})"
                 ) from error
-            raise ConsoleError(f"cannot open the console: {error}", code=502) from error
+            raise base.HypervisorError(f"cannot open the console: {error}") from error
         return conn, stream
     except BaseException:
         with contextlib.suppress(libvirt.libvirtError):
