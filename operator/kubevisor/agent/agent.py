@@ -730,7 +730,7 @@ class Agent:
                 hardware = ref.hardware if ref is not None else ""
         return DomainObservation(
             uuid=info.uuid,
-            state=DomainState(info.state.value),
+            state=info.state,
             reason=info.reason,
             hardware=hardware,
         )

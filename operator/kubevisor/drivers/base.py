@@ -31,7 +31,9 @@ import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
-# The driver speaks core's value for a migration job's statistics (re-exported).
+# The driver speaks core's values for a domain's state and a migration job's statistics
+# (re-exported): the agent hands them to core as they are.
+from kubevisor.core.convergence import DomainState as DomainState
 from kubevisor.core.migration import JobStats as JobStats
 
 
@@ -70,19 +72,6 @@ class ConsoleBusy(HypervisorError):
 
 class ConsoleUnsupported(PermanentError):
     """This driver offers no serial consoles."""
-
-
-class DomainState(enum.Enum):
-    """libvirt's virDomainState, by name."""
-
-    NOSTATE = "nostate"
-    RUNNING = "running"
-    BLOCKED = "blocked"
-    PAUSED = "paused"
-    SHUTDOWN = "shutdown"  # being shut down: the guest was asked and is still running
-    SHUTOFF = "shutoff"
-    CRASHED = "crashed"
-    PMSUSPENDED = "pmsuspended"
 
 
 class EventKind(enum.Enum):
