@@ -655,3 +655,17 @@ def test_a_downloaded_image_with_a_backing_file_fails_the_vm_as_rejected(
             assert agent.starts(uid) == 0
 
     asyncio.run(main())
+
+
+def test_the_host_says_why_it_runs_tcg(tmp_path: Path, clock: Any) -> None:
+    """main.domain_type's fallback reason reaches status.hypervisor.message."""
+    why = "libvirt offers KVM but it is not used: /dev/kvm cannot be opened"
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        async with running(tmp_path, api, hv, clock, domain_type_message=why) as agent:
+            await agent.agent.register_host()
+        assert api.host is not None
+        assert api.host["status"]["hypervisor"]["message"] == why
+
+    asyncio.run(main())

@@ -115,3 +115,14 @@ def test_the_storage_probe_reports_the_image_caches_size(tmp_path: Path) -> None
     storage = probe.storage(disk_root=tmp_path, virtual_bytes=0, image_cache_bytes=3 << 20)
     assert storage.image_cache == "3Mi"
     assert probe.storage(disk_root=tmp_path, virtual_bytes=0).image_cache is None
+
+
+def test_a_fallback_to_tcg_says_why_in_the_hypervisor_status() -> None:
+    facts = dataclasses.replace(fake.default_host_facts(), domain_types=("kvm", "qemu"))
+    why = "libvirt offers KVM but it is not used: /dev/kvm cannot be opened; guests run on TCG"
+    hypervisor = hoststatus.host_status(
+        facts, domain_type="qemu", domain_type_message=why, disk_bytes=0
+    )["hypervisor"]
+    assert (hypervisor["type"], hypervisor["message"]) == ("qemu", why)
+    plain = hoststatus.host_status(facts, domain_type="kvm", disk_bytes=0)["hypervisor"]
+    assert "message" not in plain

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kubevisor.agent import main
+from kubevisor.drivers import kvm
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.drivers.vsphere import VsphereHypervisor
 
@@ -92,14 +93,39 @@ def test_vsphere_without_credentials_is_refused() -> None:
         main.parse_args(["--host", "h", "--libvirt-uri", "vsphere://vc.example/esx-1"])
 
 
+WORKING_KVM = kvm.Probe(device_problem=None, nested=False)
+NESTED = kvm.Probe(device_problem=None, nested=True)
+NO_DEVICE = kvm.Probe(
+    device_problem="/dev/kvm cannot be opened (No such file or directory)", nested=False
+)
+
+
 @pytest.mark.parametrize(
-    ("choice", "offered", "expected"),
+    ("choice", "offered", "probe", "expected", "because"),
     [
-        pytest.param("auto", ("qemu",), "qemu", id="tcg"),
-        pytest.param("auto", ("lxc",), "lxc", id="lxc-connection"),
-        pytest.param("auto", (), "test", id="test-driver"),
-        pytest.param("lxc", ("qemu",), "lxc", id="explicit"),
+        pytest.param("auto", ("kvm", "qemu"), WORKING_KVM, "kvm", None, id="working-kvm"),
+        pytest.param(
+            "auto", ("kvm", "qemu"), NO_DEVICE, "qemu", "cannot be opened", id="broken-dev-kvm"
+        ),
+        pytest.param(
+            "auto", ("kvm", "qemu"), NESTED, "qemu", "itself a virtual machine", id="nested"
+        ),
+        pytest.param("kvm", ("kvm", "qemu"), NESTED, "kvm", None, id="kvm-insisted-on"),
+        pytest.param("auto", ("qemu",), NO_DEVICE, "qemu", None, id="tcg-only-host"),
+        pytest.param("auto", ("lxc",), WORKING_KVM, "lxc", None, id="lxc-connection"),
+        pytest.param("auto", (), WORKING_KVM, "test", None, id="test-driver"),
+        pytest.param("lxc", ("qemu",), WORKING_KVM, "lxc", None, id="explicit"),
     ],
 )
-def test_domain_type(choice: str, offered: tuple[str, ...], expected: str) -> None:
-    assert main.domain_type(choice, offered=offered) == expected
+def test_domain_type(
+    choice: str, offered: tuple[str, ...], probe: kvm.Probe, expected: str, because: str | None
+) -> None:
+    """KVM only where /dev/kvm works and the host is not nested; a fallback to TCG from a
+    host that offers KVM says why (the HypervisorHost's status.hypervisor.message)."""
+    chosen = main.domain_type(choice, offered=offered, kvm=probe)
+    assert chosen.type == expected
+    if because is None:
+        assert chosen.message is None
+    else:
+        assert chosen.message is not None and because in chosen.message
+        assert "TCG" in chosen.message

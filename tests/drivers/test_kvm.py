@@ -1,4 +1,4 @@
-"""KVM or TCG: the decision kvm_usable makes from the device and the CPU flags."""
+"""KVM or TCG: what the probe finds on the device and in the CPU flags, and why it says no."""
 
 from __future__ import annotations
 
@@ -47,3 +47,29 @@ def test_real_device(tmp_path: Path, cpuinfo: str, trust_nested: bool, expected:
     device_works = kvm.kvm_usable(trust_nested=True)
     usable = kvm.kvm_usable(trust_nested=trust_nested, cpuinfo=tmp_path / "cpuinfo")
     assert usable is (expected and device_works)
+
+
+def test_the_probe_says_why_kvm_is_not_used(tmp_path: Path) -> None:
+    (tmp_path / "cpuinfo").write_text(NESTED)
+    (tmp_path / "kvm").write_text("")
+    missing = kvm.probe(device=tmp_path / "missing", cpuinfo=tmp_path / "cpuinfo")
+    assert missing.nested
+    assert (
+        missing.problem() == f"{tmp_path / 'missing'} cannot be opened (No such file or directory)"
+    )
+    not_kvm = kvm.probe(device=tmp_path / "kvm", cpuinfo=tmp_path / "cpuinfo")
+    assert (not_kvm.problem() or "").startswith(f"{tmp_path / 'kvm'} is not a KVM device")
+
+
+@pytest.mark.parametrize(
+    ("probe", "trust_nested", "problem"),
+    [
+        pytest.param(kvm.Probe(None, nested=False), False, None, id="bare-metal"),
+        pytest.param(kvm.Probe(None, nested=True), False, "nested KVM", id="nested"),
+        pytest.param(kvm.Probe(None, nested=True), True, None, id="nested-trusted"),
+        pytest.param(kvm.Probe("broken", nested=True), True, "broken", id="device-first"),
+    ],
+)
+def test_problem(probe: kvm.Probe, trust_nested: bool, problem: str | None) -> None:
+    found = probe.problem(trust_nested=trust_nested)
+    assert found is None if problem is None else problem in (found or "")

@@ -77,6 +77,8 @@ class Settings:
     host: str
     domain_type: DomainType
     state_dir: Path
+    domain_type_message: str | None = None
+    """Why the agent runs `domain_type` and not a faster type the host offers (KVM)."""
     image_dir: Path
     default_boot: BootFiles | None = None
     cgroup_controllers: frozenset[str] | None = None
@@ -364,6 +366,7 @@ class Agent:
         wanted = hoststatus.host_status(
             facts,
             domain_type=self.settings.domain_type,
+            domain_type_message=self.settings.domain_type_message,
             disk_bytes=disk,
             ksm=ksm,
             storage=probe.storage(

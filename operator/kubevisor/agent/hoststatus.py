@@ -78,6 +78,7 @@ def host_status(
     *,
     domain_type: DomainType,
     disk_bytes: int,
+    domain_type_message: str | None = None,
     ksm: Ksm | None = None,
     storage: HostStorage | None = None,
     capabilities: HostCapabilities | None = None,
@@ -98,6 +99,7 @@ def host_status(
             type=hypervisor_type(facts, domain_type),
             version=facts.hypervisor_version,
             libvirt_version=facts.libvirt_version,
+            message=domain_type_message,
         ),
         libvirt_uri=facts.uri,
         cpu=HostCpu(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.core import destinations
 from kubevisor.core.domain import BootFiles, DomainType
-from kubevisor.drivers import vsphere
+from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.kube.client import Kube
@@ -64,10 +65,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--domain-type",
         choices=("auto", "kvm", "qemu", "lxc", "test"),
         default="auto",
-        help="libvirt domain type: auto picks kvm when the host offers it and /dev/kvm "
-        "exists, else qemu (TCG), else lxc (system containers, with an lxc:// URI); test "
-        "for libvirt's test driver (and vSphere, which reads only the name, uuid, memory "
-        "and vCPUs of the XML)",
+        help="libvirt domain type: auto picks kvm when the host offers it, /dev/kvm answers "
+        "the KVM API and this host is not itself a VM (nested KVM is unreliable), else qemu "
+        "(TCG, saying why in the HypervisorHost's status.hypervisor.message), else lxc "
+        "(system containers, with an lxc:// URI); kvm insists on KVM; test for libvirt's "
+        "test driver (and vSphere, which reads only the name, uuid, memory and vCPUs of "
+        "the XML)",
     )
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
     parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
@@ -226,17 +229,33 @@ async def serve_console(
     )
 
 
-def domain_type(choice: str, *, offered: Sequence[str]) -> DomainType:
-    """The domain type to render: explicit, or the best one the host offers."""
+@dataclasses.dataclass(frozen=True)
+class DomainTypeChoice:
+    """The domain type the agent renders, and why not a faster one the host offers."""
+
+    type: DomainType
+    message: str | None = None
+
+
+def domain_type(choice: str, *, offered: Sequence[str], kvm: kvm.Probe) -> DomainTypeChoice:
+    """The domain type to render: explicit, or the best one the host offers. KVM only
+    where /dev/kvm works and the host is not nested (`kvm`); else TCG, saying why."""
     if choice != "auto":
-        return choice  # type: ignore[return-value]
-    if "kvm" in offered and Path("/dev/kvm").exists():
-        return "kvm"
+        return DomainTypeChoice(choice)  # type: ignore[arg-type]
+    problem = kvm.problem()
+    if "kvm" in offered and problem is None:
+        return DomainTypeChoice("kvm")
     if "qemu" in offered:
-        return "qemu"
+        if "kvm" not in offered:
+            return DomainTypeChoice("qemu")
+        return DomainTypeChoice(
+            "qemu",
+            f"libvirt offers KVM but it is not used: {problem}; guests run on QEMU's TCG "
+            "emulation (the agent's --domain-type kvm insists on KVM)",
+        )
     if "lxc" in offered:
-        return "lxc"
-    return "test"
+        return DomainTypeChoice("lxc")
+    return DomainTypeChoice("test")
 
 
 def hypervisor_for(args: argparse.Namespace) -> Hypervisor:
@@ -257,11 +276,12 @@ async def run(args: argparse.Namespace) -> None:
     hypervisor = hypervisor_for(args)
     await hypervisor.connect()
     facts = await hypervisor.host_facts()
-    kind = domain_type(args.domain_type, offered=facts.domain_types)
+    chosen = domain_type(args.domain_type, offered=facts.domain_types, kvm=kvm.probe())
     kube = await Kube.connect(args.kubeconfig)
     settings = Settings(
         host=args.host,
-        domain_type=kind,
+        domain_type=chosen.type,
+        domain_type_message=chosen.message,
         state_dir=args.state_dir,
         image_dir=args.image_dir,
         default_boot=BootFiles(
@@ -292,7 +312,11 @@ async def run(args: argparse.Namespace) -> None:
     console_runner = await serve_console(args, kube, hypervisor)
     agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
     logging.getLogger("kubevisor.agent").info(
-        "host %s: hypervisor %s, domain type %s", args.host, args.libvirt_uri, kind
+        "host %s: hypervisor %s, domain type %s%s",
+        args.host,
+        args.libvirt_uri,
+        chosen.type,
+        f" ({chosen.message})" if chosen.message else "",
     )
     task = asyncio.create_task(agent.run())
     loop = asyncio.get_running_loop()

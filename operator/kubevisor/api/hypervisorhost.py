@@ -168,6 +168,13 @@ class Hypervisor(ApiModel):
     )
     version: str | None = Field(default=None, description="Hypervisor version, e.g. 7.2.0.")
     libvirt_version: str | None = Field(default=None, description="libvirt version, e.g. 9.0.0.")
+    message: str | None = Field(
+        default=None,
+        description=(
+            "Why the agent does not use a faster type the host offers, e.g. KVM unusable "
+            "here (a broken /dev/kvm, or a nested host), so guests run on TCG (type qemu)."
+        ),
+    )
 
 
 class HostCpu(ApiModel):
