@@ -83,19 +83,6 @@ def test_domain_state(state: int, reason: int, expected: tuple[base.DomainState,
 
 
 @pytest.mark.parametrize(
-    ("text", "cpus"),
-    [
-        pytest.param("0", (0,), id="single"),
-        pytest.param("0-3", (0, 1, 2, 3), id="range"),
-        pytest.param("0-1,8,10-11", (0, 1, 8, 10, 11), id="mixed"),
-        pytest.param("", (), id="empty"),
-    ],
-)
-def test_cpu_list(text: str, cpus: tuple[int, ...]) -> None:
-    assert facts.cpu_list(text) == cpus
-
-
-@pytest.mark.parametrize(
     ("packed", "text"),
     [pytest.param(9000000, "9.0.0", id="libvirt"), pytest.param(7002022, "7.2.22", id="qemu")],
 )

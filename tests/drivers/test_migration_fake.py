@@ -1,6 +1,6 @@
 """Live migration between two FakeHypervisors behaves as the real one does on two hosts.
 
-Handler and agent tests migrate between fakes; each behaviour here is one that
+Agent tests migrate between fakes; each behaviour here is one that
 tests/drivers/test_migration_qemu.py shows libvirt has (or a refusal it makes, in its words),
 so those tests can trust the fake.
 """

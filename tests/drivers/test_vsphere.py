@@ -15,8 +15,9 @@ from pyVmomi import vim, vmodl
 
 from harness import require, vcsim_bin
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain
+from kubevisor.core import domain, hypervisors
 from kubevisor.core.domain import HostEnvironment
+from kubevisor.core.hypervisors import Feature
 from kubevisor.drivers import base
 from kubevisor.drivers.vsphere import VsphereHypervisor, mapping
 from kubevisor.testbed import vcsim
@@ -140,6 +141,36 @@ def test_unmapped_names_what_the_vm_would_lack(
     spec: dict[str, Any], host: dict[str, Any], missing: list[str]
 ) -> None:
     assert mapping.unmapped(rendered(spec, **host)) == missing
+
+
+@pytest.mark.parametrize(
+    ("table_gives", "refused"),
+    [
+        pytest.param(frozenset(), ["disks", "UEFI firmware"], id="vmware-today"),
+        pytest.param(
+            frozenset({Feature.DISKS, Feature.CLOUD_INIT}), ["UEFI firmware"], id="disks-mapped"
+        ),
+        pytest.param(
+            frozenset({Feature.DISKS}),
+            ["disks", "UEFI firmware"],
+            id="a-seed-disk-still-refuses-disks",
+        ),
+    ],
+)
+def test_what_is_refused_follows_the_capability_table(
+    table_gives: frozenset[Feature], refused: list[str]
+) -> None:
+    """UNMAPPED is derived from core.hypervisors.SUPPORTED["vmware"]: a feature joining
+    that row stops being refused, once every feature rendering its element has."""
+    spec = {
+        "memory": {"size": "128Mi"},
+        "disks": [{"name": "root", "size": "1Gi"}],
+        "firmware": {"type": "uefi"},
+    }
+    xml = rendered(spec, disk_paths={"root": "/x/root.qcow2"})
+    supported = hypervisors.supported("vmware") | table_gives
+    assert mapping.unmapped(xml, mapping.unmapped_elements(supported)) == refused
+    assert mapping.unmapped_elements(hypervisors.supported("vmware")) == mapping.UNMAPPED
 
 
 def info(state: base.DomainState, reason: str = "unknown") -> base.DomainInfo:

@@ -1,1 +1,3 @@
-"""Hypervisor I/O behind one Protocol: libvirt, and an in-memory fake for handler tests."""
+"""Hypervisor I/O behind one Protocol (`base.Hypervisor`): libvirt (`libvirt/`), vSphere
+(`vsphere/`) and an in-memory fake for the agent's tests (`fake`), sharing the connection
+supervisor (`supervisor`), event fan-out (`events`) and the KVM probe (`kvm`)."""

@@ -1,13 +1,14 @@
 """The shape every hypervisor driver has, and the values and errors it speaks in.
 
-The node agent holds one `Hypervisor` (a `LibvirtHypervisor` in production, a
-`FakeHypervisor` in handler unit tests) and calls it with domain XML built by
+The node agent holds one `Hypervisor` (a `LibvirtHypervisor` or `VsphereHypervisor` in
+production, a `FakeHypervisor` in the agent's unit tests) and calls it with domain XML built by
 `core.domain`. Domains are named by UUID, which the agent takes from the VM. Every method is
-a coroutine that never blocks the agent's event loop; `events()` delivers libvirt lifecycle
-events as they happen, so state is never polled (the agent's periodic resync is only a
-safety net, run after `ConnectionEvent(connected=True)` and on a slow timer).
+a coroutine that never blocks the agent's event loop; `events()` delivers lifecycle events
+in libvirt's names as they happen (the vSphere driver polls for them), so the agent never
+polls state (its periodic resync is only a safety net, run after
+`ConnectionEvent(connected=True)` and on a slow timer).
 
-Failures come in two kinds (STYLE.md rule 7): `RetryableError` (try again after `delay`
+Failures come in two kinds: `RetryableError` (try again after `delay`
 seconds: the daemon is restarting, the domain is mid-transition) and `PermanentError`
 (retrying the same request cannot help: the XML is invalid, the host cannot run that
 configuration). `DomainNotFound` is permanent for the call that raised it, and the agent

@@ -1,4 +1,4 @@
-"""An in-memory `base.Hypervisor` for handler and agent unit tests.
+"""An in-memory `base.Hypervisor` for the agent's unit tests.
 
 Tests construct a `FakeHypervisor`, hand it to the code under test instead of a
 `LibvirtHypervisor`, and then inspect `domains`, `calls` and the events it emitted. Domains

@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from kubevisor.api import cpuset
 from kubevisor.drivers import base
 
 # --- names of libvirt's state, reason and event enums --------------------------------------
@@ -137,15 +138,6 @@ def version_string(version: int) -> str:
     return f"{version // 1_000_000}.{version // 1_000 % 1_000}.{version % 1_000}"
 
 
-def cpu_list(text: str) -> tuple[int, ...]:
-    """A libvirt CPU list such as "0-3,8,10-11"."""
-    cpus: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        low, _, high = part.partition("-")
-        cpus.extend(range(int(low), int(high or low) + 1))
-    return tuple(cpus)
-
-
 def _kib(element: ET.Element | None) -> int:
     if element is None or not element.text:
         return 0
@@ -185,7 +177,7 @@ def host_facts_from(
                 id=int(c.get("id", "0")),
                 socket_id=int(c.get("socket_id", "0")),
                 core_id=int(c.get("core_id", "0")),
-                siblings=cpu_list(c.get("siblings", c.get("id", ""))),
+                siblings=tuple(sorted(cpuset.parse(c.get("siblings", c.get("id", ""))))),
             )
             for c in cell.iterfind("cpus/cpu")
         )

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 from pyVmomi import vim, vmodl
 
+from kubevisor.core import hypervisors
+from kubevisor.core.hypervisors import Feature
 from kubevisor.drivers import base
 
 SCHEME = "vsphere"
@@ -138,24 +140,46 @@ def vm_config(xml: str) -> VmConfig:
     )
 
 
-# What the agent's domain XML may ask for that this driver does not map (yet), by path.
-UNMAPPED: tuple[tuple[str, str], ...] = (
-    ("devices/disk", "disks"),
-    ("devices/interface", "network interfaces"),
-    ("devices/filesystem", "shared filesystems"),
-    ("devices/hostdev", "PCI passthrough"),
-    ("os/kernel", "direct kernel boot"),
-    ("os/loader", "UEFI firmware"),
-    ("cputune", "CPU pinning and quotas"),
-    ("numatune", "NUMA placement"),
-    ("memoryBacking/hugepages", "huge pages"),
+# The elements `core.domain` renders for spec features, what this driver calls each, and
+# the features that render it (any one of them is enough).
+RENDERED: tuple[tuple[str, str, frozenset[Feature]], ...] = (
+    ("devices/disk", "disks", frozenset({Feature.DISKS, Feature.CLOUD_INIT})),
+    ("devices/interface", "network interfaces", frozenset({Feature.NETWORKS})),
+    ("devices/filesystem", "a container's root filesystem", frozenset({Feature.CONTAINER})),
+    ("devices/hostdev", "PCI passthrough", frozenset({Feature.PCI_PASSTHROUGH})),
+    ("os/kernel", "direct kernel boot", frozenset({Feature.KERNEL_BOOT})),
+    ("os/loader", "UEFI firmware", frozenset({Feature.UEFI, Feature.SECURE_BOOT})),
+    (
+        "cputune",
+        "CPU pinning and quotas",
+        frozenset({Feature.DEDICATED_CPUS, Feature.CPU_TUNE}),
+    ),
+    (
+        "numatune",
+        "NUMA placement",
+        frozenset({Feature.DEDICATED_CPUS, Feature.GUEST_NUMA, Feature.HUGEPAGES}),
+    ),
+    ("memoryBacking/hugepages", "huge pages", frozenset({Feature.HUGEPAGES})),
 )
 
 
-def unmapped(xml: str) -> list[str]:
+def unmapped_elements(supported: frozenset[Feature]) -> tuple[tuple[str, str], ...]:
+    """(path, what) of the rendered elements this driver does not map: those of features
+    the capability table does not give its type (an element stays refused until every
+    feature rendering it is in the table)."""
+    return tuple((path, what) for path, what, features in RENDERED if not features <= supported)
+
+
+# What the agent's domain XML may ask for that this driver does not map (yet), by path:
+# derived from core.hypervisors.SUPPORTED["vmware"], so the table is the one place that
+# says what a vSphere VM can have.
+UNMAPPED = unmapped_elements(hypervisors.supported(HYPERVISOR_TYPE))
+
+
+def unmapped(xml: str, elements: tuple[tuple[str, str], ...] = UNMAPPED) -> list[str]:
     """What the domain XML asks for that a VM made by this driver would silently lack."""
     root = ET.fromstring(xml)
-    return [what for path, what in UNMAPPED if root.find(path) is not None]
+    return [what for path, what in elements if root.find(path) is not None]
 
 
 def minimal_xml(*, name: str, uuid: str, memory_mib: int, vcpus: int) -> str:
