@@ -1,5 +1,5 @@
 """The agent's command line: the image cache's eviction settings, the destinations image
-downloads may reach, the driver by URI, the domain type."""
+downloads may reach, the driver by URI and its migration TLS, the domain type."""
 
 from __future__ import annotations
 
@@ -86,6 +86,33 @@ def test_the_uri_scheme_picks_the_driver(tmp_path: Path) -> None:
     assert vsphere.uri == "vsphere://vc.example/esx-1.example"
     libvirt = main.hypervisor_for(main.parse_args(["--host", "h", "--libvirt-uri", "lxc:///"]))
     assert isinstance(libvirt, LibvirtHypervisor)
+
+
+def test_migration_tls_reaches_the_libvirt_driver_and_is_off_by_default(tmp_path: Path) -> None:
+    plain = main.hypervisor_for(main.parse_args(["--host", "h"]))
+    assert isinstance(plain, LibvirtHypervisor) and plain.migration_tls is None
+    args = main.parse_args(["--host", "h", "--migration-tls-dir", str(tmp_path)])
+    encrypted = main.hypervisor_for(args)
+    assert isinstance(encrypted, LibvirtHypervisor) and encrypted.migration_tls == tmp_path
+
+
+def test_migration_tls_is_refused_for_vsphere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main.parse_args(
+            [
+                "--host",
+                "esx-1",
+                "--libvirt-uri",
+                "vsphere://vc.example/esx-1",
+                "--vsphere-credentials",
+                str(tmp_path),
+                "--migration-tls-dir",
+                str(tmp_path),
+            ]
+        )
+    assert "vCenter encrypts vMotion" in capsys.readouterr().err
 
 
 def test_vsphere_without_credentials_is_refused() -> None:

@@ -6,13 +6,19 @@ test:///default driver supports none of them ("p2p migration is not supported").
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
 
+from drivers.migration_tls import write_tls_dir
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base
+from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.drivers.libvirt import migration as driver
 
 TARGET = "qemu+tcp://127.0.0.1:16510/system"
@@ -50,6 +56,85 @@ def test_declared_shared_disks_skip_libvirts_shared_filesystem_check() -> None:
     request = base.MigrationRequest(dest_uri=TARGET, copy_disks=["vda"], shared_disks=True)
     flags = driver.migrate_flags(request)
     assert flags == ALWAYS | libvirt.VIR_MIGRATE_NON_SHARED_INC | libvirt.VIR_MIGRATE_UNSAFE
+
+
+def test_tls_adds_libvirts_tls_flag() -> None:
+    request = base.MigrationRequest(dest_uri=TARGET, post_copy=True)
+    assert driver.migrate_flags(request, tls=True) == (
+        ALWAYS | libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_TLS
+    )
+    assert not driver.migrate_flags(request) & libvirt.VIR_MIGRATE_TLS, "off by default"
+
+
+def test_a_complete_certificate_directory_has_no_problem(tmp_path: Path) -> None:
+    assert driver.tls_problem(write_tls_dir(tmp_path)) is None
+
+
+@pytest.mark.parametrize(
+    ("spoil", "now", "problem"),
+    [
+        pytest.param(
+            lambda d: (d / "client-key.pem").unlink(),
+            None,
+            "lacks client-key.pem (needs ca-cert.pem, server-cert.pem",
+            id="missing-key",
+        ),
+        pytest.param(
+            lambda d: [f.unlink() for f in d.iterdir()],
+            None,
+            "lacks ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem",
+            id="empty-directory",
+        ),
+        pytest.param(
+            lambda d: (d / "server-cert.pem").write_text("not a certificate"),
+            None,
+            "server-cert.pem is not a readable PEM certificate",
+            id="garbage-certificate",
+        ),
+        pytest.param(
+            lambda d: None,
+            datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30),
+            "ca-cert.pem expired on",
+            id="expired",
+        ),
+        pytest.param(
+            lambda d: None,
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1),
+            "ca-cert.pem is not valid before",
+            id="not-yet-valid",
+        ),
+    ],
+)
+def test_tls_problem_names_what_is_wrong(
+    tmp_path: Path,
+    spoil: Callable[[Path], object],
+    now: datetime.datetime | None,
+    problem: str,
+) -> None:
+    directory = write_tls_dir(tmp_path)
+    spoil(directory)
+    assert problem in (driver.tls_problem(directory, now=now) or "")
+
+
+def test_a_migration_over_tls_without_certificates_is_refused_before_libvirt_is_asked(
+    tmp_path: Path,
+) -> None:
+    """test:///default would refuse the migration itself ("p2p migration is not
+    supported"): the driver's own refusal comes first, with what is missing."""
+
+    async def main() -> None:
+        tls = tmp_path / "pki-qemu"
+        tls.mkdir()
+        async with LibvirtHypervisor("test:///default", migration_tls=tls) as hypervisor:
+            uuid = (await hypervisor.list_domains())[0].uuid
+            with pytest.raises(base.PermanentError) as refused:
+                await hypervisor.migrate(uuid, base.MigrationRequest(dest_uri=TARGET))
+            assert "over TLS" in str(refused.value)
+            assert f"{tls} lacks ca-cert.pem" in str(refused.value)
+            assert "not started" in str(refused.value)
+            assert (await hypervisor.state(uuid)).state is base.DomainState.RUNNING
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(

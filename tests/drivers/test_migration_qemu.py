@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import libvirt
+import libvirt_qemu
 import pytest
 
+from drivers.migration_tls import write_tls_dir
 from kubevisor.drivers import base, fake
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.testbed import guest as guest_image
@@ -379,3 +382,91 @@ def test_raising_the_bandwidth_lets_a_slow_migration_finish(
             print(f"\nset_bandwidth(unlimited): migration finished {took:.2f}s later")
 
     asyncio.run(main())
+
+
+def migration_parameters(uri: str, uuid: str) -> dict[str, Any]:
+    """The domain's QEMU migration parameters (QMP query-migrate-parameters)."""
+    conn = libvirt.open(uri)
+    try:
+        domain = conn.lookupByUUIDString(uuid)
+        reply = libvirt_qemu.qemuMonitorCommand(
+            domain, '{"execute": "query-migrate-parameters"}', 0
+        )
+        parameters: dict[str, Any] = json.loads(reply)["return"]
+        return parameters
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def certificates(*hosts: LocalHost) -> Iterator[None]:
+    """Each host's migrate_tls_x509_cert_dir holds certificates of one CA, until the end."""
+    try:
+        write_tls_dir(*(host.migration_tls_dir for host in hosts))
+        yield
+    finally:
+        for host in hosts:
+            for path in host.migration_tls_dir.iterdir():
+                path.unlink()
+
+
+def test_migration_over_tls_moves_the_guest_on_an_encrypted_stream(
+    booted: Boot, local_hosts: list[LocalHost]
+) -> None:
+    """The agent's --migration-tls-dir: libvirt gives both QEMUs the hosts' certificates,
+    the source's stream runs with TLS credentials for the destination's address, and the
+    guest arrives still counting."""
+    source_host, target_host = local_hosts
+
+    async def main() -> None:
+        async with (
+            booted(96) as migrant,
+            LibvirtHypervisor(source_host.uri, migration_tls=source_host.migration_tls_dir) as tls,
+        ):
+            uuid = migrant.uuid
+            migrating = asyncio.create_task(
+                tls.migrate(
+                    uuid,
+                    base.MigrationRequest(
+                        dest_uri=target_host.uri, bandwidth_mibps=5, migrate_uri=MIGRATE_URI
+                    ),
+                )
+            )
+            await transferring(migrant)
+            parameters = await asyncio.to_thread(migration_parameters, source_host.uri, uuid)
+            await asyncio.wait_for(migrating, timeout=120)
+            assert parameters.get("tls-creds"), f"no TLS credentials: {parameters}"
+            assert parameters.get("tls-hostname") == "127.0.0.1"
+            assert (await migrant.target.state(uuid)).state is S.RUNNING
+            await counter_above(migrant.serial, counters(migrant.serial)[-1])
+            assert_counted_without_restart(migrant.serial)
+            print(f"\nTLS migration: source QEMU's parameters {parameters}")
+
+    with certificates(source_host, target_host):
+        asyncio.run(main())
+
+
+def test_a_destination_without_certificates_fails_the_tls_migration_with_the_reason(
+    booted: Boot, local_hosts: list[LocalHost]
+) -> None:
+    """The source's own certificates pass its check; the destination's QEMU, missing its
+    files, fails the migration before it starts, and the guest stays on the source."""
+    source_host, target_host = local_hosts
+
+    async def main() -> None:
+        async with (
+            booted(96) as migrant,
+            LibvirtHypervisor(source_host.uri, migration_tls=source_host.migration_tls_dir) as tls,
+        ):
+            with pytest.raises(base.HypervisorError) as failed:
+                await tls.migrate(
+                    migrant.uuid,
+                    base.MigrationRequest(dest_uri=target_host.uri, migrate_uri=MIGRATE_URI),
+                )
+            print(f"\nTLS migration to a host without certificates: {failed.value}")
+            assert str(target_host.migration_tls_dir) in str(failed.value)
+            assert (await migrant.source.state(migrant.uuid)).state is S.RUNNING
+            assert_counted_without_restart(migrant.serial)
+
+    with certificates(source_host):
+        asyncio.run(main())

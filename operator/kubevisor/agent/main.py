@@ -31,6 +31,7 @@ from kubevisor.core.domain import BootFiles, DomainType
 from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
 from kubevisor.drivers.libvirt import LibvirtHypervisor
+from kubevisor.drivers.libvirt import migration as libvirt_migration
 from kubevisor.kube.client import Kube
 
 
@@ -126,6 +127,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where this host's QEMU receives migration streams, e.g. tcp://10.0.0.2 "
         "(default: libvirt's choice, the host's name)",
     )
+    parser.add_argument(
+        "--migration-tls-dir",
+        type=Path,
+        default=None,
+        help="encrypt live migrations from this host (memory and copied disks) with TLS, "
+        "libvirt's VIR_MIGRATE_TLS, using the certificates in this directory: ca-cert.pem, "
+        "server-cert.pem, server-key.pem, client-cert.pem, client-key.pem. It must be the "
+        "directory this host's qemu.conf names as migrate_tls_x509_cert_dir (default "
+        "/etc/pki/qemu), as every other host's; a migration is refused, saying why, while "
+        "a file is missing or a certificate invalid. Unset (the default): plain TCP",
+    )
     parser.add_argument("--lease-namespace", default="kubevisor-system")
     parser.add_argument("--lease-duration", type=int, default=40, help="seconds")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds")
@@ -155,8 +167,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    if args.libvirt_uri.startswith(f"{vsphere.SCHEME}://") and not args.vsphere_credentials:
+    on_vsphere = args.libvirt_uri.startswith(f"{vsphere.SCHEME}://")
+    if on_vsphere and not args.vsphere_credentials:
         parser.error(f"--libvirt-uri {args.libvirt_uri} needs --vsphere-credentials")
+    if on_vsphere and args.migration_tls_dir:
+        parser.error(
+            "--migration-tls-dir is for libvirt hosts: vCenter encrypts vMotion by its own "
+            "per-VM policy"
+        )
     if args.console_port and not (
         args.console_cert and args.console_key and args.console_client_ca
     ):
@@ -258,10 +276,22 @@ def domain_type(choice: str, *, offered: Sequence[str], kvm: kvm.Probe) -> Domai
     return DomainTypeChoice("test")
 
 
+def report_migration_tls(directory: Path | None) -> None:
+    """Say at start whether live migrations will be encrypted, and what to fix if not: the
+    agent keeps running its VMs either way (refusing to start would take the host down)."""
+    log = logging.getLogger("kubevisor.agent")
+    if directory is None:
+        log.info("live migrations from this host are not encrypted (no --migration-tls-dir)")
+    elif (problem := libvirt_migration.tls_problem(directory)) is not None:
+        log.warning("live migrations from this host will be refused until fixed: %s", problem)
+    else:
+        log.info("live migrations from this host are encrypted with TLS (%s)", directory)
+
+
 def hypervisor_for(args: argparse.Namespace) -> Hypervisor:
     """The driver for --libvirt-uri: vSphere for vsphere://, libvirt otherwise."""
     if not args.libvirt_uri.startswith(f"{vsphere.SCHEME}://"):
-        return LibvirtHypervisor(args.libvirt_uri)
+        return LibvirtHypervisor(args.libvirt_uri, migration_tls=args.migration_tls_dir)
     secret = args.vsphere_credentials
     return vsphere.VsphereHypervisor(
         args.libvirt_uri,
@@ -318,6 +348,7 @@ async def run(args: argparse.Namespace) -> None:
         chosen.type,
         f" ({chosen.message})" if chosen.message else "",
     )
+    report_migration_tls(args.migration_tls_dir)
     task = asyncio.create_task(agent.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -100,6 +100,12 @@ class LocalHost:
         return self.root / "init.pid"
 
     @property
+    def migration_tls_dir(self) -> Path:
+        """qemu.conf's migrate_tls_x509_cert_dir: empty, so migrations go over plain TCP,
+        until a test puts certificates in it and migrates with TLS."""
+        return self.root / "pki" / "qemu"
+
+    @property
     def sysfs_node(self) -> Path:
         """The synthetic /sys/devices/system/node of a host with more than one cell."""
         return self.root / "sysfs-node"
@@ -300,6 +306,7 @@ def _configure(
     )
     for sub in ("etc", "run", "lib", "log", "cache"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    host.migration_tls_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "name": host.name,
         "hostname": host.hostname,
@@ -332,6 +339,7 @@ def _configure(
         cgroup_controllers=[],
         migration_port_min=host.migration_ports[0],
         migration_port_max=host.migration_ports[1],
+        migrate_tls_x509_cert_dir=str(host.migration_tls_dir.resolve()),
     )
     _write_conf(root / "etc" / "virtlogd.conf", log_outputs="3:file:/var/log/libvirt/virtlogd.log")
     return host

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import libvirt
 
@@ -37,6 +38,9 @@ class LibvirtHypervisor:
     """A `base.Hypervisor` backed by libvirt at `uri` (qemu:///system, qemu+tcp://..., test:///default).
 
     Use as `async with LibvirtHypervisor(uri) as hypervisor:` or call `connect()`/`close()`.
+    With `migration_tls` (the directory of the certificates libvirtd's qemu.conf names as
+    migrate_tls_x509_cert_dir), every live migration is encrypted, and refused while that
+    directory lacks a valid certificate or key; None migrates over plain TCP.
     """
 
     def __init__(
@@ -48,8 +52,10 @@ class LibvirtHypervisor:
         keepalive_interval: int = 5,
         keepalive_count: int = 3,
         threads: int = 8,
+        migration_tls: Path | None = None,
     ) -> None:
         self._uri = uri
+        self._migration_tls = migration_tls
         self._events = events.Broadcaster()
         self._stop_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._connection = Connection(
@@ -66,6 +72,11 @@ class LibvirtHypervisor:
     @property
     def uri(self) -> str:
         return self._uri
+
+    @property
+    def migration_tls(self) -> Path | None:
+        """The certificate directory migrations are encrypted with; None: plain TCP."""
+        return self._migration_tls
 
     async def __aenter__(self) -> LibvirtHypervisor:
         await self.connect()
@@ -190,9 +201,16 @@ class LibvirtHypervisor:
     # --- live migration ---
 
     async def migrate(self, uuid: str, request: base.MigrationRequest) -> None:
-        flags = migration.migrate_flags(request)
-        params = migration.migrate_params(request)
         dest_uri = request.dest_uri
+        if self._migration_tls is not None:
+            problem = await asyncio.to_thread(migration.tls_problem, self._migration_tls)
+            if problem is not None:
+                raise base.PermanentError(
+                    f"migrating {uuid} to {dest_uri} over TLS: {problem}; the migration was "
+                    "not started"
+                )
+        flags = migration.migrate_flags(request, tls=self._migration_tls is not None)
+        params = migration.migrate_params(request)
         transfer = asyncio.ensure_future(
             self._call(
                 f"migrating {uuid} to {dest_uri}",

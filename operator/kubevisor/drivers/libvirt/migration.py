@@ -7,14 +7,26 @@ lifecycle callback registered, every other call (job statistics, even a domain's
 stalled behind the migration's reply until the transfer ended (libvirt 9.0; seen on the
 local test hosts). Job statistics, abort, post-copy and tuning calls use the shared
 connection meanwhile; libvirt allows them during the migration's async job.
+
+With TLS (`VIR_MIGRATE_TLS`), both QEMUs speak TLS for the memory stream and the copied
+disks' NBD stream, with the certificates in the directory qemu.conf names as
+`migrate_tls_x509_cert_dir` (libvirt's default /etc/pki/qemu): `TLS_FILES`, the server
+pair for incoming migrations and the client pair for outgoing ones, all signed by the CA
+(the destination verifies the source's client certificate, and the source checks the
+destination's server certificate against the migration address's host name). The driver
+checks them (`tls_problem`) before each migration and refuses, saying what is wrong, rather
+than let QEMU fail half-way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+from pathlib import Path
 from typing import Any
 
 import libvirt
+from cryptography import x509
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base
@@ -34,9 +46,50 @@ UNLIMITED_MIBPS = (2**63 - 1) // (1024 * 1024)
 DOWNTIME_POLL = 0.05  # s between checks for the migration job to exist (it takes ~50 ms)
 
 
-def migrate_flags(request: base.MigrationRequest) -> int:
-    """The virDomainMigrateToURI3 flags for a kubevisor live migration."""
+# The files QEMU loads from migrate_tls_x509_cert_dir; every host both sends and receives.
+TLS_FILES = (
+    "ca-cert.pem",
+    "server-cert.pem",
+    "server-key.pem",
+    "client-cert.pem",
+    "client-key.pem",
+)
+_TLS_CERTIFICATES = ("ca-cert.pem", "server-cert.pem", "client-cert.pem")
+
+
+def tls_problem(directory: Path, *, now: datetime.datetime | None = None) -> str | None:
+    """What keeps `directory` from encrypting migrations: missing or unreadable files,
+    certificates that do not parse or are not valid `now`; None when it has all it needs."""
+    missing = [name for name in TLS_FILES if not (directory / name).is_file()]
+    if missing:
+        return f"{directory} lacks {', '.join(missing)} (needs {', '.join(TLS_FILES)})"
+    moment = now or datetime.datetime.now(datetime.UTC)
+    for name in _TLS_CERTIFICATES:
+        path = directory / name
+        try:
+            certificate = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as error:
+            return f"{path} is not a readable PEM certificate ({error})"
+        if moment > certificate.not_valid_after_utc:
+            return f"{path} expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        if moment < certificate.not_valid_before_utc:
+            return (
+                f"{path} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+            )
+    for name in ("server-key.pem", "client-key.pem"):
+        try:
+            (directory / name).read_bytes()
+        except OSError as error:
+            return f"{directory / name} cannot be read ({error.strerror})"
+    return None
+
+
+def migrate_flags(request: base.MigrationRequest, *, tls: bool = False) -> int:
+    """The virDomainMigrateToURI3 flags for a kubevisor live migration; `tls` encrypts its
+    streams (memory and disks)."""
     flags: int = MIGRATE_FLAGS
+    if tls:
+        flags |= libvirt.VIR_MIGRATE_TLS
     if request.shared_disks:
         # libvirt calls a disk it does not copy safe only on a filesystem it knows to be
         # shared (NFS, CephFS, GFS2, ... by statfs); the admin's declaration is what counts.
