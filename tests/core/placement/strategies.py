@@ -81,9 +81,10 @@ def requests(draw: st.DrawFn, name: str = "vm") -> Request:
         cells=cells,
         hugepage_kib=draw(st.sampled_from([None, None, 2048, 1048576])),
         group=group,
-        # one policy per group name, as server groups are immutable
-        policy={"g2": draw(st.sampled_from(POLICIES))}.get(group or "", GroupPolicy.ANTI_AFFINITY),
-        max_per_host=2 if group == "g1" else 1,
+        # Members may disagree (g2 on policy, g1 on maxPerHost): placement holds each
+        # group to the rule its members already hold.
+        policy=draw(st.sampled_from(POLICIES)) if group == "g2" else GroupPolicy.ANTI_AFFINITY,
+        max_per_host=draw(st.integers(1, 3)) if group == "g1" else 1,
         images=draw(st.frozensets(st.sampled_from(IMAGES), max_size=2)),
         shared_storage=draw(st.sampled_from(SHARED)),
         hypervisor_types=draw(st.sampled_from(REQUIRED_TYPES)),

@@ -64,7 +64,75 @@ def holding(vm: str, *addresses: str, alias: str = "vf") -> Claim:
     return Claim(vm=vm, host="h1", vcpus=1, memory_mib=GIB, numa=fit)
 
 
+def ruled(vm: str, policy: GroupPolicy, max_per_host: int = 1) -> Claim:
+    """A member of group db on host other, holding `policy` (and maxPerHost)."""
+    group = ServerGroup("db", policy, max_per_host)
+    return Claim(vm=vm, host="other", vcpus=1, memory_mib=GIB, group=group)
+
+
+SOFT_AA, SOFT_AFF = GroupPolicy.SOFT_ANTI_AFFINITY, GroupPolicy.SOFT_AFFINITY
+
 CASES = [
+    # -- one rule per server group ---------------------------------------------------------
+    pytest.param(filters.group_policy, H(), make_request(), (), None, id="group-policy-no-group"),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request(group="db", policy=SOFT_AA),
+        (),
+        None,
+        id="group-policy-first-member-sets-the-rule",
+    ),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request(group="db", max_per_host=2),
+        (ruled("db-0", AA, 2), ruled("db-1", AA, 2)),
+        None,
+        id="group-policy-member-agrees",
+    ),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request(group="db", policy=SOFT_AA),
+        (ruled("db-0", AA, 2),),
+        'group "db" is anti-affinity with maxPerHost 2 (as member db-0 holds it), '
+        "the VM asks soft-anti-affinity",
+        id="group-policy-other-policy-refused",
+    ),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request(group="db", max_per_host=5),
+        (ruled("db-0", AA, 2), ruled("db-1", AA, 2)),
+        'group "db" is anti-affinity with maxPerHost 2 (as member db-0 holds it), '
+        "the VM asks anti-affinity with maxPerHost 5",
+        id="group-policy-other-max-per-host-refused",
+    ),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request(group="db", policy=AFF),
+        (ruled("db-0", SOFT_AFF),),
+        "is soft-affinity (as member db-0 holds it), the VM asks affinity",
+        id="group-policy-soft-member-rules-a-hard-one-out",
+    ),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request(group="db", policy=SOFT_AFF, max_per_host=3),
+        (ruled("db-0", SOFT_AFF),),
+        None,
+        id="group-policy-max-per-host-counts-under-anti-affinity-only",
+    ),
+    pytest.param(
+        filters.group_policy,
+        H(),
+        make_request("db-0", group="db", policy=SOFT_AA),
+        (ruled("db-0", AA, 2),),
+        None,
+        id="group-policy-a-vm-never-conflicts-with-its-own-claim",
+    ),
     pytest.param(filters.ready, H(), make_request(), (), None, id="ready-host-passes"),
     pytest.param(
         filters.ready, H(ready=False), make_request(), (), "not ready", id="not-ready-host"

@@ -19,18 +19,12 @@ from .strategies import hosts, requests
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[list, list[tuple[str, Request | int]]]:  # type: ignore[type-arg]
     cluster = [draw(hosts(f"h{i}")) for i in range(draw(st.integers(1, 4)))]
-    g2 = draw(st.sampled_from(list(GroupPolicy)))
     ops: list[tuple[str, Request | int]] = []
     for i in range(draw(st.integers(5, 40))):
         if draw(st.integers(0, 3)) == 0:
             ops.append(("release", draw(st.integers(0, 10_000))))
         else:
-            request = draw(requests(f"vm{i}"))
-            if request.group is not None and request.group.name == "g2":
-                from dataclasses import replace
-
-                request = replace(request, group=replace(request.group, policy=g2))
-            ops.append(("place", request))
+            ops.append(("place", draw(requests(f"vm{i}"))))
     return cluster, ops
 
 
@@ -41,7 +35,7 @@ def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
             assert host.hypervisor_type in request.hypervisor_types
         assert not hypervisors.missing(host.hypervisor_type, request.features)
     groups: dict[str, Counter[str]] = {}
-    limits: dict[str, tuple[GroupPolicy, int]] = {}
+    limits: dict[str, set[tuple[GroupPolicy, int]]] = {}
     for host in state.hosts():
         inv, usage = state.inventory(host.name), state.usage(host.name)
         claims = state.claims_on(host.name)
@@ -58,7 +52,9 @@ def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
                     assert not cell.shared_cpus & host.dedicated_cpus  # shared never from dedicated
             if claim.group is not None:
                 groups.setdefault(claim.group.name, Counter())[host.name] += 1
-                limits[claim.group.name] = (claim.group.policy, claim.group.max_per_host)
+                rule = claim.group
+                most = rule.max_per_host if rule.policy == GroupPolicy.ANTI_AFFINITY else 1
+                limits.setdefault(rule.name, set()).add((rule.policy, most))
         assert len(pinned) == len(set(pinned)), "a pCPU is pinned twice"
         for cell, used in zip(host.numa_cells, usage.cells, strict=True):
             assert used.pinned <= cell.cpus & host.dedicated_cpus
@@ -66,7 +62,8 @@ def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
                 assert count <= cell.hugepage_total(size)
             assert used.shared_vcpus <= len(cell.cpus & host.shared_cpus) * inv.ratios.cpu
     for name, counts in groups.items():
-        policy, most = limits[name]
+        assert len(limits[name]) == 1, f"group {name}'s members hold different rules"
+        ((policy, most),) = limits[name]
         if policy == GroupPolicy.ANTI_AFFINITY:
             assert max(counts.values()) <= most, f"anti-affinity {name} violated: {counts}"
         if policy == GroupPolicy.AFFINITY:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from kubevisor.core.placement import scheduler
 from kubevisor.core.placement.model import Capability, Claim, GroupPolicy, Rejection
 from kubevisor.core.placement.scheduler import Decision, NoFit, Options
@@ -47,6 +49,41 @@ def test_anti_affinity_spreads_then_explains() -> None:
     refused = scheduler.place(state, make_request("db3", group="db"))
     assert isinstance(refused, NoFit)
     assert refused.message == '0/3 hosts fit: 3 anti-affinity group "db"'
+
+
+@pytest.mark.parametrize(
+    ("policy", "max_per_host", "asks"),
+    [
+        pytest.param(GroupPolicy.SOFT_ANTI_AFFINITY, 1, "soft-anti-affinity", id="soft-policy"),
+        pytest.param(
+            GroupPolicy.ANTI_AFFINITY, 5, "anti-affinity with maxPerHost 5", id="max-per-host-5"
+        ),
+    ],
+)
+def test_a_member_cannot_loosen_its_groups_rule(
+    policy: GroupPolicy, max_per_host: int, asks: str
+) -> None:
+    # Six members sit 2 per host under maxPerHost 2; a seventh that declares a looser
+    # rule is not placed as a third on a host: it is not placed, and the message names
+    # the member whose rule the group holds.
+    state = cluster(3)
+    for i in range(6):
+        placed = scheduler.place(state, make_request(f"ns/db-{i}", group="ns/db", max_per_host=2))
+        assert isinstance(placed, Decision)
+    seventh = make_request("ns/db-6", group="ns/db", policy=policy, max_per_host=max_per_host)
+    refused = scheduler.place(state, seventh)
+    assert isinstance(refused, NoFit)
+    assert refused.message == (
+        '0/3 hosts fit: 3 group "ns/db" is anti-affinity with maxPerHost 2 '
+        f"(as member ns/db-0 holds it), the VM asks {asks}"
+    )
+    assert {h: state.group_members("ns/db", h) for h in ("h0", "h1", "h2")} == {
+        "h0": 2,
+        "h1": 2,
+        "h2": 2,
+    }
+    agreeing = scheduler.place(state, make_request("ns/db-7", group="ns/db", max_per_host=2))
+    assert isinstance(agreeing, NoFit)  # the rule itself: every host holds 2 already
 
 
 def test_affinity_follows_the_first_member() -> None:

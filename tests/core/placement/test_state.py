@@ -77,6 +77,21 @@ def test_group_counts_follow_claims() -> None:
     assert state.release("x") is None
 
 
+def test_group_rule_is_held_by_the_oldest_other_member() -> None:
+    strict = ServerGroup("db", GroupPolicy.ANTI_AFFINITY, max_per_host=2)
+    loose = ServerGroup("db", GroupPolicy.SOFT_ANTI_AFFINITY)
+    state = PlacementState.rebuild([make_host("a")], [])
+    assert state.group_rule("db", besides="x") is None
+    state.claim(Claim("x", "a", memory_mib=GIB, group=strict))
+    state.claim(Claim("y", "a", memory_mib=GIB, group=loose))
+    assert state.group_rule("db", besides="z") == ("x", strict)
+    assert state.group_rule("db", besides="x") == ("y", loose), "a VM never conflicts with itself"
+    state.release("x")
+    assert state.group_rule("db", besides="z") == ("y", loose)
+    state.release("y")
+    assert state.group_rule("db", besides="z") is None
+
+
 def test_host_update_keeps_claims_and_removal_releases_them() -> None:
     state = PlacementState.rebuild([make_host("a")], [Claim("x", "a", vcpus=2, memory_mib=GIB)])
     state.add_host(make_host("a", schedulable=False))

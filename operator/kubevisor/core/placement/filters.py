@@ -12,7 +12,13 @@ from collections.abc import Callable
 from kubevisor.core import hypervisors
 from kubevisor.core.placement import numa as numa_fitting
 from kubevisor.core.placement import pci
-from kubevisor.core.placement.model import GroupPolicy, HostSnapshot, Rejection, Request
+from kubevisor.core.placement.model import (
+    GroupPolicy,
+    HostSnapshot,
+    Rejection,
+    Request,
+    ServerGroup,
+)
 from kubevisor.core.placement.state import PlacementState
 
 Filter = Callable[[HostSnapshot, Request, PlacementState], Rejection | None]
@@ -188,6 +194,43 @@ def capabilities(host: HostSnapshot, request: Request, state: PlacementState) ->
         f"lacks {names}",
         f"host {host.name} does not report {names} in status.capabilities",
     )
+
+
+def _rule(group: ServerGroup) -> str:
+    if group.policy == GroupPolicy.ANTI_AFFINITY:
+        return f"anti-affinity with maxPerHost {group.max_per_host}"
+    return str(group.policy)
+
+
+def _same_rule(one: ServerGroup, other: ServerGroup) -> bool:
+    """Do two members' group settings make one rule? (maxPerHost counts under
+    anti-affinity only: the API allows it with no other policy.)"""
+    if one.policy != other.policy:
+        return False
+    return one.policy != GroupPolicy.ANTI_AFFINITY or one.max_per_host == other.max_per_host
+
+
+def group_policy(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Does the VM agree with the rule its server group already holds?
+
+    A group has one policy (and maxPerHost): the one its placed members hold, named by
+    its oldest member (`PlacementState.group_rule`). A VM that declares another is not
+    placed anywhere, or one member could break the rule for all (a soft-anti-affinity
+    member landing as a third beside two under maxPerHost 2). The same on every host, so
+    the explanation counts every host under it and names the member.
+    """
+    group = request.group
+    if group is None:
+        return None
+    held = state.group_rule(group.name, besides=request.name)
+    if held is None or _same_rule(held[1], group):
+        return None
+    member, rule = held
+    summary = (
+        f'group "{group.name}" is {_rule(rule)} (as member {member} holds it), '
+        f"the VM asks {_rule(group)}"
+    )
+    return Rejection("group_policy", summary, f"host {host.name}: {summary}")
 
 
 def affinity(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
@@ -369,6 +412,7 @@ def numa(host: HostSnapshot, request: Request, state: PlacementState) -> Rejecti
 
 #: Run order for the capacity-independent filters, then the capacity ones.
 FILTERS: tuple[Filter, ...] = (
+    group_policy,
     excluded,
     ready,
     schedulable,

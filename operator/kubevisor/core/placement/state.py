@@ -110,7 +110,8 @@ class PlacementState:
         self._claims: dict[str, Claim] = {}
         self._by_host: dict[str, set[str]] = {}
         self._groups: dict[str, dict[str, int]] = {}
-        self._group_policy: dict[str, ServerGroup] = {}
+        self._rules: dict[str, dict[str, ServerGroup]] = {}
+        """Per group, each member's rule (its claim's ServerGroup), oldest claim first."""
         self._labels: dict[tuple[str, str], set[str]] = {}
         self._images: dict[str, set[str]] = {}
         self._sharing: dict[str, set[str]] = {}
@@ -221,7 +222,7 @@ class PlacementState:
         if claim.group is not None:
             members = self._groups.setdefault(claim.group.name, {})
             members[claim.host] = members.get(claim.host, 0) + 1
-            self._group_policy.setdefault(claim.group.name, claim.group)
+            self._rules.setdefault(claim.group.name, {})[claim.vm] = claim.group
         self._rerank(claim.host)
 
     def release(self, vm: str) -> Claim | None:
@@ -239,7 +240,10 @@ class PlacementState:
                 del members[claim.host]
             if not members:
                 del self._groups[claim.group.name]
-                self._group_policy.pop(claim.group.name, None)
+            rules = self._rules[claim.group.name]
+            del rules[claim.vm]
+            if not rules:
+                del self._rules[claim.group.name]
         self._rerank(claim.host)
         return claim
 
@@ -276,6 +280,15 @@ class PlacementState:
 
     def group_hosts(self, group: str) -> Mapping[str, int]:
         return MappingProxyType(self._groups.get(group, {}))
+
+    def group_rule(self, group: str, *, besides: str) -> tuple[str, ServerGroup] | None:
+        """The rule group `group` holds and the member that holds it: its oldest claim
+        other than VM `besides` (the VM being placed, which may already hold one), or None
+        while the group has no other member. After a restart, "oldest" is listing order."""
+        for vm, rule in self._rules.get(group, {}).items():
+            if vm != besides:
+                return vm, rule
+        return None
 
     def hosts_labelled(self, key: str, value: str) -> frozenset[str]:
         return frozenset(self._labels.get((key, value), ()))
