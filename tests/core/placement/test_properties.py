@@ -7,6 +7,8 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kubevisor.api import quantity
+from kubevisor.core import hosts as hosts_status
 from kubevisor.core import hypervisors
 from kubevisor.core.placement import scheduler
 from kubevisor.core.placement.model import GroupPolicy, Request
@@ -26,6 +28,19 @@ def scenarios(draw: st.DrawFn) -> tuple[list, list[tuple[str, Request | int]]]: 
         else:
             ops.append(("place", draw(requests(f"vm{i}"))))
     return cluster, ops
+
+
+def check_allocated(state: PlacementState) -> None:
+    """Each host's status.allocated (as the controller publishes it) is the sum of the
+    claims on it, and its vmCount their number."""
+    for host in state.hosts():
+        claims = state.claims_on(host.name)
+        _, allocated = hosts_status.resources(state.inventory(host.name), state.usage(host.name))
+        assert allocated.cpu == sum(c.vcpus + c.pcpus for c in claims)
+        memory, disk = sum(c.memory_mib for c in claims), sum(c.disk_mib for c in claims)
+        assert allocated.memory == quantity.format_bytes(memory * quantity.MI)
+        assert allocated.disk == quantity.format_bytes(disk * quantity.MI)
+        assert state.usage(host.name).vms == len(claims)
 
 
 def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
@@ -68,6 +83,7 @@ def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
             assert max(counts.values()) <= most, f"anti-affinity {name} violated: {counts}"
         if policy == GroupPolicy.AFFINITY:
             assert len(counts) == 1, f"affinity {name} split: {counts}"
+    check_allocated(state)
     recount = PlacementState.rebuild(list(state.hosts()), list(state.claims().values()))
     for host in state.hosts():
         assert recount.usage(host.name) == state.usage(host.name)
