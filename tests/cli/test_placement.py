@@ -176,7 +176,7 @@ def test_what_if_fits_nowhere_with_the_engine_message(
     code, lines = what_if(cli, objects, name)
     assert code == 1
     assert lines[0].startswith(f"what-if: {objects.namespace}/{name} fits nowhere: 0/")
-    assert "insufficient memory (need 100Ti, best has " in lines[0]
+    assert "more memory than the host has (need 100Ti, best has " in lines[0]
     assert per_filter(lines)["memory"] >= 2
 
 
@@ -186,8 +186,9 @@ def test_what_if_counts_the_claims_of_bound_vms(
     objects.vm(name, spec={"memory": {"size": "3Gi"}, "placement": {"hostSelector": LABEL}})
     code, lines = what_if(cli, objects, name)
     assert code == 1
-    # BIG has 4Gi but holds the bound 3Gi VM; SMALL has 2Gi.
-    assert "2 insufficient memory (need 3Gi, best has 2Gi free)" in lines[0]
+    # BIG has 4Gi but holds the bound 3Gi VM; SMALL has 2Gi in all.
+    assert "1 insufficient memory (need 3Gi, best has 1Gi free)" in lines[0]
+    assert "1 more memory than the host has (need 3Gi, best has 2Gi in all)" in lines[0]
     assert per_filter(lines)["memory"] == 2
 
 

@@ -44,8 +44,9 @@ def test_examples_print_every_decision_and_utilisation(capsys: pytest.CaptureFix
     db_hosts = [decisions[f"demo/db-{i}"].split()[0] for i in (0, 1, 3)]
     assert sorted(db_hosts) == ["hv-a", "hv-b", "hv-c"]
     assert decisions["demo/db-2"] == (
-        'Unschedulable: 0/4 hosts fit: 2 anti-affinity group "demo/db", '
-        "1 insufficient dedicated CPUs on any NUMA cell, 1 unschedulable"
+        'Unschedulable: 0/4 hosts fit: 2 already run 1 of anti-affinity group "demo/db" '
+        "(maxPerHost 1), 1 insufficient dedicated CPUs on any NUMA cell "
+        "(need 4, best has 2 free on one cell), 1 unschedulable"
     )
     assert "emulator" in decisions["demo/db-1"]
     assert decisions["demo/hugepages"].startswith("hv-c")
@@ -105,3 +106,23 @@ def test_mixed_cluster_places_each_vm_on_a_type_that_runs_it(
         "(spec.disks) or guest kernel, which a VM without spec.container boots"
         in (decisions["demo/pinned"])
     )
+
+
+def test_a_host_reserving_more_memory_than_it_has_is_warned_about(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    hosts = (EXAMPLES / "hosts.yaml").read_text().replace("memory: 1Gi", "memory: 80Gi", 1)
+    (tmp_path / "hosts.yaml").write_text(hosts)
+    (tmp_path / "vms.yaml").write_text((EXAMPLES / "vms.yaml").read_text())
+    parser = argparse.ArgumentParser()
+    simulate.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["simulate", "--hosts", str(tmp_path / "hosts.yaml"), "--vms", str(tmp_path / "vms.yaml")]
+    )
+    args.func(args)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "  warning: host hv-a reserves 80Gi of its 64Gi memory (spec.reserved): it offers none"
+    )
+    row = next(line for line in lines if line.startswith("hv-a "))
+    assert "/0Mi" in row and "-" not in row.split()[4]

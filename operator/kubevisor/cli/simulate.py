@@ -21,7 +21,7 @@ import yaml
 
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core.placement import inputs, scheduler, weighers
+from kubevisor.core.placement import capacity, inputs, scheduler, weighers
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import format_mib
 from kubevisor.core.placement.model import NumaFit
@@ -102,6 +102,9 @@ def simulate(
     out.write(f"{len(snapshots)} hosts, {bound} VMs already bound, {len(pending)} to place\n")
     for claim, _ in listing.conflicts:
         out.write(f"  conflict: {claim.vm} on {claim.host} cannot be held as recorded\n")
+    for snapshot in snapshots:
+        for warning in capacity.warnings(snapshot):
+            out.write(f"  warning: {warning}\n")
     failures = 0
     for vm in pending:
         request = inputs.request(vm)

@@ -44,3 +44,15 @@ def test_dedicated_cpus_are_not_shared_capacity() -> None:
     inv = capacity.inventory(make_host(dedicated="all"), AllocationRatios())
     assert inv.vcpu.capacity == 0
     assert inv.pcpu.capacity == 16
+
+
+def test_a_host_reserving_more_than_it_has_offers_nothing_and_says_so() -> None:
+    host = make_host(reserved_memory_mib=80 * GIB, reserved_vcpus=16)
+    inv = capacity.inventory(host, AllocationRatios())
+    assert inv.memory.capacity == 0, "never a negative capacity (-16Gi)"
+    assert inv.vcpu.capacity == 0
+    assert capacity.warnings(host) == (
+        "host h1 reserves 80Gi of its 64Gi memory (spec.reserved): it offers none",
+        "host h1 reserves 16 of its 16 shared CPUs (spec.reserved): it offers none",
+    )
+    assert capacity.warnings(make_host(reserved_memory_mib=GIB)) == ()

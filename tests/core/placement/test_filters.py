@@ -391,8 +391,8 @@ CASES = [
         H(),
         make_request(vcpus=17),
         (),
-        "insufficient vCPUs",
-        id="vcpus-never-above-physical-whatever-ratio",
+        "host h1 has 16 shared CPUs in all, the VM asks 17",
+        id="vcpus-never-above-the-shared-set-whatever-ratio",
     ),
     pytest.param(
         filters.vcpus,
@@ -415,7 +415,7 @@ CASES = [
         H(dedicated="all"),
         make_request(vcpus=1),
         (),
-        "insufficient vCPUs",
+        "more vCPUs than the host's shared CPUs",
         id="vcpus-shared-only-from-shared-set",
     ),
     pytest.param(
@@ -466,7 +466,7 @@ CASES = [
         H(ratios=RatioOverrides(memory=2.0)),
         make_request(memory_mib=65 * GIB),
         (),
-        "insufficient memory",
+        "host h1 has 64Gi memory in all, the VM asks 65Gi",
         id="memory-one-vm-never-above-physical",
     ),
     pytest.param(
@@ -474,7 +474,7 @@ CASES = [
         H(disk_mib=10 * GIB),
         make_request(disk_mib=20 * GIB),
         (),
-        "insufficient disk",
+        "more disk than the host has",
         id="disk-too-small",
     ),
     pytest.param(
@@ -498,7 +498,7 @@ CASES = [
         H(hugepages={2048: 1024}),
         make_request(memory_mib=5 * GIB, hugepage_kib=2048),
         (),
-        "hugepages",
+        "host h1 has 2048 free 2Mi pages (4Gi), needs 2560 (5Gi)",
         id="hugepages-too-few",
     ),
     pytest.param(
@@ -745,7 +745,7 @@ CASES = [
         H(storage=storage(100, 60, overlays=10, provisioned=40)),
         make_request(disk_mib=31 * GIB),
         (),
-        "30720MiB free",
+        "(40Gi provisioned, ratio 1): 30Gi free, needs 31Gi",
         id="disk-space-overlays-may-grow-to-virtual-size",
     ),
     pytest.param(

@@ -180,7 +180,7 @@ CASES = [
         id="matching-moves-small-cell-aside-for-big-one",
     ),
     pytest.param(
-        Case(ded(2, memory_mib=40 * GIB), reject="memory on any NUMA cell"),
+        Case(ded(2, memory_mib=40 * GIB), reject="cell 0 has 32Gi in all, needs 40Gi"),
         id="dedicated-memory-per-cell-not-per-host",
     ),
     pytest.param(
@@ -249,7 +249,7 @@ CASES = [
         Case(
             ded(2, memory_mib=6 * GIB, hugepage_kib=P2M),
             host=make_host(dedicated="all", hugepages={P2M: 2048}),
-            reject="hugepages on any NUMA cell",
+            reject="cell 0 has 2048 free 2Mi pages (4Gi), needs 3072 (6Gi)",
         ),
         id="hugepages-per-cell-not-summed-over-cells",
     ),
@@ -275,7 +275,7 @@ CASES = [
         Case(
             ded(2, memory_mib=2 * GIB, hugepage_kib=P1G),
             host=make_host(dedicated="all", hugepages={P2M: 2048}),
-            reject="hugepages",
+            reject="cell 0 has 0 free 1Gi pages (0Mi), needs 2 (2Gi)",
         ),
         id="hugepages-size-not-offered",
     ),

@@ -48,7 +48,9 @@ def test_anti_affinity_spreads_then_explains() -> None:
     assert {state.claims()[f"db{i}"].host for i in range(3)} == {"h0", "h1", "h2"}
     refused = scheduler.place(state, make_request("db3", group="db"))
     assert isinstance(refused, NoFit)
-    assert refused.message == '0/3 hosts fit: 3 anti-affinity group "db"'
+    assert refused.message == (
+        '0/3 hosts fit: 3 already run 1 of anti-affinity group "db" (maxPerHost 1)'
+    )
 
 
 @pytest.mark.parametrize(
@@ -199,10 +201,11 @@ def test_mixed_failure_explanation() -> None:
     )
     refused = scheduler.place(state, make_request(memory_mib=8 * GIB, selector={}))
     assert isinstance(refused, Decision)
-    refused = scheduler.place(state, make_request("x", memory_mib=80 * GIB))
+    refused = scheduler.place(state, make_request("x", memory_mib=60 * GIB))
     assert isinstance(refused, NoFit)
     assert refused.message == (
-        "0/4 hosts fit: 2 insufficient memory (need 80Gi, best has 56Gi free), "
+        "0/4 hosts fit: 1 insufficient memory (need 60Gi, best has 56Gi free), "
+        "1 more memory than the host has (need 60Gi, best has 4Gi in all), "
         "1 not ready, 1 unschedulable"
     )
 

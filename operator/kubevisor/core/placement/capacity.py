@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubevisor.core.placement import units
 from kubevisor.core.placement.model import HostSnapshot
 
 
@@ -32,7 +33,9 @@ class Inventory:
 
     @property
     def capacity(self) -> int:
-        return int((self.total - self.reserved) * self.ratio)
+        """Never below 0: a host reserving more than it has offers nothing (`warnings`
+        says so), not a negative amount."""
+        return max(int((self.total - self.reserved) * self.ratio), 0)
 
     @property
     def max_unit(self) -> int:
@@ -80,3 +83,20 @@ def inventory(host: HostSnapshot, defaults: AllocationRatios) -> HostInventory:
         disk=Inventory(total=host.disk_mib, reserved=host.reserved_disk_mib, ratio=ratios.disk),
         ratios=ratios,
     )
+
+
+def warnings(host: HostSnapshot) -> tuple[str, ...]:
+    """What in a host's reservations leaves it nothing to offer (spec.reserved at or above
+    what the host has), one sentence each; `kubevisor simulate` prints them."""
+    found = []
+    for resource, reserved, total, show in (
+        ("memory", host.reserved_memory_mib, host.memory_mib, units.mib),
+        ("disk", host.reserved_disk_mib, host.disk_mib, units.mib),
+        ("shared CPUs", host.reserved_vcpus, len(host.shared_cpus), str),
+    ):
+        if reserved and reserved >= total:
+            found.append(
+                f"host {host.name} reserves {show(reserved)} of its {show(total)} {resource} "
+                "(spec.reserved): it offers none"
+            )
+    return tuple(found)

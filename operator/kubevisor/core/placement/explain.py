@@ -1,8 +1,10 @@
 """Explanations: why no host fits, in one line a human can act on.
 
-`0/12 hosts fit: 7 insufficient memory (need 8Gi, best has 6Gi free), 4 anti-affinity
-group "db", 1 unschedulable` -- each host counted once, under the first filter that
-turned it down, largest groups first. Ready for a VM condition message and an event.
+`0/12 hosts fit: 7 insufficient memory (need 8Gi, best has 6Gi free), 4 already run 1 of
+anti-affinity group "db" (maxPerHost 1), 1 unschedulable` -- each host counted once, under
+the first filter that turned it down, largest groups first; each line with the figures
+of the best host it counts, in the units the VM's spec is written in. Ready for a VM
+condition message and an event.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kubevisor.core.placement import filters
+from kubevisor.core.placement import filters, units
 from kubevisor.core.placement.model import Rejection, Request
 from kubevisor.core.placement.state import PlacementState
 
 
 def format_mib(mib: int) -> str:
-    """Kubernetes-style quantity for a MiB amount: 8192 -> 8Gi, 1536 -> 1536Mi."""
+    """A MiB amount for tables, compact (1536 -> 1.5Gi); explanations use the exact
+    `units.mib`."""
     if mib != 0 and mib % (1024 * 1024) == 0:
         return f"{mib // (1024 * 1024)}Ti"
     if mib != 0 and mib % 1024 == 0:
@@ -26,17 +29,10 @@ def format_mib(mib: int) -> str:
     return f"{mib}Mi"
 
 
-def _amount(value: int, unit: str) -> str:
-    if unit == "MiB":
-        return format_mib(value)
-    if unit:
-        return f"{value} {unit}"
-    return str(value)
-
-
 @dataclass(frozen=True, slots=True)
 class ReasonCount:
-    """Hosts turned down for one reason, with the best free amount among them."""
+    """Hosts turned down for one reason, with the best free amount among them (`has` as
+    `Rejection.has`: "free", "in all", "free on one cell")."""
 
     summary: str
     filter: str
@@ -44,12 +40,14 @@ class ReasonCount:
     need: int | None = None
     best_free: int | None = None
     unit: str = ""
+    has: str = "free"
 
     def text(self) -> str:
         line = f"{self.hosts} {self.summary}"
         if self.need is not None and self.best_free is not None:
-            need, free = _amount(self.need, self.unit), _amount(self.best_free, self.unit)
-            line += f" (need {need}, best has {free} free)"
+            need = units.amount(self.need, self.unit)
+            free = units.amount(self.best_free, self.unit)
+            line += f" (need {need}, best has {free} {self.has})"
         return line
 
 
@@ -85,6 +83,7 @@ def summarize(total: int, rejections: Iterable[Rejection]) -> Explanation:
                 need=max(needs) if needs else None,
                 best_free=max(frees) if frees else None,
                 unit=group[0].unit,
+                has=group[0].has,
             )
         )
     reasons.sort(key=lambda r: (-r.hosts, r.summary))

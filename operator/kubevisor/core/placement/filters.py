@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from kubevisor.core import hypervisors
 from kubevisor.core.placement import numa as numa_fitting
-from kubevisor.core.placement import pci
+from kubevisor.core.placement import pci, units
+from kubevisor.core.placement.capacity import Inventory
 from kubevisor.core.placement.model import (
     GroupPolicy,
     HostSnapshot,
@@ -48,13 +49,16 @@ def schedulable(host: HostSnapshot, request: Request, state: PlacementState) -> 
 
 
 def host_selector(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
-    """Does the host carry every label of the request's host selector?"""
+    """Does the host carry every label of the request's host selector? (The explanation
+    names the first label a host lacks, so hosts missing different labels count apart.)"""
     for key, value in request.host_selector.items():
-        if host.labels.get(key) != value:
+        found = host.labels.get(key)
+        if found != value:
+            instead = f" (it has {key}={found})" if found is not None else ""
             return Rejection(
                 "host_selector",
-                "didn't match host selector",
-                f"host {host.name} lacks label {key}={value}",
+                f"didn't match host selector {key}={value}",
+                f"host {host.name} lacks label {key}={value}{instead}",
             )
     return None
 
@@ -249,36 +253,96 @@ def affinity(host: HostSnapshot, request: Request, state: PlacementState) -> Rej
 
 
 def anti_affinity(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
-    """Hard anti-affinity: fewer than maxPerHost group members on the host."""
+    """Hard anti-affinity: fewer than maxPerHost group members on the host. (Hosts count
+    apart by how many members they run.)"""
     group = request.group
     if group is None or group.policy != GroupPolicy.ANTI_AFFINITY:
         return None
     members = state.group_members(group.name, host.name)
-    if members >= group.max_per_host:
+    if members < group.max_per_host:
+        return None
+    summary = (
+        f'already run {members} of anti-affinity group "{group.name}" '
+        f"(maxPerHost {group.max_per_host})"
+    )
+    return Rejection(
+        "anti_affinity",
+        summary,
+        f"host {host.name} already runs {members} of anti-affinity group {group.name} "
+        f"(maxPerHost {group.max_per_host})",
+    )
+
+
+def _capacity(
+    *,
+    name: str,
+    host: HostSnapshot,
+    inv: Inventory,
+    used: int,
+    need: int,
+    resource: str,
+    unit: str = "",
+    whole: str,
+    larger: str,
+) -> Rejection | None:
+    """One capacity check (vcpus, memory, disk) with the figures that explain it.
+
+    Three cases read differently: the VM is larger than the most one VM may take there
+    (Placement's max_unit; `whole` names it, `larger` is the summary), the host reserves
+    all of it (spec.reserved at or above what it has), or what is left at the ratio is
+    too little.
+    """
+    if inv.fits(used=used, amount=need):
+        return None
+
+    def show(value: int) -> str:
+        return units.amount(value, unit)
+
+    if need > inv.max_unit:
         return Rejection(
-            "anti_affinity",
-            f'anti-affinity group "{group.name}"',
-            f"host {host.name} already runs {members} of anti-affinity group {group.name} "
-            f"(maxPerHost {group.max_per_host})",
+            name,
+            larger,
+            f"host {host.name} has {show(inv.max_unit)} {whole} in all, the VM asks {show(need)}",
+            need=need,
+            free=inv.max_unit,
+            unit=unit,
+            has="in all",
         )
-    return None
+    if inv.reserved >= inv.total > 0:
+        return Rejection(
+            name,
+            f"reserves all its {resource}",
+            f"host {host.name} reserves {show(inv.reserved)} of its {show(inv.total)} "
+            f"{resource} (spec.reserved)",
+            need=need,
+            free=0,
+            unit=unit,
+        )
+    free = max(inv.free(used), 0)
+    return Rejection(
+        name,
+        f"insufficient {resource}",
+        f"host {host.name} has {show(free)} {resource} free of {show(inv.capacity)} "
+        f"(ratio {inv.ratio:g}), needs {show(need)}",
+        need=need,
+        free=free,
+        unit=unit,
+    )
 
 
 def vcpus(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
-    """Shared vCPUs: capacity at the host's ratio, and no more than the host has."""
+    """Shared vCPUs: capacity at the host's ratio, and no more than the shared set has."""
     if request.dedicated:
         return None
-    inv = state.inventory(host.name).vcpu
-    used = state.usage(host.name).vcpus
-    if inv.fits(used=used, amount=request.vcpus):
-        return None
-    free = min(inv.free(used), inv.max_unit)
-    return Rejection(
-        "vcpus",
-        "insufficient vCPUs",
-        f"host {host.name} has {max(free, 0)} free vCPUs, needs {request.vcpus}",
+    return _capacity(
+        name="vcpus",
+        host=host,
+        inv=state.inventory(host.name).vcpu,
+        used=state.usage(host.name).vcpus,
         need=request.vcpus,
-        free=max(free, 0),
+        resource="vCPUs",
+        whole="shared CPUs",
+        larger="more vCPUs than the host's shared CPUs",
     )
 
 
@@ -302,35 +366,31 @@ def pcpus(host: HostSnapshot, request: Request, state: PlacementState) -> Reject
 
 def memory(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Memory at the host's ratio, and no more than the host has."""
-    inv = state.inventory(host.name).memory
-    used = state.usage(host.name).memory_mib
-    if inv.fits(used=used, amount=request.memory_mib):
-        return None
-    free = max(min(inv.free(used), inv.max_unit), 0)
-    return Rejection(
-        "memory",
-        "insufficient memory",
-        f"host {host.name} has {free}MiB free, needs {request.memory_mib}MiB",
+    return _capacity(
+        name="memory",
+        host=host,
+        inv=state.inventory(host.name).memory,
+        used=state.usage(host.name).memory_mib,
         need=request.memory_mib,
-        free=free,
-        unit="MiB",
+        resource="memory",
+        unit=units.MIB,
+        whole="memory",
+        larger="more memory than the host has",
     )
 
 
 def disk(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Local disk at the host's ratio, and no more than the host has."""
-    inv = state.inventory(host.name).disk
-    used = state.usage(host.name).disk_mib
-    if inv.fits(used=used, amount=request.disk_mib):
-        return None
-    free = max(min(inv.free(used), inv.max_unit), 0)
-    return Rejection(
-        "disk",
-        "insufficient disk",
-        f"host {host.name} has {free}MiB disk free, needs {request.disk_mib}MiB",
+    return _capacity(
+        name="disk",
+        host=host,
+        inv=state.inventory(host.name).disk,
+        used=state.usage(host.name).disk_mib,
         need=request.disk_mib,
-        free=free,
-        unit="MiB",
+        resource="disk",
+        unit=units.MIB,
+        whole="disk",
+        larger="more disk than the host has",
     )
 
 
@@ -357,12 +417,12 @@ def disk_space(host: HostSnapshot, request: Request, state: PlacementState) -> R
     return Rejection(
         "disk_space",
         "insufficient real disk space",
-        f"host {host.name} has {max(room, 0)}MiB of real space for overlays "
-        f"({provisioned}MiB provisioned, ratio {ratio:g}): {free}MiB free, "
-        f"needs {request.disk_mib}MiB",
+        f"host {host.name} has {units.mib(max(room, 0))} of real space for overlays "
+        f"({units.mib(provisioned)} provisioned, ratio {ratio:g}): {units.mib(free)} free, "
+        f"needs {units.mib(request.disk_mib)}",
         need=request.disk_mib,
         free=free,
-        unit="MiB",
+        unit=units.MIB,
     )
 
 
@@ -375,25 +435,29 @@ def pci_devices(host: HostSnapshot, request: Request, state: PlacementState) -> 
 
 
 def hugepages(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
-    """Does the host have enough free pages of the requested size, counting all cells?"""
+    """Does the host have enough free pages of the requested size, counting all cells?
+    (Figures in memory, as the VM's memory.size is written: pages x page size.)"""
     page = request.hugepage_kib
     if page is None:
         return None
-    need = -(-request.memory_mib * 1024 // page)
+    pages = -(-request.memory_mib * 1024 // page)
     usage = state.usage(host.name)
     free = sum(
         cell.hugepage_total(page) - used.hugepages_used(page)
         for cell, used in zip(host.numa_cells, usage.cells, strict=True)
     )
-    if free >= need:
+    if free >= pages:
         return None
+    size = units.page_size(page)
+    need_mib, free_mib = pages * page // 1024, max(free, 0) * page // 1024
     return Rejection(
         "hugepages",
-        f"insufficient {page}KiB hugepages",
-        f"host {host.name} has {free} free {page}KiB pages, needs {need}",
-        need=need,
-        free=free,
-        unit="pages",
+        f"insufficient {size} huge pages",
+        f"host {host.name} has {max(free, 0)} free {size} pages ({units.mib(free_mib)}), "
+        f"needs {pages} ({units.mib(need_mib)})",
+        need=need_mib,
+        free=free_mib,
+        unit=units.MIB,
     )
 
 

@@ -261,7 +261,10 @@ class Rejection:
 
     `filter` names the filter; `summary` is the phrase hosts are counted under in an
     explanation ("insufficient memory"); `reason` is the full sentence for this host.
-    `need` and `free` (in `unit`) let an explanation say "need 8Gi, best has 6Gi free".
+    `need` and `free` (in `unit`, see `placement.units`) let an explanation say "need 8Gi,
+    best has 6Gi free"; `has` says what `free` measures: "free" (what is left now), "in
+    all" (the most one VM may take there, e.g. the host's CPUs, whatever is left), "free on
+    one cell" (NUMA fitting: the best single host cell).
     """
 
     filter: str
@@ -270,6 +273,7 @@ class Rejection:
     need: int | None = None
     free: int | None = None
     unit: str = ""
+    has: str = "free"
 
 
 @dataclass(frozen=True, slots=True)

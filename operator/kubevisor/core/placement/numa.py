@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kubevisor.core.placement import units
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.model import (
     CellFit,
@@ -43,8 +44,15 @@ def guest_cells(request: Request) -> tuple[GuestCell, ...]:
 
 @dataclass(frozen=True, slots=True)
 class _CellMiss:
+    """Why one guest cell does not fit one host cell, with the figures (as `Rejection`'s:
+    `free` is what this host cell has, free or, with `has` "on one cell", in all)."""
+
     summary: str
     reason: str
+    need: int
+    free: int
+    unit: str = ""
+    has: str = "free on one cell"
 
 
 def _pin(
@@ -61,21 +69,25 @@ def _pin(
     Returns (pCPUs in vCPU order, emulator pCPU, blocked siblings) or why not.
     """
     free = (cell.cpus & dedicated) - usage.pinned
-    units = vcpus + (1 if emulator else 0)
-    if units > len(free):
+    wanted = vcpus + (1 if emulator else 0)
+    if wanted > len(free):
         return _CellMiss(
             "insufficient dedicated CPUs on any NUMA cell",
-            f"cell {cell.id} has {len(free)} free dedicated CPUs, needs {units}",
+            f"cell {cell.id} has {len(free)} free dedicated CPUs, needs {wanted}",
+            need=wanted,
+            free=len(free),
         )
     cores = cell.cores
     if policy == ThreadPolicy.ISOLATE:
         whole = [c for c in cores if all(t in free for t in c)]
-        if len(whole) < units:
+        if len(whole) < wanted:
             return _CellMiss(
-                "insufficient whole free cores for thread policy isolate",
-                f"cell {cell.id} has {len(whole)} whole free cores, needs {units}",
+                "insufficient whole free cores for thread policy isolate on any NUMA cell",
+                f"cell {cell.id} has {len(whole)} whole free cores, needs {wanted}",
+                need=wanted,
+                free=len(whole),
             )
-        chosen = whole[:units]
+        chosen = whole[:wanted]
         blocked = frozenset(t for core in chosen for t in core[1:])
         firsts = [core[0] for core in chosen]
         return firsts[:vcpus], (firsts[vcpus] if emulator else None), blocked
@@ -88,8 +100,10 @@ def _pin(
         threads = [t for f in paired for t in f]
         if len(threads) < vcpus:
             return _CellMiss(
-                "insufficient free sibling threads for thread policy require",
+                "insufficient free sibling threads for thread policy require on any NUMA cell",
                 f"cell {cell.id} has {len(threads)} free threads on shared cores, needs {vcpus}",
+                need=vcpus,
+                free=len(threads),
             )
         pins = threads[:vcpus]
         rest = sorted(free - set(pins))
@@ -105,23 +119,42 @@ def _memory(
     page = request.hugepage_kib
     if page is not None:
         pages = math.ceil(guest.memory_mib * 1024 / page)
-        free = cell.hugepage_total(page) - usage.hugepages_used(page)
+        free = max(cell.hugepage_total(page) - usage.hugepages_used(page), 0)
         if pages > free:
+            size = units.page_size(page)
+            need_mib, free_mib = pages * page // 1024, free * page // 1024
             return _CellMiss(
-                "insufficient hugepages on any NUMA cell",
-                f"cell {cell.id} has {max(free, 0)} free {page}KiB pages, needs {pages}",
+                f"insufficient {size} huge pages on any NUMA cell",
+                f"cell {cell.id} has {free} free {size} pages ({units.mib(free_mib)}), "
+                f"needs {pages} ({units.mib(need_mib)})",
+                need=need_mib,
+                free=free_mib,
+                unit=units.MIB,
             )
         return page, pages
+    if guest.memory_mib > cell.memory_mib:
+        # never overcommit a cell against the guest itself
+        return _CellMiss(
+            "more memory than any NUMA cell has",
+            f"cell {cell.id} has {units.mib(cell.memory_mib)} in all, "
+            f"needs {units.mib(guest.memory_mib)}",
+            need=guest.memory_mib,
+            free=cell.memory_mib,
+            unit=units.MIB,
+            has="on one cell",
+        )
     if request.dedicated:
         available = cell.memory_mib - usage.memory_mib
-    elif guest.memory_mib > cell.memory_mib:
-        available = cell.memory_mib  # never overcommit a cell against the guest itself
     else:
         available = int(cell.memory_mib * ratio) - usage.memory_mib
     if guest.memory_mib > available:
+        free = max(available, 0)
         return _CellMiss(
             "insufficient memory on any NUMA cell",
-            f"cell {cell.id} has {max(available, 0)}MiB free, needs {guest.memory_mib}MiB",
+            f"cell {cell.id} has {units.mib(free)} free, needs {units.mib(guest.memory_mib)}",
+            need=guest.memory_mib,
+            free=free,
+            unit=units.MIB,
         )
     return None, 0
 
@@ -166,11 +199,21 @@ def fit_cell(
         )
         return placed, emulator_pcpu
     shared = cell.cpus & host.shared_cpus
-    if n > len(shared) or usage.shared_vcpus + n > len(shared) * ratios.cpu:
+    if n > len(shared):
+        return _CellMiss(
+            "more vCPUs than any NUMA cell has shared CPUs",
+            f"cell {cell.id} has {len(shared)} shared CPUs, needs {n}",
+            need=n,
+            free=len(shared),
+            has="on one cell",
+        )
+    if usage.shared_vcpus + n > len(shared) * ratios.cpu:
         return _CellMiss(
             "insufficient shared CPUs on any NUMA cell",
             f"cell {cell.id} has {len(shared)} shared CPUs with {usage.shared_vcpus} vCPUs "
             f"in use at ratio {ratios.cpu:g}, needs {n}",
+            need=n,
+            free=max(int(len(shared) * ratios.cpu) - usage.shared_vcpus, 0),
         )
     placed = CellFit(
         guest_cell=guest.id,
@@ -198,6 +241,22 @@ def _preference(host: HostSnapshot, usages: Sequence[CellUsage], request: Reques
     return sorted(range(len(host.numa_cells)), key=key)
 
 
+def _rejection(guest: GuestCell, misses: Sequence[_CellMiss]) -> Rejection:
+    """Why a guest cell fits no host cell: the reason of the most preferred cell, with
+    the figures of the best cell that missed for that same reason."""
+    kind = misses[0].summary
+    best = max((m for m in misses if m.summary == kind), key=lambda m: m.free)
+    return Rejection(
+        FILTER,
+        best.summary,
+        f"guest cell {guest.id} fits no cell: {best.reason}",
+        need=best.need,
+        free=best.free,
+        unit=best.unit,
+        has=best.has,
+    )
+
+
 def fit(
     *,
     host: HostSnapshot,
@@ -219,6 +278,9 @@ def fit(
             FILTER,
             "too few NUMA cells",
             f"host {host.name} has {len(cells)} NUMA cells, guest needs {len(guests)}",
+            need=len(guests),
+            free=len(cells),
+            has="in all",
         )
     if request.dedicated and request.thread_policy == ThreadPolicy.REQUIRE and not host.has_smt:
         return Rejection(
@@ -265,17 +327,14 @@ def fit(
 
     for g in range(len(guests)):
         if not assign(g, set()):
-            misses = [pair(g, h) for h in order]
-            first = next((m for m in misses if isinstance(m, _CellMiss)), None)
-            if first is None:
+            misses = [m for m in (pair(g, h) for h in order) if isinstance(m, _CellMiss)]
+            if not misses:
                 return Rejection(
                     FILTER,
                     "guest NUMA cells need distinct host cells",
                     f"guest cells cannot all be mapped to distinct cells of host {host.name}",
                 )
-            return Rejection(
-                FILTER, first.summary, f"guest cell {guests[g].id} fits no cell: {first.reason}"
-            )
+            return _rejection(guests[g], misses)
     by_guest = {g: h for h, g in owner.items()}
     placed = [pair(g, by_guest[g]) for g in range(len(guests))]
     chosen = tuple(p[0] for p in placed if not isinstance(p, _CellMiss))
