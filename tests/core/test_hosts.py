@@ -1,4 +1,6 @@
-"""Judging hosts from their heartbeats, present or missing (core/hosts.py)."""
+"""core/hosts.py: judging hosts from their heartbeats, present or missing, and the
+controller's HypervisorHost status (conditions from the judgement, the admin's spec and
+the host's CPU sets)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kubevisor.api.hypervisorhost import Resources
 from kubevisor.core import hosts
 from kubevisor.core.hosts import Heartbeat, Judgement
 
@@ -67,3 +70,66 @@ def test_judge_missing(heartbeat: Heartbeat | None, judgement: Judgement) -> Non
         )
         == judgement
     )
+
+
+READY = hosts.Judgement(True, "AgentHeartbeating", "the host's agent renews its Lease", 0.0)
+DOWN = hosts.Judgement(False, "HeartbeatExpired", "no heartbeat for 60s", 20.0)
+BAD_SET = "spec.cpuSharedSet names CPUs 8-63 the host does not have (it has 0-7)"
+
+
+def schedulable(
+    *,
+    judgement: hosts.Judgement = READY,
+    cordoned: bool = False,
+    maintenance: bool = False,
+    cpu_set_errors: tuple[str, ...] = (),
+) -> tuple[str, str, str]:
+    status = hosts.controller_host_status(
+        judgement=judgement,
+        unschedulable=cordoned,
+        maintenance=maintenance,
+        allocatable=Resources(cpu=8),
+        allocated=Resources(cpu=0),
+        vm_count=0,
+        generation=3,
+        previous=[],
+        now=NOW,
+        cpu_set_errors=cpu_set_errors,
+    )
+    conditions = status["conditions"]
+    assert isinstance(conditions, list)
+    found = next(c for c in conditions if c["type"] == "Schedulable")
+    return found["status"], found["reason"], found["message"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        pytest.param({}, ("True", "Schedulable", "new VMs may be placed here"), id="open"),
+        pytest.param(
+            {"cpu_set_errors": (BAD_SET,)},
+            ("False", "InvalidCpuSets", BAD_SET),
+            id="cpu-sets-name-cpus-the-host-lacks",
+        ),
+        pytest.param(
+            {"cpu_set_errors": (BAD_SET, "CPUs 4 are in both sets")},
+            ("False", "InvalidCpuSets", f"{BAD_SET}; CPUs 4 are in both sets"),
+            id="every-error-in-the-message",
+        ),
+        pytest.param(
+            {"cpu_set_errors": (BAD_SET,), "cordoned": True},
+            ("False", "InvalidCpuSets", BAD_SET),
+            id="a-cordon-does-not-hide-the-bad-sets",
+        ),
+        pytest.param(
+            {"cpu_set_errors": (BAD_SET,), "judgement": DOWN},
+            ("False", "NotReady", "no heartbeat for 60s"),
+            id="not-ready-first",
+        ),
+        pytest.param(
+            {"cordoned": True}, ("False", "Cordoned", "spec.unschedulable is true"), id="cordoned"
+        ),
+    ],
+)
+def test_schedulable_condition(kwargs: dict[str, object], expected: tuple[str, str, str]) -> None:
+    assert schedulable(**kwargs) == expected  # type: ignore[arg-type]

@@ -75,3 +75,28 @@ def test_a_restart_holds_what_the_statuses_record_and_reports_what_it_cannot(
         "default/second: cannot rebuild its claim on h1: "
         "default/second pins pCPUs [0] already in use"
     ]
+
+
+def test_a_host_whose_cpu_sets_name_cpus_it_lacks_is_unschedulable_and_says_which(
+    cluster: Cluster,
+) -> None:
+    # The issue: cpuSharedSet 0-63 on an 8-CPU host let two 64-vCPU VMs be placed.
+    async def main() -> None:
+        bad = host("h1", cpus=8)
+        bad["spec"]["cpuSharedSet"] = "0-63"
+        await cluster.start(hosts=[bad], vms=[vm("a", vcpus=64), vm("b", vcpus=64)])
+        await cluster.controller.check_host("h1")
+        for name in ("a", "b"):
+            await cluster.vm_event(name)
+
+        conditions = cluster.kube.host("h1")["status"]["conditions"]
+        schedulable = next(c for c in conditions if c["type"] == "Schedulable")
+        assert (schedulable["status"], schedulable["reason"], schedulable["message"]) == (
+            "False",
+            "InvalidCpuSets",
+            "spec.cpuSharedSet names CPUs 8-63 the host does not have (it has 0-7)",
+        )
+        assert cluster.claims() == {}
+        assert cluster.vm_status("a")["phase"] == "Unschedulable"
+
+    asyncio.run(main())

@@ -108,12 +108,18 @@ def controller_host_status(
     previous: Sequence[Condition],
     now: datetime,
     drain: dict[str, object] | None = None,
+    cpu_set_errors: Sequence[str] = (),
 ) -> dict[str, object]:
     """The controller-owned fields of a HypervisorHost status, as the wire dict it applies.
 
-    `drain` is `core.drain.progress(...).to_wire()` while spec.maintenance is true."""
+    `drain` is `core.drain.progress(...).to_wire()` while spec.maintenance is true;
+    `cpu_set_errors` what is wrong with the host's CPU sets (`placement.cpusets`), which
+    the Schedulable condition names (the controller owns it, and sees both the admin's
+    sets and the CPUs the agent reports)."""
     if not judgement.ready:
         schedulable = Row(cond.SCHEDULABLE, "False", "NotReady", judgement.message)
+    elif cpu_set_errors:
+        schedulable = Row(cond.SCHEDULABLE, "False", "InvalidCpuSets", "; ".join(cpu_set_errors))
     elif maintenance:
         schedulable = Row(
             cond.SCHEDULABLE,

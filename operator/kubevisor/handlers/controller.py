@@ -324,6 +324,7 @@ class Controller:
             previous=conditions.previous(current),
             now=self.clock(),
             drain=drain,
+            cpu_set_errors=self.state.host(name).cpu_set_errors,
         )
         inventory = self.state.inventory(name)
         for resource, total in (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kubevisor.core.hypervisors import Feature
@@ -384,6 +386,41 @@ CASES = [
         (member("a", "h1", "web", AFF),),
         None,
         id="affinity-group-here",
+    ),
+    pytest.param(
+        filters.cpu_sets,
+        H(),
+        make_request(),
+        (),
+        None,
+        id="cpu-sets-usable",
+    ),
+    pytest.param(
+        filters.cpu_sets,
+        replace(H(), cpu_set_errors=("spec.cpuSharedSet names CPUs 16-63 the host lacks",)),
+        make_request(),
+        (),
+        "host h1: spec.cpuSharedSet names CPUs 16-63 the host lacks",
+        id="cpu-sets-invalid",
+    ),
+    pytest.param(
+        filters.physical_cpus, H(), make_request(vcpus=16), (), None, id="physical-cpus-fit"
+    ),
+    pytest.param(
+        filters.physical_cpus,
+        replace(H(ratios=RatioOverrides(cpu=16.0)), shared_cpus=frozenset(range(64))),
+        make_request(vcpus=17),
+        (),
+        "host h1 has 16 CPUs, the VM asks 17 vCPUs",
+        id="physical-cpus-whatever-the-ratio-and-sets-say",
+    ),
+    pytest.param(
+        filters.physical_cpus,
+        H(dedicated="all"),
+        make_request(vcpus=17, dedicated=True),
+        (),
+        "more vCPUs than the host has CPUs",
+        id="physical-cpus-dedicated-too",
     ),
     pytest.param(filters.vcpus, H(), make_request(vcpus=16), (), None, id="vcpus-up-to-physical"),
     pytest.param(

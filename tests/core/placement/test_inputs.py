@@ -318,3 +318,45 @@ def test_a_mixed_cluster_places_each_vm_on_a_type_that_can_run_it() -> None:
         "0/2 hosts fit: 1 hypervisor type is not lxc, "
         "1 lxc has no guest kernel, which a VM without spec.container boots"
     )
+
+
+def _eight_cpu_host(*, cells: bool, **spec: object) -> HypervisorHost:
+    status: dict[str, object] = {
+        "capacity": {"cpu": 8, "memory": "64Gi", "disk": "100Gi"},
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+    if cells:
+        status["numaCells"] = [{"id": 0, "cpus": list(range(8)), "memory": "64Gi"}]
+    return HypervisorHost.model_validate(
+        {"metadata": {"name": "h8"}, "spec": spec, "status": status}
+    )
+
+
+def test_a_shared_set_beyond_the_hosts_cpus_places_nothing() -> None:
+    # The issue: cpuSharedSet 0-63 on an 8-CPU host let two 64-vCPU VMs be placed.
+    snap = inputs.host_snapshot(_eight_cpu_host(cells=True, cpuSharedSet="0-63"))
+    assert snap.cpu_set_errors == (
+        "spec.cpuSharedSet names CPUs 8-63 the host does not have (it has 0-7)",
+    )
+    state = PlacementState.rebuild([snap], [])
+    for name in ("a", "b"):
+        refused = scheduler.place(state, inputs.request(_vm(name, cpu={"vcpus": 64})))
+        assert isinstance(refused, NoFit)
+        assert refused.message == (
+            "0/1 host fit: 1 invalid CPU sets (see the host's Schedulable condition)"
+        )
+    assert not state.claims()
+
+
+def test_without_reported_cells_no_vm_gets_more_vcpus_than_the_host_has_cpus() -> None:
+    snap = inputs.host_snapshot(_eight_cpu_host(cells=False, cpuSharedSet="0-63"))
+    assert snap.cpu_set_errors == ()  # no CPU list to hold the set against
+    state = PlacementState.rebuild([snap], [])
+    refused = scheduler.place(state, inputs.request(_vm("big", cpu={"vcpus": 64})))
+    assert isinstance(refused, NoFit)
+    assert refused.message == (
+        "0/1 host fit: 1 more vCPUs than the host has CPUs (need 64, best has 8 in all)"
+    )
+    assert isinstance(
+        scheduler.place(state, inputs.request(_vm("fits", cpu={"vcpus": 8}))), Decision
+    )

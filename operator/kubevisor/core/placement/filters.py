@@ -48,6 +48,17 @@ def schedulable(host: HostSnapshot, request: Request, state: PlacementState) -> 
     return None
 
 
+def cpu_sets(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Are the host's CPU sets usable: only CPUs it has, none in both? (`placement.cpusets`)"""
+    if not host.cpu_set_errors:
+        return None
+    return Rejection(
+        "cpu_sets",
+        "invalid CPU sets (see the host's Schedulable condition)",
+        f"host {host.name}: {'; '.join(host.cpu_set_errors)}",
+    )
+
+
 def host_selector(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Does the host carry every label of the request's host selector? (The explanation
     names the first label a host lacks, so hosts missing different labels count apart.)"""
@@ -273,6 +284,20 @@ def anti_affinity(host: HostSnapshot, request: Request, state: PlacementState) -
     )
 
 
+def physical_cpus(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """No VM gets more vCPUs than the host has CPUs, whatever the ratio or CPU sets say."""
+    if request.vcpus <= host.vcpus:
+        return None
+    return Rejection(
+        "physical_cpus",
+        "more vCPUs than the host has CPUs",
+        f"host {host.name} has {host.vcpus} CPUs, the VM asks {request.vcpus} vCPUs",
+        need=request.vcpus,
+        free=host.vcpus,
+        has="in all",
+    )
+
+
 def _capacity(
     *,
     name: str,
@@ -480,6 +505,7 @@ FILTERS: tuple[Filter, ...] = (
     excluded,
     ready,
     schedulable,
+    cpu_sets,
     host_selector,
     hypervisor_type,
     hypervisor_capabilities,
@@ -489,6 +515,7 @@ FILTERS: tuple[Filter, ...] = (
     cpu_passthrough,
     affinity,
     anti_affinity,
+    physical_cpus,
     vcpus,
     pcpus,
     memory,

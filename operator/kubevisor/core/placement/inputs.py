@@ -36,7 +36,7 @@ from kubevisor.api.virtualmachine import (
 )
 from kubevisor.api.virtualmachine import VcpuPin as ApiVcpuPin
 from kubevisor.core import hypervisors
-from kubevisor.core.placement import scheduler
+from kubevisor.core.placement import cpusets, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.model import (
     Capability,
@@ -116,6 +116,7 @@ class _CpuSets:
     vcpus: int
     shared: frozenset[int]
     dedicated: frozenset[int]
+    errors: tuple[str, ...]
 
 
 def _cpu_sets(
@@ -132,7 +133,10 @@ def _cpu_sets(
         shared = cpuset.parse(spec.cpu_shared_set)
     else:
         shared = frozenset() if spec.cpu_dedicated_set else every
-    return _CpuSets(vcpus=vcpus, shared=shared - dedicated, dedicated=dedicated)
+    errors = cpusets.errors(
+        dedicated=dedicated, shared=shared, present=frozenset(cpu for c in cells for cpu in c.cpus)
+    )
+    return _CpuSets(vcpus=vcpus, shared=shared - dedicated, dedicated=dedicated, errors=errors)
 
 
 def _ready(status: HypervisorHostStatus) -> bool:
@@ -180,6 +184,7 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         ),
         images=frozenset(image.sha256 for image in status.images),
         shared_storage=spec.shared_storage.name if spec.shared_storage else None,
+        cpu_set_errors=cpus.errors,
     )
 
 

@@ -140,6 +140,7 @@ class HostSnapshot:
     host does not say (an older agent, or a hypervisor without domain capabilities).
     `images` are the sha256 digests in the host's image cache; `shared_storage` is the
     name of the shared filesystem the host mounts for VM disks (None: local disks only).
+    No VM gets more vCPUs than `vcpus`, whatever the ratio and sets say.
     """
 
     name: str
@@ -167,6 +168,9 @@ class HostSnapshot:
     pci_devices: tuple[PciDevice, ...] = ()
     images: frozenset[str] = frozenset()
     shared_storage: str | None = None
+    cpu_set_errors: tuple[str, ...] = ()
+    """What is wrong with the admin's CPU sets against the host's CPUs
+    (`placement.cpusets`); a host with any takes no VM."""
 
     @property
     def has_smt(self) -> bool:
