@@ -45,6 +45,8 @@ class ExtraHost:
     state: Path
     numa_cells: int = 1
     lxc: bool = False
+    hugepages: bool = False
+    """Mount a hugetlbfs for huge-page guests (`start_hosts(hugepages=True)`)."""
     host: LocalHost | None = None
     agent: ManagedProcess | None = None
 
@@ -56,7 +58,12 @@ class ExtraHost:
     def start(self) -> ExtraHost:
         index = len(self.stack.hosts) + 1
         self.host = hosts.start_hosts(
-            1, state_dir=self.state, first_index=index, numa_cells=self.numa_cells, lxc=self.lxc
+            1,
+            state_dir=self.state,
+            first_index=index,
+            numa_cells=self.numa_cells,
+            lxc=self.lxc,
+            hugepages=self.hugepages,
         )[0]
         if self.agent is None:
             agent_state = self.state / "agent"

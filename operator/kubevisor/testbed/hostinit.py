@@ -4,7 +4,8 @@ Started by `kubevisor.testbed.hosts` under `unshare --mount --uts --pid --fork`,
 fresh mount, UTS and PID namespaces. It bind-mounts the host's own directories over the
 paths libvirt uses (and a synthetic /sys/devices/system/node when the host has more than
 one NUMA cell, see `kubevisor.testbed.numa`; for an LXC host it hides the hybrid cgroup
-layout's cgroup2, see `hybrid_cgroup2`), sets the hostname, runs virtlogd and
+layout's cgroup2, see `hybrid_cgroup2`; for a huge-page host it mounts a hugetlbfs), sets
+the hostname, runs virtlogd and
 libvirtd in the foreground, and reaps every process of the host (QEMU included). On
 SIGTERM it stops libvirtd, then every other process of the namespace, then exits; when
 PID 1 of a PID namespace exits the kernel kills whatever is left, so a host can never
@@ -95,6 +96,12 @@ def main(argv: list[str]) -> int:
         # Before libvirtd starts: libnuma counts the nodes once, when libvirtd loads it.
         subprocess.run(
             ["mount", "--bind", config["sysfs_node"], "/sys/devices/system/node"], check=True
+        )
+    if config.get("hugetlbfs"):
+        # Before libvirtd starts: its QEMU driver checks hugetlbfs_mount once, then.
+        subprocess.run(
+            ["mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "hugetlbfs", config["hugetlbfs"]],
+            check=True,
         )
     if config.get("lxc") and hybrid_cgroup2(Path("/proc/self/mountinfo").read_text()):
         subprocess.run(["umount", HYBRID_UNIFIED], check=True)

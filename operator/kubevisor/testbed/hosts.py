@@ -8,7 +8,10 @@ under `state_dir/<name>/`), its own hostname and host UUID, a libvirt TCP port o
 hosts can live-migrate a guest to each other over 127.0.0.1. A host started with
 `numa_cells` > 1 sees this machine split into that many NUMA cells (`kubevisor.testbed.numa`).
 A host started with `lxc=True` also runs system containers (`lxc+tcp://127.0.0.1:PORT/`,
-libvirt's LXC driver in the same libvirtd; docs/lxc.md).
+libvirt's LXC driver in the same libvirtd; docs/lxc.md). A host started with
+`hugepages=True` has a hugetlbfs of its own (`LocalHost.hugetlbfs`, mounted in its mount
+namespace only), so its guests can be backed by the machine's 2 MiB huge pages
+(`vm.nr_hugepages`, set by whoever starts it; docs/hugepages.md).
 
 Hosts outlive the process that started them: `start_hosts` returns once every host answers,
 and `stop_hosts` (from any process) stops them from the pid files in `state_dir`. A host
@@ -72,6 +75,8 @@ class LocalHost:
     """NUMA cells libvirt reports; more than 1 is a synthetic split of this machine."""
     lxc: bool = False
     """Whether the host is set up to run libvirt LXC containers (lxc_uri)."""
+    hugepages: bool = False
+    """Whether the host mounts a hugetlbfs (`hugetlbfs`) for huge-page guests."""
 
     @property
     def uri(self) -> str:
@@ -104,6 +109,12 @@ class LocalHost:
         """qemu.conf's migrate_tls_x509_cert_dir: empty, so migrations go over plain TCP,
         until a test puts certificates in it and migrates with TLS."""
         return self.root / "pki" / "qemu"
+
+    @property
+    def hugetlbfs(self) -> Path:
+        """Where a host started with `hugepages` mounts its hugetlbfs (2 MiB pages), seen
+        from its own mount namespace; qemu.conf's hugetlbfs_mount points there."""
+        return self.root / "hugepages"
 
     @property
     def sysfs_node(self) -> Path:
@@ -162,6 +173,7 @@ def start_hosts(
     first_index: int = 1,
     numa_cells: int = 1,
     lxc: bool = False,
+    hugepages: bool = False,
     timeout: float = 60.0,
 ) -> list[LocalHost]:
     """Start `count` hosts numbered from `first_index` (reusing those already running) and
@@ -173,7 +185,8 @@ def start_hosts(
     `first_index` lets hosts in another `state_dir` join a cluster without clashing names.
     With `numa_cells` > 1, libvirt on each new host reports this machine split into that
     many NUMA cells; a host already running keeps the topology it started with. With
-    `lxc`, new hosts can also run containers (LocalHost.lxc_uri); the same goes for it.
+    `lxc`, new hosts can also run containers (LocalHost.lxc_uri); with `hugepages`, new
+    hosts mount a hugetlbfs for huge-page guests; the same goes for both.
     """
     missing = missing_prerequisites() + (missing_lxc_prerequisites() if lxc else [])
     if missing:
@@ -200,6 +213,7 @@ def start_hosts(
             migration_min=migration_min,
             numa_cells=previous.numa_cells if previous and keep else numa_cells,
             lxc=previous.lxc if previous and keep else lxc,
+            hugepages=previous.hugepages if previous and keep else hugepages,
         )
         running = _running_pid(host)
         hosts.append(dataclasses.replace(host, pid=running) if running else _spawn(host))
@@ -290,7 +304,13 @@ def host_pid_namespace(host: LocalHost) -> str | None:
 
 
 def _configure(
-    root: Path, *, tcp_port: int, migration_min: int, numa_cells: int, lxc: bool
+    root: Path,
+    *,
+    tcp_port: int,
+    migration_min: int,
+    numa_cells: int,
+    lxc: bool,
+    hugepages: bool = False,
 ) -> LocalHost:
     name = root.name
     previous = _load(root / "host.json") if (root / "host.json").exists() else None
@@ -303,6 +323,7 @@ def _configure(
         root=root,
         numa_cells=numa_cells,
         lxc=lxc,
+        hugepages=hugepages,
     )
     for sub in ("etc", "run", "lib", "log", "cache"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -317,6 +338,7 @@ def _configure(
         "numa_cells": numa_cells,
         "sysfs_node": str(host.sysfs_node.resolve()) if numa_cells > 1 else None,
         "lxc": lxc,
+        "hugetlbfs": str(host.hugetlbfs.resolve()) if hugepages else None,
     }
     system_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     (root / "hosts").write_text(f"{system_hosts.rstrip()}\n127.0.1.1 {host.hostname}\n")
@@ -331,16 +353,19 @@ def _configure(
         host_uuid=host.uuid,
         log_outputs="3:file:/var/log/libvirt/libvirtd.log",
     )
-    _write_conf(
-        root / "etc" / "qemu.conf",
-        user="root",
-        group="root",
-        security_driver="none",
-        cgroup_controllers=[],
-        migration_port_min=host.migration_ports[0],
-        migration_port_max=host.migration_ports[1],
-        migrate_tls_x509_cert_dir=str(host.migration_tls_dir.resolve()),
-    )
+    qemu: dict[str, str | int | list[str]] = {
+        "user": "root",
+        "group": "root",
+        "security_driver": "none",
+        "cgroup_controllers": [],
+        "migration_port_min": host.migration_ports[0],
+        "migration_port_max": host.migration_ports[1],
+        "migrate_tls_x509_cert_dir": str(host.migration_tls_dir.resolve()),
+    }
+    if hugepages:
+        host.hugetlbfs.mkdir(exist_ok=True)
+        qemu["hugetlbfs_mount"] = str(host.hugetlbfs.resolve())
+    _write_conf(root / "etc" / "qemu.conf", **qemu)
     _write_conf(root / "etc" / "virtlogd.conf", log_outputs="3:file:/var/log/libvirt/virtlogd.log")
     return host
 
@@ -363,6 +388,7 @@ def _load(config: Path) -> LocalHost:
         root=config.parent,
         numa_cells=int(data.get("numa_cells", 1)),
         lxc=bool(data.get("lxc", False)),
+        hugepages=bool(data.get("hugetlbfs")),
     )
 
 

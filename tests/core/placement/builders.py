@@ -36,7 +36,10 @@ def make_cells(
     threads: int = 2,
     memory_mib: int = 32 * GIB,
     hugepages: Mapping[int, int] | None = None,
+    hugepages_free: Mapping[int, int] | None = None,
 ) -> tuple[NumaCell, ...]:
+    """`hugepages`: pages per size (KiB) on each cell; `hugepages_free`: how many of them
+    the agent reports free (default all: none used outside kubevisor)."""
     out = []
     for c in range(cells):
         base = c * cores * threads
@@ -44,7 +47,7 @@ def make_cells(
             frozenset(range(base + k * threads, base + (k + 1) * threads)) for k in range(cores)
         )
         pools = tuple(
-            Hugepages(page_kib=size, total=count, free=count)
+            Hugepages(page_kib=size, total=count, free=(hugepages_free or {}).get(size, count))
             for size, count in sorted((hugepages or {}).items())
         )
         out.append(
@@ -68,6 +71,7 @@ def make_host(
     cell_memory_mib: int = 32 * GIB,
     dedicated: str | frozenset[int] = "none",
     hugepages: Mapping[int, int] | None = None,
+    hugepages_free: Mapping[int, int] | None = None,
     disk_mib: int = 500 * GIB,
     labels: Mapping[str, str] | None = None,
     ratios: RatioOverrides | None = None,
@@ -90,7 +94,12 @@ def make_host(
 ) -> HostSnapshot:
     """`dedicated`: "none" (all shared), "all", "half" (first half of each cell's cores)."""
     numa_cells = make_cells(
-        cells=cells, cores=cores, threads=threads, memory_mib=cell_memory_mib, hugepages=hugepages
+        cells=cells,
+        cores=cores,
+        threads=threads,
+        memory_mib=cell_memory_mib,
+        hugepages=hugepages,
+        hugepages_free=hugepages_free,
     )
     every = frozenset(cpu for cell in numa_cells for cpu in cell.cpus)
     if dedicated == "none":

@@ -34,6 +34,9 @@ def hosts(draw: st.DrawFn, name: str = "h") -> HostSnapshot:
     chosen: str | frozenset[int] = dedicated
     if dedicated == "random":
         chosen = frozenset(draw(st.sets(st.integers(0, every - 1))))
+    pages = draw(st.sampled_from([None, {2048: 1024}, {2048: 512, 1048576: 2}]))
+    # Pages the agent reports in use outside kubevisor, per size and cell.
+    outside = draw(st.sampled_from([0, 0, 300]))
     return make_host(
         name,
         cells=cells,
@@ -41,7 +44,8 @@ def hosts(draw: st.DrawFn, name: str = "h") -> HostSnapshot:
         threads=threads,
         cell_memory_mib=draw(st.sampled_from([2, 4, 8])) * GIB,
         dedicated=chosen,
-        hugepages=draw(st.sampled_from([None, {2048: 1024}, {2048: 512, 1048576: 2}])),
+        hugepages=pages,
+        hugepages_free={size: max(count - outside, 0) for size, count in (pages or {}).items()},
         disk_mib=draw(st.sampled_from([10, 40])) * GIB,
         ratios=RatioOverrides(
             cpu=draw(st.sampled_from([None, 1.0, 2.0, 16.0])),

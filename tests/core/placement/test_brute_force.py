@@ -77,11 +77,12 @@ def _cell_ok(
 ) -> bool:
     cpu_ratio, ram_ratio = ratios
     if request.hugepage_kib is not None:
-        pages = math.ceil(guest.memory_mib * 1024 / request.hugepage_kib)
-        if pages > cell.hugepage_total(request.hugepage_kib) - used.hugepages_used(
-            request.hugepage_kib
-        ):
+        size = request.hugepage_kib
+        pages = math.ceil(guest.memory_mib * 1024 / size)
+        if pages > cell.hugepage_total(size) - used.hugepages_used(size):
             return False
+        if pages > sum(pool.free for pool in cell.hugepages if pool.page_kib == size):
+            return False  # what the agent reports in use is in use
     elif request.dedicated:
         if guest.memory_mib > cell.memory_mib - used.memory_mib:
             return False

@@ -539,6 +539,14 @@ CASES = [
         id="hugepages-too-few",
     ),
     pytest.param(
+        filters.hugepages,
+        H(hugepages={2048: 1024}, hugepages_free={2048: 24}),
+        make_request(memory_mib=GIB, hugepage_kib=2048),
+        (),
+        "host h1 has 48 free 2Mi pages (96Mi), needs 512 (1Gi)",
+        id="hugepages-used-outside-kubevisor-count-as-used",
+    ),
+    pytest.param(
         filters.numa,
         H(dedicated="all"),
         make_request(vcpus=8, dedicated=True),

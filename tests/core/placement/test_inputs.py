@@ -360,3 +360,33 @@ def test_without_reported_cells_no_vm_gets_more_vcpus_than_the_host_has_cpus() -
     assert isinstance(
         scheduler.place(state, inputs.request(_vm("fits", cpu={"vcpus": 8}))), Decision
     )
+
+
+def test_huge_pages_the_agent_reports_in_use_are_not_handed_out() -> None:
+    # 1024 pages of 2Mi, 924 of them taken outside kubevisor: 100 (200Mi) are left.
+    host = HypervisorHost.model_validate(
+        {
+            "metadata": {"name": "hp"},
+            "status": {
+                "capacity": {"cpu": 4, "memory": "8Gi", "disk": "100Gi"},
+                "numaCells": [
+                    {
+                        "id": 0,
+                        "cpus": [0, 1, 2, 3],
+                        "memory": "8Gi",
+                        "hugepages": [{"pageSize": "2Mi", "total": 1024, "free": 100}],
+                    }
+                ],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+    )
+    state = PlacementState.rebuild([inputs.host_snapshot(host)], [])
+    big = _vm("big", memory={"size": "1Gi", "hugepages": {"pageSize": "2Mi"}})
+    refused = scheduler.place(state, inputs.request(big))
+    assert isinstance(refused, NoFit)
+    assert refused.message == (
+        "0/1 host fit: 1 insufficient 2Mi huge pages (need 1Gi, best has 200Mi free)"
+    )
+    small = _vm("small", memory={"size": "200Mi", "hugepages": {"pageSize": "2Mi"}})
+    assert isinstance(scheduler.place(state, inputs.request(small)), Decision)

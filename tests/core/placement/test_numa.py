@@ -280,6 +280,31 @@ CASES = [
         id="hugepages-size-not-offered",
     ),
     pytest.param(
+        Case(
+            ded(2, memory_mib=2 * GIB, hugepage_kib=P2M),
+            host=make_host(dedicated="all", hugepages={P2M: 2048}, hugepages_free={P2M: 1000}),
+            reject="cell 0 has 1000 free 2Mi pages (2000Mi), needs 1024 (2Gi)",
+        ),
+        id="hugepages-used-outside-kubevisor-count-as-used",
+    ),
+    pytest.param(
+        Case(
+            ded(2, memory_mib=2 * GIB, hugepage_kib=P2M),
+            host=make_host(dedicated="all", hugepages={P2M: 2048}, hugepages_free={P2M: 1024}),
+            pages={0: (P2M, 1024), 1: (P2M, 1024)},
+        ),
+        id="hugepages-of-running-claims-are-not-counted-twice",
+    ),
+    pytest.param(
+        Case(
+            ded(2, memory_mib=2 * GIB, hugepage_kib=P2M),
+            host=make_host(dedicated="all", hugepages={P2M: 2048}),
+            pages={0: (P2M, 1025), 1: (P2M, 1025)},
+            reject="cell 0 has 1023 free 2Mi pages (2046Mi), needs 1024 (2Gi)",
+        ),
+        id="hugepages-of-claims-not-started-yet-count-as-used",
+    ),
+    pytest.param(
         Case(make_request(vcpus=2, hugepage_kib=P1G), host=make_host(hugepages={P1G: 4})),
         id="hugepages-1g-for-shared-guest",
     ),

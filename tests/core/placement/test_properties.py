@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +12,7 @@ from kubevisor.api import quantity
 from kubevisor.core import hosts as hosts_status
 from kubevisor.core import hypervisors
 from kubevisor.core.placement import scheduler
-from kubevisor.core.placement.model import GroupPolicy, Request
+from kubevisor.core.placement.model import GroupPolicy, HostSnapshot, Request
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import PlacementState, empty_usage
 
@@ -43,7 +44,9 @@ def check_allocated(state: PlacementState) -> None:
         assert state.usage(host.name).vms == len(claims)
 
 
-def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
+def check_invariants(
+    state: PlacementState, placed: dict[str, Request], outside: dict[tuple[str, int, int], int]
+) -> None:
     for vm, claim in state.claims().items():
         host, request = state.host(claim.host), placed[vm]
         if request.hypervisor_types:
@@ -74,7 +77,9 @@ def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
         for cell, used in zip(host.numa_cells, usage.cells, strict=True):
             assert used.pinned <= cell.cpus & host.dedicated_cpus
             for size, count in used.hugepages:
-                assert count <= cell.hugepage_total(size)
+                assert count <= cell.hugepage_total(size) - outside.get(
+                    (host.name, cell.id, size), 0
+                )
             assert used.shared_vcpus <= len(cell.cpus & host.shared_cpus) * inv.ratios.cpu
     for name, counts in groups.items():
         assert len(limits[name]) == 1, f"group {name}'s members hold different rules"
@@ -89,11 +94,41 @@ def check_invariants(state: PlacementState, placed: dict[str, Request]) -> None:
         assert recount.usage(host.name) == state.usage(host.name)
 
 
+def reported(
+    state: PlacementState, host: HostSnapshot, outside: dict[tuple[str, int, int], int]
+) -> HostSnapshot:
+    """`host` as its agent reports it once the guests of its claims run: the free huge pages
+    are what the pages used outside kubevisor and by those guests leave."""
+    usage = state.usage(host.name)
+    cells = tuple(
+        replace(
+            cell,
+            hugepages=tuple(
+                replace(
+                    pool,
+                    free=pool.total
+                    - outside[(host.name, cell.id, pool.page_kib)]
+                    - used.hugepages_used(pool.page_kib),
+                )
+                for pool in cell.hugepages
+            ),
+        )
+        for cell, used in zip(host.numa_cells, usage.cells, strict=True)
+    )
+    return replace(host, numa_cells=cells)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  # type: ignore[type-arg]
     cluster, ops = scenario
     state = PlacementState.rebuild(cluster, [])
+    outside = {
+        (host.name, cell.id, pool.page_kib): pool.total - pool.free
+        for host in cluster
+        for cell in host.numa_cells
+        for pool in cell.hugepages
+    }
     placed: dict[str, Request] = {}
     for op, arg in ops:
         if op == "release":
@@ -107,7 +142,9 @@ def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  #
             placed[arg.name] = arg
             if not isinstance(decision, Decision):
                 assert decision.message.startswith(f"0/{len(cluster)} host")
-        check_invariants(state, placed)
+        for host in cluster:
+            state.add_host(reported(state, host, outside))
+        check_invariants(state, placed, outside)
     for vm in sorted(state.claims()):
         state.release(vm)
     for host in cluster:

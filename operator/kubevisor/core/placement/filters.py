@@ -468,17 +468,17 @@ def hugepages(host: HostSnapshot, request: Request, state: PlacementState) -> Re
     pages = -(-request.memory_mib * 1024 // page)
     usage = state.usage(host.name)
     free = sum(
-        cell.hugepage_total(page) - used.hugepages_used(page)
+        cell.hugepages_free(page, used.hugepages_used(page))
         for cell, used in zip(host.numa_cells, usage.cells, strict=True)
     )
     if free >= pages:
         return None
     size = units.page_size(page)
-    need_mib, free_mib = pages * page // 1024, max(free, 0) * page // 1024
+    need_mib, free_mib = pages * page // 1024, free * page // 1024
     return Rejection(
         "hugepages",
         f"insufficient {size} huge pages",
-        f"host {host.name} has {max(free, 0)} free {size} pages ({units.mib(free_mib)}), "
+        f"host {host.name} has {free} free {size} pages ({units.mib(free_mib)}), "
         f"needs {pages} ({units.mib(need_mib)})",
         need=need_mib,
         free=free_mib,

@@ -37,7 +37,8 @@ class GroupPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Hugepages:
-    """Hugepages of one size on one host NUMA cell (`free` is as the agent last saw it)."""
+    """Hugepages of one size on one host NUMA cell (`free` is as the agent last saw it,
+    pages used outside kubevisor included; `NumaCell.hugepages_free` reads both)."""
 
     page_kib: int
     total: int
@@ -70,6 +71,16 @@ class NumaCell:
 
     def hugepage_total(self, page_kib: int) -> int:
         return sum(pool.total for pool in self.hugepages if pool.page_kib == page_kib)
+
+    def hugepages_free(self, page_kib: int, claimed: int) -> int:
+        """Pages of `page_kib` placement may still hand out here, `claimed` being held by
+        claims: what the claims leave of the total, and never more than the agent last
+        saw free. Pages in use outside kubevisor count as used; so, until the agent's next
+        report, do pages of guests just deleted (the safe side). Claims of guests that
+        have not started yet are not double-counted: the smaller figure wins, not the sum.
+        """
+        free = sum(pool.free for pool in self.hugepages if pool.page_kib == page_kib)
+        return max(min(self.hugepage_total(page_kib) - claimed, free), 0)
 
 
 class Capability(StrEnum):

@@ -119,7 +119,7 @@ def _memory(
     page = request.hugepage_kib
     if page is not None:
         pages = math.ceil(guest.memory_mib * 1024 / page)
-        free = max(cell.hugepage_total(page) - usage.hugepages_used(page), 0)
+        free = cell.hugepages_free(page, usage.hugepages_used(page))
         if pages > free:
             size = units.page_size(page)
             need_mib, free_mib = pages * page // 1024, free * page // 1024
