@@ -46,12 +46,14 @@ ENTRYPOINT ["kubevisor-controller"]
 CMD ["--peering=kubevisor", "--liveness=http://0.0.0.0:8080/healthz"]
 
 # The agent drives libvirtd over its UNIX socket: libvirt's client library, qemu-img for
-# disk overlays and genisoimage for cloud-init seeds. It runs as root beside the host's
+# disk overlays and genisoimage for cloud-init seeds; dnsmasq (DHCP) and nft (port security)
+# for the host side of kubevisor Networks. It runs as root beside the host's
 # libvirtd (socket and /var/lib/kubevisor are root's) or beside a libvirtd container in
 # the same pod; see docs/install.md.
 FROM runtime AS agent
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libvirt0 qemu-utils genisoimage \
+    dnsmasq-base nftables \
  && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl

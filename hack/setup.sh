@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kubevisor needs on this machine, idempotently; cheap when already done.
-#   - Debian packages (libvirt, QEMU, the guest kernel, busybox) when running as root
+#   - Debian packages (libvirt, QEMU, the guest kernel, busybox; dnsmasq and nftables for the
+#     hosts' networks) when running as root
 #   - a virtualenv in .venv with the package and its dev tools
 #   - kube-apiserver, kubectl and etcd, and vcsim (the vSphere simulator), built from Go
 #     modules into a cache outside the repo
@@ -14,6 +15,7 @@ debs=(
   pkg-config
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage cpio
   iproute2 util-linux ovmf syslinux syslinux-common mtools dosfstools
+  dnsmasq-base nftables
 )
 missing=()
 for deb in "${debs[@]}"; do
