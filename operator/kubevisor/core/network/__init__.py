@@ -1,0 +1,1 @@
+"""kubevisor Networks, decided purely: the host's data plane (`hostplan`, `hostdiff`)."""
