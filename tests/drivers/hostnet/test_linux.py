@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.hostnet.lab import Guest, Lab, run
+from drivers.hostnet.lab import Guest, Lab, ip, run
 from kubevisor.core.network import hostplan
 from kubevisor.core.network.hostplan import HostFacts, HostPlan, Interface, Network, NetworkType
 from kubevisor.drivers.hostnet.linux import LinuxHostNetwork
@@ -117,7 +117,7 @@ def test_overlay_between_two_hosts(lab: Lab, record_property: pytest.RecordPrope
         assert lab.dhcp(g1) == ["10.20.0.5", "10.20.0.1", "10.20.0.2", "1450"]
         assert lab.dhcp(g2)[0] == "10.20.0.6"
         assert lab.ping(g1, "10.20.0.6", count=3)
-        assert tcp(lab, g2, g1, "10.20.0.6") == "hello over the overlay"
+        assert tcp(lab, g2, g1, "10.20.0.6") == "hello"
 
         # Flood entries follow the peers: one more, then h2 gone.
         def fdb() -> str:
@@ -182,7 +182,7 @@ def tcp(lab: Lab, server: Guest, client: Guest, address: str) -> str:
                     address,
                     "8080",
                 ],
-                input="hello over the overlay\n",
+                input="hello\n",
                 capture_output=True,
                 text=True,
                 timeout=10,
@@ -195,3 +195,140 @@ def tcp(lab: Lab, server: Guest, client: Guest, address: str) -> str:
     finally:
         listener.kill()
         listener.wait()
+
+
+def test_port_security_and_isolation(lab: Lab) -> None:
+    g1 = lab.guest("g1", host=lab.host(1), mac="02:00:00:00:01:05")
+    g2 = lab.guest("g2", host=lab.host(2), mac="02:00:00:00:01:06")
+    g3 = lab.guest("g3", host=lab.host(2), mac="02:00:00:00:01:07")
+    g4 = lab.guest("g4", host=lab.host(1), mac="02:00:00:00:02:08")
+    g5 = lab.guest("g5", host=lab.host(2), mac="02:00:00:00:02:09")
+    on = {
+        1: [nic(g1, BLUE, "10.20.0.5"), nic(g4, GREEN, "10.20.0.8")],
+        2: [nic(g2, BLUE, "10.20.0.6"), nic(g3, BLUE, "10.20.0.7"), nic(g5, GREEN, "10.20.0.9")],
+    }
+    with driver(lab, 1) as h1, driver(lab, 2) as h2:
+        for n, network in ((1, h1), (2, h2)):
+            converge(network, hostplan.desired(on[n], facts(lab, n)))
+        for guest, bridge in ((g1, "b1b1"), (g2, "b1b1"), (g3, "b1b1"), (g4, "9e9e"), (g5, "9e9e")):
+            lab.plug(guest, f"kvbr-{bridge}{bridge}")
+        for guest, address in ((g1, "5"), (g2, "6"), (g3, "7"), (g4, "8"), (g5, "9")):
+            assert lab.dhcp(guest)[0] == f"10.20.0.{address}"
+
+        # Two overlays with one subnet: each reaches its own, never the other's.
+        assert lab.ping(g4, "10.20.0.9")
+        assert lab.ping(g1, "10.20.0.6")
+        assert not lab.ping(g4, "10.20.0.5")
+        assert not lab.ping(g1, "10.20.0.9")
+
+        # g3 talks to g1 as itself; neighbours pinned so only the source decides.
+        ip("neigh", "replace", "10.20.0.5", "lladdr", g1.mac, "dev", "eth0", netns=g3.netns)
+        ip("neigh", "replace", "10.20.0.99", "lladdr", g3.mac, "dev", "eth0", netns=g1.netns)
+        assert lab.ping(g3, "10.20.0.5")
+
+        # Another address: nothing gets through (ARP nor IP).
+        ip("addr", "flush", "dev", "eth0", netns=g3.netns)
+        ip("addr", "add", "10.20.0.99/24", "dev", "eth0", netns=g3.netns)
+        ip("neigh", "replace", "10.20.0.5", "lladdr", g1.mac, "dev", "eth0", netns=g3.netns)
+        assert not lab.ping(g3, "10.20.0.5")
+        ip("addr", "flush", "dev", "eth0", netns=g3.netns)
+        ip("addr", "add", "10.20.0.6/24", "dev", "eth0", netns=g3.netns)  # g2's address
+        ip("neigh", "replace", "10.20.0.5", "lladdr", g1.mac, "dev", "eth0", netns=g3.netns)
+        assert not lab.ping(g3, "10.20.0.5")
+
+        # Its own address from another MAC: dropped too.
+        ip("addr", "flush", "dev", "eth0", netns=g3.netns)
+        ip("addr", "add", "10.20.0.7/24", "dev", "eth0", netns=g3.netns)
+        ip("link", "set", "eth0", "address", "02:00:00:00:01:ee", netns=g3.netns)
+        ip("neigh", "replace", "10.20.0.5", "lladdr", g1.mac, "dev", "eth0", netns=g3.netns)
+        ip(
+            "neigh",
+            "replace",
+            "10.20.0.7",
+            "lladdr",
+            "02:00:00:00:01:ee",
+            "dev",
+            "eth0",
+            netns=g1.netns,
+        )
+        assert not lab.ping(g3, "10.20.0.5")
+
+        # It is the rules that drop it: without the table the spoof passes; converge
+        # (which sees the table gone) puts them back.
+        run("nft", "delete", "table", "bridge", "kubevisor", netns=lab.host(2))
+        assert lab.ping(g3, "10.20.0.5")
+        plan2 = hostplan.desired(on[2], facts(lab, 2))
+        repaired = asyncio.run(h2.converge(plan2))
+        assert {c.element for c in repaired.applied} == plan2.ports
+        assert not lab.ping(g3, "10.20.0.5")
+
+        # Back to itself: through again (the rules drop the spoof, not the guest).
+        ip("link", "set", "eth0", "address", g3.mac, netns=g3.netns)
+        ip("neigh", "replace", "10.20.0.7", "lladdr", g3.mac, "dev", "eth0", netns=g1.netns)
+        assert lab.ping(g3, "10.20.0.5")
+
+        asyncio.run(h1.remove())
+        asyncio.run(h2.remove())
+    nothing_left(lab, 1)
+    nothing_left(lab, 2)
+
+
+def vlan_supported(lab: Lab) -> bool:
+    """Whether this kernel has 802.1Q (some VM kernels, CI's included, are built without)."""
+    probe = run(
+        "ip",
+        "link",
+        "add",
+        "link",
+        "eth1",
+        "name",
+        "eth1.4000",
+        "type",
+        "vlan",
+        "id",
+        "4000",
+        netns=lab.host(1),
+        check=False,
+    )
+    run("ip", "link", "del", "eth1.4000", netns=lab.host(1), check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.parametrize("vlan", [pytest.param(None, id="flat"), pytest.param(100, id="vlan")])
+def test_provider_network_between_two_hosts(lab: Lab, vlan: int | None) -> None:
+    network = replace(FLAT, vlan=vlan)
+    g6 = lab.guest("g6", host=lab.host(1), mac="02:00:00:00:03:05")
+    g7 = lab.guest("g7", host=lab.host(2), mac="02:00:00:00:03:06")
+    plans = {
+        1: hostplan.desired([nic(g6, network, "10.30.0.5")], facts(lab, 1)),
+        2: hostplan.desired([nic(g7, network, "10.30.0.6")], facts(lab, 2)),
+    }
+    with driver(lab, 1) as h1, driver(lab, 2) as h2:
+        if vlan is not None and not vlan_supported(lab):
+            # Without 802.1Q the kernel cannot tag: the driver says so, and realises nothing
+            # that would carry the network untagged.
+            result = asyncio.run(h1.converge(plans[1]))
+            assert [f.reason for f in result.failed] == [
+                "VLAN eth1.100: this kernel has no 802.1Q VLAN support (module 8021q)"
+            ]
+            assert "eth1.100" not in lab.links(lab.host(1))
+            assert asyncio.run(h1.remove()).failed == ()
+            nothing_left(lab, 1)
+            return
+        converge(h1, plans[1])
+        converge(h2, plans[2])
+        lab.plug(g6, "kvbr-f1a7f1a7")
+        lab.plug(g7, "kvbr-f1a7f1a7")
+        assert lab.dhcp(g6) == ["10.30.0.5"]  # no router, no DNS, no MTU: none configured
+        assert lab.dhcp(g7) == ["10.30.0.6"]
+        assert lab.ping(g6, "10.30.0.6", count=3)
+        assert tcp(lab, g7, g6, "10.30.0.6") == "hello"
+        assert asyncio.run(h1.converge(plans[1])).changed is False
+
+        asyncio.run(h1.remove())
+        asyncio.run(h2.remove())
+    # The uplink is the admin's: released, not deleted.
+    assert "eth1" in lab.links(lab.host(1))
+    assert "master" not in ip("link", "show", "eth1", netns=lab.host(1))
+    nothing_left(lab, 1)
+    nothing_left(lab, 2)
