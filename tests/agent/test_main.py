@@ -156,3 +156,27 @@ def test_domain_type(
     else:
         assert chosen.message is not None and because in chosen.message
         assert "TCG" in chosen.message
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        pytest.param([], None, id="unknown-without-either"),
+        pytest.param(["--qemu-conf", "{conf}"], {"cpu", "memory"}, id="from-qemu-conf"),
+        pytest.param(
+            ["--qemu-conf", "{conf}", "--cgroup-controllers", "cpuset"],
+            {"cpuset"},
+            id="the-flag-wins",
+        ),
+        pytest.param(
+            ["--qemu-conf", "{conf}", "--cgroup-controllers", ""], set(), id="flag-says-none"
+        ),
+    ],
+)
+def test_cgroup_controllers_from_the_flag_else_qemu_conf(
+    tmp_path: Path, flags: list[str], expected: set[str] | None
+) -> None:
+    conf = tmp_path / "qemu.conf"
+    conf.write_text('cgroup_controllers = [ "cpu", "memory" ]\n')
+    args = main.parse_args(["--host", "h", *(f.format(conf=conf) for f in flags)])
+    assert main.cgroup_controllers(args) == expected

@@ -180,3 +180,37 @@ def test_seccomp_sandbox_from_qemu_conf(
         path.write_text(conf)
     assert probe.seccomp_sandbox(path) is expected
     assert probe.seccomp_sandbox(None) is None
+
+
+@pytest.mark.parametrize(
+    ("conf", "expected"),
+    [
+        pytest.param("", None, id="left-to-libvirt"),
+        pytest.param('#cgroup_controllers = [ "cpu" ]\n', None, id="commented-out"),
+        pytest.param("cgroup_controllers = [ ]\n", frozenset(), id="none"),
+        pytest.param(
+            'cgroup_controllers = [ "cpu", "memory", "cpuset" ]\n',
+            frozenset({"cpu", "memory", "cpuset"}),
+            id="listed",
+        ),
+        pytest.param(
+            "cgroup_controllers = [\n  'cpu',  # shares and quotas\n  \"devices\",\n]\n",
+            frozenset({"cpu", "devices"}),
+            id="over-lines-with-comments",
+        ),
+        pytest.param(
+            'cgroup_controllers = [ "cpu" ]\ncgroup_controllers = [ "memory" ]\n',
+            frozenset({"memory"}),
+            id="last-wins",
+        ),
+        pytest.param(None, None, id="unreadable"),
+    ],
+)
+def test_cgroup_controllers_from_qemu_conf(
+    tmp_path: Path, conf: str | None, expected: frozenset[str] | None
+) -> None:
+    path = tmp_path / "qemu.conf"
+    if conf is not None:
+        path.write_text(conf)
+    assert probe.cgroup_controllers(path) == expected
+    assert probe.cgroup_controllers(None) is None

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kubevisor import metrics
-from kubevisor.agent import imagefetch
+from kubevisor.agent import imagefetch, probe
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
@@ -105,15 +105,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--guest-cmdline", default="console=ttyS0", help="their kernel cmdline")
     parser.add_argument(
         "--cgroup-controllers",
-        help="comma-separated cgroup controllers libvirt uses for VMs (qemu.conf "
-        "cgroup_controllers; empty: none); default: unknown, assume all",
+        help="comma-separated cgroup controllers libvirt uses for VMs (empty: none); "
+        "default: the cgroup_controllers of --qemu-conf, else unknown, assume all",
     )
     parser.add_argument(
         "--qemu-conf",
         type=Path,
         default=None,
         help="the host's qemu.conf (e.g. /etc/libvirt/qemu.conf mounted read-only), read "
-        "for its seccomp_sandbox setting; unset: reported as unknown",
+        "for its seccomp_sandbox and cgroup_controllers settings; unset: reported as unknown",
     )
     parser.add_argument(
         "--migration-uri",
@@ -212,6 +212,13 @@ def duration(text: str) -> float:
     if not seconds >= 0:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90m, 24h)")
     return seconds
+
+
+def cgroup_controllers(args: argparse.Namespace) -> frozenset[str] | None:
+    """--cgroup-controllers when given (empty: none), else what --qemu-conf names."""
+    if args.cgroup_controllers is not None:
+        return frozenset(c for c in args.cgroup_controllers.split(",") if c)
+    return probe.cgroup_controllers(args.qemu_conf)
 
 
 def console_endpoint(args: argparse.Namespace) -> str | None:
@@ -319,9 +326,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         if args.guest_kernel
         else None,
-        cgroup_controllers=None
-        if args.cgroup_controllers is None
-        else frozenset(c for c in args.cgroup_controllers.split(",") if c),
+        cgroup_controllers=cgroup_controllers(args),
         qemu_conf=args.qemu_conf,
         lease_namespace=args.lease_namespace,
         lease_duration=args.lease_duration,

@@ -2,10 +2,10 @@
 
 KSM from /sys/kernel/mm/ksm, the storage holding the VMs' overlays (statvfs plus the
 overlays' virtual and real sizes), and the capabilities a VM may require (OVMF for UEFI
-and Secure Boot, /dev/vhost-net, with the security driver and cgroup controllers the
-agent learnt elsewhere). Each reader takes its paths as arguments so tests point it at a
-directory of their own. `pci_inventory` matches the driver's PCI devices against the
-HypervisorHost's allow-list.
+and Secure Boot, /dev/vhost-net, the QEMU sandbox and cgroup controllers of the host's
+qemu.conf, with the security driver libvirt reports). Each reader takes its paths as
+arguments so tests point it at a directory of their own. `pci_inventory` matches the
+driver's PCI devices against the HypervisorHost's allow-list.
 """
 
 from __future__ import annotations
@@ -98,6 +98,29 @@ def seccomp_sandbox(qemu_conf: Path | None) -> bool | None:
         return None
     found = _SECCOMP.findall(text)
     return found[-1] != "0" if found else True
+
+
+_CGROUPS = re.compile(r"^[ \t]*cgroup_controllers[ \t]*=[ \t]*\[([^\]]*)\]", re.MULTILINE)
+_QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'")
+
+
+def cgroup_controllers(qemu_conf: Path | None) -> frozenset[str] | None:
+    """The cgroup controllers the host's qemu.conf lets libvirt use for VMs
+    (`cgroup_controllers = [ "cpu", "memory" ]`; `[ ]`: none), for an agent whose command
+    line does not name them. None when the agent is not given the file or cannot read it,
+    or when the file leaves the choice to libvirt (every controller the host mounts):
+    unknown, which the renderer takes as all."""
+    if qemu_conf is None:
+        return None
+    try:
+        text = qemu_conf.read_text()
+    except OSError:
+        return None
+    found = _CGROUPS.findall(text)
+    if not found:
+        return None
+    listed = re.sub(r"#[^\n]*", "", found[-1])
+    return frozenset(double or single for double, single in _QUOTED.findall(listed))
 
 
 def capabilities(

@@ -305,9 +305,9 @@ class HostCapabilities(ApiModel):
         default_factory=list,
         description=(
             "cgroup controllers libvirt can use for VMs (cpu, cpuset, memory, blkio, ...), "
-            "as the agent is told (--cgroup-controllers, qemu.conf cgroup_controllers); "
-            "empty when none or unknown. Without cpu, spec.cpu.tune limits are not "
-            "enforced on this host."
+            "as the agent is told (--cgroup-controllers) or reads in the host's qemu.conf "
+            "(cgroup_controllers); empty when none or unknown (qemu.conf leaves the choice "
+            "to libvirt). Without cpu, spec.cpu.tune limits are not enforced on this host."
         ),
     )
 
