@@ -8,6 +8,7 @@ rendered object server-side against the real kube-apiserver with our CRDs.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,10 @@ import pytest
 import yaml
 
 from harness import REPO, controlplane_bin, require
+from kubevisor.agent import main as agent_main
+from kubevisor.agent import probe as agent_probe
 from kubevisor.cli import crds as crds_cli
+from kubevisor.core.domain import Ovmf
 from kubevisor.testbed import controlplane
 from kubevisor.testbed.controlplane import ControlPlane
 
@@ -84,6 +88,43 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = workload["spec"]["template"]["spec"]["containers"]
     return result
+
+
+def agent_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod: dict[str, Any] = find(objects, "DaemonSet", "kubevisor-agent")["spec"]["template"]["spec"]
+    return pod
+
+
+def pod_container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in pod["containers"] if c["name"] == name]
+    return found
+
+
+def flag(workload_container: dict[str, Any], name: str) -> str | None:
+    """The value of `--name=VALUE` among the container's args, None when absent."""
+    values = [a.split("=", 1)[1] for a in workload_container["args"] if a.startswith(f"{name}=")]
+    assert len(values) <= 1, f"{name} given {len(values)} times"
+    return values[0] if values else None
+
+
+def source(pod: dict[str, Any], name: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The volume and mount that bring `path` into container `name`: the innermost mount
+    holding it."""
+    holding = [
+        m
+        for m in pod_container(pod, name)["volumeMounts"]
+        if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert holding, f"{path} is not mounted into {name}"
+    mount = max(holding, key=lambda m: len(m["mountPath"]))
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return volume, mount
+
+
+def firmware() -> list[str]:
+    """The UEFI files the agent looks for, where the domain XML names them for libvirtd."""
+    ovmf = Ovmf()
+    return [ovmf.code, ovmf.vars_template, ovmf.secure_code, ovmf.secure_vars_template]
 
 
 # -- pure: what the base renders ----------------------------------------------------------
@@ -187,14 +228,40 @@ def test_agent_runs_on_hypervisor_nodes_with_the_libvirt_socket_and_state(
     assert pod["nodeSelector"] == {"kubevisor.io/hypervisor": "true"}
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
     host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    assert host_paths == {"libvirt-run": "/var/run/libvirt", "state": "/var/lib/kubevisor"}
-    (container,) = pod["containers"]
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert host_paths == {
+        "libvirt-run": "/var/run/libvirt",
+        "state": "/var/lib/kubevisor",
+        "qemu-conf": "/etc/libvirt/qemu.conf",
+        "ovmf": "/usr/share/OVMF",
+        "vhost-net": "/dev/vhost-net",
+    }
+    (agent,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
     assert mounts["libvirt-run"] == "/var/run/libvirt", "libvirt-sock at its usual path"
     assert mounts["state"] == "/var/lib/kubevisor", "libvirtd sees disk paths unchanged"
-    assert "--host=$(NODE_NAME)" in container["args"]
-    (node_name,) = [e for e in container["env"] if e["name"] == "NODE_NAME"]
+    assert "--host=$(NODE_NAME)" in agent["args"]
+    (node_name,) = [e for e in agent["env"] if e["name"] == "NODE_NAME"]
     assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_agent_reads_the_hosts_own_qemu_conf_firmware_and_vhost_net(
+    base: list[dict[str, Any]],
+) -> None:
+    """What libvirt's API does not report (QEMU's seccomp sandbox and cgroup controllers
+    in qemu.conf, UEFI firmware, /dev/vhost-net), the agent reads from the host: each read
+    only, and at the host's own path, because the domain XML names the firmware there."""
+    pod = agent_pod(base)
+    qemu_conf = flag(pod_container(pod, "agent"), "--qemu-conf")
+    assert qemu_conf is not None, "without it every host reports its QEMU sandbox as unknown"
+    kinds = {}
+    for path in (qemu_conf, *firmware(), str(agent_probe.VHOST_NET)):
+        volume, mount = source(pod, "agent", path)
+        assert mount.get("readOnly") is True, path
+        assert volume["hostPath"]["path"] + path.removeprefix(mount["mountPath"]) == path
+        kinds[volume["name"]] = volume["hostPath"]["type"]
+    # A host without the ovmf package reports no UEFI rather than failing the pod; a host
+    # without qemu.conf or vhost-net is no QEMU host kubevisor can use, and says so.
+    assert kinds == {"qemu-conf": "File", "ovmf": "DirectoryOrCreate", "vhost-net": "CharDevice"}
 
 
 def test_metrics_services_select_the_pods_and_the_servicemonitor_the_services(
@@ -239,6 +306,95 @@ def test_libvirtd_in_pod_shares_the_socket_inside_the_pod(tmp_path: Path) -> Non
         assert mounts["state"] == "/var/lib/kubevisor"
 
 
+LIBVIRTD_QEMU_CONF = "/etc/libvirt/qemu.conf"
+LIBVIRTD_FIRMWARE = "/usr/share/OVMF"
+
+
+def libvirtd_image(root: Path, *, configured: bool) -> Path:
+    """The files of a libvirtd image the init container reads, under `root`: a qemu.conf
+    (with the sandbox off) and the firmware Ovmf names, or neither."""
+    root.mkdir()
+    if configured:
+        conf = root / LIBVIRTD_QEMU_CONF.lstrip("/")
+        conf.parent.mkdir(parents=True)
+        conf.write_text("seccomp_sandbox = 0\ncgroup_controllers = [ ]\n")
+        for path in firmware():
+            file = root / path.lstrip("/")
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(b"firmware of " + path.encode())
+        # Some distributions link the files from elsewhere (Fedora: ../edk2/ovmf/): the
+        # copies must be the files, not links that point out of the copy.
+        template = root / Ovmf().vars_template.lstrip("/")
+        elsewhere = root / "usr/share/edk2/ovmf" / template.name
+        elsewhere.parent.mkdir(parents=True)
+        template.rename(elsewhere)
+        template.symlink_to(Path("../edk2/ovmf") / template.name)
+    return root
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["qemu-conf-and-ovmf", "neither"])
+def test_libvirtd_in_pod_agent_reads_qemu_conf_and_firmware_of_its_libvirtd(
+    tmp_path: Path, configured: bool
+) -> None:
+    """In mode 2 libvirtd's qemu.conf and firmware are its image's, which the host may not
+    have: an init container of that image copies them where the agent reads them. Its
+    script runs here on a stand-in for the image, and the agent's probe reads the copies."""
+    (tmp_path / "overlay").mkdir()
+    pod = agent_pod(render(libvirtd_in_pod_overlay(tmp_path / "overlay")))
+    (setup,) = pod["initContainers"]
+    assert setup["image"] == pod_container(pod, "libvirtd")["image"]
+    qemu_conf = flag(pod_container(pod, "agent"), "--qemu-conf")
+    assert qemu_conf == LIBVIRTD_QEMU_CONF
+    image = libvirtd_image(tmp_path / "image", configured=configured)
+    script = setup["command"][-1]
+    for read in (LIBVIRTD_QEMU_CONF, LIBVIRTD_FIRMWARE):
+        assert read in script, f"the init container does not copy libvirtd's {read}"
+        script = script.replace(read, str(image) + read)
+    for mount in setup["volumeMounts"]:
+        volume_dir = tmp_path / "volumes" / mount["name"]
+        volume_dir.mkdir(parents=True)
+        script = script.replace(mount["mountPath"], str(volume_dir))
+    subprocess.run(["sh", "-ec", script], check=True)
+    shutil.rmtree(image)  # the agent sees the volumes only
+    seen: dict[str, Path] = {}
+    for path in (qemu_conf, *firmware()):
+        volume, mount = source(pod, "agent", path)
+        assert "emptyDir" in volume, f"{path}: not from the host, which may have no libvirt"
+        volume_dir = tmp_path / "volumes" / volume["name"] / mount.get("subPath", "")
+        seen[path] = volume_dir / path.removeprefix(mount["mountPath"]).lstrip("/")
+    ovmf = Ovmf(
+        code=str(seen[Ovmf().code]),
+        vars_template=str(seen[Ovmf().vars_template]),
+        secure_code=str(seen[Ovmf().secure_code]),
+        secure_vars_template=str(seen[Ovmf().secure_vars_template]),
+    )
+    found = agent_probe.capabilities(ovmf, qemu_conf=seen[qemu_conf])
+    # The image's qemu.conf turns the sandbox off; without one, libvirt's default is on.
+    assert (found.seccomp_sandbox, found.uefi, found.secure_boot) == (
+        (False, True, True) if configured else (True, False, False)
+    )
+    assert agent_probe.cgroup_controllers(seen[qemu_conf]) == (frozenset() if configured else None)
+    volume, _ = source(pod, "agent", str(agent_probe.VHOST_NET))
+    assert volume["hostPath"]["path"] == str(agent_probe.VHOST_NET), "the privileged libvirtd's too"
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        pytest.param(MANIFESTS, id="base"),
+        pytest.param(None, id="libvirtd-in-pod"),
+        pytest.param(REPO / "hack" / "kind" / "overlay", id="kind-overlay"),
+    ],
+)
+def test_the_agents_arguments_are_ones_it_accepts(overlay: Path | None, tmp_path: Path) -> None:
+    pod = agent_pod(render(overlay or libvirtd_in_pod_overlay(tmp_path)))
+    args = [
+        a.replace("$(NODE_NAME)", "node-1").replace("$(NODE_IP)", "10.0.0.2")
+        for a in pod_container(pod, "agent")["args"]
+    ]
+    assert agent_main.parse_args(args).host == "node-1"
+
+
 def test_kind_overlay_runs_the_loaded_images_on_the_test_driver() -> None:
     objects = render(REPO / "hack" / "kind" / "overlay")
     controller = containers(find(objects, "Deployment", "kubevisor-controller"))[0]
@@ -249,6 +405,11 @@ def test_kind_overlay_runs_the_loaded_images_on_the_test_driver() -> None:
     )
     assert controller["imagePullPolicy"] == agent["imagePullPolicy"] == "Never"
     assert "--libvirt-uri=test:///default" in agent["args"]
+    # kind's nodes have no libvirt setup to read, and the test driver needs none.
+    pod = agent_pod(objects)
+    host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host_paths == {"/var/lib/kubevisor"}
+    assert flag(agent, "--qemu-conf") is None
     script = (REPO / "hack" / "kind" / "up.sh").read_text()
     for needed in ("kubevisor-controller:$TAG", "kubevisor-agent:$TAG", "hack/kind/overlay"):
         assert needed in script
