@@ -180,3 +180,16 @@ def test_cgroup_controllers_from_the_flag_else_qemu_conf(
     conf.write_text('cgroup_controllers = [ "cpu", "memory" ]\n')
     args = main.parse_args(["--host", "h", *(f.format(conf=conf) for f in flags)])
     assert main.cgroup_controllers(args) == expected
+
+
+def test_an_unreadable_qemu_conf_stops_the_agent_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a silent "unknown" on every host: the mount or the flag is wrong."""
+    missing = tmp_path / "qemu.conf"
+    assert main.main(["--host", "h", "--qemu-conf", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert f"--qemu-conf {missing}: No such file or directory" in error
+    missing.write_text("seccomp_sandbox = 0\n")
+    assert main.unreadable(missing) is None
+    assert main.unreadable(None) is None

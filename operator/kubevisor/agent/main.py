@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -369,8 +370,26 @@ async def run(args: argparse.Namespace) -> None:
         await hypervisor.close()
 
 
+def unreadable(qemu_conf: Path | None) -> str | None:
+    """Why the agent cannot read the qemu.conf it was given, None when it can (or has none):
+    a path that does not reach the file would report the host's settings as unknown."""
+    if qemu_conf is None:
+        return None
+    try:
+        qemu_conf.read_bytes()
+    except OSError as error:
+        return (
+            f"--qemu-conf {qemu_conf}: {error.strerror or error}; mount the host's qemu.conf "
+            "there, or leave the flag out to report its settings as unknown"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if problem := unreadable(args.qemu_conf):
+        print(f"kubevisor-agent: error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
