@@ -8,6 +8,7 @@ rendered object server-side against the real kube-apiserver with our CRDs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -284,7 +285,7 @@ def test_metrics_services_select_the_pods_and_the_servicemonitor_the_services(
 
 
 def libvirtd_in_pod_overlay(where: Path) -> Path:
-    """An overlay of the base with the libvirtd-in-pod component, as the README shows."""
+    """An overlay of the base with the libvirtd-in-pod component, as docs/install.md shows."""
     base = os.path.relpath(MANIFESTS, where)
     where.joinpath("kustomization.yaml").write_text(
         f"resources: [{base}]\ncomponents: [{base}/components/libvirtd-in-pod]\n"
@@ -395,6 +396,45 @@ def test_the_agents_arguments_are_ones_it_accepts(overlay: Path | None, tmp_path
     assert agent_main.parse_args(args).host == "node-1"
 
 
+INSTALL_GUIDE = REPO / "docs" / "install.md"
+
+
+def install_guide_overlays() -> list[str]:
+    """The overlays docs/install.md shows: its YAML blocks headed by the file they are."""
+    return re.findall(
+        r"```yaml\n(# my-cluster/kustomization\.yaml\n.*?)```", INSTALL_GUIDE.read_text(), re.S
+    )
+
+
+def install_guide_overlay(where: Path, text: str) -> Path:
+    """One of them in `where`, with the guide's checkout (`../kubevisor/`) this one."""
+    repo = os.path.relpath(REPO, where)
+    where.mkdir(parents=True, exist_ok=True)
+    where.joinpath("kustomization.yaml").write_text(text.replace("../kubevisor/", f"{repo}/"))
+    return where
+
+
+def test_the_install_guides_overlays_set_the_images_and_flags_they_say(tmp_path: Path) -> None:
+    overlays = install_guide_overlays()
+    assert len(overlays) == 2, "the plain overlay and the one with libvirtd in the pod"
+    for number, text in enumerate(overlays):
+        objects = render(install_guide_overlay(tmp_path / str(number), text))
+        images = {
+            c["image"]
+            for o in objects
+            if o["kind"] in ("Deployment", "DaemonSet")
+            for c in o["spec"]["template"]["spec"]["containers"]
+            + o["spec"]["template"]["spec"].get("initContainers", [])
+        }
+        for entry in yaml.safe_load(text)["images"]:
+            assert f"{entry['newName']}:{entry['newTag']}" in images
+            assert not [i for i in images if i.startswith(entry["name"] + ":")], entry["name"]
+        args = pod_container(agent_pod(objects), "agent")["args"]
+        assert agent_main.parse_args([a.replace("$(NODE_NAME)", "n") for a in args]).host == "n"
+    plain = agent_pod(render(tmp_path / "0"))
+    assert "--image-cache-max-size=200Gi" in pod_container(plain, "agent")["args"]
+
+
 def test_kind_overlay_runs_the_loaded_images_on_the_test_driver() -> None:
     objects = render(REPO / "hack" / "kind" / "overlay")
     controller = containers(find(objects, "Deployment", "kubevisor-controller"))[0]
@@ -453,3 +493,17 @@ def test_server_side_dry_run_accepts_every_object(
     )
     accepted = [line for line in done.stdout.splitlines() if "(server dry run)" in line]
     assert len(accepted) == len(objects), done.stdout
+
+
+@pytest.mark.apiserver
+def test_server_side_dry_run_accepts_the_install_guides_overlays(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    for number, text in enumerate(install_guide_overlays()):
+        directory = install_guide_overlay(tmp_path / str(number), text)
+        objects = render(directory)
+        done = plane.kubectl(
+            "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(directory)
+        )
+        accepted = [line for line in done.stdout.splitlines() if "(server dry run)" in line]
+        assert len(accepted) == len(objects), done.stdout
