@@ -193,3 +193,27 @@ def test_an_unreadable_qemu_conf_stops_the_agent_with_the_reason(
     missing.write_text("seccomp_sandbox = 0\n")
     assert main.unreadable(missing) is None
     assert main.unreadable(None) is None
+
+
+@pytest.mark.parametrize(
+    ("check", "offered", "probe", "expected", "because"),
+    [
+        pytest.param(
+            "device", ("kvm", "qemu"), NO_DEVICE, "qemu", "cannot be opened", id="device-default"
+        ),
+        pytest.param("libvirt", ("kvm", "qemu"), NO_DEVICE, "kvm", None, id="libvirt-offers-kvm"),
+        pytest.param("libvirt", ("qemu",), NO_DEVICE, "qemu", None, id="libvirt-offers-tcg-only"),
+        pytest.param(
+            "libvirt", ("kvm", "qemu"), NESTED, "qemu", "itself a virtual machine", id="nested"
+        ),
+    ],
+)
+def test_kvm_check_for_an_agent_that_cannot_open_the_device(
+    check: str, offered: tuple[str, ...], probe: kvm.Probe, expected: str, because: str | None
+) -> None:
+    """The DaemonSet's agent is unprivileged: its pod cannot open /dev/kvm, which the
+    host's libvirtd uses. With --kvm-check libvirt, libvirt's offer stands for the device."""
+    assert main.parse_args(["--host", "h"]).kvm_check == "device"
+    chosen = main.domain_type("auto", offered=offered, kvm=main.kvm_facts(check, probe))
+    assert chosen.type == expected
+    assert (chosen.message is None) if because is None else (because in (chosen.message or ""))

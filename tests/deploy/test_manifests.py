@@ -241,6 +241,7 @@ def test_agent_runs_on_hypervisor_nodes_with_the_libvirt_socket_and_state(
     assert mounts["libvirt-run"] == "/var/run/libvirt", "libvirt-sock at its usual path"
     assert mounts["state"] == "/var/lib/kubevisor", "libvirtd sees disk paths unchanged"
     assert "--host=$(NODE_NAME)" in agent["args"]
+    assert flag(agent, "--kvm-check") == "libvirt", "it cannot open /dev/kvm: TCG everywhere"
     (node_name,) = [e for e in agent["env"] if e["name"] == "NODE_NAME"]
     assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 

@@ -74,6 +74,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "test driver (and vSphere, which reads only the name, uuid, memory and vCPUs of "
         "the XML)",
     )
+    parser.add_argument(
+        "--kvm-check",
+        choices=("device", "libvirt"),
+        default="device",
+        help="how auto knows KVM works: device opens /dev/kvm here (an agent beside it); "
+        "libvirt takes libvirt's offer of kvm, made only when its QEMU can use the host's "
+        "/dev/kvm (an unprivileged agent in a pod, which cannot open the device). A nested "
+        "host runs TCG either way",
+    )
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
     parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
     parser.add_argument(
@@ -263,6 +272,13 @@ class DomainTypeChoice:
     message: str | None = None
 
 
+def kvm_facts(check: str, probed: kvm.Probe) -> kvm.Probe:
+    """What domain_type weighs of KVM (--kvm-check): the device as `probed` here, or, for
+    an agent that cannot open it, libvirt's offer standing for the device; the nested
+    check (the CPU flags, which a container sees as the host's) stays."""
+    return probed if check == "device" else dataclasses.replace(probed, device_problem=None)
+
+
 def domain_type(choice: str, *, offered: Sequence[str], kvm: kvm.Probe) -> DomainTypeChoice:
     """The domain type to render: explicit, or the best one the host offers. KVM only
     where /dev/kvm works and the host is not nested (`kvm`); else TCG, saying why."""
@@ -314,7 +330,9 @@ async def run(args: argparse.Namespace) -> None:
     hypervisor = hypervisor_for(args)
     await hypervisor.connect()
     facts = await hypervisor.host_facts()
-    chosen = domain_type(args.domain_type, offered=facts.domain_types, kvm=kvm.probe())
+    chosen = domain_type(
+        args.domain_type, offered=facts.domain_types, kvm=kvm_facts(args.kvm_check, kvm.probe())
+    )
     kube = await Kube.connect(args.kubeconfig)
     settings = Settings(
         host=args.host,
