@@ -37,7 +37,8 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain
+from kubevisor.core.domain import converter
+from kubevisor.core.domain.host import BootFiles, HostEnvironment
 from kubevisor.testbed import controlplane, guest, hosts
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.stack import wait_hosts_ready
@@ -291,12 +292,12 @@ def virsh_baseline(
                 "spec": {"memory": {"size": "128Mi"}},
             }
         )
-        xml = domain.render(
+        xml = converter.render(
             vm,
-            host=domain.HostEnvironment(
+            host=HostEnvironment(
                 domain_type="qemu",
                 serial_log=str(work / f"raw-{i}.log"),
-                default_boot=domain.BootFiles(
+                default_boot=BootFiles(
                     kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
                 ),
             ),

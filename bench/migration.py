@@ -33,7 +33,8 @@ from typing import Any
 from kubernetes import client, config
 
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain
+from kubevisor.core.domain import converter
+from kubevisor.core.domain.host import BootFiles, HostEnvironment
 from kubevisor.testbed import controlplane, guest, hosts
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.stack import wait_hosts_ready
@@ -187,12 +188,12 @@ def plain_domain(tiny: guest.Guest, serial: Path) -> str:
             "spec": {"memory": {"size": "128Mi"}},
         }
     )
-    xml = domain.render(
+    xml = converter.render(
         vm,
-        host=domain.HostEnvironment(
+        host=HostEnvironment(
             domain_type="qemu",
             serial_log=str(serial),
-            default_boot=domain.BootFiles(
+            default_boot=BootFiles(
                 kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
             ),
             cgroup_controllers=frozenset(),

@@ -30,7 +30,7 @@ from agent.conftest import LOOPBACK, ImageServer
 from kubevisor.agent.agent import HOST_LABEL, Agent, Settings
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.core.destinations import Policy
-from kubevisor.core.domain import BootFiles
+from kubevisor.core.domain.host import BootFiles
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.drivers.fake import FakeHypervisor
 from kubevisor.kube.client import Kube, Object

@@ -13,7 +13,7 @@ import pytest
 from kubevisor.agent import hoststatus, probe
 from kubevisor.agent.imagecache import Entry
 from kubevisor.api.hypervisorhost import HostStorage
-from kubevisor.core.domain import DomainType
+from kubevisor.core.domain.host import DomainType
 from kubevisor.drivers import fake
 
 

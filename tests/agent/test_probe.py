@@ -10,7 +10,7 @@ import pytest
 
 from kubevisor.agent import probe
 from kubevisor.api.hypervisorhost import PciPassthroughRule
-from kubevisor.core.domain import Ovmf
+from kubevisor.core.domain.host import Ovmf
 from kubevisor.drivers.base import PciDeviceInfo
 
 

@@ -26,8 +26,8 @@ import pytest
 
 from harness import eventually, require
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain
-from kubevisor.core.domain import HostEnvironment, Ovmf
+from kubevisor.core.domain import converter
+from kubevisor.core.domain.host import HostEnvironment, Ovmf
 from kubevisor.drivers import base
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.testbed import guest as guest_image
@@ -206,9 +206,9 @@ def test_tuned_guest_boots_and_libvirt_applies_every_knob(
 ) -> None:
     vm = tuned_vm("tuned", guest=tiny_guest, bridge=bridge, firmware=firmware)
     host = host_environment(tmp_path, ovmf=ovmf)
-    xml = domain.render(vm, host=host)
+    xml = converter.render(vm, host=host)
     # Limits the testbed cannot enforce are left out of the XML and reported instead.
-    assert domain.unenforced_limits(vm.spec, host) == [
+    assert converter.unenforced_limits(vm.spec, host) == [
         "cpu.tune: the host has no cgroup cpu controller; shares and quota not enforced"
     ]
     booted = boot(local_hosts[0], xml, str(vm.metadata["uid"]), tmp_path / "serial.log")
@@ -261,7 +261,7 @@ def test_libvirt_refuses_cpu_limits_without_the_cgroup_cpu_controller(
     fails, which is why the agent must pass the host's controllers."""
     vm = tuned_vm("limits", guest=tiny_guest, bridge=bridge, firmware={"type": "bios"})
     host = host_environment(tmp_path, ovmf=ovmf, cgroup_controllers=None)
-    xml = domain.render(vm, host=host)
+    xml = converter.render(vm, host=host)
     assert ET.fromstring(xml).findtext("cputune/shares") == "512"
     uuid = str(vm.metadata["uid"])
 
@@ -285,7 +285,7 @@ def test_libvirt_refuses_multiqueue_on_user_networking(
     the same NIC as type user, hand-edited past the API, does not start."""
     vm = tuned_vm("user-mq", guest=tiny_guest, bridge=bridge, firmware={"type": "bios"})
     host = host_environment(tmp_path, ovmf=ovmf)
-    root = ET.fromstring(domain.render(vm, host=host))
+    root = ET.fromstring(converter.render(vm, host=host))
     nic = root.find("devices/interface")
     assert nic is not None
     source = nic.find("source")

@@ -17,7 +17,8 @@ import pytest
 from drivers.domains import events_until, expect_state
 from harness import require, until
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain
+from kubevisor.core.domain import converter, identity
+from kubevisor.core.domain.host import HostEnvironment
 from kubevisor.drivers import base
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.testbed import container, guest, hosts
@@ -69,7 +70,7 @@ def test_container_starts_pauses_resumes_and_shuts_down(
     rootfs = container.build_rootfs(tmp_path / "rootfs")
     vm = container_vm(rootfs)
     uuid = str(vm.metadata["uid"])
-    xml = domain.render(vm, host=domain.HostEnvironment(domain_type="lxc"))
+    xml = converter.render(vm, host=HostEnvironment(domain_type="lxc"))
 
     async def main() -> None:
         async with LibvirtHypervisor(host.lxc_uri) as hypervisor:
@@ -77,7 +78,7 @@ def test_container_starts_pauses_resumes_and_shuts_down(
             await hypervisor.define(xml)
             await events_until(events, uuid, E.DEFINED, "added")
             # The agent finds its containers again by the metadata, as it does its VMs.
-            assert domain.read_metadata(await hypervisor.domain_xml(uuid)) == domain.vm_ref(vm)
+            assert identity.read_metadata(await hypervisor.domain_xml(uuid)) == identity.vm_ref(vm)
             try:
                 await hypervisor.start(uuid)
                 await events_until(events, uuid, E.STARTED, "booted")
@@ -144,9 +145,9 @@ def test_stopping_the_host_ends_its_containers_and_their_cgroups(tmp_path: Path)
     [doomed] = hosts.start_hosts(1, state_dir=state_dir, lxc=True)
     rootfs = container.build_rootfs(tmp_path / "rootfs")
     vm = container_vm(rootfs)
-    xml = domain.render(vm, host=domain.HostEnvironment(domain_type="lxc"))
+    xml = converter.render(vm, host=HostEnvironment(domain_type="lxc"))
     # libvirt names the cgroup after the domain, leaving out characters like '_'.
-    cgroup_name = domain.domain_name("lxc", str(vm.metadata["name"])).replace("_", "")
+    cgroup_name = identity.domain_name("lxc", str(vm.metadata["name"])).replace("_", "")
 
     def cgroups() -> list[Path]:
         return [p for p in Path("/").glob(hosts.CONTAINER_CGROUPS[1:]) if cgroup_name in p.name]

@@ -15,8 +15,9 @@ from pyVmomi import vim, vmodl
 
 from harness import require, vcsim_bin
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain, hypervisors
-from kubevisor.core.domain import HostEnvironment
+from kubevisor.core import hypervisors
+from kubevisor.core.domain import converter, identity
+from kubevisor.core.domain.host import HostEnvironment
 from kubevisor.core.hypervisors import Feature
 from kubevisor.drivers import base
 from kubevisor.drivers.vsphere import VsphereHypervisor, mapping
@@ -110,7 +111,7 @@ def rendered(spec: dict[str, Any], **host: Any) -> str:
     vm = VirtualMachine.model_validate(
         {"metadata": {"namespace": "p", "name": "w", "uid": str(uuidlib.uuid4())}, "spec": spec}
     )
-    return domain.render(vm, host=HostEnvironment(domain_type="qemu", **host))
+    return converter.render(vm, host=HostEnvironment(domain_type="qemu", **host))
 
 
 @pytest.mark.parametrize(
@@ -272,7 +273,7 @@ def agent_xml(uid: str) -> str:
             "spec": {"cpu": {"vcpus": 2}, "memory": {"size": "256Mi"}},
         }
     )
-    return domain.render(vm, host=HostEnvironment(domain_type="qemu"))
+    return converter.render(vm, host=HostEnvironment(domain_type="qemu"))
 
 
 def run(
@@ -325,7 +326,7 @@ def test_lifecycle_of_an_agent_rendered_domain(vcsim_server: Vcsim) -> None:
         listed = {i.uuid: i for i in await hypervisor.list_domains()}
         assert listed[uid].state is S.SHUTOFF
         xml = await hypervisor.domain_xml(uid)
-        assert domain.read_metadata(xml) == domain.read_metadata(agent_xml(uid))
+        assert identity.read_metadata(xml) == identity.read_metadata(agent_xml(uid))
         events = hypervisor.events()
         steps: list[tuple[str, base.DomainState, str, tuple[base.EventKind, str]]] = [
             ("start", S.RUNNING, "booted", (E.STARTED, "booted")),
@@ -415,7 +416,7 @@ def test_vmotion_moves_the_vm_to_the_other_host(vcsim_server: Vcsim) -> None:
             assert uid not in {i.uuid for i in await source.list_domains()}
             moved = await target.state(uid)
             assert moved.state is S.RUNNING
-            assert domain.read_metadata(await target.domain_xml(uid)) is not None
+            assert identity.read_metadata(await target.domain_xml(uid)) is not None
             seen = await asyncio.to_thread(vcsim_server.vm, uid)
             assert seen is not None and seen.host == OTHER_HOST
             await target.undefine(uid)

@@ -16,7 +16,7 @@ import yaml
 
 from harness import ManagedProcess, eventually, require
 from kubevisor.core import migration
-from kubevisor.core.domain import Ovmf
+from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness import eventually, require
-from kubevisor.core.domain import Ovmf
+from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness import eventually, require
-from kubevisor.core.domain import Ovmf
+from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import container, guest, hosts
 from kubevisor.testbed.vcsim import Vcsim
 from stacks import ExtraHost, VsphereHost

@@ -45,9 +45,10 @@ from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import SharedStorage, SharedStorageStatus
 from kubevisor.api.virtualmachine import ImageSource, VirtualMachine
-from kubevisor.core import convergence, destinations, domain, status
+from kubevisor.core import convergence, destinations, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
-from kubevisor.core.domain import BootFiles, DomainType, HostEnvironment, Ovmf
+from kubevisor.core.domain import converter, document, identity
+from kubevisor.core.domain.host import BootFiles, DomainType, HostEnvironment, Ovmf
 from kubevisor.core.eviction import CachedFile
 from kubevisor.core.imagepulls import ImagePullState, PullFailure
 from kubevisor.core.status import AgentError
@@ -556,7 +557,7 @@ class Agent:
             if key is not None and key in self.vms:
                 continue
             try:
-                ref = domain.read_metadata(await self.hv.domain_xml(info.uuid))
+                ref = identity.read_metadata(await self.hv.domain_xml(info.uuid))
             except DomainNotFound:
                 continue
             if ref is None:
@@ -587,7 +588,7 @@ class Agent:
         for uid in self.files.known_uids() - set(self.keys_by_uid) - set(self.migrator.incoming):
             self.files.remove(uid)
 
-    async def _stray(self, uid: str, ref: domain.VmRef) -> bool:
+    async def _stray(self, uid: str, ref: identity.VmRef) -> bool:
         """Whether a domain no watched VM owns is really nobody's here, asked of the API
         server itself: this agent's watches may lag (a VM migrated here is bound by a
         status write and a label patch this agent may not have seen yet)."""
@@ -729,7 +730,7 @@ class Agent:
         hardware = ""
         if info.state.value not in ("shutoff", "crashed"):
             with contextlib.suppress(DomainNotFound):
-                ref = domain.read_metadata(await self.hv.domain_xml(uid))
+                ref = identity.read_metadata(await self.hv.domain_xml(uid))
                 hardware = ref.hardware if ref is not None else ""
         return DomainObservation(
             uuid=info.uuid,
@@ -746,8 +747,8 @@ class Agent:
     async def _perform(self, action: Action, vm: VirtualMachine, uid: str) -> None:
         if action is Action.DEFINE_AND_START:
             try:
-                xml = domain.render(vm, host=await self.environment(vm, uid))
-            except domain.DomainError as invalid:
+                xml = converter.render(vm, host=await self.environment(vm, uid))
+            except document.DomainError as invalid:
                 raise PermanentError(str(invalid)) from invalid
             await self.hv.define(xml)
             await self.hv.start(uid)
@@ -817,11 +818,11 @@ class Agent:
                 generation=int(obj["metadata"].get("generation", 0)),
                 deleting=deleting,
                 domain=observed,
-                hardware=domain.hardware_fingerprint(vm.spec),
+                hardware=identity.hardware_fingerprint(vm.spec),
                 error=error,
                 migrating_to=migrating_to,
                 evicting=evicting,
-                unenforced=tuple(domain.unenforced_limits(vm.spec, limits)),
+                unenforced=tuple(converter.unenforced_limits(vm.spec, limits)),
                 pulls=pulls,
             ),
             previous_phase=current.get("phase"),

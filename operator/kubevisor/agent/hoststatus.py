@@ -30,7 +30,7 @@ from kubevisor.api.hypervisorhost import (
     PciDevice,
     Resources,
 )
-from kubevisor.core.domain import DomainType
+from kubevisor.core.domain.host import DomainType
 from kubevisor.drivers.base import HostFacts
 
 # What libvirt's getType() (or another driver's facts) says, for drivers whose domains

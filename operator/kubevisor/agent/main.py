@@ -28,7 +28,7 @@ from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.core import destinations
-from kubevisor.core.domain import BootFiles, DomainType
+from kubevisor.core.domain.host import BootFiles, DomainType
 from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
 from kubevisor.drivers.libvirt import LibvirtHypervisor

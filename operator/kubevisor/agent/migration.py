@@ -33,7 +33,8 @@ from kubevisor import metrics
 from kubevisor.api import quantity
 from kubevisor.api.migrationjob import MigrationJob
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import domain, migration
+from kubevisor.core import migration
+from kubevisor.core.domain import converter, document
 from kubevisor.core.migration import Action, Watermark
 from kubevisor.drivers.base import HypervisorError, MigrationAborted, MigrationRequest
 from kubevisor.kube.client import Gone, Object, is_transient, retrying
@@ -203,7 +204,7 @@ class Migrator:
             }
             vm = VirtualMachine.model_validate(vm_obj)
             await self.agent.refresh_shared()
-            xml = domain.render(vm, host=await self.agent.environment(vm, uid))
+            xml = converter.render(vm, host=await self.agent.environment(vm, uid))
             written = {
                 "ready": True,
                 "libvirtURI": self.libvirt_uri,
@@ -216,7 +217,7 @@ class Migrator:
             HypervisorError,
             LookupError,
             ValidationError,
-            domain.DomainError,
+            document.DomainError,
             OSError,
         ) as error:
             log.warning("%s: cannot prepare the target: %s", key, error)

@@ -27,7 +27,7 @@ from kubevisor.api.hypervisorhost import (
     PciPassthroughRule,
     SecurityDriver,
 )
-from kubevisor.core.domain import Ovmf
+from kubevisor.core.domain.host import Ovmf
 from kubevisor.drivers.base import PciDeviceInfo
 
 KSM = Path("/sys/kernel/mm/ksm")

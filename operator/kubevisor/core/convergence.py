@@ -38,7 +38,7 @@ class DomainObservation:
     reason: str
     """libvirt's reason for the state in lower case: booted, user, shutdown, destroyed, ..."""
     hardware: str = ""
-    """Fingerprint of the spec the domain was defined from (see domain.hardware_fingerprint)."""
+    """Fingerprint of the spec the domain was defined from (`identity.hardware_fingerprint`)."""
 
     @property
     def active(self) -> bool:

@@ -70,7 +70,7 @@ class Inputs:
     evicting: str | None = None
     """Why the controller asked for the domain to be stopped here (status.eviction)."""
     unenforced: tuple[str, ...] = ()
-    """Limits of the spec this host cannot enforce (`domain.unenforced_limits`)."""
+    """Limits of the spec this host cannot enforce (`domain.converter.unenforced_limits`)."""
     pulls: tuple[ImagePullState, ...] = ()
     """The disks whose images must be downloaded before the domain can start; empty when
     every image is cached (or the agent is not about to start the domain)."""

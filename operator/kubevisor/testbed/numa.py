@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kubevisor.core import domain
+from kubevisor.api import cpuset
 
 SYSFS_NODE = Path("/sys/devices/system/node")
 SYSFS_CPU = Path("/sys/devices/system/cpu")
@@ -46,7 +46,7 @@ def write_tree(target: Path, cells: int, *, sysfs_cpu: Path = SYSFS_CPU) -> None
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in NODE_SETS:
-        (target / name).write_text(f"{domain.cpuset(range(cells))}\n")
+        (target / name).write_text(f"{cpuset.render(range(cells))}\n")
     for node in range(cells):
         mine = [cpu for index, cpu in enumerate(cpus) if index * cells // len(cpus) == node]
         _write_node(
@@ -89,7 +89,7 @@ def _write_node(
     sysfs_cpu: Path,
 ) -> None:
     path.mkdir()
-    (path / "cpulist").write_text(f"{domain.cpuset(cpus)}\n")
+    (path / "cpulist").write_text(f"{cpuset.render(cpus)}\n")
     (path / "cpumap").write_text(f"{_cpumap(cpus)}\n")
     distances = (LOCAL_DISTANCE if other == node else REMOTE_DISTANCE for other in range(cells))
     (path / "distance").write_text(" ".join(map(str, distances)) + "\n")

@@ -1,0 +1,106 @@
+"""Configurators of a VM's <devices>: disks and the cloud-init seed, network interfaces,
+PCI passthrough, and the serial console."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from kubevisor.api.virtualmachine import MAX_NET_QUEUES
+from kubevisor.core.domain.document import Document, DomainError
+
+_BUS_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
+
+
+def disks(doc: Document) -> None:
+    used: dict[str, int] = {}
+    for disk in doc.spec.disks:
+        path = doc.host.disk_paths.get(disk.name)
+        if path is None:
+            raise DomainError(f"disk {disk.name!r} has no file on this host")
+        prefix = _BUS_PREFIX[disk.bus]
+        element = ET.SubElement(doc.devices(), "disk", type="file", device="disk")
+        driver = ET.SubElement(element, "driver", name="qemu", type="qcow2", cache=disk.cache)
+        if disk.io is not None:
+            driver.set("io", disk.io)
+        if disk.discard is not None:
+            driver.set("discard", disk.discard)
+        ET.SubElement(element, "source", file=path)
+        ET.SubElement(element, "target", dev=_device_name(prefix, used), bus=disk.bus)
+        ET.SubElement(element, "alias", name=f"ua-disk-{disk.name}")
+        if disk.read_only:
+            ET.SubElement(element, "readonly")
+    if doc.host.seed_iso is not None:
+        element = ET.SubElement(doc.devices(), "disk", type="file", device="cdrom")
+        ET.SubElement(element, "driver", name="qemu", type="raw")
+        ET.SubElement(element, "source", file=doc.host.seed_iso)
+        ET.SubElement(element, "target", dev=_device_name("sd", used), bus="sata")
+        ET.SubElement(element, "readonly")
+
+
+def _device_name(prefix: str, used: dict[str, int]) -> str:
+    index = used.get(prefix, 0)
+    used[prefix] = index + 1
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return prefix + letters
+
+
+def interfaces(doc: Document) -> None:
+    for network in doc.spec.networks:
+        element = ET.SubElement(doc.devices(), "interface", type=network.type)
+        if network.type == "network" and network.source:
+            ET.SubElement(element, "source", network=network.source)
+        elif network.type == "bridge" and network.source:
+            ET.SubElement(element, "source", bridge=network.source)
+        ET.SubElement(element, "model", type=network.model)
+        driver: dict[str, str] = {}
+        # vhost-net serves tap devices only; user-mode networking has none.
+        if network.model == "virtio" and network.type != "user" and doc.host.vhost_net is not None:
+            driver["name"] = "vhost" if doc.host.vhost_net else "qemu"
+        queues = min(doc.spec.cpu.vcpus, MAX_NET_QUEUES)
+        if network.multiqueue and network.model == "virtio" and queues > 1:
+            driver["queues"] = str(queues)
+        if driver:
+            ET.SubElement(element, "driver", driver)
+        ET.SubElement(element, "alias", name=f"ua-net-{network.name}")
+
+
+def console(doc: Document) -> None:
+    serial = ET.SubElement(doc.devices(), "serial", type="pty")
+    if doc.host.serial_log:
+        ET.SubElement(serial, "log", file=doc.host.serial_log, append="on")
+    ET.SubElement(serial, "target", port="0")
+    element = ET.SubElement(doc.devices(), "console", type="pty")
+    ET.SubElement(element, "target", type="serial", port="0")
+
+
+def hostdevs(doc: Document) -> None:
+    requested = doc.spec.devices.pci if doc.spec.devices is not None else []
+    for request in requested:
+        addresses = sorted(a.address for a in doc.placement.pci_devices if a.alias == request.alias)
+        if len(addresses) != request.count:
+            raise DomainError(
+                f"devices.pci {request.alias!r}: {request.count} requested, placement "
+                f"assigned {len(addresses)}"
+            )
+        for index, address in enumerate(addresses):
+            hostdev = ET.SubElement(
+                doc.devices(), "hostdev", mode="subsystem", type="pci", managed="yes"
+            )
+            source = ET.SubElement(hostdev, "source")
+            ET.SubElement(source, "address", _pci_address(address))
+            ET.SubElement(hostdev, "alias", name=f"ua-pci-{request.alias}-{index}")
+
+
+def _pci_address(address: str) -> dict[str, str]:
+    domain, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    return {
+        "domain": f"0x{domain}",
+        "bus": f"0x{bus}",
+        "slot": f"0x{slot}",
+        "function": f"0x{function}",
+    }
