@@ -208,7 +208,7 @@ def test_tuned_guest_boots_and_libvirt_applies_every_knob(
     host = host_environment(tmp_path, ovmf=ovmf)
     xml = converter.render(vm, host=host)
     # Limits the testbed cannot enforce are left out of the XML and reported instead.
-    assert converter.unenforced_limits(vm.spec, host) == [
+    assert converter.unenforced_limits(vm, host) == [
         "cpu.tune: the host has no cgroup cpu controller; shares and quota not enforced"
     ]
     booted = boot(local_hosts[0], xml, str(vm.metadata["uid"]), tmp_path / "serial.log")

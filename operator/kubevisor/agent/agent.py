@@ -822,7 +822,7 @@ class Agent:
                 error=error,
                 migrating_to=migrating_to,
                 evicting=evicting,
-                unenforced=tuple(converter.unenforced_limits(vm.spec, limits)),
+                unenforced=tuple(converter.unenforced_limits(vm, limits)),
                 pulls=pulls,
             ),
             previous_phase=current.get("phase"),

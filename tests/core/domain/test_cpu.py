@@ -33,6 +33,6 @@ def test_cpu_limits_are_left_out_and_reported_where_cgroups_cannot_enforce_them(
     root = ET.fromstring(converter.render(machine, host=host))
     has_limits = root.find("cputune/shares") is not None
     assert has_limits is (enforced and "cpu" in spec and "tune" in spec["cpu"])
-    unenforced = converter.unenforced_limits(machine.spec, host)
+    unenforced = converter.unenforced_limits(machine, host)
     assert (unenforced == []) is enforced
     assert all("cpu.tune" in line for line in unenforced)

@@ -51,24 +51,51 @@ def test_memory_is_bound_strictly_only_where_the_cpuset_controller_backs_it(
     assert memory is not None and (memory.get("mode"), memory.get("nodeset")) == (mode, "0-1")
     memnodes = [(m.get("cellid"), m.get("mode"), m.get("nodeset")) for m in root.iter("memnode")]
     assert memnodes == [("0", mode, "0"), ("1", mode, "1")]
-    unbound = [line for line in converter.unenforced_limits(TWO_CELLS.spec, host) if "numa" in line]
+    unbound = [line for line in converter.unenforced_limits(TWO_CELLS, host) if "numa" in line]
     assert bool(unbound) is (mode == "restrictive")
 
 
+ONE_CELL = {"cells": [{"guestCell": 0, "hostCell": 1, "memory": "64Mi"}]}
+
+
 @pytest.mark.parametrize(
-    ("spec", "reported"),
+    ("spec", "placement", "reported"),
     [
-        pytest.param({"cpu": {"vcpus": 1, "policy": "dedicated"}}, True, id="dedicated"),
         pytest.param(
-            {"memory": {"size": "64Mi", "hugepages": {"pageSize": "2Mi"}}}, True, id="hugepages"
+            {"cpu": {"vcpus": 1, "policy": "dedicated"}},
+            {"cells": [{"guestCell": 0, "hostCell": 1, "vcpuPins": [{"vcpu": 0, "pcpu": 3}]}]},
+            True,
+            id="dedicated",
         ),
-        pytest.param({"cpu": {"vcpus": 1}}, False, id="shared-without-numa"),
+        pytest.param(
+            {"memory": {"size": "64Mi", "hugepages": {"pageSize": "2Mi"}}},
+            ONE_CELL,
+            True,
+            id="hugepages",
+        ),
+        pytest.param({"cpu": {"vcpus": 1}}, None, False, id="shared-without-numa"),
+        pytest.param(
+            {"devices": {"pci": [{"alias": "gpu"}]}},
+            {"pciDevices": [{"alias": "gpu", "address": "0000:af:00.0"}]},
+            False,
+            id="placed-devices-but-no-cells",
+        ),
+        pytest.param(
+            {"cpu": {"vcpus": 1, "policy": "dedicated"}}, None, False, id="not-placed-yet"
+        ),
     ],
 )
 def test_unbound_memory_is_reported_only_for_vms_placement_puts_on_cells(
-    spec: dict[str, Any], reported: bool
+    spec: dict[str, Any], placement: dict[str, Any] | None, reported: bool
 ) -> None:
-    machine = vm({"memory": {"size": "64Mi"}, **spec})
+    """What placement decided is what <numatune> renders, so it is what is reported: the
+    rule for which VMs get host cells lives in placement alone (Request.numa_aware)."""
+    machine = vm(
+        {"memory": {"size": "64Mi"}, **spec},
+        status={"placement": placement} if placement is not None else None,
+    )
     host = HostEnvironment(domain_type="qemu", cgroup_controllers=frozenset())
-    unbound = [line for line in converter.unenforced_limits(machine.spec, host) if "numa" in line]
+    unbound = [line for line in converter.unenforced_limits(machine, host) if "numa" in line]
     assert bool(unbound) is reported
+    numatune = ET.fromstring(converter.render(machine, host=host)).find("numatune")
+    assert (numatune is not None) is reported

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine, VirtualMachineSpec
+from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core.domain import container, cpu, memory, vm
 from kubevisor.core.domain.document import Document
 from kubevisor.core.domain.host import HostEnvironment
@@ -21,14 +21,13 @@ from kubevisor.core.domain.identity import vm_ref
 def render(machine: VirtualMachine, *, host: HostEnvironment) -> str:
     """The complete domain XML for `machine` on a host described by `host`; raises
     `document.DomainError` when the VM cannot be expressed there."""
-    placement = (
-        machine.status.placement
-        if machine.status and machine.status.placement
-        else PlacementStatus()
-    )
     domain = ET.Element("domain", type=host.domain_type)
     doc = Document(
-        domain=domain, spec=machine.spec, placement=placement, host=host, ref=vm_ref(machine)
+        domain=domain,
+        spec=machine.spec,
+        placement=_placement(machine),
+        host=host,
+        ref=vm_ref(machine),
     )
     configurators = container.CONFIGURATORS if host.domain_type == "lxc" else vm.CONFIGURATORS
     for configure in configurators:
@@ -37,10 +36,17 @@ def render(machine: VirtualMachine, *, host: HostEnvironment) -> str:
     return ET.tostring(domain, encoding="unicode")
 
 
-def unenforced_limits(spec: VirtualMachineSpec, host: HostEnvironment) -> list[str]:
-    """Limits of `spec` the host cannot enforce, so `render` leaves them out.
+def unenforced_limits(machine: VirtualMachine, host: HostEnvironment) -> list[str]:
+    """Limits of `machine` (its spec and placement) the host cannot enforce, so `render`
+    leaves them out.
 
     The agent shows them in the VM's status (the issue's "reported where it does not"):
     the VM still runs, unlimited, rather than failing to start.
     """
-    return cpu.unenforced(spec, host) + memory.unenforced(spec, host)
+    return cpu.unenforced(machine.spec, host) + memory.unenforced(_placement(machine), host)
+
+
+def _placement(machine: VirtualMachine) -> PlacementStatus:
+    """The controller's decision for the VM; none yet reads as no cells, pins or devices."""
+    status = machine.status
+    return status.placement if status and status.placement else PlacementStatus()

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Literal
 
 from kubevisor.api import cpuset, quantity
-from kubevisor.api.virtualmachine import VirtualMachineSpec
+from kubevisor.api.virtualmachine import PlacementStatus
 from kubevisor.core.domain.document import Document
 from kubevisor.core.domain.host import HostEnvironment
 
@@ -66,22 +66,19 @@ def numatune(doc: Document) -> None:
             )
 
 
-def unenforced(spec: VirtualMachineSpec, host: HostEnvironment) -> list[str]:
-    """The memory binding `numatune` asks for and this host cannot enforce."""
-    if _numa_placed(spec) and numatune_mode(host) == "restrictive":
+def unenforced(placement: PlacementStatus, host: HostEnvironment) -> list[str]:
+    """The memory binding `numatune` asks for and this host cannot enforce.
+
+    Read from the placement, not the spec: placement alone decides which VMs get host
+    cells (the NUMA-aware ones, `placement.model.Request.numa_aware`), and `numatune`
+    renders exactly those cells.
+    """
+    if placement.cells and numatune_mode(host) == "restrictive":
         return [
             "numa: the host has no cgroup cpuset controller; guest memory is not bound "
             "to the placed host NUMA cells (numatune mode restrictive)"
         ]
     return []
-
-
-def _numa_placed(spec: VirtualMachineSpec) -> bool:
-    """Whether placement gives this VM host cells, hence a <numatune> (the same rule as
-    placement's Request.numa_aware: guest cells, dedicated CPUs or huge pages)."""
-    return (
-        spec.numa is not None or spec.cpu.policy == "dedicated" or spec.memory.hugepages is not None
-    )
 
 
 def balloon(doc: Document) -> None:
