@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     # Only read, never built here: placement's values stay free of the API models.
-    from kubevisor.api.virtualmachine import VirtualMachineSpec
+    from kubevisor.api.virtualmachine import Network, VirtualMachineSpec
 
 
 class Feature(StrEnum):
@@ -168,10 +168,19 @@ def requested(spec: VirtualMachineSpec) -> frozenset[Feature]:
         Feature.DISKS: bool(spec.disks),
         Feature.CLOUD_INIT: spec.cloud_init is not None,
         Feature.NETWORKS: bool(spec.networks),
-        Feature.USER_NETWORKING: any(net.type == "user" for net in spec.networks),
-        Feature.MULTIQUEUE: any(net.multiqueue for net in spec.networks),
         Feature.PCI_PASSTHROUGH: spec.devices is not None and bool(spec.devices.pci),
         Feature.GUEST_KERNEL: spec.container is None,
         Feature.CONTAINER: spec.container is not None,
+    }
+    interfaces = {feature for net in spec.networks for feature in interface_features(net)}
+    return frozenset(feature for feature, wanted in asked.items() if wanted) | interfaces
+
+
+def interface_features(network: Network) -> frozenset[Feature]:
+    """The features one of a VM's network interfaces asks for, beyond having one (so a
+    refusal can name the interfaces that ask)."""
+    asked = {
+        Feature.USER_NETWORKING: network.type == "user",
+        Feature.MULTIQUEUE: bool(network.multiqueue),
     }
     return frozenset(feature for feature, wanted in asked.items() if wanted)

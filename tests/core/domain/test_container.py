@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from kubevisor.core import hypervisors
 from kubevisor.core.domain import container, converter, identity
 from kubevisor.core.domain.document import DomainError
 from kubevisor.core.domain.host import HostEnvironment
+from kubevisor.core.hypervisors import Feature
 
 from .builders import HOSTILE, vm
 
@@ -72,6 +74,45 @@ def test_a_container_refusal_names_every_field_at_once() -> None:
     )
     reasons = container.unsupported(machine.spec)
     assert [r.split(":")[0] for r in reasons] == ["firmware", "disks", "memory.hugepages"]
+
+
+def test_every_feature_lxc_lacks_has_a_reason() -> None:
+    lacking = hypervisors.EVERYTHING - hypervisors.SUPPORTED["lxc"]
+    # Live migration is never asked for by a spec; a drain moves the container cold.
+    assert set(container.WHY_NOT) == lacking - {Feature.LIVE_MIGRATION}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"firmware": {"type": "uefi", "secureBoot": True}}, id="secure-boot"),
+        pytest.param({"cpu": {"features": ["avx2"]}}, id="cpu-flags"),
+        pytest.param({"cpu": {"vcpus": 2, "threads": 2}}, id="cpu-topology"),
+        pytest.param({"boot": {"kernel": "/k"}, "container": None}, id="kernel-boot"),
+        pytest.param({"cpu": {"tune": {"shares": 100}}}, id="cpu-tune"),
+        pytest.param({"networks": [{"name": "n", "type": "bridge", "source": "br0"}]}, id="veth"),
+    ],
+)
+def test_a_container_is_refused_exactly_what_the_hypervisor_table_denies_lxc(
+    change: dict[str, Any],
+) -> None:
+    spec = {key: value for key, value in {**CONTAINER, **change}.items() if value is not None}
+    machine = vm(spec)
+    denied = hypervisors.missing("lxc", hypervisors.requested(machine.spec))
+    reasons = container.unsupported(machine.spec)
+    assert bool(reasons) is bool(denied)
+    assert len(reasons) == len({container.WHY_NOT[feature] for feature in denied})
+
+
+def test_a_refusal_names_the_interfaces_that_ask() -> None:
+    networks = [
+        {"name": "nat"},
+        {"name": "lan", "type": "bridge", "source": "br0"},
+        {"name": "nat2", "multiqueue": False},
+        {"name": "fast", "type": "bridge", "source": "br1", "multiqueue": True},
+    ]
+    reasons = container.unsupported(vm({**CONTAINER, "networks": networks}).spec)
+    assert [r.split(":")[0] for r in reasons] == ["networks 'nat', 'nat2'", "networks 'fast'"]
 
 
 def test_a_container_spec_on_a_vm_host_is_refused() -> None:

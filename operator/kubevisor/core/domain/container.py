@@ -10,11 +10,51 @@ CPU configurators with VMs; <memory> becomes its hard limit in its memory cgroup
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Final
 
 from kubevisor.api.virtualmachine import VirtualMachineSpec
+from kubevisor.core import hypervisors
 from kubevisor.core.domain import cpu, general, memory
 from kubevisor.core.domain.document import Configurator, Document, DomainError
+from kubevisor.core.hypervisors import Feature
+
+_FIRMWARE = "firmware: no UEFI (nor Secure Boot) without a guest kernel to boot"
+_CPU_MODEL = "cpu.model and features: a container sees the host's CPU as it is"
+
+#: Why a container has none of the features lxc lacks in `hypervisors.SUPPORTED`, each
+#: sentence starting with the spec field to change; `{networks}` names the interfaces
+#: that ask. In the order a refusal lists them.
+WHY_NOT: Final[Mapping[Feature, str]] = MappingProxyType(
+    {
+        Feature.GUEST_KERNEL: "container: required on an lxc host (a root filesystem and an init)",
+        Feature.KERNEL_BOOT: "boot: a container runs no kernel of its own",
+        Feature.UEFI: _FIRMWARE,
+        Feature.SECURE_BOOT: _FIRMWARE,
+        Feature.DISKS: (
+            "disks: block devices are for a guest kernel; a container's files are container.rootfs"
+        ),
+        Feature.CLOUD_INIT: "cloudInit: its config drive is a disk, and a container has none",
+        Feature.DEDICATED_CPUS: (
+            "cpu.policy dedicated: pins a guest kernel's vCPU threads, and a container has "
+            "none (cpu.tune limits it)"
+        ),
+        Feature.CPU_MODEL: _CPU_MODEL,
+        Feature.CPU_FLAGS: _CPU_MODEL,
+        Feature.CPU_TOPOLOGY: (
+            "cpu sockets, cores and threads: a container sees the host's topology"
+        ),
+        Feature.GUEST_NUMA: "numa: guest NUMA cells are a guest kernel's topology",
+        Feature.HUGEPAGES: "memory.hugepages: they back a guest kernel's RAM, a container has none",
+        Feature.MEMORY_BALLOON: "memory.balloon: needs a guest kernel's balloon driver",
+        Feature.USER_NETWORKING: (
+            "{networks}: type user is QEMU's NAT; a container needs type network or bridge"
+        ),
+        Feature.MULTIQUEUE: "{networks}: multiqueue is a virtio NIC's, not a veth's",
+        Feature.PCI_PASSTHROUGH: "devices.pci: PCI passthrough needs a guest kernel's driver",
+    }
+)
 
 
 def unsupported(spec: VirtualMachineSpec) -> list[str]:
@@ -22,56 +62,31 @@ def unsupported(spec: VirtualMachineSpec) -> list[str]:
 
     A container is processes on the host's kernel in their own namespaces and cgroups:
     everything that configures a guest kernel, its firmware or its emulated hardware has
-    nothing to act on. `render` refuses such a spec on an lxc host with all the reasons at
-    once, so the VM's condition names every field to change; placement can ask the same
-    question before it picks an lxc host.
+    nothing to act on. Which features those are is the lxc row of the hypervisor table
+    (`hypervisors.SUPPORTED`, which placement's filter reads too); this adds the reasons.
+    `render` refuses such a spec on an lxc host with all the reasons at once, so the VM's
+    condition names every field to change.
     """
-    cpu_spec, memory_spec = spec.cpu, spec.memory
-    reasons = []
-    if spec.container is None:
-        reasons.append("container: required on an lxc host (a root filesystem and an init)")
-    if spec.boot is not None:
-        reasons.append("boot: a container runs no kernel of its own")
-    if spec.firmware is not None and (spec.firmware.type == "uefi" or spec.firmware.secure_boot):
-        reasons.append("firmware: no UEFI (nor Secure Boot) without a guest kernel to boot")
-    if spec.disks:
-        reasons.append(
-            "disks: block devices are for a guest kernel; a container's files are container.rootfs"
-        )
-    if spec.cloud_init is not None:
-        reasons.append("cloudInit: its config drive is a disk, and a container has none")
-    if (
-        cpu_spec.policy == "dedicated"
-        or cpu_spec.thread_policy is not None
-        or cpu_spec.isolate_emulator_thread
-    ):
-        reasons.append(
-            "cpu.policy dedicated: pins a guest kernel's vCPU threads, and a container has "
-            "none (cpu.tune limits it)"
-        )
-    if cpu_spec.model is not None or cpu_spec.features or cpu_spec.disabled_features:
-        reasons.append("cpu.model and features: a container sees the host's CPU as it is")
-    if cpu_spec.sockets or cpu_spec.cores or cpu_spec.threads:
-        reasons.append("cpu sockets, cores and threads: a container sees the host's topology")
-    if spec.numa is not None:
-        reasons.append("numa: guest NUMA cells are a guest kernel's topology")
-    if memory_spec.hugepages is not None:
-        reasons.append("memory.hugepages: they back a guest kernel's RAM, a container has none")
-    if memory_spec.balloon is not None:
-        reasons.append("memory.balloon: needs a guest kernel's balloon driver")
-    for network in spec.networks:
-        if network.type == "user":
-            reasons.append(
-                f"networks {network.name!r}: type user is QEMU's NAT; a container needs "
-                "type network or bridge"
-            )
-        if network.multiqueue:
-            reasons.append(f"networks {network.name!r}: multiqueue is a virtio NIC's, not a veth's")
-    if spec.devices is not None and spec.devices.pci:
-        reasons.append("devices.pci: PCI passthrough needs a guest kernel's driver")
+    lacking = hypervisors.missing("lxc", hypervisors.requested(spec))
+    ordered = [feature for feature in WHY_NOT if feature in lacking]
+    ordered += sorted(lacking - WHY_NOT.keys())
+    # Features that share a sentence (UEFI and Secure Boot) give it once.
+    reasons = list(dict.fromkeys(_reason(spec, feature) for feature in ordered))
+    # Confinement is judged per host, not per type (`hypervisors`); this one an lxc host
+    # can never offer.
     if spec.security is not None and spec.security.require_seccomp_sandbox:
         reasons.append("security.requireSeccompSandbox: it is QEMU's sandbox, and there is no QEMU")
     return reasons
+
+
+def _reason(spec: VirtualMachineSpec, feature: Feature) -> str:
+    why = WHY_NOT.get(feature)
+    if why is None:
+        # A feature new to the table without a sentence here yet is still refused.
+        words, field = hypervisors.WORDS[feature]
+        return f"{field or feature.value}: lxc has no {words}"
+    asking = [net.name for net in spec.networks if feature in hypervisors.interface_features(net)]
+    return why.format(networks="networks " + ", ".join(repr(name) for name in asking))
 
 
 def supported(doc: Document) -> None:
@@ -84,8 +99,8 @@ def init(doc: Document) -> None:
     assert doc.spec.container is not None  # `supported` ran first
     os_el = ET.SubElement(doc.domain, "os")
     ET.SubElement(os_el, "type", arch="x86_64").text = "exe"
-    init, *args = doc.spec.container.init
-    ET.SubElement(os_el, "init").text = init
+    program, *args = doc.spec.container.init
+    ET.SubElement(os_el, "init").text = program
     for arg in args:
         ET.SubElement(os_el, "initarg").text = arg
 
