@@ -8,11 +8,13 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import eventually
+from kubevisor.api import cpuset
 from kubevisor.testbed.hosts import LocalHost
 from stacks import ExtraHost
 
@@ -166,6 +168,70 @@ def test_dedicated_vcpus_are_pinned_as_placement_says(
     scheduled = next(c for c in waiting["status"]["conditions"] if c["type"] == "Scheduled")
     assert "dedicated" in scheduled["message"], scheduled["message"]
     assert other not in {v["status"].get("host") for v in stack.vms(namespace)}
+
+
+def affinity(virsh_output: str) -> dict[str, frozenset[int]]:
+    """`virsh vcpupin` / `virsh emulatorpin` rows: vCPU (or "*") -> its CPUs."""
+    rows = [line.split() for line in virsh_output.splitlines()[2:] if line.strip()]
+    return {key.rstrip(":"): cpuset.parse(cpus) for key, cpus in rows}
+
+
+def qemu_threads(uid: str) -> dict[str, frozenset[int]]:
+    """Every thread of the QEMU process running domain `uid` ("TID name") with the CPUs the
+    kernel lets it run on: what the guest really gets, whatever libvirt's XML says."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"-uuid" not in argv or uid.encode() not in argv:
+            continue
+        threads = {}
+        for task in (proc / "task").iterdir():
+            fields = dict(
+                line.split(":\t", 1) for line in (task / "status").read_text().splitlines()
+            )
+            threads[f"{task.name} {fields['Name']}"] = cpuset.parse(fields["Cpus_allowed_list"])
+        return threads
+    raise AssertionError(f"no QEMU process runs domain {uid}")
+
+
+def test_a_shared_vm_runs_on_the_shared_set_beside_a_pinned_one(
+    stack: Any, namespace: str, host_specs: None
+) -> None:
+    """Issue 15: a shared VM without NUMA cells floated over every host CPU, the ones pinned
+    to dedicated VMs too. With CPU 1 dedicated and CPU 0 shared, a pinned VM and a shared
+    one on the same host: no thread of either QEMU may run on the other's CPU."""
+    host = stack.hosts[0].name
+    patch_host(stack, host, {"cpuDedicatedSet": "1", "cpuSharedSet": "0"})
+    eventually(
+        lambda: stack.get("hvh", host)["status"]["allocatable"]["cpu"] == 5,
+        what="1 dedicated + 4 shared allocatable CPUs",
+    )
+    together = {"group": "neighbours", "policy": "affinity"}
+    stack.apply(
+        namespace, vm("pinned", cpu={"vcpus": 1, "policy": "dedicated"}, placement=together)
+    )
+    pinned = stack.wait_phase(namespace, "pinned", "Running")
+    # One vCPU: no VM gets more vCPUs than the host has shared CPUs, whatever the ratio.
+    stack.apply(namespace, vm("floating", cpu={"vcpus": 1}, placement=together))
+    floating = stack.wait_phase(namespace, "floating", "Running")
+    assert pinned["status"]["host"] == floating["status"]["host"] == host
+    assert not (floating["status"].get("placement") or {}).get("cells"), "no NUMA placement"
+
+    pinned_uid, floating_uid = pinned["metadata"]["uid"], floating["metadata"]["uid"]
+    live = ET.fromstring(stack.virsh(host, "dumpxml", floating_uid))
+    vcpu, emulator = live.find("vcpu"), live.find("cputune/emulatorpin")
+    assert vcpu is not None and vcpu.get("cpuset") == "0"
+    assert emulator is not None and emulator.get("cpuset") == "0"
+    # libvirt's view of the running domains, then the kernel's.
+    assert affinity(stack.virsh(host, "vcpupin", floating_uid)) == {"0": {0}}
+    assert affinity(stack.virsh(host, "emulatorpin", floating_uid)) == {"*": {0}}
+    assert affinity(stack.virsh(host, "vcpupin", pinned_uid)) == {"0": {1}}
+    assert affinity(stack.virsh(host, "emulatorpin", pinned_uid)) == {"*": {1}}
+    for uid, cpus in ((floating_uid, {0}), (pinned_uid, {1})):
+        threads = qemu_threads(uid)
+        assert threads and all(allowed == cpus for allowed in threads.values()), threads
 
 
 @pytest.fixture

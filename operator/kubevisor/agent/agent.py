@@ -48,7 +48,7 @@ from kubevisor.api.virtualmachine import ImageSource, VirtualMachine
 from kubevisor.core import convergence, destinations, status
 from kubevisor.core.convergence import Action, DomainObservation, DomainState
 from kubevisor.core.domain import converter, document, identity
-from kubevisor.core.domain.host import BootFiles, DomainType, HostEnvironment, Ovmf
+from kubevisor.core.domain.host import BootFiles, DomainType, HostEnvironment, Ovmf, shared_cpus
 from kubevisor.core.eviction import CachedFile
 from kubevisor.core.imagepulls import ImagePullState, PullFailure
 from kubevisor.core.status import AgentError
@@ -139,6 +139,8 @@ class Agent:
         self.host_written: dict[str, Any] | None = None
         self.shared: SharedStorage | None = None
         """The host's spec.sharedStorage, as last read."""
+        self.shared_cpus: frozenset[int] | None = None
+        """The CPUs its spec gives shared VMs (`domain.host.shared_cpus`), as last read."""
         self._host_generation: int | None = None
         """metadata.generation of the host spec the last registration read."""
         self.pull_failures_reported: dict[str, dict[str, tuple[int, int]]] = {}
@@ -401,11 +403,21 @@ class Agent:
             self.host_written = wanted
 
     async def refresh_shared(self) -> None:
-        """Read the host's shared storage now: the heartbeat's reading may be seconds old."""
+        """Read the host's shared storage and CPUs now: the heartbeat's reading may be
+        seconds old."""
         self._read_shared(await self.kube.get_host(self.settings.host))
 
     def _read_shared(self, host: Object | None) -> None:
-        raw = ((host or {}).get("spec") or {}).get("sharedStorage")
+        spec = (host or {}).get("spec") or {}
+        try:
+            self.shared_cpus = shared_cpus(
+                cpu_shared_set=spec.get("cpuSharedSet"),
+                cpu_dedicated_set=spec.get("cpuDedicatedSet"),
+            )
+        except ValueError as invalid:
+            log.error("ignoring the host's spec.cpuSharedSet: %s", invalid)
+            self.shared_cpus = None
+        raw = spec.get("sharedStorage")
         try:
             shared = SharedStorage.model_validate(raw) if raw else None
         except ValidationError as invalid:
@@ -777,6 +789,7 @@ class Agent:
             nvram=str(self.files.directory(uid) / "nvram.fd"),
             vhost_net=probe.VHOST_NET.exists(),
             cgroup_controllers=self.settings.cgroup_controllers,
+            shared_cpus=self.shared_cpus,
         )
 
     async def _shutdown_and_remove(self, uid: str) -> None:

@@ -194,6 +194,13 @@ CASES = [
         id="cpu-shares-and-quota",
     ),
     pytest.param(
+        vm({"cpu": {"vcpus": 2}, "memory": {"size": "512Mi"}}),
+        HostEnvironment(
+            domain_type="kvm", default_boot=TINY_BOOT, shared_cpus=frozenset({0, 1, 2, 3, 8, 9})
+        ),
+        id="shared-vcpus-on-the-hosts-shared-set",
+    ),
+    pytest.param(
         vm({"memory": {"size": "256Mi"}, "firmware": {"type": "uefi"}}),
         HostEnvironment(
             domain_type="qemu",

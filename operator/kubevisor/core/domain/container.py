@@ -138,7 +138,7 @@ CONFIGURATORS: Sequence[Configurator] = (
     general.identity,
     memory.memory,
     cpu.vcpus,
-    cpu.cputune,
+    cpu.limits,
     init,
     features,
     general.lifecycle,

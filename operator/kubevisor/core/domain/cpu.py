@@ -1,21 +1,49 @@
 """Configurators of the guest's CPUs: <vcpu>, <cpu> (model, topology, flags, guest NUMA
-cells) and <cputune> (limits, vCPU and emulator pins)."""
+cells) and <cputune> (limits, vCPU and emulator pins).
+
+Where the threads run: a dedicated VM's vCPUs are pinned one to one as placement says
+(`vcpupin`); a shared VM's float over a set of host CPUs (`<vcpu cpuset>`), the shared
+CPUs of the host cells placement put it on or, with none, the host's shared set, so that
+it never runs on the CPUs pinned to dedicated VMs. QEMU's emulator threads run on the
+CPU isolated for them, or beside the vCPUs (`emulatorpin`).
+"""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Collection, Sequence
 
 from kubevisor.api import cpuset, quantity
-from kubevisor.api.virtualmachine import VirtualMachineSpec
-from kubevisor.core.domain.document import Document
+from kubevisor.api.virtualmachine import CpuTune, VirtualMachineSpec
+from kubevisor.core.domain.document import Document, DomainError
 from kubevisor.core.domain.host import HostEnvironment
 
 
 def vcpus(doc: Document) -> None:
     vcpu = ET.SubElement(doc.domain, "vcpu", placement="static")
     vcpu.text = str(doc.spec.cpu.vcpus)
+    floating = floating_cpus(doc)
+    if floating:
+        vcpu.set("cpuset", cpuset.render(floating))
+
+
+def floating_cpus(doc: Document) -> Collection[int]:
+    """The host CPUs a shared VM's vCPUs float over; empty: every CPU (libvirt's default).
+
+    Placement's shared CPUs of the host cells it chose come first (a NUMA-aware shared
+    VM). Without cells, a shared VM floats over the host's shared set, as Nova confines
+    VMs without a NUMA topology to cpu_shared_set; a host without one keeps the default.
+    """
     if doc.placement.shared_cpus:
-        vcpu.set("cpuset", cpuset.render(doc.placement.shared_cpus))
+        return doc.placement.shared_cpus
+    if doc.spec.cpu.policy != "shared" or doc.placement.cells or doc.host.shared_cpus is None:
+        return ()
+    if not doc.host.shared_cpus:
+        raise DomainError(
+            "cpu.policy shared: this host's cpuSharedSet, less its cpuDedicatedSet, leaves "
+            "no CPU for shared VMs"
+        )
+    return doc.host.shared_cpus
 
 
 def cpu(doc: Document) -> None:
@@ -57,28 +85,53 @@ def cpu(doc: Document) -> None:
 
 
 def cputune(doc: Document) -> None:
+    """A VM's <cputune>: its CPU limits, its vCPU pins and its emulator threads' CPUs."""
     pins = sorted((pin.vcpu, pin.pcpu) for cell in doc.placement.cells for pin in cell.vcpu_pins)
-    emulator = doc.placement.emulator_pins
-    limits = doc.spec.cpu.tune if cpu_controller(doc.host) else None
+    emulator = _emulator_cpus(doc, pins)
+    limits = _limits(doc)
     if not pins and not emulator and limits is None:
         return
     tune = ET.SubElement(doc.domain, "cputune")
     if limits is not None:
-        # libvirt refuses to start a domain with these when cgroup cpu is unavailable
-        # ("cgroup cpu is required for scheduler tuning"), hence cpu_controller.
-        if limits.shares is not None:
-            ET.SubElement(tune, "shares").text = str(limits.shares)
-        if limits.period_microseconds is not None:
-            ET.SubElement(tune, "period").text = str(limits.period_microseconds)
-        if limits.quota_microseconds is not None:
-            ET.SubElement(tune, "quota").text = str(limits.quota_microseconds)
+        _add_limits(tune, limits)
     for vcpu, pcpu in pins:
         ET.SubElement(tune, "vcpupin", vcpu=str(vcpu), cpuset=str(pcpu))
     if emulator:
         ET.SubElement(tune, "emulatorpin", cpuset=cpuset.render(emulator))
-    elif pins:
+
+
+def _emulator_cpus(doc: Document, pins: Sequence[tuple[int, int]]) -> Collection[int]:
+    if doc.placement.emulator_pins:
+        return doc.placement.emulator_pins
+    if pins:
         # Without an isolated emulator thread, QEMU's own threads share the pinned CPUs.
-        ET.SubElement(tune, "emulatorpin", cpuset=cpuset.render(pcpu for _, pcpu in pins))
+        return [pcpu for _, pcpu in pins]
+    # libvirt would run them where the vCPUs float anyway; said, so `virsh emulatorpin`
+    # shows it and nothing rests on that default.
+    return floating_cpus(doc)
+
+
+def limits(doc: Document) -> None:
+    """A system container's <cputune>: its CPU limits only (it has no vCPU threads to pin,
+    nor an emulator)."""
+    tune = _limits(doc)
+    if tune is not None:
+        _add_limits(ET.SubElement(doc.domain, "cputune"), tune)
+
+
+def _limits(doc: Document) -> CpuTune | None:
+    # libvirt refuses to start a domain with these when cgroup cpu is unavailable
+    # ("cgroup cpu is required for scheduler tuning"), hence cpu_controller.
+    return doc.spec.cpu.tune if cpu_controller(doc.host) else None
+
+
+def _add_limits(tune: ET.Element, limits: CpuTune) -> None:
+    if limits.shares is not None:
+        ET.SubElement(tune, "shares").text = str(limits.shares)
+    if limits.period_microseconds is not None:
+        ET.SubElement(tune, "period").text = str(limits.period_microseconds)
+    if limits.quota_microseconds is not None:
+        ET.SubElement(tune, "quota").text = str(limits.quota_microseconds)
 
 
 def cpu_controller(host: HostEnvironment) -> bool:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kubevisor.api import cpuset
+
 DomainType = Literal["kvm", "qemu", "lxc", "test"]
 """libvirt's <domain type>: kvm and qemu (TCG) run a VM; lxc runs spec.container as a
 system container on the host's kernel (`core.domain.container`)."""
@@ -69,3 +71,23 @@ class HostEnvironment:
     """cgroup controllers libvirt uses for VMs here; None: unknown (assume all)."""
     security_model: str | None = None
     """libvirt's security driver here (apparmor, selinux, none); None: unknown."""
+    shared_cpus: frozenset[int] | None = None
+    """Host CPUs shared-policy VMs float over (`shared_cpus`, from the HypervisorHost's
+    spec); None: the host has no shared set, and they float over every CPU."""
+
+
+def shared_cpus(
+    *, cpu_shared_set: str | None, cpu_dedicated_set: str | None
+) -> frozenset[int] | None:
+    """The CPUs of a HypervisorHost's spec that shared VMs run on: its cpuSharedSet less
+    its cpuDedicatedSet (Nova's cpu_shared_set), as placement counts them for capacity.
+
+    None when the admin set no shared set: shared VMs keep floating over every CPU, as
+    before. With no dedicated set either, every CPU is shared anyway; with one, placement
+    counts no shared CPU on the host and sends it no shared VM. Raises ValueError on a
+    set that is not a cpuset.
+    """
+    if not cpu_shared_set:
+        return None
+    dedicated = cpuset.parse(cpu_dedicated_set) if cpu_dedicated_set else frozenset()
+    return cpuset.parse(cpu_shared_set) - dedicated
