@@ -22,4 +22,5 @@ lint: setup
 
 test: lint
 	KUBEVISOR_CONTROLPLANE_BIN=$$(hack/controlplane/build.sh) \
-	KUBEVISOR_VCSIM_BIN=$$(hack/vcsim/build.sh) $(VENV)/pytest
+	KUBEVISOR_VCSIM_BIN=$$(hack/vcsim/build.sh) \
+	KUBEVISOR_QUANTITY_BIN=$$(hack/quantity/build.sh) $(VENV)/pytest

@@ -43,4 +43,5 @@ if [ ! -f "$stamp" ]; then
 fi
 
 hack/vcsim/build.sh >/dev/null
+hack/quantity/build.sh >/dev/null
 hack/controlplane/build.sh

@@ -51,6 +51,18 @@ def controlplane_bin() -> Path | None:
     return Path(check.stdout.strip()) if check.returncode == 0 else None
 
 
+def quantity_bin() -> Path | None:
+    """The built quantity oracle's bin dir: $KUBEVISOR_QUANTITY_BIN, else the build cache."""
+    if env := os.environ.get("KUBEVISOR_QUANTITY_BIN"):
+        return Path(env)
+    check = subprocess.run(
+        [str(REPO / "hack" / "quantity" / "build.sh"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    return Path(check.stdout.strip()) if check.returncode == 0 else None
+
+
 def vcsim_bin() -> Path | None:
     """The built vSphere simulator's bin dir: $KUBEVISOR_VCSIM_BIN, else the build cache."""
     if env := os.environ.get("KUBEVISOR_VCSIM_BIN"):

@@ -78,6 +78,16 @@ INVALID = [
     pytest.param(vm({"memory": {"size": "0"}}), "spec.memory.size", id="memory-zero"),
     pytest.param(vm({"memory": {"size": "lots"}}), "spec.memory.size", id="memory-not-a-quantity"),
     pytest.param(vm({"memory": {"size": 67108864}}), "spec.memory.size", id="memory-as-number"),
+    pytest.param(
+        vm({"memory": {"size": "1e999999999"}}), "spec.memory.size", id="memory-huge-exponent"
+    ),
+    pytest.param(
+        vm({"memory": {"size": "1e999999999.0"}}),
+        "spec.memory.size",
+        id="memory-fractional-exponent",
+    ),
+    pytest.param(vm({"memory": {"size": "9Ei"}}), "spec.memory.size", id="memory-above-4ei"),
+    pytest.param(vm({"memory": {"size": "1Ki"}}), "spec.memory.size", id="memory-below-16mi"),
     pytest.param(vm({"cpu": {"vcpus": 0}}), "spec.cpu.vcpus", id="vcpus-zero"),
     pytest.param(vm({"cpu": {"vcpus": 1000}}), "spec.cpu.vcpus", id="vcpus-too-many"),
     pytest.param(vm({"cpu": {"vcpus": "two"}}), "spec.cpu.vcpus", id="vcpus-as-string"),
@@ -126,6 +136,16 @@ INVALID = [
         id="numa-memory-does-not-add-up",
     ),
     pytest.param(
+        vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "32Mi"), ([1], "33554431.5"))}),
+        "spec.numa.cells",
+        id="numa-memory-not-whole-bytes",
+    ),
+    pytest.param(
+        vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "32Mi"), ([1], "1e999999999"))}),
+        "spec.numa.cells[1].memory",
+        id="numa-memory-huge-exponent",
+    ),
+    pytest.param(
         vm({"cpu": {"vcpus": 2}, "numa": cells(([0], "32Mi"), ([2], "32Mi"))}),
         "spec.numa.cells",
         id="numa-vcpu-out-of-range",
@@ -166,6 +186,11 @@ INVALID = [
         vm({"disks": [{"name": "root", "size": "-1Gi"}]}),
         "spec.disks[0].size",
         id="disk-size-negative",
+    ),
+    pytest.param(
+        vm({"disks": [{"name": "root", "size": "1e99999999"}]}),
+        "spec.disks[0].size",
+        id="disk-size-huge-exponent",
     ),
     pytest.param(
         vm({"disks": [{"name": "root"}]}),
@@ -401,6 +426,11 @@ INVALID = [
         hvh({"reserved": {"memory": "half"}}),
         "spec.reserved.memory",
         id="reserved-memory-not-a-quantity",
+    ),
+    pytest.param(
+        hvh({"reserved": {"memory": "1e999999999"}}),
+        "spec.reserved.memory",
+        id="reserved-memory-huge-exponent",
     ),
     pytest.param(hvh({"cpuDedicatedSet": "0-3;8"}), "spec.cpuDedicatedSet", id="cpuset-bad-syntax"),
     pytest.param(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,6 +226,60 @@ def test_invalid_manifest_is_refused_naming_the_field(
     else:
         assert after is not None and after["spec"] == before["spec"]
         delete(plane, kind, name)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        pytest.param(vm({"memory": {"size": "1e999999999"}}), "spec.memory.size", id="memory"),
+        pytest.param(
+            vm({"memory": {"size": "1e999999999.0"}}), "spec.memory.size", id="memory-variant"
+        ),
+        pytest.param(
+            vm({"disks": [{"name": "d", "size": "1e999999999"}]}),
+            "spec.disks[0].size",
+            id="disk",
+        ),
+        pytest.param(
+            vm({"memory": {"size": "1e999999999", "hugepages": {"pageSize": "2Mi"}}}),
+            "spec.memory.size",
+            id="hugepage-rule",
+        ),
+        pytest.param(
+            vm(
+                {
+                    "cpu": {"vcpus": 2},
+                    "memory": {"size": "1e999999999"},
+                    "numa": {
+                        "cells": [
+                            {"cpus": [0], "memory": "1e999999999"},
+                            {"cpus": [1], "memory": "1e99999999"},
+                        ]
+                    },
+                }
+            ),
+            "spec.numa.cells[0].memory",
+            id="numa-rule",
+        ),
+        pytest.param(
+            hvh({"reserved": {"memory": "1e999999999"}}), "spec.reserved.memory", id="reserved"
+        ),
+    ],
+)
+def test_huge_exponents_are_refused_at_once_in_plain_words(
+    plane: ControlPlane, request: pytest.FixtureRequest, manifest: dict[str, Any], field: str
+) -> None:
+    name = f"exponent-{request.node.callspec.id}"
+    started = time.monotonic()
+    done = plane.kubectl(
+        "create", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
+        input=json.dumps(_label(named(manifest, name))), check=False,
+    )  # fmt: skip
+    assert time.monotonic() - started < 2.0
+    assert done.returncode != 0
+    assert f"{field}: Invalid value" in done.stderr, done.stderr
+    assert "must be a size such as 512Mi or 2Gi" in done.stderr
+    assert "should match" not in done.stderr
 
 
 def test_the_table_is_large_enough() -> None:

@@ -1,11 +1,16 @@
-"""kubevisor.api.quantity: Kubernetes quantities as exact numbers, and back."""
+"""kubevisor.api.quantity: Kubernetes quantities as exact numbers, and back.
+
+tests/api/test_quantity_oracle.py checks the grammar against Kubernetes' own parser."""
 
 from __future__ import annotations
 
 import re
+import time
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubevisor.api import quantity
 
@@ -20,9 +25,13 @@ from kubevisor.api import quantity
         pytest.param("500m", Fraction(1, 2), id="milli"),
         pytest.param("1e3", Fraction(1000), id="exponent"),
         pytest.param("1E-3", Fraction(1, 1000), id="negative-exponent"),
+        pytest.param("1e+09", Fraction(10**9), id="signed-two-digit-exponent"),
+        pytest.param("4e-99", Fraction(4, 10**99), id="smallest-exponent"),
         pytest.param(".5Ki", Fraction(512), id="leading-dot"),
-        pytest.param("-1Gi", Fraction(-(1024**3)), id="signed"),
+        pytest.param("1.", Fraction(1), id="trailing-dot"),
         pytest.param("128974848", Fraction(128974848), id="plain-bytes"),
+        pytest.param("2E", Fraction(2 * 10**18), id="exa-not-an-exponent"),
+        pytest.param("4Ei", Fraction(4 * 1024**6), id="the-maximum"),
     ],
 )
 def test_parse(text: str, value: Fraction) -> None:
@@ -30,33 +39,70 @@ def test_parse(text: str, value: Fraction) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "says"),
     [
-        pytest.param("", id="empty"),
-        pytest.param("lots", id="word"),
-        pytest.param("64MB", id="unknown-suffix"),
-        pytest.param("64 Mi", id="space-inside"),
-        pytest.param("1e1.5", id="fractional-exponent"),
-        pytest.param("Mi", id="suffix-only"),
+        pytest.param("", "such as 512Mi", id="empty"),
+        pytest.param("lots", "such as 512Mi", id="word"),
+        pytest.param("64MB", "such as 512Mi", id="unknown-suffix"),
+        pytest.param("64 Mi", "such as 512Mi", id="space-inside"),
+        pytest.param(" 64Mi", "such as 512Mi", id="leading-space"),
+        pytest.param("64Mi\n", "such as 512Mi", id="trailing-newline"),
+        pytest.param("1e1.5", "such as 512Mi", id="fractional-exponent"),
+        pytest.param("1e999999999.0", "such as 512Mi", id="fractional-huge-exponent"),
+        pytest.param("1e999999999", "such as 512Mi", id="huge-exponent"),
+        pytest.param("1e100", "such as 512Mi", id="three-digit-exponent"),
+        pytest.param("Mi", "such as 512Mi", id="suffix-only"),
+        pytest.param(".", "such as 512Mi", id="dot-only"),
+        pytest.param("-1Gi", "such as 512Mi", id="negative"),
+        pytest.param("+1Gi", "such as 512Mi", id="plus-sign"),
+        pytest.param("1e", "such as 512Mi", id="exponent-without-digits"),
+        pytest.param("1K", "such as 512Mi", id="upper-case-k"),
+        pytest.param("\u0661\u0662Mi", "such as 512Mi", id="non-ascii-digits"),
+        pytest.param("4.000000001Ei", "at most 4Ei", id="just-above-the-maximum"),
+        pytest.param("9Ei", "at most 4Ei", id="above-int64"),
+        pytest.param("1e99", "at most 4Ei", id="largest-exponent"),
+        pytest.param("1" * 65, "longer than 64", id="too-long"),
     ],
 )
-def test_parse_refuses(text: str) -> None:
+def test_parse_refuses(text: str, says: str) -> None:
     assert not quantity.is_quantity(text)
-    with pytest.raises(quantity.QuantityError):
+    with pytest.raises(quantity.QuantityError, match=says):
         quantity.parse(text)
+
+
+def test_refusal_quotes_at_most_the_limit() -> None:
+    with pytest.raises(quantity.QuantityError) as refused:
+        quantity.parse("9" * 1_000_000)
+    assert len(str(refused.value)) < 200
 
 
 @pytest.mark.parametrize(
     "text", ["0", "64Mi", "1.5Gi", "2G", "500m", "1e3", ".5Ki", "128974848", "1."]
 )
 def test_schema_pattern_accepts_what_parse_accepts(text: str) -> None:
-    assert re.match(quantity.PATTERN, text)
+    assert re.fullmatch(quantity.PATTERN, text)
     assert quantity.is_quantity(text)
 
 
-@pytest.mark.parametrize("text", ["-1Gi", "+1Gi", "lots", "64MB", ""])
+@pytest.mark.parametrize("text", ["-1Gi", "+1Gi", "lots", "64MB", "", "1e100", "1e1.0"])
 def test_schema_pattern_refuses_signs_and_garbage(text: str) -> None:
-    assert not re.match(quantity.PATTERN, text)
+    assert not re.fullmatch(quantity.PATTERN, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.text(alphabet="0123456789.eE+-KMGTPEikmnu", max_size=200),
+        st.builds(lambda n, e: f"{n}e{e}", st.integers(0, 10**30), st.integers(0, 10**12)),
+    )
+)
+def test_parse_takes_bounded_time_whatever_the_input(text: str) -> None:
+    # CPU time of this process, so a busy machine does not fail it; an unbounded exponent
+    # ("1e999999999" computed exactly) would take minutes.
+    started = time.process_time()
+    quantity.is_quantity(text)
+    assert time.process_time() - started < 0.05
 
 
 @pytest.mark.parametrize(

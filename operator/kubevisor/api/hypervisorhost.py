@@ -32,6 +32,13 @@ DEFAULT_CPU_RATIO = 4.0
 DEFAULT_MEMORY_RATIO = 1.0
 DEFAULT_DISK_RATIO = 1.0
 
+# Upper bounds of what a host reports, so that the API server's CEL cost estimate of the
+# rules on its quantities stays small: a few dozen NUMA nodes is the most any machine
+# has (Linux's own limit is 1024), and no architecture has more than a handful of huge
+# page sizes (x86-64 two, arm64 four, ppc64 three).
+MAX_HOST_NUMA_CELLS = 256
+MAX_HUGEPAGE_SIZES = 16
+
 HypervisorType = Literal["kvm", "qemu", "lxc", "vmware", "test"]
 SecurityDriver = Literal["apparmor", "selinux", "none"]
 
@@ -230,6 +237,7 @@ class HostNumaCell(ApiModel):
     memory: Quantity | None = Field(default=None, description="Memory of the cell.")
     hugepages: list[HostHugepages] = Field(
         default_factory=list,
+        max_length=MAX_HUGEPAGE_SIZES,
         description="Huge pages per page size.",
     )
 
@@ -405,6 +413,7 @@ class HypervisorHostStatus(ApiModel):
     )
     numa_cells: list[HostNumaCell] = Field(
         default_factory=list,
+        max_length=MAX_HOST_NUMA_CELLS,
         description="Host NUMA topology with free huge pages.",
     )
     allocatable: Resources | None = Field(

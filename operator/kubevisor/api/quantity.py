@@ -3,8 +3,23 @@
 The API models keep memory and disk sizes as the strings users wrote; the placement
 engine, the agent and the status writers call these pure functions to do arithmetic on
 them and to write sizes back in Kubernetes' canonical binary form.
-The grammar is the one of k8s.io/apimachinery's resource.Quantity, so a string the API
-server accepts (see PATTERN) always parses here.
+
+kubevisor accepts one grammar, here and in the CRD schemas alike (`kubevisor.api.schema`
+turns PATTERN and MAX into CEL rules): the strings k8s.io/apimachinery's
+resource.ParseQuantity accepts, narrowed so that every accepted string is cheap to
+evaluate, both here and in the API server's CEL quantity(). The narrowing:
+
+- no sign (sizes are never negative) and at least one digit (ParseQuantity reads "Mi",
+  "." and "+" as zero);
+- at most MAX_LENGTH characters, and an exponent of at most two digits (e0..e99):
+  ParseQuantity and Python's exact arithmetic both compute 10**exponent, and
+  "1e999999999" kept the API server busy for minutes;
+- a value of at most MAX (4Ei): every accepted value is exact in Go's int64, so CEL's
+  isInteger()/asInteger() agree with Python, and ParseQuantity's silent cap of binary
+  values at 2**63-1 never applies.
+
+tests/api/test_quantity_oracle.py checks that this is exactly ParseQuantity's set (and
+its values) within those bounds, on generated strings.
 """
 
 from __future__ import annotations
@@ -12,52 +27,70 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from typing import Final
 
-# resource.Quantity's grammar without the sign: sizes in our schemas are never negative,
-# so a "-1Gi" is refused by the schema pattern rather than by a later CEL rule.
-PATTERN = (
-    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+# The grammar, as a regular expression both Python's re and RE2 (CEL's matches()) read
+# the same way. Anchored for RE2; Python matches it with fullmatch (no "$\n" slack).
+PATTERN: Final = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$"
 )
+MAX_LENGTH: Final = 64
+MAX_TEXT: Final = "4Ei"
+MAX: Final = 4 * 1024**6
 
-_SIGNED = re.compile(r"^(?P<sign>[+-])?(?P<number>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(?P<suffix>.*)$")
+# What a refusal says, in the API server's messages and in Python's alike.
+FORMAT_MESSAGE: Final = (
+    "must be a size such as 512Mi or 2Gi: a number with an optional suffix "
+    "(Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E, or an exponent such as e9)"
+)
+MAX_MESSAGE: Final = f"must be at most {MAX_TEXT}"
+
+_GRAMMAR = re.compile(PATTERN)
+_PARTS = re.compile(r"(?P<number>[0-9.]+)(?P<suffix>.*)")
 
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_EXPONENT = re.compile(r"^[eE](?P<exp>[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+)))$")
 
 MI = 1024**2
 GI = 1024**3
 
 
 class QuantityError(ValueError):
-    """A string that is not a Kubernetes quantity."""
+    """A string that is not a quantity kubevisor accepts."""
+
+
+def _shown(text: str) -> str:
+    # Error messages quote the input, but never all of a megabyte of it.
+    return repr(text if len(text) <= MAX_LENGTH else text[:MAX_LENGTH] + "...")
 
 
 def parse(text: str) -> Fraction:
-    """The exact value of `text` ("1.5Gi" -> 1610612736); raises QuantityError."""
-    match = _SIGNED.match(text.strip())
-    if match is None:
-        raise QuantityError(f"{text!r} is not a quantity (expected e.g. 64Mi, 1Gi, 2G, 500m)")
-    value = Fraction(match["number"])
-    suffix = match["suffix"]
+    """The exact value of `text` ("1.5Gi" -> 1610612736); raises QuantityError.
+
+    Takes time bounded by MAX_LENGTH whatever `text` is: the length is checked before
+    the regular expression (which has no nested repetition), and the exponent has at
+    most two digits."""
+    if len(text) > MAX_LENGTH:
+        raise QuantityError(f"{_shown(text)} is longer than {MAX_LENGTH} characters")
+    if _GRAMMAR.fullmatch(text) is None:
+        raise QuantityError(f"{_shown(text)} {FORMAT_MESSAGE}")
+    parts = _PARTS.fullmatch(text)
+    assert parts is not None  # the grammar starts with [0-9.]+
+    value = Fraction(parts["number"])
+    suffix = parts["suffix"]
     if suffix in _BINARY:
         value *= 1024 ** _BINARY[suffix]
     elif suffix in _DECIMAL:
         value *= Fraction(10) ** _DECIMAL[suffix]
     else:
-        exponent = _EXPONENT.match(suffix)
-        if exponent is None:
-            raise QuantityError(f"{text!r} has an unknown suffix {suffix!r}")
-        exp = Fraction(exponent["exp"])
-        if exp.denominator != 1:
-            raise QuantityError(f"{text!r} has a fractional exponent")
-        value *= Fraction(10) ** int(exp)
-    return -value if match["sign"] == "-" else value
+        value *= Fraction(10) ** int(suffix[1:])
+    if value > MAX:
+        raise QuantityError(f"{_shown(text)} {MAX_MESSAGE}")
+    return value
 
 
 def is_quantity(text: str) -> bool:
-    """True when `text` parses as a quantity (signs allowed, like resource.Quantity)."""
+    """True when `text` parses as a quantity."""
     try:
         parse(text)
     except QuantityError:

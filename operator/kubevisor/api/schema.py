@@ -70,6 +70,31 @@ def list_map(*keys: str) -> dict[str, Any]:
 LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
 
+def cel_matches(expression: str, pattern: str) -> str:
+    """CEL: the string `expression` matches `pattern` (RE2 reads our patterns as re does)."""
+    if "'" in pattern:
+        raise ValueError(f"{pattern!r} cannot be a CEL raw string literal")
+    return f"{expression}.matches(r'{pattern}')"
+
+
+def cel_is_quantity(expression: str) -> str:
+    """CEL: `expression` is in kubevisor's quantity grammar, and so safe to pass to CEL's
+    quantity(): isQuantity() itself would parse an unbounded exponent for minutes."""
+    return cel_matches(expression, quantity.PATTERN)
+
+
+def quantity_rule(comparison: str, message: str) -> dict[str, str]:
+    """A CEL rule on quantity(self), evaluated only for strings in the grammar (the
+    format rule reports the others; a failed `pattern` would not stop CEL from running)."""
+    return rule(f"!{cel_is_quantity('self')} || quantity(self).{comparison}", message)
+
+
+QUANTITY_RULES = (
+    rule(cel_is_quantity("self"), quantity.FORMAT_MESSAGE),
+    quantity_rule(f"compareTo(quantity('{quantity.MAX_TEXT}')) <= 0", quantity.MAX_MESSAGE),
+)
+
+
 def _check_quantity(text: str) -> str:
     quantity.parse(text)
     return text
@@ -81,28 +106,29 @@ def _check_positive_quantity(text: str) -> str:
     return text
 
 
-# A non-negative Kubernetes quantity string ("64Mi", "1Gi", "10G").
+# A non-negative Kubernetes quantity string ("64Mi", "1Gi", "10G") in kubevisor's grammar
+# (kubevisor.api.quantity). The schema checks it with CEL rules rather than an OpenAPI
+# pattern: their messages are plain ("must be a size such as 512Mi or 2Gi").
 Quantity = Annotated[
     str,
-    StringConstraints(pattern=quantity.PATTERN, max_length=64),
+    StringConstraints(max_length=quantity.MAX_LENGTH),
     AfterValidator(_check_quantity),
+    Field(json_schema_extra=validations(*QUANTITY_RULES)),
 ]
 
-# A quantity that must be greater than zero; the CEL rule refuses "0" and "0Mi", which
-# the pattern alone lets through.
+# A quantity that must be greater than zero ("0" and "0Mi" are quantities).
 PositiveQuantity = Annotated[
     str,
-    StringConstraints(pattern=quantity.PATTERN, max_length=64),
+    StringConstraints(max_length=quantity.MAX_LENGTH),
     AfterValidator(_check_positive_quantity),
     Field(
         json_schema_extra=validations(
-            rule(
-                "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
-                "must be greater than zero",
-            )
+            *QUANTITY_RULES,
+            quantity_rule("isGreaterThan(quantity('0'))", "must be greater than zero"),
         )
     ),
 ]
+
 
 # An RFC 1123 DNS label: names of disks and networks inside one VM.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from kubevisor.api import quantity
 from kubevisor.api.conditions import Condition, conditions_field
@@ -21,13 +21,16 @@ from kubevisor.api.hypervisorhost import HypervisorType
 from kubevisor.api.schema import (
     API_VERSION,
     LIST_SET,
+    QUANTITY_RULES,
     ApiModel,
     DnsLabel,
     ObjectName,
     PciAddress,
     PositiveQuantity,
     Quantity,
+    cel_is_quantity,
     list_map,
+    quantity_rule,
     rule,
     validations,
 )
@@ -48,6 +51,12 @@ MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
 # The kernel's range for cpu.cfs_period_us, and the largest cpu.cfs_quota_us.
 MIN_CPU_PERIOD_US, MAX_CPU_PERIOD_US = 1000, 1000000
 MIN_CPU_QUOTA_US, MAX_CPU_QUOTA_US = 1000, 17592186044415
+# The smallest guest memory: no kernel boots in less (the smallest guests kubevisor runs,
+# LXC containers in its tests, have 48Mi; the busybox QEMU guest needs 96Mi), and a
+# "1Ki" is a typo, not a request.
+MIN_MEMORY = "16Mi"
+MIN_MEMORY_MESSAGE = f"must be at least {MIN_MEMORY}: no guest runs in less"
+NUMA_MEMORY_MESSAGE = "the NUMA cells' memory must be whole bytes adding up to memory.size"
 
 RunStrategy = Literal["Always", "RerunOnFailure", "Once", "Manual", "Halted"]
 CpuPolicy = Literal["shared", "dedicated"]
@@ -275,24 +284,44 @@ class Balloon(ApiModel):
     )
 
 
+def _check_memory_size(text: str) -> str:
+    if quantity.parse(text) < quantity.parse(MIN_MEMORY):
+        raise ValueError(f"{text!r} {MIN_MEMORY_MESSAGE}")
+    return text
+
+
+# Guest memory: a quantity of at least MIN_MEMORY.
+MemorySize = Annotated[
+    str,
+    StringConstraints(max_length=quantity.MAX_LENGTH),
+    AfterValidator(_check_memory_size),
+    Field(
+        json_schema_extra=validations(
+            *QUANTITY_RULES,
+            quantity_rule(f"compareTo(quantity('{MIN_MEMORY}')) >= 0", MIN_MEMORY_MESSAGE),
+        )
+    ),
+]
+
+
 class Memory(ApiModel):
     """Guest memory."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
-                "!has(self.hugepages) || !isQuantity(self.size)"
-                " || !quantity(self.size).isInteger()"
-                " || quantity(self.size).asInteger()"
-                " % quantity(self.hugepages.pageSize).asInteger() == 0",
+                f"!has(self.hugepages) || !{cel_is_quantity('self.size')}"
+                " || (quantity(self.size).isInteger()"
+                " && quantity(self.size).asInteger()"
+                " % quantity(self.hugepages.pageSize).asInteger() == 0)",
                 "size must be a multiple of hugepages.pageSize",
                 field_path=".size",
             ),
         )
     )
 
-    size: PositiveQuantity = Field(
-        description="Guest memory as a quantity greater than zero, e.g. 128Mi or 4Gi.",
+    size: MemorySize = Field(
+        description=(f"Guest memory as a quantity of at least {MIN_MEMORY}, e.g. 128Mi or 4Gi."),
     )
     hugepages: Hugepages | None = Field(
         default=None,
@@ -791,13 +820,13 @@ class VirtualMachineSpec(ApiModel):
                 field_path=".numa.cells",
             ),
             rule(
-                "!has(self.numa)"
-                " || !(isQuantity(self.memory.size) && quantity(self.memory.size).isInteger()"
-                " && self.numa.cells.all(c,"
-                " isQuantity(c.memory) && quantity(c.memory).isInteger()))"
-                " || self.numa.cells.map(c, quantity(c.memory).asInteger()).sum()"
-                " == quantity(self.memory.size).asInteger()",
-                "the NUMA cells' memory must add up to memory.size",
+                f"!has(self.numa) || !({cel_is_quantity('self.memory.size')}"
+                f" && self.numa.cells.all(c, {cel_is_quantity('c.memory')}))"
+                " || (quantity(self.memory.size).isInteger()"
+                " && self.numa.cells.all(c, quantity(c.memory).isInteger())"
+                " && self.numa.cells.map(c, quantity(c.memory).asInteger()).sum()"
+                " == quantity(self.memory.size).asInteger())",
+                NUMA_MEMORY_MESSAGE,
                 field_path=".numa.cells",
             ),
             rule(
@@ -919,9 +948,11 @@ class VirtualMachineSpec(ApiModel):
         indexes = [i for cell in self.numa.cells for i in cell.cpus]
         if sorted(indexes) != list(range(self.cpu.vcpus)):
             raise ValueError("numa.cells cpus must partition 0..cpu.vcpus-1")
-        memory = sum(quantity.parse(cell.memory) for cell in self.numa.cells)
-        if memory != quantity.parse(self.memory.size):
-            raise ValueError("numa.cells memory must add up to memory.size")
+        memory = [quantity.parse(cell.memory) for cell in self.numa.cells]
+        if any(m.denominator != 1 for m in memory) or sum(memory) != quantity.parse(
+            self.memory.size
+        ):
+            raise ValueError(NUMA_MEMORY_MESSAGE)
         return self
 
 
@@ -974,6 +1005,7 @@ class PlacementStatus(ApiModel):
 
     cells: list[CellPlacement] = Field(
         default_factory=list,
+        max_length=MAX_NUMA_CELLS,
         description="One entry per guest NUMA cell.",
     )
     emulator_pins: list[int] = Field(
