@@ -161,6 +161,18 @@ def test_pci_inventory(
     assert all((d.vendor_id, d.product_id) != ("", "") for d in found)
 
 
+def test_pci_rules_are_read_from_a_spec_the_controller_refuses() -> None:
+    host = {
+        "spec": {
+            "cpuDedicatedSet": "0-3",
+            "cpuSharedSet": "2-7",  # overlapping: stored before the schema refused it
+            "pciPassthrough": [{"vendorId": "8086", "alias": "intel"}],
+        }
+    }
+    assert [(r.vendor_id, r.alias) for r in probe.pci_rules(host)] == [("8086", "intel")]
+    assert probe.pci_rules(None) == []
+
+
 @pytest.mark.parametrize(
     ("conf", "expected"),
     [

@@ -67,6 +67,9 @@ MODELS_ALLOW = frozenset(
         "migration-vm-is-immutable",
         "migration-target-host-is-immutable",
         "migration-cancel-cannot-be-undone",
+        # Read so that the controller can report them on the host (InvalidCpuSets).
+        "cpusets-overlap",
+        "cpusets-overlap-on-one-cpu",
     }
 )
 
@@ -433,6 +436,40 @@ INVALID = [
         id="reserved-memory-huge-exponent",
     ),
     pytest.param(hvh({"cpuDedicatedSet": "0-3;8"}), "spec.cpuDedicatedSet", id="cpuset-bad-syntax"),
+    pytest.param(
+        hvh({"allocationRatios": {"cpu": 1e308}}), "spec.allocationRatios.cpu", id="cpu-ratio-huge"
+    ),
+    pytest.param(
+        hvh({"allocationRatios": {"disk": 100.5}}),
+        "spec.allocationRatios.disk",
+        id="disk-ratio-above-100",
+    ),
+    pytest.param(hvh({"reserved": {"cpu": 10**12}}), "spec.reserved.cpu", id="reserved-cpu-huge"),
+    pytest.param(
+        hvh({"reserved": {"memory": "9Ei"}}), "spec.reserved.memory", id="reserved-memory-huge"
+    ),
+    pytest.param(
+        hvh({"cpuDedicatedSet": "0-4294967295"}),
+        "spec.cpuDedicatedSet",
+        id="cpuset-four-billion-cpus",
+    ),
+    pytest.param(hvh({"cpuDedicatedSet": "0-8192"}), "spec.cpuDedicatedSet", id="cpuset-cpu-8192"),
+    pytest.param(hvh({"cpuSharedSet": "7-2"}), "spec.cpuSharedSet", id="cpuset-range-backwards"),
+    pytest.param(
+        hvh({"cpuSharedSet": ",".join(["1"] * 65)}),
+        "spec.cpuSharedSet",
+        id="cpuset-65-entries",
+    ),
+    pytest.param(
+        hvh({"cpuDedicatedSet": "0-3,8", "cpuSharedSet": "4-8"}),
+        "spec.cpuSharedSet",
+        id="cpusets-overlap",
+    ),
+    pytest.param(
+        hvh({"cpuDedicatedSet": "2", "cpuSharedSet": "0-1,2-2,3"}),
+        "spec.cpuSharedSet",
+        id="cpusets-overlap-on-one-cpu",
+    ),
     pytest.param(
         hvh({"pciPassthrough": [{"vendorId": "0x8086", "alias": "nic"}]}),
         "spec.pciPassthrough[0].vendorId",

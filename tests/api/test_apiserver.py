@@ -282,6 +282,31 @@ def test_huge_exponents_are_refused_at_once_in_plain_words(
     assert "should match" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"allocationRatios": {"cpu": 100, "memory": 100, "disk": 100}}, id="ratios"),
+        pytest.param({"reserved": {"cpu": 8192, "memory": "4Ei", "disk": "4Ei"}}, id="reserved"),
+        pytest.param({"cpuDedicatedSet": "4-7", "cpuSharedSet": "0-3,8-8191"}, id="adjacent"),
+        pytest.param(
+            {
+                "cpuDedicatedSet": ",".join(str(cpu) for cpu in range(0, 128, 2)),
+                "cpuSharedSet": ",".join(str(cpu) for cpu in range(1, 128, 2)),
+            },
+            id="64-interleaved-entries",
+        ),
+    ],
+)
+def test_admin_bounds_accept_their_edges(
+    plane: ControlPlane, request: pytest.FixtureRequest, spec: dict[str, Any]
+) -> None:
+    name = f"edges-{request.node.callspec.id}"
+    apply(plane, _label(named(hvh(spec), name)))
+    stored_spec = stored(plane, "HypervisorHost", name)["spec"]
+    assert {key: stored_spec[key] for key in spec} == spec
+    hypervisorhost.HypervisorHostSpec.model_validate(stored_spec)
+
+
 def test_the_table_is_large_enough() -> None:
     assert len(INVALID) >= 25
 

@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import (
     HostCapabilities,
     HostStorage,
-    HypervisorHostSpec,
     Ksm,
     PciDevice,
     PciPassthroughRule,
@@ -150,10 +151,16 @@ def capabilities(
     )
 
 
+_PCI_RULES = TypeAdapter(list[PciPassthroughRule])
+
+
 def pci_rules(host: Mapping[str, Any] | None) -> list[PciPassthroughRule]:
-    """The allow-list of a HypervisorHost object as read from the API (none if absent)."""
+    """The allow-list of a HypervisorHost object as read from the API (none if absent).
+
+    Reads spec.pciPassthrough alone: a mistake elsewhere in the admin's spec (CPU sets the
+    controller refuses) must not stop the agent from registering its host."""
     spec = (host or {}).get("spec") or {}
-    return HypervisorHostSpec.model_validate(spec).pci_passthrough
+    return _PCI_RULES.validate_python(spec.get("pciPassthrough") or [])
 
 
 def pci_inventory(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from kubevisor.api import quantity
+from kubevisor.api import cpuset, quantity
 
 GROUP: Final = "kubevisor.io"
 VERSION: Final = "v1alpha1"
@@ -138,9 +138,49 @@ DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max
 OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ObjectName = Annotated[str, StringConstraints(pattern=OBJECT_NAME, min_length=1, max_length=253)]
 
-# Linux cpuset list syntax as in /sys and libvirt's cpuset attribute: "0-3,8,10-11".
-CPUSET = r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"
-CpuSet = Annotated[str, StringConstraints(pattern=CPUSET, max_length=4096)]
+
+def cel_is_cpuset(expression: str) -> str:
+    """CEL: `expression` is in the cpuset grammar (bounded: safe to split and int())."""
+    return cel_matches(expression, cpuset.PATTERN)
+
+
+def cel_cpuset_ranges(expression: str) -> str:
+    """CEL: the ranges of a cpuset list in the grammar, as a list of strings ("2-7", "9").
+    The split limit tells the API server's cost estimator how long the list can be."""
+    return f"{expression}.split(',', {cpuset.MAX_RANGES})"
+
+
+def _cpuset_rule(condition: str, message: str) -> dict[str, str]:
+    return rule(f"!{cel_is_cpuset('self')} || {condition}", message)
+
+
+def _check_cpuset(text: str) -> str:
+    cpuset.parse(text)
+    return text
+
+
+# A Linux cpuset list as in /sys and libvirt's cpuset attribute ("0-3,8,10-11"), in the
+# grammar and bounds of kubevisor.api.cpuset, checked with plain-worded CEL rules.
+CpuSet = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=cpuset.MAX_LENGTH),
+    AfterValidator(_check_cpuset),
+    Field(
+        json_schema_extra=validations(
+            rule(cel_is_cpuset("self"), cpuset.FORMAT_MESSAGE),
+            _cpuset_rule(
+                f"{cel_cpuset_ranges('self')}.all(r, r.split('-', 2).all(n,"
+                f" int(n) < {cpuset.MAX_CPUS}))",
+                cpuset.LIMIT_MESSAGE,
+            ),
+            _cpuset_rule(
+                f"{cel_cpuset_ranges('self')}.all(r, !r.contains('-')"
+                " || int(r.split('-', 2)[0]) <= int(r.split('-', 2)[1]))",
+                cpuset.ORDER_MESSAGE,
+            ),
+        )
+    ),
+]
 
 # A PCI address as sysfs and libvirt's nodedev names print it: domain:bus:slot.function.
 PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"
