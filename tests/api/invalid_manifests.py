@@ -269,6 +269,25 @@ INVALID = [
         id="max-per-host-zero",
     ),
     pytest.param(
+        vm({"placement": {"group": "web", "policy": "anti-affinity", "maxPerHost": 10**9}}),
+        "spec.placement.maxPerHost",
+        id="max-per-host-huge",
+    ),
+    pytest.param(
+        vm({"placement": {"group": "Web Servers"}}),
+        "spec.placement.group",
+        id="group-not-a-dns-label",
+    ),
+    pytest.param(
+        vm({"placement": {"group": "../../etc"}}), "spec.placement.group", id="group-path-trick"
+    ),
+    pytest.param(vm({"placement": {"group": "g" * 64}}), "spec.placement.group", id="group-long"),
+    pytest.param(
+        vm({"placement": {"hostSelector": {f"k{i}": "v" for i in range(65)}}}),
+        "spec.placement.hostSelector",
+        id="host-selector-too-many-labels",
+    ),
+    pytest.param(
         vm({"placement": {"group": "web", "policy": "affinity", "maxPerHost": 2}}),
         "spec.placement.maxPerHost",
         id="max-per-host-without-anti-affinity",
@@ -496,6 +515,21 @@ INVALID = [
         mig({"options": {"completionTimeoutPerGiB": 0}}),
         "spec.options.completionTimeoutPerGiB",
         id="migration-completion-timeout-zero",
+    ),
+    pytest.param(
+        mig({"options": {"progressTimeout": 86401}}),
+        "spec.options.progressTimeout",
+        id="migration-progress-timeout-over-a-day",
+    ),
+    pytest.param(
+        mig({"options": {"maxDowntimeMs": 2_000_001}}),
+        "spec.options.maxDowntimeMs",
+        id="migration-downtime-above-qemu-limit",
+    ),
+    pytest.param(
+        mig({"options": {"bandwidthMiBps": 2**40}}),
+        "spec.options.bandwidthMiBps",
+        id="migration-bandwidth-huge",
     ),
     pytest.param(
         Update(before=mig(), after=mig({"vm": "other"})),

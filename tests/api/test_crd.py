@@ -94,6 +94,80 @@ def test_cel_rules_carry_a_message(root: dict[str, Any]) -> None:
             assert rule["message"], f"{path}: {rule['rule']}"
 
 
+# Fields left without an upper bound on purpose: counters (generations, restarts, bytes,
+# pages, VMs), which int64 already bounds and for which any smaller limit would be
+# arbitrary, and two texts written only by kubevisor's own processes that grow with the
+# cluster or the VM (a drain's list of blocking VMs, a target's domain XML; etcd's object
+# size limit bounds them). Every other string has a maxLength (or an enum), every number a
+# maximum, every list a maxItems and every map a maxProperties: the API server's CEL cost
+# estimate needs them, and no field can carry an unbounded value to the controller.
+UNBOUNDED = {
+    "VirtualMachine": {
+        ".status.placement.cells[].hugepages.count",
+        ".status.conditions[].observedGeneration",
+        ".status.observedGeneration",
+        ".status.restartCount",
+        ".status.imagePulls[].receivedBytes",
+        ".status.imagePulls[].totalBytes",
+        ".status.imagePulls[].attempts",
+    },
+    "HypervisorHost": {
+        ".status.capacity.cpu",
+        ".status.allocatable.cpu",
+        ".status.allocated.cpu",
+        ".status.numaCells[].hugepages[].total",
+        ".status.numaCells[].hugepages[].free",
+        ".status.vmCount",
+        ".status.drain.remaining",
+        ".status.drain.migrating",
+        ".status.drain.stopping",
+        ".status.drain.blocked",
+        ".status.drain.message",
+        ".status.ksm.pagesShared",
+        ".status.ksm.pagesSharing",
+        ".status.images[].inUse",
+        ".status.conditions[].observedGeneration",
+        ".status.observedGeneration",
+    },
+    "MigrationJob": {
+        ".status.targetPlacement.cells[].hugepages.count",
+        ".status.targetAgent.domainXML",
+        ".status.progress.dataTotal",
+        ".status.progress.dataProcessed",
+        ".status.progress.dataRemaining",
+        ".status.progress.iteration",
+        ".status.progress.bandwidthBps",
+        ".status.conditions[].observedGeneration",
+        ".status.observedGeneration",
+    },
+}
+
+
+def _unbounded(node: dict[str, Any]) -> bool:
+    if "enum" in node:
+        return False
+    kind = node["type"]
+    if kind == "string":
+        return "maxLength" not in node and node.get("format") != "date-time"
+    if kind in ("integer", "number"):
+        return "maximum" not in node
+    if kind == "array":
+        return "maxItems" not in node
+    return isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node
+
+
+@pytest.mark.parametrize("root", schemas())
+def test_every_field_is_bounded_unless_listed(root: dict[str, Any]) -> None:
+    kind = root["properties"]["kind"]["description"].removeprefix("Kind of this object: ")
+    unbounded = {
+        path
+        for path, node in walk(root, "")
+        # apiVersion and kind at the root are the API server's own to check.
+        if path not in (".apiVersion", ".kind") and _unbounded(node)
+    }
+    assert unbounded == UNBOUNDED[kind.rstrip(".")]
+
+
 def test_status_is_fully_declared() -> None:
     # kopf and our writers patch only declared fields; nothing may be kept blindly.
     for definition in crd.definitions():

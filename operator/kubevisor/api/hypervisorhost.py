@@ -19,9 +19,12 @@ from kubevisor.api.schema import (
     ApiModel,
     CpuSet,
     DnsLabel,
+    Message,
     PciAddress,
     PciId,
     Quantity,
+    ShortText,
+    UriText,
     cel_cpuset_ranges,
     cel_is_cpuset,
     rule,
@@ -47,6 +50,19 @@ MAX_ALLOCATION_RATIO = 100.0
 # page sizes (x86-64 two, arm64 four, ppc64 three).
 MAX_HOST_NUMA_CELLS = 256
 MAX_HUGEPAGE_SIZES = 16
+# Linux numbers NUMA nodes below MAX_NUMNODES, at most 1024 (CONFIG_NODES_SHIFT=10).
+MAX_NUMA_NODE_ID = 1023
+# Threads per core: POWER's SMT8 is the most any CPU has; the bound leaves room.
+MAX_SMT_SIBLINGS = 64
+MAX_CPU_FEATURES = 1024
+MAX_CPU_MODELS = 1024
+MAX_PCI_PASSTHROUGH_DEVICES = 4096
+
+# A host CPU number and a host NUMA node id, as the agent reports them.
+HostCpuNumber = Annotated[int, Field(ge=0, le=cpuset.MAX_CPUS - 1)]
+# A libvirt CPU model name (also VirtualMachine spec.cpu.model's bound).
+CpuModelName = Annotated[str, StringConstraints(max_length=128)]
+HostNumaCellId = Annotated[int, Field(ge=0, le=MAX_NUMA_NODE_ID)]
 
 OVERLAP_MESSAGE = (
     "cpuDedicatedSet and cpuSharedSet must not overlap: a host CPU is either dedicated "
@@ -219,9 +235,11 @@ class Hypervisor(ApiModel):
         default=None,
         description="kvm (hardware virtualisation), qemu (TCG emulation), lxc, vmware or test.",
     )
-    version: str | None = Field(default=None, description="Hypervisor version, e.g. 7.2.0.")
-    libvirt_version: str | None = Field(default=None, description="libvirt version, e.g. 9.0.0.")
-    message: str | None = Field(
+    version: ShortText | None = Field(default=None, description="Hypervisor version, e.g. 7.2.0.")
+    libvirt_version: ShortText | None = Field(
+        default=None, description="libvirt version, e.g. 9.0.0."
+    )
+    message: Message | None = Field(
         default=None,
         description=(
             "Why the agent does not use a faster type the host offers, e.g. KVM unusable "
@@ -233,14 +251,23 @@ class Hypervisor(ApiModel):
 class HostCpu(ApiModel):
     """The host's CPU as libvirt reports it."""
 
-    model: str | None = Field(default=None, description="CPU model name, e.g. Skylake-Server-IBRS.")
-    vendor: str | None = Field(default=None, description="CPU vendor, e.g. Intel or AMD.")
-    features: list[str] = Field(default_factory=list, description="CPU feature flags.")
-    sockets: int | None = Field(default=None, ge=0, description="Sockets.")
-    cores: int | None = Field(default=None, ge=0, description="Cores per socket.")
-    threads: int | None = Field(default=None, ge=0, description="Threads per core.")
-    usable_models: list[str] | None = Field(
+    model: CpuModelName | None = Field(
+        default=None, description="CPU model name, e.g. Skylake-Server-IBRS."
+    )
+    vendor: ShortText | None = Field(default=None, description="CPU vendor, e.g. Intel or AMD.")
+    features: list[ShortText] = Field(
+        default_factory=list, max_length=MAX_CPU_FEATURES, description="CPU feature flags."
+    )
+    sockets: int | None = Field(default=None, ge=0, le=cpuset.MAX_CPUS, description="Sockets.")
+    cores: int | None = Field(
+        default=None, ge=0, le=cpuset.MAX_CPUS, description="Cores per socket."
+    )
+    threads: int | None = Field(
+        default=None, ge=0, le=MAX_SMT_SIBLINGS, description="Threads per core."
+    )
+    usable_models: list[CpuModelName] | None = Field(
         default=None,
+        max_length=MAX_CPU_MODELS,
         description=(
             "Named guest CPU models (a VirtualMachine's spec.cpu.model other than "
             "host-passthrough and host-model) libvirt marks usable for the domain type the "
@@ -274,10 +301,15 @@ class HostHugepages(ApiModel):
 class HostNumaCell(ApiModel):
     """One NUMA cell of the host."""
 
-    id: int = Field(ge=0, description="NUMA cell id.")
-    cpus: list[int] = Field(default_factory=list, description="Host CPU numbers in the cell.")
-    siblings: list[list[int]] = Field(
+    id: HostNumaCellId = Field(description="NUMA cell id.")
+    cpus: list[HostCpuNumber] = Field(
         default_factory=list,
+        max_length=cpuset.MAX_CPUS,
+        description="Host CPU numbers in the cell.",
+    )
+    siblings: list[Annotated[list[HostCpuNumber], Field(max_length=MAX_SMT_SIBLINGS)]] = Field(
+        default_factory=list,
+        max_length=cpuset.MAX_CPUS,
         description="SMT sibling sets: host CPUs sharing one core.",
     )
     memory: Quantity | None = Field(default=None, description="Memory of the cell.")
@@ -296,9 +328,8 @@ class PciDevice(ApiModel):
     )
     vendor_id: PciId = Field(description="PCI vendor id, e.g. 8086.")
     product_id: PciId = Field(description="PCI product id, e.g. 154c.")
-    numa_cell: int | None = Field(
+    numa_cell: HostNumaCellId | None = Field(
         default=None,
-        ge=0,
         description="Host NUMA cell the device is attached to; unset when the host has none.",
     )
     alias: DnsLabel = Field(description="Alias of the spec.pciPassthrough rule it matches.")
@@ -355,8 +386,9 @@ class HostCapabilities(ApiModel):
             "security.requireSeccompSandbox are not placed here."
         ),
     )
-    cgroup_controllers: list[str] = Field(
+    cgroup_controllers: list[ShortText] = Field(
         default_factory=list,
+        max_length=32,
         description=(
             "cgroup controllers libvirt can use for VMs (cpu, cpuset, memory, blkio, ...), "
             "as the agent is told (--cgroup-controllers) or reads in the host's qemu.conf "
@@ -400,7 +432,9 @@ class SharedStorageStatus(ApiModel):
     """The host's shared storage (spec.sharedStorage) as its agent finds it."""
 
     name: DnsLabel = Field(description="spec.sharedStorage.name.")
-    path: str = Field(description="spec.sharedStorage.path.")
+    path: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        description="spec.sharedStorage.path."
+    )
     capacity: Quantity | None = Field(default=None, description="Size of the filesystem.")
     available: Quantity | None = Field(default=None, description="Free space on it.")
 
@@ -408,7 +442,7 @@ class SharedStorageStatus(ApiModel):
 class CachedImage(ApiModel):
     """One base image in the host's image cache."""
 
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)] = Field(
         description="Digest of the downloaded file: the image's identity in VM specs."
     )
     size: Quantity = Field(description="Size of the cached (decompressed) file.")
@@ -441,12 +475,12 @@ class HypervisorHostStatus(ApiModel):
     """What the host offers and carries, written by its agent."""
 
     hypervisor: Hypervisor | None = Field(default=None, description="Hypervisor type and versions.")
-    libvirt_uri: str | None = Field(
+    libvirt_uri: UriText | None = Field(
         default=None,
         alias="libvirtURI",
         description="libvirt URI the agent uses, e.g. qemu:///system.",
     )
-    console_endpoint: str | None = Field(
+    console_endpoint: UriText | None = Field(
         default=None,
         alias="consoleEndpoint",
         description="URL of the agent's serial console endpoint (mTLS, for kubevisor-api "
@@ -488,6 +522,7 @@ class HypervisorHostStatus(ApiModel):
     )
     pci_devices: list[PciDevice] = Field(
         default_factory=list,
+        max_length=MAX_PCI_PASSTHROUGH_DEVICES,
         description="Devices matching spec.pciPassthrough, with their NUMA cells.",
     )
     images: list[CachedImage] = Field(

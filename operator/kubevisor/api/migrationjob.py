@@ -12,7 +12,16 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field
 
 from kubevisor.api.conditions import Condition, conditions_field
-from kubevisor.api.schema import API_VERSION, ApiModel, ObjectName, rule, validations
+from kubevisor.api.schema import (
+    API_VERSION,
+    ApiModel,
+    Message,
+    ObjectName,
+    ShortText,
+    UriText,
+    rule,
+    validations,
+)
 from kubevisor.api.virtualmachine import PlacementStatus
 
 KIND: Final = "MigrationJob"
@@ -21,6 +30,13 @@ PLURAL = "migrationjobs"
 Phase = Literal["Pending", "Scheduling", "Preparing", "Running", "Succeeded", "Failed", "Cancelled"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
 
+# Bounds of the migration options: 1 TiB/s is beyond any network; a day per GiB or
+# without progress is beyond any migration worth waiting for; QEMU refuses a
+# downtime-limit above 2000 s (MAX_MIGRATE_DOWNTIME_SECONDS).
+MAX_BANDWIDTH_MIBPS = 1024 * 1024
+MAX_TIMEOUT_SECONDS = 86400
+MAX_DOWNTIME_MS = 2_000_000
+
 
 class MigrationOptions(ApiModel):
     """Tuning of the live migration (Nova's live_migration_* options)."""
@@ -28,6 +44,7 @@ class MigrationOptions(ApiModel):
     bandwidth_mi_bps: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_BANDWIDTH_MIBPS,
         alias="bandwidthMiBps",
         description="Bandwidth cap in MiB/s; 0 or unset: unlimited.",
     )
@@ -45,6 +62,7 @@ class MigrationOptions(ApiModel):
     completion_timeout_per_gi_b: int = Field(
         default=150,
         ge=1,
+        le=MAX_TIMEOUT_SECONDS,
         alias="completionTimeoutPerGiB",
         description=(
             "Seconds allowed per GiB of guest memory before the migration is aborted "
@@ -54,11 +72,13 @@ class MigrationOptions(ApiModel):
     progress_timeout: int = Field(
         default=150,
         ge=1,
+        le=MAX_TIMEOUT_SECONDS,
         description="Seconds without progress in remaining data before the migration is aborted.",
     )
     max_downtime_ms: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_DOWNTIME_MS,
         description="Longest pause of the guest allowed for the final switch-over, in ms.",
     )
 
@@ -123,12 +143,12 @@ class TargetStatus(ApiModel):
     """The target host's agent's part: ready to receive, and how to reach it."""
 
     ready: bool = Field(default=False, description="Files and domain XML prepared.")
-    libvirt_uri: str | None = Field(
+    libvirt_uri: UriText | None = Field(
         default=None,
         alias="libvirtURI",
         description="libvirt URI the source host's libvirtd reaches the target at.",
     )
-    migrate_uri: str | None = Field(
+    migrate_uri: UriText | None = Field(
         default=None,
         alias="migrateURI",
         description="URI of the target's QEMU for the memory stream; unset: libvirt's choice.",
@@ -138,17 +158,17 @@ class TargetStatus(ApiModel):
         alias="domainXML",
         description="The domain as the target renders it (its paths, the target's pins).",
     )
-    vm_uid: str | None = Field(
+    vm_uid: ShortText | None = Field(
         default=None, alias="vmUID", description="uid of the VM the target prepared for."
     )
-    message: str | None = Field(default=None, description="Why the target could not prepare.")
+    message: Message | None = Field(default=None, description="Why the target could not prepare.")
 
 
 class TransferStatus(ApiModel):
     """The source host's agent's part: the libvirt migration job itself."""
 
     state: TransferState = Field(description="Running, Succeeded, Failed or Cancelled.")
-    message: str | None = Field(default=None, description="What happened, when it ended.")
+    message: Message | None = Field(default=None, description="What happened, when it ended.")
     post_copy: bool | None = Field(
         default=None, description="True once the transfer switched to post-copy."
     )
@@ -182,7 +202,7 @@ class MigrationJobStatus(ApiModel):
     completion_time: datetime | None = Field(
         default=None, description="When the migration reached a terminal phase."
     )
-    reason: str | None = Field(default=None, description="Why it failed or was cancelled.")
+    reason: Message | None = Field(default=None, description="Why it failed or was cancelled.")
     conditions: list[Condition] = conditions_field(
         "Ready (True once Succeeded), Reconciling while running, Stalled on failure."
     )

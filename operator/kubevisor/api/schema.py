@@ -7,6 +7,8 @@ annotations they leave in the pydantic JSON schema into a structural CRD schema.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -129,6 +131,29 @@ PositiveQuantity = Annotated[
     ),
 ]
 
+
+def pattern_check(pattern: str, message: str) -> Callable[[str], str]:
+    """An AfterValidator function: the string must match `pattern` whole (`message` says
+    what it must be). Pair it with `rule(cel_matches("self", pattern), message)` so the
+    API server refuses with the same plain words instead of "should match '^...'"."""
+    compiled = re.compile(pattern)
+
+    def check(text: str) -> str:
+        if compiled.fullmatch(text) is None:
+            raise ValueError(f"{text[:80]!r} {message}")
+        return text
+
+    return check
+
+
+# Bounded text for status fields the agent and controller write: short identifiers
+# (libvirt states, versions, UUIDs), object names, URIs and human-readable messages (the
+# bound of metav1.Condition's message).
+MAX_URL_LENGTH: Final = 2048
+ShortText = Annotated[str, StringConstraints(max_length=64)]
+NameText = Annotated[str, StringConstraints(max_length=253)]
+UriText = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)]
+Message = Annotated[str, StringConstraints(max_length=32768)]
 
 # An RFC 1123 DNS label: names of disks and networks inside one VM.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -15,21 +15,28 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from kubevisor.api import quantity
+from kubevisor.api import cpuset, quantity
 from kubevisor.api.conditions import Condition, conditions_field
-from kubevisor.api.hypervisorhost import HypervisorType
+from kubevisor.api.hypervisorhost import HostCpuNumber, HostNumaCellId, HypervisorType
 from kubevisor.api.schema import (
     API_VERSION,
+    DNS_LABEL,
     LIST_SET,
+    MAX_URL_LENGTH,
     QUANTITY_RULES,
     ApiModel,
     DnsLabel,
+    Message,
+    NameText,
     ObjectName,
     PciAddress,
     PositiveQuantity,
     Quantity,
+    ShortText,
     cel_is_quantity,
+    cel_matches,
     list_map,
+    pattern_check,
     quantity_rule,
     rule,
     validations,
@@ -43,6 +50,10 @@ PLURAL = "virtualmachines"
 MAX_VCPUS = 256
 MAX_NUMA_CELLS = 8
 MAX_PCI_DEVICES_PER_ALIAS = 8
+MAX_PCI_ALIASES = 8
+MAX_HOST_SELECTOR_LABELS = 64
+# "At most this many members on one host": beyond a few hundred it means "no limit".
+MAX_GROUP_MEMBERS_PER_HOST = 1000
 # Each queue is a vhost thread on the host and an interrupt vector in the guest; past a
 # handful the gain is gone (Nova allows up to the tap limit, 256, which few guests use).
 MAX_NET_QUEUES = 16
@@ -57,6 +68,10 @@ MIN_CPU_QUOTA_US, MAX_CPU_QUOTA_US = 1000, 17592186044415
 MIN_MEMORY = "16Mi"
 MIN_MEMORY_MESSAGE = f"must be at least {MIN_MEMORY}: no guest runs in less"
 NUMA_MEMORY_MESSAGE = "the NUMA cells' memory must be whole bytes adding up to memory.size"
+GROUP_MESSAGE = (
+    "must be a DNS label: lower-case letters, digits and '-', starting and ending with a "
+    "letter or digit, at most 63 characters (e.g. web or db-tier)"
+)
 
 RunStrategy = Literal["Always", "RerunOnFailure", "Once", "Manual", "Halted"]
 CpuPolicy = Literal["shared", "dedicated"]
@@ -304,6 +319,16 @@ MemorySize = Annotated[
 ]
 
 
+# A server group's name: a DNS label, so it can also serve as a label value or part of
+# an object name.
+GroupName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63),
+    AfterValidator(pattern_check(DNS_LABEL, GROUP_MESSAGE)),
+    Field(json_schema_extra=validations(rule(cel_matches("self", DNS_LABEL), GROUP_MESSAGE))),
+]
+
+
 class Memory(ApiModel):
     """Guest memory."""
 
@@ -376,10 +401,10 @@ class ImageSource(ApiModel):
     """A base image the agent downloads over HTTP(S) into its host's content-addressed
     cache (once per host and digest), verifies, and puts the disk's overlay on."""
 
-    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] = Field(
-        description="http:// or https:// URL of the image file."
-    )
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+    url: Annotated[
+        str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=MAX_URL_LENGTH)
+    ] = Field(description="http:// or https:// URL of the image file.")
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)] = Field(
         description=(
             "SHA-256 of the bytes the URL serves, before any decompression: what "
             "`sha256sum` prints for the published (possibly compressed) file. 64 lowercase "
@@ -688,7 +713,7 @@ class Devices(ApiModel):
 
     pci: list[PciRequest] = Field(
         default_factory=list,
-        max_length=8,
+        max_length=MAX_PCI_ALIASES,
         description=(
             "PCI passthrough requests by alias; placement claims specific host devices "
             "(NUMA-local to the guest first) and records them in status.placement.pciDevices."
@@ -724,13 +749,17 @@ class Placement(ApiModel):
 
     host_selector: dict[str, Annotated[str, StringConstraints(max_length=63)]] | None = Field(
         default=None,
-        description="Only hosts whose HypervisorHost labels include all of these.",
+        max_length=MAX_HOST_SELECTOR_LABELS,
+        description=(
+            "Only hosts whose HypervisorHost labels include all of these "
+            f"(at most {MAX_HOST_SELECTOR_LABELS})."
+        ),
     )
-    group: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
+    group: GroupName | None = Field(
         default=None,
         description=(
             "Server group this VM belongs to: VMs of one namespace with the same group "
-            "are placed together by policy."
+            "are placed together by policy. A DNS label (e.g. web or db-tier)."
         ),
     )
     policy: GroupPolicy | None = Field(
@@ -744,9 +773,10 @@ class Placement(ApiModel):
     max_per_host: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_GROUP_MEMBERS_PER_HOST,
         description=(
             "With policy anti-affinity: at most this many members of the group on one "
-            "host (Nova's max_server_per_host), default 1."
+            f"host (Nova's max_server_per_host), 1..{MAX_GROUP_MEMBERS_PER_HOST}, default 1."
         ),
     )
 
@@ -962,8 +992,8 @@ class VirtualMachineSpec(ApiModel):
 class VcpuPin(ApiModel):
     """One vCPU pinned to one host CPU."""
 
-    vcpu: int = Field(ge=0, description="Guest vCPU index.")
-    pcpu: int = Field(ge=0, description="Host CPU number it runs on.")
+    vcpu: VcpuIndex = Field(description="Guest vCPU index.")
+    pcpu: HostCpuNumber = Field(description="Host CPU number it runs on.")
 
 
 class HugepageAllocation(ApiModel):
@@ -976,10 +1006,11 @@ class HugepageAllocation(ApiModel):
 class CellPlacement(ApiModel):
     """Where one guest NUMA cell landed on the host."""
 
-    guest_cell: int = Field(ge=0, description="Guest NUMA cell index.")
-    host_cell: int = Field(ge=0, description="Host NUMA cell it is placed on.")
+    guest_cell: int = Field(ge=0, le=MAX_NUMA_CELLS - 1, description="Guest NUMA cell index.")
+    host_cell: HostNumaCellId = Field(description="Host NUMA cell it is placed on.")
     vcpu_pins: list[VcpuPin] = Field(
         default_factory=list,
+        max_length=MAX_VCPUS,
         description="vCPU to host CPU pins (dedicated policy only).",
     )
     memory: Quantity | None = Field(
@@ -1008,16 +1039,19 @@ class PlacementStatus(ApiModel):
         max_length=MAX_NUMA_CELLS,
         description="One entry per guest NUMA cell.",
     )
-    emulator_pins: list[int] = Field(
+    emulator_pins: list[HostCpuNumber] = Field(
         default_factory=list,
+        max_length=cpuset.MAX_CPUS,
         description="Host CPUs for QEMU's emulator threads (isolateEmulatorThread).",
     )
-    shared_cpus: list[int] = Field(
+    shared_cpus: list[HostCpuNumber] = Field(
         default_factory=list,
+        max_length=cpuset.MAX_CPUS,
         description="Host CPUs the vCPUs float over (shared policy): the host's cpuSharedSet.",
     )
     pci_devices: list[PciAssignment] = Field(
         default_factory=list,
+        max_length=MAX_PCI_ALIASES * MAX_PCI_DEVICES_PER_ALIAS,
         description="Host PCI devices claimed for spec.devices.pci, passed through as <hostdev>.",
     )
 
@@ -1025,15 +1059,15 @@ class PlacementStatus(ApiModel):
 class DomainStatus(ApiModel):
     """The libvirt domain backing the VM, as its agent last saw it."""
 
-    uuid: str | None = Field(default=None, description="libvirt domain UUID.")
-    state: str | None = Field(
+    uuid: ShortText | None = Field(default=None, description="libvirt domain UUID.")
+    state: ShortText | None = Field(
         default=None,
         description=(
             "libvirt domain state in lower case: nostate, running, blocked, paused, "
             "shutdown, shutoff, crashed, pmsuspended."
         ),
     )
-    reason: str | None = Field(
+    reason: ShortText | None = Field(
         default=None,
         description="libvirt's reason for the state, e.g. booted, user, migrated, destroyed.",
     )
@@ -1042,9 +1076,9 @@ class DomainStatus(ApiModel):
 class LastMigration(ApiModel):
     """The most recent completed live migration of this VM."""
 
-    job: str | None = Field(default=None, description="Name of the MigrationJob.")
-    source: str | None = Field(default=None, description="Host the VM left.")
-    target: str | None = Field(default=None, description="Host the VM moved to.")
+    job: NameText | None = Field(default=None, description="Name of the MigrationJob.")
+    source: NameText | None = Field(default=None, description="Host the VM left.")
+    target: NameText | None = Field(default=None, description="Host the VM moved to.")
     completion_time: datetime | None = Field(default=None, description="When it completed.")
 
 
@@ -1052,14 +1086,16 @@ class Eviction(ApiModel):
     """The controller asks the agent of `host` to stop the domain so the VM can move cold."""
 
     host: ObjectName = Field(description="The host the VM is evicted from.")
-    reason: str = Field(description="Why, e.g. the host's maintenance.")
+    reason: Message = Field(description="Why, e.g. the host's maintenance.")
 
 
 class ImagePull(ApiModel):
     """A disk's base image being downloaded into the host's image cache (agent-written)."""
 
     disk: DnsLabel = Field(description="The disk whose source is downloading.")
-    url: str = Field(description="The URL it comes from.")
+    url: Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)] = Field(
+        description="The URL it comes from."
+    )
     received_bytes: int = Field(ge=0, description="Bytes received so far (as served).")
     total_bytes: int | None = Field(
         default=None, ge=0, description="Size of the download, when the server says it."
