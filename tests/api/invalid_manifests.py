@@ -254,6 +254,30 @@ INVALID = [
         id="bridge-without-source",
     ),
     pytest.param(
+        vm({"networks": [{"name": "net0", "type": "bridge", "source": "br0\n"}]}),
+        "spec.networks[0].source",
+        id="bridge-name-with-newline",
+    ),
+    pytest.param(vm({"cpu": {"model": "\x1f"}}), "spec.cpu.model", id="cpu-model-control-char"),
+    pytest.param(
+        vm({"cpu": {"features": ["vmx\x00"]}}), "spec.cpu.features[0]", id="cpu-feature-nul"
+    ),
+    pytest.param(
+        vm({"boot": {"kernel": "/boot/vmlinuz", "cmdline": "console=ttyS0\uffff"}}),
+        "spec.boot.cmdline",
+        id="kernel-cmdline-xml-noncharacter",
+    ),
+    pytest.param(
+        vm(
+            {
+                "hypervisor": {"type": "lxc"},
+                "container": {"rootfs": "/srv/root", "init": ["/sbin/init", "-\x07"]},
+            }
+        ),
+        "spec.container.init[1]",
+        id="container-init-argument-bell",
+    ),
+    pytest.param(
         vm({"placement": {"group": "web", "policy": "spread"}}),
         "spec.placement.policy",
         id="group-policy-unknown",

@@ -307,6 +307,33 @@ def test_admin_bounds_accept_their_edges(
     hypervisorhost.HypervisorHostSpec.model_validate(stored_spec)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({"cpu": {"model": "Skylake-Server \u00e9"}}, id="cpu-model-accent"),
+        pytest.param(
+            {
+                "disks": [
+                    {
+                        "name": "d",
+                        "source": {"url": "https://example.org/a\u00a0b.img", "sha256": "a" * 64},
+                    }
+                ]
+            },
+            # RE2's \s is ASCII only, pydantic's is Unicode: a `[^\s]` pattern let the
+            # API server store a URL the model then refused.
+            id="url-with-a-unicode-space",
+        ),
+    ],
+)
+def test_unicode_the_server_stores_the_model_reads(
+    plane: ControlPlane, request: pytest.FixtureRequest, spec: dict[str, Any]
+) -> None:
+    name = f"unicode-{request.node.callspec.id}"
+    apply(plane, named(vm(spec), name))
+    virtualmachine.VirtualMachine.model_validate(stored(plane, "VirtualMachine", name))
+
+
 def test_the_table_is_large_enough() -> None:
     assert len(INVALID) >= 25
 

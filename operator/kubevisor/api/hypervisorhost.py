@@ -16,6 +16,7 @@ from kubevisor.api import cpuset
 from kubevisor.api.conditions import Condition, conditions_field
 from kubevisor.api.schema import (
     API_VERSION,
+    NO_CONTROL_CHARACTERS,
     ApiModel,
     CpuSet,
     DnsLabel,
@@ -142,7 +143,9 @@ class SharedStorage(ApiModel):
             "files at the same path, so VMs move between them without copying disks."
         )
     )
-    path: Annotated[str, StringConstraints(pattern=r"^/.*$", max_length=4096)] = Field(
+    path: Annotated[
+        str, StringConstraints(pattern=r"^/.*$", max_length=4096), NO_CONTROL_CHARACTERS
+    ] = Field(
         description="Absolute path where it is mounted on this host (the same on every host)."
     )
 

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from kubevisor.api import cpuset, quantity
 
@@ -145,6 +156,45 @@ def pattern_check(pattern: str, message: str) -> Callable[[str], str]:
 
     return check
 
+
+@dataclass(frozen=True)
+class Refuse:
+    """A string annotation: refuse strings in which `python` (a Python re) finds a match,
+    here and, through a CEL rule with `re2` (the same class in RE2's syntax), in the
+    API server, both with `message`."""
+
+    python: str
+    re2: str
+    message: str
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        found = re.compile(self.python).search
+
+        def check(text: str) -> str:
+            if found(text):
+                raise ValueError(f"{text[:80]!r} {self.message}")
+            return text
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        refusal = rule(f"!{cel_matches('self', self.re2)}", self.message)
+        json_schema.setdefault("x-kubernetes-validations", []).append(refusal)
+        return json_schema
+
+
+# Characters XML 1.0 cannot carry, and that no name, path, argument or CPU model needs:
+# a string with one of them that reaches a domain's XML makes the whole XML unreadable.
+NO_CONTROL_CHARACTERS = Refuse(
+    python=r"[\x00-\x1f\x7f\ufffe\uffff]",
+    re2=r"[\x00-\x1f\x7f\x{FFFE}\x{FFFF}]",
+    message="must not contain control characters (such as a newline or NUL)",
+)
 
 # Bounded text for status fields the agent and controller write: short identifiers
 # (libvirt states, versions, UUIDs), object names, URIs and human-readable messages (the

@@ -23,6 +23,7 @@ from kubevisor.api.schema import (
     DNS_LABEL,
     LIST_SET,
     MAX_URL_LENGTH,
+    NO_CONTROL_CHARACTERS,
     QUANTITY_RULES,
     ApiModel,
     DnsLabel,
@@ -104,6 +105,11 @@ Phase = Literal[
 ]
 
 CpuCount = Annotated[int, Field(ge=1, le=MAX_VCPUS)]
+CpuFeature = Annotated[str, StringConstraints(min_length=1, max_length=64), NO_CONTROL_CHARACTERS]
+# A path or an argument that reaches the domain XML as text.
+HostPathText = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096), NO_CONTROL_CHARACTERS
+]
 VcpuIndex = Annotated[int, Field(ge=0, le=MAX_VCPUS - 1)]
 
 
@@ -230,14 +236,17 @@ class Cpu(ApiModel):
             "dedicated."
         ),
     )
-    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+    model: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128), NO_CONTROL_CHARACTERS]
+        | None
+    ) = Field(
         default=None,
         description=(
             "Guest CPU model: host-passthrough, host-model, or a named libvirt model such "
             "as Skylake-Server. Unset: the agent picks what the host's hypervisor supports."
         ),
     )
-    features: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+    features: list[CpuFeature] = Field(
         default_factory=list,
         max_length=64,
         description=(
@@ -246,7 +255,7 @@ class Cpu(ApiModel):
         ),
         json_schema_extra=LIST_SET,
     )
-    disabled_features: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+    disabled_features: list[CpuFeature] = Field(
         default_factory=list,
         max_length=64,
         description=(
@@ -402,7 +411,9 @@ class ImageSource(ApiModel):
     cache (once per host and digest), verifies, and puts the disk's overlay on."""
 
     url: Annotated[
-        str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=MAX_URL_LENGTH)
+        str,
+        # Explicit ASCII classes: \s means more to Python and pydantic than to RE2.
+        StringConstraints(pattern=r"^https?://[^\x00-\x20\x7f]+$", max_length=MAX_URL_LENGTH),
     ] = Field(description="http:// or https:// URL of the image file.")
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)] = Field(
         description=(
@@ -522,17 +533,19 @@ class Boot(ApiModel):
     """Direct kernel boot: start the guest from a kernel and initrd on the host instead
     of a disk's boot loader. Paths are absolute paths on the hypervisor host."""
 
-    kernel: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+    kernel: HostPathText | None = Field(
         default=None,
         description="Absolute path of the kernel image on the host.",
     )
-    initrd: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+    initrd: HostPathText | None = Field(
         default=None,
         description="Absolute path of the initrd/initramfs on the host.",
     )
-    cmdline: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
-        default=None,
-        description="Kernel command line, e.g. 'console=ttyS0'.",
+    cmdline: Annotated[str, StringConstraints(max_length=4096), NO_CONTROL_CHARACTERS] | None = (
+        Field(
+            default=None,
+            description="Kernel command line, e.g. 'console=ttyS0'.",
+        )
     )
 
 
@@ -541,10 +554,12 @@ class Container(ApiModel):
     its own namespaces with `rootfs` as its root filesystem (libvirt LXC). Only hosts of
     hypervisor type lxc run it."""
 
-    rootfs: Annotated[str, StringConstraints(pattern=r"^/", max_length=4096)] = Field(
+    rootfs: Annotated[
+        str, StringConstraints(pattern=r"^/", max_length=4096), NO_CONTROL_CHARACTERS
+    ] = Field(
         description="Absolute path on the host of the directory that becomes the root (/).",
     )
-    init: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+    init: list[HostPathText] = Field(
         default_factory=lambda: ["/sbin/init"],
         min_length=1,
         max_length=64,
@@ -605,7 +620,10 @@ class Network(ApiModel):
             "libvirt network named by source; bridge: a host bridge named by source."
         ),
     )
-    source: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
+    source: (
+        Annotated[str, StringConstraints(min_length=1, max_length=253), NO_CONTROL_CHARACTERS]
+        | None
+    ) = Field(
         default=None,
         description="Libvirt network name (type network) or host bridge name (type bridge).",
     )
