@@ -36,7 +36,9 @@ from kubevisor.api.virtualmachine import (
     VirtualMachine,
     VirtualMachineStatus,
 )
-from kubevisor.core import domain
+from kubevisor.core.domain import converter, identity
+from kubevisor.core.domain import host as domainhost
+from kubevisor.core.domain.document import DomainError
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.state import PlacementState
 
@@ -388,7 +390,7 @@ class Rendered:
     """One domain rendered for an accepted VM: what DOMAIN_CHECKS look at."""
 
     vm: VirtualMachine
-    host: domain.HostEnvironment
+    host: domainhost.HostEnvironment
     xml: str
 
 
@@ -397,7 +399,7 @@ def well_formed_domain(rendered: Rendered) -> None:
     root = ET.fromstring(rendered.xml)
     assert root.tag == "domain"
     meta = rendered.vm.metadata
-    assert root.findtext("name") == domain.domain_name(meta["namespace"], meta["name"])
+    assert root.findtext("name") == identity.domain_name(meta["namespace"], meta["name"])
 
 
 # Every rendered domain must pass each of these. This is the extension point for
@@ -409,18 +411,20 @@ DOMAIN_CHECKS: list[Callable[[Rendered], None]] = [well_formed_domain]
 
 def _vm_dir(vm: VirtualMachine) -> str:
     meta = vm.metadata
-    return f"{STATE_DIR}/vms/{domain.domain_name(meta['namespace'], meta['name'])}"
+    return f"{STATE_DIR}/vms/{identity.domain_name(meta['namespace'], meta['name'])}"
 
 
-def host_environment(vm: VirtualMachine) -> domain.HostEnvironment:
+def host_environment(vm: VirtualMachine) -> domainhost.HostEnvironment:
     """What an agent would have prepared on a host of the right type for `vm`."""
     spec, directory = vm.spec, _vm_dir(vm)
-    return domain.HostEnvironment(
+    return domainhost.HostEnvironment(
         domain_type="lxc" if spec.container is not None else "kvm",
         disk_paths={disk.name: f"{directory}/{disk.name}.qcow2" for disk in spec.disks},
         seed_iso=f"{directory}/seed.iso" if spec.cloud_init is not None else None,
         serial_log=f"{directory}/console.log",
-        default_boot=domain.BootFiles(kernel=f"{BOOT_DIR}/vmlinuz", initrd=f"{BOOT_DIR}/initrd"),
+        default_boot=domainhost.BootFiles(
+            kernel=f"{BOOT_DIR}/vmlinuz", initrd=f"{BOOT_DIR}/initrd"
+        ),
         nvram=f"{directory}/nvram.fd",
         vhost_net=True,
         cgroup_controllers=frozenset({"cpu", "cpuset", "memory"}),
@@ -534,13 +538,13 @@ def placed(vm: VirtualMachine) -> tuple[VirtualMachine, bool]:
     return vm.model_copy(update={"status": status}), isinstance(decision, scheduler.Decision)
 
 
-def render(vm: VirtualMachine) -> Rendered | domain.DomainError:
+def render(vm: VirtualMachine) -> Rendered | DomainError:
     """The domain of an accepted VM, or the DomainError that names why this host type
     cannot run it (only containers may have one: see container_unsupported)."""
     host = host_environment(vm)
     try:
-        return Rendered(vm, host, domain.render(vm, host=host))
-    except domain.DomainError as refused:
+        return Rendered(vm, host, converter.render(vm, host=host))
+    except DomainError as refused:
         return refused
 
 

@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from api import generated_inputs as gen
 from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
 from kubevisor.api.schema import ApiModel
-from kubevisor.core import domain
+from kubevisor.core.domain.document import DomainError
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.testbed.controlplane import ControlPlane
@@ -193,7 +193,7 @@ def survives_kubevisor(model: ApiModel, tally: Counter[str]) -> None:
         with_placement, fitted = gen.placed(model)
         tally["VirtualMachine placed"] += fitted
         rendered = gen.render(with_placement)
-        if isinstance(rendered, domain.DomainError):
+        if isinstance(rendered, DomainError):
             assert model.spec.container is not None, f"render refused a VM: {rendered}"
             tally["VirtualMachine container refused by render"] += 1
             return
