@@ -38,7 +38,7 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kubevisor.testbed import numa
+from kubevisor.testbed import numa, procfs
 
 NAME_PREFIX = "kubevisor-host-"
 BASE_TCP_PORT = 16510
@@ -230,20 +230,20 @@ def stop_hosts(state_dir: Path, *, timeout: float = 30.0) -> list[LocalHost]:
     for host in list_hosts(state_dir):
         if host.pid is None:
             continue
-        namespace = _pid_namespace(host.pid)
-        unshare = _parent_pid(host.pid)
+        namespace = procfs.namespace_of(host.pid)
+        unshare = procfs.parent_pid(host.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(host.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(host.pid) and time.monotonic() < deadline:
+        while procfs.alive(host.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(host.pid):
+        if procfs.alive(host.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(host.pid, signal.SIGKILL)
         while namespace and namespace_processes(namespace) and time.monotonic() < deadline:
             time.sleep(0.05)
         if unshare:
-            _reap_if_child(unshare)
+            procfs.reap_if_child(unshare)
         if namespace and namespace_processes(namespace):
             raise RuntimeError(f"{host.name}: processes left: {namespace_processes(namespace)}")
         if host.lxc:
@@ -280,24 +280,12 @@ def list_hosts(state_dir: Path) -> list[LocalHost]:
 
 def namespace_processes(pid_namespace: str) -> list[int]:
     """Live (non-zombie) processes whose PID namespace is `pid_namespace` ("pid:[N]")."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "ns" / "pid") != pid_namespace:
-                continue
-            if _is_zombie(int(entry.name)):
-                continue
-        except OSError:
-            continue
-        found.append(int(entry.name))
-    return found
+    return procfs.namespace_processes(pid_namespace)
 
 
 def host_pid_namespace(host: LocalHost) -> str | None:
     """The PID namespace ("pid:[N]") of a running host, for checking it left nothing behind."""
-    return _pid_namespace(host.pid) if host.pid else None
+    return procfs.namespace_of(host.pid) if host.pid else None
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -444,20 +432,20 @@ def _spawn(host: LocalHost) -> LocalHost:
         os.close(log)
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        init = _child_of(unshare)
+        init = procfs.child_of(unshare)
         if init:
             host.pid_file.write_text(f"{init}\n")
             return dataclasses.replace(host, pid=init)
-        if not _alive(unshare):
+        if not procfs.alive(unshare):
             break
         time.sleep(0.02)
-    _reap_if_child(unshare)
+    procfs.reap_if_child(unshare)
     raise HostStartError(f"{host.name}: unshare did not start its init; see {host.init_log}")
 
 
 def _wait_until_answering(host: LocalHost, deadline: float) -> LocalHost:
     while time.monotonic() < deadline:
-        if host.pid is None or not _alive(host.pid):
+        if host.pid is None or not procfs.alive(host.pid):
             break
         if _answers(host):
             return host
@@ -487,54 +475,9 @@ def _running_pid(host: LocalHost) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if str(host.config_file.resolve()).encode() in cmdline and not _is_zombie(pid):
+    if str(host.config_file.resolve()).encode() in cmdline and not procfs.is_zombie(pid):
         return pid
     return None
-
-
-def _child_of(parent: int) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _parent_pid(int(entry.name)) == parent:
-            return int(entry.name)
-    return None
-
-
-def _stat_fields(pid: int) -> list[str]:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return []
-    # The command name is in parentheses and may contain spaces.
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def _parent_pid(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[1]) if fields else None
-
-
-def _is_zombie(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return bool(fields) and fields[0] in ("Z", "X")
-
-
-def _alive(pid: int) -> bool:
-    return bool(_stat_fields(pid)) and not _is_zombie(pid)
-
-
-def _pid_namespace(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def _reap_if_child(pid: int) -> None:
-    """Reap the `unshare` process `pid` if this process started it (else it is not ours)."""
-    deadline = time.monotonic() + 2.0
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(pid, os.WNOHANG)[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
 
 
 def _port_free(port: int) -> bool:
