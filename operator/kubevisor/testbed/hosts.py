@@ -27,7 +27,6 @@ import grp
 import json
 import os
 import pwd
-import random
 import shutil
 import signal
 import socket
@@ -38,7 +37,7 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kubevisor.testbed import numa, procfs
+from kubevisor.testbed import numa, ports, procfs
 
 NAME_PREFIX = "kubevisor-host-"
 BASE_TCP_PORT = 16510
@@ -200,7 +199,7 @@ def start_hosts(
         if base_tcp_port is not None:
             tcp_port = base_tcp_port + index - 1
         else:
-            tcp_port = previous.tcp_port if previous else _free_port(taken)
+            tcp_port = previous.tcp_port if previous else ports.free_port(taken)
         if base_migration_port is not None:
             migration_min = base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST
         else:
@@ -390,7 +389,7 @@ def _host_order(config: Path) -> tuple[int, str]:
 
 def _spawn(host: LocalHost) -> LocalHost:
     for port in (host.tcp_port, *host.migration_ports):
-        if not _port_free(port):
+        if not ports.port_free(port):
             raise HostStartError(f"{host.name}: port {port} on 127.0.0.1 is in use")
     # Stale sockets and pid files from an unclean stop would make libvirtd refuse to start.
     shutil.rmtree(host.root / "run", ignore_errors=True)
@@ -480,35 +479,11 @@ def _running_pid(host: LocalHost) -> int | None:
     return None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in taken:
-            return port
-
-
 def _free_range(taken: set[int]) -> int:
-    """The first port of a free block of MIGRATION_PORTS_PER_HOST ports below the ephemeral
-    range (so outgoing connections do not land in it)."""
-    size = MIGRATION_PORTS_PER_HOST
-    for _ in range(200):
-        low = random.randrange(20000, 32000 - size, size)
-        block = range(low, low + size)
-        if not taken.intersection(block) and all(_port_free(p) for p in block):
-            return low
-    raise HostStartError("no free block of migration ports between 20000 and 32000")
+    try:
+        return ports.free_range(taken, MIGRATION_PORTS_PER_HOST)
+    except ports.NoFreePorts as error:
+        raise HostStartError(f"no migration ports: {error}") from error
 
 
 def _package_root() -> str:
