@@ -4,8 +4,9 @@ Started by `kubevisor.testbed.hosts` under `unshare --mount --uts --pid --fork`,
 fresh mount, UTS and PID namespaces. It bind-mounts the host's own directories over the
 paths libvirt uses (and a synthetic /sys/devices/system/node when the host has more than
 one NUMA cell, see `kubevisor.testbed.numa`; for an LXC host it hides the hybrid cgroup
-layout's cgroup2, see `hybrid_cgroup2`; for a huge-page host it mounts a hugetlbfs), sets
-the hostname, runs virtlogd and
+layout's cgroup2, see `hybrid_cgroup2`; for a huge-page host it mounts a hugetlbfs; for a
+host with a network namespace, `hosts` starts it in there and it mounts that namespace's
+sysfs, see `own_sysfs`), sets the hostname, runs virtlogd and
 libvirtd in the foreground, and reaps every process of the host (QEMU included). On
 SIGTERM it stops libvirtd, then every other process of the namespace, then exits; when
 PID 1 of a PID namespace exits the kernel kills whatever is left, so a host can never
@@ -83,6 +84,21 @@ def hybrid_cgroup2(mountinfo: str) -> bool:
     return False
 
 
+def own_sysfs(keep: Path) -> None:
+    """Mount a sysfs of the host's network namespace over /sys, keeping /sys/fs/cgroup.
+
+    sysfs shows the network devices of the namespace that mounted it, and the host's mount
+    namespace started with the machine's: libvirt reading /sys/class/net (a bridge's ports,
+    a tap's settings) would see the machine's devices instead of its own. The cgroup
+    mounts under /sys/fs/cgroup move over to the new sysfs (`ip netns exec` does the sysfs
+    part the same way, without keeping them).
+    """
+    keep.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--rbind", "/sys/fs/cgroup", str(keep)], check=True)
+    subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
+    subprocess.run(["mount", "--move", str(keep), "/sys/fs/cgroup"], check=True)
+
+
 def main(argv: list[str]) -> int:
     config = json.loads(Path(argv[1]).read_text())
     root = Path(config["root"])
@@ -92,6 +108,8 @@ def main(argv: list[str]) -> int:
         subprocess.run(["mount", "--bind", str(root / sub), target], check=True)
     # The hostname must resolve, or libvirtd's getHostname waits on DNS for every call.
     subprocess.run(["mount", "--bind", str(root / "hosts"), "/etc/hosts"], check=True)
+    if config.get("netns"):
+        own_sysfs(root / "sys-cgroup")
     if config.get("sysfs_node"):
         # Before libvirtd starts: libnuma counts the nodes once, when libvirtd loads it.
         subprocess.run(

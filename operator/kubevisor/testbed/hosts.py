@@ -13,6 +13,13 @@ libvirt's LXC driver in the same libvirtd; docs/lxc.md). A host started with
 namespace only), so its guests can be backed by the machine's 2 MiB huge pages
 (`vm.nr_hugepages`, set by whoever starts it; docs/hugepages.md).
 
+With `netns=True` a host also gets a network namespace of its own (`kubevisor.testbed.netns`,
+docs/testbed-network.md): its libvirtd, so its QEMUs and their taps, run there, on an
+underlay the testbed creates. Such a host listens for libvirt over TCP only at its underlay
+address (`migration_uri`, for other hosts' peer-to-peer migrations) and receives migration
+streams there (`migrate_uri`); this machine's clients, the agent among them, use its UNIX
+socket, which its state directory holds (`uri`: `qemu+unix:///system?socket=...`).
+
 Hosts outlive the process that started them: `start_hosts` returns once every host answers,
 and `stop_hosts` (from any process) stops them from the pid files in `state_dir`. A host
 keeps its UUID across restarts. Needs root, util-linux `unshare`, libvirt-daemon with the
@@ -37,12 +44,17 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from kubevisor.testbed import netns as testbed_netns
 from kubevisor.testbed import numa, ports, procfs
 
 NAME_PREFIX = "kubevisor-host-"
 BASE_TCP_PORT = 16510
 BASE_MIGRATION_PORT = 49300
 MIGRATION_PORTS_PER_HOST = 50
+NETNS_TCP_PORT = 16509
+NETNS_MIGRATION_PORT = 49152
+"""libvirt's own defaults: a host in a namespace of its own has every port to itself."""
+SOCKET_PATH_MAX = 108  # sun_path, with its terminating NUL
 REQUIRED_BINARIES = ("unshare", "mount", "libvirtd", "virtlogd", "qemu-system-x86_64")
 LIBVIRT_LXC = Path("/usr/lib/libvirt/libvirt_lxc")
 """The LXC driver's per-container controller, from Debian's libvirt-daemon-driver-lxc."""
@@ -76,15 +88,42 @@ class LocalHost:
     """Whether the host is set up to run libvirt LXC containers (lxc_uri)."""
     hugepages: bool = False
     """Whether the host mounts a hugetlbfs (`hugetlbfs`) for huge-page guests."""
+    netns: str | None = None
+    """The host's network namespace (in /run/netns) when it has one of its own."""
+    underlay_address: str | None = None
+    """The host's address on the underlay (in `netns`), when it has a namespace."""
 
     @property
     def uri(self) -> str:
+        """Where this machine's clients reach the host's libvirtd (the agent's --libvirt-uri)."""
+        if self.netns:
+            return f"qemu+unix:///system?socket={self.socket}"
         return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
 
     @property
     def lxc_uri(self) -> str:
         """The same libvirtd's LXC driver."""
+        if self.netns:
+            return f"lxc+unix:///?socket={self.socket}"
         return f"lxc+tcp://127.0.0.1:{self.tcp_port}/"
+
+    @property
+    def migration_uri(self) -> str:
+        """Where other hosts' libvirtd reach this one for a peer-to-peer migration (the
+        agent's --migration-uri)."""
+        if self.netns:
+            return f"qemu+tcp://{self.underlay_address}:{self.tcp_port}/system"
+        return self.uri
+
+    @property
+    def migrate_uri(self) -> str:
+        """Where this host's QEMU receives migration streams (the agent's --migrate-uri)."""
+        return f"tcp://{self.underlay_address if self.netns else '127.0.0.1'}"
+
+    @property
+    def socket(self) -> Path:
+        """libvirtd's read-write UNIX socket: the host's /run/libvirt is this directory."""
+        return self.root.resolve() / "run" / "libvirt-sock"
 
     @property
     def log_dir(self) -> Path:
@@ -173,6 +212,8 @@ def start_hosts(
     numa_cells: int = 1,
     lxc: bool = False,
     hugepages: bool = False,
+    netns: bool = False,
+    underlay: testbed_netns.Underlay | None = None,
     timeout: float = 60.0,
 ) -> list[LocalHost]:
     """Start `count` hosts numbered from `first_index` (reusing those already running) and
@@ -185,27 +226,39 @@ def start_hosts(
     With `numa_cells` > 1, libvirt on each new host reports this machine split into that
     many NUMA cells; a host already running keeps the topology it started with. With
     `lxc`, new hosts can also run containers (LocalHost.lxc_uri); with `hugepages`, new
-    hosts mount a hugetlbfs for huge-page guests; the same goes for both.
+    hosts mount a hugetlbfs for huge-page guests; the same goes for both. With `netns`, new
+    hosts get network namespaces of their own on the underlay of `state_dir` (or on
+    `underlay`, e.g. another state directory's, to join its cluster); such a host listens
+    on libvirt's default ports and host i has the underlay's i-th address.
     """
     missing = missing_prerequisites() + (missing_lxc_prerequisites() if lxc else [])
+    missing += testbed_netns.missing_prerequisites() if netns or underlay else []
     if missing:
         raise HostStartError(f"missing {', '.join(missing)}: {HOW_TO_INSTALL}")
     ensure_qemu_user()
+    if netns and underlay is None:
+        underlay = testbed_netns.underlay_for(state_dir)
     hosts: list[LocalHost] = []
     taken: set[int] = set()
     for index in range(first_index, first_index + count):
         root = state_dir / f"{NAME_PREFIX}{index}"
         previous = _load(root / "host.json") if (root / "host.json").exists() else None
-        if base_tcp_port is not None:
-            tcp_port = base_tcp_port + index - 1
-        else:
-            tcp_port = previous.tcp_port if previous else ports.free_port(taken)
-        if base_migration_port is not None:
-            migration_min = base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST
-        else:
-            migration_min = previous.migration_ports[0] if previous else _free_range(taken)
-        taken |= {tcp_port, *range(migration_min, migration_min + MIGRATION_PORTS_PER_HOST)}
         keep = previous is not None and _running_pid(previous) is not None
+        network = _network(previous if keep else None, underlay, index)
+        if network is not None:
+            tcp_port, migration_min = NETNS_TCP_PORT, NETNS_MIGRATION_PORT
+        else:
+            # A host that had a namespace had its ports to itself: no use on 127.0.0.1.
+            previous = None if previous and previous.netns else previous
+            if base_tcp_port is not None:
+                tcp_port = base_tcp_port + index - 1
+            else:
+                tcp_port = previous.tcp_port if previous else ports.free_port(taken)
+            if base_migration_port is not None:
+                migration_min = base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST
+            else:
+                migration_min = previous.migration_ports[0] if previous else _free_range(taken)
+            taken |= {tcp_port, *range(migration_min, migration_min + MIGRATION_PORTS_PER_HOST)}
         host = _configure(
             root,
             tcp_port=tcp_port,
@@ -213,6 +266,7 @@ def start_hosts(
             numa_cells=previous.numa_cells if previous and keep else numa_cells,
             lxc=previous.lxc if previous and keep else lxc,
             hugepages=previous.hugepages if previous and keep else hugepages,
+            network=network,
         )
         running = _running_pid(host)
         hosts.append(dataclasses.replace(host, pid=running) if running else _spawn(host))
@@ -249,6 +303,11 @@ def stop_hosts(state_dir: Path, *, timeout: float = 30.0) -> list[LocalHost]:
             remove_empty_container_cgroups()
         host.pid_file.unlink(missing_ok=True)
         stopped.append(host)
+    # After the processes, so nothing runs in a namespace whose file goes.
+    for host in list_hosts(state_dir):
+        if host.netns:
+            testbed_netns.remove(host.netns)
+    testbed_netns.remove(testbed_netns.underlay_for(state_dir).netns)
     return stopped
 
 
@@ -290,6 +349,20 @@ def host_pid_namespace(host: LocalHost) -> str | None:
 # --- configuration -------------------------------------------------------------------------
 
 
+def _network(
+    kept: LocalHost | None, underlay: testbed_netns.Underlay | None, index: int
+) -> tuple[str, str] | None:
+    """(namespace, underlay address) of host `index`: a running host (`kept`) keeps what it
+    has; a new one gets a namespace on `underlay`, if any."""
+    if kept is not None:
+        return (kept.netns, kept.underlay_address or "") if kept.netns else None
+    if underlay is None:
+        return None
+    testbed_netns.ensure_underlay(underlay)
+    address = testbed_netns.ensure_host(underlay, index)
+    return underlay.host_netns(index), str(address.ip)
+
+
 def _configure(
     root: Path,
     *,
@@ -298,6 +371,7 @@ def _configure(
     numa_cells: int,
     lxc: bool,
     hugepages: bool = False,
+    network: tuple[str, str] | None = None,
 ) -> LocalHost:
     name = root.name
     previous = _load(root / "host.json") if (root / "host.json").exists() else None
@@ -311,6 +385,8 @@ def _configure(
         numa_cells=numa_cells,
         lxc=lxc,
         hugepages=hugepages,
+        netns=network[0] if network else None,
+        underlay_address=network[1] if network else None,
     )
     for sub in ("etc", "run", "lib", "log", "cache"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -326,17 +402,23 @@ def _configure(
         "sysfs_node": str(host.sysfs_node.resolve()) if numa_cells > 1 else None,
         "lxc": lxc,
         "hugetlbfs": str(host.hugetlbfs.resolve()) if hugepages else None,
+        "netns": host.netns,
+        "underlay_address": host.underlay_address,
     }
     system_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     (root / "hosts").write_text(f"{system_hosts.rstrip()}\n127.0.1.1 {host.hostname}\n")
     (root / "host.json").write_text(json.dumps(config, indent=2) + "\n")
+    # A host in a namespace listens only at its underlay address; this machine's clients
+    # use its UNIX socket (root-only by its mode) with no polkit in between.
+    unix = {"auth_unix_rw": "none", "auth_unix_ro": "none"} if host.netns else {}
     _write_conf(
         root / "etc" / "libvirtd.conf",
         listen_tls=0,
         listen_tcp=1,
-        listen_addr="127.0.0.1",
+        listen_addr=host.underlay_address or "127.0.0.1",
         tcp_port=str(host.tcp_port),
         auth_tcp="none",
+        **unix,
         host_uuid=host.uuid,
         log_outputs="3:file:/var/log/libvirt/libvirtd.log",
     )
@@ -376,6 +458,8 @@ def _load(config: Path) -> LocalHost:
         numa_cells=int(data.get("numa_cells", 1)),
         lxc=bool(data.get("lxc", False)),
         hugepages=bool(data.get("hugetlbfs")),
+        netns=data.get("netns"),
+        underlay_address=data.get("underlay_address"),
     )
 
 
@@ -388,9 +472,14 @@ def _host_order(config: Path) -> tuple[int, str]:
 
 
 def _spawn(host: LocalHost) -> LocalHost:
-    for port in (host.tcp_port, *host.migration_ports):
+    for port in () if host.netns else (host.tcp_port, *host.migration_ports):
         if not ports.port_free(port):
             raise HostStartError(f"{host.name}: port {port} on 127.0.0.1 is in use")
+    if len(str(host.socket).encode()) >= SOCKET_PATH_MAX:
+        raise HostStartError(
+            f"{host.name}: its socket {host.socket} is longer than a UNIX socket path can be "
+            f"({SOCKET_PATH_MAX - 1} bytes); use a shorter state directory"
+        )
     # Stale sockets and pid files from an unclean stop would make libvirtd refuse to start.
     shutil.rmtree(host.root / "run", ignore_errors=True)
     (host.root / "run").mkdir()
@@ -398,6 +487,7 @@ def _spawn(host: LocalHost) -> LocalHost:
         # Here, not in _configure: a running host has this directory mounted.
         numa.write_tree(host.sysfs_node, host.numa_cells)
     argv = [
+        *(testbed_netns.command(host.netns, []) if host.netns else []),
         shutil.which("unshare") or "unshare",
         "--mount",
         "--uts",
@@ -457,8 +547,13 @@ def _wait_until_answering(host: LocalHost, deadline: float) -> LocalHost:
 
 def _answers(host: LocalHost) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", host.tcp_port), timeout=1.0):
-            pass
+        if host.netns:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(1.0)
+                probe.connect(str(host.socket))
+        else:
+            with socket.create_connection(("127.0.0.1", host.tcp_port), timeout=1.0):
+                pass
     except OSError:
         return False
     result = subprocess.run(
@@ -491,7 +586,9 @@ def _package_root() -> str:
 
 
 def format_hosts(hosts: Sequence[LocalHost]) -> Iterator[str]:
-    """Lines for `kubevisor dev hosts status`: name, state, URI, UUID."""
+    """Lines for `kubevisor dev hosts status`: name, state, URI, UUID (and for a host with a
+    network namespace, the namespace and the underlay address)."""
     for host in hosts:
         state = f"running (pid {host.pid})" if host.pid else "stopped"
-        yield f"{host.name}\t{state}\t{host.uri}\t{host.uuid}"
+        network = f"\tnetns {host.netns} {host.underlay_address}" if host.netns else ""
+        yield f"{host.name}\t{state}\t{host.uri}\t{host.uuid}{network}"
