@@ -2,7 +2,7 @@
 every object the API server accepts must then survive in kubevisor's own code.
 
 The strategies are derived from the generated CRD schemas (kubevisor.api.crd, itself
-derived from the pydantic models): every spec field of the three kinds is reachable.
+derived from the pydantic models): every spec field of the four kinds is reachable.
 A manifest is a valid seed (the deploy/examples and a few richer ones) with a few
 mutations, each setting one field, anywhere in the spec, to a value its schema node
 allows (types, enums, ranges, patterns, quantity and cpuset grammars) or to a hostile
@@ -284,6 +284,24 @@ _RICH_SEEDS: Final[dict[str, list[dict[str, Any]]]] = {
     "MigrationJob": [
         {"vm": "web-0", "targetHost": "host-b", "options": {"bandwidthMiBps": 100}},
     ],
+    "Network": [
+        {
+            "type": "provider",
+            "provider": {"physicalNetwork": "physnet1", "vlan": 120},
+            "subnet": {
+                "cidr": "192.168.0.0/16",
+                "gateway": "192.168.0.1",
+                "dnsServers": ["192.168.0.2", "192.168.0.3"],
+                "allocationPools": [
+                    {"start": "192.168.1.0", "end": "192.168.1.255"},
+                    {"start": "192.168.3.10", "end": "192.168.3.20"},
+                ],
+                "reserved": ["192.168.1.1", "192.168.3.15"],
+            },
+            "dhcp": False,
+        },
+        {"type": "overlay", "overlay": {"vni": 100}, "subnet": {"cidr": "10.0.0.0/30"}},
+    ],
 }
 
 
@@ -458,7 +476,12 @@ def big_host(vm: VirtualMachine) -> HypervisorHost:
     return HypervisorHost.model_validate(
         {
             "metadata": {"name": "big", "labels": labels},
-            "spec": {"cpuSharedSet": "0-31", "cpuDedicatedSet": "32-255"},
+            "spec": {
+                "cpuSharedSet": "0-31",
+                "cpuDedicatedSet": "32-255",
+                # The host's admin offers every host network the VM names.
+                "hostNetworks": sorted({n.source for n in vm.spec.networks if n.source}),
+            },
             "status": {
                 "hypervisor": {"type": kind},
                 "cpu": {"features": list(vm.spec.cpu.features)},

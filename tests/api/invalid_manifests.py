@@ -52,6 +52,24 @@ def mig(spec: Manifest | None = None, *, replace: Manifest | None = None) -> Man
     return {"apiVersion": API_VERSION, "kind": "MigrationJob", "metadata": {}, "spec": body}
 
 
+def vnet(spec: Manifest | None = None, *, replace: Manifest | None = None) -> Manifest:
+    """A valid overlay Network on 10.0.0.0/24 with `spec` merged in."""
+    base = {"type": "overlay", "subnet": {"cidr": "10.0.0.0/24"}}
+    body = replace if replace is not None else _merge(base, spec or {})
+    return {"apiVersion": API_VERSION, "kind": "Network", "metadata": {}, "spec": body}
+
+
+def provider(spec: Manifest | None = None) -> Manifest:
+    """A valid provider Network (physical network phys, VLAN 100) with `spec` merged in."""
+    base = {"type": "provider", "provider": {"physicalNetwork": "phys", "vlan": 100}}
+    return vnet(_merge(base, spec or {}))
+
+
+def nic(**fields: Any) -> Manifest:
+    """A VM with one interface `eth0` carrying `fields`."""
+    return vm({"networks": [{"name": "eth0", **fields}]})
+
+
 def cells(*parts: tuple[list[int], str]) -> Manifest:
     return {"cells": [{"cpus": cpus, "memory": memory} for cpus, memory in parts]}
 
@@ -70,6 +88,10 @@ MODELS_ALLOW = frozenset(
         # Read so that the controller can report them on the host (InvalidCpuSets).
         "cpusets-overlap",
         "cpusets-overlap-on-one-cpu",
+        "network-type-is-immutable",
+        "network-cidr-is-immutable",
+        "network-provider-is-immutable",
+        "network-vni-is-immutable",
     }
 )
 
@@ -527,6 +549,174 @@ INVALID = [
         hvh({"pciPassthrough": [{"vendorId": "8086"}]}),
         "spec.pciPassthrough[0].alias",
         id="pci-passthrough-without-alias",
+    ),
+    # --- VirtualMachine: interfaces on Networks, host networks ---------------------------
+    pytest.param(
+        nic(network="blue", type="bridge", source="br0"),
+        "spec.networks[0].network",
+        id="network-and-bridge",
+    ),
+    pytest.param(
+        nic(network="blue", source="br0"), "spec.networks[0].network", id="network-and-source"
+    ),
+    pytest.param(nic(network="Blue"), "spec.networks[0].network", id="network-name-not-dns"),
+    pytest.param(nic(ipAddress="10.0.0.5"), "spec.networks[0].ipAddress", id="ip-without-network"),
+    pytest.param(
+        nic(network="blue", ipAddress="10.0.0.256"),
+        "spec.networks[0].ipAddress",
+        id="ip-octet-too-large",
+    ),
+    pytest.param(
+        nic(network="blue", ipAddress="10.0.0.05"),
+        "spec.networks[0].ipAddress",
+        id="ip-leading-zero",
+    ),
+    pytest.param(
+        nic(network="blue", ipAddress="fd00::5"), "spec.networks[0].ipAddress", id="ip-not-ipv4"
+    ),
+    pytest.param(
+        nic(network="blue", macAddress="03:00:00:00:00:01"),
+        "spec.networks[0].macAddress",
+        id="mac-multicast",
+    ),
+    pytest.param(
+        nic(network="blue", macAddress="02:00:00:00:00:0A"),
+        "spec.networks[0].macAddress",
+        id="mac-upper-case",
+    ),
+    pytest.param(
+        nic(network="blue", macAddress="02-00-00-00-00-0a"),
+        "spec.networks[0].macAddress",
+        id="mac-dashes",
+    ),
+    pytest.param(
+        nic(network="blue", macAddress="00:00:00:00:00:00"),
+        "spec.networks[0].macAddress",
+        id="mac-zero",
+    ),
+    pytest.param(
+        vm(
+            {
+                "networks": [
+                    {"name": "a", "network": "blue", "macAddress": "02:00:00:00:00:01"},
+                    {"name": "b", "network": "red", "macAddress": "02:00:00:00:00:01"},
+                ]
+            }
+        ),
+        "spec.networks",
+        id="mac-twice-in-one-vm",
+    ),
+    pytest.param(
+        hvh({"networkMappings": [{"physicalNetwork": "phys", "interface": "eth/1"}]}),
+        "spec.networkMappings[0].interface",
+        id="mapping-interface-with-slash",
+    ),
+    pytest.param(
+        hvh({"networkMappings": [{"physicalNetwork": "phys", "interface": "a-very-long-name0"}]}),
+        "spec.networkMappings[0].interface",
+        id="mapping-interface-too-long",
+    ),
+    pytest.param(
+        hvh({"networkMappings": [{"physicalNetwork": "phys", "interface": ".."}]}),
+        "spec.networkMappings[0].interface",
+        id="mapping-interface-dot-dot",
+    ),
+    pytest.param(
+        hvh({"networkMappings": [{"physicalNetwork": "Phys_1", "interface": "eth1"}]}),
+        "spec.networkMappings[0].physicalNetwork",
+        id="mapping-physical-network-not-dns",
+    ),
+    pytest.param(hvh({"hostNetworks": [""]}), "spec.hostNetworks[0]", id="host-network-empty"),
+    # --- Network ------------------------------------------------------------------------
+    pytest.param(vnet({"type": "vlan"}), "spec.type", id="network-type-unknown"),
+    pytest.param(vnet(replace={"type": "overlay"}), "spec.subnet", id="network-subnet-missing"),
+    pytest.param(
+        vnet({"subnet": {"cidr": "10.0.0.0"}}), "spec.subnet.cidr", id="network-cidr-no-prefix"
+    ),
+    pytest.param(
+        vnet({"subnet": {"cidr": "10.0.0.1/24"}}), "spec.subnet.cidr", id="network-cidr-host-bits"
+    ),
+    pytest.param(
+        vnet({"subnet": {"cidr": "10.0.0.0/31"}}), "spec.subnet.cidr", id="network-prefix-too-long"
+    ),
+    pytest.param(
+        vnet({"subnet": {"cidr": "10.0.0.0/7"}}), "spec.subnet.cidr", id="network-prefix-too-short"
+    ),
+    pytest.param(
+        vnet({"subnet": {"cidr": "fd00::/64"}}), "spec.subnet.cidr", id="network-cidr-ipv6"
+    ),
+    pytest.param(
+        vnet({"subnet": {"gateway": "10.0.1.1"}}),
+        "spec.subnet.gateway",
+        id="network-gateway-outside-cidr",
+    ),
+    pytest.param(
+        vnet({"subnet": {"gateway": "10.0.0.1.1"}}),
+        "spec.subnet.gateway",
+        id="network-gateway-not-an-address",
+    ),
+    pytest.param(
+        vnet({"subnet": {"allocationPools": [{"start": "10.0.0.10", "end": "10.0.1.10"}]}}),
+        "spec.subnet.allocationPools",
+        id="network-pool-outside-cidr",
+    ),
+    pytest.param(
+        vnet({"subnet": {"allocationPools": [{"start": "10.0.0.20", "end": "10.0.0.10"}]}}),
+        "spec.subnet.allocationPools[0].end",
+        id="network-pool-start-after-end",
+    ),
+    pytest.param(
+        vnet({"subnet": {"allocationPools": [{"start": "10.0.0.20"}]}}),
+        "spec.subnet.allocationPools[0].end",
+        id="network-pool-without-end",
+    ),
+    pytest.param(
+        vnet({"subnet": {"reserved": ["10.0.0.3", "192.168.0.1"]}}),
+        "spec.subnet.reserved",
+        id="network-reserved-outside-cidr",
+    ),
+    pytest.param(
+        vnet({"subnet": {"dnsServers": ["8.8.8.8", "dns.example"]}}),
+        "spec.subnet.dnsServers[1]",
+        id="network-dns-server-not-an-address",
+    ),
+    pytest.param(
+        vnet({"subnet": {"dnsServers": [f"10.0.0.{i}" for i in range(1, 7)]}}),
+        "spec.subnet.dnsServers",
+        id="network-too-many-dns-servers",
+    ),
+    pytest.param(vnet({"type": "provider"}), "spec.provider", id="network-provider-missing"),
+    pytest.param(
+        vnet({"provider": {"physicalNetwork": "phys"}}),
+        "spec.provider",
+        id="network-provider-on-an-overlay",
+    ),
+    pytest.param(
+        provider({"overlay": {"vni": 5}}), "spec.overlay", id="network-overlay-on-a-provider"
+    ),
+    pytest.param(provider({"provider": {"vlan": 0}}), "spec.provider.vlan", id="network-vlan-0"),
+    pytest.param(
+        provider({"provider": {"vlan": 4095}}), "spec.provider.vlan", id="network-vlan-4095"
+    ),
+    pytest.param(vnet({"overlay": {"vni": 0}}), "spec.overlay.vni", id="network-vni-0"),
+    pytest.param(vnet({"overlay": {"vni": 2**24}}), "spec.overlay.vni", id="network-vni-too-large"),
+    pytest.param(
+        Update(before=vnet(), after=provider()), "spec.type", id="network-type-is-immutable"
+    ),
+    pytest.param(
+        Update(before=vnet(), after=vnet({"subnet": {"cidr": "10.0.1.0/24"}})),
+        "spec.subnet.cidr",
+        id="network-cidr-is-immutable",
+    ),
+    pytest.param(
+        Update(before=provider(), after=provider({"provider": {"vlan": 101}})),
+        "spec.provider",
+        id="network-provider-is-immutable",
+    ),
+    pytest.param(
+        Update(before=vnet(), after=vnet({"overlay": {"vni": 7}})),
+        "spec.overlay",
+        id="network-vni-is-immutable",
     ),
     # --- MigrationJob -------------------------------------------------------------------
     pytest.param(mig(replace={}), "spec.vm", id="migration-vm-missing"),

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from api.invalid_manifests import INVALID, Update, hvh, mig, vm
+from api.invalid_manifests import INVALID, Update, hvh, mig, provider, vm, vnet
 from harness import REPO, eventually
-from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
+from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine
 from kubevisor.api.schema import ApiModel
 from kubevisor.testbed.controlplane import ControlPlane
 
@@ -29,11 +29,13 @@ PLURALS = {
     "VirtualMachine": "virtualmachines.kubevisor.io",
     "HypervisorHost": "hypervisorhosts.kubevisor.io",
     "MigrationJob": "migrationjobs.kubevisor.io",
+    "Network": "networks.kubevisor.io",
 }
 MODELS: dict[str, type[ApiModel]] = {
     "VirtualMachine": virtualmachine.VirtualMachine,
     "HypervisorHost": hypervisorhost.HypervisorHost,
     "MigrationJob": migrationjob.MigrationJob,
+    "Network": network.Network,
 }
 
 T = TypeVar("T")
@@ -118,7 +120,7 @@ def plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
     # Not the `kubevisor` category: with --all it would also delete every (cluster-scoped)
     # HypervisorHost, including hosts other tiers' agents registered.
     control_plane.kubectl(
-        "delete", "virtualmachines,migrationjobs", "--all", "-n", NAMESPACE, "--wait=false"
+        "delete", "virtualmachines,migrationjobs,networks", "--all", "-n", NAMESPACE, "--wait=false"
     )
     control_plane.kubectl(
         "delete", "hypervisorhosts", "-l", "kubevisor.io/test=api-tier", "--wait=false"
@@ -354,7 +356,7 @@ def test_vm_printer_columns(plane: ControlPlane) -> None:
     assert row[:5] == ["columns", "Running", "host-a", "2", "128Mi"]
     header, row = table(plane.kubectl("get", "vm", "columns", "-n", NAMESPACE, "-o", "wide").stdout)
     assert header == [
-        "NAME", "PHASE", "HOST", "VCPUS", "MEMORY", "AGE", "READY", "CPU POLICY", "GROUP",
+        "NAME", "PHASE", "HOST", "VCPUS", "MEMORY", "AGE", "READY", "CPU POLICY", "GROUP", "IP",
     ]  # fmt: skip
     assert row[6:8] == ["True", "shared"]
 
@@ -394,10 +396,44 @@ def test_migrationjob_printer_columns(plane: ControlPlane) -> None:
     assert row[:6] == ["columns-mig", "minimal", "host-a", "host-b", "Running", "42"]
 
 
+def test_vm_wide_columns_show_the_first_address(plane: ControlPlane) -> None:
+    apply(plane, named(vm({"networks": [{"name": "eth0", "network": "blue"}]}), "columns-ip"))
+    interfaces = [
+        {"name": "eth0", "network": "blue", "macAddress": "02:00:00:00:00:01",
+         "ipAddresses": ["10.0.0.7"]},
+    ]  # fmt: skip
+    patch_status(plane, "VirtualMachine", "columns-ip", {"interfaces": interfaces})
+    out = plane.kubectl("get", "vm", "columns-ip", "-n", NAMESPACE, "-o", "wide").stdout
+    header, row = table(out)
+    assert header[-1] == "IP" and row[-1] == "10.0.0.7"
+
+
+def test_network_printer_columns(plane: ControlPlane) -> None:
+    apply(plane, named(vnet(), "columns-overlay"))
+    patch_status(plane, "Network", "columns-overlay", {"vni": 4100, "used": 3, "free": 250})
+    apply(plane, named(provider(), "columns-provider"))
+    out = plane.kubectl("get", "vnet", "columns-overlay", "columns-provider", "-n", NAMESPACE)
+    header, *rows = table(out.stdout)
+    assert header == ["NAME", "TYPE", "CIDR", "USED", "FREE", "AGE"]
+    assert rows[0][:5] == ["columns-overlay", "overlay", "10.0.0.0/24", "3", "250"]
+    assert rows[1][:3] == ["columns-provider", "provider", "10.0.0.0/24"]
+    wide = plane.kubectl(
+        "get", "vnet", "columns-overlay", "columns-provider", "-n", NAMESPACE, "-o", "wide"
+    ).stdout
+    header, overlay, provider_row = (
+        re.split(r"\s{2,}", line.strip()) for line in wide.splitlines()
+    )
+    assert header[5:] == ["AGE", "READY", "VNI", "PHYSICAL NETWORK", "VLAN"]
+    assert overlay[-1] == "4100"
+    assert provider_row[-2:] == ["phys", "100"]
+
+
 def test_category_lists_every_kind(plane: ControlPlane) -> None:
     apply(plane, named(vm(), "category-vm"))
     apply(plane, named(mig(), "category-mig"))
+    apply(plane, named(vnet(), "category-vnet"))
     names = plane.kubectl("get", "kubevisor", "-n", NAMESPACE, "-o", "name").stdout.split()
+    assert "network.kubevisor.io/category-vnet" in names
     assert "virtualmachine.kubevisor.io/category-vm" in names
     assert "migrationjob.kubevisor.io/category-mig" in names
 
@@ -429,6 +465,21 @@ def test_category_lists_every_kind(plane: ControlPlane) -> None:
             "hvh.spec.pciPassthrough.productId",
             hypervisorhost.PciPassthroughRule.model_fields["product_id"].description,
             id="host-pci-passthrough-product",
+        ),
+        pytest.param(
+            "vnet.spec.subnet.allocationPools",
+            network.Subnet.model_fields["allocation_pools"].description,
+            id="network-allocation-pools",
+        ),
+        pytest.param(
+            "vm.spec.networks.macAddress",
+            virtualmachine.Network.model_fields["mac_address"].description,
+            id="vm-network-mac",
+        ),
+        pytest.param(
+            "hvh.spec.networkMappings.interface",
+            hypervisorhost.NetworkMapping.model_fields["interface"].description,
+            id="host-network-mapping-interface",
         ),
         pytest.param(
             "vmmig.spec.options.completionTimeoutPerGiB",
@@ -478,6 +529,8 @@ FULL_STATUS: dict[str, dict[str, Any]] = {
         "restartCount": 2,
         "lastMigration": {"job": "m1", "source": "host-b", "target": "host-a",
                           "completionTime": "2026-01-02T03:00:00Z"},
+        "interfaces": [{"name": "eth0", "network": "blue", "macAddress": "02:5e:10:aa:bb:cc",
+                        "ipAddresses": ["10.0.0.10"]}],
     },
     "HypervisorHost": {
         "hypervisor": {"type": "kvm", "version": "7.2.0", "libvirtVersion": "9.0.0"},
@@ -500,6 +553,7 @@ FULL_STATUS: dict[str, dict[str, Any]] = {
         "ksm": {"running": True, "pagesShared": 1200, "pagesSharing": 5400},
         "pciDevices": [{"address": "0000:3b:02.1", "vendorId": "8086", "productId": "154c",
                         "numaCell": 0, "alias": "nic-vf"}],
+        "network": {"tunnelEndpoint": "192.0.2.11"},
         "conditions": [{"type": "Ready", "status": "True"},
                        {"type": "Schedulable", "status": "True"}],
         "observedGeneration": 1,
@@ -516,9 +570,23 @@ FULL_STATUS: dict[str, dict[str, Any]] = {
         "conditions": [{"type": "Reconciling", "status": "True", "reason": "Migrating"}],
         "observedGeneration": 1,
     },
+    "Network": {
+        "vni": 4096,
+        "used": 3,
+        "free": 250,
+        "dhcpPorts": [{"host": "host-a", "ipAddress": "10.0.0.2"},
+                      {"host": "host-b", "ipAddress": "10.0.0.3"}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Allocated"}],
+        "observedGeneration": 1,
+    },
 }  # fmt: skip
 
-OBJECTS = {"VirtualMachine": vm(), "HypervisorHost": hvh({}), "MigrationJob": mig()}
+OBJECTS = {
+    "VirtualMachine": vm(),
+    "HypervisorHost": hvh({}),
+    "MigrationJob": mig(),
+    "Network": vnet(),
+}
 
 
 @pytest.mark.parametrize("kind", list(FULL_STATUS))

@@ -140,6 +140,10 @@ UNBOUNDED = {
         ".status.conditions[].observedGeneration",
         ".status.observedGeneration",
     },
+    "Network": {
+        ".status.conditions[].observedGeneration",
+        ".status.observedGeneration",
+    },
 }
 
 
@@ -207,6 +211,13 @@ def test_status_is_fully_declared() -> None:
             "Namespaced",
             ["VM", "Source", "Target", "Phase", "Progress", "Age"],
             id="migrationjob",
+        ),
+        pytest.param(
+            "Network",
+            ["vnet"],
+            "Namespaced",
+            ["Type", "CIDR", "Used", "Free", "Age"],
+            id="network",
         ),
     ],
 )

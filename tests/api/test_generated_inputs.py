@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api import generated_inputs as gen
-from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
+from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine
 from kubevisor.api.schema import ApiModel
 from kubevisor.core.domain.document import DomainError
 from kubevisor.core.placement import inputs, scheduler
@@ -53,11 +53,13 @@ MODELS: dict[str, type[ApiModel]] = {
     "VirtualMachine": virtualmachine.VirtualMachine,
     "HypervisorHost": hypervisorhost.HypervisorHost,
     "MigrationJob": migrationjob.MigrationJob,
+    "Network": network.Network,
 }
 PLURALS = {
     "VirtualMachine": "virtualmachines",
     "HypervisorHost": "hypervisorhosts",
     "MigrationJob": "migrationjobs",
+    "Network": "networks",
 }
 SMALL_VM = virtualmachine.VirtualMachine.model_validate(
     {
@@ -240,6 +242,12 @@ def test_generated_hypervisor_hosts(
 def test_generated_migration_jobs(
     dry_run: DryRun, tally: Counter[str], manifest: dict[str, Any]
 ) -> None:
+    _send(dry_run, manifest, tally)
+
+
+@FUZZ
+@given(manifest=gen.manifests("Network"))
+def test_generated_networks(dry_run: DryRun, tally: Counter[str], manifest: dict[str, Any]) -> None:
     _send(dry_run, manifest, tally)
 
 

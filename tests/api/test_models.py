@@ -13,7 +13,7 @@ import yaml
 
 from api.invalid_manifests import INVALID, MODELS_ALLOW, hvh, vm
 from harness import REPO
-from kubevisor.api import conditions, hypervisorhost, migrationjob, virtualmachine
+from kubevisor.api import conditions, hypervisorhost, migrationjob, network, virtualmachine
 from kubevisor.api.schema import ApiModel
 
 EXAMPLES = REPO / "deploy" / "examples"
@@ -22,6 +22,7 @@ MODELS: dict[str, type[ApiModel]] = {
     "VirtualMachine": virtualmachine.VirtualMachine,
     "HypervisorHost": hypervisorhost.HypervisorHost,
     "MigrationJob": migrationjob.MigrationJob,
+    "Network": network.Network,
 }
 
 
@@ -43,6 +44,7 @@ def test_the_required_examples_exist() -> None:
         "04-hugepages-vm.yaml",
         "05-hypervisorhost.yaml",
         "06-migrationjob.yaml",
+        "07-network.yaml",
     ]
 
 

@@ -146,6 +146,7 @@ def test_crd_copies_are_current() -> None:
         pytest.param("CustomResourceDefinition", "virtualmachines.kubevisor.io", id="vm-crd"),
         pytest.param("CustomResourceDefinition", "hypervisorhosts.kubevisor.io", id="host-crd"),
         pytest.param("CustomResourceDefinition", "migrationjobs.kubevisor.io", id="mig-crd"),
+        pytest.param("CustomResourceDefinition", "networks.kubevisor.io", id="network-crd"),
         pytest.param("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev", id="kopf-crd"),
         pytest.param("CustomResourceDefinition", "kopfpeerings.kopf.dev", id="kopf-ns-crd"),
         pytest.param("ClusterKopfPeering", "kubevisor", id="peering-object"),
@@ -158,6 +159,10 @@ def test_crd_copies_are_current() -> None:
         pytest.param("Service", "kubevisor-controller-metrics", id="controller-metrics"),
         pytest.param("Service", "kubevisor-agent-metrics", id="agent-metrics"),
         pytest.param("ValidatingAdmissionPolicy", "kubevisor-agent-own-host", id="policy"),
+        pytest.param(
+            "ValidatingAdmissionPolicy", "kubevisor-provider-networks", id="provider-networks"
+        ),
+        pytest.param("ClusterRole", "kubevisor-network-admin", id="network-admin"),
     ],
 )
 def test_base_has(base: list[dict[str, Any]], kind: str, name: str) -> None:

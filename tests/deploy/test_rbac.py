@@ -280,6 +280,10 @@ AGENT_CAN = [
     pytest.param("get", "migrationjobs.kubevisor.io", "", "-A", False, id="no-get-migjob"),
     pytest.param("get", "secrets", "", SYSTEM, False, id="no-secrets"),
     pytest.param("create", "pods", "", SYSTEM, False, id="no-pods"),
+    pytest.param("watch", "networks.kubevisor.io", "", "-A", True, id="watch-networks"),
+    pytest.param("get", "networks.kubevisor.io", "", "-A", True, id="get-network"),
+    pytest.param("patch", "networks.kubevisor.io", "", "-A", False, id="no-patch-network"),
+    pytest.param("patch", "networks.kubevisor.io", "status", "-A", False, id="no-network-status"),
 ]
 
 CONTROLLER_CAN = [
@@ -312,6 +316,14 @@ CONTROLLER_CAN = [
     pytest.param("watch", "leases.coordination.k8s.io", "", "default", False, id="no-lease-else"),
     pytest.param("patch", "customresourcedefinitions", "", "", False, id="no-crd-writes"),
     pytest.param("get", "secrets", "", SYSTEM, False, id="no-secrets"),
+    pytest.param("watch", "networks.kubevisor.io", "", "-A", True, id="watch-networks"),
+    pytest.param("patch", "networks.kubevisor.io", "", "-A", True, id="network-finalizer"),
+    pytest.param("patch", "networks.kubevisor.io", "status", "-A", True, id="network-status"),
+    pytest.param("create", "networks.kubevisor.io", "", "-A", False, id="no-create-network"),
+    pytest.param("delete", "networks.kubevisor.io", "", "-A", False, id="no-delete-network"),
+    pytest.param(
+        "create", "networks.kubevisor.io", "provider", "-A", False, id="no-provider-networks"
+    ),
 ]
 
 

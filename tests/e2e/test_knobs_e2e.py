@@ -11,6 +11,7 @@ capabilities placement reads; a VM requiring what no host reports stays Unschedu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +45,23 @@ def bridge() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "link", "del", name], check=False)
+
+
+@pytest.fixture
+def offered_bridge(stack: Any, bridge: str) -> Iterator[str]:
+    """The bridge, offered to VMs by every host's admin (spec.hostNetworks): placement keeps
+    a VM naming a host bridge off every host that does not offer it."""
+
+    def offer(names: list[str] | None) -> None:
+        for host in stack.hosts:
+            patch = json.dumps({"spec": {"hostNetworks": names}})
+            stack.kubectl("patch", "hvh", host.name, "--type=merge", "-p", patch)
+
+    offer([bridge])
+    try:
+        yield bridge
+    finally:
+        offer(None)
 
 
 def tuned(name: str, *, guest: Guest, bridge: str) -> dict[str, Any]:
@@ -81,9 +99,21 @@ def test_hosts_report_what_placement_reads(stack: Any, ovmf: Ovmf) -> None:
         assert {"capacity", "available", "provisioned", "used"} <= set(storage)
 
 
-def test_tuned_vm_reaches_the_live_domain_xml(
-    stack: Any, namespace: str, tiny_guest: Guest, bridge: str, ovmf: Ovmf
+def test_a_bridge_no_host_offers_keeps_the_vm_unschedulable(
+    stack: Any, namespace: str, tiny_guest: Guest, bridge: str
 ) -> None:
+    """Issue 16 class 5: naming a host bridge is not enough to join it."""
+    stack.apply(namespace, tuned("unoffered", guest=tiny_guest, bridge=bridge))
+    waiting = stack.wait_phase(namespace, "unoffered", "Unschedulable", timeout=60)
+    scheduled = next(c for c in waiting["status"]["conditions"] if c["type"] == "Scheduled")
+    assert f"{len(stack.hosts)} does not offer bridge {bridge} to VMs" in scheduled["message"]
+    stack.kubectl("delete", "vm", "unoffered", "-n", namespace, "--wait=false")
+
+
+def test_tuned_vm_reaches_the_live_domain_xml(
+    stack: Any, namespace: str, tiny_guest: Guest, offered_bridge: str, ovmf: Ovmf
+) -> None:
+    bridge = offered_bridge
     stack.apply(namespace, tuned("tuned", guest=tiny_guest, bridge=bridge))
     running = stack.wait_phase(namespace, "tuned", "Running", timeout=180)
     host, uid = running["status"]["host"], running["metadata"]["uid"]

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubevisor.api import hypervisorhost, migrationjob, virtualmachine
+from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine
 from kubevisor.api.schema import GROUP, VERSION
 
 CATEGORY = "kubevisor"
@@ -151,6 +151,13 @@ KINDS: tuple[Kind, ...] = (
             dataclasses.replace(_ready(), priority=1),
             PrinterColumn("CPU Policy", "string", ".spec.cpu.policy", "shared or dedicated.", 1),
             PrinterColumn("Group", "string", ".spec.placement.group", "Server group.", 1),
+            PrinterColumn(
+                "IP",
+                "string",
+                ".status.interfaces[0].ipAddresses[0]",
+                "First address of the first interface on a Network.",
+                1,
+            ),
         ),
     ),
     Kind(
@@ -220,6 +227,43 @@ KINDS: tuple[Kind, ...] = (
             PrinterColumn("Phase", "string", ".status.phase", "Migration phase."),
             PrinterColumn("Progress", "integer", ".status.progress.percent", "Percent done."),
             _age(),
+        ),
+    ),
+    Kind(
+        kind=network.KIND,
+        plural=network.PLURAL,
+        singular="network",
+        short_names=("vnet",),
+        namespaced=True,
+        description=(
+            "Network is an IPv4 network the VirtualMachines of its namespace attach to: a "
+            "provider network (a physical network of the hosts, optionally a VLAN; cluster "
+            "admins only) or an overlay (VXLAN between the hosts). The controller hands "
+            "out its addresses."
+        ),
+        spec=network.NetworkSpec,
+        spec_description=(
+            "Type, segment and subnet, written by users or GitOps. type, provider, overlay "
+            "and subnet.cidr are immutable."
+        ),
+        status=network.NetworkStatus,
+        status_description="Observed state, written by the kubevisor controller.",
+        columns=(
+            PrinterColumn("Type", "string", ".spec.type", "provider or overlay."),
+            PrinterColumn("CIDR", "string", ".spec.subnet.cidr", "The IPv4 subnet."),
+            PrinterColumn("Used", "integer", ".status.used", "Pool addresses handed out."),
+            PrinterColumn("Free", "integer", ".status.free", "Pool addresses still free."),
+            _age(),
+            dataclasses.replace(_ready(), priority=1),
+            PrinterColumn("VNI", "integer", ".status.vni", "Overlay: VXLAN network id.", 1),
+            PrinterColumn(
+                "Physical Network",
+                "string",
+                ".spec.provider.physicalNetwork",
+                "Provider: the hosts' physical network.",
+                1,
+            ),
+            PrinterColumn("VLAN", "integer", ".spec.provider.vlan", "Provider: VLAN id.", 1),
         ),
     ),
 )

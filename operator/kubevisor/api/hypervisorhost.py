@@ -13,9 +13,11 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import ConfigDict, Field, StringConstraints
 
 from kubevisor.api import cpuset
+from kubevisor.api.addresses import InterfaceName, IPv4Address
 from kubevisor.api.conditions import Condition, conditions_field
 from kubevisor.api.schema import (
     API_VERSION,
+    LIST_SET,
     NO_CONTROL_CHARACTERS,
     ApiModel,
     CpuSet,
@@ -28,6 +30,7 @@ from kubevisor.api.schema import (
     UriText,
     cel_cpuset_ranges,
     cel_is_cpuset,
+    list_map,
     rule,
     validations,
 )
@@ -72,6 +75,10 @@ OVERLAP_MESSAGE = (
 
 HypervisorType = Literal["kvm", "qemu", "lxc", "vmware", "test"]
 SecurityDriver = Literal["apparmor", "selinux", "none"]
+# A host bridge or libvirt network name, as a VM's spec.networks[].source names it.
+HostNetworkName = Annotated[
+    str, StringConstraints(min_length=1, max_length=253), NO_CONTROL_CHARACTERS
+]
 
 
 class AllocationRatios(ApiModel):
@@ -158,6 +165,23 @@ def _cel_first(range_: str) -> str:
     return f"int({range_}.split('-', 2)[0])"
 
 
+MAX_HOST_NETWORKS = 64
+
+
+class NetworkMapping(ApiModel):
+    """Where a physical network leaves this host (Neutron's bridge_mappings)."""
+
+    physical_network: DnsLabel = Field(
+        description="Name of the physical network, as provider Networks name it.",
+    )
+    interface: InterfaceName = Field(
+        description=(
+            "This host's interface on it (a NIC or bond, e.g. eth1): the network's "
+            "bridge enslaves it, or a VLAN sub-interface of it."
+        ),
+    )
+
+
 class HypervisorHostSpec(ApiModel):
     """Admin settings of a hypervisor host."""
 
@@ -228,6 +252,25 @@ class HypervisorHostSpec(ApiModel):
             "copying disks and restart elsewhere with their data after a host failure. "
             "Unset: VM disks stay on the host's local disk."
         ),
+    )
+    network_mappings: list[NetworkMapping] = Field(
+        default_factory=list,
+        max_length=MAX_HOST_NETWORKS,
+        description=(
+            "The physical networks this host is attached to and through which interface; "
+            "VMs on a provider Network go only to hosts mapping its physical network."
+        ),
+        json_schema_extra=list_map("physicalNetwork"),
+    )
+    host_networks: list[HostNetworkName] = Field(
+        default_factory=list,
+        max_length=MAX_HOST_NETWORKS,
+        description=(
+            "Host bridges and libvirt networks VMs may name directly "
+            "(spec.networks[].type bridge or network with source); VMs naming any other "
+            "are not placed here. Empty: none (VMs use Networks)."
+        ),
+        json_schema_extra=LIST_SET,
     )
 
 
@@ -474,6 +517,19 @@ class DrainStatus(ApiModel):
     message: str | None = Field(default=None, description="Which VMs block it, and why.")
 
 
+class HostNetworkStatus(ApiModel):
+    """The host's side of the VM networks, as its agent reports it."""
+
+    tunnel_endpoint: IPv4Address | None = Field(
+        default=None,
+        description=(
+            "This host's IPv4 address on the underlay (agent flag --tunnel-ip): overlay "
+            "Networks' VXLAN traffic goes to and from it. Unset: the host takes no VMs on "
+            "overlay Networks."
+        ),
+    )
+
+
 class HypervisorHostStatus(ApiModel):
     """What the host offers and carries, written by its agent."""
 
@@ -535,6 +591,10 @@ class HypervisorHostStatus(ApiModel):
             "Base images in the host's image cache; placement prefers hosts that have a "
             "VM's images. Unused ones are evicted by size and age."
         ),
+    )
+    network: HostNetworkStatus | None = Field(
+        default=None,
+        description="The host's tunnel endpoint for overlay Networks.",
     )
     conditions: list[Condition] = conditions_field(
         "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."

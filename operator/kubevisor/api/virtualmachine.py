@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from kubevisor.api import cpuset, quantity
+from kubevisor.api.addresses import IPv4Address, MacAddress
 from kubevisor.api.conditions import Condition, conditions_field
 from kubevisor.api.hypervisorhost import HostCpuNumber, HostNumaCellId, HypervisorType
 from kubevisor.api.schema import (
@@ -58,6 +59,9 @@ MAX_GROUP_MEMBERS_PER_HOST = 1000
 # Each queue is a vhost thread on the host and an interrupt vector in the guest; past a
 # handful the gain is gone (Nova allows up to the tap limit, 256, which few guests use).
 MAX_NET_QUEUES = 16
+MAX_INTERFACES = 16
+# An IPv4 address now; room for IPv6 ones later.
+MAX_INTERFACE_ADDRESSES = 4
 # libvirt's range for <cputune><shares> (cgroup v1 cpu.shares; v2 weights are scaled).
 MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
 # The kernel's range for cpu.cfs_period_us, and the largest cpu.cfs_quota_us.
@@ -73,6 +77,11 @@ GROUP_MESSAGE = (
     "must be a DNS label: lower-case letters, digits and '-', starting and ending with a "
     "letter or digit, at most 63 characters (e.g. web or db-tier)"
 )
+
+NETWORK_EXCLUDES_SOURCE = (
+    "network excludes source and type network or bridge: a Network attaches the interface itself"
+)
+DUPLICATE_MAC = "each macAddress may appear on one interface only"
 
 RunStrategy = Literal["Always", "RerunOnFailure", "Once", "Manual", "Halted"]
 CpuPolicy = Literal["shared", "dedicated"]
@@ -600,13 +609,24 @@ class Network(ApiModel):
                 field_path=".source",
             ),
             rule(
+                "!has(self.network) || (self.type == 'user' && !has(self.source))",
+                NETWORK_EXCLUDES_SOURCE,
+                field_path=".network",
+            ),
+            rule(
+                "!has(self.ipAddress) || has(self.network)",
+                "ipAddress needs network: addresses come from a Network's subnet",
+                field_path=".ipAddress",
+            ),
+            rule(
                 "!has(self.multiqueue) || !self.multiqueue || self.model == 'virtio'",
                 "multiqueue is only allowed with model: virtio",
                 field_path=".multiqueue",
             ),
             rule(
-                "!has(self.multiqueue) || !self.multiqueue || self.type != 'user'",
-                "multiqueue needs a tap device: type network or bridge, not user",
+                "!has(self.multiqueue) || !self.multiqueue || self.type != 'user'"
+                " || has(self.network)",
+                "multiqueue needs a tap device: network, or type network or bridge, not user",
                 field_path=".multiqueue",
             ),
         )
@@ -616,8 +636,10 @@ class Network(ApiModel):
     type: NetworkType = Field(
         default="user",
         description=(
-            "user: QEMU user-mode networking (NAT, no setup on the host); network: a "
-            "libvirt network named by source; bridge: a host bridge named by source."
+            "How an interface without network attaches. user: QEMU user-mode networking "
+            "(NAT, no setup on the host); network: a libvirt network named by source; "
+            "bridge: a host bridge named by source. network and bridge only where the "
+            "host's admin offers that name (HypervisorHost spec.hostNetworks)."
         ),
     )
     source: (
@@ -636,8 +658,32 @@ class Network(ApiModel):
         description=(
             f"One queue pair per vCPU, at most {MAX_NET_QUEUES} (Nova's "
             "hw_vif_multiqueue_enabled), so packet processing spreads over the guest's "
-            "vCPUs. Only with model virtio and type network or bridge (libvirt refuses "
-            "multiqueue on user-mode networking)."
+            "vCPUs. Only with model virtio and a tap device: network, or type network or "
+            "bridge (libvirt refuses multiqueue on user-mode networking)."
+        ),
+    )
+    network: ObjectName | None = Field(
+        default=None,
+        description=(
+            "Name of a Network in the VM's namespace: the interface gets an address from "
+            "its subnet and a stable MAC (status.interfaces). Not with source or type "
+            "network or bridge (type stays user, its default, and means nothing then)."
+        ),
+    )
+    mac_address: MacAddress | None = Field(
+        default=None,
+        description=(
+            "MAC address of the interface, unicast, in lower-case colon form "
+            "(02:00:00:ab:cd:ef). Unset: with network, one derived from the VM's uid and "
+            "the interface name, kept for the life of the VM (status.interfaces)."
+        ),
+    )
+    ip_address: IPv4Address | None = Field(
+        default=None,
+        description=(
+            "Fixed IPv4 address from an allocation pool of the Network (needs network). "
+            "Unset: the controller picks a free one. Either way it stays the VM's until "
+            "the VM is deleted."
         ),
     )
 
@@ -645,11 +691,22 @@ class Network(ApiModel):
     def _has_source(self) -> Network:
         if self.type != "user" and self.source is None:
             raise ValueError("source is required for type network and bridge")
+        if self.network is not None and (self.type != "user" or self.source is not None):
+            raise ValueError(NETWORK_EXCLUDES_SOURCE)
+        if self.ip_address is not None and self.network is None:
+            raise ValueError("ipAddress needs network: addresses come from a Network's subnet")
         if self.multiqueue and self.model != "virtio":
             raise ValueError("multiqueue is only allowed with model: virtio")
-        if self.multiqueue and self.type == "user":
-            raise ValueError("multiqueue needs a tap device: type network or bridge, not user")
+        if self.multiqueue and self.type == "user" and self.network is None:
+            raise ValueError(
+                "multiqueue needs a tap device: network, or type network or bridge, not user"
+            )
         return self
+
+    @property
+    def user_mode(self) -> bool:
+        """QEMU user-mode networking: type user and no Network."""
+        return self.type == "user" and self.network is None
 
 
 class Firmware(ApiModel):
@@ -878,6 +935,13 @@ class VirtualMachineSpec(ApiModel):
                 field_path=".numa.cells",
             ),
             rule(
+                "!has(self.networks) || self.networks.all(n, !has(n.macAddress)"
+                " || self.networks.exists_one(m,"
+                " has(m.macAddress) && m.macAddress == n.macAddress))",
+                DUPLICATE_MAC,
+                field_path=".networks",
+            ),
+            rule(
                 "!has(self.container) || !has(self.boot)",
                 "container and boot exclude each other: a container runs no kernel of its own",
                 field_path=".container",
@@ -931,7 +995,7 @@ class VirtualMachineSpec(ApiModel):
     )
     networks: list[Network] = Field(
         default_factory=list,
-        max_length=16,
+        max_length=MAX_INTERFACES,
         description="Network interfaces; names unique.",
         json_schema_extra=list_map("name"),
     )
@@ -979,6 +1043,9 @@ class VirtualMachineSpec(ApiModel):
         ):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names must be unique")
+        macs = [net.mac_address for net in self.networks if net.mac_address is not None]
+        if len(set(macs)) != len(macs):
+            raise ValueError(DUPLICATE_MAC)
         return self
 
     @model_validator(mode="after")
@@ -1140,6 +1207,26 @@ class VmStorage(ApiModel):
     host: ObjectName | None = Field(default=None, description="The host that created the overlays.")
 
 
+class InterfaceStatus(ApiModel):
+    """One interface on a Network, as the controller allocated it (agent and DHCP read it)."""
+
+    name: DnsLabel = Field(description="spec.networks[].name of the interface.")
+    network: ObjectName = Field(description="The Network it is on (in the VM's namespace).")
+    mac_address: MacAddress = Field(
+        description=(
+            "Its MAC: spec.networks[].macAddress, or derived from the VM's uid and the "
+            "interface name when first allocated and never changed after."
+        ),
+    )
+    ip_addresses: list[IPv4Address] = Field(
+        default_factory=list,
+        max_length=MAX_INTERFACE_ADDRESSES,
+        description=(
+            "Its addresses, allocated from the Network's subnet; kept until the VM is deleted."
+        ),
+    )
+
+
 class VirtualMachineStatus(ApiModel):
     """Observed state of a virtual machine."""
 
@@ -1198,6 +1285,15 @@ class VirtualMachineStatus(ApiModel):
     storage: VmStorage | None = Field(
         default=None,
         description="Where the disk overlays live: the host's local disk or shared storage.",
+    )
+    interfaces: list[InterfaceStatus] = Field(
+        default_factory=list,
+        max_length=MAX_INTERFACES,
+        description=(
+            "The interfaces on Networks with their MAC and addresses, written by the "
+            "controller before the VM is bound to a host."
+        ),
+        json_schema_extra=list_map("name"),
     )
 
 

@@ -180,7 +180,7 @@ def interface_features(network: Network) -> frozenset[Feature]:
     """The features one of a VM's network interfaces asks for, beyond having one (so a
     refusal can name the interfaces that ask)."""
     asked = {
-        Feature.USER_NETWORKING: network.type == "user",
+        Feature.USER_NETWORKING: network.user_mode,
         Feature.MULTIQUEUE: bool(network.multiqueue),
     }
     return frozenset(feature for feature, wanted in asked.items() if wanted)

@@ -843,6 +843,34 @@ CASES = [
         "0 free vf devices",
         id="pci-alias-not-offered",
     ),
+    # -- host networks a tenant may name (issue 16 class 5) --------------------------------
+    pytest.param(
+        filters.host_networks, H(), make_request(), (), None, id="host-networks-none-named"
+    ),
+    pytest.param(
+        filters.host_networks,
+        replace(H(), host_networks=frozenset({"br0", "default"})),
+        replace(make_request(), host_networks=(("bridge", "br0"), ("network", "default"))),
+        (),
+        None,
+        id="host-networks-offered",
+    ),
+    pytest.param(
+        filters.host_networks,
+        H(),
+        replace(make_request(), host_networks=(("bridge", "br0"),)),
+        (),
+        "host h1 does not offer bridge br0 to VMs",
+        id="host-networks-bridge-not-offered",
+    ),
+    pytest.param(
+        filters.host_networks,
+        replace(H(), host_networks=frozenset({"br0"})),
+        replace(make_request(), host_networks=(("bridge", "br0"), ("network", "mgmt"))),
+        (),
+        "does not offer libvirt network mgmt to VMs",
+        id="host-networks-one-of-two-not-offered",
+    ),
 ]
 
 

@@ -390,3 +390,24 @@ def test_huge_pages_the_agent_reports_in_use_are_not_handed_out() -> None:
     )
     small = _vm("small", memory={"size": "200Mi", "hugepages": {"pageSize": "2Mi"}})
     assert isinstance(scheduler.place(state, inputs.request(small)), Decision)
+
+
+def test_host_networks_come_from_the_hosts_spec_and_the_vms_sources() -> None:
+    """Issue 16 class 5: what the admin offers and what the VM names, for `host_networks`."""
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_HOST))
+    raw["spec"] = {"hostNetworks": ["br0", "default"]}
+    assert inputs.host_snapshot(HypervisorHost.model_validate(raw)).host_networks == {
+        "br0",
+        "default",
+    }
+    assert inputs.host_snapshot(HypervisorHost.model_validate(TUNED_HOST)).host_networks == set()
+    vm = yaml.safe_load(yaml.safe_dump(TUNED_VM))
+    vm["spec"]["networks"] = [
+        {"name": "a", "type": "network", "source": "default"},
+        {"name": "b", "type": "bridge", "source": "br0"},
+        {"name": "c", "source": "ignored-by-a-user-nic"},
+        {"name": "d", "network": "blue"},
+        {"name": "e", "type": "bridge", "source": "br0"},
+    ]
+    request = inputs.request(VirtualMachine.model_validate(vm))
+    assert request.host_networks == (("bridge", "br0"), ("network", "default"))

@@ -74,6 +74,24 @@ def host_selector(host: HostSnapshot, request: Request, state: PlacementState) -
     return None
 
 
+_HOST_NETWORK_KINDS = {"bridge": "bridge", "network": "libvirt network"}
+
+
+def host_networks(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
+    """Does the host's admin let VMs attach to every host bridge and libvirt network the
+    VM names (spec.hostNetworks)? A tenant names no host network the admin did not offer:
+    a management or storage network stays out of reach (issue 16 class 5)."""
+    for kind, name in request.host_networks:
+        if name not in host.host_networks:
+            what = f"{_HOST_NETWORK_KINDS.get(kind, kind)} {name}"
+            return Rejection(
+                "host_networks",
+                f"does not offer {what} to VMs",
+                f"host {host.name} does not offer {what} to VMs (spec.hostNetworks)",
+            )
+    return None
+
+
 def hypervisor_type(
     host: HostSnapshot, request: Request, state: PlacementState
 ) -> Rejection | None:
@@ -507,6 +525,7 @@ FILTERS: tuple[Filter, ...] = (
     schedulable,
     cpu_sets,
     host_selector,
+    host_networks,
     hypervisor_type,
     hypervisor_capabilities,
     capabilities,

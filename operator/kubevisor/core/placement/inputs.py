@@ -185,6 +185,7 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         images=frozenset(image.sha256 for image in status.images),
         shared_storage=spec.shared_storage.name if spec.shared_storage else None,
         cpu_set_errors=cpus.errors,
+        host_networks=frozenset(spec.host_networks),
     )
 
 
@@ -253,6 +254,15 @@ def request(vm: VirtualMachine) -> Request:
         ),
         images=frozenset(disk.source.sha256 for disk in spec.disks if disk.source),
         shared_storage=_shared_storage(vm),
+        host_networks=tuple(
+            sorted(
+                {
+                    (net.type, net.source)
+                    for net in spec.networks
+                    if net.source and not net.user_mode
+                }
+            )
+        ),
     )
 
 

@@ -182,6 +182,8 @@ class HostSnapshot:
     cpu_set_errors: tuple[str, ...] = ()
     """What is wrong with the admin's CPU sets against the host's CPUs
     (`placement.cpusets`); a host with any takes no VM."""
+    host_networks: frozenset[str] = frozenset()
+    """Host bridges and libvirt networks the admin lets VMs name (spec.hostNetworks)."""
 
     @property
     def has_smt(self) -> bool:
@@ -222,6 +224,7 @@ class Request:
     `images` are the sha256 digests of its disks' source images, and `shared_storage` the
     shared filesystem its disks already live in (a VM placed again after its host was
     lost): hosts that have them are preferred, never required.
+    `host_networks` are the host bridges and libvirt networks it names.
     """
 
     name: str
@@ -245,6 +248,9 @@ class Request:
     pci: tuple[PciRequest, ...] = ()
     images: frozenset[str] = frozenset()
     shared_storage: str | None = None
+    host_networks: tuple[tuple[str, str], ...] = ()
+    """(type, name) of each host bridge or libvirt network the VM names directly
+    (spec.networks[].source): only hosts offering every one of them qualify."""
 
     @property
     def dedicated(self) -> bool:
