@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import Any
 from urllib.parse import urlparse
 
@@ -39,6 +40,7 @@ from api import generated_inputs as gen
 from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine
 from kubevisor.api.schema import ApiModel
 from kubevisor.core.domain.document import DomainError
+from kubevisor.core.network import ipam
 from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.testbed.controlplane import ControlPlane
@@ -201,6 +203,15 @@ def survives_kubevisor(model: ApiModel, tally: Counter[str]) -> None:
             return
         gen.check_rendered(rendered, gen.DOMAIN_CHECKS)
         tally["VirtualMachine rendered"] += 1
+    elif isinstance(model, network.Network):
+        # The controller builds the Network's address pool and hands out its first
+        # address: quickly, whatever the subnet's size (a /8 holds 16 million).
+        started = time.process_time()
+        pool = ipam.AddressPool.of("fuzz/net", model.spec.subnet)
+        first = pool.allocate(ipam.Owner("fuzz/vm", "eth0"))
+        assert time.process_time() - started < PARSE_WITHIN
+        assert pool.capacity == 0 or isinstance(first, IPv4Address), first
+        tally["Network hands out an address"] += isinstance(first, IPv4Address)
     elif isinstance(model, hypervisorhost.HypervisorHost):
         # With a status (the agent's part), so that every admin field takes part.
         reported = gen.big_host(SMALL_VM).status
@@ -248,7 +259,9 @@ def test_generated_migration_jobs(
 @FUZZ
 @given(manifest=gen.manifests("Network"))
 def test_generated_networks(dry_run: DryRun, tally: Counter[str], manifest: dict[str, Any]) -> None:
-    _send(dry_run, manifest, tally)
+    model = _send(dry_run, manifest, tally)
+    if model is not None:
+        survives_kubevisor(model, tally)
 
 
 @pytest.mark.parametrize(

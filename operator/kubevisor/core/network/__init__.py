@@ -1,1 +1,2 @@
-"""kubevisor Networks, decided purely: the host's data plane (`hostplan`, `hostdiff`)."""
+"""kubevisor Networks, decided purely: the host's data plane (`hostplan`, `hostdiff`) and
+address management (`ipam` for addresses, `mac`, `vni`, over `ranges`)."""

@@ -1,0 +1,104 @@
+"""VXLAN network identifiers of overlay Networks: unique in the cluster.
+
+A Network names its VNI (`spec.overlay.vni`, any of 1..16777215) or the controller
+allocates the lowest free one from `AUTOMATIC` (4096..16777215) into `status.vni`. VNIs
+below 4096 are never allocated automatically: they stay free for admins who name VNIs
+themselves (a common convention maps VLAN id N to VNI N), so a named VNI there never
+meets an allocated one. A VNI another Network holds is refused with that Network's name;
+after a restart the pool is rebuilt from the Networks' statuses (spec's VNI, or status.vni)
+in listing order, a VNI recorded twice being the later Network's conflict.
+
+The controller owns one `VniPool`; pure, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+from kubevisor.api.network import MAX_VNI, MIN_VNI
+from kubevisor.core.network.ipam import Reason, Refusal
+from kubevisor.core.network.ranges import LowestFree
+
+AUTOMATIC: Final = (4096, MAX_VNI)
+"""The VNIs the controller allocates from (inclusive)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VniConflict:
+    network: str
+    vni: int
+    refusal: Refusal
+
+
+class VniPool:
+    """Which Network ("namespace/name") holds which VNI."""
+
+    def __init__(self, automatic: tuple[int, int] = AUTOMATIC) -> None:
+        self._range = automatic
+        self._automatic = LowestFree([automatic])
+        self._by_vni: dict[int, str] = {}
+        self._by_network: dict[str, int] = {}
+
+    def vni_of(self, network: str) -> int | None:
+        return self._by_network.get(network)
+
+    def holder(self, vni: int) -> str | None:
+        return self._by_vni.get(vni)
+
+    def assignments(self) -> Mapping[str, int]:
+        return MappingProxyType(self._by_network)
+
+    def allocate(self, network: str, requested: int | None = None) -> int | Refusal:
+        """The VNI of `network`: the one it holds, else `requested` if free, else the
+        lowest free automatic one. A Network holding one keeps it (VNIs are immutable)."""
+        held = self._by_network.get(network)
+        if held is not None and (requested is None or requested == held):
+            return held
+        if held is not None:
+            return Refusal(Reason.VNI_TAKEN, f"network {network} holds VNI {held}, not {requested}")
+        if requested is not None:
+            if not MIN_VNI <= requested <= MAX_VNI:
+                return Refusal(Reason.VNI_TAKEN, f"VNI {requested} is outside {MIN_VNI}..{MAX_VNI}")
+            holder = self._by_vni.get(requested)
+            if holder is not None:
+                return Refusal(Reason.VNI_TAKEN, f"VNI {requested} is network {holder}'s")
+            if self._automatic.offered(requested):
+                self._automatic.take(requested)
+            return self._hold(network, requested)
+        number = self._automatic.take_lowest()
+        if number is None:
+            low, high = self._range
+            return Refusal(
+                Reason.VNIS_EXHAUSTED,
+                f"no free VNI ({self._automatic.used} of {self._automatic.capacity} of "
+                f"{low}..{high} in use)",
+            )
+        return self._hold(network, number)
+
+    def _hold(self, network: str, vni: int) -> int:
+        self._by_network[network] = vni
+        self._by_vni[vni] = network
+        return vni
+
+    def release(self, network: str) -> int | None:
+        vni = self._by_network.pop(network, None)
+        if vni is None:
+            return None
+        del self._by_vni[vni]
+        if self._automatic.is_taken(vni):
+            self._automatic.give_back(vni)
+        return vni
+
+
+def rebuild(pool: VniPool, records: Iterable[tuple[str, int]]) -> tuple[VniConflict, ...]:
+    """Hold every recorded VNI in listing order; a VNI recorded twice is a conflict of
+    the later Network."""
+    conflicts = []
+    for network, vni in records:
+        held = pool.allocate(network, vni)
+        if isinstance(held, Refusal):
+            conflicts.append(VniConflict(network, vni, held))
+    return tuple(conflicts)
