@@ -65,3 +65,19 @@ def test_disk_without_a_file_on_the_host_is_refused() -> None:
     machine = vm({"memory": {"size": "64Mi"}, "disks": [{"name": "root", "size": "1Gi"}]})
     with pytest.raises(DomainError, match="root"):
         converter.render(machine, host=HostEnvironment(domain_type="qemu"))
+
+
+@pytest.mark.parametrize("domain_type", ["kvm", "lxc"])
+def test_an_interface_on_a_network_is_refused_until_the_agent_passes_its_plan(
+    domain_type: str,
+) -> None:
+    """Not silently QEMU's user-mode NAT (or a veth on no bridge): a clear refusal."""
+    spec: dict[str, object] = {
+        "memory": {"size": "64Mi"},
+        "networks": [{"name": "nat"}, {"name": "eth0", "network": "blue"}],
+    }
+    if domain_type == "lxc":
+        spec["container"] = {"rootfs": "/srv/web"}
+        spec["networks"] = [{"name": "eth0", "network": "blue"}]
+    with pytest.raises(DomainError, match="networks 'eth0': interfaces on a Network are not"):
+        converter.render(vm(spec), host=HostEnvironment(domain_type=domain_type))

@@ -16,7 +16,7 @@ from typing import Final
 
 from kubevisor.api.virtualmachine import VirtualMachineSpec
 from kubevisor.core import hypervisors
-from kubevisor.core.domain import cpu, general, memory
+from kubevisor.core.domain import cpu, devices, general, memory
 from kubevisor.core.domain.document import Configurator, Document, DomainError
 from kubevisor.core.hypervisors import Feature
 
@@ -121,6 +121,7 @@ def root_filesystem(doc: Document) -> None:
 
 def interfaces(doc: Document) -> None:
     """One veth pair per network; the host end joins the libvirt network or bridge."""
+    devices.not_on_networks(doc)
     for network in doc.spec.networks:
         element = ET.SubElement(doc.devices(), "interface", type=network.type)
         attribute = "network" if network.type == "network" else "bridge"

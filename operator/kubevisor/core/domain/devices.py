@@ -48,7 +48,20 @@ def _device_name(prefix: str, used: dict[str, int]) -> str:
     return prefix + letters
 
 
+def not_on_networks(doc: Document) -> None:
+    """Interfaces on a Network (spec.networks[].network) need what the agent does not pass
+    to the renderer yet (the Network's bridge, the interface's MAC and tap name): refuse
+    them rather than attach them to QEMU's user-mode NAT or to no bridge at all."""
+    attached = [repr(network.name) for network in doc.spec.networks if network.network]
+    if attached:
+        raise DomainError(
+            f"networks {', '.join(attached)}: interfaces on a Network are not rendered into "
+            "the domain yet (issue 18)"
+        )
+
+
 def interfaces(doc: Document) -> None:
+    not_on_networks(doc)
     for network in doc.spec.networks:
         element = ET.SubElement(doc.devices(), "interface", type=network.type)
         if network.type == "network" and network.source:
