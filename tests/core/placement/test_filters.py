@@ -871,6 +871,42 @@ CASES = [
         "does not offer libvirt network mgmt to VMs",
         id="host-networks-one-of-two-not-offered",
     ),
+    # -- Networks: provider mappings and overlay tunnel endpoints --------------------------
+    pytest.param(
+        filters.physical_networks,
+        replace(H(), network_mappings=frozenset({"physnet1", "physnet2"})),
+        replace(make_request(), physical_networks=frozenset({"physnet1"})),
+        (),
+        None,
+        id="physical-network-mapped",
+    ),
+    pytest.param(
+        filters.physical_networks,
+        replace(H(), network_mappings=frozenset({"physnet1"})),
+        replace(make_request(), physical_networks=frozenset({"physnet1", "storage"})),
+        (),
+        "host h1 does not map physical network storage (spec.networkMappings)",
+        id="physical-network-not-mapped",
+    ),
+    pytest.param(
+        filters.tunnel_endpoint, H(), make_request(), (), None, id="no-overlay-no-tunnel-needed"
+    ),
+    pytest.param(
+        filters.tunnel_endpoint,
+        replace(H(), tunnel_endpoint="192.0.2.11"),
+        replace(make_request(), overlay=True),
+        (),
+        None,
+        id="overlay-on-a-tunnel-endpoint",
+    ),
+    pytest.param(
+        filters.tunnel_endpoint,
+        H(),
+        replace(make_request(), overlay=True),
+        (),
+        "has no tunnel endpoint for overlay networks",
+        id="overlay-without-a-tunnel-endpoint",
+    ),
 ]
 
 

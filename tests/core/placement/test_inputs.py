@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from kubevisor.api.hypervisorhost import HypervisorHost
+from kubevisor.api.network import NetworkSpec
 from kubevisor.api.virtualmachine import VirtualMachine, VirtualMachineStatus
 from kubevisor.core.hypervisors import Feature
 from kubevisor.core.placement import inputs, scheduler
@@ -411,3 +412,37 @@ def test_host_networks_come_from_the_hosts_spec_and_the_vms_sources() -> None:
     ]
     request = inputs.request(VirtualMachine.model_validate(vm))
     assert request.host_networks == (("bridge", "br0"), ("network", "default"))
+
+
+def test_networks_give_the_physical_networks_and_overlays_a_vm_needs() -> None:
+    raw = yaml.safe_load(yaml.safe_dump(TUNED_HOST))
+    raw["spec"] = {"networkMappings": [{"physicalNetwork": "physnet1", "interface": "eth1"}]}
+    raw["status"]["network"] = {"tunnelEndpoint": "192.0.2.11"}
+    snap = inputs.host_snapshot(HypervisorHost.model_validate(raw))
+    assert (snap.network_mappings, snap.tunnel_endpoint) == ({"physnet1"}, "192.0.2.11")
+    bare = inputs.host_snapshot(HypervisorHost.model_validate(TUNED_HOST))
+    assert (bare.network_mappings, bare.tunnel_endpoint) == (set(), None)
+
+    subnet = {"cidr": "10.0.0.0/24"}
+    networks = {
+        "team/vlan": NetworkSpec.model_validate(
+            {"type": "provider", "provider": {"physicalNetwork": "physnet1"}, "subnet": subnet}
+        ),
+        "team/blue": NetworkSpec.model_validate({"type": "overlay", "subnet": subnet}),
+        "other/flat": NetworkSpec.model_validate(
+            {"type": "provider", "provider": {"physicalNetwork": "other"}, "subnet": subnet}
+        ),
+    }
+    vm = yaml.safe_load(yaml.safe_dump(TUNED_VM))
+    vm["metadata"]["namespace"] = "team"
+    vm["spec"]["networks"] = [
+        {"name": "a", "network": "vlan"},
+        {"name": "b", "network": "flat"},  # another namespace's: not this VM's
+        {"name": "c", "network": "missing"},
+    ]
+    request = inputs.request(VirtualMachine.model_validate(vm), networks=networks)
+    assert (request.physical_networks, request.overlay) == ({"physnet1"}, False)
+    vm["spec"]["networks"].append({"name": "d", "network": "blue"})
+    request = inputs.request(VirtualMachine.model_validate(vm), networks=networks)
+    assert (request.physical_networks, request.overlay) == ({"physnet1"}, True)
+    assert inputs.request(VirtualMachine.model_validate(vm)).physical_networks == set()

@@ -72,6 +72,7 @@ class Reason(enum.StrEnum):
     OUTSIDE_POOLS = "AddressOutsidePools"
     NOT_ASSIGNABLE = "AddressNotAssignable"
     ADDRESS_HELD = "AddressAlreadyHeld"
+    NETWORK_NOT_FOUND = "NetworkNotFound"
     DUPLICATE_MAC = "DuplicateMacAddress"
     VNI_TAKEN = "VniTaken"
     VNIS_EXHAUSTED = "VnisExhausted"

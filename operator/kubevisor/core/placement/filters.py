@@ -92,6 +92,35 @@ def host_networks(host: HostSnapshot, request: Request, state: PlacementState) -
     return None
 
 
+def physical_networks(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """Is the host attached to the physical network of every provider Network the VM is on
+    (spec.networkMappings, Neutron's bridge_mappings)?"""
+    missing = sorted(request.physical_networks - host.network_mappings)
+    if not missing:
+        return None
+    return Rejection(
+        "physical_networks",
+        f"does not map physical network {missing[0]}",
+        f"host {host.name} does not map physical network {', '.join(missing)} "
+        "(spec.networkMappings)",
+    )
+
+
+def tunnel_endpoint(
+    host: HostSnapshot, request: Request, state: PlacementState
+) -> Rejection | None:
+    """Can the host carry overlay Networks: does its agent report a tunnel endpoint?"""
+    if not request.overlay or host.tunnel_endpoint:
+        return None
+    return Rejection(
+        "tunnel_endpoint",
+        "has no tunnel endpoint for overlay networks",
+        f"host {host.name} reports no status.network.tunnelEndpoint (agent flag --tunnel-ip)",
+    )
+
+
 def hypervisor_type(
     host: HostSnapshot, request: Request, state: PlacementState
 ) -> Rejection | None:
@@ -526,6 +555,8 @@ FILTERS: tuple[Filter, ...] = (
     cpu_sets,
     host_selector,
     host_networks,
+    physical_networks,
+    tunnel_endpoint,
     hypervisor_type,
     hypervisor_capabilities,
     capabilities,

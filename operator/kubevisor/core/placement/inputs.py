@@ -10,8 +10,9 @@ Server groups are namespaced: group "db" in namespace "prod" is `prod/db`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 from kubevisor.api import cpuset, objects, quantity
@@ -26,6 +27,7 @@ from kubevisor.api.hypervisorhost import (
     Reserved,
     Resources,
 )
+from kubevisor.api.network import NetworkSpec
 from kubevisor.api.virtualmachine import (
     CellPlacement,
     HugepageAllocation,
@@ -186,6 +188,8 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         shared_storage=spec.shared_storage.name if spec.shared_storage else None,
         cpu_set_errors=cpus.errors,
         host_networks=frozenset(spec.host_networks),
+        network_mappings=frozenset(m.physical_network for m in spec.network_mappings),
+        tunnel_endpoint=status.network.tunnel_endpoint if status.network else None,
     )
 
 
@@ -211,9 +215,31 @@ def _shared_storage(vm: VirtualMachine) -> str | None:
     return storage.shared_storage
 
 
-def request(vm: VirtualMachine) -> Request:
-    """What a VirtualMachine asks placement for."""
+NO_NETWORKS: Mapping[str, NetworkSpec] = MappingProxyType({})
+
+
+def _segments(
+    vm: VirtualMachine, networks: Mapping[str, NetworkSpec]
+) -> tuple[frozenset[str], bool]:
+    """The physical networks of the provider Networks the VM's interfaces name, and
+    whether one names an overlay. `networks` is keyed "namespace/name"; a Network missing
+    from it asks nothing here (address allocation refuses the VM for it)."""
+    namespace = objects.key(vm.metadata).split("/", 1)[0]
+    physical: set[str] = set()
+    overlay = False
+    for interface in vm.spec.networks:
+        found = networks.get(f"{namespace}/{interface.network}") if interface.network else None
+        if found is not None and found.provider is not None:
+            physical.add(found.provider.physical_network)
+        overlay = overlay or (found is not None and found.type == "overlay")
+    return frozenset(physical), overlay
+
+
+def request(vm: VirtualMachine, *, networks: Mapping[str, NetworkSpec] = NO_NETWORKS) -> Request:
+    """What a VirtualMachine asks placement for; `networks` ("namespace/name" -> spec) are
+    the Networks its interfaces may name."""
     spec = vm.spec
+    physical_networks, overlay = _segments(vm, networks)
     memory = quantity.to_mib(spec.memory.size)
     cells: tuple[GuestCell, ...] = ()
     if spec.numa is not None:
@@ -263,6 +289,8 @@ def request(vm: VirtualMachine) -> Request:
                 }
             )
         ),
+        physical_networks=physical_networks,
+        overlay=overlay,
     )
 
 

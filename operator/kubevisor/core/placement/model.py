@@ -184,6 +184,10 @@ class HostSnapshot:
     (`placement.cpusets`); a host with any takes no VM."""
     host_networks: frozenset[str] = frozenset()
     """Host bridges and libvirt networks the admin lets VMs name (spec.hostNetworks)."""
+    network_mappings: frozenset[str] = frozenset()
+    """Physical networks the host is attached to (spec.networkMappings)."""
+    tunnel_endpoint: str | None = None
+    """The host's underlay address for overlay Networks (status.network.tunnelEndpoint)."""
 
     @property
     def has_smt(self) -> bool:
@@ -251,6 +255,11 @@ class Request:
     host_networks: tuple[tuple[str, str], ...] = ()
     """(type, name) of each host bridge or libvirt network the VM names directly
     (spec.networks[].source): only hosts offering every one of them qualify."""
+    physical_networks: frozenset[str] = frozenset()
+    """Physical networks of the provider Networks its interfaces are on: only hosts
+    mapping every one of them qualify."""
+    overlay: bool = False
+    """An interface is on an overlay Network: only hosts with a tunnel endpoint qualify."""
 
     @property
     def dedicated(self) -> bool:
