@@ -22,7 +22,7 @@ from harness import REPO, controlplane_bin, require
 from kubevisor.agent import main as agent_main
 from kubevisor.agent import probe as agent_probe
 from kubevisor.cli import crds as crds_cli
-from kubevisor.core.domain import Ovmf
+from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import controlplane
 from kubevisor.testbed.controlplane import ControlPlane
 
