@@ -95,3 +95,84 @@ def test_plan(
     got = convergence.plan(run_strategy=strategy, paused=paused, deleting=deleting, domain=domain)
     assert got.actions == actions
     assert got.restart is restart
+
+
+def situation(**changes: object) -> convergence.Situation:
+    """A running VM that wants to run, bound here and staying: change what a case needs."""
+    base: dict[str, object] = {
+        "run_strategy": "Always",
+        "paused": False,
+        "deleting": False,
+        "evicting": False,
+        "migrating": False,
+        "domain": dom("running"),
+    }
+    return convergence.Situation(**{**base, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "actions"),
+    [
+        pytest.param(situation(), (), id="running-stays"),
+        pytest.param(situation(domain=None), (A.DEFINE_AND_START,), id="missing-domain-starts"),
+        pytest.param(
+            situation(evicting=True), (A.SHUTDOWN, A.REMOVE), id="evicted-is-shut-down-and-removed"
+        ),
+        pytest.param(
+            situation(evicting=True, domain=dom("shutoff", "shutdown")),
+            (A.REMOVE,),
+            id="evicted-and-stopped-is-removed",
+        ),
+        pytest.param(situation(migrating=True), (), id="migrating-is-left-to-libvirt"),
+        pytest.param(
+            situation(migrating=True, domain=None), (), id="migrating-domain-gone-not-restarted"
+        ),
+        pytest.param(
+            situation(migrating=True, domain=dom("paused", "migration")),
+            (),
+            id="migrating-pause-not-resumed",
+        ),
+        pytest.param(
+            situation(migrating=True, deleting=True),
+            (A.SHUTDOWN, A.REMOVE),
+            id="deleting-wins-over-migrating",
+        ),
+        pytest.param(
+            situation(migrating=True, evicting=True), (), id="migrating-wins-over-evicting"
+        ),
+    ],
+)
+def test_decide(given: convergence.Situation, actions: tuple[Action, ...]) -> None:
+    assert convergence.decide(given).actions == actions
+
+
+def test_decide_counts_a_restart_only_when_it_starts_again() -> None:
+    stopped = dom("shutoff", "shutdown")
+    assert convergence.decide(situation(domain=stopped)).restart is True
+    assert convergence.decide(situation(domain=stopped, migrating=True)).restart is False
+
+
+@pytest.mark.parametrize(
+    ("decided", "pulling", "actions"),
+    [
+        pytest.param(
+            convergence.Plan((A.DEFINE_AND_START,)), True, (), id="start-waits-for-images"
+        ),
+        pytest.param(
+            convergence.Plan((A.DEFINE_AND_START,)),
+            False,
+            (A.DEFINE_AND_START,),
+            id="start-with-images-here",
+        ),
+    ],
+)
+def test_waiting_for_images(
+    decided: convergence.Plan, pulling: bool, actions: tuple[Action, ...]
+) -> None:
+    assert convergence.needs_images(decided)
+    assert convergence.waiting_for_images(decided, pulling=pulling).actions == actions
+
+
+def test_only_a_start_needs_images() -> None:
+    assert not convergence.needs_images(convergence.Plan((A.SHUTDOWN, A.REMOVE)))
+    assert not convergence.needs_images(convergence.NOTHING)

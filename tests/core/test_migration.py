@@ -427,3 +427,87 @@ def test_judge_uses_the_guest_memory_above_two_gib() -> None:
     )
     assert late.action is Action.ABORT
     assert "completion timeout 600s: 150s/GiB x 4.00 GiB" in late.reason
+
+
+# --- the source agent's monitor: one step per sample --------------------------------------
+
+NO_POST_COPY = MigrationOptions.model_validate({"progressTimeout": 5})
+
+
+def monitor_step(
+    monitor: migration.Monitor,
+    sample: JobStats | None,
+    now: float,
+    options: MigrationOptions = NO_POST_COPY,
+    *,
+    cancel: bool = False,
+) -> migration.Step:
+    return migration.step(
+        monitor,
+        sample,
+        now=now,
+        options=options,
+        memory_bytes=GIB,
+        cancel_requested=cancel,
+    )
+
+
+def test_step_folds_samples_into_the_monitor() -> None:
+    first = monitor_step(migration.Monitor(started_at=0.0), stats(10 * MIB, 90 * MIB), 1.0)
+    assert first.action is Action.CONTINUE
+    assert first.monitor.watermark == Watermark(10 * MIB, 90 * MIB, 1.0)
+    assert first.monitor.moved == 10 * MIB
+    later = monitor_step(first.monitor, stats(30 * MIB, 70 * MIB), 2.0)
+    assert (later.monitor.moved, later.monitor.watermark) == (
+        30 * MIB,
+        Watermark(30 * MIB, 70 * MIB, 2.0),
+    )
+    unchanged = monitor_step(later.monitor, None, 3.0)
+    assert unchanged.monitor == later.monitor, "no sample: nothing to fold"
+
+
+def test_step_aborts_a_stalled_transfer_once() -> None:
+    stalled = monitor_step(migration.Monitor(started_at=0.0), stats(10 * MIB, 90 * MIB), 1.0)
+    still = monitor_step(stalled.monitor, stats(10 * MIB, 90 * MIB), 5.0)
+    assert still.action is Action.CONTINUE, "4s without progress: inside the 5s timeout"
+    aborted = monitor_step(still.monitor, stats(10 * MIB, 90 * MIB), 7.0)
+    assert aborted.action is Action.ABORT
+    assert (
+        aborted.reason
+        == "no progress for 6s (progress timeout 5s); aborted (post-copy not allowed)"
+    )
+    assert aborted.monitor.aborted == aborted.reason
+    again = monitor_step(aborted.monitor, stats(10 * MIB, 90 * MIB), 8.0)
+    assert again.action is Action.CONTINUE, "asked once: the job ends aborted"
+    assert again.monitor.aborted == aborted.reason
+
+
+def test_step_switches_to_post_copy_until_it_took() -> None:
+    options = MigrationOptions.model_validate({"progressTimeout": 5, "postCopy": True})
+    first = monitor_step(migration.Monitor(started_at=0.0), stats(10 * MIB, 90 * MIB), 1.0, options)
+    switch = monitor_step(first.monitor, stats(10 * MIB, 90 * MIB), 7.0, options)
+    assert switch.action is Action.SWITCH_TO_POST_COPY
+    assert switch.reason == "no progress for 6s (progress timeout 5s); switching to post-copy"
+    retried = monitor_step(switch.monitor, stats(10 * MIB, 90 * MIB), 8.0, options)
+    assert retried.action is Action.SWITCH_TO_POST_COPY, "the switch failed: asked again"
+    switched = migration.switched(retried.monitor)
+    done = monitor_step(switched, stats(10 * MIB, 90 * MIB), 9.0, options, cancel=True)
+    assert done.action is Action.CONTINUE, "in post-copy nothing is aborted, not even a cancel"
+
+
+def test_step_takes_post_copy_from_the_sample() -> None:
+    sample = JobStats(
+        data_total=100 * MIB,
+        data_processed=50 * MIB,
+        data_remaining=50 * MIB,
+        memory_iteration=1,
+        bandwidth_bps=MIB,
+        time_elapsed_ms=1000,
+        post_copy=True,
+    )
+    assert monitor_step(migration.Monitor(started_at=0.0), sample, 1.0).monitor.post_copy
+
+
+def test_step_aborts_on_cancel() -> None:
+    cancelled = monitor_step(migration.Monitor(started_at=0.0), None, 0.5, cancel=True)
+    assert (cancelled.action, cancelled.reason) == (Action.ABORT, "cancelled (spec.cancel)")

@@ -120,3 +120,47 @@ def plan(
     if not paused and domain.state is DomainState.PAUSED:
         return Plan(actions=(Action.RESUME,))
     return NOTHING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Situation:
+    """What one agent reconcile knows of a VM bound to its host (see `decide`)."""
+
+    run_strategy: RunStrategy
+    paused: bool
+    deleting: bool
+    """metadata.deletionTimestamp is set."""
+    evicting: bool
+    """status.eviction names this host: the controller moves the VM away."""
+    migrating: bool
+    """This host's agent is live-migrating the VM to another host now."""
+    domain: DomainObservation | None
+
+
+def decide(situation: Situation) -> Plan:
+    """The actions one agent reconcile takes: `plan`, with evictions and migrations.
+
+    An evicted VM is shut down gracefully and removed, as for a deletion; the controller
+    then places it again elsewhere. While the VM migrates away libvirt pauses and finally
+    removes the domain as it moves: none of that is something to correct. Deleting the VM
+    still wins (the agent's migration aborts the transfer).
+    """
+    if situation.migrating and not situation.deleting:
+        return NOTHING
+    return plan(
+        run_strategy=situation.run_strategy,
+        paused=situation.paused,
+        deleting=situation.deleting or situation.evicting,
+        domain=situation.domain,
+    )
+
+
+def needs_images(chosen: Plan) -> bool:
+    """Whether the plan defines the domain, so the disks' source images must be here."""
+    return Action.DEFINE_AND_START in chosen.actions
+
+
+def waiting_for_images(chosen: Plan, *, pulling: bool) -> Plan:
+    """Nothing yet while images download: the overlays need them, and a finished download
+    brings the VM back."""
+    return NOTHING if pulling else chosen

@@ -8,8 +8,9 @@ one caller uses one clock), no libvirt, no event loop. Three callers:
   Pending job start asks `admit` (or `admit_in_order` for a whole queue at once, which is
   what keeps two jobs admitted in one pass from both taking the last slot);
 - the source host's agent, while `Hypervisor.migrate` runs, samples
-  `Hypervisor.job_stats` every few seconds, folds each sample into a `Watermark` with
-  `track`, and asks `judge` what to do: carry on, switch to post-copy, or abort;
+  `Hypervisor.job_stats` every few seconds and asks `step` what to do: carry on, switch
+  to post-copy, or abort (`step` keeps a `Monitor`, folding each sample into a `Watermark`
+  with `track`, and asks `judge`);
 - the agent turns each sample into the MigrationJob's `status.progress` with `progress`.
 
 Timeouts follow KubeVirt's defaults (the same field names as its MigrationPolicy):
@@ -336,6 +337,71 @@ def judge(
     if options.post_copy:
         return Verdict(Action.SWITCH_TO_POST_COPY, f"{expired}; switching to post-copy")
     return Verdict(Action.ABORT, f"{expired}; aborted (post-copy not allowed)")
+
+
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """A running transfer as the source agent's monitor loop knows it between samples."""
+
+    started_at: float
+    watermark: Watermark | None = None
+    moved: int = 0
+    """Bytes processed by the latest sample (what the transfer moved, once it ends)."""
+    post_copy: bool = False
+    """The job is in post-copy: a sample said so, or the agent switched it."""
+    aborted: str | None = None
+    """Why the agent aborted the job, once it has asked libvirt to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What `step` decided: the monitor after the sample, and what to do now."""
+
+    monitor: Monitor
+    action: Action = Action.CONTINUE
+    reason: str = ""
+
+
+def step(
+    monitor: Monitor,
+    stats: JobStats | None,
+    *,
+    now: float,
+    options: MigrationOptions,
+    memory_bytes: int,
+    cancel_requested: bool,
+) -> Step:
+    """Fold one sample (None: libvirt said nothing) into the monitor and decide: carry on,
+    switch to post-copy, or abort. An abort is asked for once; a switch until it took
+    (the agent then calls `switched`)."""
+    if stats is not None:
+        monitor = dataclasses.replace(
+            monitor,
+            moved=max(monitor.moved, stats.data_processed),
+            watermark=track(monitor.watermark, stats, now=now),
+            post_copy=monitor.post_copy or stats.post_copy,
+        )
+    verdict = judge(
+        monitor.watermark,
+        started_at=monitor.started_at,
+        now=now,
+        options=options,
+        memory_bytes=memory_bytes,
+        post_copy_active=monitor.post_copy,
+        cancel_requested=cancel_requested,
+    )
+    if verdict.action is Action.ABORT and monitor.aborted is None:
+        return Step(
+            dataclasses.replace(monitor, aborted=verdict.reason), Action.ABORT, verdict.reason
+        )
+    if verdict.action is Action.SWITCH_TO_POST_COPY:
+        return Step(monitor, Action.SWITCH_TO_POST_COPY, verdict.reason)
+    return Step(monitor)
+
+
+def switched(monitor: Monitor) -> Monitor:
+    """The monitor once libvirt accepted the switch to post-copy."""
+    return dataclasses.replace(monitor, post_copy=True)
 
 
 def writable_disks(xml: str) -> dict[str, str]:
