@@ -1,4 +1,5 @@
-"""The agent's VM loops against fakes: `FakeHypervisor` and an in-memory API server.
+"""The agent's VM loops against fakes: `FakeHypervisor` and an in-memory API server
+(`fakeapi.FakeApiServer`).
 
 Only the loops that matter here run (the VM watch, libvirt's events, two workers, the
 image cache's keeper); the work queue's time is the `clock` fixture, and `settle` runs
@@ -11,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
-import itertools
 import os
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,101 +25,16 @@ from typing import Any, cast
 import pytest
 
 from agent.conftest import LOOPBACK, ImageServer
-from kubevisor.agent.agent import HOST_LABEL, Agent, Settings
+from agent.fakeapi import HOST, FakeApiServer
+from kubevisor.agent.agent import Agent, Settings
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.core.destinations import Policy
 from kubevisor.core.domain.host import BootFiles
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.drivers.fake import FakeHypervisor
-from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.client import Kube
 
-HOST = "fake-host"
-NAMESPACE = "ns"
 QEMU_FAILS = RetryableError("starting the domain: QEMU exited during startup", delay=5.0)
-
-
-class FakeApiServer:
-    """The VirtualMachine calls of `Kube` the agent's VM loops make, in memory.
-
-    Like the real one it sends every change to the watch, the agent's own status writes
-    included (they do not bump metadata.generation; spec changes do).
-    """
-
-    def __init__(self) -> None:
-        self.vms: dict[str, Object] = {}
-        self.host: Object | None = None
-        self.status_writes = 0
-        self._versions = itertools.count(1)
-        self._watch: asyncio.Queue[tuple[str, Object]] = asyncio.Queue()
-
-    def create(self, name: str, spec: dict[str, Any]) -> tuple[str, str]:
-        """A VM already bound to HOST, as the controller leaves it; returns (key, uid)."""
-        uid = str(uuid.uuid4())
-        self.vms[f"{NAMESPACE}/{name}"] = {
-            "apiVersion": "kubevisor.io/v1alpha1",
-            "kind": "VirtualMachine",
-            "metadata": {
-                "name": name,
-                "namespace": NAMESPACE,
-                "uid": uid,
-                "generation": 1,
-                "resourceVersion": str(next(self._versions)),
-                "labels": {HOST_LABEL: HOST},
-            },
-            "spec": spec,
-            "status": {"host": HOST, "phase": "Scheduled"},
-        }
-        return f"{NAMESPACE}/{name}", uid
-
-    def change_spec(self, key: str, spec: dict[str, Any]) -> None:
-        obj = self.vms[key]
-        obj["spec"] = spec
-        obj["metadata"]["generation"] += 1
-        self._send("MODIFIED", obj)
-
-    def delete(self, key: str) -> None:
-        self._send("DELETED", self.vms.pop(key))
-
-    def _send(self, kind: str, obj: Object) -> None:
-        obj["metadata"]["resourceVersion"] = str(next(self._versions))
-        self._watch.put_nowait((kind, copy.deepcopy(obj)))
-
-    # -- what Agent calls ------------------------------------------------------------------
-
-    async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
-        return [copy.deepcopy(obj) for obj in self.vms.values()], str(next(self._versions))
-
-    async def watch_vms(
-        self, *, label_selector: str, resource_version: str, timeout: int = 300
-    ) -> AsyncIterator[tuple[str, Object]]:
-        while True:
-            yield await self._watch.get()
-
-    async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
-        obj = self.vms[f"{namespace}/{name}"]
-        obj["status"] = {**obj.get("status", {}), **copy.deepcopy(status)}
-        self.status_writes += 1
-        self._send("MODIFIED", obj)
-        return copy.deepcopy(obj)
-
-    async def get_vm(self, namespace: str, name: str) -> Object | None:
-        obj = self.vms.get(f"{namespace}/{name}")
-        return copy.deepcopy(obj) if obj is not None else None
-
-    async def event(self, **_: Any) -> None:
-        pass
-
-    async def get_host(self, name: str) -> Object | None:
-        return copy.deepcopy(self.host)
-
-    async def create_host(self, name: str, labels: dict[str, str]) -> Object:
-        self.host = {"metadata": {"name": name, "labels": labels}}
-        return copy.deepcopy(self.host)
-
-    async def apply_host_status(self, name: str, status: Object) -> Object:
-        assert self.host is not None
-        self.host["status"] = copy.deepcopy(status)
-        return copy.deepcopy(self.host)
 
 
 @dataclass
@@ -200,8 +113,8 @@ async def running(
             **settings_,
         }
     )
-    agent = Agent(settings=settings, kube=cast(Kube, api), hypervisor=hv)
-    agent.queue = WorkQueue(call_later=clock.call_later)
+    queue = WorkQueue(call_later=clock.call_later)
+    agent = Agent(settings=settings, kube=cast(Kube, api), hypervisor=hv, queue=queue)
     await hv.connect()
     events = hv.events()
     resource_version = await agent._list()
@@ -594,7 +507,7 @@ def test_on_shared_storage_the_image_is_pulled_once_into_the_shared_cache(
         }
         key, _ = api.create("shared", sourced(image_server.url("/root.raw"), digest))
         async with running(tmp_path, api, hv, clock) as agent:
-            await agent.agent.register_host()
+            await agent.agent.registration.register()
             await agent.poll(lambda: agent.status(key)["phase"] == "Running", what="Running")
             assert agent.status(key)["storage"]["location"] == "Shared"
 
@@ -664,7 +577,7 @@ def test_the_host_says_why_it_runs_tcg(tmp_path: Path, clock: Any) -> None:
     async def main() -> None:
         api, hv = FakeApiServer(), FakeHypervisor()
         async with running(tmp_path, api, hv, clock, domain_type_message=why) as agent:
-            await agent.agent.register_host()
+            await agent.agent.registration.register()
         assert api.host is not None
         assert api.host["status"]["hypervisor"]["message"] == why
 

@@ -12,9 +12,12 @@ hand-off, each writing its own part under its own field manager.
   `status.targetAgent`. Until the job ends the incoming domain is not fenced.
 - Source, when the job is Running: starts a live peer-to-peer migration with the job's
   options, samples libvirt's job statistics about once a second into `status.progress`,
-  and lets `core.migration.judge` decide on timeouts (post-copy or abort) and cancels; the
+  and lets `core.migration.step` decide on timeouts (post-copy or abort) and cancels; the
   outcome goes to `status.transfer`. A VM that left is remembered, so its vanished domain is
   not mistaken for a guest that needs starting before the controller moves its label.
+
+The migrator reaches the rest of the agent only through `AgentPort`; the agent asks it
+about migrating VMs only through the methods under "what the agent asks".
 """
 
 from __future__ import annotations
@@ -24,23 +27,22 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from kubevisor import metrics
 from kubevisor.api import quantity
+from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.migrationjob import MigrationJob
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import migration
 from kubevisor.core.domain import converter, document
-from kubevisor.core.migration import Action, Watermark
-from kubevisor.drivers.base import HypervisorError, MigrationAborted, MigrationRequest
-from kubevisor.kube.client import Gone, Object, is_transient, retrying
-
-if TYPE_CHECKING:
-    from kubevisor.agent.agent import Agent
+from kubevisor.core.domain.host import HostEnvironment
+from kubevisor.core.migration import Action
+from kubevisor.drivers.base import Hypervisor, HypervisorError, MigrationAborted, MigrationRequest
+from kubevisor.kube.client import Gone, Kube, Object, is_transient, retrying
 
 log = logging.getLogger("kubevisor.agent.migration")
 
@@ -57,22 +59,67 @@ def job_key(obj: Object) -> str:
     return f"{meta['namespace']}/{meta['name']}"
 
 
+class AgentPort(Protocol):
+    """What the migrator asks of the agent it runs in."""
+
+    def bound_vm(self, key: str) -> Object | None:
+        """The VM of this key bound to this host, as the agent's watch last delivered it."""
+        ...
+
+    def owns(self, uid: str) -> bool:
+        """A VM of this uid is bound here, or its domain is still the agent's to remove."""
+        ...
+
+    def requeue(self, key: str) -> None:
+        """Reconcile the VM of this key again (its migration started or ended)."""
+        ...
+
+    def shared_storage(self) -> SharedStorage | None:
+        """The host's shared storage, as last read."""
+        ...
+
+    async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
+        """This host as the domain XML needs it, with the VM's files created here (in the
+        host's shared storage as it is now)."""
+        ...
+
+    async def remove_stray(self, uid: str) -> None:
+        """Destroy and remove a domain and its files that nothing binds here."""
+        ...
+
+
 class Migrator:
-    def __init__(self, agent: Agent, *, libvirt_uri: str, migrate_uri: str | None) -> None:
-        self.agent = agent
+    def __init__(
+        self,
+        agent: AgentPort,
+        *,
+        kube: Kube,
+        hypervisor: Hypervisor,
+        host: str,
+        libvirt_uri: str,
+        migrate_uri: str | None,
+        clock: Callable[[], float] = time.monotonic,
+        sampling: tuple[float, float] = (FIRST_SAMPLE, PROGRESS_INTERVAL),
+    ) -> None:
+        self._agent = agent
+        self._kube = kube
+        self._hv = hypervisor
+        self.host = host
         self.libvirt_uri = libvirt_uri
         self.migrate_uri = migrate_uri
-        self.host = agent.settings.host
-        self.jobs: dict[str, Object] = {}
-        self.transfers: dict[str, asyncio.Task[None]] = {}
-        self.finished: set[str] = set()
+        self._clock = clock
+        self._sampling = sampling
+        """Seconds to the first sample of a transfer, and between the later ones."""
+        self._jobs: dict[str, Object] = {}
+        self._transfers: dict[str, asyncio.Task[None]] = {}
+        self._finished: set[str] = set()
         """Jobs whose transfer this agent ran to its end (until the job is deleted)."""
-        self.cancels: dict[str, asyncio.Event] = {}
-        self.migrating: dict[str, str] = {}
+        self._cancels: dict[str, asyncio.Event] = {}
+        self._migrating: dict[str, str] = {}
         """VM key -> target host, while this (source) agent transfers it."""
-        self.departed: set[str] = set()
+        self._departed: set[str] = set()
         """uids of VMs this agent migrated away whose label has not moved yet."""
-        self.incoming: dict[str, str] = {}
+        self._incoming: dict[str, str] = {}
         """uid -> job key of VMs migrating here: their domains are not strays."""
         self._resource_versions: dict[str, str] = {}
 
@@ -89,11 +136,11 @@ class Migrator:
             )
             self._resource_versions[selector] = version
             for obj in items:
-                self.jobs[job_key(obj)] = obj
+                self._jobs[job_key(obj)] = obj
                 self._note_incoming(obj)
 
     async def _list(self, selector: str) -> tuple[list[Object], str]:
-        return await self.agent.kube.list_jobs(label_selector=selector)
+        return await self._kube.list_jobs(label_selector=selector)
 
     def tasks(self) -> list[Coroutine[Any, Any, None]]:
         return [self._watch(selector) for selector in self.selectors()]
@@ -101,14 +148,14 @@ class Migrator:
     async def start(self) -> None:
         """Act on the listed jobs (after the agent is ready); a transfer this host's agent
         started before it restarted is reported ended, only here."""
-        for key in list(self.jobs):
+        for key in list(self._jobs):
             await self._handle(key, listed=True)
 
     async def _watch(self, selector: str) -> None:
         version = self._resource_versions[selector]
         while True:
             try:
-                async for kind, obj in self.agent.kube.watch_jobs(
+                async for kind, obj in self._kube.watch_jobs(
                     label_selector=selector, resource_version=version
                 ):
                     version = obj["metadata"]["resourceVersion"]
@@ -130,13 +177,13 @@ class Migrator:
     async def on_job(self, kind: str, obj: Object) -> None:
         key = job_key(obj)
         if kind == "DELETED":
-            self.jobs.pop(key, None)
-            self.finished.discard(key)
-            if key in self.cancels:
-                self.cancels[key].set()
+            self._jobs.pop(key, None)
+            self._finished.discard(key)
+            if key in self._cancels:
+                self._cancels[key].set()
             await self._target_ended(obj)
             return
-        self.jobs[key] = obj
+        self._jobs[key] = obj
         self._note_incoming(obj)
         try:
             await self._handle(key)
@@ -147,38 +194,47 @@ class Migrator:
         labels = obj["metadata"].get("labels") or {}
         uid = ((obj.get("status") or {}).get("targetAgent") or {}).get("vmUID")
         if labels.get(TARGET_LABEL) == self.host and uid:
-            self.incoming[uid] = job_key(obj)
+            self._incoming[uid] = job_key(obj)
 
     async def _handle(self, key: str, *, listed: bool = False) -> None:
-        obj = self.jobs[key]
+        obj = self._jobs[key]
         try:
             job = MigrationJob.model_validate(obj)
         except ValidationError as invalid:
             log.error("%s cannot be read: %s", key, invalid)
             return
         labels = obj["metadata"].get("labels") or {}
+        if labels.get(TARGET_LABEL) == self.host:
+            await self._as_target(key, obj, job)
+        if labels.get(SOURCE_LABEL) == self.host:
+            await self._as_source(key, obj, job, listed=listed)
+
+    async def _as_target(self, key: str, obj: Object, job: MigrationJob) -> None:
         status = job.status
         phase = status.phase if status is not None else None
-        if labels.get(TARGET_LABEL) == self.host:
-            if migration.is_terminal(phase):
-                await self._target_ended(obj)
-            elif phase == "Preparing" and (status is None or status.target_agent is None):
-                await self._prepare(key, obj, job)
-        if labels.get(SOURCE_LABEL) == self.host:
-            stopping = job.spec.cancel or bool(obj["metadata"].get("deletionTimestamp"))
-            if stopping and key in self.cancels:
-                self.cancels[key].set()
-            transfer = status.transfer if status is not None else None
-            # A watch event may be older than this agent's own writes: a job whose transfer
-            # it already ran is never started (or judged orphaned) again.
-            if phase == "Running" and key not in self.transfers and key not in self.finished:
-                if transfer is None:
-                    self.cancels[key] = asyncio.Event()
-                    if stopping:
-                        self.cancels[key].set()
-                    self.transfers[key] = asyncio.create_task(self._transfer(key, job))
-                elif transfer.state == "Running" and listed:
-                    await self._orphaned(key, job)
+        if migration.is_terminal(phase):
+            await self._target_ended(obj)
+        elif phase == "Preparing" and (status is None or status.target_agent is None):
+            await self._prepare(key, obj, job)
+
+    async def _as_source(self, key: str, obj: Object, job: MigrationJob, *, listed: bool) -> None:
+        status = job.status
+        phase = status.phase if status is not None else None
+        stopping = job.spec.cancel or bool(obj["metadata"].get("deletionTimestamp"))
+        if stopping and key in self._cancels:
+            self._cancels[key].set()
+        transfer = status.transfer if status is not None else None
+        # A watch event may be older than this agent's own writes: a job whose transfer
+        # it already ran is never started (or judged orphaned) again.
+        if phase != "Running" or key in self._transfers or key in self._finished:
+            return
+        if transfer is None:
+            self._cancels[key] = asyncio.Event()
+            if stopping:
+                self._cancels[key].set()
+            self._transfers[key] = asyncio.create_task(self._transfer(key, job))
+        elif transfer.state == "Running" and listed:
+            await self._orphaned(key, job)
 
     # -- target ---------------------------------------------------------------------------
 
@@ -186,11 +242,11 @@ class Migrator:
         namespace = obj["metadata"]["namespace"]
         written: dict[str, Any]
         try:
-            vm_obj = await self.agent.kube.get_vm(namespace, job.spec.vm)
+            vm_obj = await self._kube.get_vm(namespace, job.spec.vm)
             if vm_obj is None:
                 raise LookupError(f"VirtualMachine {job.spec.vm} is gone")
             uid = vm_obj["metadata"]["uid"]
-            self.incoming[uid] = key
+            self._incoming[uid] = key
             assert job.status is not None
             vm_obj = {
                 **vm_obj,
@@ -203,8 +259,7 @@ class Migrator:
                 },
             }
             vm = VirtualMachine.model_validate(vm_obj)
-            await self.agent.refresh_shared()
-            xml = converter.render(vm, host=await self.agent.environment(vm, uid))
+            xml = converter.render(vm, host=await self._agent.environment(vm, uid))
             written = {
                 "ready": True,
                 "libvirtURI": self.libvirt_uri,
@@ -222,7 +277,7 @@ class Migrator:
         ) as error:
             log.warning("%s: cannot prepare the target: %s", key, error)
             written = {"ready": False, "message": str(error)}
-        await self.agent.kube.apply_job_status(
+        await self._kube.apply_job_status(
             namespace, obj["metadata"]["name"], {"targetAgent": written}, manager=TARGET_MANAGER
         )
 
@@ -231,15 +286,15 @@ class Migrator:
         key = job_key(obj)
         status = obj.get("status") or {}
         uid = (status.get("targetAgent") or {}).get("vmUID")
-        if not uid or self.incoming.get(uid) != key:
+        if not uid or self._incoming.get(uid) != key:
             return
         if status.get("phase") == "Succeeded":
             # The VM is bound here: it stays incoming (not fenced, files kept) until the VM
-            # watch, which may lag this one, brings it in (Agent._remember).
+            # watch, which may lag this one, brings it in (`bound_here`).
             return
-        del self.incoming[uid]
-        if uid not in self.agent.keys_by_uid:
-            await self.agent.remove_stray(uid)
+        del self._incoming[uid]
+        if not self._agent.owns(uid):
+            await self._agent.remove_stray(uid)
 
     # -- source ---------------------------------------------------------------------------
 
@@ -248,8 +303,8 @@ class Migrator:
         vm_key = f"{namespace}/{job.spec.vm}"
         status = job.status
         assert status is not None and status.target is not None
-        vm_obj = self.agent.vms.get(vm_key)
-        report = Report(self.agent, namespace, name)
+        vm_obj = self._agent.bound_vm(vm_key)
+        report = Report(self._kube, namespace, name)
         try:
             if vm_obj is None:
                 raise HypervisorError(f"VirtualMachine {job.spec.vm} is not bound to {self.host}")
@@ -258,8 +313,8 @@ class Migrator:
                 raise HypervisorError("the target has not published where to migrate to")
             uid = vm_obj["metadata"]["uid"]
             vm = VirtualMachine.model_validate(vm_obj)
-            self.migrating[vm_key] = status.target
-            self.agent.queue.add(vm_key)
+            self._migrating[vm_key] = status.target
+            self._agent.requeue(vm_key)
             await report.transfer("Running")
             outcome = await self._run(
                 uid,
@@ -271,15 +326,15 @@ class Migrator:
                 report=report,
             )
         except MigrationAborted as aborted:
-            outcome = ("Cancelled" if self.cancels[key].is_set() else "Failed", str(aborted))
+            outcome = ("Cancelled" if self._cancels[key].is_set() else "Failed", str(aborted))
         except (HypervisorError, ValidationError) as error:
             outcome = ("Failed", str(error))
         finally:
-            self.finished.add(key)
-            self.migrating.pop(vm_key, None)
-            self.transfers.pop(key, None)
-            self.cancels.pop(key, None)
-            self.agent.queue.add(vm_key)
+            self._finished.add(key)
+            self._migrating.pop(vm_key, None)
+            self._transfers.pop(key, None)
+            self._cancels.pop(key, None)
+            self._agent.requeue(vm_key)
         log.info("%s: transfer %s: %s", key, *outcome)
         await retrying("reporting the transfer", lambda: report.transfer(*outcome))
 
@@ -295,18 +350,15 @@ class Migrator:
         report: Report,
     ) -> tuple[str, str]:
         key = f"{job.metadata['namespace']}/{job.metadata['name']}"
-        hv = self.agent.hv
         options = job.spec.options
-        cancel = self.cancels[key]
-        memory = quantity.to_bytes(vm.spec.memory.size)
-        shared = self.agent.shared.path if self.agent.shared is not None else None
-        source_xml = await hv.domain_xml(uid)
-        disks = migration.disks_to_copy(source_xml, xml, shared)
+        shared = self._agent.shared_storage()
+        source_xml = await self._hv.domain_xml(uid)
+        disks = migration.disks_to_copy(source_xml, xml, shared.path if shared else None)
         kept = sorted(set(migration.writable_disks(source_xml)) - set(disks))
         log.info("%s: copying disks %s, sharing %s", key, disks or "none", kept or "none")
-        started = time.monotonic()
+        monitor = migration.Monitor(started_at=self._clock())
         move = asyncio.create_task(
-            hv.migrate(
+            self._hv.migrate(
                 uid,
                 MigrationRequest(
                     dest_uri=dest_uri,
@@ -321,71 +373,92 @@ class Migrator:
                 ),
             )
         )
-        watermark: Watermark | None = None
-        moved = 0  # bytes processed in the latest sample, counted once the job ends
-        post_copy = False
-        aborted: str | None = None
+        try:
+            monitor = await self._monitor(key, uid, job, vm, move, monitor, report)
+            try:
+                await move
+            except MigrationAborted as error:
+                raise MigrationAborted(monitor.aborted or str(error)) from error
+        finally:
+            if not move.done():
+                move.cancel()
+            metrics.MIGRATION_BYTES.inc(monitor.moved)
+        self._departed.add(uid)
+        elapsed = self._clock() - monitor.started_at
+        suffix = " (post-copy)" if monitor.post_copy else ""
+        return "Succeeded", f"migrated in {elapsed:.1f}s{suffix}"
+
+    async def _monitor(
+        self,
+        key: str,
+        uid: str,
+        job: MigrationJob,
+        vm: VirtualMachine,
+        move: asyncio.Task[None],
+        monitor: migration.Monitor,
+        report: Report,
+    ) -> migration.Monitor:
+        """Sample the job until `move` ends: report its progress, and abort it or switch it
+        to post-copy as `core.migration.step` decides. Returns the monitor as it ended."""
+        cancel = self._cancels[key]
+        memory = quantity.to_bytes(vm.spec.memory.size)
         waker = asyncio.create_task(cancel.wait())
         try:
             while not move.done():
                 # Sampled early at first: a small guest moves in about a second.
-                interval = PROGRESS_INTERVAL if watermark and watermark.processed else FIRST_SAMPLE
-                await asyncio.wait({move, waker}, timeout=interval, return_when="FIRST_COMPLETED")
+                first, later = self._sampling
+                sampled = monitor.watermark is not None and monitor.watermark.processed
+                await asyncio.wait(
+                    {move, waker},
+                    timeout=later if sampled else first,
+                    return_when="FIRST_COMPLETED",
+                )
                 if move.done():
                     break
                 stats = None
                 with contextlib.suppress(HypervisorError):
-                    stats = await hv.job_stats(uid)
-                now = time.monotonic()
-                if stats is not None:
-                    moved = max(moved, stats.data_processed)
-                    watermark = migration.track(watermark, stats, now=now)
-                    post_copy = post_copy or stats.post_copy
-                    await report.progress(migration.progress(stats).to_wire(), post_copy)
-                verdict = migration.judge(
-                    watermark,
-                    started_at=started,
-                    now=now,
-                    options=options,
+                    stats = await self._hv.job_stats(uid)
+                decided = migration.step(
+                    monitor,
+                    stats,
+                    now=self._clock(),
+                    options=job.spec.options,
                     memory_bytes=memory,
-                    post_copy_active=post_copy,
                     cancel_requested=cancel.is_set(),
                 )
-                if verdict.action is Action.ABORT and aborted is None:
-                    aborted = verdict.reason
-                    log.info("%s: aborting: %s", key, aborted)
-                    with contextlib.suppress(HypervisorError):
-                        await hv.abort_job(uid)
-                elif verdict.action is Action.SWITCH_TO_POST_COPY and not post_copy:
-                    log.info("%s: %s", key, verdict.reason)
-                    with contextlib.suppress(HypervisorError):
-                        await hv.start_post_copy(uid)
-                        post_copy = True
-            try:
-                await move
-            except MigrationAborted as error:
-                raise MigrationAborted(aborted or str(error)) from error
+                monitor = decided.monitor
+                if stats is not None:
+                    await report.progress(migration.progress(stats).to_wire(), monitor.post_copy)
+                monitor = await self._act(key, uid, decided)
         finally:
             waker.cancel()
-            if not move.done():
-                move.cancel()
-            metrics.MIGRATION_BYTES.inc(moved)
-        self.departed.add(uid)
-        elapsed = time.monotonic() - started
-        return "Succeeded", f"migrated in {elapsed:.1f}s" + (" (post-copy)" if post_copy else "")
+        return monitor
+
+    async def _act(self, key: str, uid: str, decided: migration.Step) -> migration.Monitor:
+        """Abort the job or switch it to post-copy, as decided; the monitor after that."""
+        if decided.action is Action.ABORT:
+            log.info("%s: aborting: %s", key, decided.reason)
+            with contextlib.suppress(HypervisorError):
+                await self._hv.abort_job(uid)
+        elif decided.action is Action.SWITCH_TO_POST_COPY:
+            log.info("%s: %s", key, decided.reason)
+            with contextlib.suppress(HypervisorError):
+                await self._hv.start_post_copy(uid)
+                return migration.switched(decided.monitor)
+        return decided.monitor
 
     async def _orphaned(self, key: str, job: MigrationJob) -> None:
         """A transfer this agent started before it restarted: libvirt's job went with the
         API call that drove it, so say how it ended as far as this host can tell."""
         namespace, name = key.split("/", 1)
-        vm_obj = self.agent.vms.get(f"{namespace}/{job.spec.vm}")
-        report = Report(self.agent, namespace, name)
+        vm_obj = self._agent.bound_vm(f"{namespace}/{job.spec.vm}")
+        report = Report(self._kube, namespace, name)
         if vm_obj is None:
             await report.transfer("Failed", "the source agent restarted during the transfer")
             return
         uid = vm_obj["metadata"]["uid"]
         with contextlib.suppress(HypervisorError):
-            await self.agent.hv.abort_job(uid)
+            await self._hv.abort_job(uid)
         await report.transfer(
             "Failed", "the source agent restarted during the transfer; the VM stays here"
         )
@@ -393,17 +466,37 @@ class Migrator:
     # -- what the agent asks --------------------------------------------------------------
 
     def migrating_to(self, vm_key: str) -> str | None:
-        return self.migrating.get(vm_key)
+        """The target host while this (source) agent transfers the VM, else None."""
+        return self._migrating.get(vm_key)
 
     def is_incoming(self, uid: str) -> bool:
-        return uid in self.incoming
+        """The VM migrates here: its domain is no stray."""
+        return uid in self._incoming
+
+    def incoming_uids(self) -> frozenset[str]:
+        return frozenset(self._incoming)
+
+    def bound_here(self, uid: str) -> None:
+        """The agent's VM watch brought the VM: from here on that watch keeps it."""
+        self._incoming.pop(uid, None)
+
+    def is_departed(self, uid: str) -> bool:
+        """This agent migrated the VM away, and its label has not moved yet."""
+        return uid in self._departed
+
+    def forget_departed(self, uid: str) -> bool:
+        """Whether the VM had departed; it is forgotten now (the VM left this host)."""
+        if uid not in self._departed:
+            return False
+        self._departed.discard(uid)
+        return True
 
 
 class Report:
     """The source agent's part of one job's status, applied whole each time."""
 
-    def __init__(self, agent: Agent, namespace: str, name: str) -> None:
-        self.agent = agent
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+        self._kube = kube
         self.namespace = namespace
         self.name = name
         self.status: dict[str, Any] = {}
@@ -421,6 +514,6 @@ class Report:
         await self._apply()
 
     async def _apply(self) -> None:
-        await self.agent.kube.apply_job_status(
+        await self._kube.apply_job_status(
             self.namespace, self.name, dict(self.status), manager=SOURCE_MANAGER
         )

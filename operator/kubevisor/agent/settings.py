@@ -1,0 +1,44 @@
+"""The agent's settings: read once at start-up (from the command line), passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubevisor.core import destinations
+from kubevisor.core.domain.host import BootFiles, DomainType
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Read once at start-up (from the command line) and passed down as a value."""
+
+    host: str
+    domain_type: DomainType
+    state_dir: Path
+    domain_type_message: str | None = None
+    """Why the agent runs `domain_type` and not a faster type the host offers (KVM)."""
+    image_dir: Path
+    default_boot: BootFiles | None = None
+    cgroup_controllers: frozenset[str] | None = None
+    """cgroup controllers libvirt uses for VMs on this host (qemu.conf); None: unknown."""
+    qemu_conf: Path | None = None
+    """The host's qemu.conf, read for what libvirt does not report (seccomp_sandbox)."""
+    lease_namespace: str = "kubevisor-system"
+    lease_duration: int = 40
+    shutdown_grace: float = 30.0
+    resync_interval: float = 300.0
+    workers: int = 4
+    migration_uri: str | None = None
+    """libvirt URI other hosts' libvirtd reach this one at (default: the agent's own)."""
+    migrate_uri: str | None = None
+    """Where this host's QEMU receives migrations, e.g. tcp://10.0.0.2 (default: libvirt's)."""
+    console_endpoint: str | None = None
+    """URL of this agent's serial console endpoint (status.consoleEndpoint); None: off."""
+    image_cache_max_bytes: int = 50 << 30
+    """Unused cached images are evicted, oldest last use first, while the cache is larger."""
+    image_cache_max_unused: float = 86400.0
+    """Seconds after its last use an unused cached image is evicted."""
+    image_sources: destinations.Policy = dataclasses.field(default_factory=destinations.Policy)
+    """Where image downloads may connect, and the largest image accepted."""

@@ -1,0 +1,161 @@
+"""An in-memory API server for the agent's unit tests: the calls of `Kube` the agent makes.
+
+Like the real one it sends every VM change to the watch, the agent's own status writes
+included (they do not bump metadata.generation; spec changes do). It also keeps the
+MigrationJobs' status per field manager (each apply replaces that manager's part, as
+server-side apply does), the host object, and the Events recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kubernetes.aio.client.exceptions import ApiException
+
+from kubevisor.agent.agent import HOST_LABEL
+from kubevisor.kube.client import Object
+
+HOST = "fake-host"
+NAMESPACE = "ns"
+
+
+class FakeApiServer:
+    def __init__(self) -> None:
+        self.vms: dict[str, Object] = {}
+        self.host: Object | None = None
+        self.host_creations = 0
+        self.host_status_writes = 0
+        self.jobs: dict[str, Object] = {}
+        self.job_status: dict[str, dict[str, Object]] = {}
+        """Per job key, per field manager: the status that manager last applied."""
+        self.job_writes: dict[str, list[tuple[str, Object]]] = {}
+        """Per job key: every (manager, status) applied, in order."""
+        self.events: list[dict[str, Any]] = []
+        self.status_writes = 0
+        self._versions = itertools.count(1)
+        self._watch: asyncio.Queue[tuple[str, Object]] = asyncio.Queue()
+
+    # -- what a test does ----------------------------------------------------------------
+
+    def create(self, name: str, spec: dict[str, Any], *, host: str = HOST) -> tuple[str, str]:
+        """A VM already bound to `host`, as the controller leaves it; returns (key, uid)."""
+        uid = str(uuid.uuid4())
+        self.vms[f"{NAMESPACE}/{name}"] = {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": uid,
+                "generation": 1,
+                "resourceVersion": str(next(self._versions)),
+                "labels": {HOST_LABEL: host},
+            },
+            "spec": spec,
+            "status": {"host": host, "phase": "Scheduled"},
+        }
+        return f"{NAMESPACE}/{name}", uid
+
+    def change_spec(self, key: str, spec: dict[str, Any]) -> None:
+        obj = self.vms[key]
+        obj["spec"] = spec
+        obj["metadata"]["generation"] += 1
+        self._send("MODIFIED", obj)
+
+    def delete(self, key: str) -> None:
+        self._send("DELETED", self.vms.pop(key))
+
+    def set_host_spec(self, spec: dict[str, Any], *, labels: dict[str, str] | None = None) -> None:
+        """An admin's change of the host object (created if missing): a new generation."""
+        host = self.host or {"metadata": {"name": HOST, "generation": 0}}
+        host["metadata"]["generation"] += 1
+        host["metadata"]["labels"] = labels or host["metadata"].get("labels") or {}
+        host["spec"] = copy.deepcopy(spec)
+        self.host = host
+
+    def delete_host(self) -> None:
+        self.host = None
+
+    def _send(self, kind: str, obj: Object) -> None:
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._watch.put_nowait((kind, copy.deepcopy(obj)))
+
+    # -- VirtualMachines -----------------------------------------------------------------
+
+    async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
+        return [copy.deepcopy(obj) for obj in self.vms.values()], str(next(self._versions))
+
+    async def watch_vms(
+        self, *, label_selector: str, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        while True:
+            yield await self._watch.get()
+
+    async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
+        obj = self.vms[f"{namespace}/{name}"]
+        obj["status"] = {**obj.get("status", {}), **copy.deepcopy(status)}
+        self.status_writes += 1
+        self._send("MODIFIED", obj)
+        return copy.deepcopy(obj)
+
+    async def get_vm(self, namespace: str, name: str) -> Object | None:
+        obj = self.vms.get(f"{namespace}/{name}")
+        return copy.deepcopy(obj) if obj is not None else None
+
+    # -- MigrationJobs -------------------------------------------------------------------
+
+    async def list_jobs(self, *, label_selector: str = "") -> tuple[list[Object], str]:
+        label, _, value = label_selector.partition("=")
+        found = [
+            copy.deepcopy(job)
+            for job in self.jobs.values()
+            if (job["metadata"].get("labels") or {}).get(label) == value
+        ]
+        return found, str(next(self._versions))
+
+    async def watch_jobs(
+        self, *, label_selector: str, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        await asyncio.Event().wait()  # tests hand jobs to Migrator.on_job themselves
+        yield "BOOKMARK", {}
+
+    async def apply_job_status(
+        self, namespace: str, name: str, status: Object, *, manager: str | None = None
+    ) -> Object:
+        key = f"{namespace}/{name}"
+        self.job_status.setdefault(key, {})[manager or ""] = copy.deepcopy(status)
+        self.job_writes.setdefault(key, []).append((manager or "", copy.deepcopy(status)))
+        return {"metadata": {"namespace": namespace, "name": name}, "status": status}
+
+    # -- HypervisorHosts, Leases and Events ----------------------------------------------
+
+    async def get_host(self, name: str) -> Object | None:
+        return copy.deepcopy(self.host)
+
+    async def create_host(
+        self, name: str, labels: dict[str, str], spec: Object | None = None
+    ) -> Object:
+        self.host_creations += 1
+        self.host = {
+            "metadata": {"name": name, "labels": labels, "generation": 1},
+            "spec": copy.deepcopy(spec or {}),
+        }
+        return copy.deepcopy(self.host)
+
+    async def apply_host_status(self, name: str, status: Object) -> Object:
+        if self.host is None:
+            raise ApiException(status=404, reason=f'hypervisorhosts "{name}" not found')
+        self.host["status"] = copy.deepcopy(status)
+        self.host_status_writes += 1
+        return copy.deepcopy(self.host)
+
+    async def renew_lease(self, *, namespace: str, name: str, duration: int) -> None:
+        pass
+
+    async def event(self, **fields: Any) -> None:
+        self.events.append(fields)
