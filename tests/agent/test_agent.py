@@ -399,3 +399,50 @@ def test_overlay_disk_and_seed_iso_live_and_die_with_the_vm(
     control_plane.kubectl("delete", "vm", "files", "-n", NAMESPACE, "--wait=true")
     eventually(lambda: domstate(agent, uid) is None, timeout=60, what="the domain removed")
     eventually(lambda: not directory.exists(), what="the overlay and seed ISO removed")
+
+
+def test_a_deleted_host_object_comes_back_and_its_guests_keep_running(
+    control_plane: ControlPlane, agent: AgentProcess, tmp_path: Path
+) -> None:
+    """Issue 15, point 7: the object stayed deleted, the agent failing every status write."""
+    vm = bind_vm(control_plane, "survivor", agent.name)
+    uid = vm["metadata"]["uid"]
+    eventually(lambda: phase_is(control_plane, "survivor", "Running"), what="phase Running")
+    domain_id = agent.virsh("domid", uid)
+    # What an admin set on the host; the agent shows it read it in status.storage.shared.
+    control_plane.kubectl("label", "hvh", agent.name, "example.com/rack=r1")
+    shared = {"sharedStorage": {"name": "nfs", "path": str(tmp_path)}}
+    control_plane.kubectl(
+        "patch", "hvh", agent.name, "--type=merge", "-p", json.dumps({"spec": shared})
+    )
+
+    def host() -> Any:
+        return get(control_plane, "hvh", agent.name, namespace=None)
+
+    def shared_name(obj: Any) -> str | None:
+        storage = ((obj or {}).get("status") or {}).get("storage") or {}
+        return (storage.get("shared") or {}).get("name")
+
+    before = eventually(lambda: shared_name(host()) == "nfs" and host(), what="the spec read")
+
+    control_plane.kubectl("delete", "hvh", agent.name, "--wait=true")
+
+    def registered_again() -> Any:
+        obj = host()
+        new = obj is not None and obj["metadata"]["uid"] != before["metadata"]["uid"]
+        return obj if new and shared_name(obj) == "nfs" else None
+
+    back = eventually(registered_again, what="the host object registered again, with status")
+    assert back["metadata"]["labels"]["example.com/rack"] == "r1"
+    assert back["spec"] == before["spec"]
+    assert back["status"]["numaCells"] == before["status"]["numaCells"]
+    assert agent.virsh("domid", uid) == domain_id, "the guest was restarted"
+    assert phase_is(control_plane, "survivor", "Running")
+
+    control_plane.kubectl(
+        "patch", "hvh", agent.name, "--type=merge", "-p", '{"spec":{"sharedStorage":null}}'
+    )
+    control_plane.kubectl("label", "hvh", agent.name, "example.com/rack-")
+    eventually(lambda: shared_name(host()) is None, what="the shared storage gone again")
+    control_plane.kubectl("delete", "vm", "survivor", "-n", NAMESPACE)
+    eventually(lambda: domstate(agent, uid) is None, timeout=60, what="the domain removed")

@@ -567,6 +567,25 @@ def test_a_downloaded_image_with_a_backing_file_fails_the_vm_as_rejected(
             assert [call for call in hv.calls if call[0] == "define"] == []
             assert agent.starts(uid) == 0
 
+
+def test_a_deleted_host_object_is_registered_again_and_its_vms_run_on(
+    tmp_path: Path, clock: Any
+) -> None:
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        key, uid = api.create("survivor", SPEC)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.agent.registration.register()
+            await agent.settle()
+            assert agent.status(key)["phase"] == "Running"
+            writes = api.status_writes
+            api.delete_host()
+            await agent.agent.registration.follow_spec()  # the next heartbeat
+            await agent.settle()
+            assert api.host is not None and api.host["status"]["capacity"]["cpu"] == 8
+            assert agent.starts(uid) == 1 and hv.domains[uid].state.value == "running"
+            assert (agent.status(key)["phase"], api.status_writes) == ("Running", writes)
+
     asyncio.run(main())
 
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import pytest
+from kubernetes.aio.client.exceptions import ApiException
+
 from agent.fakeapi import HOST, FakeApiServer
 from kubevisor.agent.registration import HostRegistration
 from kubevisor.agent.settings import Settings
@@ -132,5 +135,61 @@ def test_shared_cpus_are_read_with_the_shared_storage(small_fs: Path) -> None:
         host.api.set_host_spec({"cpuSharedSet": "not-a-cpuset"})
         await host.registration.refresh_shared()
         assert host.registration.shared_cpus is None, "ignored (logged): VMs float"
+
+    run(small_fs, scenario)
+
+
+def test_a_deleted_host_object_comes_back_with_what_the_agent_last_read(small_fs: Path) -> None:
+    """Issue 15, point 7: it used to stay deleted, the agent failing every status write."""
+
+    async def scenario(host: Host) -> None:
+        spec = {"unschedulable": True, "sharedStorage": {"name": "nfs", "path": str(small_fs)}}
+        host.api.set_host_spec(spec, labels={"topology.kubernetes.io/zone": "a"})
+        await host.registration.register()
+        assert host.api.host is not None
+        host.api.host["metadata"]["labels"]["rack"] = "r1"  # labels change no generation
+        await host.registration.follow_spec()
+        reads = host.facts_read()
+
+        host.api.delete_host()
+        await host.registration.follow_spec()
+
+        assert host.api.host is not None and host.api.host_creations == 1
+        assert host.api.host["metadata"]["labels"] == {
+            "topology.kubernetes.io/zone": "a",
+            "rack": "r1",
+        }
+        assert host.api.host["spec"] == spec
+        assert host.api.host["status"]["capacity"]["cpu"] == 8
+        assert host.api.host["status"]["storage"]["shared"]["name"] == "nfs"
+        assert host.facts_read() == reads + 1
+        await host.registration.follow_spec()
+        assert host.facts_read() == reads + 1, "registered: the next heartbeat only reads"
+
+    run(small_fs, scenario)
+
+
+def test_a_host_deleted_while_its_status_is_written_is_created_by_the_next_one(
+    small_fs: Path,
+) -> None:
+    async def scenario(host: Host) -> None:
+        await host.registration.register()
+        key, _ = host.api.create("grows", {"disks": [{"name": "data", "size": "1Gi"}]})
+        host.vms.remember(host.api.vms[key])
+        read = host.api.get_host
+
+        async def read_then_deleted(name: str) -> object:
+            found = await read(name)
+            host.api.delete_host()  # by an admin, between the agent's read and its write
+            return found
+
+        host.api.get_host = read_then_deleted  # type: ignore[method-assign]
+        with pytest.raises(ApiException) as gone:
+            await host.registration.register()
+        assert gone.value.status == 404
+        host.api.get_host = read  # type: ignore[method-assign]
+        await host.registration.register()
+        assert host.api.host is not None and host.api.host_creations == 2
+        assert host.api.host["status"]["storage"]["provisioned"] == "1Gi"
 
     run(small_fs, scenario)

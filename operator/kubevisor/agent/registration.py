@@ -4,7 +4,8 @@
 capabilities, storage, cached images) when it changed. The heartbeat renews the Lease the
 controller judges the host by, and polls the host object (one GET: the agent may not watch
 hosts) so that a changed spec (PCI allow-list, shared storage) is registered within
-seconds.
+seconds, and a deleted object comes back: created again from the labels and spec its
+agent last read, while the VMs here keep running (their domains are not touched).
 
 The last reading of spec.sharedStorage is kept here for the parts that place files.
 """
@@ -28,7 +29,7 @@ from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import PciPassthroughRule, SharedStorage, SharedStorageStatus
 from kubevisor.core.domain.host import Ovmf, shared_cpus
 from kubevisor.drivers.base import HostFacts, Hypervisor
-from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.client import Kube, Object, is_not_found
 
 log = logging.getLogger("kubevisor.agent")
 
@@ -52,6 +53,8 @@ class HostRegistration:
         """The status last applied; None: read the object's before applying."""
         self._generation: int | None = None
         """metadata.generation of the host spec the last registration read."""
+        self._last_seen: Object | None = None
+        """The host object as last read: what to create it again from, if it is deleted."""
         self._shared: SharedStorage | None = None
         self._shared_cpus: frozenset[int] | None = None
 
@@ -76,19 +79,42 @@ class HostRegistration:
         facts = await self._hv.host_facts()
         # The allow-list and shared storage may change at any time: read them every time.
         host = await self._kube.get_host(self.name)
+        if host is None:
+            host = await self._create()
+        self._seen(host)
         self._read_shared(host)
-        self._generation = ((host or {}).get("metadata") or {}).get("generation")
         wanted = await self._status(facts, probe.pci_rules(host))
         if self._written is None:
-            current = await self._kube.get_host(self.name)
-            if current is None:
-                await self._kube.create_host(self.name, labels={})
-                current = {}
-            existing = current.get("status") or {}
+            existing = host.get("status") or {}
             self._written = {k: existing.get(k) for k in wanted}
         if self._written != wanted:
+            await self._apply(wanted)
+
+    async def _create(self) -> Object:
+        """Create the host object: new, or again after it was deleted while this agent ran,
+        then from the labels and spec the agent last read, so nothing an admin set is lost
+        (to retire a host, stop its agent before deleting the object)."""
+        before = self._last_seen or {}
+        labels = dict((before.get("metadata") or {}).get("labels") or {})
+        spec = dict(before.get("spec") or {})
+        if before:
+            log.warning("HypervisorHost %s was deleted; registering it again", self.name)
+        self._written = None
+        return await self._kube.create_host(self.name, labels=labels, spec=spec)
+
+    def _seen(self, host: Object) -> None:
+        self._last_seen = host
+        self._generation = (host.get("metadata") or {}).get("generation")
+
+    async def _apply(self, wanted: dict[str, Any]) -> None:
+        try:
             await self._kube.apply_host_status(self.name, wanted)
-            self._written = wanted
+        except Exception as error:
+            if is_not_found(error):
+                # Deleted since it was read: the next registration creates it again.
+                self._written = None
+            raise
+        self._written = wanted
 
     async def _status(self, facts: HostFacts, rules: list[PciPassthroughRule]) -> dict[str, Any]:
         """The host's status as this agent sees it now."""
@@ -153,10 +179,13 @@ class HostRegistration:
 
     async def follow_spec(self) -> None:
         """Register again when an admin changed the host's spec (PCI allow-list, shared
-        storage): polled with the heartbeat, one GET, as the agent may not watch hosts."""
+        storage) or deleted the object: polled with the heartbeat, one GET, as the agent may
+        not watch hosts."""
         host = await self._kube.get_host(self.name)
-        if ((host or {}).get("metadata") or {}).get("generation") != self._generation:
+        if host is None or (host.get("metadata") or {}).get("generation") != self._generation:
             await self.register()
+        else:
+            self._last_seen = host  # labels change no generation
 
     # -- shared storage ------------------------------------------------------------------
 

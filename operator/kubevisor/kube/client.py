@@ -338,12 +338,14 @@ class Kube:
         return cast(Object, reply)
 
     @counted("POST")
-    async def create_host(self, name: str, labels: dict[str, str]) -> Object:
+    async def create_host(
+        self, name: str, labels: dict[str, str], spec: Object | None = None
+    ) -> Object:
         body = {
             "apiVersion": API_VERSION,
             "kind": "HypervisorHost",
             "metadata": {"name": name, "labels": labels},
-            "spec": {},
+            "spec": spec or {},
         }
         reply = await self._custom.create_cluster_custom_object(
             GROUP, VERSION, HOST_PLURAL, body, field_manager=self.field_manager
