@@ -17,6 +17,7 @@ import os
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from kubevisor.core.destinations import Policy
 from kubevisor.core.domain.host import BootFiles
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.drivers.fake import FakeHypervisor
+from kubevisor.drivers.libvirt import facts as libvirt_facts
 from kubevisor.kube.client import Kube
 
 QEMU_FAILS = RetryableError("starting the domain: QEMU exited during startup", delay=5.0)
@@ -118,6 +120,7 @@ async def running(
     await hv.connect()
     events = hv.events()
     resource_version = await agent._list()
+    await agent.registration.register()  # as Agent.run does before the loops start
     tasks = [
         asyncio.create_task(agent._watch(resource_version)),
         asyncio.create_task(agent._hypervisor_events(events)),
@@ -575,7 +578,6 @@ def test_a_deleted_host_object_is_registered_again_and_its_vms_run_on(
         api, hv = FakeApiServer(), FakeHypervisor()
         key, uid = api.create("survivor", SPEC)
         async with running(tmp_path, api, hv, clock) as agent:
-            await agent.agent.registration.register()
             await agent.settle()
             assert agent.status(key)["phase"] == "Running"
             writes = api.status_writes
@@ -599,5 +601,68 @@ def test_the_host_says_why_it_runs_tcg(tmp_path: Path, clock: Any) -> None:
             await agent.agent.registration.register()
         assert api.host is not None
         assert api.host["status"]["hypervisor"]["message"] == why
+
+    asyncio.run(main())
+
+
+# -- the host's security driver ---------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def captured_host(name: str) -> FakeHypervisor:
+    """A fake whose host facts are read from a captured `virsh capabilities`."""
+    facts = libvirt_facts.host_facts_from(
+        (FIXTURES / name).read_text(),
+        uri="qemu:///system",
+        hostname="captured",
+        info=["x86_64", 3924, 2, 2000, 1, 1, 2, 1],
+        hypervisor_type="QEMU",
+        hypervisor_version=7002000,
+        libvirt_version=9000000,
+        free_memory={},
+        free_pages={},
+    )
+    return FakeHypervisor(facts=facts)
+
+
+CONFINED = {**SPEC, "security": {"requireConfinement": True}}
+
+
+def test_a_vm_requiring_confinement_runs_labelled_for_the_hosts_security_driver(
+    tmp_path: Path, clock: Any
+) -> None:
+    """Issue 15, point 10: the agent never told the renderer the host's security driver,
+    so such a VM was refused on exactly the hosts placement sends it to."""
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), captured_host("capabilities-apparmor.xml")
+        key, uid = api.create("confined", CONFINED)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.settle()
+            assert api.host is not None
+            assert api.host["status"]["capabilities"]["securityDriver"] == "apparmor"
+            assert agent.status(key)["phase"] == "Running"
+            (label,) = ET.fromstring(hv.domains[uid].xml).iter("seclabel")
+            assert label.attrib == {"type": "dynamic", "model": "apparmor", "relabel": "yes"}
+
+    asyncio.run(main())
+
+
+def test_a_vm_requiring_confinement_fails_where_libvirt_confines_nothing(
+    tmp_path: Path, clock: Any
+) -> None:
+    async def main() -> None:
+        api, hv = FakeApiServer(), captured_host("capabilities-no-security-driver.xml")
+        key, uid = api.create("confined", CONFINED)
+        async with running(tmp_path, api, hv, clock) as agent:
+            await agent.settle()
+            assert api.host is not None
+            assert api.host["status"]["capabilities"]["securityDriver"] == "none"
+            assert agent.status(key)["phase"] == "Failed"
+            stalled = agent.condition(key, "Stalled")
+            assert stalled["reason"] == "DomainRejected"
+            assert "this host has no libvirt security driver" in stalled["message"]
+            assert uid not in hv.domains
 
     asyncio.run(main())

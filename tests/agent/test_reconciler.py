@@ -36,6 +36,7 @@ SPEC: dict[str, Any] = {"memory": {"size": "96Mi"}}
 class Host:
     shared: SharedStorage | None = None
     shared_cpus: frozenset[int] | None = None
+    security_model: str | None = None
 
     async def refresh_shared(self) -> SharedStorage | None:
         return self.shared

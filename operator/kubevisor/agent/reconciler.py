@@ -58,6 +58,9 @@ class Host(Protocol):
     @property
     def shared_cpus(self) -> frozenset[int] | None: ...
 
+    @property
+    def security_model(self) -> str | None: ...
+
     async def refresh_shared(self) -> SharedStorage | None: ...
 
 
@@ -248,7 +251,8 @@ class Reconciler:
 
     async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
         """This host as the domain XML needs it, with the VM's files created here (in the
-        host's shared storage as last read), and the host's shared CPUs as last read."""
+        host's shared storage as last read), the host's shared CPUs as last read, and
+        libvirt's security driver, which a VM requiring confinement is labelled for."""
         files = await self._files.prepare(vm, uid, shared=self._host.shared)
         return HostEnvironment(
             domain_type=self._settings.domain_type,
@@ -260,6 +264,7 @@ class Reconciler:
             vhost_net=probe.VHOST_NET.exists(),
             cgroup_controllers=self._settings.cgroup_controllers,
             shared_cpus=self._host.shared_cpus,
+            security_model=self._host.security_model,
         )
 
     async def _shutdown_and_remove(self, uid: str) -> None:

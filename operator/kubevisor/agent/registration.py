@@ -7,7 +7,8 @@ hosts) so that a changed spec (PCI allow-list, shared storage) is registered wit
 seconds, and a deleted object comes back: created again from the labels and spec its
 agent last read, while the VMs here keep running (their domains are not touched).
 
-The last reading of spec.sharedStorage is kept here for the parts that place files.
+The last reading of spec.sharedStorage and of libvirt's security driver is kept here for
+the parts that place files and render domains.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class HostRegistration:
         """The host object as last read: what to create it again from, if it is deleted."""
         self._shared: SharedStorage | None = None
         self._shared_cpus: frozenset[int] | None = None
+        self._security_model: str | None = None
 
     @property
     def name(self) -> str:
@@ -72,11 +74,18 @@ class HostRegistration:
         """The CPUs its spec gives shared VMs (`domain.host.shared_cpus`), as last read."""
         return self._shared_cpus
 
+    @property
+    def security_model(self) -> str | None:
+        """libvirt's security driver here (apparmor, selinux, none) as its capabilities
+        said at the last registration; None: not registered yet, or not reported."""
+        return self._security_model
+
     # -- registration --------------------------------------------------------------------
 
     async def register(self) -> None:
         """Create the HypervisorHost if missing and apply its facts when they changed."""
         facts = await self._hv.host_facts()
+        self._security_model = probe.security_driver(facts.security_models)
         # The allow-list and shared storage may change at any time: read them every time.
         host = await self._kube.get_host(self.name)
         if host is None:
