@@ -139,3 +139,28 @@ def test_format_bytes(count: int, text: str) -> None:
 def test_format_bytes_refuses_negative() -> None:
     with pytest.raises(ValueError, match="negative"):
         quantity.format_bytes(-1)
+
+
+@pytest.mark.parametrize(
+    ("mib", "text"),
+    [
+        pytest.param(8 * 1024, "8Gi", id="gibibytes"),
+        pytest.param(512, "512Mi", id="mebibytes"),
+        pytest.param(1536, "1.5Gi", id="fractional"),
+        pytest.param(0, "0Mi", id="zero"),
+        pytest.param(2 * 1024 * 1024, "2Ti", id="tebibytes"),
+    ],
+)
+def test_format_mib(mib: int, text: str) -> None:
+    assert quantity.format_mib(mib) == text
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        pytest.param(0, "0.0 MiB", id="nothing-yet"),
+        pytest.param(3 * (1 << 20) // 2, "1.5 MiB", id="fraction"),
+    ],
+)
+def test_in_mib(count: int, text: str) -> None:
+    assert quantity.in_mib(count) == text

@@ -39,6 +39,7 @@ from kubevisor.agent import imagefetch
 from kubevisor.agent.imagefetch import ImagePullError as ImagePullError
 from kubevisor.agent.imagefetch import PermanentPullError as PermanentPullError
 from kubevisor.agent.imagefetch import RetryablePullError as RetryablePullError
+from kubevisor.api import quantity
 from kubevisor.api.virtualmachine import ImageCompression
 from kubevisor.core import destinations, eviction
 
@@ -422,7 +423,7 @@ def _write_verified(
         if length is not None and length.isdigit():
             progress.total = int(length)
             if progress.total > limit:
-                raise _too_large(url, f"is {_mib(progress.total)}", limit)
+                raise _too_large(url, f"is {quantity.in_mib(progress.total)}", limit)
         while True:
             if progress.cancelled:
                 raise _Cancelled(url)
@@ -435,14 +436,16 @@ def _write_verified(
                 break
             progress.received += len(chunk)
             if progress.received > limit:
-                raise _too_large(url, f"is over {_mib(limit)}", limit)
+                raise _too_large(url, f"is over {quantity.in_mib(limit)}", limit)
             hasher.update(chunk)
             if corrupt is None:
                 try:
                     for data in decompressor.unpack(chunk):
                         written += len(data)
                         if written > limit:
-                            raise _too_large(url, f"unpacks to over {_mib(limit)}", limit)
+                            raise _too_large(
+                                url, f"unpacks to over {quantity.in_mib(limit)}", limit
+                            )
                         out.write(data)
                 except (zlib.error, lzma.LZMAError) as error:
                     # Keep hashing: a checksum mismatch is the clearer message.
@@ -468,7 +471,7 @@ def _write_verified(
 
 def _too_large(url: str, size: str, limit: int) -> PermanentPullError:
     return PermanentPullError(
-        f"download of {url} refused: the image {size}, more than the {_mib(limit)} this "
+        f"download of {url} refused: the image {size}, more than the {quantity.in_mib(limit)} this "
         f"host accepts (agent flag --image-cache-max-size)",
         reason="ImageTooLarge",
     )
@@ -478,8 +481,8 @@ def _needs(compression: ImageCompression, progress: _Progress) -> str | None:
     if progress.total is None:
         return None
     if compression == "none":
-        return f"the image needs {_mib(progress.total)}"
-    return f"the image is {_mib(progress.total)} {compression}-compressed, more unpacked"
+        return f"the image needs {quantity.in_mib(progress.total)}"
+    return f"the image is {quantity.in_mib(progress.total)} {compression}-compressed, more unpacked"
 
 
 def _disk_full(*, url: str, directory: Path, needs: str | None) -> str:
@@ -489,7 +492,7 @@ def _disk_full(*, url: str, directory: Path, needs: str | None) -> str:
         mount = mount.parent
     try:
         usage = shutil.disk_usage(directory)
-        space = f"{_mib(usage.free)} free of {_mib(usage.total)}"
+        space = f"{quantity.in_mib(usage.free)} free of {quantity.in_mib(usage.total)}"
     except OSError:
         space = "free space unknown"
     message = (
@@ -497,7 +500,3 @@ def _disk_full(*, url: str, directory: Path, needs: str | None) -> str:
         f"(filesystem {mount}: {space})"
     )
     return f"{message}; {needs}" if needs else message
-
-
-def _mib(count: int) -> str:
-    return f"{count / (1 << 20):.1f} MiB"

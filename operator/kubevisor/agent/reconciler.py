@@ -25,6 +25,7 @@ from kubevisor.agent.settings import Settings
 from kubevisor.agent.vmfiles import ImageRejected, VmFiles
 from kubevisor.agent.vms import BoundVms
 from kubevisor.agent.workqueue import WorkQueue
+from kubevisor.api import schema
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine
@@ -393,4 +394,4 @@ def _raise(pull_failed: PullFailure | None, failed: HypervisorError | None) -> N
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return schema.timestamp(datetime.datetime.now(datetime.UTC))

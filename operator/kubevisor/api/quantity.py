@@ -126,3 +126,20 @@ def format_bytes(count: int) -> str:
         if count and count % unit == 0:
             return f"{count // unit}{suffix}"
     return str(count)
+
+
+def format_mib(mib: int) -> str:
+    """A MiB amount for tables, compact (1536 -> 1.5Gi); placement explanations use the
+    exact `core.placement.units.mib`."""
+    if mib != 0 and mib % (1024 * 1024) == 0:
+        return f"{mib // (1024 * 1024)}Ti"
+    if mib != 0 and mib % 1024 == 0:
+        return f"{mib // 1024}Gi"
+    if mib >= 1024:
+        return f"{mib / 1024:.1f}Gi"
+    return f"{mib}Mi"
+
+
+def in_mib(count: int) -> str:
+    """`count` bytes as MiB with one decimal (12.3 MiB): download progress and cache sizes."""
+    return f"{count / (1 << 20):.1f} MiB"

@@ -1,8 +1,9 @@
 """Building blocks the API models share: the camelCase base model, schema annotations
 that only Kubernetes understands (CEL rules, list types) and the constrained string types.
 
-Only the modules of `kubevisor.api` use these directly; `kubevisor.api.crd` turns the
-annotations they leave in the pydantic JSON schema into a structural CRD schema.
+`kubevisor.api.crd` turns the annotations they leave in the pydantic JSON schema into a
+structural CRD schema. GROUP/VERSION and the wire form of timestamps are used by every
+layer that writes objects.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -30,6 +32,18 @@ from kubevisor.api import cpuset, quantity
 GROUP: Final = "kubevisor.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "kubevisor.io/v1alpha1"
+
+
+def timestamp(moment: datetime) -> str:
+    """A time as status fields and Events carry it: RFC 3339, whole seconds, UTC (a naive
+    `moment` is taken to be UTC already)."""
+    utc = moment if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A wire timestamp (`...Z` or with an offset, fractions allowed) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class ApiModel(BaseModel):

@@ -20,7 +20,6 @@ from typing import Any
 from kubevisor.api import quantity
 from kubevisor.cli import kubeapi
 from kubevisor.cli.kubeapi import HOSTS, Cluster, Object
-from kubevisor.core.placement.explain import format_mib
 
 HEADER = ("NAME", "READY", "SCHEDULABLE", "HYPERVISOR", "CPU", "MEMORY", "VMS")
 
@@ -74,7 +73,7 @@ def _memory(value: str | None) -> str:
     if value is None:
         return "-"
     try:
-        return format_mib(quantity.to_mib(value))
+        return quantity.format_mib(quantity.to_mib(value))
     except ValueError:
         return value
 

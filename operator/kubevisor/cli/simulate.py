@@ -19,11 +19,11 @@ from typing import Any, TextIO
 
 import yaml
 
+from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core.placement import capacity, inputs, scheduler, weighers
 from kubevisor.core.placement.capacity import AllocationRatios
-from kubevisor.core.placement.explain import format_mib
 from kubevisor.core.placement.model import NumaFit
 from kubevisor.core.placement.scheduler import Decision, Options
 from kubevisor.core.placement.weighers import Multipliers
@@ -130,8 +130,8 @@ def simulate(
                 str(usage.vms),
                 f"{usage.vcpus}/{inv.vcpu.capacity}",
                 f"{usage.pcpus}/{inv.pcpu.capacity}",
-                f"{format_mib(usage.memory_mib)}/{format_mib(inv.memory.capacity)}",
-                f"{format_mib(usage.disk_mib)}/{format_mib(inv.disk.capacity)}",
+                f"{quantity.format_mib(usage.memory_mib)}/{quantity.format_mib(inv.memory.capacity)}",
+                f"{quantity.format_mib(usage.disk_mib)}/{quantity.format_mib(inv.disk.capacity)}",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

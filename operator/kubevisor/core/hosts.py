@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kubevisor.api import conditions as cond
-from kubevisor.api import quantity
+from kubevisor.api import quantity, schema
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import Resources
 from kubevisor.core.conditions import Row, truth, wire
@@ -46,7 +46,7 @@ def judge(heartbeat: Heartbeat | None, *, now: datetime, timeout: float | None) 
     expires = heartbeat.renewed + timedelta(seconds=limit)
     if now < expires:
         return Judgement(True, "AgentHeartbeating", "the host's agent renews its Lease", 0.0)
-    stamp = heartbeat.renewed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = schema.timestamp(heartbeat.renewed)
     return Judgement(
         False,
         "HeartbeatExpired",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubevisor.api import conditions as cond
+from kubevisor.api import quantity
 from kubevisor.api.virtualmachine import ImagePull
 from kubevisor.core.conditions import Row, truth
 
@@ -64,18 +65,14 @@ def _pull_part(pull: ImagePullState) -> str:
     attempt = f", attempt {pull.attempts}" if pull.attempts > 1 else ""
     failure = pull.failure
     if failure is None:
-        received = _mib(pull.received_bytes)
+        received = quantity.in_mib(pull.received_bytes)
         if pull.total_bytes:
             share = min(100, round(100 * pull.received_bytes / pull.total_bytes))
-            received += f" of {_mib(pull.total_bytes)} ({share}%)"
+            received += f" of {quantity.in_mib(pull.total_bytes)} ({share}%)"
         return f"{received} from {pull.url}{attempt}"
     if failure.permanent or failure.retry_in is None:
         return f"{failure.message}{attempt}"
     return f"{failure.message}{attempt}; retrying in {failure.retry_in:.0f}s"
-
-
-def _mib(count: int) -> str:
-    return f"{count / (1 << 20):.1f} MiB"
 
 
 def image_pulling(pulls: Sequence[ImagePullState], sourced: Sequence[str]) -> Row:

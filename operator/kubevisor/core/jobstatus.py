@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from kubevisor.api import conditions as cond
+from kubevisor.api import schema
 from kubevisor.api.conditions import Condition
 from kubevisor.api.migrationjob import Phase
 from kubevisor.core import migration
@@ -68,11 +69,6 @@ class Step:
     completion_time: datetime | None = None
 
 
-def timestamp(moment: datetime) -> str:
-    """A status time on the wire (RFC 3339, whole seconds, UTC)."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def job_status(
     step: Step, *, current: Mapping[str, Any], generation: int, now: datetime
 ) -> dict[str, Any]:
@@ -106,8 +102,8 @@ def _set_by(step: Step) -> dict[str, Any]:
         "targetPlacement": dict(step.target_placement)
         if step.target_placement is not None
         else None,
-        "startTime": timestamp(step.start_time) if step.start_time else None,
-        "completionTime": timestamp(step.completion_time) if step.completion_time else None,
+        "startTime": schema.timestamp(step.start_time) if step.start_time else None,
+        "completionTime": schema.timestamp(step.completion_time) if step.completion_time else None,
     }
     return {name: value for name, value in fields.items() if value is not None}
 
@@ -124,4 +120,4 @@ def _rows(phase: Phase, why: str | None) -> tuple[Row, ...]:
 
 def last_migration(*, job: str, source: str, target: str, now: datetime) -> dict[str, str]:
     """`status.lastMigration` of the VM job `job` moved from `source` to `target`."""
-    return {"job": job, "source": source, "target": target, "completionTime": timestamp(now)}
+    return {"job": job, "source": source, "target": target, "completionTime": schema.timestamp(now)}

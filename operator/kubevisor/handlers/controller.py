@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.api import objects, quantity
+from kubevisor.api import objects, quantity, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core import conditions, lifecycle
@@ -230,7 +230,7 @@ class Controller:
         renewed = spec.get("renewTime")
         if not renewed:
             return
-        when = datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))
+        when = schema.parse_timestamp(str(renewed))
         self.heartbeats[obj["metadata"]["name"]] = Heartbeat(
             renewed=when, duration=float(spec.get("leaseDurationSeconds") or 40)
         )

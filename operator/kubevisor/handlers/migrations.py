@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import datetime
 
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.api import objects
+from kubevisor.api import objects, schema
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core import conditions, jobstatus, migration
@@ -347,7 +346,7 @@ class Migrations:
         metrics.MIGRATIONS.labels(phase).inc()
         started = (obj.get("status") or {}).get("startTime")
         if started:
-            began = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+            began = schema.parse_timestamp(str(started))
             metrics.MIGRATION_DURATION.observe(max(0.0, (now - began).total_seconds()))
         if phase != "Succeeded":
             log.info("%s: %s: %s", key, phase, reason)

@@ -22,6 +22,7 @@ from kubernetes.aio import client, config, watch
 from kubernetes.aio.client.exceptions import ApiException
 
 from kubevisor import metrics
+from kubevisor.api import schema
 from kubevisor.api.migrationjob import PLURAL as JOB_PLURAL
 from kubevisor.api.schema import API_VERSION, GROUP, VERSION
 from kubevisor.api.virtualmachine import PLURAL as VM_PLURAL
@@ -409,7 +410,7 @@ class Kube:
         """Record a Kubernetes Event about `involved` (an object with kind/name/uid)."""
         meta = involved.get("metadata", {})
         namespace = meta.get("namespace") or "default"
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = schema.timestamp(datetime.datetime.now(datetime.UTC))
         body = {
             "apiVersion": "v1",
             "kind": "Event",

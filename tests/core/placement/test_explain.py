@@ -36,20 +36,6 @@ def test_message_in_the_issue_style() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("mib", "text"),
-    [
-        pytest.param(8 * GIB, "8Gi", id="gibibytes"),
-        pytest.param(512, "512Mi", id="mebibytes"),
-        pytest.param(1536, "1.5Gi", id="fractional"),
-        pytest.param(0, "0Mi", id="zero"),
-        pytest.param(2 * 1024 * GIB, "2Ti", id="tebibytes"),
-    ],
-)
-def test_format_mib(mib: int, text: str) -> None:
-    assert explain.format_mib(mib) == text
-
-
 def test_no_hosts() -> None:
     assert explain.summarize(0, []).message == "0/0 hosts fit: no hypervisor hosts"
 

@@ -17,18 +17,6 @@ from kubevisor.core.placement.model import Rejection, Request
 from kubevisor.core.placement.state import PlacementState
 
 
-def format_mib(mib: int) -> str:
-    """A MiB amount for tables, compact (1536 -> 1.5Gi); explanations use the exact
-    `units.mib`."""
-    if mib != 0 and mib % (1024 * 1024) == 0:
-        return f"{mib // (1024 * 1024)}Ti"
-    if mib != 0 and mib % 1024 == 0:
-        return f"{mib // 1024}Gi"
-    if mib >= 1024:
-        return f"{mib / 1024:.1f}Gi"
-    return f"{mib}Mi"
-
-
 @dataclass(frozen=True, slots=True)
 class ReasonCount:
     """Hosts turned down for one reason, with the best free amount among them (`has` as
