@@ -13,7 +13,7 @@ image, so the agent can report its progress (`pull`) instead of waiting on it; `
 waits. A failure is kept (with its machine-readable `reason`) until someone asks for a
 new attempt, so each VM's reconcile reports it and backs off on its own. The last use of
 an image is its file's mtime, touched whenever a VM asks for it; `evict` removes unused
-images by age and size (`core.eviction` decides which).
+images by age and size (`core.cacheeviction` decides which).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from kubevisor.agent.imagefetch import PermanentPullError as PermanentPullError
 from kubevisor.agent.imagefetch import RetryablePullError as RetryablePullError
 from kubevisor.api import quantity
 from kubevisor.api.virtualmachine import ImageCompression
-from kubevisor.core import destinations, eviction
+from kubevisor.core import cacheeviction, destinations
 
 log = logging.getLogger("kubevisor.agent.images")
 
@@ -245,14 +245,14 @@ class ImageCache:
 
     def evict(
         self, *, keep: Set[str], now: float, max_bytes: int, max_unused: float
-    ) -> list[eviction.CachedFile]:
-        """Remove the unused images `core.eviction` picks and return them. `keep` are the
+    ) -> list[cacheeviction.CachedFile]:
+        """Remove the unused images `core.cacheeviction` picks and return them. `keep` are the
         digests VMs here use or wait for; images being downloaded are kept too, and failed
         downloads of other digests are forgotten."""
         protected = set(keep) | self.pulling()
-        chosen = eviction.choose(
+        chosen = cacheeviction.choose(
             [
-                eviction.CachedFile(
+                cacheeviction.CachedFile(
                     sha256=e.sha256,
                     size=e.size,
                     last_used=e.last_used,

@@ -24,7 +24,7 @@ from kubevisor.agent.vms import BoundVms, key_of
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import ImageSource, VirtualMachine
-from kubevisor.core.eviction import CachedFile
+from kubevisor.core.cacheeviction import CachedFile
 from kubevisor.core.imagepulls import ImagePullState, PullFailure
 from kubevisor.drivers.base import PermanentError
 from kubevisor.kube.client import Object

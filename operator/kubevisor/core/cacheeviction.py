@@ -1,4 +1,4 @@
-"""Which images the host's image cache evicts: the unused ones, by age and by size.
+"""Which images the host's image cache evicts (not VM eviction): the unused ones, by age and size.
 
 An image is unused when no VM disk on the host is backed by it, no bound VM waits for it
 and no download writes it (the agent knows; `CachedFile.in_use` carries the verdict).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubevisor.core import eviction
-from kubevisor.core.eviction import CachedFile
+from kubevisor.core import cacheeviction
+from kubevisor.core.cacheeviction import CachedFile
 
 NOW = 1_000_000.0
 HOUR = 3600.0
@@ -57,5 +57,5 @@ def image(name: str, *, size_gib: int = 1, hours_ago: float, in_use: bool = Fals
     ],
 )
 def test_which_images_are_evicted(files: list[CachedFile], evicted: list[str]) -> None:
-    chosen = eviction.choose(files, now=NOW, max_bytes=10 * GIB, max_unused=24 * HOUR)
+    chosen = cacheeviction.choose(files, now=NOW, max_bytes=10 * GIB, max_unused=24 * HOUR)
     assert [f.sha256[0] for f in chosen] == evicted
