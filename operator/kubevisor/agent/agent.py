@@ -229,8 +229,8 @@ class Agent:
         name, a spec change (metadata.generation), deletion, the controller's word in status
         (unbinding, eviction), or a migration starting or ending. The triggers a failed
         attempt causes itself (libvirt's lifecycle events of the define and the failed
-        start, the watch echoing the status just written) are skipped: each of them used to
-        retry the key at once, some ten times a second however long the error asked to wait.
+        start, the watch echoing the status just written) are skipped, or each of them would
+        retry the key at once, some ten times a second, however long the error asked to wait.
         """
         while True:
             key = await self.queue.get()

@@ -1,8 +1,8 @@
 """The agent's part of its HypervisorHost status, from what the hypervisor reports.
 
 The agent owns the facts (hypervisor, CPU, capacity, NUMA cells, its image cache); the
-controller owns
-what it judges from its placement state and the heartbeat (allocated, allocatable,
+controller owns what
+it judges from its placement state and the heartbeat (allocated, allocatable,
 vmCount, the Ready and Schedulable conditions). Both apply their fields with
 server-side apply under their own field manager.
 """

@@ -8,9 +8,9 @@ A key whose processing failed backs off exponentially, as client-go's rate-limit
 does: `retry` holds it for `base_delay` doubling per consecutive failure up to `max_delay`
 (or the error's own delay, when that is longer), then adds it again; `forget` (on success)
 resets the count. A failing attempt causes triggers of its own (libvirt lifecycle events,
-the watch echoing the status it wrote), and without the hold each of them retried the key
-at once. `add` still queues a held key, because only the caller can tell a trigger it
-caused from a new request; the worker asks `due` and skips a held key whose request is the
+the watch echoing the status it wrote); the hold keeps them from retrying the key at once.
+`add` still queues a held key, because only the caller can tell a trigger it caused from a
+new request; the worker asks `due` and skips a held key whose request is the
 one that failed, and the timer brings it back when the hold ends.
 
 `add_after` brings a key back after a delay without counting a failure: the agent polls a

@@ -1,4 +1,5 @@
-"""The HypervisorHost custom resource: one libvirt hypervisor the agent registered.
+"""The HypervisorHost custom resource: one hypervisor (a libvirt host or a vSphere
+host) that its agent registered.
 
 The cluster admin owns the spec (cordon, drain, allocation ratios, reserved resources,
 CPU sets); the host's agent owns the status (what the hardware and hypervisor offer and

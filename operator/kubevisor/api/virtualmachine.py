@@ -2,7 +2,7 @@
 
 Users and GitOps tools write the spec; the controller's placement writes `status.host`
 and `status.placement`, the agent of the bound host writes `status.domain` and the phase
-after binding (DESIGN.md section 3). Field docs here become the CRD's descriptions and
+after binding; each field has one writer. Field docs here become the CRD's descriptions and
 so what `kubectl explain virtualmachine` prints; the CEL rules attached to the models are
 enforced by the API server itself.
 """

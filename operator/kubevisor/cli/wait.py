@@ -1,6 +1,6 @@
 """`kubevisor wait VM --for ready|running|stopped|phase=X`: block until a VM gets there.
 
-`ready` follows kstatus (docs research/ux.md section 1), as Flux and `kubectl wait
+`ready` follows kstatus, as Flux and `kubectl wait
 --for=condition=Ready` read our status: the status must reflect the current spec
 (status.observedGeneration == metadata.generation), Reconciling must not be True and
 Ready must be True. Every goal needs the current generation observed, so a phase left

@@ -10,7 +10,7 @@ table: the first row whose test holds decides, so the precedence is visible in o
 `controller_vm_status` is the controller's part (phase before binding, host, placement,
 Scheduled, and Unknown once the host is lost), from a first-match table of its own.
 
-Conditions follow the kstatus conventions (research/ux.md section 1): Reconciling while
+Conditions follow the kstatus conventions Flux and `kubectl wait` read: Reconciling while
 work is in flight, Stalled when it cannot progress, Ready as the summary, and a stopped
 VM whose run strategy wants it stopped is Ready, so GitOps tools do not wait forever.
 """

@@ -78,7 +78,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         # Progress and diff bases: none of our handlers is a change-detecting one
         # (create/update/delete/resume), so kopf writes neither; should one be added, keep
         # its marks in annotations under our own prefix rather than in `status`, whose
-        # every field has one writer (DESIGN.md section 3) and a strict schema.
+        # every field has one writer and a strict schema.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix="kopf.kubevisor.io"
         )

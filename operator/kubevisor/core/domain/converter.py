@@ -40,8 +40,8 @@ def unenforced_limits(machine: VirtualMachine, host: HostEnvironment) -> list[st
     """Limits of `machine` (its spec and placement) the host cannot enforce, so `render`
     leaves them out.
 
-    The agent shows them in the VM's status (the issue's "reported where it does not"):
-    the VM still runs, unlimited, rather than failing to start.
+    The agent shows them in the VM's status (Conditions name each limit
+    the host leaves unenforced): the VM still runs, unlimited, rather than failing to start.
     """
     return cpu.unenforced(machine.spec, host) + memory.unenforced(_placement(machine), host)
 
