@@ -1116,8 +1116,38 @@ class PciAssignment(ApiModel):
     )
 
 
+SizeFingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$", max_length=16)]
+
+
+class ClaimedSize(ApiModel):
+    """The size placement holds for the VM on its host: what the controller checked
+    against the host and claimed there (the controller writes it; the agent reads it)."""
+
+    fingerprint: SizeFingerprint = Field(
+        description=(
+            "Hash of the spec's sizing parts (cpu, memory, numa, disks, devices) this claim "
+            "was made for. The agent starts the domain from a spec only when its hash is "
+            "this one: a changed size waits until the controller has claimed it."
+        ),
+    )
+    vcpus: int = Field(ge=1, le=MAX_VCPUS, description="vCPUs claimed.")
+    cpu_policy: CpuPolicy = Field(
+        description="shared (vCPUs count against the ratio) or dedicated (pCPUs pinned)."
+    )
+    memory: Quantity = Field(description="Memory claimed.")
+    disk: Quantity | None = Field(default=None, description="Local disk claimed.")
+
+
 class PlacementStatus(ApiModel):
     """The placement decision the agent turns into domain XML (cpu pinning, numatune)."""
+
+    size: ClaimedSize | None = Field(
+        default=None,
+        description=(
+            "The size claimed on the host. A resize (a changed spec applied at a restart) "
+            "is checked against the host and claimed before the agent starts it."
+        ),
+    )
 
     cells: list[CellPlacement] = Field(
         default_factory=list,

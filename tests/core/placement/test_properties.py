@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kubevisor.api import quantity
 from kubevisor.core import hosts as hosts_status
 from kubevisor.core import hypervisors
-from kubevisor.core.placement import scheduler
+from kubevisor.core.placement import resize, scheduler
 from kubevisor.core.placement.model import GroupPolicy, HostSnapshot, Request
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import PlacementState, empty_usage
@@ -94,6 +94,16 @@ def check_invariants(
         assert recount.usage(host.name) == state.usage(host.name)
 
 
+def pages_outside(cluster: list[HostSnapshot]) -> dict[tuple[str, int, int], int]:
+    """Huge pages the agents report in use outside kubevisor, per host, cell and size."""
+    return {
+        (host.name, cell.id, pool.page_kib): pool.total - pool.free
+        for host in cluster
+        for cell in host.numa_cells
+        for pool in cell.hugepages
+    }
+
+
 def reported(
     state: PlacementState, host: HostSnapshot, outside: dict[tuple[str, int, int], int]
 ) -> HostSnapshot:
@@ -123,12 +133,7 @@ def reported(
 def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  # type: ignore[type-arg]
     cluster, ops = scenario
     state = PlacementState.rebuild(cluster, [])
-    outside = {
-        (host.name, cell.id, pool.page_kib): pool.total - pool.free
-        for host in cluster
-        for cell in host.numa_cells
-        for pool in cell.hugepages
-    }
+    outside = pages_outside(cluster)
     placed: dict[str, Request] = {}
     for op, arg in ops:
         if op == "release":
@@ -150,3 +155,62 @@ def test_random_claims_and_releases_keep_invariants(scenario: tuple) -> None:  #
     for host in cluster:
         assert state.usage(host.name) == empty_usage(host)
     assert not any(state.group_hosts(g) for g in ("g1", "g2", "g3"))
+
+
+@st.composite
+def lifecycles(draw: st.DrawFn) -> tuple[list, list[tuple[str, object]]]:  # type: ignore[type-arg]
+    """Hosts and a random sequence of creates, resizes (of a VM already placed, to a random
+    new size in the same group) and deletes."""
+    cluster = [draw(hosts(f"h{i}")) for i in range(draw(st.integers(1, 3)))]
+    ops: list[tuple[str, object]] = []
+    for i in range(draw(st.integers(5, 40))):
+        kind = draw(st.sampled_from(["create", "create", "resize", "resize", "delete"]))
+        if kind == "create":
+            ops.append(("create", draw(requests(f"vm{i}"))))
+        elif kind == "resize":
+            ops.append(("resize", (draw(st.integers(0, 10_000)), draw(requests(f"size{i}")))))
+        else:
+            ops.append(("delete", draw(st.integers(0, 10_000))))
+    return cluster, ops
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lifecycles())
+def test_random_creates_resizes_and_deletes_keep_allocated_equal_to_claims(
+    scenario: tuple,  # type: ignore[type-arg]
+) -> None:
+    """A resize holds the new size or the old one, never both, never neither: host
+    allocated stays the sum of its VMs' claims, within capacity, through any sequence."""
+    cluster, ops = scenario
+    state = PlacementState.rebuild(cluster, [])
+    outside = pages_outside(cluster)
+    placed: dict[str, Request] = {}
+    for op, arg in ops:
+        live = sorted(state.claims())
+        if op == "create":
+            assert isinstance(arg, Request)
+            if isinstance(scheduler.place(state, arg), Decision):
+                placed[arg.name] = arg
+        elif op == "delete" and live:
+            assert isinstance(arg, int)
+            state.release(live[arg % len(live)])
+        elif op == "resize" and live:
+            assert isinstance(arg, tuple)
+            index, size = arg
+            vm = live[index % len(live)]
+            before = state.claims()[vm]
+            usage = state.usage(before.host)
+            wanted = replace(size, name=vm, group=placed[vm].group)
+            outcome = resize.resize(state, wanted, host=before.host)
+            if isinstance(outcome, resize.Resized):
+                assert outcome.previous == before
+                assert state.claims()[vm] == outcome.claim
+                assert outcome.claim.host == before.host
+                placed[vm] = wanted
+            else:
+                assert state.claims()[vm] == before, "a refused resize keeps the old claim"
+                assert state.usage(before.host) == usage
+                assert outcome.message.startswith(f"resize to {resize.describe(wanted)}")
+        for host in cluster:
+            state.add_host(reported(state, host, outside))
+        check_invariants(state, placed, outside)

@@ -10,6 +10,8 @@ Server groups are namespaced: group "db" in namespace "prod" is `prod/db`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,10 +32,12 @@ from kubevisor.api.hypervisorhost import (
 from kubevisor.api.network import NetworkSpec
 from kubevisor.api.virtualmachine import (
     CellPlacement,
+    ClaimedSize,
     HugepageAllocation,
     PciAssignment,
     PlacementStatus,
     VirtualMachine,
+    VirtualMachineSpec,
     VirtualMachineStatus,
 )
 from kubevisor.api.virtualmachine import VcpuPin as ApiVcpuPin
@@ -294,12 +298,70 @@ def request(vm: VirtualMachine, *, networks: Mapping[str, NetworkSpec] = NO_NETW
     )
 
 
+SIZING_FIELDS = ("cpu", "memory", "numa", "disks", "devices")
+"""The spec parts a VM's claim is sized from (and checked against its host by)."""
+
+
+def size_fingerprint(spec: VirtualMachineSpec) -> str:
+    """A short hash of the spec's sizing parts: the controller records the one it claimed
+    (status.placement.size) and the agent starts a domain only from a spec that has it."""
+    # Defaults left out, as identity.hardware_fingerprint does: a new API field with a
+    # default must not turn every bound VM into a pending resize after an upgrade.
+    parts = spec.model_dump(
+        mode="json", by_alias=True, include=set(SIZING_FIELDS), exclude_defaults=True
+    )
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def claimed_size(vm: VirtualMachine) -> ClaimedSize:
+    """The size record of a claim made for `vm`'s spec as it is now."""
+    wanted = request(vm)
+    return ClaimedSize(
+        fingerprint=size_fingerprint(vm.spec),
+        vcpus=wanted.vcpus,
+        cpu_policy=wanted.cpu_policy.value,
+        memory=quantity.format_bytes(wanted.memory_mib * quantity.MI),
+        disk=quantity.format_bytes(wanted.disk_mib * quantity.MI) if wanted.disk_mib else None,
+    )
+
+
+def recorded_size(vm: VirtualMachine) -> ClaimedSize | None:
+    """The size the controller last claimed for `vm` (None: bound before sizes were
+    recorded, or not bound)."""
+    placed = vm.status.placement if vm.status is not None else None
+    return placed.size if placed is not None else None
+
+
+def resize_pending(vm: VirtualMachine) -> bool:
+    """Whether `vm`'s spec asks another size than the one claimed for it on its host."""
+    size = recorded_size(vm)
+    return size is not None and size.fingerprint != size_fingerprint(vm.spec)
+
+
+def claimed_request(vm: VirtualMachine) -> Request:
+    """`request(vm)` at the size its claim holds, which may predate its spec: a resize
+    waits for a restart, and until then the old size is what runs."""
+    wanted = request(vm)
+    size = recorded_size(vm)
+    if size is None:
+        return wanted
+    return dataclasses.replace(
+        wanted,
+        vcpus=size.vcpus,
+        cpu_policy=CpuPolicy(size.cpu_policy),
+        memory_mib=_mib(size.memory),
+        disk_mib=_mib(size.disk),
+    )
+
+
 def claim(vm: VirtualMachine, host: HostSnapshot) -> Claim | None:
-    """The claim a bound VM holds on `host`, rebuilt from its status (None while unbound)."""
+    """The claim a bound VM holds on `host`, rebuilt from its status (None while unbound):
+    its placement, at the size status.placement.size records."""
     status = vm.status
     if status is None or status.host is None:
         return None
-    wanted = request(vm)
+    wanted = claimed_request(vm)
     fit = _fit(wanted, status.placement, host)
     return scheduler.claim_for(wanted, host=status.host, fit=fit)
 
@@ -368,11 +430,13 @@ def _guest_vcpus(wanted: Request, guest_cell: int) -> int:
     return wanted.vcpus
 
 
-def placement_status(fit: NumaFit | None) -> PlacementStatus | None:
-    """VM `status.placement` for a decision's NUMA fit and PCI devices (None for guests
-    with neither)."""
+def placement_status(
+    fit: NumaFit | None, *, size: ClaimedSize | None = None
+) -> PlacementStatus | None:
+    """VM `status.placement` for a decision's NUMA fit and PCI devices and the size
+    claimed (None for guests with none of them)."""
     if fit is None:
-        return None
+        return PlacementStatus(size=size) if size is not None else None
     cells = [
         CellPlacement(
             guest_cell=cell.guest_cell,
@@ -389,6 +453,7 @@ def placement_status(fit: NumaFit | None) -> PlacementStatus | None:
     ]
     shared = sorted(set().union(*(cell.shared_cpus for cell in fit.cells)))
     return PlacementStatus(
+        size=size,
         cells=cells,
         emulator_pins=sorted(fit.emulator_pins),
         shared_cpus=shared,

@@ -90,10 +90,17 @@ def claim_for(request: Request, *, host: str, fit: NumaFit | None) -> Claim:
     )
 
 
-def evaluate(state: PlacementState, request: Request, name: str) -> Candidate | Rejection:
-    """Every filter on one host; the candidate carries its NUMA fit and PCI devices."""
+def evaluate(
+    state: PlacementState,
+    request: Request,
+    name: str,
+    *,
+    checks: Iterable[filters.Filter] = _PRE_NUMA,
+) -> Candidate | Rejection:
+    """Every filter on one host (`checks`, then NUMA fitting and PCI devices); the
+    candidate carries its NUMA fit and PCI devices."""
     host = state.host(name)
-    for check in _PRE_NUMA:
+    for check in checks:
         rejection = check(host, request, state)
         if rejection is not None:
             return rejection
