@@ -176,3 +176,30 @@ def test_waiting_for_images(
 def test_only_a_start_needs_images() -> None:
     assert not convergence.needs_images(convergence.Plan((A.SHUTDOWN, A.REMOVE)))
     assert not convergence.needs_images(convergence.NOTHING)
+
+
+@pytest.mark.parametrize(
+    ("decided", "pending", "actions"),
+    [
+        pytest.param(
+            convergence.Plan((A.DEFINE_AND_START,)), True, (), id="a-start-waits-for-the-claim"
+        ),
+        pytest.param(
+            convergence.Plan((A.DEFINE_AND_START,)),
+            False,
+            (A.DEFINE_AND_START,),
+            id="a-start-at-the-claimed-size",
+        ),
+        pytest.param(
+            convergence.Plan((A.SHUTDOWN, A.REMOVE)),
+            True,
+            (A.SHUTDOWN, A.REMOVE),
+            id="a-deletion-is-no-start",
+        ),
+        pytest.param(convergence.Plan((A.SUSPEND,)), True, (A.SUSPEND,), id="a-pause-is-no-start"),
+    ],
+)
+def test_held_for_resize(
+    decided: convergence.Plan, pending: bool, actions: tuple[Action, ...]
+) -> None:
+    assert convergence.held_for_resize(decided, pending=pending).actions == actions

@@ -10,9 +10,10 @@ import pytest
 
 from kubevisor.api.conditions import Condition
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachineSpec
-from kubevisor.core import imagepulls, status
+from kubevisor.core import imagepulls, resizing, status
 from kubevisor.core.convergence import DomainObservation, DomainState
 from kubevisor.core.lifecycle import IllegalTransition
+from kubevisor.core.resizing import ResizeNote
 from kubevisor.core.status import AgentError, Inputs
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -124,6 +125,25 @@ CASES = [
         "True",
         "False",
         id="retryable-error-keeps-reconciling",
+    ),
+    pytest.param(
+        dataclasses.replace(inputs(), resize=ResizeNote(refused=False, message="waiting")),
+        "Stopped",
+        False,
+        "True",
+        "False",
+        id="a-start-held-for-the-claim-of-a-new-size",
+    ),
+    pytest.param(
+        dataclasses.replace(
+            inputs(domain=("shutoff", "shutdown")),
+            resize=ResizeNote(refused=True, message="resize to 8 vCPUs refused"),
+        ),
+        "Stopped",
+        False,
+        "True",
+        "False",
+        id="a-refused-size-keeps-it-stopped-without-stalling",
     ),
 ]
 
@@ -497,6 +517,28 @@ def controller(
             id="evicting-before-everything-bound",
         ),
         pytest.param(
+            controller(binding=PLACED, resize=ResizeNote(refused=True, message="too big")),
+            None,
+            {"Scheduled": ("True", "ResizeRefused")},
+            id="a-refused-resize-leaves-the-phase-to-the-agent",
+        ),
+        pytest.param(
+            controller(binding=PLACED, resize=ResizeNote(refused=False, message="resized")),
+            None,
+            {"Scheduled": ("True", "Resized")},
+            id="a-resize-leaves-the-phase-to-the-agent",
+        ),
+        pytest.param(
+            controller(
+                binding=PLACED,
+                host_lost="host h1 is not Ready",
+                resize=ResizeNote(refused=True, message="too big"),
+            ),
+            "Unknown",
+            {"Scheduled": ("True", "Scheduled"), "Ready": ("Unknown", "HostNotReady")},
+            id="host-lost-before-a-resize",
+        ),
+        pytest.param(
             controller(run_strategy="Halted", binding=PLACED),
             "Scheduled",
             {
@@ -563,3 +605,22 @@ def test_vm_differs_compares_placement_as_the_model_reads_it() -> None:
     assert not status.differs(current, {"placement": one, "host": "h1"})
     assert status.differs(current, {"placement": two, "host": "h1"})
     assert status.differs(current, {"placement": one, "host": "h2"})
+
+
+def test_the_agent_repeats_the_controllers_refusal_and_the_controller_reads_the_hold() -> None:
+    refused = Condition(
+        type="Scheduled", status="True", reason="ResizeRefused", message="resize to 8 refused"
+    )
+    assert resizing.resize_hold([refused], size="8 vCPUs", host="h1") == ResizeNote(
+        refused=True, message="resize to 8 refused"
+    )
+    placed = refused.model_copy(update={"reason": "Scheduled", "message": "placed"})
+    assert resizing.resize_hold([placed], size="8 vCPUs", host="h1") == ResizeNote(
+        refused=False, message="waiting for the controller to claim 8 vCPUs on host h1"
+    )
+    held = [
+        Condition(type="Ready", status="False", reason=r, message="m")
+        for r in ("ResizePending", "ResizeRefused", "Stopped")
+    ]
+    assert [resizing.holding_for_resize([c]) for c in held] == [True, True, False]
+    assert not resizing.holding_for_resize([refused])

@@ -159,6 +159,13 @@ class FakeKube:
             stored.owners.setdefault(name, set()).add(USER)
         return self.vm(key)
 
+    def change_vm(self, key: str, patch: Object) -> Object:
+        """A user's merge patch of a VM's spec: its generation moves on."""
+        stored = self.vms[key]
+        _merge(stored.obj, patch)
+        stored.obj["metadata"]["generation"] = int(stored.obj["metadata"]["generation"]) + 1
+        return self.vm(key)
+
     def agent_job_status(self, key: str, manager: str, **status: Any) -> Object:
         """What the source or target agent applies to a job's status."""
         self.jobs[key].apply(manager, {**_fields_of(self.jobs[key], manager), **status})

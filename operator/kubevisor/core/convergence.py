@@ -164,3 +164,10 @@ def waiting_for_images(chosen: Plan, *, pulling: bool) -> Plan:
     """Nothing yet while images download: the overlays need them, and a finished download
     brings the VM back."""
     return NOTHING if pulling else chosen
+
+
+def held_for_resize(chosen: Plan, *, pending: bool) -> Plan:
+    """Nothing while the spec's size is not the one claimed on the host: a domain defined
+    from it would run a size placement does not hold. The controller's claim (or a spec
+    back at the claimed size) brings the VM back."""
+    return NOTHING if pending and Action.DEFINE_AND_START in chosen.actions else chosen

@@ -30,6 +30,7 @@ from kubevisor.core.conditions import Row, truth, wire
 from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
 from kubevisor.core.imagepulls import ImagePullState
 from kubevisor.core.lifecycle import Exit, Phase
+from kubevisor.core.resizing import RESIZE_PENDING, RESIZE_REFUSED, RESIZED, ResizeNote
 
 RESTART_REQUIRED = "RestartRequired"
 LIMITS_ENFORCED = "LimitsEnforced"
@@ -74,6 +75,8 @@ class Inputs:
     pulls: tuple[ImagePullState, ...] = ()
     """The disks whose images must be downloaded before the domain can start; empty when
     every image is cached (or the agent is not about to start the domain)."""
+    resize: ResizeNote | None = None
+    """Set while the agent holds the start for the controller's claim of a new size."""
 
     @property
     def wants_run(self) -> bool:
@@ -157,6 +160,20 @@ def _pulling_images(i: Inputs) -> Verdict | None:
         return Verdict(phase="Failed", ready=False, reason=reason, message=message, stalled=True)
     return Verdict(
         phase="Starting", ready=False, reason="ImagePulling", message=message, reconciling=True
+    )
+
+
+def _resize_held(i: Inputs) -> Verdict | None:
+    if i.resize is None:
+        return None
+    # Not Stalled even when refused: capacity freed on the host lets it start (the
+    # controller tries again whenever a claim there is released).
+    return Verdict(
+        phase="Stopped",
+        ready=False,
+        reason=RESIZE_REFUSED if i.resize.refused else RESIZE_PENDING,
+        message=i.resize.message,
+        reconciling=True,
     )
 
 
@@ -255,6 +272,7 @@ PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
     _permanent_error,
     _migrating,
     _pulling_images,
+    _resize_held,
     _no_domain,
     _running,
     _paused,
@@ -406,6 +424,9 @@ class ControllerInputs:
     """status.lastMigration as the wire dict; carried in every write (the controller owns it)."""
     eviction: dict[str, Any] | None = None
     """status.eviction as the wire dict: the agent is to stop the domain on the bound host."""
+    resize: ResizeNote | None = None
+    """What checking the VM's new size on its bound host came to, for the Scheduled
+    condition (None: no resize to report)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,6 +512,15 @@ def _bound_host_lost(i: ControllerInputs) -> ControllerVerdict | None:
     )
 
 
+def _bound_resize(i: ControllerInputs) -> ControllerVerdict | None:
+    if i.binding is None or i.resize is None:
+        return None
+    # The domain is the agent's (it holds the start until this write): phase and Ready stay
+    # its own; Scheduled says what became of the size.
+    reason = RESIZE_REFUSED if i.resize.refused else RESIZED
+    return ControllerVerdict(None, (Row(cond.SCHEDULED, "True", reason, i.resize.message),))
+
+
 def _bound_scheduled(i: ControllerInputs) -> ControllerVerdict | None:
     if i.binding is None:
         return None
@@ -513,6 +543,7 @@ CONTROLLER_TABLE: Sequence[Callable[[ControllerInputs], ControllerVerdict | None
     _bound_evicting,
     _bound_migrated,
     _bound_host_lost,
+    _bound_resize,
     _bound_scheduled,
 )
 """Ordered: the first row that returns a verdict decides (`_unbound_pending` decides

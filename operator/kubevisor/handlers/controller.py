@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from kubevisor import metrics
 from kubevisor.api import objects, quantity, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
-from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
+from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import conditions, lifecycle
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
@@ -45,8 +45,10 @@ from kubevisor.core.placement.model import HostSnapshot
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import ClaimConflict, PlacementState
 from kubevisor.core.placement.weighers import Multipliers
+from kubevisor.core.resizing import ResizeNote
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
+from kubevisor.handlers.resizes import Resizes
 from kubevisor.kube.client import Kube, Object, is_transient
 
 log = logging.getLogger("kubevisor.controller")
@@ -111,6 +113,7 @@ class Controller:
         self.evacuation = Evacuation(
             self, kube, self.migrations, failover_grace=settings.failover_grace
         )
+        self.resizes = Resizes(self)
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -355,6 +358,7 @@ class Controller:
             self.pending.pop(key, None)
             self.explained.pop(key, None)
             self.evacuation.forget(key)
+            self.resizes.forget(key)
             if self.state.release(key) is not None:
                 await self.retry_pending()
             return
@@ -373,6 +377,7 @@ class Controller:
     async def retry_pending(self) -> None:
         for key in list(self.pending):
             await self.reconcile_vm(key)
+        await self.resizes.retry()
 
     async def reconcile_vm(self, key: str) -> None:
         obj = self.vms.get(key)
@@ -444,6 +449,8 @@ class Controller:
                 binding=vmstatus.Binding(host=host, placement=placement),
                 host_lost=f"host {host} is not Ready: {judgement.message}",
             )
+        elif host in self.hosts:
+            await self.resizes.check(key, obj, vm, host)
 
     def _ensure_claim(self, key: str) -> None:
         obj = self.vms.get(key)
@@ -482,8 +489,8 @@ class Controller:
         metrics.PLACEMENT_DECISIONS.labels("placed", "none").inc()
         self.pending.pop(key, None)
         self.explained.pop(key, None)
-        placement = inputs.placement_status(decision.numa)
-        binding = vmstatus.Binding(host=decision.host, placement=placement or PlacementStatus())
+        placement = inputs.placement_status(decision.numa, size=inputs.claimed_size(vm))
+        binding = vmstatus.Binding(host=decision.host, placement=placement)
         try:
             await self.write_vm_status(obj, binding=binding)
             await self.label(obj, decision.host)
@@ -530,6 +537,7 @@ class Controller:
         migrated_from: str | None = None,
         last_migration: dict[str, Any] | None = None,
         eviction: dict[str, Any] | None = None,
+        resize: ResizeNote | None = None,
     ) -> Object:
         meta = obj["metadata"]
         key = objects.key(meta)
@@ -546,6 +554,7 @@ class Controller:
                 migrated_from=migrated_from,
                 last_migration=last_migration or current.get("lastMigration"),
                 eviction=eviction,
+                resize=resize,
             ),
             previous_phase=current.get("phase"),
             previous=conditions.previous(current),

@@ -158,8 +158,10 @@ class Migrations:
         if claim_key(key) in self.c.state.claims():
             return  # admitted by a concurrent reconcile; its writes are under way
         vm_obj, vm, source = self._migratable(obj, job)
+        # The size claimed, not the spec's: a resize waits for a restart, which a live
+        # migration is not, so the target holds what runs.
         request = migration.target_request(
-            inputs.request(vm), source_type=self.c.hypervisor_type(source)
+            inputs.claimed_request(vm), source_type=self.c.hypervisor_type(source)
         )
         async with self.c.lock:
             if claim_key(key) in self.c.state.claims():
@@ -172,7 +174,10 @@ class Migrations:
                 return
             claim = dataclasses.replace(decision.claim, vm=claim_key(key))
             self.c.state.claim(claim)
-        placement = inputs.placement_status(decision.numa) or PlacementStatus()
+        placement = (
+            inputs.placement_status(decision.numa, size=inputs.recorded_size(vm))
+            or PlacementStatus()
+        )
         meta = obj["metadata"]
         try:
             finalizers = [*(f for f in meta.get("finalizers") or [] if f != FINALIZER), FINALIZER]

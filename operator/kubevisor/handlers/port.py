@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Judgement
 from kubevisor.core.placement.state import PlacementState
+from kubevisor.core.resizing import ResizeNote
 from kubevisor.kube.client import Object
 
 
@@ -59,6 +60,7 @@ class ControllerPort(Protocol):
         migrated_from: str | None = None,
         last_migration: dict[str, Any] | None = None,
         eviction: dict[str, Any] | None = None,
+        resize: ResizeNote | None = None,
     ) -> Object:
         """Apply the controller's part of the VM's status (`core.status`) if it changed;
         returns the VM as cached now."""
