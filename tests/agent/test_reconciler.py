@@ -24,7 +24,9 @@ from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.vms import BoundVms
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api.hypervisorhost import SharedStorage
+from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core.domain.host import BootFiles
+from kubevisor.core.placement import inputs
 from kubevisor.drivers import base
 from kubevisor.drivers.fake import FakeHypervisor
 from kubevisor.kube.client import Kube
@@ -261,3 +263,99 @@ def test_a_vm_runs_on_the_shared_cpus_its_host_gives_shared_vms(tmp_path: Path) 
         assert vcpu is not None and vcpu.get("cpuset") == "2-3"
 
     run(tmp_path, scenario, host=Host(shared_cpus=frozenset({2, 3})))
+
+
+def claimed(spec: dict[str, Any]) -> dict[str, Any]:
+    """status.placement as the controller writes it once it claimed `spec`'s size."""
+    vm = VirtualMachine.model_validate(
+        {"metadata": {"name": "x", "namespace": "default"}, "spec": spec}
+    )
+    placement = inputs.placement_status(None, size=inputs.claimed_size(vm))
+    assert placement is not None
+    return placement.to_wire()
+
+
+BIG = {**SPEC, "cpu": {"vcpus": 8}}
+
+
+def test_a_start_waits_until_the_controller_claimed_the_specs_size(tmp_path: Path) -> None:
+    """The issue: `minimal` patched from 1 to 8 vCPUs and started again must not come back
+    with 8 before the controller checked them against the host."""
+
+    async def scenario(agent: Agent) -> None:
+        key, uid = agent.bind("minimal", BIG, placement=claimed(SPEC))
+        await agent.reconciler.reconcile(key)
+        assert agent.operations(uid) == []
+        assert agent.status(key)["phase"] == "Stopped"
+        assert agent.condition(key, "Ready") == ("False", "ResizePending")
+        (ready,) = [c for c in agent.status(key)["conditions"] if c["type"] == "Ready"]
+        assert ready["message"] == (
+            f"waiting for the controller to claim 8 vCPUs, 96Mi memory on host {HOST}"
+        )
+
+        # The controller refuses: the agent repeats why, and still does not start it.
+        refusal = "resize to 8 vCPUs, 96Mi memory refused on host h: needs 8, has 5 free"
+        agent.api.vms[key]["status"]["conditions"].append(
+            {
+                "type": "Scheduled",
+                "status": "True",
+                "reason": "ResizeRefused",
+                "message": refusal,
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        )
+        agent.vms.remember(agent.api.vms[key])
+        agent.reconciler.invalidate(key)
+        await agent.reconciler.reconcile(key)
+        assert agent.operations(uid) == []
+        assert agent.condition(key, "Ready") == ("False", "ResizeRefused")
+        assert agent.condition(key, "Stalled") == ("False", "NotStalled")
+        (ready,) = [c for c in agent.status(key)["conditions"] if c["type"] == "Ready"]
+        assert ready["message"] == refusal
+
+        # The controller claims the new size: now the domain is defined from the spec.
+        agent.api.vms[key]["status"]["placement"] = claimed(BIG)
+        agent.vms.remember(agent.api.vms[key])
+        agent.reconciler.invalidate(key)
+        await agent.reconciler.reconcile(key)
+        assert agent.operations(uid) == ["define", "start"]
+        vcpu = ET.fromstring(agent.hv.domains[uid].xml).find("vcpu")
+        assert vcpu is not None and vcpu.text == "8"
+        assert agent.condition(key, "Ready") == ("True", "Running")
+
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        pytest.param(claimed(BIG), id="its-size-claimed"),
+        pytest.param({}, id="bound-before-sizes-were-recorded"),
+    ],
+)
+def test_a_vm_whose_size_is_claimed_starts_at_once(
+    tmp_path: Path, placement: dict[str, Any]
+) -> None:
+    async def scenario(agent: Agent) -> None:
+        key, uid = agent.bind("sized", BIG, placement=placement)
+        await agent.reconciler.reconcile(key)
+        assert agent.operations(uid) == ["define", "start"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_running_domain_is_left_running_when_its_spec_grows(tmp_path: Path) -> None:
+    """The change waits for a restart (RestartRequired); nothing is held or stopped."""
+
+    async def scenario(agent: Agent) -> None:
+        key, uid = agent.bind("running", SPEC, placement=claimed(SPEC))
+        await agent.reconciler.reconcile(key)
+        agent.api.change_spec(key, BIG)
+        agent.vms.remember(agent.api.vms[key])
+        agent.reconciler.invalidate(key)
+        await agent.reconciler.reconcile(key)
+        assert agent.operations(uid) == ["define", "start"]
+        assert agent.condition(key, "Ready") == ("True", "Running")
+        assert agent.condition(key, "RestartRequired") == ("True", "SpecChanged")
+
+    run(tmp_path, scenario)

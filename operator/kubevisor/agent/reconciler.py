@@ -29,11 +29,13 @@ from kubevisor.api import schema
 from kubevisor.api.conditions import Condition
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core import convergence, status
+from kubevisor.core import convergence, resizing, status
 from kubevisor.core.convergence import Action, DomainObservation
 from kubevisor.core.domain import converter, document, identity
 from kubevisor.core.domain.host import HostEnvironment
 from kubevisor.core.imagepulls import ImagePullState, PullFailure
+from kubevisor.core.placement import inputs, resize
+from kubevisor.core.resizing import ResizeNote
 from kubevisor.core.status import AgentError
 from kubevisor.drivers.base import (
     DomainNotFound,
@@ -163,6 +165,8 @@ class Reconciler:
                 domain=observed,
             )
         )
+        held = self._resize_hold(vm, plan)
+        plan = convergence.held_for_resize(plan, pending=held is not None)
         pulls: tuple[ImagePullState, ...] = ()
         pull_failed: PullFailure | None = None
         if convergence.needs_images(plan):
@@ -183,10 +187,25 @@ class Reconciler:
             migrating_to=migrating_to,
             evicting=evicting,
             pulls=pulls,
+            resize=held,
         )
         if pulls and pull_failed is None:
             self._queue.add_after(key, PULL_PROGRESS_INTERVAL)
         _raise(pull_failed, failed)
+
+    def _resize_hold(self, vm: VirtualMachine, plan: convergence.Plan) -> ResizeNote | None:
+        """Why a start waits (None: it does not): the spec's size is not the one the
+        controller claimed here (`core.resizing`). Starting it would run a size placement
+        does not hold; the controller's claim, written to status, brings the VM back."""
+        pending = inputs.resize_pending(vm)
+        if convergence.held_for_resize(plan, pending=pending) == plan:
+            return None
+        assert vm.status is not None
+        return resizing.resize_hold(
+            vm.status.conditions,
+            size=resize.describe(inputs.request(vm)),
+            host=self._settings.host,
+        )
 
     async def _pull(
         self, key: str, obj: Object, vm: VirtualMachine, uid: str
@@ -293,6 +312,7 @@ class Reconciler:
         migrating_to: str | None = None,
         evicting: str | None = None,
         pulls: tuple[ImagePullState, ...] = (),
+        resize: ResizeNote | None = None,
     ) -> None:
         current = _status(obj)
         previous = [Condition.model_validate(c) for c in current.get("conditions") or []]
@@ -313,6 +333,7 @@ class Reconciler:
                 evicting=evicting,
                 unenforced=tuple(converter.unenforced_limits(vm, limits)),
                 pulls=pulls,
+                resize=resize,
             ),
             previous_phase=current.get("phase"),
             previous=previous,
