@@ -8,12 +8,14 @@ ResizePending) and the controller claims the new size, or refuses it with the fi
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core.placement import inputs
+from kubevisor.handlers.controller import Controller, Settings
+from kubevisor.kube.client import Kube
 
-from .fake_cluster import NAMESPACE, Cluster, host, vm
+from .fake_cluster import LEASE_NAMESPACE, NAMESPACE, Cluster, host, lease, vm
 
 REFUSED_8 = (
     "resize to 8 vCPUs, 1Gi memory refused on host h1: "
@@ -177,14 +179,16 @@ def test_a_controller_restart_rebuilds_the_claim_at_the_size_claimed_not_the_pat
     async def main() -> None:
         await three_running(cluster)
         cluster.kube.change_vm(f"{NAMESPACE}/minimal", {"spec": {"cpu": {"vcpus": 8}}})
-        restarted = Cluster()
-        restarted.kube = cluster.kube
-        restarted.controller.kube = cluster.kube  # type: ignore[assignment]
-        await restarted.controller.load(
+        restarted = Controller(
+            settings=Settings(lease_namespace=LEASE_NAMESPACE),
+            kube=cast(Kube, cluster.kube),
+            clock=cluster.clock,
+        )
+        await restarted.load(
             hosts=[cluster.kube.host("h1")],
             vms=[cluster.kube.vm(f"{NAMESPACE}/{name}") for name in ("a", "b", "minimal")],
-            leases=[],
+            leases=[lease("h1")],
         )
-        assert restarted.controller.state.usage("h1").vcpus == 4
+        assert restarted.state.usage("h1").vcpus == 4, "the domain that runs has 1 vCPU"
 
     asyncio.run(main())

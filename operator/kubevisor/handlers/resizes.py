@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 
+from kubevisor.api import conditions
+from kubevisor.api.conditions import SCHEDULED
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.core import resizing
 from kubevisor.core import status as vmstatus
@@ -42,8 +44,10 @@ class Resizes:
         status = vm.status
         assert status is not None
         if not inputs.resize_pending(vm):
-            if self.refused.pop(key, None) is not None:
-                # The spec is back at the claimed size: the refusal is no longer news.
+            self.refused.pop(key, None)
+            scheduled = conditions.find(status.conditions, SCHEDULED)
+            if scheduled is not None and scheduled.reason == resizing.RESIZE_REFUSED:
+                # The spec is back at the claimed size: the refusal is no longer true.
                 size = resize.describe(inputs.claimed_request(vm))
                 note = ResizeNote(refused=False, message=f"runs at {size}, the size claimed")
                 await self._write(obj, vm, host, note)
