@@ -8,7 +8,7 @@ import pytest
 
 from kubevisor.core.domain import converter
 from kubevisor.core.domain.document import DomainError
-from kubevisor.core.domain.host import HostEnvironment
+from kubevisor.core.domain.host import HostEnvironment, Nic
 
 from .builders import vm
 
@@ -67,17 +67,43 @@ def test_disk_without_a_file_on_the_host_is_refused() -> None:
         converter.render(machine, host=HostEnvironment(domain_type="qemu"))
 
 
-@pytest.mark.parametrize("domain_type", ["kvm", "lxc"])
-def test_an_interface_on_a_network_is_refused_until_the_agent_passes_its_plan(
-    domain_type: str,
-) -> None:
-    """Not silently QEMU's user-mode NAT (or a veth on no bridge): a clear refusal."""
+def test_an_interface_on_a_network_is_refused_in_a_system_container() -> None:
+    """Not a veth on no bridge: a clear refusal."""
     spec: dict[str, object] = {
         "memory": {"size": "64Mi"},
-        "networks": [{"name": "nat"}, {"name": "eth0", "network": "blue"}],
+        "container": {"rootfs": "/srv/web"},
+        "networks": [{"name": "eth0", "network": "blue"}],
     }
-    if domain_type == "lxc":
-        spec["container"] = {"rootfs": "/srv/web"}
-        spec["networks"] = [{"name": "eth0", "network": "blue"}]
     with pytest.raises(DomainError, match="networks 'eth0': interfaces on a Network are not"):
-        converter.render(vm(spec), host=HostEnvironment(domain_type=domain_type))
+        converter.render(vm(spec), host=HostEnvironment(domain_type="lxc"))
+
+
+NIC = Nic(bridge="kvbr-0a1b2c3d", mac="02:00:00:00:00:05", tap="kvt-0123456789a")
+ON_BLUE = {
+    "memory": {"size": "64Mi"},
+    "networks": [{"name": "nat"}, {"name": "eth0", "network": "blue"}],
+}
+
+
+def test_an_interface_on_a_network_is_a_tap_on_its_bridge() -> None:
+    """The MAC the controller allocated and the tap name the port security rules match."""
+    host = HostEnvironment(domain_type="kvm", vhost_net=True, nics={"eth0": NIC})
+    root = ET.fromstring(converter.render(vm(ON_BLUE), host=host))
+    nat, eth0 = root.findall("devices/interface")
+    assert nat.get("type") == "user"
+    assert nat.find("driver") is None
+    assert eth0.get("type") == "bridge"
+    assert [(e.tag, e.attrib) for e in eth0] == [
+        ("mac", {"address": "02:00:00:00:00:05"}),
+        ("source", {"bridge": "kvbr-0a1b2c3d"}),
+        ("target", {"dev": "kvt-0123456789a"}),
+        ("model", {"type": "virtio"}),
+        ("driver", {"name": "vhost"}),
+        ("alias", {"name": "ua-net-eth0"}),
+    ]
+
+
+def test_an_interface_on_a_network_the_agent_did_not_attach_is_refused() -> None:
+    """Not silently QEMU's user-mode NAT: a clear refusal naming the interface."""
+    with pytest.raises(DomainError, match="interface 'eth0' on Network 'blue': not attached"):
+        converter.render(vm(ON_BLUE), host=HostEnvironment(domain_type="kvm"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kubevisor.api.virtualmachine import MAX_NET_QUEUES
+from kubevisor.api.virtualmachine import MAX_NET_QUEUES, Network
 from kubevisor.core.domain.document import Document, DomainError
 
 _BUS_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
@@ -49,29 +49,31 @@ def _device_name(prefix: str, used: dict[str, int]) -> str:
 
 
 def not_on_networks(doc: Document) -> None:
-    """Interfaces on a Network (spec.networks[].network) need what the agent does not pass
-    to the renderer yet (the Network's bridge, the interface's MAC and tap name): refuse
-    them rather than attach them to QEMU's user-mode NAT or to no bridge at all."""
+    """System containers do not attach to Networks yet (a veth would need the Network's
+    port security on a device the agent does not name): refuse them rather than attach
+    them to no bridge at all."""
     attached = [repr(network.name) for network in doc.spec.networks if network.network]
     if attached:
         raise DomainError(
             f"networks {', '.join(attached)}: interfaces on a Network are not rendered into "
-            "the domain yet (issue 18)"
+            "system containers yet (issue 18)"
         )
 
 
 def interfaces(doc: Document) -> None:
-    not_on_networks(doc)
     for network in doc.spec.networks:
-        element = ET.SubElement(doc.devices(), "interface", type=network.type)
-        if network.type == "network" and network.source:
-            ET.SubElement(element, "source", network=network.source)
-        elif network.type == "bridge" and network.source:
-            ET.SubElement(element, "source", bridge=network.source)
+        if network.network:
+            element = _on_network(doc, network)
+        else:
+            element = ET.SubElement(doc.devices(), "interface", type=network.type)
+            if network.type == "network" and network.source:
+                ET.SubElement(element, "source", network=network.source)
+            elif network.type == "bridge" and network.source:
+                ET.SubElement(element, "source", bridge=network.source)
         ET.SubElement(element, "model", type=network.model)
         driver: dict[str, str] = {}
         # vhost-net serves tap devices only; user-mode networking has none.
-        if network.model == "virtio" and network.type != "user" and doc.host.vhost_net is not None:
+        if network.model == "virtio" and not network.user_mode and doc.host.vhost_net is not None:
             driver["name"] = "vhost" if doc.host.vhost_net else "qemu"
         queues = min(doc.spec.cpu.vcpus, MAX_NET_QUEUES)
         if network.multiqueue and network.model == "virtio" and queues > 1:
@@ -79,6 +81,23 @@ def interfaces(doc: Document) -> None:
         if driver:
             ET.SubElement(element, "driver", driver)
         ET.SubElement(element, "alias", name=f"ua-net-{network.name}")
+
+
+def _on_network(doc: Document, network: Network) -> ET.Element:
+    """A tap on the Network's bridge, with the allocated MAC and the tap name the host's
+    port security matches (so a guest sends from its own MAC and address only)."""
+    nic = doc.host.nics.get(network.name)
+    if nic is None:
+        raise DomainError(
+            f"interface {network.name!r} on Network {network.network!r}: not attached on this "
+            "host (no allocated MAC and address in status.interfaces, or the Network is not "
+            "realised here)"
+        )
+    element = ET.SubElement(doc.devices(), "interface", type="bridge")
+    ET.SubElement(element, "mac", address=nic.mac)
+    ET.SubElement(element, "source", bridge=nic.bridge)
+    ET.SubElement(element, "target", dev=nic.tap)
+    return element
 
 
 def console(doc: Document) -> None:

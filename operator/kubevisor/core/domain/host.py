@@ -43,6 +43,17 @@ class Ovmf:
 
 
 @dataclass(frozen=True, slots=True)
+class Nic:
+    """Where one interface on a Network plugs in on this host (`core.network.hostinputs.nics`):
+    the Network's bridge, the MAC the controller allocated, and the tap name the host's port
+    security rules expect (`hostplan.PortSecurity.tap`)."""
+
+    bridge: str
+    mac: str
+    tap: str
+
+
+@dataclass(frozen=True, slots=True)
 class HostEnvironment:
     """What the agent knows about its host and what it prepared on disk for one VM.
 
@@ -74,6 +85,9 @@ class HostEnvironment:
     shared_cpus: frozenset[int] | None = None
     """Host CPUs shared-policy VMs float over (`shared_cpus`, from the HypervisorHost's
     spec); None: the host has no shared set, and they float over every CPU."""
+    nics: Mapping[str, Nic] = field(default_factory=dict)
+    """Interface name -> its attachment, for the VM's interfaces on Networks (the agent
+    realised them on this host first); an interface on a Network missing here is refused."""
 
 
 def shared_cpus(
