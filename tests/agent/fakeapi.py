@@ -36,6 +36,11 @@ class FakeApiServer:
         self.job_writes: dict[str, list[tuple[str, Object]]] = {}
         """Per job key: every (manager, status) applied, in order."""
         self.events: list[dict[str, Any]] = []
+        self.networks: dict[str, Object] = {}
+        """Networks by namespace/name (`add_network`)."""
+        self.peers: dict[str, Object] = {}
+        """The other HypervisorHosts by name (`add_peer`); this host's is `host`."""
+        self._followers: dict[str, list[asyncio.Queue[tuple[str, Object]]]] = {}
         self.status_writes = 0
         self._versions = itertools.count(1)
         self._watch: asyncio.Queue[tuple[str, Object]] = asyncio.Queue()
@@ -131,6 +136,62 @@ class FakeApiServer:
         self.job_status.setdefault(key, {})[manager or ""] = copy.deepcopy(status)
         self.job_writes.setdefault(key, []).append((manager or "", copy.deepcopy(status)))
         return {"metadata": {"namespace": namespace, "name": name}, "status": status}
+
+    # -- Networks and the other hosts ----------------------------------------------------
+
+    def add_network(self, name: str, spec: dict[str, Any], status: dict[str, Any]) -> str:
+        """A Network in NAMESPACE (created or replaced); returns its uid."""
+        old = self.networks.get(f"{NAMESPACE}/{name}")
+        uid = old["metadata"]["uid"] if old else str(uuid.uuid4())
+        obj = {
+            "metadata": {"namespace": NAMESPACE, "name": name, "uid": uid},
+            "spec": copy.deepcopy(spec),
+            "status": copy.deepcopy(status),
+        }
+        self.networks[f"{NAMESPACE}/{name}"] = obj
+        self._tell("networks", "MODIFIED" if old else "ADDED", obj)
+        return uid
+
+    def add_peer(self, name: str, tunnel_endpoint: str | None) -> None:
+        """Another host, with its agent's tunnel endpoint (None: the host is deleted)."""
+        obj = {
+            "metadata": {"name": name},
+            "spec": {},
+            "status": {"network": {"tunnelEndpoint": tunnel_endpoint}} if tunnel_endpoint else {},
+        }
+        if tunnel_endpoint is None:
+            self.peers.pop(name, None)
+        else:
+            self.peers[name] = obj
+        self._tell("hosts", "DELETED" if tunnel_endpoint is None else "MODIFIED", obj)
+
+    def _tell(self, plural: str, kind: str, obj: Object) -> None:
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        for queue in self._followers.get(plural, []):
+            queue.put_nowait((kind, copy.deepcopy(obj)))
+
+    async def _follow(self, plural: str) -> AsyncIterator[tuple[str, Object]]:
+        queue: asyncio.Queue[tuple[str, Object]] = asyncio.Queue()
+        self._followers.setdefault(plural, []).append(queue)
+        while True:
+            yield await queue.get()
+
+    async def list_networks(self) -> tuple[list[Object], str]:
+        return [copy.deepcopy(obj) for obj in self.networks.values()], str(next(self._versions))
+
+    def watch_networks(
+        self, *, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        return self._follow("networks")
+
+    async def list_hosts_at(self) -> tuple[list[Object], str]:
+        hosts = [*([self.host] if self.host else []), *self.peers.values()]
+        return [copy.deepcopy(obj) for obj in hosts], str(next(self._versions))
+
+    def watch_hosts(
+        self, *, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        return self._follow("hosts")
 
     # -- HypervisorHosts, Leases and Events ----------------------------------------------
 

@@ -33,6 +33,7 @@ from kubevisor.core.destinations import Policy
 from kubevisor.core.domain.host import BootFiles
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.drivers.fake import FakeHypervisor
+from kubevisor.drivers.hostnet.base import HostNetwork
 from kubevisor.drivers.libvirt import facts as libvirt_facts
 from kubevisor.kube.client import Kube
 
@@ -102,6 +103,8 @@ async def running(
     api: FakeApiServer,
     hv: FakeHypervisor,
     clock: Any,
+    *,
+    host_network: HostNetwork | None = None,
     **settings_: Any,
 ) -> AsyncIterator[Running]:
     settings = Settings(
@@ -116,10 +119,18 @@ async def running(
         }
     )
     queue = WorkQueue(call_later=clock.call_later)
-    agent = Agent(settings=settings, kube=cast(Kube, api), hypervisor=hv, queue=queue)
+    agent = Agent(
+        settings=settings,
+        kube=cast(Kube, api),
+        hypervisor=hv,
+        queue=queue,
+        host_network=host_network,
+    )
     await hv.connect()
     events = hv.events()
     resource_version = await agent._list()
+    if host_network is not None:
+        await agent.networking.load()
     await agent.registration.register()  # as Agent.run does before the loops start
     tasks = [
         asyncio.create_task(agent._watch(resource_version)),
@@ -127,6 +138,7 @@ async def running(
         asyncio.create_task(agent._worker()),
         asyncio.create_task(agent._worker()),
         asyncio.create_task(agent._tend_image_cache()),
+        *(asyncio.create_task(part) for part in (agent.networking.tasks() if host_network else [])),
     ]
     for key in agent.vms:
         agent.queue.add(key)

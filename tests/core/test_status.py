@@ -148,6 +148,23 @@ CASES = [
 ]
 
 
+def test_a_vm_waiting_for_its_network_says_why() -> None:
+    """Not "creating the domain" while the agent retries: which Network, and why."""
+    message = "team/blue: this host has no tunnel endpoint (agent flag --tunnel-ip)"
+    waiting = AgentError(permanent=False, reason=status.NETWORK_NOT_READY, message=message)
+    result = status.bound_vm_status(
+        inputs(error=waiting), previous_phase=None, previous=[], restart_count=0, now=NOW
+    )
+    assert result["phase"] == "Starting"
+    (ready,) = [c for c in result["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False",
+        "NetworkNotReady",
+        message,
+    )
+    assert conditions(result)["Reconciling"] == "True"
+
+
 @pytest.mark.parametrize(("given", "phase", "ready", "reconciling", "stalled"), CASES)
 def test_phase_and_kstatus_conditions(
     given: Inputs, phase: str, ready: bool, reconciling: str, stalled: str

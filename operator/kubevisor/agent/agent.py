@@ -16,7 +16,9 @@ VM and the domain as they are now, decides, acts, and writes status only when it
   heartbeat, then on every resync);
 - `pulls.ImagePulls`: disk image downloads and the image cache's eviction;
 - `migration.Migrator`: this host's half of live migrations, which reaches the agent only
-  through its `AgentPort` (implemented here).
+  through its `AgentPort` (implemented here);
+- `network.HostNetworking`: the host's bridges, VXLAN devices, DHCP servers and port rules
+  for the VMs here (realised before a domain starts or a migration comes in).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kubevisor import metrics
 from kubevisor.agent.fencing import Fencer
 from kubevisor.agent.imagecache import ImageCache
 from kubevisor.agent.migration import Migrator
+from kubevisor.agent.network import HostNetworking
 from kubevisor.agent.pulls import ImagePulls
 from kubevisor.agent.reconciler import Reconciler
 from kubevisor.agent.registration import HostRegistration
@@ -39,6 +42,7 @@ from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core.domain.host import HostEnvironment
+from kubevisor.core.network.hostinputs import HostSide
 from kubevisor.drivers.base import (
     ConnectionEvent,
     DomainEvent,
@@ -46,6 +50,7 @@ from kubevisor.drivers.base import (
     HypervisorError,
     RetryableError,
 )
+from kubevisor.drivers.hostnet.base import HostNetwork
 from kubevisor.kube.client import Gone, Kube, Object, is_not_found, is_transient, retrying
 
 __all__ = ["HOST_LABEL", "Agent", "Settings"]
@@ -64,12 +69,24 @@ class Agent:
         hypervisor: Hypervisor,
         libvirt_uri: str = "qemu:///system",
         queue: WorkQueue | None = None,
+        host_network: HostNetwork | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
         self.hv = hypervisor
         self.queue = queue if queue is not None else WorkQueue()
         self.vms = BoundVms()
+        self.networking = HostNetworking(
+            side=HostSide(
+                host=settings.host,
+                tunnel_ip=settings.tunnel_ip,
+                underlay_mtu=settings.underlay_mtu,
+                namespace_prefix=settings.dhcp_namespace_prefix,
+            ),
+            kube=kube,
+            driver=host_network,
+            vms=self.vms,
+        )
         # A leading dot: no image name (which starts alphanumeric) can collide with it.
         self.images = ImageCache(settings.image_dir / ".cache", policy=settings.image_sources)
         self.files = VmFiles(
@@ -105,6 +122,7 @@ class Agent:
             pulls=self.pulls,
             migrations=self.migrator,
             queue=self.queue,
+            network=self.networking,
         )
         self.ready = asyncio.Event()
         self._selector = f"{HOST_LABEL}={settings.host}"
@@ -116,6 +134,10 @@ class Agent:
         events = self.hv.events()
         resource_version = await retrying("listing VMs", self._list)
         await self.migrator.load()
+        if self.networking.driver is not None:
+            # Before the first converge: with every input listed, an agent that restarts
+            # plans what its host already holds and changes nothing under running guests.
+            await self.networking.load()
         await self.fencer.fence()
         await retrying("registering the host", self.registration.register)
         await retrying("renewing the Lease", self.registration.renew_lease)
@@ -128,6 +150,10 @@ class Agent:
             asyncio.create_task(self._resync(), name="resync"),
             asyncio.create_task(self._tend_image_cache(), name="image-cache"),
             *(asyncio.create_task(watch, name="jobs") for watch in self.migrator.tasks()),
+            *(
+                asyncio.create_task(part, name="network")
+                for part in (self.networking.tasks() if self.networking.driver else [])
+            ),
             *(
                 asyncio.create_task(self._worker(), name=f"worker-{n}")
                 for n in range(self.settings.workers)
@@ -183,6 +209,9 @@ class Agent:
             key = self.vms.remember(obj)
             # A VM migrated here is bound now: from here on its own watch keeps it.
             self.migrator.bound_here(obj["metadata"]["uid"])
+            self.networking.arrived(obj["metadata"]["uid"])
+        # Its interfaces, or whether it counts here at all, may have changed.
+        self.networking.changed()
         # The object is fresher than anything this agent wrote before it.
         self.reconciler.invalidate(key)
         self.queue.add(key)
@@ -214,6 +243,7 @@ class Agent:
         try:
             await self.fencer.fence()
             self.pulls.evict()
+            self.networking.resync()
             await self.registration.register()
         except HypervisorError as error:
             log.warning("resync postponed: %s", error)
@@ -258,6 +288,8 @@ class Agent:
                 log.exception("%s: reconcile failed; will retry in %.0fs", key, delay)
             finally:
                 self.queue.done(key)
+                # A VM whose domain is gone no longer holds its networks here.
+                self.networking.changed()
 
     def _request(self, key: str) -> tuple[Any, ...]:
         """What the VM of `key` asks for now, as far as backing off cares (see `worker`)."""
@@ -292,3 +324,4 @@ class Agent:
 
     async def remove_stray(self, uid: str) -> None:
         await self.fencer.remove_stray(uid)
+        self.networking.arrived(uid)

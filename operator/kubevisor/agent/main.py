@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from kubevisor.core import destinations
 from kubevisor.core.domain.host import BootFiles, DomainType
 from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
+from kubevisor.drivers.hostnet.linux import LinuxHostNetwork
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.drivers.libvirt import migration as libvirt_migration
 from kubevisor.kube.client import Kube
@@ -154,6 +156,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
     parser.add_argument(
         "--metrics-port", type=int, default=9091, help="serve /metrics here (0: off)"
+    )
+    network = parser.add_argument_group("the host's data plane for VMs on Networks")
+    network.add_argument(
+        "--host-network",
+        choices=("linux", "off"),
+        default="off",
+        help="linux: realise Networks on this host (Linux bridges, VXLAN, dnsmasq, nftables; "
+        "needs CAP_NET_ADMIN, dnsmasq-base and nft); off: take no VMs on Networks",
+    )
+    network.add_argument(
+        "--tunnel-ip",
+        type=ipaddress.IPv4Address,
+        help="this host's underlay address for overlay Networks (VXLAN), reported as "
+        "status.network.tunnelEndpoint; unset: no VMs on overlay Networks here",
+    )
+    network.add_argument(
+        "--underlay-mtu", type=int, default=1500, help="MTU of the underlay (overlay: 50 less)"
+    )
+    network.add_argument(
+        "--network-netns",
+        help="named network namespace (/run/netns) holding this host's data plane, for test "
+        "hosts sharing one machine (default: the agent's own)",
+    )
+    network.add_argument(
+        "--dhcp-namespace-prefix",
+        default="kvdhcp-",
+        help="prefix of the DHCP servers' network namespaces (machine-wide names)",
     )
     console = parser.add_argument_group("serial console endpoint (for kubevisor-api only)")
     console.add_argument(
@@ -312,6 +341,18 @@ def report_migration_tls(directory: Path | None) -> None:
         log.info("live migrations from this host are encrypted with TLS (%s)", directory)
 
 
+def host_network_for(args: argparse.Namespace) -> LinuxHostNetwork | None:
+    """The data plane driver `--host-network` asks for (it checks dnsmasq and its state
+    directory now, so a host that cannot serve DHCP says so at start)."""
+    if args.host_network == "off":
+        return None
+    return LinuxHostNetwork(
+        state_dir=args.state_dir,
+        netns=args.network_netns,
+        namespace_prefix=args.dhcp_namespace_prefix,
+    )
+
+
 def hypervisor_for(args: argparse.Namespace) -> Hypervisor:
     """The driver for --libvirt-uri: vSphere for vsphere://, libvirt otherwise."""
     if not args.libvirt_uri.startswith(f"{vsphere.SCHEME}://"):
@@ -354,6 +395,10 @@ async def run(args: argparse.Namespace) -> None:
         migration_uri=args.migration_uri,
         migrate_uri=args.migrate_uri,
         console_endpoint=console_endpoint(args),
+        tunnel_ip=args.tunnel_ip,
+        underlay_mtu=args.underlay_mtu,
+        network_netns=args.network_netns,
+        dhcp_namespace_prefix=args.dhcp_namespace_prefix,
         image_cache_max_bytes=args.image_cache_max_size,
         image_cache_max_unused=args.image_cache_max_unused,
         image_sources=imagefetch.host_policy(
@@ -364,7 +409,14 @@ async def run(args: argparse.Namespace) -> None:
         ),
     )
     console_runner = await serve_console(args, kube, hypervisor)
-    agent = Agent(settings=settings, kube=kube, hypervisor=hypervisor, libvirt_uri=args.libvirt_uri)
+    host_network = host_network_for(args)
+    agent = Agent(
+        settings=settings,
+        kube=kube,
+        hypervisor=hypervisor,
+        libvirt_uri=args.libvirt_uri,
+        host_network=host_network,
+    )
     logging.getLogger("kubevisor.agent").info(
         "host %s: hypervisor %s, domain type %s%s",
         args.host,
@@ -386,6 +438,8 @@ async def run(args: argparse.Namespace) -> None:
             await console_runner.cleanup()
         await kube.close()
         await hypervisor.close()
+        if host_network is not None:
+            host_network.close()
 
 
 def unreadable(qemu_conf: Path | None) -> str | None:

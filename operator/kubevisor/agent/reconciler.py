@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from kubevisor import metrics
 from kubevisor.agent import probe
+from kubevisor.agent.network import NetworkNotReady
 from kubevisor.agent.pulls import ImagePulls
 from kubevisor.agent.settings import Settings
 from kubevisor.agent.vmfiles import ImageRejected, VmFiles
@@ -32,7 +33,7 @@ from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core import convergence, resizing, status
 from kubevisor.core.convergence import Action, DomainObservation
 from kubevisor.core.domain import converter, document, identity
-from kubevisor.core.domain.host import HostEnvironment
+from kubevisor.core.domain.host import HostEnvironment, Nic
 from kubevisor.core.imagepulls import ImagePullState, PullFailure
 from kubevisor.core.placement import inputs, resize
 from kubevisor.core.resizing import ResizeNote
@@ -67,6 +68,12 @@ class Host(Protocol):
     async def refresh_shared(self) -> SharedStorage | None: ...
 
 
+class Network(Protocol):
+    """What the reconciler asks of the host's networks (the HostNetworking)."""
+
+    async def attach(self, vm: VirtualMachine, uid: str) -> dict[str, Nic]: ...
+
+
 class Migrations(Protocol):
     """What the reconciler asks of the VMs migrating away (the Migrator)."""
 
@@ -99,6 +106,7 @@ class Reconciler:
         pulls: ImagePulls,
         migrations: Migrations,
         queue: WorkQueue,
+        network: Network | None = None,
     ) -> None:
         self._settings = settings
         self._kube = kube
@@ -109,6 +117,7 @@ class Reconciler:
         self._pulls = pulls
         self._migrations = migrations
         self._queue = queue
+        self._network = network
         self._written: dict[str, dict[str, Any]] = {}
         """The last status applied per key: skips writes the watch has not echoed yet."""
 
@@ -271,8 +280,10 @@ class Reconciler:
 
     async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
         """This host as the domain XML needs it, with the VM's files created here (in the
-        host's shared storage as last read), the host's shared CPUs as last read, and
-        libvirt's security driver, which a VM requiring confinement is labelled for."""
+        host's shared storage as last read), the host's shared CPUs as last read,
+        libvirt's security driver, which a VM requiring confinement is labelled for, and
+        the VM's Networks realised here (raises NetworkNotReady when one is not)."""
+        nics = await self._network.attach(vm, uid) if self._network is not None else {}
         files = await self._files.prepare(vm, uid, shared=self._host.shared)
         return HostEnvironment(
             domain_type=self._settings.domain_type,
@@ -285,6 +296,7 @@ class Reconciler:
             cgroup_controllers=self._settings.cgroup_controllers,
             shared_cpus=self._host.shared_cpus,
             security_model=self._host.security_model,
+            nics=nics,
         )
 
     async def _shutdown_and_remove(self, uid: str) -> None:
@@ -394,6 +406,8 @@ def _agent_error(failed: HypervisorError | None) -> AgentError | None:
     """A failed action as the VM's status reports it."""
     if failed is None:
         return None
+    if isinstance(failed, NetworkNotReady):
+        return AgentError(permanent=False, reason=failed.reason, message=str(failed))
     if isinstance(failed, RetryableError):
         return AgentError(permanent=False, reason="HypervisorBusy", message=str(failed))
     reason = failed.reason if isinstance(failed, ImageRejected) else "DomainRejected"

@@ -1,9 +1,9 @@
 """The agent's own HypervisorHost and Lease: registration, heartbeat, shared storage.
 
 `register` creates the host object when it is missing and applies its status (facts,
-capabilities, storage, cached images) when it changed. The heartbeat renews the Lease the
-controller judges the host by, and polls the host object (one GET: the agent may not watch
-hosts) so that a changed spec (PCI allow-list, shared storage) is registered within
+capabilities, storage, cached images, the tunnel endpoint) when it changed. The heartbeat
+renews the Lease the controller judges the host by, and polls the host object (one GET of
+its own) so that a changed spec (PCI allow-list, shared storage) is registered within
 seconds, and a deleted object comes back: created again from the labels and spec its
 agent last read, while the VMs here keep running (their domains are not touched).
 
@@ -159,6 +159,8 @@ class HostRegistration:
         )
         if settings.console_endpoint:
             wanted["consoleEndpoint"] = settings.console_endpoint
+        if settings.tunnel_ip is not None:
+            wanted["network"] = {"tunnelEndpoint": str(settings.tunnel_ip)}
         if self._shared is not None:
             wanted.setdefault("storage", {})["shared"] = _shared_status(self._shared).to_wire()
         return wanted
@@ -188,8 +190,7 @@ class HostRegistration:
 
     async def follow_spec(self) -> None:
         """Register again when an admin changed the host's spec (PCI allow-list, shared
-        storage) or deleted the object: polled with the heartbeat, one GET, as the agent may
-        not watch hosts."""
+        storage) or deleted the object: polled with the heartbeat, one GET."""
         host = await self._kube.get_host(self.name)
         if host is None or (host.get("metadata") or {}).get("generation") != self._generation:
             await self.register()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from kubevisor.core import destinations
@@ -42,3 +43,13 @@ class Settings:
     """Seconds after its last use an unused cached image is evicted."""
     image_sources: destinations.Policy = dataclasses.field(default_factory=destinations.Policy)
     """Where image downloads may connect, and the largest image accepted."""
+    tunnel_ip: IPv4Address | None = None
+    """This host's address on the underlay for overlay Networks (VXLAN), reported in
+    status.network.tunnelEndpoint; None: the host takes no VMs on overlay Networks."""
+    underlay_mtu: int = 1500
+    """The underlay's MTU: overlay guests are told 50 bytes less by DHCP."""
+    network_netns: str | None = None
+    """The named network namespace that is this host's data plane (testbed hosts sharing
+    one machine); None: the agent's own."""
+    dhcp_namespace_prefix: str = "kvdhcp-"
+    """Prefix of the DHCP servers' network namespaces (machine-wide names)."""

@@ -177,6 +177,24 @@ def _resize_held(i: Inputs) -> Verdict | None:
     )
 
 
+NETWORK_NOT_READY = "NetworkNotReady"
+"""The agent's retryable error while a VM's Networks cannot be realised on its host."""
+
+
+def _waiting_for_network(i: Inputs) -> Verdict | None:
+    """Not started because an interface's Network is not realised here (yet): say which,
+    rather than "creating the domain" while the agent retries."""
+    if i.domain is not None or i.error is None or i.error.reason != NETWORK_NOT_READY:
+        return None
+    return Verdict(
+        phase="Starting",
+        ready=False,
+        reason=NETWORK_NOT_READY,
+        message=i.error.message,
+        reconciling=True,
+    )
+
+
 def _no_domain(i: Inputs) -> Verdict | None:
     if i.domain is not None:
         return None
@@ -273,6 +291,7 @@ PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
     _migrating,
     _pulling_images,
     _resize_held,
+    _waiting_for_network,
     _no_domain,
     _running,
     _paused,

@@ -24,6 +24,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from kubevisor import metrics
 from kubevisor.api import schema
 from kubevisor.api.migrationjob import PLURAL as JOB_PLURAL
+from kubevisor.api.network import PLURAL as NETWORK_PLURAL
 from kubevisor.api.schema import API_VERSION, GROUP, VERSION
 from kubevisor.api.virtualmachine import PLURAL as VM_PLURAL
 
@@ -326,7 +327,32 @@ class Kube:
             "MigrationJob", JOB_PLURAL, namespace, name, status, manager or self.field_manager
         )
 
+    # -- Networks ----------------------------------------------------------------------
+
+    @counted("LIST")
+    async def list_networks(self) -> tuple[list[Object], str]:
+        """Every Network in every namespace, and the listing's resourceVersion."""
+        return await self._list(NETWORK_PLURAL, "")
+
+    async def watch_networks(
+        self, *, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        async for pair in self._watch(NETWORK_PLURAL, "", resource_version, timeout):
+            yield pair
+
     # -- HypervisorHosts ---------------------------------------------------------------
+
+    @counted("LIST")
+    async def list_hosts_at(self) -> tuple[list[Object], str]:
+        """Every HypervisorHost and the listing's resourceVersion, to watch from (the
+        agent: the other hosts' tunnel endpoints)."""
+        return await self._list(HOST_PLURAL, "")
+
+    async def watch_hosts(
+        self, *, resource_version: str, timeout: int = 300
+    ) -> AsyncIterator[tuple[str, Object]]:
+        async for pair in self._watch(HOST_PLURAL, "", resource_version, timeout):
+            yield pair
 
     @counted("GET")
     async def get_host(self, name: str) -> Object | None:
