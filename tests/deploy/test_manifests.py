@@ -313,6 +313,26 @@ def test_libvirtd_in_pod_shares_the_socket_inside_the_pod(tmp_path: Path) -> Non
         assert mounts["state"] == "/var/lib/kubevisor"
 
 
+def test_host_network_component_gives_the_agent_the_nodes_data_plane(tmp_path: Path) -> None:
+    """Links and rules in the node's namespace, DHCP namespaces under the node's /run/netns
+    (propagated back to the host, so the next agent adopts them), the node's IP as the
+    tunnel endpoint."""
+    base = os.path.relpath(MANIFESTS, tmp_path)
+    tmp_path.joinpath("kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{base}/components/host-network]\n"
+    )
+    pod = agent_pod(render(tmp_path))
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    agent = pod_container(pod, "agent")
+    assert agent["securityContext"]["privileged"] is True
+    (netns,) = [m for m in agent["volumeMounts"] if m["name"] == "netns"]
+    assert (netns["mountPath"], netns["mountPropagation"]) == ("/run/netns", "Bidirectional")
+    args = [a.replace("$(NODE_NAME)", "n").replace("$(NODE_IP)", "10.0.0.7") for a in agent["args"]]
+    parsed = agent_main.parse_args(args)
+    assert (parsed.host_network, str(parsed.tunnel_ip)) == ("linux", "10.0.0.7")
+
+
 LIBVIRTD_QEMU_CONF = "/etc/libvirt/qemu.conf"
 LIBVIRTD_FIRMWARE = "/usr/share/OVMF"
 

@@ -409,7 +409,8 @@ async def run(args: argparse.Namespace) -> None:
         ),
     )
     console_runner = await serve_console(args, kube, hypervisor)
-    host_network = host_network_for(args)
+    # pyroute2's synchronous socket runs an event loop of its own: not inside this one.
+    host_network = await asyncio.to_thread(host_network_for, args)
     agent = Agent(
         settings=settings,
         kube=kube,
@@ -439,7 +440,7 @@ async def run(args: argparse.Namespace) -> None:
         await kube.close()
         await hypervisor.close()
         if host_network is not None:
-            host_network.close()
+            await asyncio.to_thread(host_network.close)
 
 
 def unreadable(qemu_conf: Path | None) -> str | None:
