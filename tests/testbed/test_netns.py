@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import eventually, require
+from kubevisor.agent import main as agent_main
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed import hosts, netns
 
@@ -74,6 +75,16 @@ def test_a_host_in_a_namespace_is_reached_by_socket_and_migrates_over_the_underl
     assert inside.migrate_uri == "tcp://10.210.0.1"
     [line] = hosts.format_hosts([inside])
     assert line.endswith("\tnetns kv-x-h1 10.210.0.1")
+
+
+def test_a_host_in_a_namespace_gets_an_agent_for_its_data_plane() -> None:
+    flags = agent_main.parse_args(["--host", "h1", *netns.agent_flags("kv-x-h1", "10.210.0.1")])
+    assert (flags.host_network, flags.network_netns, str(flags.tunnel_ip)) == (
+        "linux",
+        "kv-x-h1",
+        "10.210.0.1",
+    )
+    assert flags.dhcp_namespace_prefix == "kv-x-h1-d"
 
 
 @pytest.fixture

@@ -178,6 +178,18 @@ def ensure_host(underlay: Underlay, index: int) -> ipaddress.IPv4Interface:
     return address
 
 
+def agent_flags(name: str, underlay_address: str) -> list[str]:
+    """The agent's flags for the data plane of the host in namespace `name`: the Linux
+    driver there, its underlay address as tunnel endpoint, DHCP namespaces named after it
+    (machine-wide names, so each host's stay apart)."""
+    return [
+        "--host-network=linux",
+        f"--network-netns={name}",
+        f"--tunnel-ip={underlay_address}",
+        f"--dhcp-namespace-prefix={name}-d",
+    ]
+
+
 def add_bridge(name: str, bridge: str, *, ports: Sequence[str] = ()) -> None:
     """Create (or keep) a Linux bridge in namespace `name` enslaving `ports`, all up: for
     the underlay, and for tests that wire guests to a host's uplink by hand (the data plane
