@@ -21,6 +21,7 @@ plan equals what the driver observes and nothing under running guests changes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -213,15 +214,7 @@ class HostNetworking:
             interfaces += found
             problems += bad
         plan = hostplan.desired(interfaces, self._facts())
-        return HostPlan(
-            bridges=plan.bridges,
-            vlans=plan.vlans,
-            vxlans=plan.vxlans,
-            dhcp_namespaces=plan.dhcp_namespaces,
-            dhcp_servers=plan.dhcp_servers,
-            ports=plan.ports,
-            problems=tuple(problems) + plan.problems,
-        )
+        return dataclasses.replace(plan, problems=tuple(problems) + plan.problems)
 
     # -- inside --------------------------------------------------------------------------
 
