@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubevisor.api import conditions as cond
 from kubevisor.api.conditions import Condition
@@ -44,6 +44,9 @@ AGENT_CONDITIONS = (
     LIMITS_ENFORCED,
     cond.IMAGE_PULLING,
 )
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,12 +304,18 @@ PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
 """Ordered: the first row that returns a verdict decides."""
 
 
-def verdict(inputs: Inputs) -> Verdict:
-    for row in PHASE_TABLE:
+def first_match(table: Sequence[Callable[[In], Out | None]], inputs: In) -> Out:
+    """The verdict of the first row of an ordered first-match `table` that returns one
+    (`verdict` and `controller_verdict`); each table's last row always decides."""
+    for row in table:
         found = row(inputs)
         if found is not None:
             return found
-    raise AssertionError("the last row of PHASE_TABLE always decides")
+    raise AssertionError("the last row of a first-match table always decides")
+
+
+def verdict(inputs: Inputs) -> Verdict:
+    return first_match(PHASE_TABLE, inputs)
 
 
 def bound_vm_status(
@@ -570,11 +579,7 @@ every VM without a binding, `_bound_scheduled` every VM with one)."""
 
 
 def controller_verdict(inputs: ControllerInputs) -> ControllerVerdict:
-    for row in CONTROLLER_TABLE:
-        found = row(inputs)
-        if found is not None:
-            return found
-    raise AssertionError("the last row of CONTROLLER_TABLE always decides")
+    return first_match(CONTROLLER_TABLE, inputs)
 
 
 def controller_vm_status(
