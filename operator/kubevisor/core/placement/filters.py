@@ -8,6 +8,7 @@ they run in: cheap and selective first, NUMA fitting last (Nova's advice).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from kubevisor.core import hypervisors
 from kubevisor.core.placement import numa as numa_fitting
@@ -436,34 +437,41 @@ def pcpus(host: HostSnapshot, request: Request, state: PlacementState) -> Reject
     )
 
 
+def _host_sized(
+    resource: Literal["memory", "disk"],
+    *,
+    host: HostSnapshot,
+    request: Request,
+    state: PlacementState,
+) -> Rejection | None:
+    """The one rule of `memory` and `disk` (in MiB, named as their filter)."""
+    inventory, usage = state.inventory(host.name), state.usage(host.name)
+    inv, used, need = (
+        (inventory.memory, usage.memory_mib, request.memory_mib)
+        if resource == "memory"
+        else (inventory.disk, usage.disk_mib, request.disk_mib)
+    )
+    return _capacity(
+        name=resource,
+        host=host,
+        inv=inv,
+        used=used,
+        need=need,
+        resource=resource,
+        unit=units.MIB,
+        whole=resource,
+        larger=f"more {resource} than the host has",
+    )
+
+
 def memory(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Memory at the host's ratio, and no more than the host has."""
-    return _capacity(
-        name="memory",
-        host=host,
-        inv=state.inventory(host.name).memory,
-        used=state.usage(host.name).memory_mib,
-        need=request.memory_mib,
-        resource="memory",
-        unit=units.MIB,
-        whole="memory",
-        larger="more memory than the host has",
-    )
+    return _host_sized("memory", host=host, request=request, state=state)
 
 
 def disk(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Local disk at the host's ratio, and no more than the host has."""
-    return _capacity(
-        name="disk",
-        host=host,
-        inv=state.inventory(host.name).disk,
-        used=state.usage(host.name).disk_mib,
-        need=request.disk_mib,
-        resource="disk",
-        unit=units.MIB,
-        whole="disk",
-        larger="more disk than the host has",
-    )
+    return _host_sized("disk", host=host, request=request, state=state)
 
 
 def disk_space(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
