@@ -12,6 +12,7 @@ Called by `placement.filters.numa` and by `placement.scheduler`; never mutates i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -174,6 +175,14 @@ def fit_cell(
     if isinstance(memory, _CellMiss):
         return memory
     page, pages = memory
+    # The memory taken is the same whatever the CPUs; the CPU fields depend on the policy.
+    taken = CellFit(
+        guest_cell=guest.id,
+        host_cell=cell.id,
+        memory_mib=guest.memory_mib,
+        hugepage_kib=page,
+        hugepages=pages,
+    )
     n = len(guest.vcpus)
     if request.dedicated:
         pinned = _pin(
@@ -188,16 +197,7 @@ def fit_cell(
             return pinned
         pcpus, emulator_pcpu, blocked = pinned
         pins = tuple(VcpuPin(v, p) for v, p in zip(sorted(guest.vcpus), pcpus, strict=True))
-        placed = CellFit(
-            guest_cell=guest.id,
-            host_cell=cell.id,
-            memory_mib=guest.memory_mib,
-            pins=pins,
-            blocked=blocked,
-            hugepage_kib=page,
-            hugepages=pages,
-        )
-        return placed, emulator_pcpu
+        return dataclasses.replace(taken, pins=pins, blocked=blocked), emulator_pcpu
     shared = cell.cpus & host.shared_cpus
     if n > len(shared):
         return _CellMiss(
@@ -215,16 +215,7 @@ def fit_cell(
             need=n,
             free=max(int(len(shared) * ratios.cpu) - usage.shared_vcpus, 0),
         )
-    placed = CellFit(
-        guest_cell=guest.id,
-        host_cell=cell.id,
-        memory_mib=guest.memory_mib,
-        shared_cpus=shared,
-        shared_vcpus=n,
-        hugepage_kib=page,
-        hugepages=pages,
-    )
-    return placed, None
+    return dataclasses.replace(taken, shared_cpus=shared, shared_vcpus=n), None
 
 
 def _preference(host: HostSnapshot, usages: Sequence[CellUsage], request: Request) -> list[int]:
