@@ -107,7 +107,6 @@ class Kind:
 
     kind: str
     plural: str
-    singular: str
     short_names: tuple[str, ...]
     namespaced: bool
     description: str
@@ -122,12 +121,15 @@ class Kind:
     def name(self) -> str:
         return f"{self.plural}.{GROUP}"
 
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
 
 KINDS: tuple[Kind, ...] = (
     Kind(
         kind=virtualmachine.KIND,
         plural=virtualmachine.PLURAL,
-        singular="virtualmachine",
         short_names=("vm", "vms"),
         namespaced=True,
         description=(
@@ -163,7 +165,6 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         kind=hypervisorhost.KIND,
         plural=hypervisorhost.PLURAL,
-        singular="hypervisorhost",
         short_names=("hvh",),
         namespaced=False,
         description=(
@@ -207,7 +208,6 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         kind=migrationjob.KIND,
         plural=migrationjob.PLURAL,
-        singular="migrationjob",
         short_names=("vmmig",),
         namespaced=True,
         description="MigrationJob live-migrates one VirtualMachine to another HypervisorHost.",
@@ -232,7 +232,6 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         kind=network.KIND,
         plural=network.PLURAL,
-        singular="network",
         short_names=("vnet",),
         namespaced=True,
         description=(
