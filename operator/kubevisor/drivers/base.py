@@ -27,6 +27,7 @@ bridges it to `kubevisor console`); a driver without consoles raises ConsoleUnsu
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -250,6 +251,32 @@ class Console(Protocol):
 
     async def close(self) -> None:
         """Detach; the domain keeps running."""
+
+
+class ConsoleOutput:
+    """What a console session has yet to read: the guest's bytes in order, then the end.
+
+    The drivers' `Console`s (libvirt's `SerialConsole`, the fake's `FakeConsole`) put what
+    the guest writes here and `read` from it; once `end` is called every read returns b"".
+    Not thread-safe: a driver that receives on another thread hands over through the
+    event loop (`call_soon_threadsafe`).
+    """
+
+    def __init__(self) -> None:
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def put(self, data: bytes) -> None:
+        self._chunks.put_nowait(data)
+
+    def end(self) -> None:
+        self._chunks.put_nowait(None)
+
+    async def read(self) -> bytes:
+        chunk = await self._chunks.get()
+        if chunk is None:
+            self._chunks.put_nowait(None)  # every later read sees the end too
+            return b""
+        return chunk
 
 
 class Hypervisor(Protocol):

@@ -173,27 +173,23 @@ class FakeConsole:
     """One session on a fake domain's serial console (a `base.Console`)."""
 
     def __init__(self) -> None:
-        self._output: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._output = base.ConsoleOutput()
         self.typed = bytearray()
         """What the session wrote to the guest."""
         self.ended = False
 
     def guest_writes(self, data: bytes) -> None:
         """The guest prints `data`: the session reads it."""
-        self._output.put_nowait(data)
+        self._output.put(data)
 
     def hang_up(self) -> None:
         """The stream ends (the domain stopped, or another session took over)."""
         if not self.ended:
             self.ended = True
-            self._output.put_nowait(None)
+            self._output.end()
 
     async def read(self) -> bytes:
-        chunk = await self._output.get()
-        if chunk is None:
-            self._output.put_nowait(None)  # every later read sees the end too
-            return b""
-        return chunk
+        return await self._output.read()
 
     async def write(self, data: bytes) -> None:
         if self.ended:

@@ -40,7 +40,7 @@ class SerialConsole:
         self._conn = conn
         self._stream = stream
         self._loop = asyncio.get_running_loop()
-        self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._incoming = base.ConsoleOutput()
         self._closed = False
 
     @classmethod
@@ -79,17 +79,13 @@ class SerialConsole:
                 stream.eventRemoveCallback()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads
             for chunk in chunks:
-                self._loop.call_soon_threadsafe(self._incoming.put_nowait, chunk)
+                self._loop.call_soon_threadsafe(self._incoming.put, chunk)
             if ended:
-                self._loop.call_soon_threadsafe(self._incoming.put_nowait, None)
+                self._loop.call_soon_threadsafe(self._incoming.end)
 
     async def read(self) -> bytes:
         """The next bytes the guest wrote; b"" once the stream has ended."""
-        chunk = await self._incoming.get()
-        if chunk is None:
-            self._incoming.put_nowait(None)  # every later read sees the end too
-            return b""
-        return chunk
+        return await self._incoming.read()
 
     async def write(self, data: bytes) -> None:
         """Send `data` to the guest's console (its tty's input)."""
