@@ -154,10 +154,6 @@ class Admission:
 ADMITTED = Admission(admitted=True)
 
 
-def _plural(count: int) -> str:
-    return "migration" if count == 1 else "migrations"
-
-
 def admit(job: Flight, in_flight: Iterable[Flight], limits: Limits = Limits()) -> Admission:
     """May `job` start, given the jobs already admitted and not yet finished (`in_flight`)?
 
@@ -169,27 +165,30 @@ def admit(job: Flight, in_flight: Iterable[Flight], limits: Limits = Limits()) -
     others = [f for f in flying if f.job != job.job]
     if len(others) < len(flying):
         return ADMITTED
-    running = len(others)
-    if running >= limits.per_cluster:
-        return Admission(
-            False,
-            f"{running} {_plural(running)} already running in the cluster "
-            f"(limit {limits.per_cluster})",
-        )
-    outbound = sum(f.source == job.source for f in others)
-    if outbound >= limits.outbound_per_host:
-        return Admission(
-            False,
-            f"{outbound} outbound {_plural(outbound)} already running from host {job.source} "
-            f"(limit {limits.outbound_per_host})",
-        )
+    # (running, limit, which, where): the first limit reached refuses the job.
+    counts = [
+        (len(others), limits.per_cluster, "", "in the cluster"),
+        (
+            sum(f.source == job.source for f in others),
+            limits.outbound_per_host,
+            "outbound ",
+            f"from host {job.source}",
+        ),
+    ]
     if job.target is not None:
-        inbound = sum(f.target == job.target for f in others)
-        if inbound >= limits.inbound_per_host:
+        counts.append(
+            (
+                sum(f.target == job.target for f in others),
+                limits.inbound_per_host,
+                "inbound ",
+                f"to host {job.target}",
+            )
+        )
+    for running, limit, which, where in counts:
+        if running >= limit:
+            counted = "migration" if running == 1 else "migrations"
             return Admission(
-                False,
-                f"{inbound} inbound {_plural(inbound)} already running to host {job.target} "
-                f"(limit {limits.inbound_per_host})",
+                False, f"{running} {which}{counted} already running {where} (limit {limit})"
             )
     return ADMITTED
 
