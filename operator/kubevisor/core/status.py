@@ -45,9 +45,6 @@ AGENT_CONDITIONS = (
     cond.IMAGE_PULLING,
 )
 
-In = TypeVar("In")
-Out = TypeVar("Out")
-
 
 @dataclass(frozen=True, slots=True)
 class AgentError:
@@ -102,43 +99,41 @@ class Verdict:
     stalled: bool = False
 
 
+def _in_progress(phase: Phase, reason: str, message: str, *, ready: bool = False) -> Verdict:
+    """Work in flight: Reconciling, and not Ready unless the guest keeps serving."""
+    return Verdict(phase=phase, ready=ready, reason=reason, message=message, reconciling=True)
+
+
+def _current(phase: Phase, reason: str, message: str) -> Verdict:
+    """The domain is as the spec wants it: Ready, nothing in flight."""
+    return Verdict(phase=phase, ready=True, reason=reason, message=message)
+
+
+def _failed(reason: str, message: str) -> Verdict:
+    """Nothing changes without a new spec: Failed and Stalled."""
+    return Verdict(phase="Failed", ready=False, reason=reason, message=message, stalled=True)
+
+
 def _deleting(i: Inputs) -> Verdict | None:
     if not i.deleting:
         return None
-    return Verdict(
-        phase="Terminating",
-        ready=False,
-        reason="Deleting",
-        message="shutting down and removing the domain",
-        reconciling=True,
-    )
+    return _in_progress("Terminating", "Deleting", "shutting down and removing the domain")
 
 
 def _permanent_error(i: Inputs) -> Verdict | None:
     if i.error is None or not i.error.permanent:
         return None
-    return Verdict(
-        phase="Failed", ready=False, reason=i.error.reason, message=i.error.message, stalled=True
-    )
+    return _failed(i.error.reason, i.error.message)
 
 
 def _evicting(i: Inputs) -> Verdict | None:
     if i.evicting is None:
         return None
     if i.domain is None:
-        return Verdict(
-            phase="Stopped",
-            ready=False,
-            reason="Evicted",
-            message=f"stopped here ({i.evicting}); waiting to be placed elsewhere",
-            reconciling=True,
-        )
-    return Verdict(
-        phase="Stopping",
-        ready=False,
-        reason="Evicting",
-        message=f"shutting the guest down to move it ({i.evicting})",
-        reconciling=True,
+        waiting = f"stopped here ({i.evicting}); waiting to be placed elsewhere"
+        return _in_progress("Stopped", "Evicted", waiting)
+    return _in_progress(
+        "Stopping", "Evicting", f"shutting the guest down to move it ({i.evicting})"
     )
 
 
@@ -146,13 +141,8 @@ def _migrating(i: Inputs) -> Verdict | None:
     if i.migrating_to is None or i.state not in (DomainState.RUNNING, DomainState.PAUSED):
         return None
     # Ready stays True: the guest keeps serving while its memory is copied.
-    return Verdict(
-        phase="Migrating",
-        ready=True,
-        reason="Migrating",
-        message=f"live-migrating to host {i.migrating_to}",
-        reconciling=True,
-    )
+    moving = f"live-migrating to host {i.migrating_to}"
+    return _in_progress("Migrating", "Migrating", moving, ready=True)
 
 
 def _pulling_images(i: Inputs) -> Verdict | None:
@@ -160,10 +150,8 @@ def _pulling_images(i: Inputs) -> Verdict | None:
         return None
     pulling, reason, message = imagepulls.pull_summary(i.pulls)
     if not pulling:
-        return Verdict(phase="Failed", ready=False, reason=reason, message=message, stalled=True)
-    return Verdict(
-        phase="Starting", ready=False, reason="ImagePulling", message=message, reconciling=True
-    )
+        return _failed(reason, message)
+    return _in_progress("Starting", "ImagePulling", message)
 
 
 def _resize_held(i: Inputs) -> Verdict | None:
@@ -202,89 +190,44 @@ def _no_domain(i: Inputs) -> Verdict | None:
     if i.domain is not None:
         return None
     if i.wants_run:
-        return Verdict(
-            phase="Starting",
-            ready=False,
-            reason="Starting",
-            message="creating the domain",
-            reconciling=True,
-        )
-    return Verdict(
-        phase="Stopped", ready=True, reason="Stopped", message="stopped, as the run strategy asks"
-    )
+        return _in_progress("Starting", "Starting", "creating the domain")
+    return _current("Stopped", "Stopped", "stopped, as the run strategy asks")
 
 
 def _running(i: Inputs) -> Verdict | None:
     if i.state not in (DomainState.RUNNING, DomainState.BLOCKED):
         return None
     if not i.wants_run:
-        return Verdict(
-            phase="Stopping",
-            ready=False,
-            reason="Stopping",
-            message="shutting the guest down",
-            reconciling=True,
-        )
+        return _in_progress("Stopping", "Stopping", "shutting the guest down")
     if i.spec.paused:
-        return Verdict(
-            phase="Running",
-            ready=False,
-            reason="Pausing",
-            message="pausing the guest",
-            reconciling=True,
-        )
-    return Verdict(phase="Running", ready=True, reason="Running", message="the domain is running")
+        return _in_progress("Running", "Pausing", "pausing the guest")
+    return _current("Running", "Running", "the domain is running")
 
 
 def _paused(i: Inputs) -> Verdict | None:
     if i.state is not DomainState.PAUSED:
         return None
     if i.spec.paused:
-        return Verdict(
-            phase="Paused", ready=True, reason="Paused", message="paused, as spec.paused asks"
-        )
-    return Verdict(
-        phase="Paused",
-        ready=False,
-        reason="Resuming",
-        message="resuming the guest",
-        reconciling=True,
-    )
+        return _current("Paused", "Paused", "paused, as spec.paused asks")
+    return _in_progress("Paused", "Resuming", "resuming the guest")
 
 
 def _shutting_down(i: Inputs) -> Verdict | None:
     if i.state is not DomainState.SHUTDOWN:
         return None
-    return Verdict(
-        phase="Stopping",
-        ready=False,
-        reason="Stopping",
-        message="the guest is shutting down",
-        reconciling=True,
-    )
+    return _in_progress("Stopping", "Stopping", "the guest is shutting down")
 
 
 def _ended(i: Inputs) -> Verdict | None:
     if i.wants_run:
-        return Verdict(
-            phase="Starting",
-            ready=False,
-            reason="Restarting",
-            message="starting the guest again",
-            reconciling=True,
-        )
+        return _in_progress("Starting", "Restarting", "starting the guest again")
     if last_exit(i.domain) is Exit.CRASHED:
-        return Verdict(
-            phase="Failed",
-            ready=False,
-            reason="Crashed",
-            message=f"the guest crashed ({i.domain.reason if i.domain else 'unknown'}) and "
+        return _failed(
+            "Crashed",
+            f"the guest crashed ({i.domain.reason if i.domain else 'unknown'}) and "
             f"runStrategy {i.spec.run_strategy} does not restart it",
-            stalled=True,
         )
-    return Verdict(
-        phase="Stopped", ready=True, reason="Stopped", message="stopped, as the run strategy asks"
-    )
+    return _current("Stopped", "Stopped", "stopped, as the run strategy asks")
 
 
 PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
@@ -302,6 +245,10 @@ PHASE_TABLE: Sequence[Callable[[Inputs], Verdict | None]] = (
     _ended,
 )
 """Ordered: the first row that returns a verdict decides."""
+
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 def first_match(table: Sequence[Callable[[In], Out | None]], inputs: In) -> Out:
