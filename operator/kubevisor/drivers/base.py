@@ -27,11 +27,12 @@ bridges it to `kubevisor console`); a driver without consoles raises ConsoleUnsu
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, Self
 
 # The driver speaks core's values for a domain's state and a migration job's statistics
 # (re-exported): the agent hands them to core as they are.
@@ -277,6 +278,24 @@ class ConsoleOutput:
             self._chunks.put_nowait(None)  # every later read sees the end too
             return b""
         return chunk
+
+
+class Connects(abc.ABC):
+    """A driver that connects and closes (libvirt's, vSphere's), also usable as
+    `async with driver:`: connected inside, closed on the way out."""
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class Hypervisor(Protocol):

@@ -34,7 +34,7 @@ _UNDEFINE_FALLBACKS = (
 )
 
 
-class LibvirtHypervisor:
+class LibvirtHypervisor(base.Connects):
     """A `base.Hypervisor` backed by libvirt at `uri` (qemu:///system, qemu+tcp://..., test:///default).
 
     Use as `async with LibvirtHypervisor(uri) as hypervisor:` or call `connect()`/`close()`.
@@ -77,13 +77,6 @@ class LibvirtHypervisor:
     def migration_tls(self) -> Path | None:
         """The certificate directory migrations are encrypted with; None: plain TCP."""
         return self._migration_tls
-
-    async def __aenter__(self) -> LibvirtHypervisor:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def connect(self) -> None:
         await self._connection.connect()

@@ -49,7 +49,7 @@ S = base.DomainState
 E = base.EventKind
 
 
-class VsphereHypervisor:
+class VsphereHypervisor(base.Connects):
     """A `base.Hypervisor` for the host named by a `vsphere://` URI.
 
     Use as `async with VsphereHypervisor(uri, username=..., password=...) as hypervisor:`
@@ -97,13 +97,6 @@ class VsphereHypervisor:
     @property
     def uri(self) -> str:
         return self._location.uri
-
-    async def __aenter__(self) -> VsphereHypervisor:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # --- connection ---
 
