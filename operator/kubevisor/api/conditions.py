@@ -73,6 +73,16 @@ def conditions_field(description: str) -> list[Condition]:
     return default
 
 
+def observed_generation_field() -> int | None:
+    """The `observedGeneration` field of the status models, next to their conditions."""
+    default: int | None = Field(
+        default=None,
+        ge=0,
+        description="metadata.generation of the spec this status reflects.",
+    )
+    return default
+
+
 def find(conditions: list[Condition], type_: str) -> Condition | None:
     """The condition of `type_`, or None; status readers (CLI, tests, core) call this."""
     return next((condition for condition in conditions if condition.type == type_), None)

@@ -9,18 +9,18 @@ what is allocated). The placement engine reads both; the controller judges readi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
 from kubevisor.api import cpuset
 from kubevisor.api.addresses import InterfaceName, IPv4Address
-from kubevisor.api.conditions import Condition, conditions_field
+from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.schema import (
-    API_VERSION,
     LIST_SET,
     NO_CONTROL_CHARACTERS,
     ApiModel,
+    ApiObject,
     CpuSet,
     DnsLabel,
     Message,
@@ -600,21 +600,13 @@ class HypervisorHostStatus(ApiModel):
     conditions: list[Condition] = conditions_field(
         "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."
     )
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="metadata.generation of the spec this status reflects.",
-    )
+    observed_generation: int | None = observed_generation_field()
 
 
-class HypervisorHost(ApiModel):
+class HypervisorHost(ApiObject):
     """A whole HypervisorHost object, for reading manifests and watch events."""
 
-    api_version: Literal["kubevisor.io/v1alpha1"] = Field(
-        default=API_VERSION, description="kubevisor.io/v1alpha1."
-    )
     kind: Literal["HypervisorHost"] = Field(default=KIND, description="HypervisorHost.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
     spec: HypervisorHostSpec = Field(
         default_factory=HypervisorHostSpec, description="Admin settings."
     )

@@ -7,14 +7,14 @@ it and the source host's agent reports progress, each in its own status fields.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from pydantic import ConfigDict, Field
 
-from kubevisor.api.conditions import Condition, conditions_field
+from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.schema import (
-    API_VERSION,
     ApiModel,
+    ApiObject,
     Message,
     ObjectName,
     ShortText,
@@ -206,20 +206,12 @@ class MigrationJobStatus(ApiModel):
     conditions: list[Condition] = conditions_field(
         "Ready (True once Succeeded), Reconciling while running, Stalled on failure."
     )
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="metadata.generation of the spec this status reflects.",
-    )
+    observed_generation: int | None = observed_generation_field()
 
 
-class MigrationJob(ApiModel):
+class MigrationJob(ApiObject):
     """A whole MigrationJob object, for reading manifests and watch events."""
 
-    api_version: Literal["kubevisor.io/v1alpha1"] = Field(
-        default=API_VERSION, description="kubevisor.io/v1alpha1."
-    )
     kind: Literal["MigrationJob"] = Field(default=KIND, description="MigrationJob.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
     spec: MigrationJobSpec = Field(description="What to migrate, where, and how.")
     status: MigrationJobStatus | None = Field(default=None, description="Observed state.")

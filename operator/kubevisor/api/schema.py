@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -62,6 +62,17 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict a patch or manifest carries: camelCase, unset fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ApiObject(ApiModel):
+    """Base of the whole-object models (a `VirtualMachine`, a `HypervisorHost`, ...), for
+    reading manifests and watch events: each narrows `kind` and adds its spec and status."""
+
+    api_version: Literal["kubevisor.io/v1alpha1"] = Field(
+        default=API_VERSION, description="kubevisor.io/v1alpha1."
+    )
+    kind: str = Field(description="The object's kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
 
 
 def rule(

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from kubevisor.api import cpuset, quantity
 from kubevisor.api.addresses import IPv4Address, MacAddress
-from kubevisor.api.conditions import Condition, conditions_field
+from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.hypervisorhost import HostCpuNumber, HostNumaCellId, HypervisorType
 from kubevisor.api.schema import (
-    API_VERSION,
     DNS_LABEL,
     LIST_SET,
     MAX_URL_LENGTH,
     NO_CONTROL_CHARACTERS,
     QUANTITY_RULES,
     ApiModel,
+    ApiObject,
     DnsLabel,
     Message,
     NameText,
@@ -1286,11 +1286,7 @@ class VirtualMachineStatus(ApiModel):
     conditions: list[Condition] = conditions_field(
         "Ready, Scheduled, Migrating, Paused, and Reconciling/Stalled as kstatus reads them."
     )
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="metadata.generation of the spec this status reflects.",
-    )
+    observed_generation: int | None = observed_generation_field()
     restart_count: int | None = Field(
         default=None,
         ge=0,
@@ -1327,13 +1323,9 @@ class VirtualMachineStatus(ApiModel):
     )
 
 
-class VirtualMachine(ApiModel):
+class VirtualMachine(ApiObject):
     """A whole VirtualMachine object, for reading manifests and watch events."""
 
-    api_version: Literal["kubevisor.io/v1alpha1"] = Field(
-        default=API_VERSION, description="kubevisor.io/v1alpha1."
-    )
     kind: Literal["VirtualMachine"] = Field(default=KIND, description="VirtualMachine.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
     spec: VirtualMachineSpec = Field(description="Desired state.")
     status: VirtualMachineStatus | None = Field(default=None, description="Observed state.")
