@@ -88,13 +88,8 @@ def image_pulls(pulls: Sequence[ImagePullState]) -> list[dict[str, Any]]:
     """status.imagePulls: the downloads running or to be retried (not those failed for
     good: nothing is in flight for them)."""
     return [
-        ImagePull(
-            disk=p.disk,
-            url=p.url,
-            received_bytes=p.received_bytes,
-            total_bytes=p.total_bytes,
-            attempts=p.attempts,
-        ).to_wire()
+        # The wire model's fields are the state's, failure aside.
+        ImagePull.model_validate(p, from_attributes=True).to_wire()
         for p in pulls
         if p.failure is None or not p.failure.permanent
     ]
