@@ -194,49 +194,32 @@ def minimal_xml(*, name: str, uuid: str, memory_mib: int, vcpus: int) -> str:
 
 # --- power states, their reasons and the events between them ------------------------------
 
+S = base.DomainState
+E = base.EventKind
+
 # runtime.powerState -> the state, and the reason when nothing better is known (a VM found
 # suspended was suspended by someone: libvirt's paused reason "user").
-POWER_STATES: Mapping[str, tuple[base.DomainState, str]] = {
-    "poweredOn": (base.DomainState.RUNNING, "unknown"),
-    "poweredOff": (base.DomainState.SHUTOFF, "unknown"),
-    "suspended": (base.DomainState.PAUSED, "user"),
+POWER_STATES: Mapping[str, tuple[S, str]] = {
+    "poweredOn": (S.RUNNING, "unknown"),
+    "poweredOff": (S.SHUTOFF, "unknown"),
+    "suspended": (S.PAUSED, "user"),
 }
 
 # (before, after) -> the lifecycle event libvirt would have sent, and the state reason it
 # would give. vSphere does not say who powered a VM off; a VM the driver did not power off
 # is taken to have shut down from inside (the guest's own power-off, libvirt's "shutdown").
-TRANSITIONS: Mapping[tuple[base.DomainState, base.DomainState], tuple[base.EventKind, str, str]] = {
-    (base.DomainState.SHUTOFF, base.DomainState.RUNNING): (
-        base.EventKind.STARTED,
-        "booted",
-        "booted",
-    ),
-    (base.DomainState.PAUSED, base.DomainState.RUNNING): (
-        base.EventKind.RESUMED,
-        "unpaused",
-        "unpaused",
-    ),
-    (base.DomainState.RUNNING, base.DomainState.PAUSED): (
-        base.EventKind.SUSPENDED,
-        "paused",
-        "user",
-    ),
-    (base.DomainState.RUNNING, base.DomainState.SHUTOFF): (
-        base.EventKind.STOPPED,
-        "shutdown",
-        "shutdown",
-    ),
-    (base.DomainState.PAUSED, base.DomainState.SHUTOFF): (
-        base.EventKind.STOPPED,
-        "destroyed",
-        "destroyed",
-    ),
+TRANSITIONS: Mapping[tuple[S, S], tuple[E, str, str]] = {
+    (S.SHUTOFF, S.RUNNING): (E.STARTED, "booted", "booted"),
+    (S.PAUSED, S.RUNNING): (E.RESUMED, "unpaused", "unpaused"),
+    (S.RUNNING, S.PAUSED): (E.SUSPENDED, "paused", "user"),
+    (S.RUNNING, S.SHUTOFF): (E.STOPPED, "shutdown", "shutdown"),
+    (S.PAUSED, S.SHUTOFF): (E.STOPPED, "destroyed", "destroyed"),
 }
 
 
 def domain_info(*, uuid: str, name: str, power_state: str) -> base.DomainInfo:
     """A VM's runtime.powerState as a DomainInfo, with the state's default reason."""
-    state, reason = POWER_STATES.get(power_state, (base.DomainState.NOSTATE, "unknown"))
+    state, reason = POWER_STATES.get(power_state, (S.NOSTATE, "unknown"))
     return base.DomainInfo(uuid=uuid, name=name, state=state, reason=reason)
 
 
@@ -265,17 +248,17 @@ def observe(
     for uuid, now in view.items():
         was = known.get(uuid)
         if was is None:
-            found.append(base.DomainEvent(uuid, now.name, base.EventKind.DEFINED, "added"))
-            was = dataclasses.replace(now, state=base.DomainState.SHUTOFF)
+            found.append(base.DomainEvent(uuid, now.name, E.DEFINED, "added"))
+            was = dataclasses.replace(now, state=S.SHUTOFF)
         change = TRANSITIONS.get((was.state, now.state))
         if change is not None:
             found.append(base.DomainEvent(uuid, now.name, change[0], change[1]))
     for uuid, was in known.items():
         if uuid in view:
             continue
-        if was.state is not base.DomainState.SHUTOFF:
-            found.append(base.DomainEvent(uuid, was.name, base.EventKind.STOPPED, "destroyed"))
-        found.append(base.DomainEvent(uuid, was.name, base.EventKind.UNDEFINED, "removed"))
+        if was.state is not S.SHUTOFF:
+            found.append(base.DomainEvent(uuid, was.name, E.STOPPED, "destroyed"))
+        found.append(base.DomainEvent(uuid, was.name, E.UNDEFINED, "removed"))
     return view, found
 
 
