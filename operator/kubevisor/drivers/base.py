@@ -91,6 +91,18 @@ class EventKind(enum.Enum):
     CRASHED = "crashed"
 
 
+# Bytes in one of libvirt's memory units (`unit=` of <memory> in domain and capabilities
+# XML), by lower-case name; an element without `unit` is in KiB.
+_MEMORY_UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000}
+_MEMORY_UNITS |= {"m": 1024**2, "mib": 1024**2, "mb": 1000**2, "g": 1024**3, "gib": 1024**3}
+
+
+def memory_unit_bytes(unit: str | None) -> int | None:
+    """Bytes in one libvirt memory `unit` (None: KiB, the default), or None when libvirt
+    knows no such unit; each driver decides what an unknown one means."""
+    return _MEMORY_UNITS.get((unit or "KiB").lower())
+
+
 class ShutdownOutcome(enum.Enum):
     """How `Hypervisor.shutdown` ended."""
 

@@ -499,9 +499,8 @@ def _memory_bytes(root: ET.Element) -> int:
     memory = root.find("memory")
     if memory is None or not (memory.text or "").strip():
         return 64 * MIB
-    units = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": MIB, "mib": MIB}
-    units |= {"g": 1024 * MIB, "gib": 1024 * MIB}
-    return int(memory.text or 0) * units.get(memory.get("unit", "KiB").lower(), 1024)
+    # An unknown unit is read as KiB.
+    return int(memory.text or 0) * (base.memory_unit_bytes(memory.get("unit")) or 1024)
 
 
 def _conforms(driver: FakeHypervisor) -> base.Hypervisor:

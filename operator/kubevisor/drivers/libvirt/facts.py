@@ -141,9 +141,8 @@ def version_string(version: int) -> str:
 def _kib(element: ET.Element | None) -> int:
     if element is None or not element.text:
         return 0
-    factor = {"b": 1 / 1024, "bytes": 1 / 1024, "kib": 1, "k": 1, "mib": 1024, "m": 1024}
-    factor |= {"gib": 1024**2, "g": 1024**2}
-    return int(int(element.text) * factor.get(element.get("unit", "KiB").lower(), 1))
+    # An unknown unit is read as KiB.
+    return int(element.text) * (base.memory_unit_bytes(element.get("unit")) or 1024) // 1024
 
 
 def host_facts_from(

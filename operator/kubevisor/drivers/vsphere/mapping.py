@@ -112,10 +112,6 @@ class VmConfig:
     vcpus: int
 
 
-_UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024}
-_UNIT_KIB |= {"m": 1024, "mib": 1024, "mb": 1000**2 / 1024, "g": 1024**2, "gib": 1024**2}
-
-
 def vm_config(xml: str) -> VmConfig:
     """The name, UUID, memory and vCPUs of a domain XML; PermanentError if it lacks one."""
     try:
@@ -126,12 +122,12 @@ def vm_config(xml: str) -> VmConfig:
     memory = root.find("memory")
     if not name or not uuid or memory is None or not memory.text:
         raise base.PermanentError("domain XML needs <name>, <uuid> and <memory>")
-    factor = _UNIT_KIB.get(memory.get("unit", "KiB").lower())
-    if factor is None:
+    unit = base.memory_unit_bytes(memory.get("unit"))
+    if unit is None:
         raise base.PermanentError(f"unknown memory unit {memory.get('unit')!r}")
-    kib = int(memory.text) * factor
+    kib = int(memory.text) * unit // 1024
     # vSphere wants memoryMB in multiples of 4.
-    mib = -(-int(kib) // 4096) * 4
+    mib = -(-kib // 4096) * 4
     return VmConfig(
         name=name.strip(),
         uuid=uuid.strip().lower(),
