@@ -37,6 +37,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import GROUP, SYSTEM_NAMESPACE, VERSION, VIRTUAL_MACHINES
 from kubevisor.core.domain import converter
 from kubevisor.core.domain.host import BootFiles, HostEnvironment
 from kubevisor.testbed import controlplane, guest, hosts
@@ -44,7 +45,7 @@ from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.stack import wait_hosts_ready
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION, PLURAL = "kubevisor.io", "v1alpha1", "virtualmachines"
+PLURAL = VIRTUAL_MACHINES.plural
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 
 
@@ -332,7 +333,7 @@ def main() -> int:
             bin_dir=bin_dir, state_dir=work / "plane", crd_paths=[REPO / "deploy" / "crds"]
         )
         try:
-            plane.kubectl("create", "namespace", "kubevisor-system")
+            plane.kubectl("create", "namespace", SYSTEM_NAMESPACE)
             print(
                 f"kube-apiserver {plane.version}; {args.vms} VMs, {args.interval * 1000:.0f} ms"
                 " apart"

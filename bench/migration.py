@@ -33,6 +33,7 @@ from typing import Any
 from kubernetes import client, config
 
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import GROUP, MIGRATION_JOBS, SYSTEM_NAMESPACE, VERSION, VIRTUAL_MACHINES
 from kubevisor.core.domain import converter
 from kubevisor.core.domain.host import BootFiles, HostEnvironment
 from kubevisor.testbed import controlplane, guest, hosts
@@ -40,7 +41,6 @@ from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.stack import wait_hosts_ready
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION = "kubevisor.io", "v1alpha1"
 NAMESPACE = "bench-migration"
 COUNTER = re.compile(rf"^{guest.COUNTER_PREFIX}(\d+)")
 PLAIN_UUID = "00000000-0000-4000-8000-00000000beef"
@@ -206,7 +206,7 @@ def plain_domain(tiny: guest.Guest, serial: Path) -> str:
 def finished_job(api: client.CustomObjectsApi, name: str) -> Any:
     """The MigrationJob once it reached a terminal phase, else None."""
     job: dict[str, Any] = api.get_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, "migrationjobs", name
+        GROUP, VERSION, NAMESPACE, MIGRATION_JOBS.plural, name
     )
     phase = (job.get("status") or {}).get("phase")
     return job if phase in ("Succeeded", "Failed", "Cancelled") else None
@@ -238,7 +238,7 @@ def main() -> int:
         )
         local = hosts.start_hosts(2, state_dir=work / "hosts")
         try:
-            plane.kubectl("create", "namespace", "kubevisor-system")
+            plane.kubectl("create", "namespace", SYSTEM_NAMESPACE)
             plane.kubectl("create", "namespace", NAMESPACE)
             with stack(plane, local, tiny, work) as states, SerialTail() as tail:
                 return measure(plane, local, tiny, work, states, tail, args.rounds)
@@ -263,7 +263,7 @@ def measure(
         GROUP,
         VERSION,
         NAMESPACE,
-        "virtualmachines",
+        VIRTUAL_MACHINES.plural,
         {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "VirtualMachine",
@@ -274,7 +274,7 @@ def measure(
 
     def vm() -> Any:
         return api.get_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, "virtualmachines", "managed"
+            GROUP, VERSION, NAMESPACE, VIRTUAL_MACHINES.plural, "managed"
         )
 
     running = until(
@@ -326,7 +326,7 @@ def measure(
                 GROUP,
                 VERSION,
                 NAMESPACE,
-                "migrationjobs",
+                MIGRATION_JOBS.plural,
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
                     "kind": "MigrationJob",

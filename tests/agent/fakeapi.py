@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes.aio.client.exceptions import ApiException
 
-from kubevisor.agent.agent import HOST_LABEL
+from kubevisor.api.wire import HOST_LABEL
 from kubevisor.kube.client import Object
 
 HOST = "fake-host"

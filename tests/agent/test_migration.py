@@ -18,15 +18,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from agent.fakeapi import NAMESPACE, FakeApiServer
-from kubevisor.agent.migration import (
-    SOURCE_LABEL,
-    SOURCE_MANAGER,
-    TARGET_LABEL,
-    TARGET_MANAGER,
-    Migrator,
-)
+from kubevisor.agent.migration import Migrator
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import (
+    MIGRATION_SOURCE_LABEL,
+    MIGRATION_SOURCE_MANAGER,
+    MIGRATION_TARGET_LABEL,
+    MIGRATION_TARGET_MANAGER,
+)
 from kubevisor.core.domain.host import HostEnvironment
 from kubevisor.drivers import base
 from kubevisor.drivers.fake import FakeHypervisor
@@ -103,7 +103,7 @@ def job(uid: str, *, phase: str = "Running", **options: Any) -> Object:
         "metadata": {
             "name": "move",
             "namespace": NAMESPACE,
-            "labels": {SOURCE_LABEL: SOURCE, TARGET_LABEL: TARGET},
+            "labels": {MIGRATION_SOURCE_LABEL: SOURCE, MIGRATION_TARGET_LABEL: TARGET},
         },
         "spec": {"vm": "vm", "options": options},
         "status": {
@@ -140,7 +140,7 @@ class Source:
         )
 
     def status(self) -> Object:
-        return self.api.job_status.get(JOB, {}).get(SOURCE_MANAGER, {})
+        return self.api.job_status.get(JOB, {}).get(MIGRATION_SOURCE_MANAGER, {})
 
     def transfer(self) -> tuple[str, str]:
         transfer = self.status().get("transfer") or {}
@@ -284,7 +284,7 @@ def test_the_target_publishes_the_domain_and_forgets_a_failed_job() -> None:
         preparing = job(uid, phase="Preparing")
         del preparing["status"]["targetAgent"]
         await target.on_job("MODIFIED", preparing)
-        published = api.job_status[JOB][TARGET_MANAGER]["targetAgent"]
+        published = api.job_status[JOB][MIGRATION_TARGET_MANAGER]["targetAgent"]
         assert published["ready"] is True
         assert (published["libvirtURI"], published["migrateURI"]) == (TARGET_URI, "tcp://10.0.0.2")
         assert published["vmUID"] == uid and f"<uuid>{uid}</uuid>" in published["domainXML"]

@@ -18,8 +18,9 @@ from typing import IO, Any
 import pytest
 
 from harness import eventually
+from kubevisor.api.wire import Resource
 from kubevisor.cli import migrate
-from kubevisor.cli.kubeapi import MIGRATIONS, Object, Resource
+from kubevisor.cli.kubeapi import MIGRATIONS, Object
 
 GiB = 1 << 30
 MiB = 1 << 20

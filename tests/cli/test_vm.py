@@ -17,12 +17,13 @@ import pytest
 import yaml
 
 from harness import eventually
+from kubevisor.api import wire
 from kubevisor.api.migrationjob import MigrationJob
 from kubevisor.cli import vm as verbs
 
 pytestmark = pytest.mark.apiserver
 
-LAST = verbs.LAST_RUN_STRATEGY
+LAST = wire.LAST_RUN_STRATEGY_ANNOTATION
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:

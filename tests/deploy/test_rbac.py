@@ -27,7 +27,12 @@ from kubernetes.client import ApiClient, CoordinationV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from harness import REPO, eventually
-from kubevisor.agent.migration import SOURCE_LABEL, SOURCE_MANAGER, TARGET_LABEL, TARGET_MANAGER
+from kubevisor.api.wire import (
+    MIGRATION_SOURCE_LABEL,
+    MIGRATION_SOURCE_MANAGER,
+    MIGRATION_TARGET_LABEL,
+    MIGRATION_TARGET_MANAGER,
+)
 from kubevisor.kube.client import Kube
 from kubevisor.testbed import controlplane
 from kubevisor.testbed.controlplane import ControlPlane
@@ -154,7 +159,7 @@ def world(control_plane: ControlPlane) -> Iterator[World]:
                     "metadata": {
                         "name": job,
                         "namespace": namespace,
-                        "labels": {SOURCE_LABEL: source, TARGET_LABEL: target},
+                        "labels": {MIGRATION_SOURCE_LABEL: source, MIGRATION_TARGET_LABEL: target},
                     },
                     "spec": {"vm": f"vm-on-{source}"},
                 },
@@ -520,9 +525,11 @@ FORGED_TARGET = {"targetAgent": {"ready": False, "message": "forged"}}
 @pytest.mark.parametrize(
     ("agent", "source", "status", "manager", "refusal"),
     [
-        pytest.param(0, 0, TRANSFER, SOURCE_MANAGER, None, id="source-reports-progress"),
-        pytest.param(1, 0, PREPARED, TARGET_MANAGER, None, id="target-publishes-preparation"),
-        pytest.param(1, 1, TRANSFER, SOURCE_MANAGER, None, id="other-agent-own-job"),
+        pytest.param(0, 0, TRANSFER, MIGRATION_SOURCE_MANAGER, None, id="source-reports-progress"),
+        pytest.param(
+            1, 0, PREPARED, MIGRATION_TARGET_MANAGER, None, id="target-publishes-preparation"
+        ),
+        pytest.param(1, 1, TRANSFER, MIGRATION_SOURCE_MANAGER, None, id="other-agent-own-job"),
         pytest.param(
             0,
             0,
@@ -667,7 +674,9 @@ def test_agent_reads_what_a_migration_needs(world: World) -> None:
     async def reads() -> tuple[list[str], str | None]:
         kube = await Kube.connect(world.agent_tokens[1])
         try:
-            jobs, _ = await kube.list_jobs(label_selector=f"{TARGET_LABEL}={world.hosts[1]}")
+            jobs, _ = await kube.list_jobs(
+                label_selector=f"{MIGRATION_TARGET_LABEL}={world.hosts[1]}"
+            )
             vm = await kube.get_vm(world.namespace, f"vm-on-{world.hosts[0]}")
         finally:
             await kube.close()

@@ -20,15 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from kubevisor.api.wire import AGENT, CONTROLLER, HOST_LABEL, VM_FINALIZER
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube, Object
 
 NAMESPACE = "default"
 LEASE_NAMESPACE = "kubevisor-system"
-HOST_LABEL = "kubevisor.io/host"
-VM_FINALIZER = "kubevisor.io/vm-protection"
-CONTROLLER = "kubevisor-controller"
-AGENT = "kubevisor-agent"
 USER = "kubectl-patch"
 START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 
+from kubevisor.api.wire import DRAIN_LABEL
 from kubevisor.core.drain import MAX_ATTEMPTS
 from kubevisor.handlers.controller import Settings
-from kubevisor.handlers.evacuation import DRAIN_LABEL
 
 from .fake_cluster import (
     HOST_LABEL,

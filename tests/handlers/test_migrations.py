@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from kubevisor.handlers.migrations import FINALIZER, SOURCE_LABEL, TARGET_LABEL
+from kubevisor.api.wire import MIGRATION_FINALIZER, MIGRATION_SOURCE_LABEL, MIGRATION_TARGET_LABEL
 
 from .fake_cluster import AGENT, HOST_LABEL, Cluster, host, job, lease, vm
 
@@ -47,8 +47,11 @@ def test_job_for_a_running_vm_claims_a_target_and_goes_preparing(cluster: Cluste
         assert status["phase"] == "Preparing"
         assert (status["source"], status["target"]) == ("h1", "h2")
         assert "targetPlacement" in status
-        assert obj["metadata"]["labels"] == {SOURCE_LABEL: "h1", TARGET_LABEL: "h2"}
-        assert obj["metadata"]["finalizers"] == [FINALIZER]
+        assert obj["metadata"]["labels"] == {
+            MIGRATION_SOURCE_LABEL: "h1",
+            MIGRATION_TARGET_LABEL: "h2",
+        }
+        assert obj["metadata"]["finalizers"] == [MIGRATION_FINALIZER]
         assert cluster.claims() == {"default/a": "h1", "migration:default/j1": "h2"}
         usage = cluster.controller.state.usage("h2")
         assert (usage.vms, usage.vcpus, usage.memory_mib) == (1, 1, 1024)
@@ -487,7 +490,7 @@ def test_deleting_a_finished_job_removes_its_finalizer(cluster: Cluster) -> None
         await _running_job(cluster)
         cluster.kube.agent_job_status("default/j1", SOURCE_AGENT, transfer={"state": "Failed"})
         await cluster.job_event("j1")
-        assert cluster.kube.job("default/j1")["metadata"]["finalizers"] == [FINALIZER]
+        assert cluster.kube.job("default/j1")["metadata"]["finalizers"] == [MIGRATION_FINALIZER]
 
         cluster.kube.change_job(
             "default/j1", {"metadata": {"deletionTimestamp": "2024-05-01T12:05:00Z"}}

@@ -41,6 +41,7 @@ from kubevisor.agent.vms import BoundVms, key_of
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import HOST_LABEL
 from kubevisor.core.domain.host import HostEnvironment
 from kubevisor.core.network.hostinputs import HostSide
 from kubevisor.drivers.base import (
@@ -53,11 +54,9 @@ from kubevisor.drivers.base import (
 from kubevisor.drivers.hostnet.base import HostNetwork
 from kubevisor.kube.client import Gone, Kube, Object, is_not_found, is_transient, retrying
 
-__all__ = ["HOST_LABEL", "Agent", "Settings"]
+__all__ = ["Agent", "Settings"]
 
 log = logging.getLogger("kubevisor.agent")
-
-HOST_LABEL = "kubevisor.io/host"
 
 
 class Agent:

@@ -20,14 +20,13 @@ from kubevisor import metrics
 from kubevisor.agent.reconciler import remove_domain
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.vms import BoundVms
+from kubevisor.api.wire import AGENT
 from kubevisor.core.convergence import DomainState
 from kubevisor.core.domain import identity
 from kubevisor.drivers.base import DomainNotFound, Hypervisor, HypervisorError
 from kubevisor.kube.client import Kube
 
 log = logging.getLogger("kubevisor.agent")
-
-COMPONENT = "kubevisor-agent"
 
 
 class Incoming(Protocol):
@@ -118,7 +117,7 @@ class Fencer:
                 reason="Fenced",
                 message=f"host {self._host} destroyed its domain {name}: "
                 "the VM is not bound to this host",
-                component=COMPONENT,
+                component=AGENT,
             )
 
     async def _stray(self, uid: str, ref: identity.VmRef) -> bool:

@@ -26,6 +26,7 @@ from kubevisor import metrics
 from kubevisor.agent import imagefetch, probe
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
+from kubevisor.api.wire import SYSTEM_NAMESPACE
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.core import destinations
@@ -150,7 +151,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "/etc/pki/qemu), as every other host's; a migration is refused, saying why, while "
         "a file is missing or a certificate invalid. Unset (the default): plain TCP",
     )
-    parser.add_argument("--lease-namespace", default="kubevisor-system")
+    parser.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
     parser.add_argument("--lease-duration", type=int, default=40, help="seconds")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds")
     parser.add_argument("--resync-interval", type=float, default=300.0, help="seconds")

@@ -37,6 +37,12 @@ from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.migrationjob import MigrationJob
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import (
+    MIGRATION_SOURCE_LABEL,
+    MIGRATION_SOURCE_MANAGER,
+    MIGRATION_TARGET_LABEL,
+    MIGRATION_TARGET_MANAGER,
+)
 from kubevisor.core import migration
 from kubevisor.core.domain import converter, document
 from kubevisor.core.domain.host import HostEnvironment
@@ -46,10 +52,6 @@ from kubevisor.kube.client import Gone, Kube, Object, is_transient, retrying
 
 log = logging.getLogger("kubevisor.agent.migration")
 
-SOURCE_LABEL = "kubevisor.io/migration-source"
-TARGET_LABEL = "kubevisor.io/migration-target"
-SOURCE_MANAGER = "kubevisor-agent-migration-source"
-TARGET_MANAGER = "kubevisor-agent-migration-target"
 PROGRESS_INTERVAL = 1.0  # seconds between progress samples (and writes)
 FIRST_SAMPLE = 0.2  # seconds from the start to the first sample
 
@@ -126,7 +128,7 @@ class Migrator:
     # -- watching -----------------------------------------------------------------------
 
     def selectors(self) -> list[str]:
-        return [f"{SOURCE_LABEL}={self.host}", f"{TARGET_LABEL}={self.host}"]
+        return [f"{MIGRATION_SOURCE_LABEL}={self.host}", f"{MIGRATION_TARGET_LABEL}={self.host}"]
 
     async def load(self) -> None:
         """List this host's jobs (before fencing: an incoming domain is not a stray)."""
@@ -193,7 +195,7 @@ class Migrator:
     def _note_incoming(self, obj: Object) -> None:
         labels = obj["metadata"].get("labels") or {}
         uid = ((obj.get("status") or {}).get("targetAgent") or {}).get("vmUID")
-        if labels.get(TARGET_LABEL) == self.host and uid:
+        if labels.get(MIGRATION_TARGET_LABEL) == self.host and uid:
             self._incoming[uid] = job_key(obj)
 
     async def _handle(self, key: str, *, listed: bool = False) -> None:
@@ -204,9 +206,9 @@ class Migrator:
             log.error("%s cannot be read: %s", key, invalid)
             return
         labels = obj["metadata"].get("labels") or {}
-        if labels.get(TARGET_LABEL) == self.host:
+        if labels.get(MIGRATION_TARGET_LABEL) == self.host:
             await self._as_target(key, obj, job)
-        if labels.get(SOURCE_LABEL) == self.host:
+        if labels.get(MIGRATION_SOURCE_LABEL) == self.host:
             await self._as_source(key, obj, job, listed=listed)
 
     async def _as_target(self, key: str, obj: Object, job: MigrationJob) -> None:
@@ -278,7 +280,10 @@ class Migrator:
             log.warning("%s: cannot prepare the target: %s", key, error)
             written = {"ready": False, "message": str(error)}
         await self._kube.apply_job_status(
-            namespace, obj["metadata"]["name"], {"targetAgent": written}, manager=TARGET_MANAGER
+            namespace,
+            obj["metadata"]["name"],
+            {"targetAgent": written},
+            manager=MIGRATION_TARGET_MANAGER,
         )
 
     async def _target_ended(self, obj: Object) -> None:
@@ -515,5 +520,5 @@ class Report:
 
     async def _apply(self) -> None:
         await self._kube.apply_job_status(
-            self.namespace, self.name, dict(self.status), manager=SOURCE_MANAGER
+            self.namespace, self.name, dict(self.status), manager=MIGRATION_SOURCE_MANAGER
         )

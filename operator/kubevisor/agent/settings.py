@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from kubevisor.api.wire import SYSTEM_NAMESPACE
 from kubevisor.core import destinations
 from kubevisor.core.domain.host import BootFiles, DomainType
 
@@ -26,7 +27,7 @@ class Settings:
     """cgroup controllers libvirt uses for VMs on this host (qemu.conf); None: unknown."""
     qemu_conf: Path | None = None
     """The host's qemu.conf, read for what libvirt does not report (seccomp_sandbox)."""
-    lease_namespace: str = "kubevisor-system"
+    lease_namespace: str = SYSTEM_NAMESPACE
     lease_duration: int = 40
     shutdown_grace: float = 30.0
     resync_interval: float = 300.0

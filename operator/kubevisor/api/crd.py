@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine
-from kubevisor.api.schema import GROUP, VERSION
+from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine, wire
+from kubevisor.api.wire import GROUP, VERSION, Resource
 
 CATEGORY = "kubevisor"
 
@@ -105,10 +105,8 @@ def _ready() -> PrinterColumn:
 class Kind:
     """Everything about one CRD that is not in its spec and status models."""
 
-    kind: str
-    plural: str
+    resource: Resource
     short_names: tuple[str, ...]
-    namespaced: bool
     description: str
     spec: type[BaseModel]
     spec_description: str
@@ -119,19 +117,13 @@ class Kind:
 
     @property
     def name(self) -> str:
-        return f"{self.plural}.{GROUP}"
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
+        return f"{self.resource.plural}.{GROUP}"
 
 
 KINDS: tuple[Kind, ...] = (
     Kind(
-        kind=virtualmachine.KIND,
-        plural=virtualmachine.PLURAL,
+        resource=wire.VIRTUAL_MACHINES,
         short_names=("vm", "vms"),
-        namespaced=True,
         description=(
             "VirtualMachine is a libvirt/KVM virtual machine that kubevisor places on a "
             "HypervisorHost with OpenStack Nova's rules and keeps running per its "
@@ -163,10 +155,8 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        kind=hypervisorhost.KIND,
-        plural=hypervisorhost.PLURAL,
+        resource=wire.HYPERVISOR_HOSTS,
         short_names=("hvh",),
-        namespaced=False,
         description=(
             "HypervisorHost is one libvirt hypervisor that can run VirtualMachines. Its "
             "agent creates it and reports capacity; admins cordon, drain and tune it."
@@ -206,10 +196,8 @@ KINDS: tuple[Kind, ...] = (
         spec_required=False,
     ),
     Kind(
-        kind=migrationjob.KIND,
-        plural=migrationjob.PLURAL,
+        resource=wire.MIGRATION_JOBS,
         short_names=("vmmig",),
-        namespaced=True,
         description="MigrationJob live-migrates one VirtualMachine to another HypervisorHost.",
         spec=migrationjob.MigrationJobSpec,
         spec_description=(
@@ -230,10 +218,8 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        kind=network.KIND,
-        plural=network.PLURAL,
+        resource=wire.NETWORKS,
         short_names=("vnet",),
-        namespaced=True,
         description=(
             "Network is an IPv4 network the VirtualMachines of its namespace attach to: a "
             "provider network (a physical network of the hosts, optionally a VLAN; cluster "
@@ -365,7 +351,10 @@ def definition(kind: Kind) -> dict[str, Any]:
                 "description": "APIVersion of this object: kubevisor.io/v1alpha1.",
                 "type": "string",
             },
-            "kind": {"description": f"Kind of this object: {kind.kind}.", "type": "string"},
+            "kind": {
+                "description": f"Kind of this object: {kind.resource.kind}.",
+                "type": "string",
+            },
             # The API server allows nothing but the type here; explain documents ObjectMeta.
             "metadata": {"type": "object"},
             "spec": spec,
@@ -381,14 +370,14 @@ def definition(kind: Kind) -> dict[str, Any]:
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": kind.kind,
-                "listKind": f"{kind.kind}List",
-                "plural": kind.plural,
-                "singular": kind.singular,
+                "kind": kind.resource.kind,
+                "listKind": f"{kind.resource.kind}List",
+                "plural": kind.resource.plural,
+                "singular": kind.resource.singular,
                 "shortNames": list(kind.short_names),
                 "categories": [CATEGORY],
             },
-            "scope": "Namespaced" if kind.namespaced else "Cluster",
+            "scope": "Namespaced" if kind.resource.namespaced else "Cluster",
             "versions": [
                 {
                     "name": VERSION,

@@ -35,9 +35,9 @@ from kubevisor.api.schema import (
     rule,
     validations,
 )
+from kubevisor.api.wire import API_VERSION
 
 KIND: Final = "HypervisorHost"
-PLURAL = "hypervisorhosts"
 
 # Nova's defaults (cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio)
 # apply when a ratio is unset; the controller's settings may override them.

@@ -23,9 +23,9 @@ from kubevisor.api.schema import (
     validations,
 )
 from kubevisor.api.virtualmachine import PlacementStatus
+from kubevisor.api.wire import API_VERSION
 
 KIND: Final = "MigrationJob"
-PLURAL = "migrationjobs"
 
 Phase = Literal["Pending", "Scheduling", "Preparing", "Running", "Succeeded", "Failed", "Cancelled"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})

@@ -22,7 +22,6 @@ from kubevisor.api import addresses
 from kubevisor.api.addresses import IPv4Address, IPv4Cidr, cel_ipv4_number, cel_is_cidr
 from kubevisor.api.conditions import Condition, conditions_field
 from kubevisor.api.schema import (
-    API_VERSION,
     LIST_SET,
     ApiModel,
     DnsLabel,
@@ -31,9 +30,9 @@ from kubevisor.api.schema import (
     rule,
     validations,
 )
+from kubevisor.api.wire import API_VERSION
 
 KIND: Final = "Network"
-PLURAL: Final = "networks"
 # The virtual subresource whose `create` permission the admission policy asks for.
 PROVIDER_SUBRESOURCE: Final = "provider"
 

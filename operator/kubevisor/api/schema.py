@@ -29,10 +29,6 @@ from pydantic_core import core_schema
 
 from kubevisor.api import cpuset, quantity
 
-GROUP: Final = "kubevisor.io"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = "kubevisor.io/v1alpha1"
-
 
 def timestamp(moment: datetime) -> str:
     """A time as status fields and Events carry it: RFC 3339, whole seconds, UTC (a naive

@@ -43,9 +43,9 @@ from kubevisor.api.schema import (
     rule,
     validations,
 )
+from kubevisor.api.wire import API_VERSION
 
 KIND: Final = "VirtualMachine"
-PLURAL = "virtualmachines"
 
 # Upper bounds keep the API server's CEL cost estimate small (and match what one
 # libvirt domain can reasonably be given).

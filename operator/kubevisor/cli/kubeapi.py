@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -26,7 +25,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from kubevisor.api.schema import GROUP, VERSION
+from kubevisor.api import wire
+from kubevisor.api.wire import GROUP, VERSION, Resource
 
 Object = dict[str, Any]
 
@@ -44,26 +44,11 @@ kube_watch: Any = watch
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One kubevisor custom resource as the API addresses it."""
-
-    plural: str
-    singular: str
-    namespaced: bool
-
-    @property
-    def qualified(self) -> str:
-        """`virtualmachine.kubevisor.io`, as kubectl names objects in its output."""
-        return f"{self.singular}.{GROUP}"
-
-
-VMS: Final = Resource("virtualmachines", "virtualmachine", namespaced=True)
-HOSTS: Final = Resource("hypervisorhosts", "hypervisorhost", namespaced=False)
-MIGRATIONS: Final = Resource("migrationjobs", "migrationjob", namespaced=True)
+VMS: Final = wire.VIRTUAL_MACHINES
+HOSTS: Final = wire.HYPERVISOR_HOSTS
+MIGRATIONS: Final = wire.MIGRATION_JOBS
 
 MERGE_PATCH: Final = "application/merge-patch+json"
-FIELD_MANAGER: Final = "kubevisor-cli"
 
 
 class CliError(Exception):
@@ -201,7 +186,7 @@ class Cluster:
             name,
             patch,
             dry_run="All" if dry_run else None,
-            field_manager=FIELD_MANAGER,
+            field_manager=wire.CLI,
             _content_type=MERGE_PATCH,
         )
         return cast(Object, reply)

@@ -29,8 +29,9 @@ import yaml
 from pydantic import ValidationError
 
 from kubevisor.api.migrationjob import TERMINAL_PHASES, MigrationJob
+from kubevisor.api.wire import Resource
 from kubevisor.cli import kubeapi
-from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Cluster, Object, Resource
+from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Cluster, Object
 
 Wanted = Literal["Succeeded", "Cancelled"]
 

@@ -28,11 +28,11 @@ from typing import Any, Final, get_args
 from kubernetes.client.exceptions import ApiException
 
 from kubevisor.api.virtualmachine import RunStrategy
+from kubevisor.api.wire import LAST_RUN_STRATEGY_ANNOTATION
 from kubevisor.cli import kubeapi
 from kubevisor.cli import wait as waiting
 from kubevisor.cli.kubeapi import VMS, CliError, Cluster, Object
 
-LAST_RUN_STRATEGY: Final = "kubevisor.io/last-run-strategy"
 RUN_STRATEGIES: tuple[str, ...] = get_args(RunStrategy)
 CONFLICT_RETRIES = 5
 
@@ -71,7 +71,7 @@ def stop_change(vm: Object) -> Change:
     if current == "Halted":
         return Change(None, "unchanged (runStrategy is already Halted)")
     patch = {
-        "metadata": {"annotations": {LAST_RUN_STRATEGY: current}},
+        "metadata": {"annotations": {LAST_RUN_STRATEGY_ANNOTATION: current}},
         "spec": {"runStrategy": "Halted"},
     }
     return Change(_conditional(vm, patch), f"stopped (runStrategy {current} -> Halted)")
@@ -82,11 +82,11 @@ def start_change(vm: Object) -> Change:
     if current != "Halted":
         return Change(None, f"unchanged (runStrategy is {current}, not Halted)")
     annotations = (vm.get("metadata") or {}).get("annotations") or {}
-    saved = annotations.get(LAST_RUN_STRATEGY)
+    saved = annotations.get(LAST_RUN_STRATEGY_ANNOTATION)
     wanted = saved if saved in RUN_STRATEGIES and saved != "Halted" else "Always"
     patch: Object = {"spec": {"runStrategy": wanted}}
     if saved is not None:
-        patch["metadata"] = {"annotations": {LAST_RUN_STRATEGY: None}}
+        patch["metadata"] = {"annotations": {LAST_RUN_STRATEGY_ANNOTATION: None}}
     return Change(_conditional(vm, patch), f"started (runStrategy Halted -> {wanted})")
 
 
@@ -212,7 +212,7 @@ def register(subparsers: Any) -> None:
         "start",
         "start a stopped VM (spec.runStrategy Halted -> its previous strategy)",
         "Set spec.runStrategy from Halted back to the strategy `stop` saved in the "
-        f"annotation {LAST_RUN_STRATEGY} (Always if none). A VM that is not Halted is "
+        f"annotation {LAST_RUN_STRATEGY_ANNOTATION} (Always if none). A VM that is not Halted is "
         "left unchanged (exit 0).",
     ).set_defaults(func=_lifecycle(start_change))
     _verb(
@@ -220,7 +220,8 @@ def register(subparsers: Any) -> None:
         "stop",
         "stop a VM (spec.runStrategy -> Halted, previous strategy saved)",
         f"Set spec.runStrategy to Halted and save the previous one in the annotation "
-        f"{LAST_RUN_STRATEGY}, for `start`. Follow with `kubevisor wait VM --for stopped`.",
+        f"{LAST_RUN_STRATEGY_ANNOTATION}, for `start`. Follow with "
+        "`kubevisor wait VM --for stopped`.",
     ).set_defaults(func=_lifecycle(stop_change))
     restart = _verb(
         subparsers,

@@ -13,8 +13,7 @@ from typing import Any, cast
 from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
-from kubevisor.api.schema import GROUP as KUBEVISOR_GROUP
-from kubevisor.api.schema import VERSION as KUBEVISOR_VERSION
+from kubevisor.api import wire
 from kubevisor.console import protocol
 
 Object = dict[str, Any]
@@ -50,7 +49,7 @@ class ConsoleKube:
 
     async def _get(self, call: Any, *args: str) -> Object | None:
         try:
-            return cast(Object, await call(KUBEVISOR_GROUP, KUBEVISOR_VERSION, *args))
+            return cast(Object, await call(wire.GROUP, wire.VERSION, *args))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -66,11 +65,13 @@ class ConsoleKube:
 
     async def get_vm(self, namespace: str, name: str) -> Object | None:
         return await self._get(
-            self._custom.get_namespaced_custom_object, namespace, "virtualmachines", name
+            self._custom.get_namespaced_custom_object, namespace, wire.VIRTUAL_MACHINES.plural, name
         )
 
     async def get_host(self, name: str) -> Object | None:
-        return await self._get(self._custom.get_cluster_custom_object, "hypervisorhosts", name)
+        return await self._get(
+            self._custom.get_cluster_custom_object, wire.HYPERVISOR_HOSTS.plural, name
+        )
 
     async def may_attach(self, user: User, *, namespace: str, name: str) -> tuple[bool, str]:
         """SubjectAccessReview: may `user` get virtualmachines/console of this VM?"""

@@ -34,6 +34,7 @@ from kubevisor import metrics
 from kubevisor.api import objects, quantity, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
 from kubevisor.core import conditions, lifecycle
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
@@ -53,9 +54,6 @@ from kubevisor.kube.client import Kube, Object, is_transient
 
 log = logging.getLogger("kubevisor.controller")
 
-HOST_LABEL = "kubevisor.io/host"
-FINALIZER = "kubevisor.io/vm-protection"
-COMPONENT = "kubevisor-controller"
 MISSING_CHECK = timedelta(seconds=2)
 """How often the hosts' timers also judge the hosts VMs name that do not exist (each
 host's timer fires every 2 s: one of them a round does it)."""
@@ -65,7 +63,7 @@ host's timer fires every 2 s: one of them a round does it)."""
 class Settings:
     """Read once at start-up and passed down as a value."""
 
-    lease_namespace: str = "kubevisor-system"
+    lease_namespace: str = SYSTEM_NAMESPACE
     heartbeat_timeout: float | None = None
     """Seconds without a Lease renewal before a host is NotReady (default: the Lease's own)."""
     ratios: AllocationRatios = dataclasses.field(default_factory=AllocationRatios)
@@ -405,7 +403,7 @@ class Controller:
 
     async def _finish_deletion(self, key: str, obj: Object, host: str | None) -> None:
         finalizers = list(obj["metadata"].get("finalizers") or [])
-        if FINALIZER not in finalizers:
+        if VM_FINALIZER not in finalizers:
             return
         created = bool((obj.get("status") or {}).get("created"))
         if host is not None:
@@ -418,7 +416,7 @@ class Controller:
             log.warning("%s: releasing it although host %s is lost", key, host)
         self.state.release(key)
         self.pending.pop(key, None)
-        finalizers.remove(FINALIZER)
+        finalizers.remove(VM_FINALIZER)
         meta = obj["metadata"]
         await self.kube.patch_vm(
             meta["namespace"], meta["name"], {"metadata": {"finalizers": finalizers or None}}
@@ -432,7 +430,7 @@ class Controller:
         self._ensure_claim(key)
         meta = obj["metadata"]
         labels = meta.get("labels") or {}
-        unlabelled = labels.get(HOST_LABEL) != host or FINALIZER not in (
+        unlabelled = labels.get(HOST_LABEL) != host or VM_FINALIZER not in (
             meta.get("finalizers") or []
         )
         # The watch may still deliver the status write of a bind before its label patch.
@@ -506,8 +504,8 @@ class Controller:
         meta = obj["metadata"]
         key = objects.key(meta)
         finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER not in finalizers:
-            finalizers.append(FINALIZER)
+        if VM_FINALIZER not in finalizers:
+            finalizers.append(VM_FINALIZER)
         reply = await self.kube.patch_vm(
             meta["namespace"],
             meta["name"],
@@ -589,7 +587,7 @@ class Controller:
     async def event(self, obj: Object, type_: str, reason: str, message: str) -> None:
         try:
             await self.kube.event(
-                involved=obj, type_=type_, reason=reason, message=message, component=COMPONENT
+                involved=obj, type_=type_, reason=reason, message=message, component=CONTROLLER
             )
         except Exception as error:
             # An event is a courtesy: losing one must not undo a placement.

@@ -29,8 +29,8 @@ from pydantic import ValidationError
 
 from kubevisor.api import objects
 from kubevisor.api.migrationjob import KIND as JOB_KIND
-from kubevisor.api.schema import API_VERSION
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
+from kubevisor.api.wire import API_VERSION, DRAIN_LABEL
 from kubevisor.core import drain, hypervisors, lifecycle, migration
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
@@ -40,8 +40,6 @@ from kubevisor.handlers.port import ControllerPort
 from kubevisor.kube.client import Kube, Object
 
 log = logging.getLogger("kubevisor.controller.evacuation")
-
-DRAIN_LABEL = "kubevisor.io/drain"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import kopf
 
 from kubevisor import metrics
+from kubevisor.api.wire import CONTROLLER, SYSTEM_NAMESPACE
 from kubevisor.console import apiserver, tls
 from kubevisor.console.kubeapi import ConsoleKube
 from kubevisor.core.migration import Limits
@@ -43,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None,
         help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
     )
-    parser.add_argument("--lease-namespace", default="kubevisor-system")
+    parser.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
     parser.add_argument(
         "--heartbeat-timeout",
         type=float,
@@ -188,7 +189,7 @@ async def run(args: argparse.Namespace) -> None:
         os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf's own login reads it
     metrics.serve(args.metrics_port)
     kube = await Kube.connect(args.kubeconfig)
-    kube.field_manager = "kubevisor-controller"
+    kube.field_manager = CONTROLLER
     controller = Controller(
         settings=Settings(
             lease_namespace=args.lease_namespace,

@@ -33,6 +33,7 @@ from kubevisor import metrics
 from kubevisor.api import objects, schema
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
+from kubevisor.api.wire import MIGRATION_FINALIZER, MIGRATION_SOURCE_LABEL, MIGRATION_TARGET_LABEL
 from kubevisor.core import conditions, jobstatus, migration
 from kubevisor.core import status as vmstatus
 from kubevisor.core.migration import Flight, Limits
@@ -44,9 +45,6 @@ from kubevisor.kube.client import Kube, Object
 
 log = logging.getLogger("kubevisor.controller.migrations")
 
-SOURCE_LABEL = "kubevisor.io/migration-source"
-TARGET_LABEL = "kubevisor.io/migration-target"
-FINALIZER = "kubevisor.io/migration-protection"
 IN_FLIGHT: frozenset[Phase] = frozenset({"Scheduling", "Preparing", "Running"})
 MIGRATABLE_PHASES = frozenset({"Running", "Paused"})
 
@@ -144,8 +142,8 @@ class Migrations:
         if self.c.state.release(claim_key(key)) is not None:
             await self.c.retry_pending()
         finalizers = list(obj["metadata"].get("finalizers") or [])
-        if deleting and FINALIZER in finalizers:
-            finalizers.remove(FINALIZER)
+        if deleting and MIGRATION_FINALIZER in finalizers:
+            finalizers.remove(MIGRATION_FINALIZER)
             meta = obj["metadata"]
             await self.kube.patch_job(
                 meta["namespace"], meta["name"], {"metadata": {"finalizers": finalizers or None}}
@@ -180,13 +178,19 @@ class Migrations:
         )
         meta = obj["metadata"]
         try:
-            finalizers = [*(f for f in meta.get("finalizers") or [] if f != FINALIZER), FINALIZER]
+            finalizers = [
+                *(f for f in meta.get("finalizers") or [] if f != MIGRATION_FINALIZER),
+                MIGRATION_FINALIZER,
+            ]
             self.jobs[key] = await self.kube.patch_job(
                 meta["namespace"],
                 meta["name"],
                 {
                     "metadata": {
-                        "labels": {SOURCE_LABEL: source, TARGET_LABEL: decision.host},
+                        "labels": {
+                            MIGRATION_SOURCE_LABEL: source,
+                            MIGRATION_TARGET_LABEL: decision.host,
+                        },
                         "finalizers": finalizers,
                     }
                 },

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from kubevisor import metrics
-from kubevisor.api.schema import GROUP, VERSION
+from kubevisor.api.wire import GROUP, HYPERVISOR_HOSTS, MIGRATION_JOBS, VERSION, VIRTUAL_MACHINES
 from kubevisor.handlers.controller import Controller
 from kubevisor.kube.client import Gone, is_transient, retrying
 
@@ -114,22 +114,24 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
             jobs=jobs,
         )
 
-    @kopf.on.event(GROUP, VERSION, "virtualmachines", registry=handlers)
+    @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
     async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.on_vm(event["type"], dict(event["object"]))
 
-    @kopf.on.event(GROUP, VERSION, "hypervisorhosts", registry=handlers)
+    @kopf.on.event(GROUP, VERSION, HYPERVISOR_HOSTS.plural, registry=handlers)
     async def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.on_host(event["type"], dict(event["object"]))
 
-    @kopf.on.event(GROUP, VERSION, "migrationjobs", registry=handlers)
+    @kopf.on.event(GROUP, VERSION, MIGRATION_JOBS.plural, registry=handlers)
     async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.migrations.on_job(event["type"], dict(event["object"]))
 
-    @kopf.timer(GROUP, VERSION, "hypervisorhosts", interval=HOST_CHECK_INTERVAL, registry=handlers)
+    @kopf.timer(
+        GROUP, VERSION, HYPERVISOR_HOSTS.plural, interval=HOST_CHECK_INTERVAL, registry=handlers
+    )
     async def host_timer(name: str, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.check_host(name)

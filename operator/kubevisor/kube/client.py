@@ -22,14 +22,13 @@ from kubernetes.aio import client, config, watch
 from kubernetes.aio.client.exceptions import ApiException
 
 from kubevisor import metrics
-from kubevisor.api import schema
-from kubevisor.api.migrationjob import PLURAL as JOB_PLURAL
-from kubevisor.api.network import PLURAL as NETWORK_PLURAL
-from kubevisor.api.schema import API_VERSION, GROUP, VERSION
-from kubevisor.api.virtualmachine import PLURAL as VM_PLURAL
+from kubevisor.api import schema, wire
+from kubevisor.api.wire import API_VERSION, GROUP, VERSION
 
-HOST_PLURAL = "hypervisorhosts"
-FIELD_MANAGER = "kubevisor-agent"
+VMS = wire.VIRTUAL_MACHINES
+HOSTS = wire.HYPERVISOR_HOSTS
+JOBS = wire.MIGRATION_JOBS
+NETWORKS = wire.NETWORKS
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -129,7 +128,7 @@ async def _events(
 class Kube:
     """Typed wrappers over the calls the agent makes; one instance per agent."""
 
-    def __init__(self, api: client.ApiClient, *, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, api: client.ApiClient, *, field_manager: str = wire.AGENT) -> None:
         self._api = api
         self._custom = client.CustomObjectsApi(api)
         self._leases = client.CoordinationV1Api(api)
@@ -156,7 +155,7 @@ class Kube:
 
     @counted("LIST")
     async def list_hosts(self) -> list[Object]:
-        reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, HOST_PLURAL)
+        reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, HOSTS.plural)
         return list(cast(Object, reply)["items"])
 
     async def list_leases(self, namespace: str) -> list[Object]:
@@ -184,7 +183,7 @@ class Kube:
 
     @counted("LIST")
     async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
-        return await self._list(VM_PLURAL, label_selector)
+        return await self._list(VMS.plural, label_selector)
 
     async def _list(self, plural: str, label_selector: str) -> tuple[list[Object], str]:
         """Every object of `plural` matching the selector, and the listing's resourceVersion."""
@@ -198,7 +197,7 @@ class Kube:
         self, *, label_selector: str, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
         """(type, object) pairs until the server ends the watch; raises Gone on HTTP 410."""
-        async for pair in self._watch(VM_PLURAL, label_selector, resource_version, timeout):
+        async for pair in self._watch(VMS.plural, label_selector, resource_version, timeout):
             yield pair
 
     async def _watch(
@@ -217,7 +216,7 @@ class Kube:
 
     @counted("GET")
     async def get_vm(self, namespace: str, name: str) -> Object | None:
-        return await self._get(namespace, VM_PLURAL, name)
+        return await self._get(namespace, VMS.plural, name)
 
     async def _get(self, namespace: str, plural: str, name: str) -> Object | None:
         try:
@@ -234,7 +233,7 @@ class Kube:
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of the main resource (labels, finalizers; never status)."""
         reply = await self._custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, VM_PLURAL, name, patch, _content_type=MERGE
+            GROUP, VERSION, namespace, VMS.plural, name, patch, _content_type=MERGE
         )
         return cast(Object, reply)
 
@@ -253,14 +252,14 @@ class Kube:
     @counted("PATCH")
     async def _merge_vm_status(self, namespace: str, name: str, patch: Object) -> Object:
         reply = await self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, VM_PLURAL, name, patch, _content_type=MERGE
+            GROUP, VERSION, namespace, VMS.plural, name, patch, _content_type=MERGE
         )
         return cast(Object, reply)
 
     @counted("APPLY")
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
         return await self._apply_status(
-            "VirtualMachine", VM_PLURAL, namespace, name, status, self.field_manager
+            VMS.kind, VMS.plural, namespace, name, status, self.field_manager
         )
 
     async def _apply_status(
@@ -289,22 +288,22 @@ class Kube:
 
     @counted("LIST")
     async def list_jobs(self, *, label_selector: str = "") -> tuple[list[Object], str]:
-        return await self._list(JOB_PLURAL, label_selector)
+        return await self._list(JOBS.plural, label_selector)
 
     async def watch_jobs(
         self, *, label_selector: str, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._watch(JOB_PLURAL, label_selector, resource_version, timeout):
+        async for pair in self._watch(JOBS.plural, label_selector, resource_version, timeout):
             yield pair
 
     @counted("GET")
     async def get_job(self, namespace: str, name: str) -> Object | None:
-        return await self._get(namespace, JOB_PLURAL, name)
+        return await self._get(namespace, JOBS.plural, name)
 
     @counted("POST")
     async def create_job(self, namespace: str, body: Object) -> Object:
         reply = await self._custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, JOB_PLURAL, body, field_manager=self.field_manager
+            GROUP, VERSION, namespace, JOBS.plural, body, field_manager=self.field_manager
         )
         return cast(Object, reply)
 
@@ -312,7 +311,7 @@ class Kube:
     async def patch_job(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of a MigrationJob's metadata (labels, finalizers)."""
         reply = await self._custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, JOB_PLURAL, name, patch, _content_type=MERGE
+            GROUP, VERSION, namespace, JOBS.plural, name, patch, _content_type=MERGE
         )
         return cast(Object, reply)
 
@@ -324,7 +323,7 @@ class Kube:
         write different parts, so each passes its own `manager` (one name for both would
         make each apply drop the other's fields)."""
         return await self._apply_status(
-            "MigrationJob", JOB_PLURAL, namespace, name, status, manager or self.field_manager
+            JOBS.kind, JOBS.plural, namespace, name, status, manager or self.field_manager
         )
 
     # -- Networks ----------------------------------------------------------------------
@@ -332,12 +331,12 @@ class Kube:
     @counted("LIST")
     async def list_networks(self) -> tuple[list[Object], str]:
         """Every Network in every namespace, and the listing's resourceVersion."""
-        return await self._list(NETWORK_PLURAL, "")
+        return await self._list(NETWORKS.plural, "")
 
     async def watch_networks(
         self, *, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._watch(NETWORK_PLURAL, "", resource_version, timeout):
+        async for pair in self._watch(NETWORKS.plural, "", resource_version, timeout):
             yield pair
 
     # -- HypervisorHosts ---------------------------------------------------------------
@@ -346,18 +345,18 @@ class Kube:
     async def list_hosts_at(self) -> tuple[list[Object], str]:
         """Every HypervisorHost and the listing's resourceVersion, to watch from (the
         agent: the other hosts' tunnel endpoints)."""
-        return await self._list(HOST_PLURAL, "")
+        return await self._list(HOSTS.plural, "")
 
     async def watch_hosts(
         self, *, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._watch(HOST_PLURAL, "", resource_version, timeout):
+        async for pair in self._watch(HOSTS.plural, "", resource_version, timeout):
             yield pair
 
     @counted("GET")
     async def get_host(self, name: str) -> Object | None:
         try:
-            reply = await self._custom.get_cluster_custom_object(GROUP, VERSION, HOST_PLURAL, name)
+            reply = await self._custom.get_cluster_custom_object(GROUP, VERSION, HOSTS.plural, name)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -370,12 +369,12 @@ class Kube:
     ) -> Object:
         body = {
             "apiVersion": API_VERSION,
-            "kind": "HypervisorHost",
+            "kind": HOSTS.kind,
             "metadata": {"name": name, "labels": labels},
             "spec": spec or {},
         }
         reply = await self._custom.create_cluster_custom_object(
-            GROUP, VERSION, HOST_PLURAL, body, field_manager=self.field_manager
+            GROUP, VERSION, HOSTS.plural, body, field_manager=self.field_manager
         )
         return cast(Object, reply)
 
@@ -383,14 +382,14 @@ class Kube:
     async def apply_host_status(self, name: str, status: Object) -> Object:
         body = {
             "apiVersion": API_VERSION,
-            "kind": "HypervisorHost",
+            "kind": HOSTS.kind,
             "metadata": {"name": name},
             "status": status,
         }
         reply = await self._custom.patch_cluster_custom_object_status(
             GROUP,
             VERSION,
-            HOST_PLURAL,
+            HOSTS.plural,
             name,
             body,
             field_manager=self.field_manager,
@@ -443,7 +442,7 @@ class Kube:
             "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", API_VERSION),
-                "kind": involved.get("kind", "VirtualMachine"),
+                "kind": involved.get("kind", VMS.kind),
                 "name": meta.get("name"),
                 "namespace": meta.get("namespace"),
                 "uid": meta.get("uid"),

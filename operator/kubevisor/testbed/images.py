@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from kubevisor.api.wire import API_VERSION
 from kubevisor.testbed.guest import Guest
 
 IMAGE = "tiny-guest.qcow2"
@@ -109,7 +110,7 @@ def serve_demo_image(state_dir: Path, guest: Guest, *, port: int, log: Path) -> 
 
 def example_vm(url: str, sha256: str) -> dict[str, object]:
     return {
-        "apiVersion": "kubevisor.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "VirtualMachine",
         "metadata": {"name": "from-image", "namespace": "default"},
         "spec": {

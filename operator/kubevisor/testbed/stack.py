@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevisor.api.wire import SYSTEM_NAMESPACE
 from kubevisor.testbed import controlplane, guest, hosts, images
 from kubevisor.testbed.controlplane import ControlPlane
 
@@ -48,7 +49,7 @@ def start(
         say(f"kube-apiserver {plane.version} is ready at {plane.server}, CRDs installed.")
     else:
         say(f"kube-apiserver {plane.version} already runs at {plane.server}.")
-    plane.kubectl("create", "namespace", "kubevisor-system", check=False)
+    plane.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
     if _running(state_dir):
         say("the controller and the agents already run.")
         return plane
