@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from kubevisor.cli import kubeapi
+from kubevisor.kube.cluster import Cluster
 
 
 @pytest.mark.parametrize(
@@ -55,9 +56,9 @@ def kubeconfig(path: Path, *, namespace: str | None, server: str = "https://127.
     return path
 
 
-def connect(**flags: Any) -> kubeapi.Cluster:
+def connect(**flags: Any) -> Cluster:
     args = argparse.Namespace(**{"kubeconfig": None, "context": None, "namespace": None, **flags})
-    return kubeapi.Cluster.connect(args)
+    return kubeapi.connect(args)
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ import aiohttp
 
 from kubevisor.cli import kubeapi
 from kubevisor.console import protocol
+from kubevisor.kube.cluster import Cluster
 
 ESCAPE = b"\x1d"  # Ctrl-]
 LOG_NOT_AVAILABLE = (
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     return kubeapi.with_cluster(args, lambda cluster: attach(cluster, args))
 
 
-def attach(cluster: kubeapi.Cluster, args: argparse.Namespace) -> int:
+def attach(cluster: Cluster, args: argparse.Namespace) -> int:
     settings = cluster.api.configuration
     url = str(settings.host).rstrip("/") + protocol.api_path(cluster.namespace, args.vm)
     if args.force:

@@ -19,7 +19,8 @@ from typing import Any
 
 from kubevisor.api import quantity
 from kubevisor.cli import kubeapi
-from kubevisor.cli.kubeapi import HOSTS, Cluster, Object
+from kubevisor.cli.kubeapi import HOSTS, Object
+from kubevisor.kube.cluster import Cluster
 
 HEADER = ("NAME", "READY", "SCHEDULABLE", "HYPERVISOR", "CPU", "MEMORY", "VMS")
 

@@ -1,32 +1,23 @@
-"""The CLI's Kubernetes calls, on the synchronous official client.
+"""The CLI's side of talking to a cluster: connection flags, exit codes, one-line errors.
 
 Every subcommand that talks to a cluster takes the connection flags of `options()`
-(`--kubeconfig`, `--context`, `-n/--namespace`), builds a `Cluster` with `connect()`
-and calls the typed wrappers below. `run()` is the one place API and configuration
-errors become a one-line message on stderr and exit code 1, so no subcommand prints a
-traceback for an ordinary failure. Waiting is `observe()`: a list followed by a watch
-from its resourceVersion, yielding each version of one object until a deadline.
+(`--kubeconfig`, `--context`, `-n/--namespace`), gets a `Cluster` (the synchronous client
+of the access layer, `kubevisor.kube.cluster`) from `connect()` and calls it. `run()` is
+the one place API and configuration errors become a one-line message on stderr and exit
+code 1, so no subcommand prints a traceback for an ordinary failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, Final, cast
-
-import urllib3
-from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+from collections.abc import Callable
+from typing import Any, Final
 
 from kubevisor.api import wire
-from kubevisor.api.wire import GROUP, VERSION, Resource
+from kubevisor.kube import cluster as kube
+from kubevisor.kube.cluster import Cluster
 
 Object = dict[str, Any]
 
@@ -37,18 +28,9 @@ USAGE: Final = 2
 STALLED: Final = 2  # the object reports Stalled=True: waiting longer will not help
 UNAVAILABLE: Final = 3
 
-# The client's config and watch helpers carry no annotations; reach them through Any.
-kube_config: Any = config
-kube_watch: Any = watch
-
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
 VMS: Final = wire.VIRTUAL_MACHINES
 HOSTS: Final = wire.HYPERVISOR_HOSTS
 MIGRATIONS: Final = wire.MIGRATION_JOBS
-
-MERGE_PATCH: Final = "application/merge-patch+json"
 
 
 class CliError(Exception):
@@ -76,196 +58,16 @@ def options() -> argparse.ArgumentParser:
     return parser
 
 
-def kubeconfig_path(flag: str | None) -> str:
-    """`--kubeconfig`, else $KUBECONFIG (read now, not at import), else ~/.kube/config."""
-    return flag or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-
-
-def _exists(paths: str) -> bool:
-    return any(Path(p).expanduser().exists() for p in paths.split(os.pathsep) if p)
-
-
-def context_namespace(paths: str, context: str | None) -> str | None:
-    """The namespace the kubeconfig's (current or named) context sets, if any."""
-    contexts, current = kube_config.list_kube_config_contexts(config_file=paths)
-    chosen = current
-    if context is not None:
-        chosen = next((c for c in contexts if c.get("name") == context), None)
-        if chosen is None:
-            raise CliError(f"context {context!r} is not in the kubeconfig {paths}")
-    namespace = (chosen or {}).get("context", {}).get("namespace")
-    return str(namespace) if namespace else None
-
-
-class Cluster:
-    """The calls the CLI makes, bound to one API client and one default namespace."""
-
-    def __init__(self, api: Any, *, namespace: str) -> None:
-        self.api = api
-        self.namespace = namespace
-        self._custom = client.CustomObjectsApi(api)
-
-    @classmethod
-    def connect(cls, args: argparse.Namespace) -> Cluster:
-        """From the connection flags of `options()`."""
-        paths = kubeconfig_path(getattr(args, "kubeconfig", None))
-        context = getattr(args, "context", None)
-        if not _exists(paths) and "KUBERNETES_SERVICE_HOST" in os.environ:
-            kube_config.load_incluster_config()
-            found = (
-                IN_CLUSTER_NAMESPACE.read_text().strip() if IN_CLUSTER_NAMESPACE.exists() else None
-            )
-            api: Any = client.ApiClient()
-        else:
-            if not _exists(paths):
-                raise CliError(f"no kubeconfig at {paths} (use --kubeconfig or $KUBECONFIG)")
-            found = context_namespace(paths, context)
-            api = kube_config.new_client_from_config(config_file=paths, context=context)
-        # One attempt per request: a CLI should fail fast and say why, not hang retrying.
-        api.configuration.retries = 0
-        namespace = getattr(args, "namespace", None) or found or "default"
-        return cls(api, namespace=namespace)
-
-    def close(self) -> None:
-        self.api.close()
-
-    # -- reads and writes ----------------------------------------------------------------
-
-    def get(self, resource: Resource, name: str) -> Object:
-        if resource.namespaced:
-            reply = self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, resource.plural, name
-            )
-        else:
-            reply = self._custom.get_cluster_custom_object(GROUP, VERSION, resource.plural, name)
-        return cast(Object, reply)
-
-    def listing(
-        self,
-        resource: Resource,
-        *,
-        all_namespaces: bool = False,
-        label_selector: str = "",
-        field_selector: str = "",
-    ) -> Object:
-        """The whole list reply (items and metadata.resourceVersion)."""
-        if resource.namespaced and not all_namespaces:
-            reply = self._custom.list_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                resource.plural,
-                label_selector=label_selector,
-                field_selector=field_selector,
-            )
-        else:
-            reply = self._custom.list_cluster_custom_object(
-                GROUP,
-                VERSION,
-                resource.plural,
-                label_selector=label_selector,
-                field_selector=field_selector,
-            )
-        return cast(Object, reply)
-
-    def items(
-        self, resource: Resource, *, all_namespaces: bool = False, label_selector: str = ""
-    ) -> list[Object]:
-        reply = self.listing(resource, all_namespaces=all_namespaces, label_selector=label_selector)
-        return list(reply.get("items") or [])
-
-    def merge_patch(
-        self, resource: Resource, name: str, patch: Object, *, dry_run: bool = False
-    ) -> Object:
-        """JSON merge patch of a namespaced object; a resourceVersion in it makes it conditional."""
-        reply = self._custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self.namespace,
-            resource.plural,
-            name,
-            patch,
-            dry_run="All" if dry_run else None,
-            field_manager=wire.CLI,
-            _content_type=MERGE_PATCH,
-        )
-        return cast(Object, reply)
-
-    def create(self, resource: Resource, body: Object) -> Object:
-        reply = self._custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, resource.plural, body
-        )
-        return cast(Object, reply)
-
-    # -- waiting ---------------------------------------------------------------------------
-
-    def observe(
-        self,
-        resource: Resource,
-        name: str,
-        *,
-        timeout: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> Iterator[Object | None]:
-        """Each version of one object (None while it does not exist) until `timeout` s.
-
-        Lists it by name, then watches from the list's resourceVersion; when the server
-        ends the watch or the version is too old (410), lists again. The caller stops
-        early by leaving its loop.
-        """
-        deadline = clock() + timeout
-        selector = f"metadata.name={name}"
-        while True:
-            listing = self.listing(resource, field_selector=selector)
-            found = listing.get("items") or []
-            yield found[0] if found else None
-            version = str(listing["metadata"]["resourceVersion"])
-            while (remaining := deadline - clock()) > 0:
-                stream = kube_watch.Watch()
-                if resource.namespaced:
-                    call: Callable[..., Any] = self._custom.list_namespaced_custom_object
-                    where: tuple[str, ...] = (GROUP, VERSION, self.namespace, resource.plural)
-                else:
-                    call = self._custom.list_cluster_custom_object
-                    where = (GROUP, VERSION, resource.plural)
-                try:
-                    for event in stream.stream(
-                        call,
-                        *where,
-                        field_selector=selector,
-                        resource_version=version,
-                        allow_watch_bookmarks=True,
-                        timeout_seconds=max(1, math.ceil(remaining)),
-                        _request_timeout=remaining + 10,
-                    ):
-                        obj = cast(Object, event["raw_object"])
-                        version = str(obj.get("metadata", {}).get("resourceVersion") or version)
-                        if event["type"] == "BOOKMARK":
-                            continue
-                        yield None if event["type"] == "DELETED" else obj
-                        if clock() >= deadline:
-                            return
-                except ApiException as error:
-                    if error.status != 410:
-                        raise
-                    break  # too old: list again
-                except urllib3.exceptions.ReadTimeoutError:
-                    pass
-                finally:
-                    stream.stop()
-            else:
-                return
-
-
-def api_message(error: ApiException) -> str:
-    """The API server's own one-line message out of an ApiException."""
+def connect(args: argparse.Namespace) -> Cluster:
+    """A cluster from the connection flags of `options()`."""
     try:
-        body = json.loads(error.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return f"{error.status} {error.reason}".strip()
+        return Cluster.connect(
+            kubeconfig=getattr(args, "kubeconfig", None),
+            context=getattr(args, "context", None),
+            namespace=getattr(args, "namespace", None),
+        )
+    except kube.KubeconfigError as error:
+        raise CliError(str(error)) from error
 
 
 def run(action: Callable[[], int]) -> int:
@@ -275,14 +77,10 @@ def run(action: Callable[[], int]) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
-    except ApiException as error:
-        print(f"error: {api_message(error)}", file=sys.stderr)
-        return FAILED
-    except ConfigException as error:
-        print(f"error: kubeconfig: {error}", file=sys.stderr)
-        return FAILED
-    except urllib3.exceptions.HTTPError as error:
-        print(f"error: cannot reach the API server: {error}", file=sys.stderr)
+    except Exception as error:
+        if (message := kube.failure(error)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return FAILED
 
 
@@ -290,7 +88,7 @@ def with_cluster(args: argparse.Namespace, action: Callable[[Cluster], int]) -> 
     """`run(action(cluster))` with a cluster from the connection flags, closed afterwards."""
 
     def connected() -> int:
-        cluster = Cluster.connect(args)
+        cluster = connect(args)
         try:
             return action(cluster)
         finally:

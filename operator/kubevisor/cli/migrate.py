@@ -31,7 +31,8 @@ from pydantic import ValidationError
 from kubevisor.api.migrationjob import TERMINAL_PHASES, MigrationJob
 from kubevisor.api.wire import Resource
 from kubevisor.cli import kubeapi
-from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Cluster, Object
+from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Object
+from kubevisor.kube.cluster import Cluster
 
 Wanted = Literal["Succeeded", "Cancelled"]
 
@@ -213,7 +214,7 @@ def outcome(name: str, job: Object, wanted: Wanted) -> Outcome | None:
 
 
 class Observer(Protocol):
-    """What following a job needs of the cluster (kubeapi.Cluster; a fake in tests)."""
+    """What following a job needs of the cluster (kube.cluster.Cluster; a fake in tests)."""
 
     def observe(
         self, resource: Resource, name: str, *, timeout: float

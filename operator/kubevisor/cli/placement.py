@@ -29,7 +29,7 @@ from kubevisor.api import conditions, cpuset, objects
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.cli import kubeapi
-from kubevisor.cli.kubeapi import HOSTS, VMS, CliError, Cluster, Object
+from kubevisor.cli.kubeapi import HOSTS, VMS, CliError, Object
 from kubevisor.cli.simulate import describe
 from kubevisor.core.placement import explain as explaining
 from kubevisor.core.placement import inputs, scheduler, weighers
@@ -38,6 +38,7 @@ from kubevisor.core.placement.explain import Explanation
 from kubevisor.core.placement.model import Claim
 from kubevisor.core.placement.scheduler import Decision, NoFit
 from kubevisor.core.placement.weighers import Multipliers
+from kubevisor.kube.cluster import Cluster
 
 
 def placement_lines(placement: PlacementStatus | None) -> list[str]:

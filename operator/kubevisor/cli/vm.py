@@ -25,13 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, get_args
 
-from kubernetes.client.exceptions import ApiException
-
 from kubevisor.api.virtualmachine import RunStrategy
 from kubevisor.api.wire import LAST_RUN_STRATEGY_ANNOTATION
 from kubevisor.cli import kubeapi
 from kubevisor.cli import wait as waiting
-from kubevisor.cli.kubeapi import VMS, CliError, Cluster, Object
+from kubevisor.cli.kubeapi import VMS, CliError, Object
+from kubevisor.kube.cluster import Cluster, is_conflict
 
 RUN_STRATEGIES: tuple[str, ...] = get_args(RunStrategy)
 CONFLICT_RETRIES = 5
@@ -136,8 +135,8 @@ def apply(
         warn_if_gitops(name, vm)
         try:
             return change, cluster.merge_patch(VMS, name, change.patch, dry_run=dry_run)
-        except ApiException as error:
-            if error.status != 409:
+        except Exception as error:
+            if not is_conflict(error):
                 raise
     raise CliError(f"virtualmachine {name} kept changing under us; try again")
 

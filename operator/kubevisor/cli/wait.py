@@ -20,7 +20,8 @@ from typing import Any, Literal, get_args
 from kubevisor.api import conditions
 from kubevisor.api.virtualmachine import Phase
 from kubevisor.cli import kubeapi
-from kubevisor.cli.kubeapi import VMS, CliError, Cluster, Object
+from kubevisor.cli.kubeapi import VMS, CliError, Object
+from kubevisor.kube.cluster import Cluster
 
 PHASES: tuple[str, ...] = get_args(Phase)
 GoalKind = Literal["ready", "running", "stopped", "phase"]
