@@ -8,7 +8,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from kubevisor.console import apiserver, tls
-from kubevisor.console.kubeapi import User
+from kubevisor.kube.access import User
 
 SETTINGS = apiserver.RequestHeader()
 

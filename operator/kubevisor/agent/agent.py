@@ -52,7 +52,8 @@ from kubevisor.drivers.base import (
     RetryableError,
 )
 from kubevisor.drivers.hostnet.base import HostNetwork
-from kubevisor.kube.client import Gone, Kube, Object, is_not_found, is_transient, retrying
+from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.errors import Gone, is_not_found, is_transient, retrying
 
 __all__ = ["Agent", "Settings"]
 

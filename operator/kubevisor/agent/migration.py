@@ -48,7 +48,8 @@ from kubevisor.core.domain import converter, document
 from kubevisor.core.domain.host import HostEnvironment
 from kubevisor.core.migration import Action
 from kubevisor.drivers.base import Hypervisor, HypervisorError, MigrationAborted, MigrationRequest
-from kubevisor.kube.client import Gone, Kube, Object, is_transient, retrying
+from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.errors import Gone, is_transient, retrying
 
 log = logging.getLogger("kubevisor.agent.migration")
 

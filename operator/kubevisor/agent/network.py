@@ -39,7 +39,8 @@ from kubevisor.core.network.hostinputs import HostSide
 from kubevisor.core.network.hostplan import HostPlan, Problem
 from kubevisor.drivers.base import RetryableError
 from kubevisor.drivers.hostnet.base import Converged, HostNetwork
-from kubevisor.kube.client import Gone, Kube, Object, is_transient, retrying
+from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.errors import Gone, is_transient, retrying
 
 log = logging.getLogger("kubevisor.agent.network")
 

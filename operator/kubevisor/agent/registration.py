@@ -30,7 +30,8 @@ from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import PciPassthroughRule, SharedStorage, SharedStorageStatus
 from kubevisor.core.domain.host import Ovmf, shared_cpus
 from kubevisor.drivers.base import HostFacts, Hypervisor
-from kubevisor.kube.client import Kube, Object, is_not_found
+from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.errors import is_not_found
 
 log = logging.getLogger("kubevisor.agent")
 

@@ -31,7 +31,8 @@ import aiohttp
 from aiohttp import web
 
 from kubevisor.console import bridge, protocol, tls
-from kubevisor.console.kubeapi import ConsoleKube, User
+from kubevisor.kube.access import Attributes, User
+from kubevisor.kube.client import Kube
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ Object = dict[str, Any]
 
 
 class Cluster(Protocol):
-    """The reads and the review the console API needs (`kubeapi.ConsoleKube`)."""
+    """The reads and the review the console API needs (`kube.client.Kube`)."""
 
-    async def get_vm(self, namespace: str, name: str) -> Object | None: ...
+    def get_vm(self, namespace: str, name: str) -> Awaitable[Object | None]: ...
 
-    async def get_host(self, name: str) -> Object | None: ...
+    def get_host(self, name: str) -> Awaitable[Object | None]: ...
 
-    async def may_attach(self, user: User, *, namespace: str, name: str) -> tuple[bool, str]: ...
+    async def review(self, user: User, attributes: Attributes) -> tuple[bool, str]: ...
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,18 @@ def discovery() -> Object:
     }
 
 
+def attach(*, namespace: str, name: str) -> Attributes:
+    """The request attaching to a VM's console is: get virtualmachines/console."""
+    return Attributes(
+        verb="get",
+        group=protocol.GROUP,
+        resource=protocol.RESOURCE,
+        subresource=protocol.SUBRESOURCE,
+        namespace=namespace,
+        name=name,
+    )
+
+
 def application(
     *, cluster: Cluster, dial: DialAgent, requestheader: RequestHeader
 ) -> web.Application:
@@ -143,7 +156,7 @@ def application(
                 "the console API accepts requests only through the Kubernetes API server",
             )
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        allowed, why = await cluster.may_attach(user, namespace=namespace, name=name)
+        allowed, why = await cluster.review(user, attach(namespace=namespace, name=name))
         if not allowed:
             log.info("console: %s may not attach to %s/%s (%s)", user.name, namespace, name, why)
             return refuse(
@@ -231,7 +244,7 @@ class Server:
     """The running console API: its listener, its client session to the agents, its kube."""
 
     def __init__(
-        self, runner: web.AppRunner, session: aiohttp.ClientSession, cluster: ConsoleKube
+        self, runner: web.AppRunner, session: aiohttp.ClientSession, cluster: Kube
     ) -> None:
         self._runner = runner
         self._session = session
@@ -241,7 +254,7 @@ class Server:
     async def start(
         cls,
         *,
-        cluster: ConsoleKube,
+        cluster: Kube,
         address: str,
         port: int,
         serving: ssl.SSLContext,

@@ -50,7 +50,8 @@ from kubevisor.core.resizing import ResizeNote
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.resizes import Resizes
-from kubevisor.kube.client import Kube, Object, is_transient
+from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.errors import is_transient
 
 log = logging.getLogger("kubevisor.controller")
 

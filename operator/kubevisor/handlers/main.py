@@ -22,7 +22,6 @@ import kopf
 from kubevisor import metrics
 from kubevisor.api.wire import CONTROLLER, SYSTEM_NAMESPACE
 from kubevisor.console import apiserver, tls
-from kubevisor.console.kubeapi import ConsoleKube
 from kubevisor.core.migration import Limits
 from kubevisor.core.placement import weighers
 from kubevisor.core.placement.capacity import AllocationRatios
@@ -140,7 +139,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def serve_console_api(args: argparse.Namespace) -> apiserver.Server | None:
     if not args.console_api_port:
         return None
-    cluster = await ConsoleKube.connect(args.kubeconfig)
+    # Its own client: the console API is a separate server in this process.
+    cluster = await Kube.connect(args.kubeconfig)
     client_ca: Path | str
     if args.requestheader_client_ca is not None:
         client_ca = args.requestheader_client_ca

@@ -22,7 +22,7 @@ import kopf
 from kubevisor import metrics
 from kubevisor.api.wire import GROUP, HYPERVISOR_HOSTS, MIGRATION_JOBS, VERSION, VIRTUAL_MACHINES
 from kubevisor.handlers.controller import Controller
-from kubevisor.kube.client import Gone, is_transient, retrying
+from kubevisor.kube.errors import Gone, is_transient, retrying
 
 log = logging.getLogger("kubevisor.controller")
 

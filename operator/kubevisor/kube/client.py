@@ -9,21 +9,19 @@ field).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-import aiohttp
-from kubernetes.aio import client, config, watch
+from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
 from kubevisor import metrics
 from kubevisor.api import schema, wire
 from kubevisor.api.wire import API_VERSION, GROUP, VERSION
+from kubevisor.kube import access, watching
 
 VMS = wire.VIRTUAL_MACHINES
 HOSTS = wire.HYPERVISOR_HOSTS
@@ -35,33 +33,6 @@ MERGE = "application/merge-patch+json"
 Object = dict[str, Any]
 T = TypeVar("T")
 P = ParamSpec("P")
-log = logging.getLogger("kubevisor.agent")
-
-
-def is_not_found(error: BaseException) -> bool:
-    """The object is gone (deleted while we worked on it): nothing left to write."""
-    return isinstance(error, ApiException) and error.status == 404
-
-
-def is_transient(error: BaseException) -> bool:
-    """Errors worth retrying unchanged: throttling, server trouble, a dropped connection."""
-    if isinstance(error, ApiException):
-        return error.status in (408, 429, 500, 502, 503, 504)
-    return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
-
-
-async def retrying(what: str, call: Callable[[], Awaitable[T]], *, cap: float = 10.0) -> T:
-    """Await `call()` until it succeeds, backing off on transient errors (others raise)."""
-    delay = 0.2
-    while True:
-        try:
-            return await call()
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cap)
 
 
 def counted(verb: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
@@ -86,53 +57,17 @@ def counted(verb: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awai
     return wrap
 
 
-class Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): list again."""
-
-
-async def _events(
-    list_call: Callable[..., Awaitable[Any]],
-    *args: str,
-    resource_version: str,
-    timeout: int,
-    label_selector: str | None = None,
-) -> AsyncIterator[tuple[str, Any]]:
-    """(type, object) pairs of one watch until the server ends it; raises Gone on HTTP 410."""
-    extra = {"label_selector": label_selector} if label_selector is not None else {}
-    stream = watch.Watch()
-    try:
-        async for event in stream.stream(
-            list_call,
-            *args,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout,
-            **extra,
-        ):
-            kind = event["type"]
-            obj = event["object"]
-            if kind == "ERROR":
-                if isinstance(obj, dict) and obj.get("code") == 410:
-                    raise Gone(str(obj.get("message", "")))
-                code = obj.get("code", 500) if isinstance(obj, dict) else 500
-                raise ApiException(status=code, reason=str(obj))
-            yield kind, obj
-    except ApiException as error:
-        if error.status == 410:
-            raise Gone(str(error)) from error
-        raise
-    finally:
-        await stream.close()
-
-
 class Kube:
-    """Typed wrappers over the calls the agent makes; one instance per agent."""
+    """Typed wrappers over the calls the agent, the controller and the console API make.
+
+    One instance per writer: `field_manager` names whose fields its applies own."""
 
     def __init__(self, api: client.ApiClient, *, field_manager: str = wire.AGENT) -> None:
         self._api = api
         self._custom = client.CustomObjectsApi(api)
         self._leases = client.CoordinationV1Api(api)
-        self._events = client.CoreV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._authorization = client.AuthorizationV1Api(api)
         self.field_manager = field_manager
 
     @classmethod
@@ -173,7 +108,7 @@ class Kube:
         self, namespace: str, *, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
         """(type, Lease as a dict) pairs of one namespace; raises Gone on HTTP 410."""
-        async for kind, obj in _events(
+        async for kind, obj in watching.stream(
             self._leases.list_namespaced_lease,
             namespace,
             resource_version=resource_version,
@@ -203,7 +138,7 @@ class Kube:
     async def _watch(
         self, plural: str, label_selector: str, resource_version: str, timeout: int
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in _events(
+        async for pair in watching.stream(
             self._custom.list_cluster_custom_object,
             GROUP,
             VERSION,
@@ -426,6 +361,14 @@ class Kube:
                 namespace, client.V1Lease.model_validate(body)
             )
 
+    # -- access (the console API) -----------------------------------------------------
+
+    async def authentication_config(self) -> dict[str, str]:
+        return await access.authentication_config(self._core)
+
+    async def review(self, user: access.User, attributes: access.Attributes) -> tuple[bool, str]:
+        return await access.review(self._authorization, user, attributes)
+
     # -- events ------------------------------------------------------------------------
 
     @counted("POST")
@@ -456,6 +399,4 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._events.create_namespaced_event(
-            namespace, client.CoreV1Event.model_validate(body)
-        )
+        await self._core.create_namespaced_event(namespace, client.CoreV1Event.model_validate(body))
