@@ -39,7 +39,7 @@ from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import PlacementState
 
 GIB = 1024
-RATIOS = AllocationRatios(cpu=4.0, memory=1.0, disk=1.0)
+RATIOS = AllocationRatios()
 
 
 def make_host(name: str) -> HostSnapshot:

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kubevisor import metrics
+from kubevisor import flags, metrics
 from kubevisor.agent import imagefetch, probe
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
-from kubevisor.api.wire import SYSTEM_NAMESPACE
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
 from kubevisor.core import destinations
@@ -59,12 +58,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--vsphere-insecure",
         action="store_true",
         help="accept any TLS certificate from the vCenter (self-signed test setups only)",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None,
-        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
     )
     parser.add_argument(
         "--domain-type",
@@ -151,13 +144,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "/etc/pki/qemu), as every other host's; a migration is refused, saying why, while "
         "a file is missing or a certificate invalid. Unset (the default): plain TCP",
     )
-    parser.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
-    parser.add_argument("--lease-duration", type=int, default=40, help="seconds")
-    parser.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds")
-    parser.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
-    parser.add_argument(
-        "--metrics-port", type=int, default=9091, help="serve /metrics here (0: off)"
-    )
+    flags.add_process(parser, metrics_port=9091)
+    for flag, kind in (
+        ("lease_duration", int),
+        ("shutdown_grace", float),
+        ("resync_interval", float),
+    ):
+        parser.add_argument(
+            f"--{flag.replace('_', '-')}",
+            type=kind,
+            default=flags.default(Settings, flag),
+            help="seconds (default: %(default)s)",
+        )
     network = parser.add_argument_group("the host's data plane for VMs on Networks")
     network.add_argument(
         "--host-network",
@@ -205,7 +203,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="URL kubevisor-api reaches this endpoint at, written to the HypervisorHost's "
         "status.consoleEndpoint (default: https://$POD_IP, else this host's name, :PORT)",
     )
-    parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     on_vsphere = args.libvirt_uri.startswith(f"{vsphere.SCHEME}://")
     if on_vsphere and not args.vsphere_credentials:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kubevisor import flags
 from kubevisor.api import conditions, cpuset, objects
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
@@ -32,7 +33,7 @@ from kubevisor.cli import kubeapi
 from kubevisor.cli.kubeapi import HOSTS, VMS, CliError, Object
 from kubevisor.cli.simulate import describe
 from kubevisor.core.placement import explain as explaining
-from kubevisor.core.placement import inputs, scheduler, weighers
+from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import Explanation
 from kubevisor.core.placement.model import Claim
@@ -187,22 +188,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="run the placement engine locally against the cluster's hosts and VMs",
     )
-    defaults = AllocationRatios()
-    parser.add_argument("--cpu-ratio", type=float, default=defaults.cpu, help="default %(default)s")
-    parser.add_argument(
-        "--memory-ratio", type=float, default=defaults.memory, help="default %(default)s"
-    )
-    parser.add_argument(
-        "--disk-ratio", type=float, default=defaults.disk, help="default %(default)s"
-    )
-    parser.add_argument(
-        "--weigher-multiplier",
-        type=weighers.multiplier,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help=weighers.multipliers_help(),
-    )
+    flags.add_placement(parser, subset=False)
     parser.set_defaults(func=run)
 
 
@@ -215,15 +201,12 @@ def run(args: argparse.Namespace) -> int:
             return kubeapi.OK if bound else kubeapi.FAILED
         hosts = _readable(cluster.items(HOSTS), HypervisorHost, "hypervisorhost")
         vms = _readable(cluster.items(VMS, all_namespaces=True), VirtualMachine, "virtualmachine")
-        ratios = AllocationRatios(
-            cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
-        )
         decision, scan, conflicts = what_if(
             vm,
             hosts,
             vms,
-            ratios=ratios,
-            multipliers=Multipliers(**dict(args.weigher_multiplier)),
+            ratios=flags.ratios(args),
+            multipliers=flags.multipliers(args),
         )
         print("\n".join(what_if_lines(decision, scan, conflicts)))
         return kubeapi.OK if isinstance(decision, Decision) else kubeapi.FAILED

@@ -19,10 +19,11 @@ from typing import Any, TextIO
 
 import yaml
 
+from kubevisor import flags
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core.placement import capacity, inputs, scheduler, weighers
+from kubevisor.core.placement import capacity, inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.model import NumaFit
 from kubevisor.core.placement.scheduler import Decision, Options
@@ -38,21 +39,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--hosts", type=Path, required=True, help="YAML of HypervisorHosts")
     parser.add_argument("--vms", type=Path, required=True, help="YAML of VirtualMachines")
-    parser.add_argument("--cpu-ratio", type=float, default=4.0, help="default %(default)s")
-    parser.add_argument("--memory-ratio", type=float, default=1.0, help="default %(default)s")
-    parser.add_argument("--disk-ratio", type=float, default=1.0, help="default %(default)s")
-    parser.add_argument(
-        "--host-subset-size", type=int, default=1, help="pick among the N best (Nova's option)"
-    )
+    flags.add_placement(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for --host-subset-size")
-    parser.add_argument(
-        "--weigher-multiplier",
-        type=weighers.multiplier,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help=weighers.multipliers_help(),
-    )
     parser.set_defaults(func=run)
 
 
@@ -155,11 +143,9 @@ def run(args: argparse.Namespace) -> int:
     failures = simulate(
         hosts,
         vms,
-        defaults=AllocationRatios(
-            cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
-        ),
-        multipliers=Multipliers(**dict(args.weigher_multiplier)),
-        options=Options(host_subset_size=args.host_subset_size),
+        defaults=flags.ratios(args),
+        multipliers=flags.multipliers(args),
+        options=flags.scheduler_options(args),
         rng=random.Random(args.seed),
         out=sys.stdout,
     )

@@ -19,14 +19,10 @@ from pathlib import Path
 
 import kopf
 
-from kubevisor import metrics
-from kubevisor.api.wire import CONTROLLER, SYSTEM_NAMESPACE
+from kubevisor import flags, metrics
+from kubevisor.api.wire import CONTROLLER
 from kubevisor.console import apiserver, tls
 from kubevisor.core.migration import Limits
-from kubevisor.core.placement import weighers
-from kubevisor.core.placement.capacity import AllocationRatios
-from kubevisor.core.placement.scheduler import Options
-from kubevisor.core.placement.weighers import Multipliers
 from kubevisor.handlers import operator
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube
@@ -37,46 +33,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="kubevisor-controller",
         description="Place VirtualMachines on HypervisorHosts and keep their status honest.",
     )
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None,
-        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
-    )
-    parser.add_argument("--lease-namespace", default=SYSTEM_NAMESPACE)
+    defaults = Settings()
+    flags.add_process(parser, metrics_port=9090)
     parser.add_argument(
         "--heartbeat-timeout",
         type=float,
-        default=None,
+        default=defaults.heartbeat_timeout,
         help="seconds without a Lease renewal before a host is NotReady "
         "(default: the Lease's leaseDurationSeconds)",
     )
-    parser.add_argument("--cpu-ratio", type=float, default=4.0, help="default CPU ratio")
-    parser.add_argument("--memory-ratio", type=float, default=1.0, help="default RAM ratio")
-    parser.add_argument("--disk-ratio", type=float, default=1.0, help="default disk ratio")
-    parser.add_argument("--host-subset-size", type=int, default=1)
+    flags.add_placement(parser)
+    limits = defaults.migration_limits
     parser.add_argument(
-        "--weigher-multiplier",
-        type=weighers.multiplier,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help=weighers.multipliers_help(),
+        "--max-migrations",
+        type=int,
+        default=limits.per_cluster,
+        help="live migrations at once, cluster-wide",
     )
     parser.add_argument(
-        "--max-migrations", type=int, default=5, help="live migrations at once, cluster-wide"
+        "--max-outbound-migrations",
+        type=int,
+        default=limits.outbound_per_host,
+        help="at once from one host",
     )
     parser.add_argument(
-        "--max-outbound-migrations", type=int, default=2, help="at once from one host"
+        "--max-inbound-migrations",
+        type=int,
+        default=limits.inbound_per_host,
+        help="at once to one host",
     )
     parser.add_argument(
         "--failover-grace",
         type=float,
-        default=120.0,
+        default=defaults.failover_grace,
         help="seconds a host may be NotReady before its VMs are started elsewhere "
         "(negative: never; see the README on split brain)",
     )
-    parser.add_argument("--max-inbound-migrations", type=int, default=2, help="at once to one host")
     parser.add_argument("--peering", default="kubevisor", help="kopf peering object name")
     parser.add_argument(
         "--standalone", action="store_true", help="no peering (a single replica only)"
@@ -88,9 +80,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="peering priority (default: from the pod/host name; replicas must differ)",
     )
     parser.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    parser.add_argument(
-        "--metrics-port", type=int, default=9090, help="serve /metrics here (0: off)"
-    )
     api = parser.add_argument_group("console API (aggregated: v1alpha1.subresources.kubevisor.io)")
     api.add_argument(
         "--console-api-port", type=int, default=0, help="serve the console API here (0: off)"
@@ -121,7 +110,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="name the agents' serving certificates carry (one certificate for all agents); "
         "default: check each agent's certificate for the address it is dialled at",
     )
-    parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     needed = (
         "console_api_cert",
@@ -194,11 +182,9 @@ async def run(args: argparse.Namespace) -> None:
         settings=Settings(
             lease_namespace=args.lease_namespace,
             heartbeat_timeout=args.heartbeat_timeout,
-            ratios=AllocationRatios(
-                cpu=args.cpu_ratio, memory=args.memory_ratio, disk=args.disk_ratio
-            ),
-            options=Options(host_subset_size=args.host_subset_size),
-            multipliers=Multipliers(**dict(args.weigher_multiplier)),
+            ratios=flags.ratios(args),
+            options=flags.scheduler_options(args),
+            multipliers=flags.multipliers(args),
             failover_grace=args.failover_grace if args.failover_grace >= 0 else None,
             migration_limits=Limits(
                 per_cluster=args.max_migrations,

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kubevisor.api import hypervisorhost
 from kubevisor.core.placement import units
 from kubevisor.core.placement.model import HostSnapshot
 
 
 @dataclass(frozen=True, slots=True)
 class AllocationRatios:
-    """Cluster-wide default ratios (Nova's initial defaults since 2023.1)."""
+    """Cluster-wide default ratios (Nova's initial defaults since 2023.1, which the
+    HypervisorHost API documents for a host that sets none)."""
 
-    cpu: float = 4.0
-    memory: float = 1.0
-    disk: float = 1.0
+    cpu: float = hypervisorhost.DEFAULT_CPU_RATIO
+    memory: float = hypervisorhost.DEFAULT_MEMORY_RATIO
+    disk: float = hypervisorhost.DEFAULT_DISK_RATIO
 
 
 @dataclass(frozen=True, slots=True)
