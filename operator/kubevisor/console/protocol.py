@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-GROUP: Final = "subresources.kubevisor.io"
-VERSION: Final = "v1alpha1"
-RESOURCE: Final = "virtualmachines"
+from kubevisor.api import wire
+
+GROUP: Final = f"subresources.{wire.GROUP}"
+VERSION: Final = wire.VERSION
+RESOURCE: Final = wire.VIRTUAL_MACHINES.plural
 SUBRESOURCE: Final = "console"
 
 API_PREFIX: Final = f"/apis/{GROUP}/{VERSION}"
