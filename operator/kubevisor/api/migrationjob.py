@@ -23,7 +23,6 @@ from kubevisor.api.schema import (
     validations,
 )
 from kubevisor.api.virtualmachine import PlacementStatus
-from kubevisor.api.wire import API_VERSION
 
 KIND: Final = "MigrationJob"
 

@@ -28,6 +28,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from kubevisor.api import cpuset, quantity
+from kubevisor.api.wire import API_VERSION
 
 
 def timestamp(moment: datetime) -> str:

@@ -43,7 +43,6 @@ from kubevisor.api.schema import (
     rule,
     validations,
 )
-from kubevisor.api.wire import API_VERSION
 
 KIND: Final = "VirtualMachine"
 
