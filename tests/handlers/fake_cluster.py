@@ -396,8 +396,8 @@ def job(
 class Cluster:
     """A controller on a `FakeKube` and a `Clock`; `start` loads it like a restart does."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.kube = FakeKube()
+    def __init__(self, settings: Settings | None = None, *, kube: FakeKube | None = None) -> None:
+        self.kube = kube or FakeKube()
         self.clock = Clock()
         self.controller = Controller(
             settings=settings or Settings(lease_namespace=LEASE_NAMESPACE),

@@ -134,7 +134,7 @@ def test_the_host_coming_back_ends_it(cluster: Cluster) -> None:
 
         assert cluster.vm_status("a")["host"] == "h1"
         assert cluster.claims() == {"default/a": "h1"}
-        assert cluster.controller.missing == {}
+        assert cluster.controller.missing.since == {}
 
     asyncio.run(main())
 

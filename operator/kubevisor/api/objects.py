@@ -5,9 +5,14 @@ lines use, and the few fields read before an object is validated."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+
+from pydantic import ValidationError
 
 from kubevisor.api.migrationjob import Phase
+
+MAX_REASON: Final = 1024
+"""Characters of `unreadable`'s answer: a condition message, not a dump of the object."""
 
 
 def key(metadata: Mapping[str, Any]) -> str:
@@ -24,3 +29,22 @@ def job_phase(job: Mapping[str, Any]) -> Phase | None:
     """A raw MigrationJob's phase (None before the controller first wrote its status)."""
     phase: Phase | None = (job.get("status") or {}).get("phase")
     return phase
+
+
+def unreadable(error: Exception) -> str:
+    """Why an object cannot be read, in a line for a condition and a log: each of a
+    ValidationError's first few errors as "spec.memory.size: <what is wrong>", or any
+    other error's text. The controller calls it for hosts and VMs it refuses to act on."""
+    if isinstance(error, ValidationError):
+        problems = error.errors(include_url=False)
+        said = [
+            f"{'.'.join(str(part) for part in problem['loc'])}: "
+            f"{str(problem['msg']).removeprefix('Value error, ')}"
+            for problem in problems[:3]
+        ]
+        if len(problems) > 3:
+            said.append(f"and {len(problems) - 3} more")
+        text = "; ".join(said)
+    else:
+        text = str(error) or type(error).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."

@@ -145,3 +145,28 @@ def controller_host_status(
     if drain is not None:
         status["drain"] = drain
     return status
+
+
+INVALID_SPEC = "InvalidSpec"
+
+
+def invalid_host_status(
+    *,
+    judgement: Judgement,
+    message: str,
+    generation: int,
+    previous: Sequence[Condition],
+    now: datetime,
+) -> dict[str, object]:
+    """The controller's HypervisorHost status for a host it cannot read (`message` says
+    why: a spec or status the model refuses, a value placement cannot evaluate): Ready as
+    its heartbeat says, not Schedulable, and no capacity figures, since none can be
+    computed. Placement leaves the host out until it reads again."""
+    rows = (
+        Row(cond.READY, truth(judgement.ready), judgement.reason, judgement.message),
+        Row(cond.SCHEDULABLE, "False", INVALID_SPEC, message),
+    )
+    return {
+        "observedGeneration": generation,
+        "conditions": wire(previous, rows, generation=generation, now=now),
+    }

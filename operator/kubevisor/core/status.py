@@ -338,16 +338,28 @@ def bound_vm_status(
 
 
 def invalid_spec_status(
-    message: str, *, generation: int, previous: Sequence[Condition], now: datetime
+    message: str,
+    *,
+    generation: int,
+    previous: Sequence[Condition],
+    now: datetime,
+    unbound: bool = False,
 ) -> dict[str, object]:
-    """The agent's status for a VM the API server accepted but the agent cannot read
-    (`message` says why): Failed and Stalled, so nobody waits for it, until the spec is
-    fixed. The phase is not checked against the lifecycle: a spec can become unreadable
-    (a newer schema, a hand-edited object) in any phase."""
-    rows = (
+    """The status for a VM the API server accepted but kubevisor cannot read (`message`
+    says why): Failed and Stalled, so nobody waits for it, until the spec is fixed. The
+    agent of the bound host writes it; the controller, for an `unbound` VM it cannot read
+    or place, also says it is not Scheduled and not Reconciling (it owns those then).
+    The phase is not checked against the lifecycle: a spec can become unreadable (a newer
+    schema, a hand-edited object) in any phase."""
+    rows: tuple[Row, ...] = (
         Row(cond.STALLED, "True", INVALID_SPEC, message),
         Row(cond.READY, "False", INVALID_SPEC, message),
     )
+    if unbound:
+        rows += (
+            Row(cond.SCHEDULED, "False", INVALID_SPEC, message),
+            Row(cond.RECONCILING, "False", INVALID_SPEC, message),
+        )
     return {
         "phase": "Failed",
         "observedGeneration": generation,

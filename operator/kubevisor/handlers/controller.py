@@ -25,13 +25,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.api import objects, quantity, schema
+from kubevisor.api import objects, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
@@ -44,20 +44,19 @@ from kubevisor.core.placement import inputs, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.model import HostSnapshot
 from kubevisor.core.placement.scheduler import Decision
-from kubevisor.core.placement.state import ClaimConflict, PlacementState
+from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.placement.weighers import Multipliers
 from kubevisor.core.resizing import ResizeNote
+from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
+from kubevisor.handlers.missing import MissingHosts
 from kubevisor.handlers.resizes import Resizes
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import is_transient
 
 log = logging.getLogger("kubevisor.controller")
 
-MISSING_CHECK = timedelta(seconds=2)
-"""How often the hosts' timers also judge the hosts VMs name that do not exist (each
-host's timer fires every 2 s: one of them a round does it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,17 +101,16 @@ class Controller:
         self.lock = asyncio.Lock()
         self.labelled: dict[str, str] = {}
         """Host label this controller patched per VM, until the watch shows the VM gone."""
-        self.missing: dict[str, datetime] = {}
-        """Hosts that VMs are bound to but that have no HypervisorHost object, and since
-        when this controller knows: judged as lost hosts (`core.hosts.judge_missing`)."""
-        self.missing_ready: dict[str, bool] = {}
-        """Whether each missing host was Ready (its agent alive) at its last check."""
-        self.missing_checked: datetime | None = None
+        self.unreadable_hosts: dict[str, str] = {}
+        """Why each host placement leaves out could not be read (`_snapshot`)."""
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.evacuation = Evacuation(
             self, kube, self.migrations, failover_grace=settings.failover_grace
         )
         self.resizes = Resizes(self)
+        self.missing = MissingHosts(
+            self, self.evacuation, self.heartbeats, timeout=settings.heartbeat_timeout
+        )
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -138,7 +136,8 @@ class Controller:
             try:
                 readable.append(VirtualMachine.model_validate(vm))
             except ValidationError as invalid:
-                log.error("%s cannot be read: %s", key, invalid)
+                # Its first reconcile says so on the VM (`_unreadable_vm`).
+                log.error("%s cannot be read: %s", key, objects.unreadable(invalid))
         snapshots = (self._snapshot(name) for name in self.hosts)
         listing = inputs.state_from(
             (snapshot for snapshot in snapshots if snapshot is not None),
@@ -152,6 +151,8 @@ class Controller:
             log.error(
                 "%s: cannot rebuild its claim on %s: %s", claim.vm, claim.host, conflict.reason
             )
+        for unreadable in listing.unreadable:
+            log.error("%s: cannot build its claim on %s: %s", *unreadable)
         self.migrations.load(jobs or [])
 
     # -- hosts ------------------------------------------------------------------------
@@ -161,12 +162,12 @@ class Controller:
         if event == "DELETED":
             self.hosts.pop(name, None)
             self.judgements.pop(name, None)
+            self.unreadable_hosts.pop(name, None)
             if name in self.state:
                 self.state.remove_host(name)
-            await self._check_missing(name)
+            await self.missing.check(name)
             return
-        self.missing.pop(name, None)
-        self.missing_ready.pop(name, None)
+        self.missing.forget(name)
         before = self.state.host(name) if name in self.state else None
         self.hosts[name] = obj
         self.judgements.setdefault(name, self._judge(name))
@@ -182,17 +183,27 @@ class Controller:
         snapshot = self._snapshot(name)
         if snapshot is not None:
             self.state.add_host(snapshot)
+        elif name in self.state:
+            # It was readable before this change: placement must not use what it was.
+            self.state.remove_host(name)
 
     def _snapshot(self, name: str) -> HostSnapshot | None:
-        """The host as placement sees it, Ready as its heartbeat says (None: unreadable)."""
+        """The host as placement sees it, Ready as its heartbeat says (None: unreadable,
+        and `unreadable_hosts` says why: its status says so at its next check)."""
         try:
             host = HypervisorHost.model_validate(self.hosts[name])
-        except ValidationError as invalid:
-            log.error("host %s cannot be read: %s", name, invalid)
+            snapshot = inputs.host_snapshot(host)
+        except Exception as error:
+            # Whatever a stored host holds, it fails alone: never the controller.
+            reason = f"the controller cannot read this host: {objects.unreadable(error)}"
+            if self.unreadable_hosts.get(name) != reason:
+                log.error("host %s: %s", name, reason)
+            self.unreadable_hosts[name] = reason
             return None
+        self.unreadable_hosts.pop(name, None)
         judgement = self.judgements.get(name)
         ready = judgement is not None and judgement.ready
-        return dataclasses.replace(inputs.host_snapshot(host), ready=ready)
+        return dataclasses.replace(snapshot, ready=ready)
 
     # -- what the helpers read (handlers.port.ControllerPort) ------------------------------
 
@@ -212,16 +223,7 @@ class Controller:
     def judgement(self, host: str) -> Judgement | None:
         if host in self.hosts:
             return self.judgements.get(host)
-        since = self.missing.get(host)
-        if since is None:
-            return None
-        return hostjudge.judge_missing(
-            self.heartbeats.get(host),
-            name=host,
-            missing_since=since,
-            now=self.clock(),
-            timeout=self.settings.heartbeat_timeout,
-        )
+        return self.missing.judgement(host)
 
     def hypervisor_type(self, host: str) -> str:
         return self.state.host(host).hypervisor_type if host in self.state else ""
@@ -267,83 +269,21 @@ class Controller:
             await self.migrations.on_host_change(name)
         drain = await self.evacuation.check(name)
         await self._write_host_status(name, judgement, drain)
-        if self.missing_checked is None or self.clock() - self.missing_checked >= MISSING_CHECK:
-            self.missing_checked = self.clock()
-            for host in self._named_missing():
-                await self._check_missing(host)
-
-    def _named_missing(self) -> list[str]:
-        """Hosts named by some VM's status that have no HypervisorHost (any more)."""
-        named = {(vm.get("status") or {}).get("host") for vm in self.vms.values()}
-        return sorted(h for h in named | set(self.missing) if h and h not in self.hosts)
-
-    async def _check_missing(self, host: str) -> None:
-        """The hosts' timers never fire for a host without its object: judge it here.
-
-        Its VMs go Unknown once it is lost and fail over after the grace, as on a lost
-        host; a host that has VMs no more is forgotten."""
-        bound = self.bound_to(host)
-        if not bound:
-            self.missing.pop(host, None)
-            self.missing_ready.pop(host, None)
-            return
-        self._notice_missing(host)
-        judgement = self.judgement(host)
-        assert judgement is not None
-        if self.missing_ready.get(host) != judgement.ready:
-            self.missing_ready[host] = judgement.ready
-            for key, _ in bound:
-                await self.reconcile_vm(key)
-        await self.evacuation.check(host)
-
-    def _notice_missing(self, host: str) -> bool:
-        """Remember when a VM's host was first missed; True if just now."""
-        if host in self.hosts or host in self.missing:
-            return False
-        self.missing[host] = self.clock()
-        log.warning("VMs are bound to host %s, which has no HypervisorHost", host)
-        return True
+        await self.missing.check_named(list(self.vms.values()))
 
     async def _write_host_status(
         self, name: str, judgement: Judgement, drain: dict[str, object] | None
     ) -> None:
-        obj = self.hosts[name]
-        if name not in self.state:
-            return
-        allocatable, allocated = hostjudge.resources(
-            self.state.inventory(name), self.state.usage(name)
-        )
-        spec = obj.get("spec") or {}
-        current = obj.get("status") or {}
-        wanted = hostjudge.controller_host_status(
+        reply = await hoststatus.publish(
+            self.kube,
+            self.hosts[name],
+            state=self.state,
             judgement=judgement,
-            unschedulable=bool(spec.get("unschedulable")),
-            maintenance=bool(spec.get("maintenance")),
-            allocatable=allocatable,
-            allocated=allocated,
-            vm_count=self.state.usage(name).vms,
-            generation=int(obj["metadata"].get("generation") or 0),
-            previous=conditions.previous(current),
-            now=self.clock(),
             drain=drain,
-            cpu_set_errors=self.state.host(name).cpu_set_errors,
+            unreadable=self.unreadable_hosts.get(name),
+            now=self.clock(),
         )
-        inventory = self.state.inventory(name)
-        for resource, total in (
-            ("cpu", inventory.vcpu.total + inventory.pcpu.total),
-            ("memory", inventory.memory.total * quantity.MI),
-            ("disk", inventory.disk.total * quantity.MI),
-        ):
-            metrics.HOST_CAPACITY.labels(name, resource).set(total)
-        for gauge, amounts in (
-            (metrics.HOST_ALLOCATABLE, allocatable),
-            (metrics.HOST_ALLOCATED, allocated),
-        ):
-            gauge.labels(name, "cpu").set(amounts.cpu or 0)
-            gauge.labels(name, "memory").set(quantity.to_bytes(amounts.memory or "0"))
-            gauge.labels(name, "disk").set(quantity.to_bytes(amounts.disk or "0"))
-        if conditions.differs(current, wanted):
-            reply = await self.kube.apply_host_status(name, wanted)
+        if reply is not None:
             self.hosts[name] = reply
 
     # -- virtual machines ------------------------------------------------------------------
@@ -379,19 +319,31 @@ class Controller:
         await self.resizes.retry()
 
     async def reconcile_vm(self, key: str) -> None:
+        """Bring one VM forward. It never raises: callers loop over many VMs (pending
+        ones, a host's), and one VM's failure must not stop the others'."""
+        try:
+            await self._reconcile_vm(key)
+        except Exception as error:
+            metrics.RECONCILE_ERRORS.labels("virtualmachine").inc()
+            if is_transient(error):
+                log.warning("%s: reconcile failed (%s); trying again later", key, error)
+            else:
+                log.exception("%s: reconcile failed; trying again later", key)
+
+    async def _reconcile_vm(self, key: str) -> None:
         obj = self.vms.get(key)
         if obj is None:
+            return
+        meta = obj["metadata"]
+        host = (obj.get("status") or {}).get("host") or None
+        if meta.get("deletionTimestamp"):
+            # Read raw: a VM nobody can parse can still be deleted.
+            await self._finish_deletion(key, obj, host)
             return
         try:
             vm = VirtualMachine.model_validate(obj)
         except ValidationError as invalid:
-            log.error("%s cannot be read: %s", key, invalid)
-            return
-        meta = obj["metadata"]
-        status = vm.status
-        host = status.host if status is not None else None
-        if meta.get("deletionTimestamp"):
-            await self._finish_deletion(key, obj, host)
+            await self._unreadable_vm(key, obj, invalid)
             return
         if host is not None:
             await self._reconcile_bound(key, obj, vm, host)
@@ -402,13 +354,36 @@ class Controller:
             return
         await self._place(key, obj, vm)
 
+    async def _unreadable_vm(self, key: str, obj: Object, error: Exception) -> None:
+        """A VM the API server stored but the controller cannot read or place: Failed
+        with conditions saying why, on it alone. A bound one keeps its binding and claim;
+        its agent reports it (`status.invalid_spec_status`)."""
+        self.pending.pop(key, None)
+        reason = f"the controller cannot read this VM: {objects.unreadable(error)}"
+        if self.explained.get(key) != reason:
+            self.explained[key] = reason
+            log.error("%s: %s", key, reason)
+        current = obj.get("status") or {}
+        if current.get("host"):
+            return
+        wanted = vmstatus.invalid_spec_status(
+            reason,
+            generation=int(obj["metadata"].get("generation") or 0),
+            previous=conditions.previous(current),
+            now=self.clock(),
+            unbound=True,
+        )
+        if vmstatus.differs(current, wanted):
+            meta = obj["metadata"]
+            self.vms[key] = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+
     async def _finish_deletion(self, key: str, obj: Object, host: str | None) -> None:
         finalizers = list(obj["metadata"].get("finalizers") or [])
         if VM_FINALIZER not in finalizers:
             return
         created = bool((obj.get("status") or {}).get("created"))
         if host is not None:
-            self._notice_missing(host)
+            self.missing.notice(host)
         judgement = self.judgement(host) if host else None
         lost = judgement is not None and not judgement.ready
         if host is not None and created and not lost:
@@ -439,7 +414,7 @@ class Controller:
             self.labelled.pop(key, None)
         elif self.labelled.get(key) != host:
             await self.label(obj, host)
-        self._notice_missing(host)
+        self.missing.notice(host)
         judgement = self.judgement(host)
         if judgement is not None and not judgement.ready:
             placement = vm.status.placement if vm.status else None
@@ -462,17 +437,27 @@ class Controller:
             claim = inputs.bound_claim(self.state, VirtualMachine.model_validate(obj))
             if claim is not None:
                 self.state.claim(claim)
-        except (ValidationError, ClaimConflict) as error:
+        except Exception as error:
+            # ClaimConflict, or a VM no model refused but placement cannot evaluate.
             log.error("%s: cannot rebuild its claim on %s: %s", key, host, error)
 
     async def _place(self, key: str, obj: Object, vm: VirtualMachine) -> None:
         async with self.lock:
             if key in self.state.claims():
                 return  # placed by a concurrent reconcile; its bind write is under way
-            with metrics.timed(metrics.PLACEMENT_DURATION):
-                decision = scheduler.place(
-                    self.state, inputs.request(vm), options=self.settings.options
-                )
+            try:
+                with metrics.timed(metrics.PLACEMENT_DURATION):
+                    decision = scheduler.place(
+                        self.state, inputs.request(vm), options=self.settings.options
+                    )
+            except Exception as error:
+                # A value the model let through that placement cannot evaluate.
+                failed: Exception | None = error
+            else:
+                failed = None
+        if failed is not None:
+            await self._unreadable_vm(key, obj, failed)
+            return
         if not isinstance(decision, Decision):
             reasons = decision.explanation.reasons
             metrics.PLACEMENT_DECISIONS.labels(

@@ -117,6 +117,11 @@ def _cells(status: HypervisorHostStatus) -> tuple[NumaCell, ...]:
     )
 
 
+class UnreadableHost(ValueError):
+    """A HypervisorHost whose model validated but that placement cannot take as it is
+    (`host_snapshot` raises it); the controller shows it on that host only."""
+
+
 @dataclass(frozen=True, slots=True)
 class _CpuSets:
     vcpus: int
@@ -132,6 +137,12 @@ def _cpu_sets(
     every CPU is shared; with either given, CPUs in neither set are reserved (Nova's rule)."""
     every = frozenset(cpu for cell in cells for cpu in cell.cpus)
     vcpus = reported or len(every)
+    if vcpus > cpuset.MAX_CPUS:
+        # The status schema leaves the count unbounded (the agent writes it), and a host
+        # without cells would expand it into a set below: a stall, not a host.
+        raise UnreadableHost(
+            f"status.capacity.cpu is {vcpus}: no host has more than {cpuset.MAX_CPUS} CPUs"
+        )
     if not every:
         every = frozenset(range(vcpus))
     dedicated = cpuset.parse(spec.cpu_dedicated_set) if spec.cpu_dedicated_set else frozenset()
@@ -152,7 +163,9 @@ def _ready(status: HypervisorHostStatus) -> bool:
 
 
 def host_snapshot(host: HypervisorHost) -> HostSnapshot:
-    """A HypervisorHost as placement sees it; a host without status yet has nothing."""
+    """A HypervisorHost as placement sees it; a host without status yet has nothing.
+    Raises UnreadableHost for values placement cannot take (its caller, the controller,
+    shows any error here on that host alone)."""
     spec = host.spec
     status = host.status or HypervisorHostStatus()
     capacity = status.capacity or Resources()
@@ -489,6 +502,14 @@ class Conflict(NamedTuple):
     reason: str
 
 
+class Unreadable(NamedTuple):
+    """A bound VM whose claim could not even be built from its spec and status."""
+
+    vm: str
+    host: str
+    reason: str
+
+
 class Listing(NamedTuple):
     """A placement state rebuilt from listed hosts and VMs."""
 
@@ -497,6 +518,8 @@ class Listing(NamedTuple):
     """Claims of bound VMs that cannot be held as their status records them."""
     unbound: tuple[VirtualMachine, ...]
     """VMs that hold no claim: their status names no host, or a host not listed."""
+    unreadable: tuple[Unreadable, ...] = ()
+    """Bound VMs whose claim raised while being built: they hold nothing."""
 
 
 def state_from(
@@ -516,8 +539,16 @@ def state_from(
         state.add_host(host)
     conflicts: list[Conflict] = []
     unbound: list[VirtualMachine] = []
+    unreadable: list[Unreadable] = []
     for vm in vms:
-        wanted = bound_claim(state, vm)
+        try:
+            wanted = bound_claim(state, vm)
+        except Exception as error:
+            # A value no model check caught: that VM's problem, never the whole listing's
+            # (the controller could not start while such a VM existed).
+            named = vm.status.host if vm.status is not None else None
+            unreadable.append(Unreadable(objects.key(vm.metadata), named or "", repr(error)))
+            continue
         if wanted is None:
             unbound.append(vm)
             continue
@@ -525,4 +556,4 @@ def state_from(
             state.claim(wanted)
         except ClaimConflict as refused:
             conflicts.append(Conflict(wanted, str(refused)))
-    return Listing(state, tuple(conflicts), tuple(unbound))
+    return Listing(state, tuple(conflicts), tuple(unbound), tuple(unreadable))
