@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from kubevisor.api.wire import AGENT, CONTROLLER, HOST_LABEL, VM_FINALIZER
+from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube, Object
 
@@ -184,6 +185,16 @@ class FakeKube:
         return [(t, m) for involved, t, r, m in self.events if (involved, r) == (name, reason)]
 
     # -- what the controller calls -----------------------------------------------------------
+
+    async def list_hosts(self) -> list[Object]:
+        return [self.host(name) for name in self.hosts]
+
+    async def list_vms(self) -> tuple[list[Object], str]:
+        """Every VM, at no resourceVersion (this fake keeps none: the listing is the truth)."""
+        return [self.vm(key) for key in self.vms], ""
+
+    async def list_jobs(self) -> tuple[list[Object], str]:
+        return [self.job(key) for key in self.jobs], ""
 
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         self.calls.append(("patch_vm", f"{namespace}/{name}"))
@@ -420,7 +431,8 @@ class Cluster:
             self.kube.add_vm(obj)
         for obj in jobs:
             self.kube.add_job(obj)
-        await self.controller.load(
+        await listing.load(
+            self.controller,
             hosts=[self.kube.host(h["metadata"]["name"]) for h in hosts],
             vms=[self.kube.vm(_key(v)) for v in vms],
             leases=leases if leases is not None else [lease(h["metadata"]["name"]) for h in hosts],

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.core.placement import inputs
+from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube
 
@@ -184,7 +185,8 @@ def test_a_controller_restart_rebuilds_the_claim_at_the_size_claimed_not_the_pat
             kube=cast(Kube, cluster.kube),
             clock=cluster.clock,
         )
-        await restarted.load(
+        await listing.load(
+            restarted,
             hosts=[cluster.kube.host("h1")],
             vms=[cluster.kube.vm(f"{NAMESPACE}/{name}") for name in ("a", "b", "minimal")],
             leases=[lease("h1")],

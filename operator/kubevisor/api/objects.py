@@ -48,3 +48,28 @@ def unreadable(error: Exception) -> str:
     else:
         text = str(error) or type(error).__name__
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+def stale(candidate: Mapping[str, Any], cached: Mapping[str, Any] | None) -> bool:
+    """Whether raw object `candidate` is older than `cached`, the same object as last
+    seen: a watch event that lags behind the reply to a write made since. The
+    resourceVersions are compared as numbers (the API server hands out etcd revisions);
+    when either is not one, or the objects are different incarnations (uids), nothing is
+    stale and the candidate wins."""
+    if cached is None:
+        return False
+    meta, have = candidate.get("metadata") or {}, cached.get("metadata") or {}
+    if meta.get("uid") != have.get("uid"):
+        return False
+    mine, theirs = str(meta.get("resourceVersion", "")), str(have.get("resourceVersion", ""))
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
+def gone_since(cached: Mapping[str, Any], listed_at: str) -> bool:
+    """Whether `cached`, missing from a listing taken at resourceVersion `listed_at`, was
+    deleted (rather than created after the listing). Versions that are not numbers cannot
+    be compared: the listing is the truth then."""
+    mine = str((cached.get("metadata") or {}).get("resourceVersion", ""))
+    if not (mine.isdigit() and listed_at.isdigit()):
+        return True
+    return int(mine) <= int(listed_at)

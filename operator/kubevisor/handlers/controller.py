@@ -57,6 +57,9 @@ from kubevisor.kube.errors import is_transient
 
 log = logging.getLogger("kubevisor.controller")
 
+AGAIN = 5
+"""Passes one `reconcile_vm` call makes at most when asked again meanwhile; more are
+left to the next resync, so a VM whose every pass asks for another cannot spin."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +75,9 @@ class Settings:
     migration_limits: Limits = dataclasses.field(default_factory=Limits)
     failover_grace: float | None = 120.0
     """Seconds a host may be NotReady before its VMs are started elsewhere (None: never)."""
+    resync_interval: float = 30.0
+    """Seconds between two resyncs (`Controller.resync`): the longest a lost watch event
+    can delay a VM."""
 
 
 def now_utc() -> datetime:
@@ -102,7 +108,10 @@ class Controller:
         self.labelled: dict[str, str] = {}
         """Host label this controller patched per VM, until the watch shows the VM gone."""
         self.unreadable_hosts: dict[str, str] = {}
-        """Why each host placement leaves out could not be read (`_snapshot`)."""
+        self.reconciling: dict[str, bool] = {}
+        """VMs being reconciled now, and whether they were asked for again meanwhile."""
+        self.resynced: datetime | None = None
+        """Why each host placement leaves out could not be read (`snapshot`)."""
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.evacuation = Evacuation(
             self, kube, self.migrations, failover_grace=settings.failover_grace
@@ -113,47 +122,6 @@ class Controller:
         )
 
     # -- start-up ---------------------------------------------------------------------
-
-    async def load(
-        self,
-        *,
-        hosts: list[Object],
-        vms: list[Object],
-        leases: list[Object],
-        jobs: list[Object] | None = None,
-    ) -> None:
-        """Build the whole state from a listing, before any event is handled."""
-        for lease in leases:
-            self.remember_lease(lease)
-        for host in hosts:
-            name = host["metadata"]["name"]
-            self.hosts[name] = host
-            self.judgements[name] = self._judge(name)
-        readable = []
-        for vm in vms:
-            key = objects.key(vm["metadata"])
-            self.vms[key] = vm
-            try:
-                readable.append(VirtualMachine.model_validate(vm))
-            except ValidationError as invalid:
-                # Its first reconcile says so on the VM (`_unreadable_vm`).
-                log.error("%s cannot be read: %s", key, objects.unreadable(invalid))
-        snapshots = (self._snapshot(name) for name in self.hosts)
-        listing = inputs.state_from(
-            (snapshot for snapshot in snapshots if snapshot is not None),
-            readable,
-            ratios=self.settings.ratios,
-            multipliers=self.settings.multipliers,
-        )
-        self.state = listing.state
-        for conflict in listing.conflicts:
-            claim = conflict.claim
-            log.error(
-                "%s: cannot rebuild its claim on %s: %s", claim.vm, claim.host, conflict.reason
-            )
-        for unreadable in listing.unreadable:
-            log.error("%s: cannot build its claim on %s: %s", *unreadable)
-        self.migrations.load(jobs or [])
 
     # -- hosts ------------------------------------------------------------------------
 
@@ -169,8 +137,9 @@ class Controller:
             return
         self.missing.forget(name)
         before = self.state.host(name) if name in self.state else None
-        self.hosts[name] = obj
-        self.judgements.setdefault(name, self._judge(name))
+        if not objects.stale(obj, self.hosts.get(name)):
+            self.hosts[name] = obj
+        self.judgements.setdefault(name, self.judge_heartbeat(name))
         self._add_host_snapshot(name)
         for key, _ in self.bound_to(name):
             self._ensure_claim(key)
@@ -180,14 +149,14 @@ class Controller:
             await self.retry_pending()
 
     def _add_host_snapshot(self, name: str) -> None:
-        snapshot = self._snapshot(name)
+        snapshot = self.snapshot(name)
         if snapshot is not None:
             self.state.add_host(snapshot)
         elif name in self.state:
             # It was readable before this change: placement must not use what it was.
             self.state.remove_host(name)
 
-    def _snapshot(self, name: str) -> HostSnapshot | None:
+    def snapshot(self, name: str) -> HostSnapshot | None:
         """The host as placement sees it, Ready as its heartbeat says (None: unreadable,
         and `unreadable_hosts` says why: its status says so at its next check)."""
         try:
@@ -239,7 +208,7 @@ class Controller:
             renewed=when, duration=float(spec.get("leaseDurationSeconds") or 40)
         )
 
-    def _judge(self, name: str) -> Judgement:
+    def judge_heartbeat(self, name: str) -> Judgement:
         return hostjudge.judge(
             self.heartbeats.get(name), now=self.clock(), timeout=self.settings.heartbeat_timeout
         )
@@ -248,7 +217,7 @@ class Controller:
         """Judge a host's heartbeat now; react when Ready flips; publish the host status."""
         if name not in self.hosts:
             return
-        judgement = self._judge(name)
+        judgement = self.judge_heartbeat(name)
         before = self.judgements.get(name)
         self.judgements[name] = judgement
         ready = Counter(j.ready for j in self.judgements.values())
@@ -301,10 +270,18 @@ class Controller:
             if self.state.release(key) is not None:
                 await self.retry_pending()
             return
-        self.vms[key] = obj
+        self.remember_vm(obj)
         self._count_phases()
         with metrics.timed(metrics.RECONCILE_DURATION, "virtualmachine"):
             await self.reconcile_vm(key)
+
+    def remember_vm(self, obj: Object) -> None:
+        """Cache the VM unless the cache holds a newer version: a watch event can lag
+        behind the reply to a write this controller made since, and acting on the older
+        one would undo that write (re-evict, re-claim a released host)."""
+        key = objects.key(obj["metadata"])
+        if not objects.stale(obj, self.vms.get(key)):
+            self.vms[key] = obj
 
     def _count_phases(self) -> None:
         phases = Counter(
@@ -319,16 +296,34 @@ class Controller:
         await self.resizes.retry()
 
     async def reconcile_vm(self, key: str) -> None:
-        """Bring one VM forward. It never raises: callers loop over many VMs (pending
-        ones, a host's), and one VM's failure must not stop the others'."""
+        """Bring one VM forward from what the cache says of it now. It never raises:
+        callers loop over many VMs (pending ones, a host's), and one VM's failure must not
+        stop the others' (the resync tries it again).
+
+        One VM is reconciled by one task at a time: asked again meanwhile (by another
+        handler, or from inside its own reconcile, as an unbind does), it runs again
+        right after, from the cache as it is then. So a decision about a VM is never
+        made on a view another decision about it is changing (an Unschedulable write
+        cannot drop a bind made meanwhile), and nothing waits for another VM's turn."""
+        if key in self.reconciling:
+            self.reconciling[key] = True
+            return
+        self.reconciling[key] = False
         try:
-            await self._reconcile_vm(key)
-        except Exception as error:
-            metrics.RECONCILE_ERRORS.labels("virtualmachine").inc()
-            if is_transient(error):
-                log.warning("%s: reconcile failed (%s); trying again later", key, error)
-            else:
-                log.exception("%s: reconcile failed; trying again later", key)
+            for _ in range(AGAIN):
+                try:
+                    await self._reconcile_vm(key)
+                except Exception as error:
+                    metrics.RECONCILE_ERRORS.labels("virtualmachine").inc()
+                    if is_transient(error):
+                        log.warning("%s: reconcile failed (%s); trying again later", key, error)
+                    else:
+                        log.exception("%s: reconcile failed; trying again later", key)
+                if not self.reconciling[key]:
+                    break
+                self.reconciling[key] = False
+        finally:
+            del self.reconciling[key]
 
     async def _reconcile_vm(self, key: str) -> None:
         obj = self.vms.get(key)
@@ -375,7 +370,9 @@ class Controller:
         )
         if vmstatus.differs(current, wanted):
             meta = obj["metadata"]
-            self.vms[key] = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+            self.remember_vm(
+                await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
+            )
 
     async def _finish_deletion(self, key: str, obj: Object, host: str | None) -> None:
         finalizers = list(obj["metadata"].get("finalizers") or [])
@@ -443,8 +440,16 @@ class Controller:
 
     async def _place(self, key: str, obj: Object, vm: VirtualMachine) -> None:
         async with self.lock:
-            if key in self.state.claims():
-                return  # placed by a concurrent reconcile; its bind write is under way
+            held = self.state.claims().get(key)
+            if held is not None:
+                # No other reconcile of this VM runs (`reconcile_vm`) and its bind writes
+                # update the cache at once, so a claim of a VM that names no host is left
+                # over (re-claimed from a view that was out of date): holding it would
+                # keep the VM from ever being placed.
+                log.warning(
+                    "%s: held a claim on %s without a binding; placing it again", key, held.host
+                )
+                self.state.release(key)
             try:
                 with metrics.timed(metrics.PLACEMENT_DURATION):
                     decision = scheduler.place(
@@ -497,7 +502,7 @@ class Controller:
             meta["name"],
             {"metadata": {"labels": {HOST_LABEL: host}, "finalizers": finalizers}},
         )
-        self.vms[key] = reply
+        self.remember_vm(reply)
         self.labelled[key] = host
         return reply
 
@@ -507,7 +512,7 @@ class Controller:
         reply = await self.kube.patch_vm(
             meta["namespace"], meta["name"], {"metadata": {"labels": {HOST_LABEL: None}}}
         )
-        self.vms[key] = reply
+        self.remember_vm(reply)
         self.labelled.pop(key, None)
         return reply
 
@@ -547,7 +552,7 @@ class Controller:
         written = obj
         if vmstatus.differs(current, wanted):
             written = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
-            self.vms[key] = written
+            self.remember_vm(written)
         if binding is None:
             await self._clear_binding(key, written)
         return self.vms.get(key, obj)
@@ -568,7 +573,7 @@ class Controller:
             {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": stale},
         )
         if reply is not None:
-            self.vms[key] = reply
+            self.remember_vm(reply)
 
     async def event(self, obj: Object, type_: str, reason: str, message: str) -> None:
         try:

@@ -178,8 +178,11 @@ class Evacuation:
 
     async def unbind(self, key: str, obj: Object, why: str) -> None:
         """Forget the VM's host and place it again, as a new VM."""
-        self.c.state.release(key)
         await self.c.write_vm_status(obj, binding=None)
+        # Released only once the cache says unbound: a host event handled while the write
+        # was in flight re-claims every VM the cache still shows bound there
+        # (`Controller.on_host`), and that claim would have been left over.
+        self.c.state.release(key)
         obj = await self.c.unlabel(obj)
         await self.c.event(obj, "Normal", "Rescheduling", f"{why}; placing it again")
         await self.c.reconcile_vm(key)

@@ -69,6 +69,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds a host may be NotReady before its VMs are started elsewhere "
         "(negative: never; see the README on split brain)",
     )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=defaults.resync_interval,
+        help="seconds between two resyncs of every VM, host and MigrationJob from fresh "
+        "listings: the longest a lost watch event can delay a VM",
+    )
     parser.add_argument("--peering", default="kubevisor", help="kopf peering object name")
     parser.add_argument(
         "--standalone", action="store_true", help="no peering (a single replica only)"
@@ -186,6 +193,7 @@ async def run(args: argparse.Namespace) -> None:
             options=flags.scheduler_options(args),
             multipliers=flags.multipliers(args),
             failover_grace=args.failover_grace if args.failover_grace >= 0 else None,
+            resync_interval=args.resync_interval,
             migration_limits=Limits(
                 per_cluster=args.max_migrations,
                 outbound_per_host=args.max_outbound_migrations,

@@ -93,6 +93,21 @@ class Migrations:
         self.jobs[key] = obj
         await self.reconcile(key)
 
+    async def resync(self, jobs: list[Object], listed_at: str) -> None:
+        """`Controller.resync`'s part: the jobs as listed at `listed_at` replace older
+        cached ones, jobs gone from the listing are handled as deleted, and every job
+        that has not ended is reconciled again."""
+        listed = {objects.key(obj["metadata"]): obj for obj in jobs}
+        for key, obj in listed.items():
+            if not objects.stale(obj, self.jobs.get(key)):
+                self.jobs[key] = obj
+        for key, cached in list(self.jobs.items()):
+            if key not in listed and objects.gone_since(cached, listed_at):
+                await self.on_job("DELETED", cached)
+        for key, obj in list(self.jobs.items()):
+            if not migration.is_terminal(objects.job_phase(obj)):
+                await self.reconcile(key)
+
     async def retry_waiting(self) -> None:
         """Reconsider Pending jobs, oldest first, once a slot or some capacity freed up."""
         waiting = [

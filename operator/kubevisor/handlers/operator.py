@@ -1,8 +1,9 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
 Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts and
-MigrationJobs, and one `timer` per HypervisorHost that judges its heartbeat (the agents'
-Leases are followed by a plain watch of their one namespace, see `follow_leases`).
+MigrationJobs, and one `timer` per HypervisorHost that judges its heartbeat and, every
+`--resync-interval`, resyncs everything from fresh listings (`handlers.listing`; the
+agents' Leases are followed by a plain watch of their one namespace, see `follow_leases`).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -21,6 +22,7 @@ import kopf
 
 from kubevisor import metrics
 from kubevisor.api.wire import GROUP, HYPERVISOR_HOSTS, MIGRATION_JOBS, VERSION, VIRTUAL_MACHINES
+from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller
 from kubevisor.kube.errors import Gone, is_transient, retrying
 
@@ -107,7 +109,8 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         )
         vms, _listed_at = await kube.list_vms()
         jobs, _listed_at = await kube.list_jobs()
-        await controller.load(
+        await listing.load(
+            controller,
             hosts=await kube.list_hosts(),
             vms=vms,
             leases=leases,
@@ -135,6 +138,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
     async def host_timer(name: str, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.check_host(name)
+        await listing.resync_if_due(controller)
 
     @kopf.on.cleanup(registry=handlers)
     async def stop_following(memo: kopf.Memo, **_: Any) -> None:
