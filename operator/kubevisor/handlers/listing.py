@@ -6,8 +6,8 @@ The watch events kopf delivers drive the controller; but an event can be lost to
 handler that failed on a transient error, a write that raced with another) and the
 controller acts on each VM only when something about it happens. The resync re-derives
 what to do from the objects as the API server lists them, so a lost event delays a VM
-by at most `Settings.resync_interval` and never strands it (issue 15, point 9: an
-evicted VM whose agent had stopped it was never placed again).
+by at most `Settings.resync_interval` and never strands it (as an evicted VM whose
+agent had stopped it once was: never placed again).
 """
 
 from __future__ import annotations
