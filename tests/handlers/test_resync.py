@@ -126,3 +126,18 @@ def test_the_resync_releases_the_claim_of_a_vm_whose_deletion_it_missed(
         assert _bound_to(cluster, "a") == ("h1", "h1", "h1")
 
     asyncio.run(main())
+
+
+def test_the_resync_labels_again_a_bound_vm_whose_host_label_was_removed(
+    cluster: Cluster,
+) -> None:
+    async def main() -> None:
+        await cluster.start(hosts=[host("h1")], vms=[vm("a")])
+        await cluster.vm_event("a")
+        assert _bound_to(cluster, "a") == ("h1", "h1", "h1")
+        del cluster.kube.vms[KEY].obj["metadata"]["labels"][HOST_LABEL]  # by hand
+        await cluster.vm_event("a")
+        await listing.resync(cluster.controller)
+        assert _bound_to(cluster, "a") == ("h1", "h1", "h1")
+
+    asyncio.run(main())

@@ -96,6 +96,10 @@ async def resync(c: Controller) -> None:
     for key, cached in list(c.vms.items()):
         if key not in listed and objects.gone_since(cached, vms_at):
             await c.on_vm("DELETED", cached)
+    # What the controller remembers patching stands for a label the watch has yet to
+    # show; the cache now holds the newer of the listing and any later reply, so a label
+    # it lacks is missing (removed by hand, say) and is patched again.
+    c.labelled.clear()
     for key in list(c.vms):
         await c.reconcile_vm(key)
     await c.migrations.resync(jobs, jobs_at)
