@@ -7,7 +7,10 @@ gone: a host event during an unbind, an Unschedulable write during a bind."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+
+import pytest
 
 from kubevisor.handlers import listing
 from kubevisor.kube.client import Object
@@ -139,5 +142,27 @@ def test_the_resync_labels_again_a_bound_vm_whose_host_label_was_removed(
         await cluster.vm_event("a")
         await listing.resync(cluster.controller)
         assert _bound_to(cluster, "a") == ("h1", "h1", "h1")
+
+    asyncio.run(main())
+
+
+def test_a_claim_left_over_from_an_out_of_date_view_does_not_keep_a_vm_unplaced(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        await cluster.start(hosts=[host("h1"), host("h2")], vms=[vm("a", host="h1")])
+        # Unbound meanwhile (as an unbind the controller's view had not caught up with):
+        # the controller still holds the claim on h1.
+        status = cluster.kube.vms[KEY].obj["status"]
+        del status["host"], status["placement"]
+        status.update(phase="Pending", created=False)
+        del cluster.kube.vms[KEY].obj["metadata"]["labels"][HOST_LABEL]
+        with caplog.at_level(logging.WARNING, logger="kubevisor.controller"):
+            await cluster.vm_event("a")
+        host_now, label, claim = _bound_to(cluster, "a")
+        assert host_now is not None and host_now == label == claim
+        assert "default/a: held a claim on h1 without a binding; placing it again" in [
+            r.getMessage() for r in caplog.records
+        ]
 
     asyncio.run(main())
