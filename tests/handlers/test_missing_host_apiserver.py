@@ -6,78 +6,34 @@ controller running on it, and two controllers would both act on the VM."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import ManagedProcess, eventually, running_control_plane
-from kubevisor.testbed import controlplane
+from harness import ManagedProcess, eventually
 from kubevisor.testbed.controlplane import ControlPlane
+
+from .apiserver import (
+    NAMESPACE,
+    apply,
+    controller_process,
+    get,
+    heartbeat,
+    patch_status,
+)
 
 pytestmark = pytest.mark.apiserver
 
-LEASES = "kubevisor-system"
-NAMESPACE = "apps"
 GRACE = 20
 """Seconds the VM stays Unknown on its missing host before it fails over."""
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with running_control_plane(tmp_path_factory.mktemp("missing-host-plane")) as started:
-        for namespace in (LEASES, NAMESPACE):
-            started.kubectl("create", "namespace", namespace)
-        yield started
-
-
-def apply(plane: ControlPlane, manifest: dict[str, Any]) -> None:
-    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-
-def patch_status(plane: ControlPlane, *target: str, status: dict[str, Any]) -> None:
-    plane.kubectl(
-        "patch",
-        *target,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
-
-
-def get(plane: ControlPlane, *target: str) -> dict[str, Any]:
-    got: dict[str, Any] = json.loads(plane.kubectl("get", *target, "-o", "json").stdout)
-    return got
-
-
 @pytest.fixture
 def controller(plane: ControlPlane, tmp_path: Path) -> Iterator[ManagedProcess]:
-    (port,) = controlplane.free_ports(1)
-    process = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "kubevisor.handlers.main",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--standalone",
-            "--lease-namespace",
-            LEASES,
-            "--failover-grace",
-            str(GRACE),
-            "--metrics-port",
-            str(port),
-        ],
-        log=tmp_path / "controller.log",
-    )
-    yield process
-    process.stop()
-    sys.stderr.write(f"\n--- controller log (tail) ---\n{process.tail()}")
+    with controller_process(plane, tmp_path, "--failover-grace", str(GRACE)) as process:
+        yield process
 
 
 def test_a_vm_bound_to_a_host_that_does_not_exist_is_unknown_then_fails_over(
@@ -103,19 +59,7 @@ def test_a_vm_bound_to_a_host_that_does_not_exist_is_unknown_then_fails_over(
             "numaCells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory": "4Gi"}],
         },
     )
-    apply(
-        plane,
-        {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": "h2", "namespace": LEASES},
-            "spec": {
-                "holderIdentity": "h2",
-                "leaseDurationSeconds": 3600,
-                "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            },
-        },
-    )
+    heartbeat(plane, "h2")
     # A VM whose status was edited by hand to name host h9, which never existed.
     apply(
         plane,

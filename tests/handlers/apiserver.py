@@ -1,0 +1,85 @@
+"""Pieces of the controller's tests on a real kube-apiserver (test_*_apiserver.py): each
+module runs its own control plane, so that the e2e stack's controller, which may be
+running on the session's, never acts on its objects."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import ManagedProcess, running_control_plane
+from kubevisor.testbed import controlplane
+from kubevisor.testbed.controlplane import ControlPlane
+
+LEASES = "kubevisor-system"
+NAMESPACE = "apps"
+
+
+@contextmanager
+def own_plane(state: Path) -> Iterator[ControlPlane]:
+    """A control plane with kubevisor's CRDs and the namespaces LEASES and NAMESPACE."""
+    with running_control_plane(state) as started:
+        for namespace in (LEASES, NAMESPACE):
+            started.kubectl("create", "namespace", namespace)
+        yield started
+
+
+def apply(plane: ControlPlane, manifest: dict[str, Any]) -> None:
+    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def patch_status(plane: ControlPlane, *target: str, status: dict[str, Any]) -> None:
+    plane.kubectl(
+        "patch", *target, "--subresource=status", "--type=merge", "-p",
+        json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def get(plane: ControlPlane, *target: str) -> dict[str, Any]:
+    got: dict[str, Any] = json.loads(plane.kubectl("get", *target, "-o", "json").stdout)
+    return got
+
+
+def heartbeat(plane: ControlPlane, host: str) -> None:
+    """A Lease of `host` renewed now and good for an hour: its agent is alive."""
+    apply(
+        plane,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": host, "namespace": LEASES},
+            "spec": {
+                "holderIdentity": host,
+                "leaseDurationSeconds": 3600,
+                "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        },
+    )
+
+
+@contextmanager
+def controller_process(plane: ControlPlane, log_dir: Path, *flags: str) -> Iterator[ManagedProcess]:
+    """The controller process (not started yet) with `flags` added; its log's tail is
+    printed when the test ends."""
+    (port,) = controlplane.free_ports(1)
+    process = ManagedProcess(
+        [
+            sys.executable, "-m", "kubevisor.handlers.main",
+            "--kubeconfig", str(plane.kubeconfig),
+            "--standalone",
+            "--lease-namespace", LEASES,
+            "--metrics-port", str(port),
+            *flags,
+        ],
+        log=log_dir / "controller.log",
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.stop()
+        sys.stderr.write(f"\n--- controller log (tail) ---\n{process.tail()}")
