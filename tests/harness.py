@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -165,3 +166,27 @@ class ManagedProcess:
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def controller_process(
+    plane: ControlPlane, *, lease_namespace: str, log: Path, extra: tuple[str, ...] = ()
+) -> ManagedProcess:
+    """A standalone kubevisor controller on `plane` (not started), its metrics on a free
+    port; `extra` adds flags."""
+    (port,) = controlplane.free_ports(1)
+    return ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "kubevisor.handlers.main",
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "--standalone",
+            "--lease-namespace",
+            lease_namespace,
+            "--metrics-port",
+            str(port),
+            *extra,
+        ],
+        log=log,
+    )

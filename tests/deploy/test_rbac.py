@@ -330,6 +330,11 @@ CONTROLLER_CAN = [
     pytest.param(
         "create", "networks.kubevisor.io", "provider", "-A", False, id="no-provider-networks"
     ),
+    pytest.param("watch", "services", "", "-A", True, id="watch-services"),
+    pytest.param("patch", "services", "", "-A", False, id="no-service-writes"),
+    pytest.param("patch", "endpointslices.discovery.k8s.io", "", "-A", True, id="apply-slices"),
+    pytest.param("delete", "endpointslices.discovery.k8s.io", "", "-A", True, id="delete-slices"),
+    pytest.param("patch", "pods", "", "-A", False, id="no-pods"),
 ]
 
 

@@ -106,6 +106,9 @@ class FakeKube:
         self.vms: dict[str, _Stored] = {}
         self.jobs: dict[str, _Stored] = {}
         self.hosts: dict[str, _Stored] = {}
+        self.networks: dict[str, _Stored] = {}
+        self.slices: dict[str, Object] = {}
+        """EndpointSlices as last applied, by namespace/name."""
         self.calls: list[tuple[str, str]] = []
         """(method, namespace/name) of every call, in order."""
         self.events: list[tuple[str, str, str, str]] = []
@@ -133,6 +136,13 @@ class FakeKube:
     def add_host(self, obj: Object) -> Object:
         self.hosts[obj["metadata"]["name"]] = _Stored(copy.deepcopy(obj))
         return self.host(obj["metadata"]["name"])
+
+    def add_network(self, obj: Object) -> Object:
+        self.networks[_key(obj)] = _Stored(copy.deepcopy(obj))
+        return self.network(_key(obj))
+
+    def network(self, key: str) -> Object:
+        return copy.deepcopy(self.networks[key].obj)
 
     def vm(self, key: str) -> Object:
         return copy.deepcopy(self.vms[key].obj)
@@ -216,6 +226,41 @@ class FakeKube:
         self.calls.append(("apply_vm_status", f"{namespace}/{name}"))
         self.vms[f"{namespace}/{name}"].apply(CONTROLLER, status)
         return self.vm(f"{namespace}/{name}")
+
+    async def apply_vm_interfaces(
+        self, namespace: str, name: str, interfaces: list[Object]
+    ) -> Object:
+        self.calls.append(("apply_vm_interfaces", f"{namespace}/{name}"))
+        self.vms[f"{namespace}/{name}"].apply(f"{CONTROLLER}-network", {"interfaces": interfaces})
+        return self.vm(f"{namespace}/{name}")
+
+    async def patch_network(self, namespace: str, name: str, patch: Object) -> Object:
+        """A merge patch of a Network's metadata; like the API server, a Network being
+        deleted goes once its last finalizer does."""
+        key = f"{namespace}/{name}"
+        self.calls.append(("patch_network", key))
+        stored = self.networks[key]
+        _merge(stored.obj, patch)
+        meta = stored.obj["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            del self.networks[key]
+            return copy.deepcopy(stored.obj)
+        return self.network(key)
+
+    async def apply_network_status(self, namespace: str, name: str, status: Object) -> Object:
+        self.calls.append(("apply_network_status", f"{namespace}/{name}"))
+        self.networks[f"{namespace}/{name}"].apply(CONTROLLER, status)
+        return self.network(f"{namespace}/{name}")
+
+    async def apply_endpoint_slice(self, body: Object) -> Object:
+        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        self.calls.append(("apply_endpoint_slice", key))
+        self.slices[key] = copy.deepcopy(body)
+        return copy.deepcopy(body)
+
+    async def delete_endpoint_slice(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete_endpoint_slice", f"{namespace}/{name}"))
+        self.slices.pop(f"{namespace}/{name}", None)
 
     async def create_job(self, namespace: str, body: Object) -> Object:
         obj = copy.deepcopy(body)
@@ -423,8 +468,11 @@ class Cluster:
         vms: Sequence[Object] = (),
         jobs: Sequence[Object] = (),
         leases: list[Object] | None = None,
+        networks: Sequence[Object] = (),
     ) -> None:
         """Every host heartbeating now unless `leases` says otherwise."""
+        for obj in networks:
+            self.kube.add_network(obj)
         for obj in hosts:
             self.kube.add_host(obj)
         for obj in vms:
@@ -437,6 +485,10 @@ class Cluster:
             vms=[self.kube.vm(_key(v)) for v in vms],
             leases=leases if leases is not None else [lease(h["metadata"]["name"]) for h in hosts],
             jobs=[self.kube.job(_key(j)) for j in jobs],
+        )
+        self.controller.networks.load(
+            networks=[self.kube.network(_key(n)) for n in networks],
+            vms=[self.kube.vm(_key(v)) for v in vms],
         )
 
     async def vm_event(self, name: str) -> Object:

@@ -400,7 +400,11 @@ class ControllerInputs:
     generation: int
     binding: Binding | None
     unschedulable: str | None = None
-    """The placement engine's explanation when no host fits."""
+    """The placement engine's explanation when no host fits (or why the VM's addresses
+    cannot be had)."""
+    unschedulable_reason: str = "Unschedulable"
+    """The reason of Scheduled=False: Unschedulable, or an address refusal's
+    (`core.network.ipam.Reason`, e.g. AddressPoolExhausted)."""
     host_lost: str | None = None
     """Why the bound host is not Ready (its heartbeat expired), if it is not."""
     host_missing: bool = False
@@ -444,14 +448,14 @@ def _unbound_halted(i: ControllerInputs) -> ControllerVerdict | None:
 def _unbound_unschedulable(i: ControllerInputs) -> ControllerVerdict | None:
     if i.binding is not None or i.unschedulable is None:
         return None
-    why = i.unschedulable
+    why, reason = i.unschedulable, i.unschedulable_reason
     return ControllerVerdict(
         "Unschedulable",
         (
-            Row(cond.SCHEDULED, "False", "Unschedulable", why),
-            Row(cond.READY, "False", "Unschedulable", why),
+            Row(cond.SCHEDULED, "False", reason, why),
+            Row(cond.READY, "False", reason, why),
             # Not Stalled: a host may be added or freed at any time, and then it runs.
-            Row(cond.RECONCILING, "True", "Unschedulable", why),
+            Row(cond.RECONCILING, "True", reason, why),
             Row(cond.STALLED, "False", "NotStalled", "waiting for capacity"),
         ),
     )

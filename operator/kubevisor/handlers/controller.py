@@ -51,6 +51,7 @@ from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.missing import MissingHosts
+from kubevisor.handlers.networks import Networks
 from kubevisor.handlers.resizes import Resizes
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import is_transient
@@ -113,6 +114,7 @@ class Controller:
         self.resynced: datetime | None = None
         """Why each host placement leaves out could not be read (`snapshot`)."""
         self.migrations = Migrations(self, kube, settings.migration_limits)
+        self.networks = Networks(self, kube)
         self.evacuation = Evacuation(
             self, kube, self.migrations, failover_grace=settings.failover_grace
         )
@@ -267,6 +269,7 @@ class Controller:
             self.explained.pop(key, None)
             self.evacuation.forget(key)
             self.resizes.forget(key)
+            await self.networks.on_vm(key)
             if self.state.release(key) is not None:
                 await self.retry_pending()
             return
@@ -274,6 +277,7 @@ class Controller:
         self._count_phases()
         with metrics.timed(metrics.RECONCILE_DURATION, "virtualmachine"):
             await self.reconcile_vm(key)
+        await self.networks.on_vm(key)
 
     def remember_vm(self, obj: Object) -> None:
         """Cache the VM unless the cache holds a newer version: a watch event can lag
@@ -389,6 +393,7 @@ class Controller:
             log.warning("%s: releasing it although host %s is lost", key, host)
         self.state.release(key)
         self.pending.pop(key, None)
+        await self.networks.release(key, obj)
         finalizers.remove(VM_FINALIZER)
         meta = obj["metadata"]
         await self.kube.patch_vm(
@@ -452,9 +457,7 @@ class Controller:
                 self.state.release(key)
             try:
                 with metrics.timed(metrics.PLACEMENT_DURATION):
-                    decision = scheduler.place(
-                        self.state, inputs.request(vm), options=self.settings.options
-                    )
+                    decision = self.networks.place(key, vm, self.settings.options)
             except Exception as error:
                 # A value the model let through that placement cannot evaluate.
                 failed: Exception | None = error
@@ -464,13 +467,10 @@ class Controller:
             await self._unreadable_vm(key, obj, failed)
             return
         if not isinstance(decision, Decision):
-            reasons = decision.explanation.reasons
-            metrics.PLACEMENT_DECISIONS.labels(
-                "unschedulable", reasons[0].filter if reasons else "no-hosts"
-            ).inc()
-            message = decision.message
+            metrics.PLACEMENT_DECISIONS.labels("unschedulable", decision.filter).inc()
+            message, why = decision.message, decision.reason
             self.pending[key] = None
-            await self.write_vm_status(obj, binding=None, unschedulable=message)
+            await self.write_vm_status(obj, binding=None, unschedulable=message, why=why)
             if self.explained.get(key) != message:
                 self.explained[key] = message
                 await self.event(obj, "Warning", "FailedScheduling", message)
@@ -481,6 +481,7 @@ class Controller:
         placement = inputs.placement_status(decision.numa, size=inputs.claimed_size(vm))
         binding = vmstatus.Binding(host=decision.host, placement=placement)
         try:
+            obj = await self.networks.record(key, obj)
             await self.write_vm_status(obj, binding=binding)
             await self.label(obj, decision.host)
         except Exception:
@@ -522,6 +523,7 @@ class Controller:
         *,
         binding: vmstatus.Binding | None,
         unschedulable: str | None = None,
+        why: str = "Unschedulable",
         host_lost: str | None = None,
         migrated_from: str | None = None,
         last_migration: dict[str, Any] | None = None,
@@ -538,6 +540,7 @@ class Controller:
                 generation=int(meta.get("generation") or 0),
                 binding=binding,
                 unschedulable=unschedulable,
+                unschedulable_reason=why,
                 host_lost=host_lost,
                 host_missing=binding is not None and binding.host not in self.hosts,
                 migrated_from=migrated_from,

@@ -174,7 +174,7 @@ class Migrations:
         # The size claimed, not the spec's: a resize waits for a restart, which a live
         # migration is not, so the target holds what runs.
         request = migration.target_request(
-            inputs.claimed_request(vm), source_type=self.c.hypervisor_type(source)
+            self.c.networks.claimed_request(vm), source_type=self.c.hypervisor_type(source)
         )
         async with self.c.lock:
             if claim_key(key) in self.c.state.claims():

@@ -1,9 +1,10 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
-Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts and
-MigrationJobs, and one `timer` per HypervisorHost that judges its heartbeat and, every
-`--resync-interval`, resyncs everything from fresh listings (`handlers.listing`; the
-agents' Leases are followed by a plain watch of their one namespace, see `follow_leases`).
+Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
+MigrationJobs, Networks and Services, and one `timer` per HypervisorHost that judges its
+heartbeat and, every `--resync-interval`, resyncs everything from fresh listings
+(`handlers.listing`; the agents' Leases are followed by a plain watch of their one
+namespace, see `follow_leases`).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -21,7 +22,14 @@ from typing import Any
 import kopf
 
 from kubevisor import metrics
-from kubevisor.api.wire import GROUP, HYPERVISOR_HOSTS, MIGRATION_JOBS, VERSION, VIRTUAL_MACHINES
+from kubevisor.api.wire import (
+    GROUP,
+    HYPERVISOR_HOSTS,
+    MIGRATION_JOBS,
+    NETWORKS,
+    VERSION,
+    VIRTUAL_MACHINES,
+)
 from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller
 from kubevisor.kube.errors import Gone, is_transient, retrying
@@ -109,6 +117,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         )
         vms, _listed_at = await kube.list_vms()
         jobs, _listed_at = await kube.list_jobs()
+        networks, _listed_at = await kube.list_networks()
         await listing.load(
             controller,
             hosts=await kube.list_hosts(),
@@ -116,6 +125,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
             leases=leases,
             jobs=jobs,
         )
+        controller.networks.load(networks=networks, vms=vms)
 
     @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
     async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -131,6 +141,16 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
     async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.migrations.on_job(event["type"], dict(event["object"]))
+
+    @kopf.on.event(GROUP, VERSION, NETWORKS.plural, registry=handlers)
+    async def network_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.networks.on_network(event["type"], dict(event["object"]))
+
+    @kopf.on.event("", "v1", "services", registry=handlers)
+    async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.networks.services.on_service(event["type"], dict(event["object"]))
 
     @kopf.timer(
         GROUP, VERSION, HYPERVISOR_HOSTS.plural, interval=HOST_CHECK_INTERVAL, registry=handlers

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Judgement
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.resizing import ResizeNote
 from kubevisor.kube.client import Object
+
+if TYPE_CHECKING:
+    from kubevisor.handlers.networks import Networks
 
 
 class ControllerPort(Protocol):
@@ -29,6 +32,9 @@ class ControllerPort(Protocol):
     lock: asyncio.Lock
     """Held while deciding and claiming, so two decisions never take the same capacity."""
     clock: Callable[[], datetime]
+    networks: Networks
+    """Addresses and Networks (handlers/networks.py): what placement asks of a VM's
+    Networks (`networks.request`)."""
 
     def vm(self, key: str) -> Object | None:
         """The VM of `key` as last seen or written (None: unknown or deleted)."""
@@ -56,6 +62,7 @@ class ControllerPort(Protocol):
         *,
         binding: vmstatus.Binding | None,
         unschedulable: str | None = None,
+        why: str = "Unschedulable",
         host_lost: str | None = None,
         migrated_from: str | None = None,
         last_migration: dict[str, Any] | None = None,

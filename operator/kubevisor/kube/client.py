@@ -68,6 +68,7 @@ class Kube:
         self._leases = client.CoordinationV1Api(api)
         self._core = client.CoreV1Api(api)
         self._authorization = client.AuthorizationV1Api(api)
+        self._discovery = client.DiscoveryV1Api(api)
         self.field_manager = field_manager
 
     @classmethod
@@ -167,8 +168,11 @@ class Kube:
     @counted("PATCH")
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of the main resource (labels, finalizers; never status)."""
+        return await self._merge(VMS.plural, namespace, name, patch)
+
+    async def _merge(self, plural: str, namespace: str, name: str, patch: Object) -> Object:
         reply = await self._custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, VMS.plural, name, patch, _content_type=MERGE
+            GROUP, VERSION, namespace, plural, name, patch, _content_type=MERGE
         )
         return cast(Object, reply)
 
@@ -219,6 +223,60 @@ class Kube:
         )
         return cast(Object, reply)
 
+    @counted("APPLY")
+    async def apply_vm_interfaces(
+        self, namespace: str, name: str, interfaces: list[Object]
+    ) -> Object:
+        """Apply a VM's status.interfaces under a field manager of their own
+        (`<manager>-network`): the controller's other status applies leave them out, and
+        under one manager each would drop them."""
+        return await self._apply_status(
+            "VirtualMachine",
+            VMS.plural,
+            namespace,
+            name,
+            {"interfaces": interfaces},
+            f"{self.field_manager}-network",
+        )
+
+    # -- Networks (the controller's writes) ---------------------------------------------
+
+    @counted("PATCH")
+    async def patch_network(self, namespace: str, name: str, patch: Object) -> Object:
+        """A JSON merge patch of a Network's metadata (the controller's finalizer)."""
+        return await self._merge(NETWORKS.plural, namespace, name, patch)
+
+    @counted("APPLY")
+    async def apply_network_status(self, namespace: str, name: str, status: Object) -> Object:
+        return await self._apply_status(
+            "Network", NETWORKS.plural, namespace, name, status, self.field_manager
+        )
+
+    # -- EndpointSlices of Services that front VMs --------------------------------------
+
+    @counted("APPLY")
+    async def apply_endpoint_slice(self, body: Object) -> Object:
+        """Create or update an EndpointSlice (server-side apply of the whole body)."""
+        meta = body["metadata"]
+        reply = await self._discovery.patch_namespaced_endpoint_slice(
+            meta["name"],
+            meta["namespace"],
+            body,
+            field_manager=self.field_manager,
+            force=True,
+            _content_type=APPLY,
+        )
+        return cast(Object, self._api.sanitize_for_serialization(reply))
+
+    @counted("DELETE")
+    async def delete_endpoint_slice(self, namespace: str, name: str) -> None:
+        """Delete an EndpointSlice; one already gone is fine."""
+        try:
+            await self._discovery.delete_namespaced_endpoint_slice(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     # -- MigrationJobs -----------------------------------------------------------------
 
     @counted("LIST")
@@ -245,10 +303,7 @@ class Kube:
     @counted("PATCH")
     async def patch_job(self, namespace: str, name: str, patch: Object) -> Object:
         """A JSON merge patch of a MigrationJob's metadata (labels, finalizers)."""
-        reply = await self._custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, JOBS.plural, name, patch, _content_type=MERGE
-        )
-        return cast(Object, reply)
+        return await self._merge(JOBS.plural, namespace, name, patch)
 
     @counted("APPLY")
     async def apply_job_status(
