@@ -18,6 +18,20 @@ from kubevisor.testbed.vcsim import Vcsim
 APISERVER = pytest.StashKey[str]()
 
 
+# The session fixture each marker stands for: a test that uses one (directly or through
+# another fixture) carries its marker without saying so, so `-m "not vcsim"` and
+# `make test-fast` leave it out even when its module forgot the mark.
+FIXTURE_MARKERS = {"control_plane": "apiserver", "local_hosts": "libvirtd", "vcsim_server": "vcsim"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the real infrastructure its fixtures start (FIXTURE_MARKERS)."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if marker := FIXTURE_MARKERS.get(fixture):
+                item.add_marker(marker)
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Say which real API server the api and e2e tiers ran against."""
     if APISERVER in config.stash:

@@ -23,7 +23,7 @@ from harness import eventually
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.vcsim import Vcsim
 
-pytestmark = [pytest.mark.apiserver]
+pytestmark = [pytest.mark.apiserver, pytest.mark.vcsim]
 
 NAMESPACE = "agent-vsphere-test"
 HOST = "vsphere-h0"

@@ -81,7 +81,10 @@ def run(
     asyncio.run(main())
 
 
-drivers = pytest.mark.parametrize("driver_name", list(DRIVERS))
+drivers = pytest.mark.parametrize(
+    "driver_name",
+    [pytest.param(name, marks=[pytest.mark.vcsim] if "vcsim" in name else []) for name in DRIVERS],
+)
 
 # (setup operations, operation) -> state, reason and the lifecycle event it produces.
 TRANSITIONS = [

@@ -509,6 +509,7 @@ def test_calls_before_connect_are_retryable(vcsim_server: Vcsim) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.vcsim
 def test_a_vcenter_that_goes_away_and_comes_back_is_reconnected(tmp_path: Path) -> None:
     """Its own vcsim, stopped under the driver, then started again on the same port."""
     bin_dir = vcsim_bin()

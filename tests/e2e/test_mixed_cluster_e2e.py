@@ -24,7 +24,7 @@ from kubevisor.testbed import container, guest, hosts
 from kubevisor.testbed.vcsim import Vcsim
 from stacks import ExtraHost, VsphereHost
 
-pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
+pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.vcsim]
 
 # Under load several VMs start at once; generous, but bounded.
 RUNNING_TIMEOUT = 180

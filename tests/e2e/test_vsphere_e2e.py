@@ -14,7 +14,7 @@ from harness import eventually
 from kubevisor.testbed.vcsim import Vcsim
 from stacks import VsphereHost
 
-pytestmark = [pytest.mark.e2e, pytest.mark.apiserver]
+pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.vcsim]
 
 # HypervisorHost name -> the ESXi host of vcsim's default cluster it manages.
 ESXI = {"vsphere-h0": "DC0_C0_H0", "vsphere-h1": "DC0_C0_H1"}

@@ -12,6 +12,7 @@ from harness import require, vcsim_bin
 from kubevisor.testbed import vcsim
 
 
+@pytest.mark.vcsim
 def test_start_serves_the_default_inventory_and_stop_ends_it(tmp_path: Path) -> None:
     bin_dir = vcsim_bin()
     require(bin_dir is not None, what="vcsim", how="build it with hack/vcsim/build.sh")
