@@ -17,8 +17,6 @@ so an aggregated server on 127.0.0.1 needs only a selector-less Service and an E
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -32,10 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kubevisor.testbed.pki import Ca, write_key
 
 ADMIN_USER = "kubevisor-admin"
 FRONT_PROXY_CLIENT = "front-proxy-client"
@@ -375,150 +373,44 @@ def _safe_name(user: str) -> str:
 
 
 class _Pki:
-    """The throwaway CA and the certificates signed by it, as files in one directory."""
+    """The control plane's files under `directory`: the CA (which also signs the clients'
+    certificates), the serving certificate, the service-account key pair, the front-proxy
+    CA and the proxy client certificate it signs."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.ca_cert = directory / "ca.crt"
-        self.ca_key = directory / "ca.key"
+        self.ca = Ca.at(directory)
+        self.ca_cert = self.ca.cert
         self.serving_cert = directory / "apiserver.crt"
         self.serving_key = directory / "apiserver.key"
         self.sa_key = directory / "sa.key"
         self.sa_public = directory / "sa.pub"
-        self.front_proxy_ca_cert = directory / "front-proxy-ca.crt"
-        self.front_proxy_ca_key = directory / "front-proxy-ca.key"
-        self.proxy_client_cert = directory / "front-proxy-client.crt"
-        self.proxy_client_key = directory / "front-proxy-client.key"
+        self.front_proxy = Ca.at(directory, stem="front-proxy-ca")
+        self.front_proxy_ca_cert = self.front_proxy.cert
+        self.proxy_client_cert = directory / f"{FRONT_PROXY_CLIENT}.crt"
+        self.proxy_client_key = directory / f"{FRONT_PROXY_CLIENT}.key"
 
     def create(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubevisor-dev-ca")])
-        ca = (
-            _builder(name, name, ca_key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
+        Ca.create(self.dir, "kubevisor-dev-ca")
+        self.ca.issue(
+            "apiserver",
+            server=True,
+            hosts=("localhost", "kubernetes.default.svc", "127.0.0.1", "10.0.0.1"),
+            common_name="kube-apiserver",
         )
-        _write_key(self.ca_key, ca_key)
-        self.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        serving_key = ec.generate_private_key(ec.SECP256R1())
-        serving = (
-            _builder(
-                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-                ca.subject,
-                serving_key.public_key(),
-            )
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_key(self.serving_key, serving_key)
-        self.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_key(self.sa_key, sa_key)
+        write_key(self.sa_key, sa_key)
         self.sa_public.write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        self._front_proxy()
-
-    def _front_proxy(self) -> None:
-        """The front-proxy CA and the apiserver's proxy client certificate it signs."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubevisor-front-proxy-ca")])
-        ca = (
-            _builder(name, name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        _write_key(self.front_proxy_ca_key, key)
-        self.front_proxy_ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        client_key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FRONT_PROXY_CLIENT)])
-        cert = (
-            _builder(subject, ca.subject, client_key.public_key())
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
-            .sign(key, hashes.SHA256())
-        )
-        _write_key(self.proxy_client_key, client_key)
-        self.proxy_client_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        Ca.create(self.dir, "kubevisor-front-proxy-ca", stem="front-proxy-ca")
+        self.front_proxy.issue(FRONT_PROXY_CLIENT)
 
     def client(self, name: str, user: str, groups: Sequence[str]) -> tuple[Path, Path]:
         """A client certificate: CommonName is the user, Organizations are the groups."""
-        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-        ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
-            + [x509.NameAttribute(NameOID.COMMON_NAME, user)]
-        )
-        cert = (
-            _builder(subject, ca.subject, key.public_key())
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        cert_path, key_path = self.dir / f"{name}.crt", self.dir / f"{name}.key"
-        _write_key(key_path, key)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cert_path, key_path
-
-
-def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
-) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-    )
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
+        return self.ca.issue(name, groups=groups, common_name=user)
 
 
 def _write_kubeconfig(
