@@ -33,6 +33,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from kubevisor.testbed import procfs
 from kubevisor.testbed.pki import Ca, write_key
 
 ADMIN_USER = "kubevisor-admin"
@@ -254,7 +255,7 @@ def load(state_dir: Path) -> ControlPlane | None:
         etcd_pid=raw["etcd_pid"],
         apiserver_pid=raw["apiserver_pid"],
     )
-    return plane if _alive(plane.apiserver_pid) else None
+    return plane if procfs.alive(plane.apiserver_pid) else None
 
 
 def stop(state_dir: Path, *, timeout: float = 20.0) -> None:
@@ -283,21 +284,6 @@ def _spawn(argv: list[str], *, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of this very process counts as gone.
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return waited == 0
-
-
 def _terminate_group(pid: int, *, timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -306,7 +292,7 @@ def _terminate_group(pid: int, *, timeout: float) -> None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not procfs.alive(pid):
                 return
             time.sleep(0.05)
 

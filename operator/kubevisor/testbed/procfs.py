@@ -1,7 +1,9 @@
-"""What /proc says about the testbed's processes: parents, zombies, namespaces.
+"""What /proc says about the testbed's processes: alive, parents, zombies, namespaces.
 
-Used by `hosts` (a host's init and what is left in its PID namespace) and `netns` (what is
-left in a network namespace). Reads only; a process that ends while it is read is skipped.
+Used by `hosts` (a host's init and what is left in its PID namespace), `netns` (what is
+left in a network namespace), `controlplane` and `stack` (are their processes still up).
+Reads only, but for reaping this process's own children; a process that ends while it is
+read is skipped.
 """
 
 from __future__ import annotations
@@ -67,7 +69,13 @@ def is_zombie(pid: int) -> bool:
 
 
 def alive(pid: int) -> bool:
-    return bool(stat_fields(pid)) and not is_zombie(pid)
+    """Whether `pid` runs: it exists and is not a zombie. A zombie child of this process is
+    reaped on the way, so a stopped child does not linger until its Popen is collected."""
+    if is_zombie(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return bool(stat_fields(pid))
 
 
 def reap_if_child(pid: int) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubevisor.api.wire import SYSTEM_NAMESPACE
-from kubevisor.testbed import controlplane, guest, hosts, images
+from kubevisor.testbed import controlplane, guest, hosts, images, procfs
 from kubevisor.testbed.controlplane import ControlPlane
 
 PROCESSES = "processes.json"
@@ -194,17 +194,7 @@ def _running(state_dir: Path) -> bool:
     if not path.exists():
         return False
     pids: dict[str, int] = json.loads(path.read_text())
-    return all(_alive(pid) for pid in pids.values())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").exists() and (
-        Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    )
+    return all(procfs.alive(pid) for pid in pids.values())
 
 
 def stop(state_dir: Path, *, timeout: float = 30.0) -> None:
@@ -219,9 +209,9 @@ def stop(state_dir: Path, *, timeout: float = 30.0) -> None:
                 continue
         deadline = time.monotonic() + timeout
         for pid in pids.values():
-            while _alive(pid) and time.monotonic() < deadline:
+            while procfs.alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if procfs.alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         path.unlink()
     if (state_dir / "hosts").exists():
