@@ -1,20 +1,116 @@
-"""Extra pieces for end-to-end tests on the shared stack (tests/e2e/conftest.py)."""
+"""The end-to-end stack's type and its extra pieces (hosts beyond the shared two, vSphere
+hosts), for tests/e2e/conftest.py and the tests that use its `stack` fixture."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness import ManagedProcess, eventually
+from kubevisor.core import migration
 from kubevisor.testbed import hosts
-from kubevisor.testbed.controlplane import free_ports
+from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.hosts import LocalHost
 from kubevisor.testbed.vcsim import Vcsim
 
 
-def host_ready(stack: Any, name: str) -> bool:
+@dataclass
+class Stack:
+    """The shared end-to-end stack (the `stack` fixture of tests/e2e/conftest.py): a real
+    control plane, the controller and one agent per libvirtd host, each its own process."""
+
+    plane: ControlPlane
+    hosts: list[LocalHost]
+    controller: ManagedProcess
+    agents: dict[str, ManagedProcess]
+    state_dirs: dict[str, Path]
+    metrics_ports: dict[str, int]
+    """Prometheus port per process: "controller" and each host name (its agent)."""
+
+    def scrape(self, process: str) -> dict[str, float]:
+        """Every sample of a process's /metrics, keyed by `name{labels}` as exposed."""
+        url = f"http://127.0.0.1:{self.metrics_ports[process]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                samples[key] = float(value)
+        return samples
+
+    def kubectl(self, *args: str, **kwargs: Any) -> Any:
+        return self.plane.kubectl(*args, **kwargs)
+
+    def apply(self, namespace: str, *manifests: dict[str, Any]) -> None:
+        for manifest in manifests:
+            manifest.setdefault("metadata", {})["namespace"] = namespace
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Any:
+        args = ["get", kind, name, "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        done = self.kubectl(*args, check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def vms(self, namespace: str) -> list[dict[str, Any]]:
+        out = self.kubectl("get", "vm", "-n", namespace, "-o", "json").stdout
+        return list(json.loads(out)["items"])
+
+    def phase(self, namespace: str, name: str) -> str | None:
+        vm = self.get("vm", name, namespace)
+        return None if vm is None else (vm.get("status") or {}).get("phase")
+
+    def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 90) -> Any:
+        return eventually(
+            lambda: (
+                self.get("vm", name, namespace) if self.phase(namespace, name) == phase else None
+            ),
+            timeout=timeout,
+            what=f"vm {namespace}/{name} to be {phase} (is {self.phase(namespace, name)})",
+        )
+
+    def start_migration(self, namespace: str, name: str, vm: str, **spec: Any) -> None:
+        """Apply MigrationJob `name` for `vm` (spec fields in camelCase, e.g. targetHost)."""
+        job = {
+            "apiVersion": "kubevisor.io/v1alpha1",
+            "kind": "MigrationJob",
+            "metadata": {"name": name},
+            "spec": {"vm": vm, **spec},
+        }
+        self.apply(namespace, job)
+
+    def wait_migration(self, namespace: str, name: str, timeout: float = 120) -> Any:
+        """MigrationJob `name` once it has ended (Succeeded, Failed or Cancelled)."""
+
+        def ended() -> Any:
+            job = self.get("migrationjob", name, namespace)
+            phase = ((job or {}).get("status") or {}).get("phase")
+            return job if phase in migration.TERMINAL else None
+
+        return eventually(ended, timeout=timeout, what=f"MigrationJob {name} to end")
+
+    def virsh(self, host: str, *args: str, check: bool = True) -> str:
+        uri = next(h.uri for h in self.hosts if h.name == host)
+        done = subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True)
+        if check and done.returncode != 0:
+            raise AssertionError(f"virsh {' '.join(args)} on {host}: {done.stderr}")
+        return done.stdout.strip()
+
+    def domains(self, host: str) -> list[str]:
+        """UUIDs of every domain (running or not) on `host`."""
+        return self.virsh(host, "list", "--all", "--uuid").split()
+
+
+def host_ready(stack: Stack, name: str) -> bool:
     obj = stack.get("hvh", name)
     conditions = ((obj or {}).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -41,7 +137,7 @@ class ExtraHost:
     libvirt LXC driver instead (hypervisor type lxc; the QEMU-only options are unused).
     """
 
-    stack: Any
+    stack: Stack
     state: Path
     numa_cells: int = 1
     lxc: bool = False
@@ -109,7 +205,7 @@ class VsphereHost:
     """A HypervisorHost for one ESXi host of a vcsim, managed by its own agent
     (`--libvirt-uri vsphere://...`), beside the shared QEMU hosts."""
 
-    stack: Any
+    stack: Stack
     sim: Vcsim
     name: str
     esxi: str

@@ -10,12 +10,11 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness import eventually
-from stacks import ExtraHost
+from stacks import ExtraHost, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -28,7 +27,7 @@ GUEST_PAGES = 64
 
 
 @pytest.fixture
-def hugepage_host(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtraHost]:
+def hugepage_host(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtraHost]:
     """A host whose libvirt has a hugetlbfs, on a machine with RESERVED more 2 MiB pages.
     Ask for it before `namespace`, so the namespace's VMs go while its agent runs."""
     before = int(NR_HUGEPAGES.read_text())
@@ -46,14 +45,14 @@ def hugepage_host(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         NR_HUGEPAGES.write_text(f"{before}\n")
 
 
-def reported_pages(stack: Any, host: str) -> tuple[int, int]:
+def reported_pages(stack: Stack, host: str) -> tuple[int, int]:
     """(total, free) 2 MiB pages of the host's cell 0, as its agent last reported them."""
     cells = (stack.get("hvh", host).get("status") or {}).get("numaCells") or []
     pools = [p for p in cells[0].get("hugepages") or [] if p["pageSize"] == "2Mi"] if cells else []
     return (pools[0]["total"], pools[0]["free"]) if pools else (0, 0)
 
 
-def report_again(stack: Any, host: str, generation: int) -> None:
+def report_again(stack: Stack, host: str, generation: int) -> None:
     """Make the agent register its host again now: it does on a spec change (polled with
     its heartbeat), and its status carries the huge pages libvirt counts free then."""
     patch = {"spec": {"reserved": {"disk": f"{generation}Mi"}}}
@@ -77,7 +76,7 @@ def in_host(extra: ExtraHost, *argv: str) -> None:
 
 
 def test_a_huge_page_vm_runs_on_pages_nobody_else_uses(
-    stack: Any, hugepage_host: ExtraHost, namespace: str
+    stack: Stack, hugepage_host: ExtraHost, namespace: str
 ) -> None:
     extra = hugepage_host
     assert extra.host is not None

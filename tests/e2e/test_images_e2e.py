@@ -25,6 +25,7 @@ from images import ImageServer, SourceImage, build_image
 from kubevisor.api import quantity
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
+from stacks import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -45,7 +46,7 @@ def image_server() -> Iterator[ImageServer]:
 
 
 @pytest.fixture
-def pinned_host(stack: Any) -> Iterator[str]:
+def pinned_host(stack: Stack) -> Iterator[str]:
     """The first shared host, labelled so that VMs can select it. Ask for it before
     `namespace`: the namespace's VMs are deleted first."""
     host = stack.hosts[0].name
@@ -99,14 +100,14 @@ def image_pulling(obj: dict[str, Any] | None, reason: str) -> dict[str, Any] | N
     return obj if found is not None and found["reason"] == reason else None
 
 
-def pulling_with_progress(stack: Any, namespace: str, name: str) -> dict[str, Any] | None:
+def pulling_with_progress(stack: Stack, namespace: str, name: str) -> dict[str, Any] | None:
     """The VM once its status shows its download under way, some bytes received."""
     vm = image_pulling(stack.get("vm", name, namespace), "Pulling")
     pulls = (vm or {}).get("status", {}).get("imagePulls") or []
     return vm if pulls and pulls[0].get("receivedBytes", 0) > 0 else None
 
 
-def cache_dir(stack: Any, host: str) -> Path:
+def cache_dir(stack: Stack, host: str) -> Path:
     """Where the host's agent keeps downloaded images (its --image-dir/.cache/sha256)."""
     return Path(stack.state_dirs[host]) / "images" / ".cache" / "sha256"
 
@@ -117,7 +118,7 @@ def partial_files(directory: Path) -> list[str]:
     )
 
 
-def overlay(stack: Any, host: str, uid: str) -> Path:
+def overlay(stack: Stack, host: str, uid: str) -> Path:
     return Path(stack.state_dirs[host]) / "vms" / uid / "disk-root.qcow2"
 
 
@@ -129,7 +130,7 @@ def qemu_img(*args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def disk_tokens(stack: Any, host: str, uid: str) -> list[str]:
+def disk_tokens(stack: Stack, host: str, uid: str) -> list[str]:
     """The tokens the guest read from its disk, as printed on its serial console on `host`."""
     log = Path(stack.state_dirs[host]) / "vms" / uid / "serial.log"
     return DISK_TOKEN.findall(log.read_text(errors="replace")) if log.exists() else []
@@ -141,7 +142,7 @@ def timestamp(value: str) -> float:
 
 
 def test_a_vm_pulls_its_image_with_progress_in_status_then_boots_from_it(
-    stack: Any,
+    stack: Stack,
     tiny_guest: Guest,
     image: SourceImage,
     image_server: ImageServer,
@@ -193,7 +194,7 @@ def test_a_vm_pulls_its_image_with_progress_in_status_then_boots_from_it(
 
 
 def test_a_second_vm_on_the_host_uses_the_cached_image(
-    stack: Any,
+    stack: Stack,
     tiny_guest: Guest,
     image: SourceImage,
     image_server: ImageServer,
@@ -231,7 +232,7 @@ def test_a_second_vm_on_the_host_uses_the_cached_image(
 
 
 def test_a_wrong_sha256_fails_the_vm_and_leaves_nothing_in_the_cache(
-    stack: Any, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
+    stack: Stack, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
 ) -> None:
     served = image.qcow2
     url = image_server.serve("/c/root.qcow2", served.path)
@@ -253,7 +254,7 @@ def test_a_wrong_sha256_fails_the_vm_and_leaves_nothing_in_the_cache(
 
 
 def test_a_download_cut_off_is_retried_until_the_server_is_back(
-    stack: Any, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
+    stack: Stack, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
 ) -> None:
     served = image.qcow2
     url = image_server.serve("/d/root.qcow2", served.path)
@@ -301,7 +302,7 @@ def test_a_download_cut_off_is_retried_until_the_server_is_back(
 
 
 def test_a_migration_target_fetches_the_image_and_the_guest_keeps_its_disk(
-    stack: Any, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
+    stack: Stack, tiny_guest: Guest, image: SourceImage, image_server: ImageServer, namespace: str
 ) -> None:
     served = image.qcow2
     path = "/e/root.qcow2"

@@ -26,6 +26,7 @@ from harness import eventually, require
 from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
+from stacks import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -48,7 +49,7 @@ def bridge() -> Iterator[str]:
 
 
 @pytest.fixture
-def offered_bridge(stack: Any, bridge: str) -> Iterator[str]:
+def offered_bridge(stack: Stack, bridge: str) -> Iterator[str]:
     """The bridge, offered to VMs by every host's admin (spec.hostNetworks): placement keeps
     a VM naming a host bridge off every host that does not offer it."""
 
@@ -85,7 +86,7 @@ def tuned(name: str, *, guest: Guest, bridge: str) -> dict[str, Any]:
     }
 
 
-def test_hosts_report_what_placement_reads(stack: Any, ovmf: Ovmf) -> None:
+def test_hosts_report_what_placement_reads(stack: Stack, ovmf: Ovmf) -> None:
     for host in stack.hosts:
         status = stack.get("hypervisorhost", host.name)["status"]
         capabilities = status["capabilities"]
@@ -100,7 +101,7 @@ def test_hosts_report_what_placement_reads(stack: Any, ovmf: Ovmf) -> None:
 
 
 def test_a_bridge_no_host_offers_keeps_the_vm_unschedulable(
-    stack: Any, namespace: str, tiny_guest: Guest, bridge: str
+    stack: Stack, namespace: str, tiny_guest: Guest, bridge: str
 ) -> None:
     """Issue 16 class 5: naming a host bridge is not enough to join it."""
     stack.apply(namespace, tuned("unoffered", guest=tiny_guest, bridge=bridge))
@@ -111,7 +112,7 @@ def test_a_bridge_no_host_offers_keeps_the_vm_unschedulable(
 
 
 def test_tuned_vm_reaches_the_live_domain_xml(
-    stack: Any, namespace: str, tiny_guest: Guest, offered_bridge: str, ovmf: Ovmf
+    stack: Stack, namespace: str, tiny_guest: Guest, offered_bridge: str, ovmf: Ovmf
 ) -> None:
     bridge = offered_bridge
     stack.apply(namespace, tuned("tuned", guest=tiny_guest, bridge=bridge))
@@ -177,13 +178,15 @@ def vm_requiring(name: str, **security: bool) -> dict[str, Any]:
 
 
 def test_vm_requiring_a_seccomp_sandbox_runs_where_hosts_report_one(
-    stack: Any, namespace: str
+    stack: Stack, namespace: str
 ) -> None:
     stack.apply(namespace, vm_requiring("sandboxed", requireSeccompSandbox=True))
     stack.wait_phase(namespace, "sandboxed", "Running", timeout=120)
 
 
-def test_vm_requiring_what_no_host_reports_stays_unschedulable(stack: Any, namespace: str) -> None:
+def test_vm_requiring_what_no_host_reports_stays_unschedulable(
+    stack: Stack, namespace: str
+) -> None:
     # The testbed's libvirt runs with security_driver = "none": nothing confines QEMU.
     stack.apply(namespace, vm_requiring("confined", requireConfinement=True))
     waiting = stack.wait_phase(namespace, "confined", "Unschedulable", timeout=60)
@@ -202,7 +205,7 @@ def vm_with_cpu_model(name: str, model: str) -> dict[str, Any]:
 
 
 def test_named_cpu_model_runs_only_where_libvirt_marks_it_usable(
-    stack: Any, namespace: str
+    stack: Stack, namespace: str
 ) -> None:
     usable = [
         set(stack.get("hypervisorhost", host.name)["status"]["cpu"]["usableModels"])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from harness import eventually
+from stacks import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -21,7 +20,7 @@ def sample(samples: dict[str, float], name: str, **labels: str) -> float:
     )
 
 
-def test_metrics_count_placements_libvirt_calls_and_phases(stack: Any, namespace: str) -> None:
+def test_metrics_count_placements_libvirt_calls_and_phases(stack: Stack, namespace: str) -> None:
     placed = sample(
         stack.scrape("controller"), "kubevisor_placement_decisions_total", result="placed"
     )

@@ -17,7 +17,7 @@ import pytest
 from harness import eventually
 from kubevisor.api import quantity
 from kubevisor.testbed import guest as guest_image
-from stacks import ExtraHost
+from stacks import ExtraHost, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -42,12 +42,12 @@ def job(name: str, vm_name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def job_phase(stack: Any, namespace: str, name: str) -> str | None:
+def job_phase(stack: Stack, namespace: str, name: str) -> str | None:
     obj = stack.get("migrationjob", name, namespace)
     return None if obj is None else (obj.get("status") or {}).get("phase")
 
 
-def wait_job(stack: Any, namespace: str, name: str, *phases: str, timeout: float = 120) -> Any:
+def wait_job(stack: Stack, namespace: str, name: str, *phases: str, timeout: float = 120) -> Any:
     return eventually(
         lambda: (
             stack.get("migrationjob", name, namespace)
@@ -59,7 +59,7 @@ def wait_job(stack: Any, namespace: str, name: str, *phases: str, timeout: float
     )
 
 
-def serial_log(stack: Any, host: str, uid: str) -> Path:
+def serial_log(stack: Stack, host: str, uid: str) -> Path:
     return Path(stack.state_dirs[host]) / "vms" / uid / "serial.log"
 
 
@@ -68,11 +68,11 @@ def counters(path: Path) -> list[int]:
     return [int(n) for n in COUNTER.findall(text)]
 
 
-def running_domains(stack: Any, host: str) -> list[str]:
+def running_domains(stack: Stack, host: str) -> list[str]:
     return stack.virsh(host, "list", "--uuid").split()
 
 
-def test_live_migration_moves_a_running_guest(stack: Any, namespace: str) -> None:
+def test_live_migration_moves_a_running_guest(stack: Stack, namespace: str) -> None:
     stack.apply(namespace, vm("mover"))
     running = stack.wait_phase(namespace, "mover", "Running")
     uid = running["metadata"]["uid"]
@@ -123,7 +123,7 @@ def test_live_migration_moves_a_running_guest(stack: Any, namespace: str) -> Non
     assert after == sorted(after), after
 
 
-def test_explicit_target_that_breaks_anti_affinity_is_refused(stack: Any, namespace: str) -> None:
+def test_explicit_target_that_breaks_anti_affinity_is_refused(stack: Stack, namespace: str) -> None:
     group = {"group": "spread", "policy": "anti-affinity"}
     stack.apply(namespace, vm("aa-0", placement=group), vm("aa-1", placement=group))
     first = stack.wait_phase(namespace, "aa-0", "Running")
@@ -143,12 +143,12 @@ def test_explicit_target_that_breaks_anti_affinity_is_refused(stack: Any, namesp
     assert first["metadata"]["uid"] not in stack.domains(other)
 
 
-def allocated_memory(stack: Any, host: str) -> int:
+def allocated_memory(stack: Stack, host: str) -> int:
     """Bytes of memory the controller says placement holds on `host`."""
     return quantity.to_bytes(str(stack.get("hvh", host)["status"]["allocated"]["memory"]))
 
 
-def bound_memory(stack: Any, host: str) -> int:
+def bound_memory(stack: Stack, host: str) -> int:
     """Bytes of memory of the VMs bound to `host`, from the VMs themselves."""
     out = stack.kubectl("get", "vm", "-A", "-l", f"kubevisor.io/host={host}", "-o", "json")
     return sum(
@@ -156,7 +156,7 @@ def bound_memory(stack: Any, host: str) -> int:
     )
 
 
-def test_cancelled_migration_leaves_the_guest_on_the_source(stack: Any, namespace: str) -> None:
+def test_cancelled_migration_leaves_the_guest_on_the_source(stack: Stack, namespace: str) -> None:
     # Enough guest memory that 1 MiB/s keeps the transfer going for far longer than the test.
     stack.apply(namespace, vm("slow", memory={"size": "256Mi"}))
     running = stack.wait_phase(namespace, "slow", "Running")
@@ -212,7 +212,7 @@ def test_cancelled_migration_leaves_the_guest_on_the_source(stack: Any, namespac
 IN_FLIGHT = ("Preparing", "Running")
 
 
-def test_concurrency_limits_hold_for_six_migrations_at_once(stack: Any, namespace: str) -> None:
+def test_concurrency_limits_hold_for_six_migrations_at_once(stack: Stack, namespace: str) -> None:
     names = [f"many-{i}" for i in range(6)]
     stack.apply(namespace, *(vm(name) for name in names))
     for name in names:
@@ -248,7 +248,7 @@ def test_concurrency_limits_hold_for_six_migrations_at_once(stack: Any, namespac
     assert len(waited) >= 2, f"six jobs on two hosts: at least two must wait ({waited})"
 
 
-def host_spec(stack: Any, host: str, spec: dict[str, Any]) -> None:
+def host_spec(stack: Stack, host: str, spec: dict[str, Any]) -> None:
     stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
 
 
@@ -257,7 +257,7 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def restore_hosts(stack: Any) -> Iterator[None]:
+def restore_hosts(stack: Stack) -> Iterator[None]:
     """Shared hosts a test cordons or drains are schedulable again afterwards."""
     try:
         yield
@@ -268,7 +268,7 @@ def restore_hosts(stack: Any) -> Iterator[None]:
 
 
 def test_maintenance_moves_live_vms_and_restarts_shutdown_ones_elsewhere(
-    stack: Any, restore_hosts: None, namespace: str
+    stack: Stack, restore_hosts: None, namespace: str
 ) -> None:
     drained, other = (h.name for h in stack.hosts)
     host_spec(stack, other, {"unschedulable": True})  # so all three start on `drained`
@@ -368,7 +368,7 @@ class DomainCensus:
 
 
 def test_lost_host_vms_restart_elsewhere_and_it_fences_on_return(
-    stack: Any, extra_host: ExtraHost, restore_hosts: None, namespace: str
+    stack: Stack, extra_host: ExtraHost, restore_hosts: None, namespace: str
 ) -> None:
     lost = extra_host.name
     for host in stack.hosts:  # so both VMs start on the host that will die
@@ -434,7 +434,7 @@ def virsh_all(uri: str) -> list[str]:
 
 
 def test_a_vm_with_a_local_disk_migrates_with_its_overlay(
-    stack: Any, tiny_guest: Any, namespace: str
+    stack: Stack, tiny_guest: Any, namespace: str
 ) -> None:
     boot = {
         "kernel": str(tiny_guest.kernel),

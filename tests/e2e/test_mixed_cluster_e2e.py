@@ -22,7 +22,7 @@ from harness import eventually, require
 from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import container, guest, hosts
 from kubevisor.testbed.vcsim import Vcsim
-from stacks import ExtraHost, VsphereHost
+from stacks import ExtraHost, Stack, VsphereHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.vcsim]
 
@@ -50,7 +50,7 @@ class Mixed:
 
 @pytest.fixture(scope="module")
 def mixed(
-    stack: Any, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mixed]:
     """An LXC host and a vSphere host, Ready, for this module; removed afterwards, so no
     later test's VM is placed on them."""
@@ -89,11 +89,11 @@ def vm(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def host_type(stack: Any, host: str) -> str:
+def host_type(stack: Stack, host: str) -> str:
     return str(stack.get("hvh", host)["status"]["hypervisor"]["type"])
 
 
-def scheduled_event(stack: Any, namespace: str, name: str) -> str:
+def scheduled_event(stack: Stack, namespace: str, name: str) -> str:
     """The message of the VM's Scheduled event (the controller sends one per placement)."""
     items = json.loads(
         stack.kubectl(
@@ -105,7 +105,7 @@ def scheduled_event(stack: Any, namespace: str, name: str) -> str:
     return str(messages[0])
 
 
-def assert_placed(stack: Any, namespace: str, running: dict[str, Any]) -> str:
+def assert_placed(stack: Stack, namespace: str, running: dict[str, Any]) -> str:
     """The host of a Running VM, after checking its Scheduled condition and event name it."""
     name, host = running["metadata"]["name"], running["status"]["host"]
     (scheduled,) = [c for c in running["status"]["conditions"] if c["type"] == "Scheduled"]
@@ -117,7 +117,7 @@ def assert_placed(stack: Any, namespace: str, running: dict[str, Any]) -> str:
 
 
 def test_each_type_runs_on_its_host_and_lxc_refuses_live_migration(
-    stack: Any, mixed: Mixed, vcsim_server: Vcsim, mixed_namespace: str, tmp_path: Path
+    stack: Stack, mixed: Mixed, vcsim_server: Vcsim, mixed_namespace: str, tmp_path: Path
 ) -> None:
     namespace = mixed_namespace
     rootfs = container.build_rootfs(tmp_path / "rootfs")
@@ -167,7 +167,7 @@ def test_each_type_runs_on_its_host_and_lxc_refuses_live_migration(
 
 
 def test_a_vm_asking_for_uefi_without_a_type_lands_on_qemu(
-    stack: Any, mixed: Mixed, ovmf: Ovmf, mixed_namespace: str
+    stack: Stack, mixed: Mixed, ovmf: Ovmf, mixed_namespace: str
 ) -> None:
     """No type required, but UEFI: the capability filter turns down the lxc and vmware
     hosts, and says so for a VM that requires either type."""

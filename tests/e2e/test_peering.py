@@ -6,12 +6,12 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness import REPO, ManagedProcess, eventually
 from kubevisor.testbed.controlplane import free_ports
+from stacks import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -38,7 +38,7 @@ def serving(url: str) -> bool:
 
 
 @pytest.fixture
-def replicas(stack: Any, tmp_path: Path) -> Iterator[dict[int, tuple[ManagedProcess, str]]]:
+def replicas(stack: Stack, tmp_path: Path) -> Iterator[dict[int, tuple[ManagedProcess, str]]]:
     """The stack's standalone controller swapped for two peered replicas (priority 100, 200)."""
     stack.kubectl("apply", "-f", str(REPO / "deploy/manifests/crds/kopf-peering.yaml"))
     stack.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
@@ -78,7 +78,7 @@ def paused(log: str) -> bool:
 
 
 def test_only_the_highest_priority_replica_places(
-    stack: Any, namespace: str, replicas: dict[int, tuple[ManagedProcess, str]]
+    stack: Stack, namespace: str, replicas: dict[int, tuple[ManagedProcess, str]]
 ) -> None:
     low, high = replicas[100][1], replicas[200][1]
     eventually(lambda: serving(high) and serving(low), what="both replicas serving metrics")

@@ -16,7 +16,7 @@ import pytest
 from harness import eventually
 from kubevisor.api import cpuset
 from kubevisor.testbed.hosts import LocalHost
-from stacks import ExtraHost
+from stacks import ExtraHost, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -30,12 +30,12 @@ def vm(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def patch_host(stack: Any, host: str, spec: dict[str, Any]) -> None:
+def patch_host(stack: Stack, host: str, spec: dict[str, Any]) -> None:
     stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
 
 
 @pytest.fixture
-def host_specs(stack: Any) -> Iterator[None]:
+def host_specs(stack: Stack) -> Iterator[None]:
     """Hosts whose spec a test changes get their original spec back afterwards."""
     saved = {h.name: stack.get("hvh", h.name)["spec"] for h in stack.hosts}
     try:
@@ -61,15 +61,15 @@ def host_specs(stack: Any) -> Iterator[None]:
             )
 
 
-def allocatable_cpu(stack: Any, host: str) -> int:
+def allocatable_cpu(stack: Stack, host: str) -> int:
     return int(stack.get("hvh", host)["status"]["allocatable"]["cpu"])
 
 
-def phases(stack: Any, namespace: str) -> Counter[str]:
+def phases(stack: Stack, namespace: str) -> Counter[str]:
     return Counter((v.get("status") or {}).get("phase") for v in stack.vms(namespace))
 
 
-def running_per_host(stack: Any, namespace: str) -> Counter[str]:
+def running_per_host(stack: Stack, namespace: str) -> Counter[str]:
     return Counter(
         v["status"]["host"]
         for v in stack.vms(namespace)
@@ -77,7 +77,7 @@ def running_per_host(stack: Any, namespace: str) -> Counter[str]:
     )
 
 
-def test_twenty_vms_where_fifteen_fit(stack: Any, namespace: str, host_specs: None) -> None:
+def test_twenty_vms_where_fifteen_fit(stack: Stack, namespace: str, host_specs: None) -> None:
     first, second = (h.name for h in stack.hosts)
     cpus = {h: allocatable_cpu(stack, h) // 4 for h in (first, second)}  # default ratio 4.0
     # Ratios chosen so the two hosts hold exactly 15 one-vCPU VMs between them.
@@ -111,7 +111,9 @@ def test_twenty_vms_where_fifteen_fit(stack: Any, namespace: str, host_specs: No
     assert per_host[first] <= 8 and per_host[second] <= 7, per_host
 
 
-def test_controller_killed_mid_burst_converges_without_doubles(stack: Any, namespace: str) -> None:
+def test_controller_killed_mid_burst_converges_without_doubles(
+    stack: Stack, namespace: str
+) -> None:
     stack.apply(namespace, *(vm(f"crash-{i}") for i in range(8)))
     eventually(
         lambda: sum(1 for v in stack.vms(namespace) if (v.get("status") or {}).get("host")) >= 2,
@@ -140,7 +142,7 @@ def test_controller_killed_mid_burst_converges_without_doubles(stack: Any, names
 
 
 def test_dedicated_vcpus_are_pinned_as_placement_says(
-    stack: Any, namespace: str, host_specs: None
+    stack: Stack, namespace: str, host_specs: None
 ) -> None:
     host = stack.hosts[0].name
     other = stack.hosts[1].name
@@ -197,7 +199,7 @@ def qemu_threads(uid: str) -> dict[str, frozenset[int]]:
 
 
 def test_a_shared_vm_runs_on_the_shared_set_beside_a_pinned_one(
-    stack: Any, namespace: str, host_specs: None
+    stack: Stack, namespace: str, host_specs: None
 ) -> None:
     """Issue 15: a shared VM without NUMA cells floated over every host CPU, the ones pinned
     to dedicated VMs too. With CPU 1 dedicated and CPU 0 shared, a pinned VM and a shared
@@ -235,7 +237,7 @@ def test_a_shared_vm_runs_on_the_shared_set_beside_a_pinned_one(
 
 
 @pytest.fixture
-def two_cell_host(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
+def two_cell_host(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
     """A third host whose libvirt sees this machine as two NUMA cells (cpu0 in cell 0, cpu1
     in cell 1: `kubevisor.testbed.numa`). It lives for one test, so the shared hosts keep
     their single cell and the tests that count the cluster's capacity never see it. Ask for
@@ -269,7 +271,7 @@ def live_pins(host: LocalHost, uid: str) -> list[tuple[int, int]]:
 
 
 def test_two_guest_numa_cells_land_on_two_host_cells_as_placement_says(
-    stack: Any, two_cell_host: LocalHost, namespace: str
+    stack: Stack, two_cell_host: LocalHost, namespace: str
 ) -> None:
     host = two_cell_host.name
     reported = stack.get("hvh", host)["status"]["numaCells"]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness import eventually
-from stacks import ExtraHost
+from stacks import ExtraHost, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -46,7 +46,7 @@ def vm(name: str, guest: Any) -> dict[str, Any]:
     }
 
 
-def host_spec(stack: Any, host: str, spec: dict[str, Any]) -> None:
+def host_spec(stack: Stack, host: str, spec: dict[str, Any]) -> None:
     stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
 
 
@@ -70,7 +70,7 @@ def token_in(log: Path, *, what: str) -> str:
 
 @pytest.fixture
 def shared_hosts(
-    stack: Any, extra_host: ExtraHost, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, extra_host: ExtraHost, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Path]]:
     """Every host (the two shared ones and the extra one) declares the same shared storage;
     returns each host's agent state directory. Undone afterwards."""
@@ -98,7 +98,7 @@ def shared_hosts(
 
 
 def test_a_vm_on_shared_storage_migrates_without_copying_and_keeps_its_data(
-    stack: Any,
+    stack: Stack,
     extra_host: ExtraHost,
     shared_hosts: dict[str, Path],
     tiny_guest: Any,
@@ -132,7 +132,7 @@ def test_a_vm_on_shared_storage_migrates_without_copying_and_keeps_its_data(
 
 
 def test_after_host_loss_shared_storage_keeps_the_data_and_local_storage_loses_it(
-    stack: Any,
+    stack: Stack,
     extra_host: ExtraHost,
     shared_hosts: dict[str, Path],
     tiny_guest: Any,
@@ -199,6 +199,6 @@ def test_after_host_loss_shared_storage_keeps_the_data_and_local_storage_loses_i
     assert "lost" in said["local-vm"], said
 
 
-def _shared_path(stack: Any) -> str:
+def _shared_path(stack: Stack) -> str:
     host = stack.get("hvh", stack.hosts[0].name)
     return str(host["spec"]["sharedStorage"]["path"])

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from harness import eventually
+from stacks import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -30,7 +31,7 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def test_minimal_vm_runs_and_kubectl_wait_returns(stack: Any, namespace: str) -> None:
+def test_minimal_vm_runs_and_kubectl_wait_returns(stack: Stack, namespace: str) -> None:
     example = Path(__file__).parents[2] / "deploy" / "examples" / "01-minimal-vm.yaml"
     stack.kubectl("apply", "-n", namespace, "-f", str(example))
     stack.kubectl(
@@ -56,7 +57,7 @@ def test_minimal_vm_runs_and_kubectl_wait_returns(stack: Any, namespace: str) ->
 
 
 def test_anti_affinity_spreads_and_the_third_waits_until_one_goes(
-    stack: Any, namespace: str
+    stack: Stack, namespace: str
 ) -> None:
     group = {"group": "db", "policy": "anti-affinity"}
     stack.apply(namespace, *(vm(f"db-{i}", placement=group) for i in range(3)))
@@ -80,7 +81,7 @@ def test_anti_affinity_spreads_and_the_third_waits_until_one_goes(
 
 
 def test_halted_stops_always_starts_and_vcpu_change_needs_restart(
-    stack: Any, namespace: str
+    stack: Stack, namespace: str
 ) -> None:
     stack.apply(namespace, vm("toggle"))
     stack.wait_phase(namespace, "toggle", "Running")
@@ -129,7 +130,7 @@ def test_halted_stops_always_starts_and_vcpu_change_needs_restart(
     assert changed["status"]["phase"] == "Running"
 
 
-def test_deleting_vms_leaves_no_domain_file_or_claim(stack: Any, namespace: str) -> None:
+def test_deleting_vms_leaves_no_domain_file_or_claim(stack: Stack, namespace: str) -> None:
     stack.apply(namespace, vm("gone-0"), vm("gone-1"))
     uids = {}
     for name in ("gone-0", "gone-1"):
@@ -156,16 +157,16 @@ def test_deleting_vms_leaves_no_domain_file_or_claim(stack: Any, namespace: str)
         )
 
 
-def _vm_count(stack: Any, host: str) -> int:
+def _vm_count(stack: Stack, host: str) -> int:
     return int(((stack.get("hvh", host) or {}).get("status") or {}).get("vmCount") or 0)
 
 
-def _bound(stack: Any, host: str) -> int:
+def _bound(stack: Stack, host: str) -> int:
     out = stack.kubectl("get", "vm", "-A", "-l", f"kubevisor.io/host={host}", "-o", "name")
     return len(out.stdout.split())
 
 
-def test_silent_host_goes_not_ready_and_its_vms_unknown(stack: Any, namespace: str) -> None:
+def test_silent_host_goes_not_ready_and_its_vms_unknown(stack: Stack, namespace: str) -> None:
     stack.apply(namespace, vm("watched"))
     running = stack.wait_phase(namespace, "watched", "Running")
     host = running["status"]["host"]

@@ -12,7 +12,7 @@ import pytest
 
 from harness import eventually
 from kubevisor.testbed.vcsim import Vcsim
-from stacks import VsphereHost
+from stacks import Stack, VsphereHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.vcsim]
 
@@ -22,7 +22,7 @@ ESXI = {"vsphere-h0": "DC0_C0_H0", "vsphere-h1": "DC0_C0_H1"}
 
 @pytest.fixture(scope="module")
 def vsphere_hosts(
-    stack: Any, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[str]]:
     """The two vSphere HypervisorHosts, Ready; deleted afterwards, so no later test's VM
     is placed on them."""
@@ -61,7 +61,7 @@ def vm(name: str) -> dict[str, Any]:
 
 
 def test_a_vm_runs_on_vsphere_and_vmotions_to_the_other_host(
-    stack: Any, vcsim_server: Vcsim, vsphere_namespace: str
+    stack: Stack, vcsim_server: Vcsim, vsphere_namespace: str
 ) -> None:
     namespace = vsphere_namespace
     stack.apply(namespace, vm("esx"))
