@@ -41,6 +41,7 @@ from kubevisor.api.wire import GROUP, SYSTEM_NAMESPACE, VERSION, VIRTUAL_MACHINE
 from kubevisor.core.domain import converter
 from kubevisor.core.domain.host import BootFiles, HostEnvironment
 from kubevisor.testbed import controlplane, guest, hosts
+from kubevisor.testbed.commands import AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.stack import wait_hosts_ready
 
@@ -157,45 +158,23 @@ def run(
     namespace = f"bench-{label}"
     start = time.monotonic()
     plane.kubectl("create", "namespace", namespace, check=False)
-    py = sys.executable
     argvs = {
-        "controller": [
-            py,
-            "-m",
-            "kubevisor.handlers.main",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--standalone",
-            "--log-level",
-            "WARNING",
-            "--metrics-port",
-            "0",
-        ]
+        "controller": ControllerOptions(
+            plane.kubeconfig, log_level="WARNING", metrics_port=0
+        ).argv()
     }
     for host, uri, kind in agents:
         state = work / label / host
-        argvs[f"agent-{host}"] = [
-            py,
-            "-m",
-            "kubevisor.agent.main",
-            "--host",
+        argvs[f"agent-{host}"] = AgentOptions(
             host,
-            "--libvirt-uri",
             uri,
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--domain-type",
-            kind,
-            "--state-dir",
-            str(state),
-            "--image-dir",
-            str(state / "images"),
-            "--log-level",
-            "WARNING",
-            "--metrics-port",
-            "0",
-            *boot,
-        ]
+            plane.kubeconfig,
+            state,
+            domain_type=kind,
+            log_level="WARNING",
+            metrics_port=0,
+            extra=boot,
+        ).argv()
     (work / label).mkdir(parents=True, exist_ok=True)
     with processes(argvs, work / label) as procs:
         wait_hosts_ready(plane, [a[0] for a in agents], timeout=120)

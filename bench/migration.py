@@ -37,6 +37,7 @@ from kubevisor.api.wire import GROUP, MIGRATION_JOBS, SYSTEM_NAMESPACE, VERSION,
 from kubevisor.core.domain import converter
 from kubevisor.core.domain.host import BootFiles, HostEnvironment
 from kubevisor.testbed import controlplane, guest, hosts
+from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.stack import wait_hosts_ready
 
@@ -99,55 +100,27 @@ def stack(
     plane: ControlPlane, local: list[hosts.LocalHost], tiny: guest.Guest, work: Path
 ) -> Iterator[dict[str, Path]]:
     """The controller and one agent per host; yields each agent's state directory."""
-    py = sys.executable
     argvs = {
-        "controller": [
-            py,
-            "-m",
-            "kubevisor.handlers.main",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--standalone",
-            "--log-level",
-            "WARNING",
-            "--metrics-port",
-            "0",
-        ]
+        "controller": ControllerOptions(
+            plane.kubeconfig, log_level="WARNING", metrics_port=0
+        ).argv()
     }
     states = {}
     for host in local:
         states[host.name] = work / "agents" / host.name
-        argvs[host.name] = [
-            py,
-            "-m",
-            "kubevisor.agent.main",
-            "--host",
+        argvs[host.name] = AgentOptions(
             host.name,
-            "--libvirt-uri",
             host.uri,
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--domain-type",
-            "qemu",
-            "--state-dir",
-            str(states[host.name]),
-            "--image-dir",
-            str(states[host.name] / "img"),
-            "--guest-kernel",
-            str(tiny.kernel),
-            "--guest-initrd",
-            str(tiny.initrd),
-            "--guest-cmdline",
-            tiny.cmdline,
-            "--metrics-port",
-            "0",
-            "--log-level",
-            "WARNING",
-            "--migrate-uri",
-            "tcp://127.0.0.1",
-            "--cgroup-controllers",
-            "",
-        ]
+            plane.kubeconfig,
+            states[host.name],
+            image_dir=states[host.name] / "img",
+            domain_type="qemu",
+            guest=tiny,
+            metrics_port=0,
+            log_level="WARNING",
+            migrate_uri=LOCAL_MIGRATE_URI,
+            cgroup_controllers="",
+        ).argv()
     started = []
     try:
         for name, argv in argvs.items():

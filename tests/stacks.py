@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import yaml
 from harness import ManagedProcess, eventually
 from kubevisor.core import migration
 from kubevisor.testbed import hosts
+from kubevisor.testbed.commands import AgentOptions
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.hosts import LocalHost
 from kubevisor.testbed.vcsim import Vcsim
@@ -33,6 +34,8 @@ class Stack:
     state_dirs: dict[str, Path]
     metrics_ports: dict[str, int]
     """Prometheus port per process: "controller" and each host name (its agent)."""
+    agent_options: dict[str, AgentOptions] = field(default_factory=dict)
+    """Each shared agent's command line, by host name: extra hosts run variants of it."""
 
     def scrape(self, process: str) -> dict[str, float]:
         """Every sample of a process's /metrics, keyed by `name{labels}` as exposed."""
@@ -116,17 +119,6 @@ def host_ready(stack: Stack, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def agent_argv(template: list[str], options: dict[str, str]) -> list[str]:
-    """`template` (an agent's command line) with each `--option value` in `options` set."""
-    argv = list(template)
-    for option, value in options.items():
-        if option in argv:
-            argv[argv.index(option) + 1] = value
-        else:
-            argv += [option, value]
-    return argv
-
-
 @dataclass
 class ExtraHost:
     """A host beyond the shared two, with an agent of its own, for one test: it can be
@@ -164,19 +156,18 @@ class ExtraHost:
         if self.agent is None:
             agent_state = self.state / "agent"
             agent_state.mkdir(exist_ok=True)
-            options = {
-                "--host": self.host.name,
-                "--libvirt-uri": self.host.lxc_uri if self.lxc else self.host.uri,
-                "--state-dir": str(agent_state),
-                "--image-dir": str(agent_state / "images"),
-                "--metrics-port": str(free_ports(1)[0]),
-            }
-            if self.lxc:
-                options["--domain-type"] = "lxc"
-            template = next(iter(self.stack.agents.values())).argv
-            self.agent = ManagedProcess(
-                agent_argv(template, options), log=agent_state / "agent.log"
+            template = next(iter(self.stack.agent_options.values()))
+            options = replace(
+                template,
+                host=self.host.name,
+                libvirt_uri=self.host.lxc_uri if self.lxc else self.host.uri,
+                state_dir=agent_state,
+                image_dir=None,
+                metrics_port=free_ports(1)[0],
+                domain_type="lxc" if self.lxc else template.domain_type,
+                qemu_conf=self.host.root / "etc" / "qemu.conf",
             )
+            self.agent = ManagedProcess(options.argv(), log=agent_state / "agent.log")
         self.agent.start()
         eventually(lambda: host_ready(self.stack, self.name), what=f"host {self.name} Ready")
         return self
@@ -219,31 +210,18 @@ class VsphereHost:
         secret.mkdir(exist_ok=True)
         (secret / "username").write_text(self.sim.username)
         (secret / "password").write_text(self.sim.password)
-        argv = [
-            sys.executable,
-            "-m",
-            "kubevisor.agent.main",
-            "--host",
+        options = AgentOptions(
             self.name,
-            "--libvirt-uri",
             self.sim.host_uri(self.esxi),
-            "--vsphere-credentials",
-            str(secret),
-            "--vsphere-insecure",
-            "--kubeconfig",
-            str(self.stack.plane.kubeconfig),
-            "--state-dir",
-            str(self.state),
-            "--image-dir",
-            str(self.state / "images"),
-            "--shutdown-grace",
-            "10",
-            "--lease-duration",
-            "8",
-            "--metrics-port",
-            str(free_ports(1)[0]),
-        ]
-        self.agent = ManagedProcess(argv, log=self.state / "agent.log").start()
+            self.stack.plane.kubeconfig,
+            self.state,
+            vsphere_credentials=secret,
+            vsphere_insecure=True,
+            shutdown_grace=10,
+            lease_duration=8,
+            metrics_port=free_ports(1)[0],
+        )
+        self.agent = ManagedProcess(options.argv(), log=self.state / "agent.log").start()
         return self
 
     def ready(self) -> bool:

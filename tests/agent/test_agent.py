@@ -22,6 +22,7 @@ import yaml
 
 from harness import eventually
 from kubevisor.testbed import hosts
+from kubevisor.testbed.commands import AgentOptions
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
@@ -72,33 +73,16 @@ def agent(
         name="agent-test-host",
         state_dir=state,
         log=state / "agent.log",
-        argv=[
-            sys.executable,
-            "-m",
-            "kubevisor.agent.main",
-            "--host",
+        argv=AgentOptions(
             "agent-test-host",
-            "--libvirt-uri",
             host.uri,
-            "--kubeconfig",
-            str(control_plane.kubeconfig),
-            "--domain-type",
-            "qemu",
-            "--state-dir",
-            str(state),
-            "--image-dir",
-            str(state / "images"),
-            "--guest-kernel",
-            str(tiny_guest.kernel),
-            "--guest-initrd",
-            str(tiny_guest.initrd),
-            "--guest-cmdline",
-            tiny_guest.cmdline,
-            "--shutdown-grace",
-            "20",
-            "--metrics-port",
-            "0",
-        ],
+            control_plane.kubeconfig,
+            state,
+            domain_type="qemu",
+            guest=tiny_guest,
+            shutdown_grace=20,
+            metrics_port=0,
+        ).argv(),
     )
     proc.start()
     try:

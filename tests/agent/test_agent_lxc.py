@@ -21,6 +21,7 @@ import yaml
 
 from harness import eventually, require
 from kubevisor.testbed import container, guest, hosts
+from kubevisor.testbed.commands import AgentOptions
 from kubevisor.testbed.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd]
@@ -58,26 +59,15 @@ def agent(
     state = tmp_path_factory.mktemp("agent-lxc")
     [host] = hosts.start_hosts(1, state_dir=state / "hosts", lxc=True)
     log = state / "agent.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "kubevisor.agent.main",
-        "--host",
+    argv = AgentOptions(
         HOST,
-        "--libvirt-uri",
         host.lxc_uri,
-        "--kubeconfig",
-        str(control_plane.kubeconfig),
-        # --domain-type auto: an lxc connection offers only lxc.
-        "--state-dir",
-        str(state),
-        "--image-dir",
-        str(state / "images"),
-        "--shutdown-grace",
-        "20",
-        "--metrics-port",
-        "0",
-    ]
+        control_plane.kubeconfig,
+        state,
+        # domain type auto: an lxc connection offers only lxc.
+        shutdown_grace=20,
+        metrics_port=0,
+    ).argv()
     with log.open("ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:

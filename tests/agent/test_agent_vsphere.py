@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from harness import eventually
+from kubevisor.testbed.commands import AgentOptions
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.vcsim import Vcsim
 
@@ -47,28 +48,16 @@ def agent(
     secret.mkdir()
     (secret / "username").write_text(vcsim_server.username)
     (secret / "password").write_text(vcsim_server.password)
-    argv = [
-        sys.executable,
-        "-m",
-        "kubevisor.agent.main",
-        "--host",
+    argv = AgentOptions(
         HOST,
-        "--libvirt-uri",
         vcsim_server.host_uri(ESXI),
-        "--vsphere-credentials",
-        str(secret),
-        "--vsphere-insecure",
-        "--kubeconfig",
-        str(control_plane.kubeconfig),
-        "--state-dir",
-        str(state),
-        "--image-dir",
-        str(state / "images"),
-        "--shutdown-grace",
-        "10",
-        "--metrics-port",
-        "0",
-    ]
+        control_plane.kubeconfig,
+        state,
+        vsphere_credentials=secret,
+        vsphere_insecure=True,
+        shutdown_grace=10,
+        metrics_port=0,
+    ).argv()
     log = state / "agent.log"
     with log.open("ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)

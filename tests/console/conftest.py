@@ -15,6 +15,7 @@ import yaml
 
 from harness import REPO, ManagedProcess, controlplane_bin, eventually, require
 from kubevisor.testbed import controlplane, hosts
+from kubevisor.testbed.commands import AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import free_ports
 from kubevisor.testbed.guest import Guest
 
@@ -76,40 +77,40 @@ def console_stack(
         agent_state.mkdir()
         agent_url = f"https://127.0.0.1:{console_port}"
         agent = ManagedProcess(
-            [
-                sys.executable,
-                "-m",
-                "kubevisor.agent.main",
-                *("--host", host.name, "--libvirt-uri", host.uri),
-                *("--kubeconfig", str(plane.kubeconfig), "--domain-type", "qemu"),
-                *("--state-dir", str(agent_state), "--image-dir", str(agent_state / "images")),
-                *("--guest-kernel", str(tiny_guest.kernel)),
-                *("--guest-initrd", str(tiny_guest.initrd)),
-                *("--guest-cmdline", tiny_guest.cmdline),
-                *("--shutdown-grace", "5", "--lease-duration", "8"),
-                *("--metrics-port", str(agent_metrics), "--cgroup-controllers", ""),
-                *("--console-port", str(console_port), "--console-address", "127.0.0.1"),
-                *("--console-cert", str(agent_cert), "--console-key", str(agent_key)),
-                *("--console-client-ca", str(pki.ca), "--console-advertise", agent_url),
-            ],
+            AgentOptions(
+                host.name,
+                host.uri,
+                plane.kubeconfig,
+                agent_state,
+                domain_type="qemu",
+                guest=tiny_guest,
+                shutdown_grace=5,
+                lease_duration=8,
+                metrics_port=agent_metrics,
+                cgroup_controllers="",
+                extra=[
+                    *("--console-port", str(console_port), "--console-address", "127.0.0.1"),
+                    *("--console-cert", str(agent_cert), "--console-key", str(agent_key)),
+                    *("--console-client-ca", str(pki.ca), "--console-advertise", agent_url),
+                ],
+            ).argv(),
             log=root / "agent.log",
         )
         controller = ManagedProcess(
-            [
-                sys.executable,
-                "-m",
-                "kubevisor.handlers.main",
-                *("--kubeconfig", str(plane.kubeconfig), "--standalone"),
-                *("--metrics-port", str(controller_metrics)),
-                *("--console-api-port", str(api_port), "--console-api-address", address),
-                *("--console-api-cert", str(api_cert), "--console-api-key", str(api_key)),
-                # No --requestheader-client-ca: the CA and header names come from
-                # kube-system/extension-apiserver-authentication, as in a real cluster.
-                *("--console-client-cert", str(client_cert)),
-                *("--console-client-key", str(client_key)),
-                *("--console-agent-ca", str(pki.ca)),
-                *("--console-agent-server-name", AGENT_NAME),
-            ],
+            ControllerOptions(
+                plane.kubeconfig,
+                metrics_port=controller_metrics,
+                extra=[
+                    *("--console-api-port", str(api_port), "--console-api-address", address),
+                    *("--console-api-cert", str(api_cert), "--console-api-key", str(api_key)),
+                    # No --requestheader-client-ca: the CA and header names come from
+                    # kube-system/extension-apiserver-authentication, as in a real cluster.
+                    *("--console-client-cert", str(client_cert)),
+                    *("--console-client-key", str(client_key)),
+                    *("--console-agent-ca", str(pki.ca)),
+                    *("--console-agent-server-name", AGENT_NAME),
+                ],
+            ).argv(),
             log=root / "controller.log",
         )
         processes += [agent.start(), controller.start()]

@@ -38,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 
 from harness import REPO, ManagedProcess, controlplane_bin, eventually, require
 from kubevisor.testbed import controlplane, hosts
+from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
@@ -180,39 +181,19 @@ def agent_token(plane: ControlPlane, node: str) -> str:
 
 def agent_argv(host: LocalHost, guest: Guest, *, kubeconfig: Path, state: Path) -> list[str]:
     """The e2e stack's agent command line (tests/e2e/conftest.py), with its own credential."""
-    return [
-        sys.executable,
-        "-m",
-        "kubevisor.agent.main",
-        "--host",
+    return AgentOptions(
         host.name,
-        "--libvirt-uri",
         host.uri,
-        "--kubeconfig",
-        str(kubeconfig),
-        "--domain-type",
-        "qemu",
-        "--state-dir",
-        str(state),
-        "--image-dir",
-        str(state / "images"),
-        "--guest-kernel",
-        str(guest.kernel),
-        "--guest-initrd",
-        str(guest.initrd),
-        "--guest-cmdline",
-        guest.cmdline,
-        "--shutdown-grace",
-        "15",
-        "--lease-duration",
-        "8",
-        "--metrics-port",
-        str(free_ports(1)[0]),
-        "--migrate-uri",
-        "tcp://127.0.0.1",
-        "--cgroup-controllers",
-        "",
-    ]
+        kubeconfig,
+        state,
+        domain_type="qemu",
+        guest=guest,
+        shutdown_grace=15,
+        lease_duration=8,
+        metrics_port=free_ports(1)[0],
+        migrate_uri=LOCAL_MIGRATE_URI,
+        cgroup_controllers="",
+    ).argv()
 
 
 def show_log(process: ManagedProcess) -> None:
@@ -271,17 +252,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tiny_guest: Guest) -> Iter
         )
 
         controller = ManagedProcess(
-            [
-                sys.executable,
-                "-m",
-                "kubevisor.handlers.main",
-                "--kubeconfig",
-                str(controller_kubeconfig),
+            ControllerOptions(
+                controller_kubeconfig,
                 # As the Deployment runs it (one replica here).
-                "--peering=kubevisor",
-                "--metrics-port",
-                str(free_ports(1)[0]),
-            ],
+                standalone=False,
+                peering="kubevisor",
+                metrics_port=free_ports(1)[0],
+            ).argv(),
             log=root / "controller.log",
         )
         agent_state = root / "agent"

@@ -11,58 +11,42 @@ import pytest
 
 from harness import ManagedProcess, eventually, require
 from kubevisor.core.domain.host import Ovmf
+from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, LOOPBACK, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
 from stacks import ExtraHost, Stack, host_ready
 
 
+def agent_options(
+    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path, metrics_port: int
+) -> AgentOptions:
+    """The shared stack's agent on `host` (ExtraHost runs variants of it)."""
+    return AgentOptions(
+        host.name,
+        host.uri,
+        plane.kubeconfig,
+        state,
+        domain_type="qemu",
+        guest=guest,
+        shutdown_grace=15,
+        lease_duration=8,
+        metrics_port=metrics_port,
+        # The hosts leave migration_host unset: QEMU streams go to 127.0.0.1.
+        migrate_uri=LOCAL_MIGRATE_URI,
+        # The testbed's libvirt runs without cgroups (qemu.conf cgroup_controllers = []).
+        cgroup_controllers="",
+        qemu_conf=host.root / "etc" / "qemu.conf",
+        # The tests serve images on 127.0.0.1, which an agent refuses by default.
+        image_source_allow=LOOPBACK,
+    )
+
+
 def agent_process(
     plane: ControlPlane, host: LocalHost, guest: Guest, state: Path, metrics_port: int
 ) -> ManagedProcess:
-    return ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "kubevisor.agent.main",
-            "--host",
-            host.name,
-            "--libvirt-uri",
-            host.uri,
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--domain-type",
-            "qemu",
-            "--state-dir",
-            str(state),
-            "--image-dir",
-            str(state / "images"),
-            "--guest-kernel",
-            str(guest.kernel),
-            "--guest-initrd",
-            str(guest.initrd),
-            "--guest-cmdline",
-            guest.cmdline,
-            "--shutdown-grace",
-            "15",
-            "--lease-duration",
-            "8",
-            "--metrics-port",
-            str(metrics_port),
-            # The hosts leave migration_host unset: QEMU streams go to 127.0.0.1.
-            "--migrate-uri",
-            "tcp://127.0.0.1",
-            # The testbed's libvirt runs without cgroups (qemu.conf cgroup_controllers = []).
-            "--cgroup-controllers",
-            "",
-            "--qemu-conf",
-            str(host.root / "etc" / "qemu.conf"),
-            # The tests serve images on 127.0.0.1, which an agent refuses by default.
-            "--image-source-allow",
-            "127.0.0.0/8",
-        ],
-        log=state / "agent.log",
-    )
+    options = agent_options(plane, host, guest, state, metrics_port)
+    return ManagedProcess(options.argv(), log=state / "agent.log")
 
 
 @pytest.fixture(scope="session")
@@ -76,32 +60,28 @@ def stack(
     root = tmp_path_factory.mktemp("stack")
     ports = free_ports(1 + len(local_hosts))
     controller = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "kubevisor.handlers.main",
-            "--kubeconfig",
-            str(control_plane.kubeconfig),
-            "--standalone",
-            "--metrics-port",
-            str(ports[0]),
+        ControllerOptions(
+            control_plane.kubeconfig,
+            metrics_port=ports[0],
             # Lost hosts' VMs move after 20 s; long enough that an agent restarted by a test
             # is back first (agents renew an 8 s Lease).
-            "--failover-grace",
-            "20",
-        ],
+            failover_grace=20,
+        ).argv(),
         log=root / "controller.log",
     ).start()
     agents: dict[str, ManagedProcess] = {}
+    options: dict[str, AgentOptions] = {}
     states: dict[str, Path] = {}
     metrics = {"controller": ports[0]}
     for host, port in zip(local_hosts, ports[1:], strict=True):
         states[host.name] = root / host.name
         states[host.name].mkdir()
-        agents[host.name] = agent_process(control_plane, host, tiny_guest, states[host.name], port)
-        agents[host.name].start()
+        options[host.name] = agent_options(control_plane, host, tiny_guest, states[host.name], port)
+        agents[host.name] = ManagedProcess(
+            options[host.name].argv(), log=states[host.name] / "agent.log"
+        ).start()
         metrics[host.name] = port
-    stack = Stack(control_plane, local_hosts, controller, agents, states, metrics)
+    stack = Stack(control_plane, local_hosts, controller, agents, states, metrics, options)
     try:
         for host in local_hosts:
             eventually(

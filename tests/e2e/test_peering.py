@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO, ManagedProcess, eventually
+from kubevisor.testbed.commands import ControllerOptions
 from kubevisor.testbed.controlplane import free_ports
 from stacks import Stack
 
@@ -48,19 +48,13 @@ def replicas(stack: Stack, tmp_path: Path) -> Iterator[dict[int, tuple[ManagedPr
     started: dict[int, tuple[ManagedProcess, str]] = {}
     for priority, port in zip((100, 200), ports, strict=True):
         process = ManagedProcess(
-            [
-                sys.executable,
-                "-m",
-                "kubevisor.handlers.main",
-                "--kubeconfig",
-                str(stack.plane.kubeconfig),
-                "--peering",
-                "kubevisor",
-                "--priority",
-                str(priority),
-                "--metrics-port",
-                str(port),
-            ],
+            ControllerOptions(
+                stack.plane.kubeconfig,
+                standalone=False,
+                peering="kubevisor",
+                priority=priority,
+                metrics_port=port,
+            ).argv(),
             log=tmp_path / f"controller-{priority}.log",
         ).start()
         started[priority] = (process, f"http://127.0.0.1:{port}/metrics")

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from kubevisor.api.wire import SYSTEM_NAMESPACE
 from kubevisor.testbed import controlplane, guest, hosts, images, procfs
+from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, LOOPBACK, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane
 
 PROCESSES = "processes.json"
@@ -54,75 +54,36 @@ def start(
         say("the controller and the agents already run.")
         return plane
     agents = _hypervisors(state_dir, host_count, say)
-    boot: list[str] = []
+    tiny: guest.Guest | None = None
     missing = hosts.missing_prerequisites()
     if not missing:
         tiny = guest.build_guest(state_dir / "guest")
-        boot = [
-            "--guest-kernel",
-            str(tiny.kernel),
-            "--guest-initrd",
-            str(tiny.initrd),
-            "--guest-cmdline",
-            tiny.cmdline,
-        ]
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
-    python = sys.executable
     ports = controlplane.free_ports(2 + len(agents))
-    pids = {
-        "controller": _spawn(
-            [
-                python,
-                "-m",
-                "kubevisor.handlers.main",
-                "--kubeconfig",
-                str(plane.kubeconfig),
-                "--standalone",
-                "--metrics-port",
-                str(ports[0]),
-            ],
-            log=logs / "controller.log",
-        )
-    }
+    controller = ControllerOptions(plane.kubeconfig, metrics_port=ports[0])
+    pids = {"controller": _spawn(controller.argv(), log=logs / "controller.log")}
     say(f"metrics: controller http://127.0.0.1:{ports[0]}/metrics")
     for agent, port in zip(agents, ports[2:], strict=True):
         say(f"metrics: agent {agent.host} http://127.0.0.1:{port}/metrics")
-        agent_state = state_dir / "agents" / agent.host
-        pids[f"agent-{agent.host}"] = _spawn(
-            [
-                python,
-                "-m",
-                "kubevisor.agent.main",
-                "--host",
-                agent.host,
-                "--libvirt-uri",
-                agent.uri,
-                "--kubeconfig",
-                str(plane.kubeconfig),
-                "--domain-type",
-                agent.domain_type,
-                "--state-dir",
-                str(agent_state),
-                "--image-dir",
-                str(agent_state / "images"),
-                "--metrics-port",
-                str(port),
-                # Local hosts: QEMU streams to 127.0.0.1 (migration_host is unset), and
-                # libvirt runs without cgroups (testbed qemu.conf).
-                "--migrate-uri",
-                "tcp://127.0.0.1",
-                "--cgroup-controllers",
-                "",
-                # The demo image is served on 127.0.0.1, which an agent refuses by default.
-                "--image-source-allow",
-                "127.0.0.0/8",
-                *(["--qemu-conf", str(agent.qemu_conf)] if agent.qemu_conf else []),
-                *boot,
-            ],
-            log=logs / f"agent-{agent.host}.log",
+        options = AgentOptions(
+            agent.host,
+            agent.uri,
+            plane.kubeconfig,
+            state_dir / "agents" / agent.host,
+            domain_type=agent.domain_type,
+            guest=tiny,
+            metrics_port=port,
+            # Local hosts: QEMU streams to 127.0.0.1 (migration_host is unset), and
+            # libvirt runs without cgroups (testbed qemu.conf).
+            migrate_uri=LOCAL_MIGRATE_URI,
+            cgroup_controllers="",
+            qemu_conf=agent.qemu_conf,
+            # The demo image is served on 127.0.0.1, which an agent refuses by default.
+            image_source_allow=LOOPBACK,
         )
-    if not missing:
+        pids[f"agent-{agent.host}"] = _spawn(options.argv(), log=logs / f"agent-{agent.host}.log")
+    if tiny is not None:
         served = images.serve_demo_image(
             state_dir, tiny, port=ports[1], log=logs / "image-server.log"
         )
