@@ -1,17 +1,22 @@
 """The Dockerfile, read (no Docker engine here to build it): its stages, who each image runs
-as, what it runs, that build tools stay in the build stage, and that every runtime
-dependency is pinned in requirements.lock."""
+as, what it runs, that build tools stay in the build stage, that every runtime
+dependency is pinned in requirements.lock, and that the testbed stays out of the wheel and
+the images while the CLI still works without it."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 
 import pytest
+import setuptools
 
 from harness import REPO
+from kubevisor.cli import main as cli_main
 
 DOCKERFILE = REPO / "Dockerfile"
 LOCK = REPO / "requirements.lock"
@@ -128,3 +133,37 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
         if line.startswith("COPY ") and "--from" not in line:
             copied.update(line.split()[1:-1])
     assert copied == allowed
+
+
+def test_the_wheel_leaves_the_testbed_out_and_keeps_every_other_package() -> None:
+    """The packages setuptools puts in the wheel (pyproject's find rules), which is what
+    both images install."""
+    rules = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    find = rules["packages"]["find"]
+    packaged = set(
+        setuptools.find_packages(where=str(REPO / find["where"][0]), exclude=find["exclude"])
+    )
+    everything = set(setuptools.find_packages(where=str(REPO / find["where"][0])))
+    assert everything - packaged == {p for p in everything if p.startswith("kubevisor.testbed")}
+    assert {"kubevisor.testbed", "kubevisor.cli", "kubevisor.agent"} <= everything
+    # Else files a stale egg-info lists would come back as package data.
+    assert rules["include-package-data"] is False
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "operator/kubevisor/testbed/" in lines
+
+
+def test_the_cli_works_without_the_testbed_and_has_no_dev_command() -> None:
+    """As installed from the wheel: `kubevisor.testbed` cannot be imported."""
+    script = (
+        "import sys; sys.modules['kubevisor.testbed'] = None\n"
+        "from kubevisor.cli import main\n"
+        "names = main.build_parser()._subparsers._group_actions[0].choices\n"
+        "print(' '.join(sorted(names)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    parser = cli_main.build_parser()
+    with_testbed = sorted(parser._subparsers._group_actions[0].choices)
+    assert "dev" in with_testbed
+    assert done.stdout.split() == [c for c in with_testbed if c != "dev"]

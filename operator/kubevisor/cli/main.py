@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from kubevisor.cli import (
     console,
     crds,
     create,
-    dev,
     hosts,
     migrate,
     placement,
@@ -24,7 +24,18 @@ from kubevisor.cli import (
     wait,
 )
 
-SUBCOMMANDS = (dev, crds, simulate, vm, migrate, wait, hosts, placement, create, console)
+try:
+    from kubevisor.cli import dev
+except ModuleNotFoundError as missing:
+    # Installed from the wheel, which leaves the testbed out: no `kubevisor dev`, which
+    # runs from a checkout (`make up`).
+    if missing.name is None or not missing.name.startswith("kubevisor.testbed"):
+        raise
+    DEV: tuple[ModuleType, ...] = ()
+else:
+    DEV = (dev,)
+
+SUBCOMMANDS = (*DEV, crds, simulate, vm, migrate, wait, hosts, placement, create, console)
 
 
 def build_parser() -> argparse.ArgumentParser:
