@@ -1,9 +1,12 @@
 """An in-memory API server for the agent's unit tests: the calls of `Kube` the agent makes.
 
 Like the real one it sends every VM change to the watch, the agent's own status writes
-included (they do not bump metadata.generation; spec changes do). It also keeps the
-MigrationJobs' status per field manager (each apply replaces that manager's part, as
-server-side apply does), the host object, and the Events recorded.
+included (they do not bump metadata.generation; spec changes do), and it applies the
+agent's VM status by server-side apply under the agent's field manager (the model in
+`server_side_apply`, shared with the controller's `handlers/fake_cluster.FakeKube`): a
+field the agent stops applying goes, one it never applied stays. It also keeps the
+MigrationJobs' status per field manager (each apply replaces that manager's part), the
+host object, and the Events recorded.
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from kubevisor.api.wire import HOST_LABEL
 from kubevisor.kube.client import Object
+from server_side_apply import Owners, apply_status
 
 HOST = "fake-host"
 NAMESPACE = "ns"
+AGENT_MANAGER = "kubevisor-agent"
 
 
 class FakeApiServer:
     def __init__(self) -> None:
         self.vms: dict[str, Object] = {}
+        self.vm_owners: dict[str, Owners] = {}
+        """Per VM key: which field manager holds which status field."""
         self.host: Object | None = None
         self.host_creations = 0
         self.host_status_writes = 0
@@ -102,8 +109,9 @@ class FakeApiServer:
             yield await self._watch.get()
 
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
-        obj = self.vms[f"{namespace}/{name}"]
-        obj["status"] = {**obj.get("status", {}), **copy.deepcopy(status)}
+        key = f"{namespace}/{name}"
+        obj = self.vms[key]
+        apply_status(obj, self.vm_owners.setdefault(key, {}), AGENT_MANAGER, status)
         self.status_writes += 1
         self._send("MODIFIED", obj)
         return copy.deepcopy(obj)

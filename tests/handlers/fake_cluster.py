@@ -2,10 +2,9 @@
 
 `FakeKube` implements the `Kube` calls the controller makes (VM and MigrationJob patches,
 status applies, job creation, host status, events) on plain dicts. Status applies follow
-server-side apply closely enough for the controller's hand-offs: each field manager owns
-the top-level status fields (and conditions, by type) it last applied, and a field its
-owner stops applying disappears unless another manager also holds it. The agents' writes
-are simulated with `agent_vm_status` / `agent_job_status` under their own managers.
+server-side apply as `server_side_apply` models it (shared with the agent's fake API
+server). The agents' writes are simulated with `agent_vm_status` / `agent_job_status`
+under their own managers.
 
 Nothing is delivered by watch: a test hands the controller the objects it wants it to
 see (`Cluster.vm_event`, `Cluster.job_event`), so the order of events is the test's.
@@ -24,6 +23,7 @@ from kubevisor.api.wire import AGENT, CONTROLLER, HOST_LABEL, VM_FINALIZER
 from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube, Object
+from server_side_apply import apply_status, fields, held_by, merge
 
 NAMESPACE = "default"
 LEASE_NAMESPACE = "kubevisor-system"
@@ -50,53 +50,13 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def _fields(status: Object) -> dict[str, Any]:
-    out = {name: value for name, value in status.items() if name != "conditions"}
-    for condition in status.get("conditions") or []:
-        out[f"conditions/{condition['type']}"] = condition
-    return out
-
-
-def _status(fields: dict[str, Any]) -> Object:
-    out = {name: value for name, value in fields.items() if not name.startswith("conditions/")}
-    conditions = [value for name, value in fields.items() if name.startswith("conditions/")]
-    if conditions:
-        out["conditions"] = conditions
-    return out
-
-
-def _merge(target: Object, patch: Object) -> None:
-    """RFC 7386 JSON merge patch: None deletes, dicts merge, everything else replaces."""
-    for name, value in patch.items():
-        if value is None:
-            target.pop(name, None)
-        elif isinstance(value, dict) and isinstance(target.get(name), dict):
-            _merge(target[name], value)
-        else:
-            target[name] = copy.deepcopy(value)
-
-
 @dataclass
 class _Stored:
     obj: Object
     owners: dict[str, set[str]] = field(default_factory=dict)
 
     def apply(self, manager: str, status: Object) -> None:
-        have = _fields(self.obj.get("status") or {})
-        wanted = _fields(copy.deepcopy(status))
-        for name, holders in list(self.owners.items()):
-            if manager in holders and name not in wanted:
-                holders.discard(manager)
-                if not holders:
-                    del self.owners[name]
-                    have.pop(name, None)
-        for name, value in wanted.items():
-            holders = self.owners.setdefault(name, set())
-            if have.get(name) != value:
-                holders.clear()  # a forced apply of a new value takes the field over
-            holders.add(manager)
-            have[name] = value
-        self.obj["status"] = _status(have)
+        apply_status(self.obj, self.owners, manager, status)
 
 
 class FakeKube:
@@ -120,7 +80,7 @@ class FakeKube:
 
     def add_vm(self, obj: Object) -> Object:
         stored = _Stored(copy.deepcopy(obj))
-        for name in _fields(obj.get("status") or {}):
+        for name in fields(obj.get("status") or {}):
             manager = CONTROLLER if name in _CONTROLLER_VM_FIELDS else AGENT
             stored.owners[name] = {manager}
         self.vms[_key(obj)] = stored
@@ -128,7 +88,7 @@ class FakeKube:
 
     def add_job(self, obj: Object) -> Object:
         stored = _Stored(copy.deepcopy(obj))
-        for name in _fields(obj.get("status") or {}):
+        for name in fields(obj.get("status") or {}):
             stored.owners[name] = {AGENT if name in _AGENT_JOB_FIELDS else CONTROLLER}
         self.jobs[_key(obj)] = stored
         return self.job(_key(obj))
@@ -181,7 +141,7 @@ class FakeKube:
 
     def change_job(self, key: str, patch: Object) -> Object:
         """A user's (or the garbage collector's) merge patch of a job."""
-        _merge(self.jobs[key].obj, patch)
+        merge(self.jobs[key].obj, patch)
         return self.job(key)
 
     def called(self, method: str) -> list[str]:
@@ -208,7 +168,7 @@ class FakeKube:
 
     async def patch_vm(self, namespace: str, name: str, patch: Object) -> Object:
         self.calls.append(("patch_vm", f"{namespace}/{name}"))
-        _merge(self.vms[f"{namespace}/{name}"].obj, patch)
+        merge(self.vms[f"{namespace}/{name}"].obj, patch)
         return self.vm(f"{namespace}/{name}")
 
     async def patch_vm_status(self, namespace: str, name: str, patch: Object) -> Object | None:
@@ -219,7 +179,7 @@ class FakeKube:
         for field_name, value in patch["status"].items():
             if value is None:
                 stored.owners.pop(field_name, None)
-        _merge(stored.obj.setdefault("status", {}), patch["status"])
+        merge(stored.obj.setdefault("status", {}), patch["status"])
         return self.vm(f"{namespace}/{name}")
 
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
@@ -279,7 +239,7 @@ class FakeKube:
 
     async def patch_job(self, namespace: str, name: str, patch: Object) -> Object:
         self.calls.append(("patch_job", f"{namespace}/{name}"))
-        _merge(self.jobs[f"{namespace}/{name}"].obj, patch)
+        merge(self.jobs[f"{namespace}/{name}"].obj, patch)
         return self.job(f"{namespace}/{name}")
 
     async def apply_job_status(
@@ -302,8 +262,7 @@ class FakeKube:
 
 def _fields_of(stored: _Stored, manager: str) -> Object:
     """The status fields `manager` holds now, so a partial agent write keeps the rest."""
-    have = _fields(stored.obj.get("status") or {})
-    return _status({n: have[n] for n, who in stored.owners.items() if manager in who})
+    return held_by(stored.obj, stored.owners, manager)
 
 
 def _key(obj: Object) -> str:
