@@ -130,7 +130,7 @@ class FakeKube:
     def change_vm(self, key: str, patch: Object) -> Object:
         """A user's merge patch of a VM's spec: its generation moves on."""
         stored = self.vms[key]
-        _merge(stored.obj, patch)
+        merge(stored.obj, patch)
         stored.obj["metadata"]["generation"] = int(stored.obj["metadata"]["generation"]) + 1
         return self.vm(key)
 
