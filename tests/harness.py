@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from kubevisor.testbed import controlplane
+from kubevisor.testbed.commands import ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane
 
 T = TypeVar("T")
@@ -174,19 +174,7 @@ def controller_process(
     """A standalone kubevisor controller on `plane` (not started), its metrics on a free
     port; `extra` adds flags."""
     (port,) = controlplane.free_ports(1)
-    return ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "kubevisor.handlers.main",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--standalone",
-            "--lease-namespace",
-            lease_namespace,
-            "--metrics-port",
-            str(port),
-            *extra,
-        ],
-        log=log,
+    options = ControllerOptions(
+        plane.kubeconfig, lease_namespace=lease_namespace, metrics_port=port, extra=extra
     )
+    return ManagedProcess(options.argv(), log=log)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 from harness import ManagedProcess, running_control_plane
-from kubevisor.testbed import controlplane
 from kubevisor.testbed.controlplane import ControlPlane
 
 LEASES = "kubevisor-system"
@@ -66,18 +66,9 @@ def heartbeat(plane: ControlPlane, host: str) -> None:
 def controller_process(plane: ControlPlane, log_dir: Path, *flags: str) -> Iterator[ManagedProcess]:
     """The controller process (not started yet) with `flags` added; its log's tail is
     printed when the test ends."""
-    (port,) = controlplane.free_ports(1)
-    process = ManagedProcess(
-        [
-            sys.executable, "-m", "kubevisor.handlers.main",
-            "--kubeconfig", str(plane.kubeconfig),
-            "--standalone",
-            "--lease-namespace", LEASES,
-            "--metrics-port", str(port),
-            *flags,
-        ],
-        log=log_dir / "controller.log",
-    )  # fmt: skip
+    process = harness.controller_process(
+        plane, lease_namespace=LEASES, log=log_dir / "controller.log", extra=flags
+    )
     try:
         yield process
     finally:

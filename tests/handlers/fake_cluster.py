@@ -200,7 +200,7 @@ class FakeKube:
         key = f"{namespace}/{name}"
         self.calls.append(("patch_network", key))
         stored = self.networks[key]
-        _merge(stored.obj, patch)
+        merge(stored.obj, patch)
         meta = stored.obj["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self.networks[key]
