@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness import require, running_control_plane, vcsim_bin
-from kubevisor.testbed import guest, hosts, vcsim
+from kubevisor.testbed import container, guest, hosts, vcsim
 from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
@@ -92,3 +92,11 @@ def tiny_guest() -> Guest:
     except guest.GuestBuildError as error:
         require(False, what="the tiny guest", how=str(error))
         raise
+
+
+@pytest.fixture(scope="module")
+def rootfs_dir() -> Iterator[Path]:
+    """A directory for system containers' root filesystems (an LXC agent's --rootfs-dir)
+    that a container's mapped root can reach, unlike pytest's 0700 temporary directories."""
+    with container.traversable_directory() as directory:
+        yield directory

@@ -135,6 +135,8 @@ class ExtraHost:
     lxc: bool = False
     hugepages: bool = False
     """Mount a hugetlbfs for huge-page guests (`start_hosts(hugepages=True)`)."""
+    rootfs_dir: Path | None = None
+    """The agent's --rootfs-dir, where containers' root filesystems may be."""
     host: LocalHost | None = None
     agent: ManagedProcess | None = None
 
@@ -166,6 +168,7 @@ class ExtraHost:
                 metrics_port=free_ports(1)[0],
                 domain_type="lxc" if self.lxc else template.domain_type,
                 qemu_conf=self.host.root / "etc" / "qemu.conf",
+                rootfs_dirs=() if self.rootfs_dir is None else (self.rootfs_dir,),
             )
             self.agent = ManagedProcess(options.argv(), log=agent_state / "agent.log")
         self.agent.start()

@@ -82,6 +82,7 @@ def agent(
             guest=tiny_guest,
             shutdown_grace=20,
             metrics_port=0,
+            boot_dirs=(state / "boot",),
         ).argv(),
     )
     proc.start()
@@ -328,6 +329,33 @@ def test_missing_base_image_stalls_with_a_reason(
     assert stalled["status"] == "True"
     assert "missing.qcow2" in stalled["message"]
     control_plane.kubectl("delete", "vm", "huge", "-n", NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "says"),
+    [
+        pytest.param("/etc/shadow", "boot.kernel: /etc/shadow is outside", id="a-host-file"),
+        pytest.param(
+            "{boot}/shadow", "boot.kernel: {boot}/shadow resolves to /etc/shadow", id="a-symlink"
+        ),
+    ],
+)
+def test_a_kernel_path_outside_the_boot_directory_fails_the_vm_with_the_reason(
+    control_plane: ControlPlane, agent: AgentProcess, kernel: str, says: str
+) -> None:
+    boot = agent.state_dir / "boot"
+    boot.mkdir(exist_ok=True)
+    if not (boot / "shadow").is_symlink():
+        (boot / "shadow").symlink_to("/etc/shadow")
+    name = f"escape-{'link' if '{boot}' in kernel else 'file'}"
+    vm = bind_vm(control_plane, name, agent.name, boot={"kernel": kernel.format(boot=boot)})
+    failed = eventually(lambda: phase_is(control_plane, name, "Failed"), what="phase Failed")
+    ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "HostPathRefused"
+    assert says.format(boot=boot) in ready["message"]
+    assert f"this host allows ({boot}; the agent's --boot-dir)" in ready["message"]
+    assert domstate(agent, vm["metadata"]["uid"]) is None, "nothing was defined"
+    control_plane.kubectl("delete", "vm", name, "-n", NAMESPACE)
 
 
 def test_agent_reconnects_when_libvirtd_restarts(

@@ -31,6 +31,7 @@ from kubevisor.agent.agent import Agent, Settings
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.core.destinations import Policy
 from kubevisor.core.domain.host import BootFiles
+from kubevisor.core.hostpaths import Allowed
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.drivers.fake import FakeHypervisor
 from kubevisor.drivers.hostnet.base import HostNetwork
@@ -203,7 +204,10 @@ def test_a_spec_this_host_cannot_express_fails_the_vm_with_the_reason(
         container = {"rootfs": str(tmp_path / "rootfs")}
         spec = {**SPEC, "container": container, "firmware": {"type": "uefi"}}
         key, _ = api.create("uefi-container", spec)
-        async with running(tmp_path, api, hv, clock, domain_type="lxc") as agent:
+        allowed = Allowed(rootfs=(str(tmp_path),))
+        async with running(
+            tmp_path, api, hv, clock, domain_type="lxc", host_paths=allowed
+        ) as agent:
             await agent.settle()
             assert [call for call in hv.calls if call[0] == "define"] == []
             assert api.vms[key]["status"]["phase"] == "Failed"
@@ -214,6 +218,76 @@ def test_a_spec_this_host_cannot_express_fails_the_vm_with_the_reason(
                     "DomainRejected",
                 )
                 assert "firmware: no UEFI" in rejected["message"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("kernel", "boot_dirs", "message"),
+    [
+        pytest.param(
+            "/etc/shadow",
+            ("boot",),
+            "boot.kernel: /etc/shadow is outside the directories this host allows ({tmp}/boot;",
+            id="a-host-file-outside-the-boot-directory",
+        ),
+        pytest.param(
+            "{tmp}/boot/shadow",
+            ("boot",),
+            "boot.kernel: {tmp}/boot/shadow resolves to /etc/shadow, outside the directories",
+            id="a-symlink-in-the-boot-directory-leading-out",
+        ),
+        pytest.param(
+            "{tmp}/boot/vmlinuz",
+            (),
+            "boot.kernel: {tmp}/boot/vmlinuz refused: this host allows no such paths (its "
+            "agent declares no --boot-dir)",
+            id="a-host-that-allows-no-boot-files",
+        ),
+    ],
+)
+def test_a_kernel_path_outside_the_allowed_directories_fails_the_vm_with_the_reason(
+    tmp_path: Path, clock: Any, kernel: str, boot_dirs: tuple[str, ...], message: str
+) -> None:
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "vmlinuz").write_bytes(b"kernel")
+    (boot / "shadow").symlink_to("/etc/shadow")
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        spec = {**SPEC, "boot": {"kernel": kernel.format(tmp=tmp_path)}}
+        key, _ = api.create("escapes", spec)
+        allowed = Allowed(boot=tuple(str(tmp_path / d) for d in boot_dirs))
+        async with running(tmp_path, api, hv, clock, host_paths=allowed) as agent:
+            await agent.settle()
+            assert [call for call in hv.calls if call[0] == "define"] == []
+            assert api.vms[key]["status"]["phase"] == "Failed"
+            for type_ in ("Ready", "Stalled"):
+                refused = agent.condition(key, type_)
+                assert refused["reason"] == "HostPathRefused"
+                assert message.format(tmp=tmp_path) in refused["message"]
+            assert not any((tmp_path / "state" / "vms").iterdir()), "no file was made for it"
+
+    asyncio.run(main())
+
+
+def test_a_kernel_in_the_boot_directory_boots_by_its_real_path(tmp_path: Path, clock: Any) -> None:
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "vmlinuz-6.1").write_bytes(b"kernel")
+    # The admin's directory is a symlink, and so is the file in it: the domain names neither.
+    (tmp_path / "boot").symlink_to("kernels")
+    (tmp_path / "kernels" / "vmlinuz").symlink_to("vmlinuz-6.1")
+
+    async def main() -> None:
+        api, hv = FakeApiServer(), FakeHypervisor()
+        _, uid = api.create("boots", {**SPEC, "boot": {"kernel": f"{tmp_path}/boot/vmlinuz"}})
+        allowed = Allowed(boot=(str(tmp_path / "boot"),))
+        async with running(tmp_path, api, hv, clock, host_paths=allowed) as agent:
+            await agent.settle()
+            assert agent.starts(uid) == 1
+            kernel = ET.fromstring(hv.domains[uid].xml).findtext("os/kernel")
+            assert kernel == str(tmp_path / "kernels" / "vmlinuz-6.1")
 
     asyncio.run(main())
 

@@ -34,6 +34,8 @@ HOST = "agent-lxc-host"
 class LxcAgent:
     host: hosts.LocalHost
     state_dir: Path
+    rootfs_dir: Path
+    """The agent's --rootfs-dir."""
     process: subprocess.Popen[bytes]
 
     def domstate(self, uid: str) -> str | None:
@@ -45,7 +47,7 @@ class LxcAgent:
 
 @pytest.fixture(scope="module")
 def agent(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, rootfs_dir: Path
 ) -> Iterator[LxcAgent]:
     missing = hosts.missing_prerequisites() + hosts.missing_lxc_prerequisites()
     require(
@@ -67,11 +69,12 @@ def agent(
         # domain type auto: an lxc connection offers only lxc.
         shutdown_grace=20,
         metrics_port=0,
+        rootfs_dirs=(rootfs_dir,),
     ).argv()
     with log.open("ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield LxcAgent(host=host, state_dir=state, process=process)
+        yield LxcAgent(host=host, state_dir=state, rootfs_dir=rootfs_dir, process=process)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -118,9 +121,9 @@ def test_the_host_reports_hypervisor_type_lxc(control_plane: ControlPlane, agent
 
 
 def test_a_container_vm_runs_stops_on_sigterm_and_is_removed(
-    control_plane: ControlPlane, agent: LxcAgent, tmp_path: Path
+    control_plane: ControlPlane, agent: LxcAgent
 ) -> None:
-    rootfs = container.build_rootfs(tmp_path / "rootfs")
+    rootfs = container.build_rootfs(agent.rootfs_dir / "web")
     spec = {
         "memory": {"size": "48Mi"},
         "container": {"rootfs": str(rootfs), "init": container.HEARTBEAT_INIT},
@@ -131,6 +134,8 @@ def test_a_container_vm_runs_stops_on_sigterm_and_is_removed(
     assert agent.domstate(uid) == "running"
     eventually(lambda: container.beats(rootfs) > 1, what="the container's init counting")
     assert container.memory_kib(rootfs) == 48 * 1024
+    # A user namespace: the container's root is the host's uid 100000 (<idmap>).
+    assert container.uid_map(rootfs) == [(0, 100000, 65536)]
 
     halt = json.dumps({"spec": {"runStrategy": "Halted"}})
     control_plane.kubectl("patch", "vm", "web", "-n", NAMESPACE, "--type=merge", "-p", halt)
@@ -157,3 +162,20 @@ def test_a_vm_a_container_cannot_be_fails_with_every_reason(
         assert field in ready["message"]
     assert agent.domstate(uid) is None, "nothing was defined"
     control_plane.kubectl("delete", "vm", "kernel-vm", "-n", NAMESPACE, "--wait=true")
+
+
+def test_a_root_filesystem_outside_the_rootfs_directory_fails_the_vm_with_the_reason(
+    control_plane: ControlPlane, agent: LxcAgent, tmp_path: Path
+) -> None:
+    outside = container.build_rootfs(tmp_path / "rootfs")
+    spec = {"memory": {"size": "48Mi"}, "container": {"rootfs": str(outside)}}
+    uid = bind_vm(control_plane, "outside", spec)
+    failed = eventually(lambda: phase_is(control_plane, "outside", "Failed"), what="Failed")
+    (ready,) = [c for c in failed["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready["reason"] == "HostPathRefused"
+    assert ready["message"] == (
+        f"container.rootfs: {outside} is outside the directories this host allows "
+        f"({agent.rootfs_dir}; the agent's --rootfs-dir)"
+    )
+    assert agent.domstate(uid) is None, "nothing was defined"
+    control_plane.kubectl("delete", "vm", "outside", "-n", NAMESPACE, "--wait=true")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from agent.conftest import LOOPBACK, ImageServer
+from kubevisor.agent.hostpaths import HostPathRefused
 from kubevisor.agent.imagecache import ImageCache
 from kubevisor.agent.vmfiles import ImageRejected, VmFiles
 from kubevisor.api.hypervisorhost import SharedStorage
@@ -299,3 +300,22 @@ def test_a_self_contained_image_directory_image_backs_the_overlay_in_its_format(
         str(tmp_path / "images" / "base.img"),
         format,
     )
+
+
+def test_an_image_directory_symlink_leading_out_of_it_is_refused(tmp_path: Path) -> None:
+    outside = self_contained_qcow2(tmp_path)
+    files = with_base_image(tmp_path, raw)
+    (tmp_path / "images" / "escape.img").symlink_to(outside)
+    (tmp_path / "images" / "alias.img").symlink_to("base.img")
+
+    with pytest.raises(HostPathRefused) as raised:
+        asyncio.run(files.prepare(_vm([{"name": "root", "image": "escape.img"}]), "uid-1"))
+    prepared = asyncio.run(files.prepare(_vm([{"name": "root", "image": "alias.img"}]), "uid-2"))
+
+    assert str(raised.value) == (
+        f"disks[root].image: {tmp_path}/images/escape.img resolves to {outside}, outside the "
+        f"directories this host allows ({tmp_path}/images; the agent's --image-dir)"
+    )
+    assert raised.value.reason == "HostPathRefused"
+    backing = image_info(prepared.disk_paths["root"])["backing-filename"]
+    assert backing == str(tmp_path / "images" / "base.img"), "a symlink within is resolved"

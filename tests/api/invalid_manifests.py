@@ -461,6 +461,31 @@ INVALID = [
         id="container-rootfs-relative",
     ),
     pytest.param(
+        vm({"container": {"rootfs": "/"}}), "spec.container.rootfs", id="rootfs-host-root"
+    ),
+    pytest.param(
+        vm({"container": {"rootfs": "/srv/containers/../../"}}),
+        "spec.container.rootfs",
+        id="rootfs-dot-dot",
+    ),
+    pytest.param(
+        vm({"boot": {"kernel": "../../etc/shadow"}}), "spec.boot.kernel", id="kernel-relative"
+    ),
+    pytest.param(
+        vm({"boot": {"kernel": "/var/lib/kubevisor/boot/../../../etc/shadow"}}),
+        "spec.boot.kernel",
+        id="kernel-dot-dot",
+    ),
+    pytest.param(vm({"boot": {"kernel": "/boot/./vmlinuz"}}), "spec.boot.kernel", id="kernel-dot"),
+    pytest.param(
+        vm({"boot": {"kernel": "/boot/vmlinuz", "initrd": "//server/initrd"}}),
+        "spec.boot.initrd",
+        id="initrd-double-slash",
+    ),
+    pytest.param(
+        vm({"boot": {"kernel": "/boot/"}}), "spec.boot.kernel", id="kernel-trailing-slash"
+    ),
+    pytest.param(
         vm({"container": {"rootfs": "/srv/web", "init": []}}),
         "spec.container.init",
         id="container-init-empty",

@@ -65,9 +65,9 @@ async def beating(rootfs: Path) -> None:
 
 
 def test_container_starts_pauses_resumes_and_shuts_down(
-    host: hosts.LocalHost, tmp_path: Path
+    host: hosts.LocalHost, rootfs_dir: Path
 ) -> None:
-    rootfs = container.build_rootfs(tmp_path / "rootfs")
+    rootfs = container.build_rootfs(rootfs_dir / "cycle")
     vm = container_vm(rootfs)
     uuid = str(vm.metadata["uid"])
     xml = converter.render(vm, host=HostEnvironment(domain_type="lxc"))
@@ -88,6 +88,8 @@ def test_container_starts_pauses_resumes_and_shuts_down(
                 assert container.memory_kib(rootfs) == MEMORY_KIB
                 # No spec.networks: a network namespace of its own, with no host NIC in it.
                 assert container.interfaces(rootfs) == ["lo"]
+                # A user namespace: the container's root is the host's uid 100000.
+                assert container.uid_map(rootfs) == [(0, 100000, 65536)]
 
                 await hypervisor.suspend(uuid)
                 await events_until(events, uuid, E.SUSPENDED, "paused")
@@ -140,10 +142,12 @@ def container_processes(uid: str) -> list[int]:
     return found
 
 
-def test_stopping_the_host_ends_its_containers_and_their_cgroups(tmp_path: Path) -> None:
+def test_stopping_the_host_ends_its_containers_and_their_cgroups(
+    tmp_path: Path, rootfs_dir: Path
+) -> None:
     state_dir = tmp_path / "hosts"
     [doomed] = hosts.start_hosts(1, state_dir=state_dir, lxc=True)
-    rootfs = container.build_rootfs(tmp_path / "rootfs")
+    rootfs = container.build_rootfs(rootfs_dir / "host-stops")
     vm = container_vm(rootfs)
     xml = converter.render(vm, host=HostEnvironment(domain_type="lxc"))
     # libvirt names the cgroup after the domain, leaving out characters like '_'.

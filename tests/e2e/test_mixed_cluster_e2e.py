@@ -50,7 +50,7 @@ class Mixed:
 
 @pytest.fixture(scope="module")
 def mixed(
-    stack: Stack, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, vcsim_server: Vcsim, tmp_path_factory: pytest.TempPathFactory, rootfs_dir: Path
 ) -> Iterator[Mixed]:
     """An LXC host and a vSphere host, Ready, for this module; removed afterwards, so no
     later test's VM is placed on them."""
@@ -62,7 +62,7 @@ def mixed(
     )
     require(guest.BUSYBOX.is_file(), what="a static busybox", how=guest.HOW_TO_INSTALL)
     root = tmp_path_factory.mktemp("mixed")
-    lxc = ExtraHost(stack, root / "lxc", lxc=True)
+    lxc = ExtraHost(stack, root / "lxc", lxc=True, rootfs_dir=rootfs_dir)
     vmware = VsphereHost(stack, vcsim_server, "mixed-vsphere", "DC0_C0_H0", root / "vsphere")
     try:
         vmware.start()
@@ -120,7 +120,8 @@ def test_each_type_runs_on_its_host_and_lxc_refuses_live_migration(
     stack: Stack, mixed: Mixed, vcsim_server: Vcsim, mixed_namespace: str, tmp_path: Path
 ) -> None:
     namespace = mixed_namespace
-    rootfs = container.build_rootfs(tmp_path / "rootfs")
+    assert mixed.lxc.rootfs_dir is not None
+    rootfs = container.build_rootfs(mixed.lxc.rootfs_dir / "on-lxc")
     stack.apply(
         namespace,
         vm("on-qemu", {"memory": {"size": "128Mi"}, "hypervisor": {"type": "qemu"}}),

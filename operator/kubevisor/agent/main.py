@@ -28,8 +28,8 @@ from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
-from kubevisor.core import destinations
-from kubevisor.core.domain.host import BootFiles, DomainType
+from kubevisor.core import destinations, hostpaths
+from kubevisor.core.domain.host import BootFiles, DomainType, IdRange
 from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
 from kubevisor.drivers.hostnet.linux import LinuxHostNetwork
@@ -105,6 +105,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "internal mirror; 127.0.0.0/8 for a test server on this host) even where they are "
         "loopback, link-local, this host's or the API server's addresses, all refused by "
         "default; comma-separated, repeatable. The API server's own endpoint stays refused",
+    )
+    parser.add_argument(
+        "--boot-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a directory whose files a VM's boot.kernel and boot.initrd may name (after "
+        "symlinks); repeatable. None (the default): a VM naming boot files fails with "
+        "reason HostPathRefused",
+    )
+    parser.add_argument(
+        "--rootfs-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a directory whose subdirectories a container's container.rootfs may name "
+        "(after symlinks); repeatable. None (the default): containers fail with reason "
+        "HostPathRefused",
+    )
+    parser.add_argument(
+        "--allow-privileged-containers",
+        action="store_true",
+        help="run system containers without a user namespace, their root the host's root "
+        "(default: a container's ids 0-65535 are the host's 100000-165535, <idmap>)",
     )
     parser.add_argument("--guest-kernel", help="default kernel for VMs without boot or disks")
     parser.add_argument("--guest-initrd", help="default initrd for those VMs")
@@ -386,6 +410,11 @@ async def run(args: argparse.Namespace) -> None:
         else None,
         cgroup_controllers=cgroup_controllers(args),
         qemu_conf=args.qemu_conf,
+        host_paths=hostpaths.Allowed(
+            boot=tuple(str(d.absolute()) for d in args.boot_dir),
+            rootfs=tuple(str(d.absolute()) for d in args.rootfs_dir),
+        ),
+        container_ids=None if args.allow_privileged_containers else IdRange(),
         lease_namespace=args.lease_namespace,
         lease_duration=args.lease_duration,
         shutdown_grace=args.shutdown_grace,

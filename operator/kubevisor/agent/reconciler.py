@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.agent import probe
+from kubevisor.agent import hostpaths, probe
 from kubevisor.agent.network import NetworkNotReady
 from kubevisor.agent.pulls import ImagePulls
 from kubevisor.agent.settings import Settings
@@ -280,9 +280,13 @@ class Reconciler:
 
     async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
         """This host as the domain XML needs it, with the VM's files created here (in the
-        host's shared storage as last read), the host's shared CPUs as last read,
-        libvirt's security driver, which a VM requiring confinement is labelled for, and
-        the VM's Networks realised here (raises NetworkNotReady when one is not)."""
+        host's shared storage as last read), the spec's host paths resolved inside the
+        directories the host's admin allows (else HostPathRefused), the host's shared CPUs
+        as last read, libvirt's security driver, which a VM requiring confinement is
+        labelled for, and the VM's Networks realised here (raises NetworkNotReady when one
+        is not)."""
+        # Before any file is made for it: a VM naming a host path it may not use fails here.
+        host_paths = hostpaths.resolve_spec(vm.spec, self._settings.host_paths)
         nics = await self._network.attach(vm, uid) if self._network is not None else {}
         files = await self._files.prepare(vm, uid, shared=self._host.shared)
         return HostEnvironment(
@@ -297,6 +301,8 @@ class Reconciler:
             shared_cpus=self._host.shared_cpus,
             security_model=self._host.security_model,
             nics=nics,
+            host_paths=host_paths,
+            container_ids=self._settings.container_ids,
         )
 
     async def _shutdown_and_remove(self, uid: str) -> None:
@@ -410,8 +416,9 @@ def _agent_error(failed: HypervisorError | None) -> AgentError | None:
         return AgentError(permanent=False, reason=failed.reason, message=str(failed))
     if isinstance(failed, RetryableError):
         return AgentError(permanent=False, reason="HypervisorBusy", message=str(failed))
-    reason = failed.reason if isinstance(failed, ImageRejected) else "DomainRejected"
-    return AgentError(permanent=True, reason=reason, message=str(failed))
+    if isinstance(failed, ImageRejected | hostpaths.HostPathRefused):
+        return AgentError(permanent=True, reason=failed.reason, message=str(failed))
+    return AgentError(permanent=True, reason="DomainRejected", message=str(failed))
 
 
 def _raise(pull_failed: PullFailure | None, failed: HypervisorError | None) -> None:

@@ -8,8 +8,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from kubevisor.api.wire import SYSTEM_NAMESPACE
-from kubevisor.core import destinations
-from kubevisor.core.domain.host import BootFiles, DomainType
+from kubevisor.core import destinations, hostpaths
+from kubevisor.core.domain.host import BootFiles, DomainType, IdRange
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +42,10 @@ class Settings:
     """Unused cached images are evicted, oldest last use first, while the cache is larger."""
     image_cache_max_unused: float = 86400.0
     """Seconds after its last use an unused cached image is evicted."""
+    host_paths: hostpaths.Allowed = dataclasses.field(default_factory=hostpaths.Allowed)
+    """Directories a VM's boot files and container root may be in (--boot-dir, --rootfs-dir)."""
+    container_ids: IdRange | None = dataclasses.field(default_factory=IdRange)
+    """Host ids a container's ids map to; None: privileged containers allowed."""
     image_sources: destinations.Policy = dataclasses.field(default_factory=destinations.Policy)
     """Where image downloads may connect, and the largest image accepted."""
     tunnel_ip: IPv4Address | None = None

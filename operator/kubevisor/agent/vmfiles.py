@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubevisor.agent import hostpaths
 from kubevisor.agent.imagecache import ImageCache
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
@@ -193,7 +194,8 @@ class VmFiles:
         partial = overlay.with_suffix(".partial")
         args = ["create", "-q", "-f", "qcow2"]
         if disk.image is not None:
-            base = self.image_dir / disk.image
+            # Resolved: a symlink in the image directory may not lead out of it.
+            base = hostpaths.image(disk.image, self.image_dir, disk=disk.name)
             if not base.is_file():
                 raise PermanentError(
                     f"disk {disk.name}: base image {disk.image!r} is not in {self.image_dir}"

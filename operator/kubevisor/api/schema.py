@@ -218,6 +218,18 @@ NO_CONTROL_CHARACTERS = Refuse(
     message="must not contain control characters (such as a newline or NUL)",
 )
 
+# A host path in normal form: absolute, and no component empty ('//', a trailing '/'),
+# '.' or '..', so that it names what it reads as. Where it may point is the agent's to
+# judge, after symlinks (core.hostpaths): this only keeps path tricks out of the API.
+ABSOLUTE_PATH = Refuse(
+    python=r"^[^/]|//|/$|(^|/)\.{1,2}(/|$)",
+    re2=r"^[^/]|//|/$|(^|/)\.{1,2}(/|$)",
+    message=(
+        "must be an absolute path such as /var/lib/kubevisor/boot/vmlinuz, without '.' "
+        "or '..' components, '//' or a trailing '/'"
+    ),
+)
+
 # Bounded text for status fields the agent and controller write: short identifiers
 # (libvirt states, versions, UUIDs), object names, URIs and human-readable messages (the
 # bound of metav1.Condition's message).

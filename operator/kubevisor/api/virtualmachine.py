@@ -20,6 +20,7 @@ from kubevisor.api.addresses import IPv4Address, MacAddress
 from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.hypervisorhost import HostCpuNumber, HostNumaCellId, HypervisorType
 from kubevisor.api.schema import (
+    ABSOLUTE_PATH,
     DNS_LABEL,
     LIST_SET,
     MAX_URL_LENGTH,
@@ -117,6 +118,11 @@ CpuFeature = Annotated[str, StringConstraints(min_length=1, max_length=64), NO_C
 # A path or an argument that reaches the domain XML as text.
 HostPathText = Annotated[
     str, StringConstraints(min_length=1, max_length=4096), NO_CONTROL_CHARACTERS
+]
+# A file or directory on the hypervisor host: absolute and in normal form here, and used
+# by the agent only inside the directories the host's admin declares (core.hostpaths).
+HostPath = Annotated[
+    str, StringConstraints(min_length=2, max_length=4096), NO_CONTROL_CHARACTERS, ABSOLUTE_PATH
 ]
 VcpuIndex = Annotated[int, Field(ge=0, le=MAX_VCPUS - 1)]
 
@@ -539,15 +545,23 @@ class Disk(ApiModel):
 
 class Boot(ApiModel):
     """Direct kernel boot: start the guest from a kernel and initrd on the host instead
-    of a disk's boot loader. Paths are absolute paths on the hypervisor host."""
+    of a disk's boot loader. Paths are absolute paths on the hypervisor host, inside a
+    directory its admin allows for boot files (the agent's --boot-dir): any other path,
+    also through a symlink, fails the VM with reason HostPathRefused."""
 
-    kernel: HostPathText | None = Field(
+    kernel: HostPath | None = Field(
         default=None,
-        description="Absolute path of the kernel image on the host.",
+        description=(
+            "Absolute path of the kernel image on the host, inside a directory the host "
+            "allows for boot files (its agent's --boot-dir)."
+        ),
     )
-    initrd: HostPathText | None = Field(
+    initrd: HostPath | None = Field(
         default=None,
-        description="Absolute path of the initrd/initramfs on the host.",
+        description=(
+            "Absolute path of the initrd/initramfs on the host, inside a directory the "
+            "host allows for boot files (its agent's --boot-dir)."
+        ),
     )
     cmdline: Annotated[str, StringConstraints(max_length=4096), NO_CONTROL_CHARACTERS] | None = (
         Field(
@@ -560,12 +574,14 @@ class Boot(ApiModel):
 class Container(ApiModel):
     """A system container instead of a virtual machine: the host's kernel runs `init` in
     its own namespaces with `rootfs` as its root filesystem (libvirt LXC). Only hosts of
-    hypervisor type lxc run it."""
+    hypervisor type lxc run it, in a user namespace unless the host's admin allows
+    privileged containers (the agent's --allow-privileged-containers)."""
 
-    rootfs: Annotated[
-        str, StringConstraints(pattern=r"^/", max_length=4096), NO_CONTROL_CHARACTERS
-    ] = Field(
-        description="Absolute path on the host of the directory that becomes the root (/).",
+    rootfs: HostPath = Field(
+        description=(
+            "Absolute path on the host of the directory that becomes the root (/), inside "
+            "a directory the host allows for root filesystems (its agent's --rootfs-dir)."
+        ),
     )
     init: list[HostPathText] = Field(
         default_factory=lambda: ["/sbin/init"],

@@ -49,6 +49,10 @@ class AgentOptions:
     image_source_allow: str | None = None
     vsphere_credentials: Path | None = None
     vsphere_insecure: bool = False
+    boot_dirs: Sequence[Path] = ()
+    """Where tenants' boot.kernel/boot.initrd may lie (`--boot-dir`, repeated)."""
+    rootfs_dirs: Sequence[Path] = ()
+    """Where containers' root filesystems may lie (`--rootfs-dir`, repeated)."""
     extra: Sequence[str] = ()
 
     def argv(self) -> list[str]:
@@ -80,6 +84,8 @@ class AgentOptions:
             *_flag("--image-source-allow", self.image_source_allow),
             *_flag("--vsphere-credentials", self.vsphere_credentials),
             *(["--vsphere-insecure"] if self.vsphere_insecure else []),
+            *(arg for path in self.boot_dirs for arg in ("--boot-dir", str(path))),
+            *(arg for path in self.rootfs_dirs for arg in ("--rootfs-dir", str(path))),
             *self.extra,
         ]
 

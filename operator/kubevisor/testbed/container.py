@@ -8,9 +8,14 @@ log, and its console is only a pty.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from kubevisor.core.domain.host import IdRange
 from kubevisor.testbed.guest import BUSYBOX
 
 APPLETS = ("sh", "sleep", "cat", "grep", "echo", "ls", "mount", "ps", "mkdir")
@@ -27,16 +32,25 @@ HEARTBEAT_INIT = [
     "trap 'echo stopped > /run/kubevisor/stopped; exit 0' TERM; "
     "grep MemTotal /proc/meminfo > /run/kubevisor/meminfo; "
     "ls /sys/class/net > /run/kubevisor/net; "
+    "cat /proc/self/uid_map > /run/kubevisor/uid_map; "
     "n=0; while :; do n=$((n+1)); echo $n > /run/kubevisor/beat; sleep 0.2; done",
 ]
-"""A PID 1 that records its memory limit and network interfaces, counts while it runs, and
-exits on SIGTERM."""
+"""A PID 1 that records its memory limit, network interfaces and user namespace's uid map,
+counts while it runs, and exits on SIGTERM."""
 
 
-def build_rootfs(directory: Path) -> Path:
+UNPRIVILEGED = IdRange()
+"""The host ids an agent maps a container's to by default (its user namespace)."""
+
+
+def build_rootfs(directory: Path, *, ids: IdRange | None = UNPRIVILEGED) -> Path:
     """Write a root filesystem with a static busybox under `directory`; return it.
 
-    Needs Debian's busybox-static (`guest.HOW_TO_INSTALL`): the container has no libraries.
+    Its files belong to the host ids a container's root maps to (`ids`, the agent's
+    default user namespace unless given; None: the host's root, for a privileged
+    container), as an admin prepares a root filesystem for unprivileged containers: the
+    container's root can write its own files and no one else's. Needs Debian's
+    busybox-static (`guest.HOW_TO_INSTALL`): the container has no libraries.
     """
     for sub in DIRECTORIES:
         (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -45,7 +59,31 @@ def build_rootfs(directory: Path) -> Path:
         link = directory / "bin" / applet
         if not link.is_symlink():
             link.symlink_to("busybox")
+    owner = 0 if ids is None else ids.start
+    for path in [directory, *directory.rglob("*")]:
+        os.lchown(path, owner, owner)
     return directory
+
+
+@contextlib.contextmanager
+def traversable_directory() -> Iterator[Path]:
+    """A new directory for root filesystems, removed afterwards, that a container's mapped
+    root can reach: it and every directory above it let others pass (pytest's temporary
+    directories are root's alone, 0700, and libvirt_lxc sets up the root filesystem as the
+    mapped root)."""
+    path = Path(tempfile.mkdtemp(prefix="kubevisor-rootfs-", dir="/var/tmp"))
+    try:
+        path.chmod(0o711)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def uid_map(rootfs: Path) -> list[tuple[int, int, int]]:
+    """The container's /proc/self/uid_map as HEARTBEAT_INIT recorded it: (inside, host,
+    count) per line; [(0, 0, 4294967295)] for no user namespace."""
+    lines = _read(rootfs / STATE / "uid_map").splitlines()
+    return [(int(a), int(b), int(c)) for a, b, c in (line.split() for line in lines)]
 
 
 def beats(rootfs: Path) -> int:

@@ -10,7 +10,7 @@ import pytest
 from kubevisor.core import hypervisors
 from kubevisor.core.domain import container, converter, identity
 from kubevisor.core.domain.document import DomainError
-from kubevisor.core.domain.host import HostEnvironment
+from kubevisor.core.domain.host import HostEnvironment, IdRange
 from kubevisor.core.hypervisors import Feature
 
 from .builders import HOSTILE, vm
@@ -140,3 +140,26 @@ def test_a_container_without_networks_gets_a_network_namespace_of_its_own() -> N
     root = ET.fromstring(converter.render(vm(CONTAINER), host=LXC))
     assert root.find("devices/interface") is None
     assert root.find("features/privnet") is not None
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        pytest.param(IdRange(), ("0", "100000", "65536"), id="default-a-user-namespace"),
+        pytest.param(IdRange(start=200000, count=1000), ("0", "200000", "1000"), id="a-range"),
+        pytest.param(None, None, id="privileged-containers-allowed"),
+    ],
+)
+def test_a_container_runs_in_a_user_namespace_unless_the_admin_allows_privileged_ones(
+    ids: IdRange | None, expected: tuple[str, str, str] | None
+) -> None:
+    host = HostEnvironment(domain_type="lxc", container_ids=ids)
+    root = ET.fromstring(converter.render(vm(CONTAINER), host=host))
+    idmap = root.find("idmap")
+    if expected is None:
+        assert idmap is None
+        return
+    assert idmap is not None
+    for kind in ("uid", "gid"):
+        (mapping,) = idmap.findall(kind)
+        assert (mapping.get("start"), mapping.get("target"), mapping.get("count")) == expected

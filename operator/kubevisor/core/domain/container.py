@@ -112,10 +112,25 @@ def features(doc: Document) -> None:
     ET.SubElement(element, "privnet")
 
 
+def user_namespace(doc: Document) -> None:
+    """<idmap>: the container's root and users are unprivileged ids on the host (a user
+    namespace), so root inside owns nothing outside, not even its root filesystem's files
+    unless the admin gave them to the mapped ids; none when the host's admin allows
+    privileged containers (the agent's --allow-privileged-containers)."""
+    ids = doc.host.container_ids
+    if ids is None:
+        return
+    idmap = ET.SubElement(doc.domain, "idmap")
+    for kind in ("uid", "gid"):
+        ET.SubElement(idmap, kind, start="0", target=str(ids.start), count=str(ids.count))
+
+
 def root_filesystem(doc: Document) -> None:
     assert doc.spec.container is not None
     element = ET.SubElement(doc.devices(), "filesystem", type="mount")
-    ET.SubElement(element, "source", dir=doc.spec.container.rootfs)
+    ET.SubElement(
+        element, "source", dir=doc.host_path("container.rootfs", doc.spec.container.rootfs)
+    )
     ET.SubElement(element, "target", dir="/")
 
 
@@ -142,6 +157,7 @@ CONFIGURATORS: Sequence[Configurator] = (
     cpu.limits,
     init,
     features,
+    user_namespace,
     general.lifecycle,
     root_filesystem,
     interfaces,

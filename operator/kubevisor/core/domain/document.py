@@ -33,6 +33,16 @@ class Document:
         found = self.domain.find("devices")
         return found if found is not None else ET.SubElement(self.domain, "devices")
 
+    def host_path(self, field: str, path: str) -> str:
+        """The real path the agent resolved the spec's `field` (e.g. boot.kernel) to, inside
+        a directory the host allows; `path` as written when the caller resolved nothing."""
+        if self.host.host_paths is None:
+            return path
+        resolved = self.host.host_paths.get(field)
+        if resolved is None:
+            raise DomainError(f"{field}: {path} was not resolved inside an allowed directory")
+        return resolved
+
 
 Configurator = Callable[[Document], None]
 

@@ -31,7 +31,11 @@ def boot(doc: Document) -> None:
     direct = doc.spec.boot
     files: BootFiles | None = None
     if direct is not None and direct.kernel:
-        files = BootFiles(kernel=direct.kernel, initrd=direct.initrd, cmdline=direct.cmdline)
+        files = BootFiles(
+            kernel=doc.host_path("boot.kernel", direct.kernel),
+            initrd=doc.host_path("boot.initrd", direct.initrd) if direct.initrd else None,
+            cmdline=direct.cmdline,
+        )
     elif not doc.spec.disks and doc.host.default_boot is not None:
         files = doc.host.default_boot
     if files is None:

@@ -54,6 +54,15 @@ class Nic:
 
 
 @dataclass(frozen=True, slots=True)
+class IdRange:
+    """Host ids a container's ids 0..count-1 map to: start..start+count-1. The default is
+    the range Debian's first /etc/subuid entry gives (100000, 65536 ids)."""
+
+    start: int = 100000
+    count: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
 class HostEnvironment:
     """What the agent knows about its host and what it prepared on disk for one VM.
 
@@ -82,6 +91,16 @@ class HostEnvironment:
     """cgroup controllers libvirt uses for VMs here; None: unknown (assume all)."""
     security_model: str | None = None
     """libvirt's security driver here (apparmor, selinux, none); None: unknown."""
+    host_paths: Mapping[str, str] | None = None
+    """The real paths of the host files the spec names (boot.kernel, boot.initrd,
+    container.rootfs), by field, as `core.hostpaths.resolve_spec` found them inside the
+    directories the host's admin allows; the domain names these, never the spec's
+    strings. None: nothing was resolved and the spec's paths are used as written (unit
+    tests of other concerns; the agent always resolves)."""
+    container_ids: IdRange | None = field(default_factory=IdRange)
+    """The host uids and gids a system container's root and users map to (a user
+    namespace, `<idmap>`); None: the host's admin allows privileged containers, whose root
+    is the host's root."""
     shared_cpus: frozenset[int] | None = None
     """Host CPUs shared-policy VMs float over (`shared_cpus`, from the HypervisorHost's
     spec); None: the host has no shared set, and they float over every CPU."""
