@@ -14,6 +14,8 @@ the share of accepted objects high, and accepted objects are what the checks are
 from __future__ import annotations
 
 import copy
+import dataclasses
+import posixpath
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -36,6 +38,7 @@ from kubevisor.api.virtualmachine import (
     VirtualMachine,
     VirtualMachineStatus,
 )
+from kubevisor.core import hostpaths
 from kubevisor.core.domain import converter, identity
 from kubevisor.core.domain import host as domainhost
 from kubevisor.core.domain.document import DomainError
@@ -181,6 +184,11 @@ HOSTILE_STRINGS: Final = (
     "/dev/sda",
     "/proc/self/root",
     "images/../../../etc/passwd",
+    "/var/lib/kubevisor/boot/../../../../etc/shadow",
+    "/var/lib/kubevisor/rootfs",
+    "/var/lib/kubevisor/rootfs/",
+    "/var/lib/kubevisor/rootfs/.",
+    "/var/lib/kubevisor/bootleg/vmlinuz",
     "//server/share",
     "~root/.ssh/id_rsa",
     "file:///etc/shadow",
@@ -269,7 +277,11 @@ _RICH_SEEDS: Final[dict[str, list[dict[str, Any]]]] = {
         },
         {
             "memory": {"size": "128Mi", "balloon": {"statsPeriodSeconds": 5}},
-            "boot": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img", "cmdline": "ro"},
+            "boot": {
+                "kernel": "/var/lib/kubevisor/boot/vmlinuz",
+                "initrd": "/var/lib/kubevisor/boot/initrd.img",
+                "cmdline": "ro",
+            },
             "security": {"requireConfinement": True},
             "placement": {"hostSelector": {"kubevisor.io/zone": "a"}},
         },
@@ -397,10 +409,13 @@ def manifests(draw: st.DrawFn, kind: str) -> dict[str, Any]:
 # ---- what an accepted object must survive ----------------------------------------------
 
 # Directories the synthetic host of the render check declares: every file a rendered
-# domain names comes from these (or from the spec, for the checks in DOMAIN_CHECKS).
+# domain names must be in these, whatever path the spec gave (DOMAIN_CHECKS).
 STATE_DIR: Final = "/var/lib/kubevisor"
 BOOT_DIR: Final = f"{STATE_DIR}/boot"
+ROOTFS_DIR: Final = f"{STATE_DIR}/rootfs"
 DECLARED_DIRECTORIES: Final = (STATE_DIR, "/usr/share/OVMF")
+ALLOWED: Final = hostpaths.Allowed(boot=(BOOT_DIR,), rootfs=(ROOTFS_DIR,))
+"""What the synthetic host's agent allows a spec's boot files and root filesystem in."""
 
 
 @dataclass(frozen=True)
@@ -420,11 +435,37 @@ def well_formed_domain(rendered: Rendered) -> None:
     assert root.findtext("name") == identity.domain_name(meta["namespace"], meta["name"])
 
 
-# Every rendered domain must pass each of these. This is the extension point for
-# properties of the XML that other work adds, e.g. that the domain references no host
-# path outside DECLARED_DIRECTORIES (issue 16, host paths from a tenant): append a
-# function of Rendered that raises AssertionError.
-DOMAIN_CHECKS: list[Callable[[Rendered], None]] = [well_formed_domain]
+# Where a domain names a host file or directory: these elements' text, and these
+# attributes of any element but a <target> (the guest's side, e.g. a container's
+# <target dir="/">): <source file/dir>, <log file>, <nvram template>. Not "dev": kubevisor
+# renders no host block device, and <boot dev="hd"> or <target dev="vda"> are no paths.
+PATH_TEXTS: Final = ("os/kernel", "os/initrd", "os/loader", "os/nvram")
+PATH_ATTRIBUTES: Final = ("file", "dir", "path", "template")
+
+
+def host_paths(xml: str) -> list[str]:
+    """Every host path the domain `xml` names."""
+    root = ET.fromstring(xml)
+    found = [text for path in PATH_TEXTS for e in root.findall(path) if (text := e.text)]
+    hosts = [e for e in root.iter() if e.tag != "target"]
+    found += [e.get(a, "") for e in hosts for a in PATH_ATTRIBUTES if e.get(a)]
+    return found
+
+
+def only_declared_directories(rendered: Rendered) -> None:
+    """The domain names no host path outside DECLARED_DIRECTORIES, nor one that only
+    looks inside ('..', '//'): whatever the spec said (issue 16, host paths from a tenant)."""
+    for path in host_paths(rendered.xml):
+        assert posixpath.normpath(path) == path and path.startswith("/"), path
+        assert any(hostpaths.inside(path, d) for d in DECLARED_DIRECTORIES), path
+
+
+# Every rendered domain must pass each of these: the extension point for properties of
+# the XML; append a function of Rendered that raises AssertionError.
+DOMAIN_CHECKS: list[Callable[[Rendered], None]] = [
+    well_formed_domain,
+    only_declared_directories,
+]
 
 
 def _vm_dir(vm: VirtualMachine) -> str:
@@ -561,10 +602,15 @@ def placed(vm: VirtualMachine) -> tuple[VirtualMachine, bool]:
     return vm.model_copy(update={"status": status}), isinstance(decision, scheduler.Decision)
 
 
-def render(vm: VirtualMachine) -> Rendered | DomainError:
-    """The domain of an accepted VM, or the DomainError that names why this host type
-    cannot run it (only containers may have one: see container_unsupported)."""
-    host = host_environment(vm)
+def render(vm: VirtualMachine) -> Rendered | DomainError | hostpaths.Refusal:
+    """The domain of an accepted VM, as the agent renders it: its host paths resolved
+    inside ALLOWED first (the Refusal the VM fails with otherwise; the synthetic host has
+    no symlinks), then the DomainError that names why this host type cannot run it (only
+    containers may have one: see container_unsupported)."""
+    resolved = hostpaths.resolve_spec(vm.spec, ALLOWED, realpath=posixpath.normpath)
+    if isinstance(resolved, hostpaths.Refusal):
+        return resolved
+    host = dataclasses.replace(host_environment(vm), host_paths=resolved)
     try:
         return Rendered(vm, host, converter.render(vm, host=host))
     except DomainError as refused:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import posixpath
 import ssl
 import time
 from collections import Counter
@@ -39,6 +40,8 @@ from hypothesis import strategies as st
 from api import generated_inputs as gen
 from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine
 from kubevisor.api.schema import ApiModel
+from kubevisor.core import hostpaths
+from kubevisor.core.domain import converter
 from kubevisor.core.domain.document import DomainError
 from kubevisor.core.network import ipam
 from kubevisor.core.placement import inputs, scheduler
@@ -197,6 +200,12 @@ def survives_kubevisor(model: ApiModel, tally: Counter[str]) -> None:
         with_placement, fitted = gen.placed(model)
         tally["VirtualMachine placed"] += fitted
         rendered = gen.render(with_placement)
+        if isinstance(rendered, hostpaths.Refusal):
+            # The agent fails such a VM (HostPathRefused): its path leads out of ALLOWED.
+            resolved = posixpath.normpath(rendered.path)
+            assert not any(hostpaths.inside(resolved, d) for d in rendered.directories)
+            tally["VirtualMachine host path refused"] += 1
+            return
         if isinstance(rendered, DomainError):
             if any(interface.network for interface in model.spec.networks):
                 # Interfaces on a Network are not rendered yet (core.domain.devices).
@@ -333,3 +342,23 @@ def test_every_spec_field_has_a_strategy(data: st.DataObject) -> None:
             data.draw(gen.hostile_for(node))
     covered = {path[-1] for paths in gen.PATHS.values() for path, _ in paths}
     assert {"size", "cpuDedicatedSet", "group", "kernel", "rootfs", "maxDowntimeMs"} <= covered
+
+
+@pytest.mark.parametrize(
+    "boot",
+    [
+        pytest.param({"kernel": "/etc/shadow"}, id="a-host-file"),
+        pytest.param({"kernel": f"{gen.BOOT_DIR}/../../../../etc/shadow"}, id="dot-dot"),
+        pytest.param({"kernel": f"{gen.BOOT_DIR}/k", "initrd": "/dev/sda"}, id="initrd-a-device"),
+    ],
+)
+def test_the_path_check_fails_a_domain_that_names_a_path_outside(boot: dict[str, str]) -> None:
+    # What only_declared_directories exists for: the spec's path, had the agent not resolved
+    # it (host_paths None renders the spec as written), would reach the domain.
+    # model_copy validates nothing: a path the schema would refuse gets through too.
+    boot_files = virtualmachine.Boot.model_construct(**{"cmdline": None, **boot})
+    vm = SMALL_VM.model_copy(update={"spec": SMALL_VM.spec.model_copy(update={"boot": boot_files})})
+    xml = converter.render(vm, host=gen.host_environment(vm))
+    with pytest.raises(AssertionError):
+        gen.only_declared_directories(gen.Rendered(vm, gen.host_environment(vm), xml))
+    assert isinstance(gen.render(vm), hostpaths.Refusal), "the agent's resolver refuses it"
