@@ -50,10 +50,15 @@ class AgentOptions:
     vsphere_credentials: Path | None = None
     vsphere_insecure: bool = False
     boot_dirs: Sequence[Path] = ()
-    """Where tenants' boot.kernel/boot.initrd may lie (`--boot-dir`, repeated)."""
+    """Where tenants' boot.kernel/boot.initrd may lie (`--boot-dir`, repeated). A testbed
+    host with `guest` also lets VMs name that guest's kernel and initrd, as the e2e VMs do."""
     rootfs_dirs: Sequence[Path] = ()
     """Where containers' root filesystems may lie (`--rootfs-dir`, repeated)."""
     extra: Sequence[str] = ()
+
+    def _boot_dirs(self) -> list[Path]:
+        shipped = (self.guest.kernel.parent, self.guest.initrd.parent) if self.guest else ()
+        return list(dict.fromkeys([*self.boot_dirs, *shipped]))
 
     def argv(self) -> list[str]:
         """`python -m kubevisor.agent.main` with these options."""
@@ -84,7 +89,7 @@ class AgentOptions:
             *_flag("--image-source-allow", self.image_source_allow),
             *_flag("--vsphere-credentials", self.vsphere_credentials),
             *(["--vsphere-insecure"] if self.vsphere_insecure else []),
-            *(arg for path in self.boot_dirs for arg in ("--boot-dir", str(path))),
+            *(arg for path in self._boot_dirs() for arg in ("--boot-dir", str(path))),
             *(arg for path in self.rootfs_dirs for arg in ("--rootfs-dir", str(path))),
             *self.extra,
         ]
