@@ -112,7 +112,6 @@ UNBOUNDED = {
         ".status.imagePulls[].attempts",
     },
     "HypervisorHost": {
-        ".status.capacity.cpu",
         ".status.allocatable.cpu",
         ".status.allocated.cpu",
         ".status.numaCells[].hugepages[].total",

@@ -171,3 +171,22 @@ def test_a_stored_object_the_schema_now_refuses_fails_to_parse_at_once(
     with pytest.raises(pydantic.ValidationError):
         MODELS[manifest["kind"]].model_validate({**manifest, "metadata": {"name": "x"}})
     assert time.process_time() - started < 0.1
+
+
+@pytest.mark.parametrize(
+    ("cpus", "accepted"),
+    [
+        pytest.param(8192, True, id="the-most-linux-numbers"),
+        pytest.param(8193, False, id="more-than-linux-numbers"),
+        pytest.param(10**12, False, id="absurd"),
+    ],
+)
+def test_a_host_reports_at_most_8192_cpus(cpus: int, accepted: bool) -> None:
+    # Placement expands a host without NUMA cells into a set of `capacity.cpu` CPUs: the
+    # bound keeps a bad report from costing the controller seconds (issue 16, class 6).
+    status = {"capacity": {"cpu": cpus}, "allocatable": {"cpu": cpus * 4}}
+    if accepted:
+        hypervisorhost.HypervisorHostStatus.model_validate(status)
+    else:
+        with pytest.raises(pydantic.ValidationError, match=r"capacity\.cpu"):
+            hypervisorhost.HypervisorHostStatus.model_validate(status)

@@ -18,6 +18,7 @@ from kubevisor.agent.imagecache import Entry
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import (
     CachedImage,
+    Capacity,
     HostCapabilities,
     HostCpu,
     HostHugepages,
@@ -28,7 +29,6 @@ from kubevisor.api.hypervisorhost import (
     HypervisorType,
     Ksm,
     PciDevice,
-    Resources,
 )
 from kubevisor.core.domain.host import DomainType
 from kubevisor.drivers.base import HostFacts
@@ -111,7 +111,7 @@ def host_status(
             threads=threads,
             usable_models=_usable_models(facts, domain_type),
         ),
-        capacity=Resources(
+        capacity=Capacity(
             cpu=facts.cpus,
             memory=quantity.format_bytes(facts.memory_kib * 1024),
             disk=quantity.format_bytes(disk_bytes),

@@ -336,6 +336,15 @@ class Resources(ApiModel):
     )
 
 
+class Capacity(Resources):
+    """A host's physical totals: as `Resources`, with CPUs bounded by what Linux can number,
+    so an absurd report is refused by the API server rather than expanded by placement."""
+
+    cpu: int | None = Field(
+        default=None, ge=0, le=cpuset.MAX_CPUS, description="Host CPUs (logical)."
+    )
+
+
 class HostHugepages(ApiModel):
     """Huge pages of one size on one host NUMA cell."""
 
@@ -546,7 +555,7 @@ class HypervisorHostStatus(ApiModel):
         "only); unset when the agent serves none.",
     )
     cpu: HostCpu | None = Field(default=None, description="CPU model, vendor, features, topology.")
-    capacity: Resources | None = Field(
+    capacity: Capacity | None = Field(
         default=None,
         description="Physical totals: host CPUs, memory, disk.",
     )
