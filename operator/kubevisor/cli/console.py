@@ -53,12 +53,8 @@ LOG_NOT_AVAILABLE = (
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "console",
-        help="attach to a VM's serial console (Ctrl-] detaches)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
+    parser = kubeapi.command(
+        subparsers, "console", __doc__, help="attach to a VM's serial console (Ctrl-] detaches)"
     )
     parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(

@@ -17,7 +17,6 @@ import sys
 from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
 
 from kubevisor.api.hypervisorhost import HypervisorType
 from kubevisor.api.virtualmachine import (
@@ -106,14 +105,7 @@ def manifest(args: argparse.Namespace) -> Object:
         "metadata": metadata,
         "spec": spec,
     }
-    try:
-        VirtualMachine.model_validate(body)
-    except ValidationError as invalid:
-        first = invalid.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CliError(
-            f"invalid VirtualMachine: {where}: {first['msg']}", code=kubeapi.USAGE
-        ) from None
+    kubeapi.check(VirtualMachine, body)
     return body
 
 

@@ -122,12 +122,8 @@ def table(rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "hosts",
-        help="capacity and allocation table of the HypervisorHosts",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
+    parser = kubeapi.command(
+        subparsers, "hosts", __doc__, help="capacity and allocation table of the HypervisorHosts"
     )
     parser.add_argument("-l", "--selector", default="", help="label selector, e.g. zone=a")
     parser.add_argument(

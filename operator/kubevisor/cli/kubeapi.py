@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
+from pydantic import BaseModel, ValidationError
+
 from kubevisor.api import wire
 from kubevisor.kube import cluster as kube
 from kubevisor.kube.cluster import Cluster
@@ -56,6 +58,30 @@ def options() -> argparse.ArgumentParser:
         help="namespace (default: the context's namespace, else 'default')",
     )
     return parser
+
+
+def command(subparsers: Any, name: str, description: str | None, *, help: str) -> Any:
+    """A subcommand of `subparsers` that talks to a cluster: `description` (a module's
+    docstring, for the commands that have one module) printed as written, and the
+    connection flags of `options()`. Each command module's `register` starts with it."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[options()],
+    )
+
+
+def check(model: type[BaseModel], body: Object) -> None:
+    """Refuse a manifest the CLI built from its flags (`create vm`, `migrate`) that
+    `model` does not accept: a usage error naming the first wrong field."""
+    try:
+        model.model_validate(body)
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CliError(f"invalid {model.__name__}: {where}: {first['msg']}", code=USAGE) from None
 
 
 def connect(args: argparse.Namespace) -> Cluster:
@@ -117,6 +143,17 @@ def parse_duration(text: str) -> float:
     if number or not stripped:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 90s, 5m, 1h)")
     return _non_negative(total)
+
+
+def add_timeout(parser: argparse.ArgumentParser, *, default: str, help: str) -> None:
+    """A `--timeout` of `parse_duration`'s form on `parser`, for the commands that wait;
+    `default` is written as a user would write it and `help` ends by naming it."""
+    parser.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=parse_duration(default),
+        help=f"{help} (default {default})",
+    )
 
 
 def _non_negative(seconds: float) -> float:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import yaml
-from pydantic import ValidationError
 
 from kubevisor.api.migrationjob import TERMINAL_PHASES, MigrationJob
 from kubevisor.api.wire import Resource
@@ -101,14 +100,7 @@ def manifest(
         spec["targetHost"] = target
     if options:
         spec["options"] = options
-    try:
-        MigrationJob.model_validate({"metadata": metadata, "spec": spec})
-    except ValidationError as invalid:
-        first = invalid.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CliError(
-            f"invalid MigrationJob: {where}: {first['msg']}", code=kubeapi.USAGE
-        ) from None
+    kubeapi.check(MigrationJob, {"metadata": metadata, "spec": spec})
     return {
         "apiVersion": MigrationJob.model_fields["api_version"].default,
         "kind": MigrationJob.model_fields["kind"].default,
@@ -323,12 +315,11 @@ def cancel(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = kubeapi.command(
+        subparsers,
         "migrate",
+        __doc__,
         help="live-migrate a VM: create a MigrationJob (or cancel one with --cancel JOB)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
     )
     parser.add_argument("vm", metavar="VM", nargs="?", help="VirtualMachine name")
     parser.add_argument("--to", metavar="HOST", help="target HypervisorHost (default: placement)")
@@ -360,12 +351,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="follow the job's phase and progress until it ends",
     )
-    parser.add_argument(
-        "--timeout",
-        type=kubeapi.parse_duration,
-        default=600.0,
-        help="with --wait: give up after this long (default 10m)",
-    )
+    kubeapi.add_timeout(parser, default="10m", help="with --wait: give up after this long")
     parser.add_argument(
         "-o",
         "--output",

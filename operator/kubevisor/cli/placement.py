@@ -175,12 +175,11 @@ def _readable(objs: Iterable[Object], model: type[Any], what: str) -> list[Any]:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = kubeapi.command(
+        subparsers,
         "explain-placement",
+        __doc__,
         help="why a VM is on its host, or why it fits nowhere (--what-if: ask the engine)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
     )
     parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(

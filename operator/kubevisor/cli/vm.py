@@ -188,13 +188,7 @@ def run_restart(args: argparse.Namespace) -> int:
 def _verb(
     subparsers: Any, name: str, help_: str, description: str, *, dry_run: bool = True
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        name,
-        help=help_,
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
-    )
+    parser: argparse.ArgumentParser = kubeapi.command(subparsers, name, description, help=help_)
     parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     if dry_run:
         parser.add_argument(
@@ -232,12 +226,7 @@ def register(subparsers: Any) -> None:
         "fails (exit 1; 2 if the VM reports Stalled).",
         dry_run=False,
     )
-    restart.add_argument(
-        "--timeout",
-        type=kubeapi.parse_duration,
-        default=300.0,
-        help="how long to wait for the stop (default 5m)",
-    )
+    kubeapi.add_timeout(restart, default="5m", help="how long to wait for the stop")
     restart.set_defaults(func=run_restart)
     _verb(
         subparsers, "pause", "pause a VM's vCPUs (spec.paused: true)", "Set spec.paused to true."

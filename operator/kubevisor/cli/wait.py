@@ -140,12 +140,11 @@ def wait_for(cluster: Cluster, name: str, goal: Goal, *, timeout: float) -> Verd
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = kubeapi.command(
+        subparsers,
         "wait",
+        __doc__,
         help="wait until a VM is ready, running, stopped or in a phase (kstatus rules)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
     )
     parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
@@ -156,12 +155,7 @@ def register(subparsers: Any) -> None:
         metavar="CONDITION",
         help="ready (default), running, stopped, or phase=PHASE (e.g. phase=Unschedulable)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=kubeapi.parse_duration,
-        default=60.0,
-        help="give up after this long: 90s, 5m, 1h (default 60s)",
-    )
+    kubeapi.add_timeout(parser, default="60s", help="give up after this long: 90s, 5m, 1h")
     parser.set_defaults(func=run)
 
 
