@@ -5,7 +5,8 @@
   (`kubevisor explain-placement --what-if`, `kubevisor simulate`), which must place as
   the controller does; `ratios`, `scheduler_options` and `multipliers` read them back.
 - `add_process`: what the agent and the controller both take as long-running processes
-  (`--kubeconfig`, `--lease-namespace`, `--metrics-port`, `--log-level`).
+  (`--kubeconfig`, `--lease-namespace`, `--metrics-port`, `--log-level`);
+  `start_logging` applies the last.
 
 Defaults are read from the values the options fill (`AllocationRatios`, `Options`,
 `Multipliers`, the processes' `Settings` through `default`), so each lives in one place.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -97,3 +99,12 @@ def add_process(parser: argparse.ArgumentParser, *, metrics_port: int) -> None:
         help="serve /metrics here (0: off; default: %(default)s)",
     )
     parser.add_argument("--log-level", default="INFO")
+
+
+def start_logging(args: argparse.Namespace) -> None:
+    """Log at `add_process`'s --log-level, one format for both processes; their `main`
+    calls it once before running."""
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

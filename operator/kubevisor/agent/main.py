@@ -490,10 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem := unreadable(args.qemu_conf):
         print(f"kubevisor-agent: error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    flags.start_logging(args)
     asyncio.run(run(args))
     return 0
 
