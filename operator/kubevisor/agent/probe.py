@@ -82,6 +82,17 @@ def security_driver(models: Sequence[str]) -> SecurityDriver | None:
     return "none" if models else None
 
 
+def _read(qemu_conf: Path | None) -> str | None:
+    """The text of the host's qemu.conf for the settings read from it below; None when
+    the agent is not given the file or cannot read it."""
+    if qemu_conf is None:
+        return None
+    try:
+        return qemu_conf.read_text()
+    except OSError:
+        return None
+
+
 _SECCOMP = re.compile(r"^\s*seccomp_sandbox\s*=\s*(\d+)", re.MULTILINE)
 
 
@@ -91,11 +102,7 @@ def seccomp_sandbox(qemu_conf: Path | None) -> bool | None:
     is on wherever QEMU supports it, as every QEMU in our supported distributions does)
     leaves it on. None when the agent is not given the file or cannot read it: libvirt's
     API does not say."""
-    if qemu_conf is None:
-        return None
-    try:
-        text = qemu_conf.read_text()
-    except OSError:
+    if (text := _read(qemu_conf)) is None:
         return None
     found = _SECCOMP.findall(text)
     return found[-1] != "0" if found else True
@@ -111,11 +118,7 @@ def cgroup_controllers(qemu_conf: Path | None) -> frozenset[str] | None:
     line does not name them. None when the agent is not given the file or cannot read it,
     or when the file leaves the choice to libvirt (every controller the host mounts):
     unknown, which the renderer takes as all."""
-    if qemu_conf is None:
-        return None
-    try:
-        text = qemu_conf.read_text()
-    except OSError:
+    if (text := _read(qemu_conf)) is None:
         return None
     found = _CGROUPS.findall(text)
     if not found:
