@@ -7,6 +7,8 @@
 - `add_process`: what the agent and the controller both take as long-running processes
   (`--kubeconfig`, `--lease-namespace`, `--metrics-port`, `--log-level`);
   `start_logging` applies the last.
+- `add_listener`: an HTTPS listener's port, address and key pair (the agent's serial
+  console endpoint, the controller's console API).
 
 Defaults are read from the values the options fill (`AllocationRatios`, `Options`,
 `Multipliers`, the processes' `Settings` through `default`), so each lives in one place.
@@ -99,6 +101,21 @@ def add_process(parser: argparse.ArgumentParser, *, metrics_port: int) -> None:
         help="serve /metrics here (0: off; default: %(default)s)",
     )
     parser.add_argument("--log-level", default="INFO")
+
+
+def add_listener(
+    parser: argparse.ArgumentParser, title: str, *, prefix: str, serves: str
+) -> argparse._ArgumentGroup:
+    """A group `title` of `parser` with an HTTPS listener's options: `--PREFIX-port` (0:
+    off), `--PREFIX-address`, `--PREFIX-cert`, `--PREFIX-key`; `serves` says what. The
+    agent's serial console endpoint and the controller's console API; the caller adds
+    how clients are checked, which differs."""
+    group = parser.add_argument_group(title)
+    group.add_argument(f"--{prefix}-port", type=int, default=0, help=f"{serves} here (0: off)")
+    group.add_argument(f"--{prefix}-address", default="0.0.0.0", help="address to listen on")
+    group.add_argument(f"--{prefix}-cert", type=Path, help="serving certificate (PEM)")
+    group.add_argument(f"--{prefix}-key", type=Path, help="its private key")
+    return group
 
 
 def start_logging(args: argparse.Namespace) -> None:

@@ -207,13 +207,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="kvdhcp-",
         help="prefix of the DHCP servers' network namespaces (machine-wide names)",
     )
-    console = parser.add_argument_group("serial console endpoint (for kubevisor-api only)")
-    console.add_argument(
-        "--console-port", type=int, default=0, help="serve consoles over mTLS here (0: off)"
+    console = flags.add_listener(
+        parser,
+        "serial console endpoint (for kubevisor-api only)",
+        prefix="console",
+        serves="serve consoles over mTLS",
     )
-    console.add_argument("--console-address", default="0.0.0.0", help="address to listen on")
-    console.add_argument("--console-cert", type=Path, help="serving certificate (PEM)")
-    console.add_argument("--console-key", type=Path, help="its private key")
     console.add_argument(
         "--console-client-ca", type=Path, help="CA that signs kubevisor-api's client certificate"
     )

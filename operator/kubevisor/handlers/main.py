@@ -86,13 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="peering priority (default: from the pod/host name; replicas must differ)",
     )
     parser.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    api = parser.add_argument_group("console API (aggregated: v1alpha1.subresources.kubevisor.io)")
-    api.add_argument(
-        "--console-api-port", type=int, default=0, help="serve the console API here (0: off)"
+    api = flags.add_listener(
+        parser,
+        "console API (aggregated: v1alpha1.subresources.kubevisor.io)",
+        prefix="console-api",
+        serves="serve the console API",
     )
-    api.add_argument("--console-api-address", default="0.0.0.0", help="address to listen on")
-    api.add_argument("--console-api-cert", type=Path, help="serving certificate (PEM)")
-    api.add_argument("--console-api-key", type=Path, help="its private key")
     api.add_argument(
         "--requestheader-client-ca",
         type=Path,
