@@ -26,11 +26,11 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from types import MappingProxyType
 
 from kubevisor.api import addresses, objects
 from kubevisor.api.network import Network, Subnet
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.core.network.holdings import Holdings
 from kubevisor.core.network.ranges import LowestFree
 
 DHCP_PREFIX = "dhcp:"
@@ -134,8 +134,7 @@ class AddressPool:
         }
         if gateway is not None:
             self._special[gateway] = "its gateway"
-        self._by_owner: dict[Owner, IPv4Address] = {}
-        self._by_address: dict[IPv4Address, Owner] = {}
+        self._held: Holdings[Owner, IPv4Address] = Holdings()
 
     @classmethod
     def of(cls, name: str, subnet: Subnet) -> AddressPool:
@@ -168,17 +167,17 @@ class AddressPool:
         return self._free.free
 
     def address_of(self, owner: Owner) -> IPv4Address | None:
-        return self._by_owner.get(owner)
+        return self._held.value_of(owner)
 
     def holder(self, address: IPv4Address) -> Owner | None:
-        return self._by_address.get(address)
+        return self._held.holder(address)
 
     def assignments(self) -> Mapping[Owner, IPv4Address]:
         """Every owner and its address (a read-only view)."""
-        return MappingProxyType(self._by_owner)
+        return self._held.assignments()
 
     def owners(self) -> Iterator[Owner]:
-        return iter(self._by_owner)
+        return iter(self._held.assignments())
 
     def offers(self, address: IPv4Address) -> bool:
         """Is `address` one the pools hand out (in a pool; not the gateway, reserved, the
@@ -216,7 +215,7 @@ class AddressPool:
                 Reason.OUTSIDE_POOLS,
                 f"{address} is outside its allocation pools ({self.pools_text()})",
             )
-        holder = self._by_address.get(address)
+        holder = self._held.holder(address)
         if holder is not None and holder != owner:
             return self._refuse(Reason.ADDRESS_TAKEN, f"{address} is taken by {holder}")
         return None
@@ -228,7 +227,7 @@ class AddressPool:
         the gateway or reserved, and free), else the lowest free one. An owner that holds
         one already keeps it: asking again returns it, asking for another is refused (an
         address stays with its VM until the VM is deleted)."""
-        held = self._by_owner.get(owner)
+        held = self._held.value_of(owner)
         if held is not None:
             if fixed is None or fixed == held:
                 return held
@@ -242,26 +241,20 @@ class AddressPool:
             if refused is not None:
                 return refused
             self._free.take(_number(fixed))
-            return self._hold(owner, fixed)
+            return self._held.hold(owner, fixed)
         number = self._free.take_lowest()
         if number is None:
             return self._refuse(
                 Reason.POOL_EXHAUSTED,
                 f"no free address ({self.used} of {self.capacity} in use)",
             )
-        return self._hold(owner, IPv4Address(number))
-
-    def _hold(self, owner: Owner, address: IPv4Address) -> IPv4Address:
-        self._by_owner[owner] = address
-        self._by_address[address] = owner
-        return address
+        return self._held.hold(owner, IPv4Address(number))
 
     def release(self, owner: Owner) -> IPv4Address | None:
         """Free the address `owner` holds (None: it holds none)."""
-        address = self._by_owner.pop(owner, None)
+        address = self._held.release(owner)
         if address is None:
             return None
-        del self._by_address[address]
         if self._free.is_taken(_number(address)):
             self._free.give_back(_number(address))
         return address
@@ -273,16 +266,16 @@ class AddressPool:
         refused = self.assignable(address)
         if refused is not None:
             return refused
-        holder = self._by_address.get(address)
+        holder = self._held.holder(address)
         if holder is not None and holder != owner:
             return self._refuse(Reason.ADDRESS_TAKEN, f"{address} is taken by {holder}")
-        held = self._by_owner.get(owner)
+        held = self._held.value_of(owner)
         if held is not None and held != address:
             return self._refuse(Reason.ADDRESS_HELD, f"{owner} holds {held} already")
         if held is None:
             if self.offers(address):
                 self._free.take(_number(address))
-            self._hold(owner, address)
+            self._held.hold(owner, address)
         return None
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
+from kubevisor.core.network.holdings import Holdings
 from kubevisor.core.network.ipam import Owner, Reason, Refusal
 
 LOCAL_UNICAST = 0x02
@@ -49,39 +49,34 @@ class MacRegistry:
     """Which owner has which MAC, cluster-wide."""
 
     def __init__(self) -> None:
-        self._by_mac: dict[str, Owner] = {}
-        self._by_owner: dict[Owner, str] = {}
+        self._held: Holdings[Owner, str] = Holdings()
 
     def __len__(self) -> int:
-        return len(self._by_mac)
+        return len(self._held)
 
     def owner_of(self, mac: str) -> Owner | None:
-        return self._by_mac.get(mac)
+        return self._held.holder(mac)
 
     def mac_of(self, owner: Owner) -> str | None:
-        return self._by_owner.get(owner)
+        return self._held.value_of(owner)
 
     def assignments(self) -> Mapping[Owner, str]:
-        return MappingProxyType(self._by_owner)
+        return self._held.assignments()
 
     def claim(self, owner: Owner, mac: str) -> Refusal | None:
         """Record `mac` as `owner`'s (again: a no-op); refused when another owner has it.
         An owner that had another MAC gives it up."""
-        holder = self._by_mac.get(mac)
+        holder = self._held.holder(mac)
         if holder is not None and holder != owner:
             return Refusal(
                 Reason.DUPLICATE_MAC, f"MAC address {mac} is already {holder}'s in the cluster"
             )
         self.release(owner)
-        self._by_mac[mac] = owner
-        self._by_owner[owner] = mac
+        self._held.hold(owner, mac)
         return None
 
     def release(self, owner: Owner) -> str | None:
-        mac = self._by_owner.pop(owner, None)
-        if mac is not None:
-            del self._by_mac[mac]
-        return mac
+        return self._held.release(owner)
 
 
 def rebuild(registry: MacRegistry, records: Iterable[tuple[Owner, str]]) -> tuple[MacConflict, ...]:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Final
 
 from kubevisor.api.network import MAX_VNI, MIN_VNI
+from kubevisor.core.network.holdings import Holdings
 from kubevisor.core.network.ipam import Reason, Refusal
 from kubevisor.core.network.ranges import LowestFree
 
@@ -39,22 +39,21 @@ class VniPool:
     def __init__(self, automatic: tuple[int, int] = AUTOMATIC) -> None:
         self._range = automatic
         self._automatic = LowestFree([automatic])
-        self._by_vni: dict[int, str] = {}
-        self._by_network: dict[str, int] = {}
+        self._held: Holdings[str, int] = Holdings()
 
     def vni_of(self, network: str) -> int | None:
-        return self._by_network.get(network)
+        return self._held.value_of(network)
 
     def holder(self, vni: int) -> str | None:
-        return self._by_vni.get(vni)
+        return self._held.holder(vni)
 
     def assignments(self) -> Mapping[str, int]:
-        return MappingProxyType(self._by_network)
+        return self._held.assignments()
 
     def allocate(self, network: str, requested: int | None = None) -> int | Refusal:
         """The VNI of `network`: the one it holds, else `requested` if free, else the
         lowest free automatic one. A Network holding one keeps it (VNIs are immutable)."""
-        held = self._by_network.get(network)
+        held = self._held.value_of(network)
         if held is not None and (requested is None or requested == held):
             return held
         if held is not None:
@@ -62,12 +61,12 @@ class VniPool:
         if requested is not None:
             if not MIN_VNI <= requested <= MAX_VNI:
                 return Refusal(Reason.VNI_TAKEN, f"VNI {requested} is outside {MIN_VNI}..{MAX_VNI}")
-            holder = self._by_vni.get(requested)
+            holder = self._held.holder(requested)
             if holder is not None:
                 return Refusal(Reason.VNI_TAKEN, f"VNI {requested} is network {holder}'s")
             if self._automatic.offered(requested):
                 self._automatic.take(requested)
-            return self._hold(network, requested)
+            return self._held.hold(network, requested)
         number = self._automatic.take_lowest()
         if number is None:
             low, high = self._range
@@ -76,18 +75,12 @@ class VniPool:
                 f"no free VNI ({self._automatic.used} of {self._automatic.capacity} of "
                 f"{low}..{high} in use)",
             )
-        return self._hold(network, number)
-
-    def _hold(self, network: str, vni: int) -> int:
-        self._by_network[network] = vni
-        self._by_vni[vni] = network
-        return vni
+        return self._held.hold(network, number)
 
     def release(self, network: str) -> int | None:
-        vni = self._by_network.pop(network, None)
+        vni = self._held.release(network)
         if vni is None:
             return None
-        del self._by_vni[vni]
         if self._automatic.is_taken(vni):
             self._automatic.give_back(vni)
         return vni
