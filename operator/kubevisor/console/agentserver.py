@@ -46,17 +46,6 @@ def refusal(error: base.HypervisorError) -> tuple[int, str]:
     return next((code, reason) for kind, code, reason in REFUSALS if isinstance(error, kind))
 
 
-def refuse(code: int, reason: str, message: str) -> web.Response:
-    """A failed request: a Status body, and the message in a header too, because a
-    websocket client (the aggregated API's aiohttp) sees a refused handshake's headers
-    but not its body."""
-    return web.json_response(
-        protocol.status(code, reason, message),
-        status=code,
-        headers={protocol.ERROR_HEADER: message.encode("ascii", "replace").decode()},
-    )
-
-
 def application(
     *,
     host: str,
@@ -72,14 +61,16 @@ def application(
         peer = tls.common_name(transport.get_extra_info("peercert") if transport else None)
         if not tls.allowed(peer, allowed):
             log.warning("console: refused client certificate %r", peer)
-            return refuse(403, "Forbidden", f"client certificate {peer!r} may not open consoles")
+            return protocol.refuse(
+                403, "Forbidden", f"client certificate {peer!r} may not open consoles"
+            )
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         vm = await get_vm(namespace, name)
         if vm is None:
-            return refuse(404, "NotFound", f'virtualmachines "{name}" not found')
+            return protocol.refuse(404, "NotFound", f'virtualmachines "{name}" not found')
         bound = (vm.get("status") or {}).get("host")
         if bound != host:
-            return refuse(
+            return protocol.refuse(
                 409,
                 "Conflict",
                 f"VM {namespace}/{name} is bound to {bound or 'no host'}, not to {host}",
@@ -89,10 +80,10 @@ def application(
                 str(vm["metadata"]["uid"]), force=request.query.get("force") == "true"
             )
         except base.HypervisorError as error:
-            return refuse(*refusal(error), str(error))
+            return protocol.refuse(*refusal(error), str(error))
         except Exception as error:
             log.exception("console: cannot open %s/%s", namespace, name)
-            return refuse(502, "BadGateway", f"cannot open the console: {error}")
+            return protocol.refuse(502, "BadGateway", f"cannot open the console: {error}")
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         log.info("console: %s attached to %s/%s", peer, namespace, name)

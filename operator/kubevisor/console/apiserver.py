@@ -86,15 +86,6 @@ DialAgent = Callable[[str, str], Awaitable[aiohttp.ClientWebSocketResponse]]
 """`dial(url, force_query)`: a websocket to the agent, or aiohttp.WSServerHandshakeError."""
 
 
-def refuse(code: int, reason: str, message: str) -> web.Response:
-    """A Status body, with the message repeated in a header for websocket clients."""
-    return web.json_response(
-        protocol.status(code, reason, message),
-        status=code,
-        headers={protocol.ERROR_HEADER: message.encode("ascii", "replace").decode()},
-    )
-
-
 def authenticate(request: web.Request, settings: RequestHeader, peer: str | None) -> User | None:
     """The user the front proxy vouches for, or None if it is not the front proxy."""
     if not tls.allowed(peer, settings.allowed_names):
@@ -150,7 +141,7 @@ def application(
         peer = tls.common_name(transport.get_extra_info("peercert") if transport else None)
         user = authenticate(request, requestheader, peer)
         if user is None:
-            return refuse(
+            return protocol.refuse(
                 401,
                 "Unauthorized",
                 "the console API accepts requests only through the Kubernetes API server",
@@ -159,7 +150,7 @@ def application(
         allowed, why = await cluster.review(user, attach(namespace=namespace, name=name))
         if not allowed:
             log.info("console: %s may not attach to %s/%s (%s)", user.name, namespace, name, why)
-            return refuse(
+            return protocol.refuse(
                 403,
                 "Forbidden",
                 f'{protocol.RESOURCE}.{protocol.GROUP} "{name}" is forbidden: User '
@@ -168,17 +159,21 @@ def application(
                 + (f": {why}" if why else ""),
             )
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return refuse(400, "BadRequest", "the console is a websocket: upgrade the connection")
+            return protocol.refuse(
+                400, "BadRequest", "the console is a websocket: upgrade the connection"
+            )
         vm = await cluster.get_vm(namespace, name)
         if vm is None:
-            return refuse(404, "NotFound", f'virtualmachines.kubevisor.io "{name}" not found')
+            return protocol.refuse(
+                404, "NotFound", f'virtualmachines.kubevisor.io "{name}" not found'
+            )
         host = (vm.get("status") or {}).get("host")
         if not host:
-            return refuse(409, "Conflict", f"VM {namespace}/{name} is not bound to a host")
+            return protocol.refuse(409, "Conflict", f"VM {namespace}/{name} is not bound to a host")
         host_obj = await cluster.get_host(str(host))
         endpoint = ((host_obj or {}).get("status") or {}).get("consoleEndpoint")
         if not endpoint:
-            return refuse(
+            return protocol.refuse(
                 503,
                 "ServiceUnavailable",
                 f"the agent of host {host} serves no console (no status.consoleEndpoint)",
@@ -193,9 +188,9 @@ def application(
             message = headers.get(protocol.ERROR_HEADER) or (
                 f"the agent of host {host} refused the console ({error.status})"
             )
-            return refuse(error.status, "Conflict" if error.status == 409 else "", message)
+            return protocol.refuse(error.status, "Conflict" if error.status == 409 else "", message)
         except (aiohttp.ClientError, OSError) as error:
-            return refuse(
+            return protocol.refuse(
                 503, "ServiceUnavailable", f"cannot reach the agent of host {host}: {error}"
             )
         ws = web.WebSocketResponse(heartbeat=30)

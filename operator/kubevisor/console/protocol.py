@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from aiohttp import web
+
 from kubevisor.api import wire
 
 GROUP: Final = f"subresources.{wire.GROUP}"
@@ -19,7 +21,7 @@ AGENT_PREFIX: Final = "/console"
 FRONT_PROXY_CLIENT: Final = "front-proxy-client"
 API_CLIENT: Final = "kubevisor-api"
 
-# The agent repeats a refusal's message here (see agentserver.refuse).
+# A console server repeats a refusal's message here (see refuse).
 ERROR_HEADER: Final = "X-Kubevisor-Console-Error"
 
 # Websocket close code and reason when the guest's console stream ends.
@@ -47,6 +49,17 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
         "reason": reason,
         "code": code,
     }
+
+
+def refuse(code: int, reason: str, message: str) -> web.Response:
+    """A console server's failed request (both servers'): a Status body, and the message
+    in a header too, because a websocket client (the aggregated API's aiohttp, the CLI)
+    sees a refused handshake's headers but not its body."""
+    return web.json_response(
+        status(code, reason, message),
+        status=code,
+        headers={ERROR_HEADER: message.encode("ascii", "replace").decode()},
+    )
 
 
 def status_message(body: bytes | str, fallback: str) -> str:
