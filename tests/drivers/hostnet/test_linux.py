@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
@@ -22,6 +23,8 @@ import pytest
 from drivers.hostnet.lab import Guest, Lab, ip, run
 from kubevisor.core.network import hostplan
 from kubevisor.core.network.hostplan import HostFacts, HostPlan, Interface, Network, NetworkType
+from kubevisor.drivers.hostnet import netlink
+from kubevisor.drivers.hostnet.base import Converged
 from kubevisor.drivers.hostnet.linux import LinuxHostNetwork
 
 pytestmark = pytest.mark.netns
@@ -332,3 +335,46 @@ def test_provider_network_between_two_hosts(lab: Lab, vlan: int | None) -> None:
     assert "master" not in ip("link", "show", "eth1", netns=lab.host(1))
     nothing_left(lab, 1)
     nothing_left(lab, 2)
+
+
+def test_close_waits_for_the_converge_in_progress(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent that stops cancels a converge's coroutine, not its worker thread: closing
+    the netlink socket under that thread left it waiting for a reply forever, and the
+    agent's exit waiting for it (issue 18, found by the agent-tier netns test)."""
+    g1 = lab.guest("g1", host=lab.host(1), mac="02:00:00:00:01:05")
+    plan = hostplan.desired([nic(g1, BLUE, "10.20.0.5")], facts(lab, 1))
+    with driver(lab, 1) as cleaner:
+        network = LinuxHostNetwork(
+            state_dir=lab.state / "h1", netns=lab.host(1), namespace_prefix=f"{lab.prefix}d1-"
+        )
+        inside, release = threading.Event(), threading.Event()
+        observe = network.links.observe
+
+        def held() -> netlink.Observed:
+            inside.set()
+            release.wait(30)
+            return observe()
+
+        monkeypatch.setattr(network.links, "observe", held)
+        converged: list[Converged] = []
+        converging = background(lambda: converged.append(asyncio.run(network.converge(plan))))
+        assert inside.wait(30)
+        closing = background(network.close)
+        closing.join(0.5)
+        assert closing.is_alive(), "close() did not wait for the converge in its thread"
+        release.set()
+        converging.join(30)
+        closing.join(30)
+        assert [result.failed for result in converged] == [()]
+        assert not closing.is_alive()
+        asyncio.run(cleaner.remove())
+    nothing_left(lab, 1)
+
+
+def background(work: Callable[[], object]) -> threading.Thread:
+    """`work` in a daemon thread: one that hangs fails the test instead of pytest's exit."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread

@@ -62,7 +62,12 @@ class LinuxHostNetwork:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.links.close()
+        """Release the netlink socket, after the work in progress: an agent that stops
+        cancels a converge's coroutine, not its thread, and pyroute2 closes every thread's
+        socket at once, so closing under a running request left that thread waiting for a
+        reply forever (and the agent's exit waiting for the thread)."""
+        with self._lock:
+            self.links.close()
 
     async def observe(self) -> HostPlan:
         return await asyncio.to_thread(self._locked, lambda: self._observe()[0])
