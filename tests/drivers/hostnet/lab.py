@@ -18,8 +18,12 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness import require
 
 TOOLS = ("ip", "nft", "dnsmasq", "nsenter", "busybox")
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -102,10 +106,11 @@ class Lab:
                 ip("link", "set", device, "up", netns=host)
             ip("addr", "add", f"172.31.255.{n}/24", "dev", "eth0", netns=host)
 
-    def guest(self, name: str, *, host: str, mac: str) -> Guest:
-        """A guest namespace whose eth0's other end, `kvt-<name>`, is a port in `host`."""
+    def guest(self, name: str, *, host: str, mac: str, tap: str | None = None) -> Guest:
+        """A guest namespace whose eth0's other end, `tap` (`kvt-<name>` unless given), is
+        a port in `host`."""
         netns = self.netns(f"{self.prefix}{name}")
-        tap = f"kvt-{name}"
+        tap = tap or f"kvt-{name}"
         ip(
             "link",
             "add",
@@ -182,3 +187,24 @@ def missing_prerequisites() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root (network namespaces)")
     return missing
+
+
+@contextlib.contextmanager
+def built() -> Iterator[Lab]:
+    """A built lab with its own state directory, removed afterwards (the `lab` fixtures)."""
+    missing = missing_prerequisites()
+    require(
+        not missing,
+        what=f"network namespaces with dnsmasq and nftables ({', '.join(missing)})",
+        how="run as root after hack/setup.sh (iproute2, nftables, dnsmasq-base, busybox-static)",
+    )
+    # dnsmasq re-reads its hosts file as its own user: the state dir must be reachable.
+    state = Path(tempfile.mkdtemp(prefix="kubevisor-hostnet-"))
+    state.chmod(0o755)
+    world = Lab(prefix=f"kvn{os.getpid() % 10000}-", state=state)
+    try:
+        world.build()
+        yield world
+    finally:
+        world.remove()
+        shutil.rmtree(state, ignore_errors=True)
