@@ -147,10 +147,12 @@ class FakeApiServer:
 
     # -- Networks and the other hosts ----------------------------------------------------
 
-    def add_network(self, name: str, spec: dict[str, Any], status: dict[str, Any]) -> str:
+    def add_network(
+        self, name: str, spec: dict[str, Any], status: dict[str, Any], *, uid: str | None = None
+    ) -> str:
         """A Network in NAMESPACE (created or replaced); returns its uid."""
         old = self.networks.get(f"{NAMESPACE}/{name}")
-        uid = old["metadata"]["uid"] if old else str(uuid.uuid4())
+        uid = old["metadata"]["uid"] if old else uid or str(uuid.uuid4())
         obj = {
             "metadata": {"namespace": NAMESPACE, "name": name, "uid": uid},
             "spec": copy.deepcopy(spec),
