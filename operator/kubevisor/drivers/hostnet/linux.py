@@ -1,8 +1,12 @@
 """`HostNetwork` on Linux: links through pyroute2 (`netlink`), DHCP through dnsmasq
 (`dnsmasq`), port security through nftables (`nftables`).
 
-All work runs in one worker thread at a time (pyroute2's synchronous socket and the
-subprocesses block), so the agent's event loop never waits on the kernel. `netns` names the
+All work runs in one worker thread of the driver's own (pyroute2's synchronous socket and
+the subprocesses block), so the agent's event loop never waits on the kernel. One thread,
+always the same: pyroute2 opens a netlink socket per thread that uses it, and in another
+network namespace each one costs a forked child, which the shared default executor's
+threads paid again and again (about 100 ms on the first VM start of a round in
+`bench/hostnet.py`). `netns` names the
 network namespace that is the host's data plane: None for the agent's own (production); a
 testbed host's namespace when several hosts share one machine (their DHCP namespaces then
 need distinct `namespace_prefix`es, as in `hostplan.HostFacts`).
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -60,6 +65,7 @@ class LinuxHostNetwork:
         self.rules = nftables.Ruleset(prefix)
         self.links = netlink.Links(netns)
         self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hostnet")
 
     def close(self) -> None:
         """Release the netlink socket, after the work in progress: an agent that stops
@@ -68,12 +74,17 @@ class LinuxHostNetwork:
         reply forever (and the agent's exit waiting for the thread)."""
         with self._lock:
             self.links.close()
+        self._worker.shutdown()
 
     async def observe(self) -> HostPlan:
-        return await asyncio.to_thread(self._locked, lambda: self._observe()[0])
+        return await self._in_worker(lambda: self._observe()[0])
 
     async def converge(self, plan: HostPlan) -> Converged:
-        return await asyncio.to_thread(self._locked, lambda: self.converge_now(plan))
+        return await self._in_worker(lambda: self.converge_now(plan))
+
+    async def _in_worker(self, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._locked, work)
 
     async def remove(self) -> Converged:
         return await self.converge(HostPlan())
