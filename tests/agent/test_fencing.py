@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from agent.fakeapi import HOST, NAMESPACE, FakeApiServer
+from agent import domains
+from agent.fakeapi import HOST, FakeApiServer
 from kubevisor.agent.fencing import Fencer
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.vms import BoundVms
-from kubevisor.core.domain import identity
 from kubevisor.drivers import base
 from kubevisor.drivers.fake import FakeHypervisor
 from kubevisor.kube.client import Kube
@@ -41,27 +40,12 @@ class Host:
 
     async def domain(self, name: str, uid: str | None = None, *, ours: bool = True) -> str:
         """Define and start a domain, with kubevisor's metadata unless not `ours`."""
-        uid = uid or str(uuidlib.uuid4())
-        root = ET.Element("domain", type="qemu")
-        ET.SubElement(root, "name").text = f"{NAMESPACE}_{name}"
-        ET.SubElement(root, "uuid").text = uid
-        if ours:
-            metadata = ET.SubElement(root, "metadata")
-            ET.SubElement(
-                metadata,
-                f"{{{identity.NAMESPACE}}}vm",
-                namespace=NAMESPACE,
-                name=name,
-                uid=uid,
-                generation="1",
-            )
-        await self.hv.define(ET.tostring(root, encoding="unicode"))
-        await self.hv.start(uid)
+        uid = await domains.running(self.hv, name, uid, ours=ours)
         self.files.directory(uid).mkdir(parents=True)
         return uid
 
     def domains(self) -> set[str]:
-        return {d.name.removeprefix(f"{NAMESPACE}_") for d in self.hv.domains.values()}
+        return domains.names(self.hv)
 
     def fenced(self) -> list[str]:
         return [

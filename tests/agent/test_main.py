@@ -217,3 +217,25 @@ def test_kvm_check_for_an_agent_that_cannot_open_the_device(
     chosen = main.domain_type("auto", offered=offered, kvm=main.kvm_facts(check, probe))
     assert chosen.type == expected
     assert (chosen.message is None) if because is None else (because in (chosen.message or ""))
+
+
+@pytest.mark.parametrize(
+    ("flags", "deadline"),
+    [
+        pytest.param([], 60, id="on-by-default-60s"),
+        pytest.param(["--self-fence-after", "0"], 0, id="0-turns-it-off"),
+        pytest.param(
+            ["--lease-duration", "10", "--self-fence-after", "5"], 5, id="two-short-renewals"
+        ),
+    ],
+)
+def test_self_fence_flag(flags: list[str], deadline: int) -> None:
+    assert main.parse_args(["--host", "h", *flags]).self_fence_after == deadline
+
+
+def test_a_self_fence_deadline_shorter_than_two_renewals_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main.parse_args(["--host", "h", "--self-fence-after", "15"])
+    assert "use at least 20s" in capsys.readouterr().err

@@ -14,6 +14,7 @@ VM and the domain as they are now, decides, acts, and writes status only when it
   shared storage;
 - `fencing.Fencer`: no domain runs here for a VM bound elsewhere (before the first
   heartbeat, then on every resync);
+- `selffence.SelfFence`: a host whose Lease was not renewed in time stops its guests;
 - `pulls.ImagePulls`: disk image downloads and the image cache's eviction;
 - `migration.Migrator`: this host's half of live migrations, which reaches the agent only
   through its `AgentPort` (implemented here);
@@ -35,6 +36,7 @@ from kubevisor.agent.network import HostNetworking
 from kubevisor.agent.pulls import ImagePulls
 from kubevisor.agent.reconciler import Reconciler
 from kubevisor.agent.registration import HostRegistration
+from kubevisor.agent.selffence import SelfFence
 from kubevisor.agent.settings import Settings
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.vms import BoundVms, key_of
@@ -93,8 +95,23 @@ class Agent:
             state_dir=settings.state_dir, image_dir=settings.image_dir, images=self.images
         )
         self.pulls = ImagePulls(settings=settings, files=self.files, vms=self.vms, queue=self.queue)
+        self.selffence = (
+            SelfFence(
+                host=settings.host,
+                deadline=settings.self_fence_after,
+                kube=kube,
+                hypervisor=hypervisor,
+            )
+            if settings.self_fence_after
+            else None
+        )
         self.registration = HostRegistration(
-            settings=settings, kube=kube, hypervisor=hypervisor, files=self.files, vms=self.vms
+            settings=settings,
+            kube=kube,
+            hypervisor=hypervisor,
+            files=self.files,
+            vms=self.vms,
+            lease_guard=self.selffence,
         )
         self.migrator = Migrator(
             self,
@@ -149,6 +166,11 @@ class Agent:
             asyncio.create_task(self._hypervisor_events(events), name="libvirt-events"),
             asyncio.create_task(self._resync(), name="resync"),
             asyncio.create_task(self._tend_image_cache(), name="image-cache"),
+            *(
+                [asyncio.create_task(self.selffence.run(), name="self-fence")]
+                if self.selffence is not None
+                else []
+            ),
             *(asyncio.create_task(watch, name="jobs") for watch in self.migrator.tasks()),
             *(
                 asyncio.create_task(part, name="network")
@@ -264,8 +286,10 @@ class Agent:
         """
         while True:
             key = await self.queue.get()
-            request = self._request(key)
             try:
+                if self.selffence is not None:
+                    await self.selffence.wait_unfenced()  # nothing fenced may start again
+                request = self._request(key)
                 if not self.queue.due(key, request):
                     continue
                 with metrics.timed(metrics.RECONCILE_DURATION, "agent-vm"):

@@ -29,6 +29,20 @@ from kubevisor.kube.client import Kube
 log = logging.getLogger("kubevisor.agent")
 
 
+async def warn(kube: Kube, ref: identity.VmRef, *, reason: str, message: str) -> None:
+    """Record a Warning event on the VM a domain here belongs to (fencing, self-fencing)."""
+    await kube.event(
+        involved={
+            "kind": "VirtualMachine",
+            "metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid},
+        },
+        type_="Warning",
+        reason=reason,
+        message=message,
+        component=AGENT,
+    )
+
+
 class Incoming(Protocol):
     """The domains migrating here, which are nobody's stray (the Migrator)."""
 
@@ -108,16 +122,12 @@ class Fencer:
         )
         await remove_domain(self._hv, self._files, uid)
         with contextlib.suppress(Exception):
-            await self._kube.event(
-                involved={
-                    "kind": "VirtualMachine",
-                    "metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid},
-                },
-                type_="Warning",
+            await warn(
+                self._kube,
+                ref,
                 reason="Fenced",
                 message=f"host {self._host} destroyed its domain {name}: "
                 "the VM is not bound to this host",
-                component=AGENT,
             )
 
     async def _stray(self, uid: str, ref: identity.VmRef) -> bool:

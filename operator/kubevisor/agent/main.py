@@ -28,7 +28,7 @@ from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
 from kubevisor.console import protocol as console_protocol
-from kubevisor.core import destinations, hostpaths
+from kubevisor.core import destinations, hostpaths, selffence
 from kubevisor.core.domain.host import BootFiles, DomainType, IdRange
 from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
@@ -180,6 +180,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             default=flags.default(Settings, flag),
             help="seconds (default: %(default)s)",
         )
+    parser.add_argument(
+        "--self-fence-after",
+        type=int,
+        default=60,
+        help="seconds without a renewed Lease after which the agent destroys its guests, so "
+        "the controller may start them elsewhere without running them twice; it publishes "
+        "this in its host's status.selfFence and the controller waits at least this long "
+        "(plus its --fence-margin) after the last renewal. At least half the lease "
+        "duration; 0: off (see the README on split brain)",
+    )
     network = parser.add_argument_group("the host's data plane for VMs on Networks")
     network.add_argument(
         "--host-network",
@@ -239,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.console_cert and args.console_key and args.console_client_ca
     ):
         parser.error("--console-port needs --console-cert, --console-key and --console-client-ca")
+    if args.self_fence_after:
+        problem = selffence.check_deadline(
+            deadline=args.self_fence_after, lease_duration=args.lease_duration
+        )
+        if problem is not None:
+            parser.error(problem)
     return args
 
 
@@ -416,6 +432,7 @@ async def run(args: argparse.Namespace) -> None:
         container_ids=None if args.allow_privileged_containers else IdRange(),
         lease_namespace=args.lease_namespace,
         lease_duration=args.lease_duration,
+        self_fence_after=args.self_fence_after or None,
         shutdown_grace=args.shutdown_grace,
         resync_interval=args.resync_interval,
         migration_uri=args.migration_uri,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -36,6 +36,12 @@ from kubevisor.kube.errors import is_not_found
 log = logging.getLogger("kubevisor.agent")
 
 
+class LeaseGuard(Protocol):
+    """What renews the Lease for the heartbeat when self-fencing is on (`SelfFence`)."""
+
+    async def renew(self, renew: Callable[[], Awaitable[None]]) -> None: ...
+
+
 class HostRegistration:
     def __init__(
         self,
@@ -45,8 +51,10 @@ class HostRegistration:
         hypervisor: Hypervisor,
         files: VmFiles,
         vms: BoundVms,
+        lease_guard: LeaseGuard | None = None,
     ) -> None:
         self._settings = settings
+        self._guard = lease_guard
         self._kube = kube
         self._hv = hypervisor
         self._files = files
@@ -162,6 +170,9 @@ class HostRegistration:
             wanted["consoleEndpoint"] = settings.console_endpoint
         if settings.tunnel_ip is not None:
             wanted["network"] = {"tunnelEndpoint": str(settings.tunnel_ip)}
+        if settings.self_fence_after:
+            # The controller cannot read this agent's flags: it delays failover by this.
+            wanted["selfFence"] = {"deadlineSeconds": settings.self_fence_after}
         if self._shared is not None:
             wanted.setdefault("storage", {})["shared"] = _shared_status(self._shared).to_wire()
         return wanted
@@ -176,12 +187,16 @@ class HostRegistration:
         )
 
     async def heartbeat(self) -> None:
-        """Renew the Lease every quarter of its duration, and follow the host object."""
+        """Renew the Lease every quarter of its duration (through the lease guard when
+        self-fencing is on: not while fenced), and follow the host object."""
         interval = self._settings.lease_duration / 4
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.renew_lease()
+                if self._guard is None:
+                    await self.renew_lease()
+                else:
+                    await self._guard.renew(self.renew_lease)
             except Exception:
                 log.exception("could not renew the Lease of host %s", self.name)
             try:

@@ -29,6 +29,9 @@ class Settings:
     """The host's qemu.conf, read for what libvirt does not report (seccomp_sandbox)."""
     lease_namespace: str = SYSTEM_NAMESPACE
     lease_duration: int = 40
+    self_fence_after: int | None = 60
+    """Seconds without a renewed Lease after which the agent destroys its guests
+    (`agent.selffence`); None: never."""
     shutdown_grace: float = 30.0
     resync_interval: float = 300.0
     workers: int = 4

@@ -539,6 +539,21 @@ class HostNetworkStatus(ApiModel):
     )
 
 
+class SelfFenceStatus(ApiModel):
+    """The agent's self-fencing, which the controller's failover waits for."""
+
+    deadline_seconds: int = Field(
+        alias="deadlineSeconds",
+        ge=1,
+        le=86400,
+        description=(
+            "Seconds after its last Lease renewal the agent destroys its guests when it "
+            "cannot renew (agent flag --self-fence-after). The controller starts this "
+            "host's VMs elsewhere no sooner than this plus its margin after that renewal."
+        ),
+    )
+
+
 class HypervisorHostStatus(ApiModel):
     """What the host offers and carries, written by its agent."""
 
@@ -553,6 +568,11 @@ class HypervisorHostStatus(ApiModel):
         alias="consoleEndpoint",
         description="URL of the agent's serial console endpoint (mTLS, for kubevisor-api "
         "only); unset when the agent serves none.",
+    )
+    self_fence: SelfFenceStatus | None = Field(
+        default=None,
+        alias="selfFence",
+        description="The agent's self-fencing deadline; unset: the agent does not fence itself.",
     )
     cpu: HostCpu | None = Field(default=None, description="CPU model, vendor, features, topology.")
     capacity: Capacity | None = Field(
