@@ -222,6 +222,7 @@ class VsphereHost:
             vsphere_insecure=True,
             shutdown_grace=10,
             lease_duration=8,
+            self_fence_after=16,
             metrics_port=free_ports(1)[0],
         )
         self.agent = ManagedProcess(options.argv(), log=self.state / "agent.log").start()

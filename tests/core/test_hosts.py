@@ -53,12 +53,12 @@ MISSED_A_MINUTE_AGO = NOW - timedelta(seconds=60)
         ),
         pytest.param(
             beat(40 + 500),
-            Judgement(False, "HostNotFound", "HypervisorHost h9 does not exist", 500.0),
+            Judgement(False, "HostNotFound", "HypervisorHost h9 does not exist", 500.0, 40.0),
             id="lost-since-its-heartbeat-expired-long-before",
         ),
         pytest.param(
             beat(40 + 5),
-            Judgement(False, "HostNotFound", "HypervisorHost h9 does not exist", 5.0),
+            Judgement(False, "HostNotFound", "HypervisorHost h9 does not exist", 5.0, 40.0),
             id="lost-since-its-heartbeat-expired-after-it-was-missed",
         ),
     ],

@@ -31,6 +31,8 @@ def agent_options(
         guest=guest,
         shutdown_grace=15,
         lease_duration=8,
+        # Within the controller's grace of 20 s: its failover waits for no longer.
+        self_fence_after=16,
         metrics_port=metrics_port,
         # The hosts leave migration_host unset: QEMU streams go to 127.0.0.1.
         migrate_uri=LOCAL_MIGRATE_URI,

@@ -36,6 +36,8 @@ class Judgement:
     message: str
     down_for: float
     """Seconds since the heartbeat expired (0 while Ready)."""
+    timeout: float = 0.0
+    """Seconds after its last renewal the heartbeat expired (once it has)."""
 
 
 def judge(heartbeat: Heartbeat | None, *, now: datetime, timeout: float | None) -> Judgement:
@@ -52,6 +54,7 @@ def judge(heartbeat: Heartbeat | None, *, now: datetime, timeout: float | None) 
         "HeartbeatExpired",
         f"the host's agent last renewed its Lease at {stamp}, more than {limit:.0f}s ago",
         (now - expires).total_seconds(),
+        limit,
     )
 
 
@@ -77,7 +80,9 @@ def judge_missing(
     down_for = (
         alive.down_for if heartbeat is not None else max(0.0, (now - missing_since).total_seconds())
     )
-    return Judgement(False, HOST_NOT_FOUND, f"HypervisorHost {name} does not exist", down_for)
+    return Judgement(
+        False, HOST_NOT_FOUND, f"HypervisorHost {name} does not exist", down_for, alive.timeout
+    )
 
 
 def resources(inventory: HostInventory, usage: HostUsage) -> tuple[Resources, Resources]:
@@ -109,6 +114,7 @@ def controller_host_status(
     now: datetime,
     drain: dict[str, object] | None = None,
     cpu_set_errors: Sequence[str] = (),
+    failover_delay: str | None = None,
 ) -> dict[str, object]:
     """The controller-owned fields of a HypervisorHost status, as the wire dict it applies.
 
@@ -131,8 +137,11 @@ def controller_host_status(
         schedulable = Row(cond.SCHEDULABLE, "False", "Cordoned", "spec.unschedulable is true")
     else:
         schedulable = Row(cond.SCHEDULABLE, "True", "Schedulable", "new VMs may be placed here")
+    ready = judgement.message
+    if not judgement.ready and failover_delay:
+        ready = f"{ready}; {failover_delay}"
     rows = (
-        Row(cond.READY, truth(judgement.ready), judgement.reason, judgement.message),
+        Row(cond.READY, truth(judgement.ready), judgement.reason, ready),
         schedulable,
     )
     status: dict[str, object] = {

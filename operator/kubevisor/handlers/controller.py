@@ -35,7 +35,7 @@ from kubevisor.api import objects, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
-from kubevisor.core import conditions, lifecycle
+from kubevisor.core import conditions, lifecycle, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Heartbeat, Judgement
@@ -79,6 +79,8 @@ class Settings:
     resync_interval: float = 30.0
     """Seconds between two resyncs (`Controller.resync`): the longest a lost watch event
     can delay a VM."""
+    fence_margin: float = selffence.DEFAULT_MARGIN
+    """Seconds added to an agent's self-fence deadline before its VMs may start elsewhere."""
 
 
 def now_utc() -> datetime:
@@ -115,9 +117,8 @@ class Controller:
         """Why each host placement leaves out could not be read (`snapshot`)."""
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.networks = Networks(self, kube)
-        self.evacuation = Evacuation(
-            self, kube, self.migrations, failover_grace=settings.failover_grace
-        )
+        grace, margin = settings.failover_grace, settings.fence_margin
+        self.evacuation = Evacuation(self, kube, self.migrations, grace=grace, margin=margin)
         self.resizes = Resizes(self)
         self.missing = MissingHosts(
             self, self.evacuation, self.heartbeats, timeout=settings.heartbeat_timeout
@@ -253,6 +254,7 @@ class Controller:
             drain=drain,
             unreadable=self.unreadable_hosts.get(name),
             now=self.clock(),
+            failover_delay=self.evacuation.delays.get(name),
         )
         if reply is not None:
             self.hosts[name] = reply

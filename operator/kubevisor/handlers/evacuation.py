@@ -9,15 +9,17 @@
   unbinds the VM — status first, then the label: agents act only on VMs whose status.host
   is their own, so the old host's agent leaves it alone in between — and places it again
   like a new VM.
-- Host loss: once a host's heartbeat has been missing for `failover_grace` seconds, every
+- Host loss: once a host's heartbeat has been expired for `failover_grace` seconds, and
+  for at least its agent's self-fence deadline plus `fence_margin` since its last renewal
+  (`core.selffence.failover_delay`: its agent has destroyed its guests by then), every
   VM on it whose run strategy restarts after a crash is unbound and placed elsewhere
   (placement strongly prefers hosts with the shared storage its disks live in). Once it
   has a host, an event says where it restarts and with which disks: from its shared
   storage, or (a Warning) from its image, without the changes it made on the lost host.
   The lost host's agent, if it comes back, fences (destroys) those domains before it
-  reports Ready. The grace period is the trade-off the README explains: shorter means less
-  downtime, but a host that was only cut off from the API server keeps running its guests
-  until its agent notices, so both copies run for a while.
+  reports Ready. A host whose agent does not fence itself (it published no deadline) fails
+  over after the grace alone, and a host that was only cut off from the API server may then
+  run both copies for a while (the README's split brain).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from kubevisor.api import objects
 from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
 from kubevisor.api.wire import API_VERSION, DRAIN_LABEL
-from kubevisor.core import drain, hypervisors, lifecycle, migration
+from kubevisor.core import drain, hypervisors, lifecycle, migration, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Judgement
@@ -58,20 +60,28 @@ class Evacuation:
         kube: Kube,
         migrations: Migrations,
         *,
-        failover_grace: float | None,
+        grace: float | None,
+        margin: float = selffence.DEFAULT_MARGIN,
     ) -> None:
+        """`grace`: the failover grace (None: no failover); `margin`: the fence margin."""
         self.c = controller
         self.kube = kube
         self.migrations = migrations
-        self.failover_grace = failover_grace
+        self.failover_grace = grace
+        self.fence_margin = margin
         self.failovers: dict[str, Failover] = {}
+        self.delays: dict[str, str] = {}
+        """Per lost host: why its failover waits longer than the grace (its host status)."""
 
     async def check(self, host: str) -> dict[str, object] | None:
         """React to the host's state; returns its `status.drain` while it is in maintenance."""
         judgement = self.c.judgement(host)
-        if judgement is not None and not judgement.ready:
-            grace = self.failover_grace
-            if grace is not None and judgement.down_for >= grace:
+        self.delays.pop(host, None)
+        if judgement is not None and not judgement.ready and self.failover_grace is not None:
+            delay = self._delay(host, judgement)
+            if delay.message is not None:
+                self.delays[host] = delay.message
+            if judgement.down_for >= delay.after:
                 await self._failover(host, judgement)
         spec = (self.c.host(host) or {}).get("spec") or {}
         if not spec.get("maintenance"):
@@ -79,6 +89,21 @@ class Evacuation:
         if judgement is None or not judgement.ready:
             return self._progress(host)
         return await self._drain(host)
+
+    def _delay(self, host: str, judgement: Judgement) -> selffence.FailoverDelay:
+        assert self.failover_grace is not None
+        return selffence.failover_delay(
+            grace=self.failover_grace,
+            timeout=judgement.timeout,
+            deadline=self.deadline(host),
+            margin=self.fence_margin,
+        )
+
+    def deadline(self, host: str) -> float | None:
+        """The self-fence deadline the host's agent published; None: it fences not."""
+        status = (self.c.host(host) or {}).get("status") or {}
+        deadline = (status.get("selfFence") or {}).get("deadlineSeconds")
+        return float(deadline) if isinstance(deadline, int | float) else None
 
     def _residents(self, host: str) -> list[tuple[str, Object]]:
         return [

@@ -29,6 +29,7 @@ async def publish(
     drain: dict[str, object] | None,
     unreadable: str | None,
     now: datetime,
+    failover_delay: str | None = None,
 ) -> Object | None:
     """Apply the controller's status of host `obj` if it changed; returns the host as
     written (None: nothing written)."""
@@ -60,6 +61,7 @@ async def publish(
             now=now,
             drain=drain,
             cpu_set_errors=state.host(name).cpu_set_errors,
+            failover_delay=failover_delay,
         )
         inventory = state.inventory(name)
         for resource, total in (

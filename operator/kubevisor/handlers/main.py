@@ -21,6 +21,7 @@ import kopf
 from kubevisor import flags, metrics
 from kubevisor.api.wire import CONTROLLER
 from kubevisor.console import apiserver, tls
+from kubevisor.core import selffence
 from kubevisor.core.migration import Limits
 from kubevisor.handlers import operator
 from kubevisor.handlers.controller import Controller, Settings
@@ -66,7 +67,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=defaults.failover_grace,
         help="seconds a host may be NotReady before its VMs are started elsewhere "
-        "(negative: never; see the README on split brain)",
+        "(negative: never; see the README on split brain). Never sooner than the host "
+        "agent's self-fence deadline (its status.selfFence) plus --fence-margin after its "
+        "last renewal: where the grace is shorter, the host's Ready condition says so",
+    )
+    parser.add_argument(
+        "--fence-margin",
+        type=float,
+        default=selffence.DEFAULT_MARGIN,
+        help="seconds added to an agent's self-fence deadline before its VMs may start "
+        "elsewhere: the time its destroys take and the clocks' skew",
     )
     parser.add_argument(
         "--resync-interval",
@@ -126,6 +136,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
     if args.console_api_port and missing:
         parser.error(f"--console-api-port needs {', '.join(missing)}")
+    if args.fence_margin < 0:
+        parser.error("--fence-margin must not be negative")
     return args
 
 
@@ -192,6 +204,7 @@ async def run(args: argparse.Namespace) -> None:
             multipliers=flags.multipliers(args),
             failover_grace=args.failover_grace if args.failover_grace >= 0 else None,
             resync_interval=args.resync_interval,
+            fence_margin=args.fence_margin,
             migration_limits=Limits(
                 per_cluster=args.max_migrations,
                 outbound_per_host=args.max_outbound_migrations,

@@ -40,6 +40,8 @@ class AgentOptions:
     """The tiny guest's kernel, initrd and command line, for VMs that boot it directly."""
     shutdown_grace: float | None = None
     lease_duration: int | None = None
+    self_fence_after: int | None = None
+    """None: the agent's default."""
     metrics_port: int | None = None
     log_level: str | None = None
     migrate_uri: str | None = None
@@ -81,6 +83,7 @@ class AgentOptions:
             *boot,
             *_flag("--shutdown-grace", self.shutdown_grace),
             *_flag("--lease-duration", self.lease_duration),
+            *_flag("--self-fence-after", self.self_fence_after),
             *_flag("--metrics-port", self.metrics_port),
             *_flag("--log-level", self.log_level),
             *_flag("--migrate-uri", self.migrate_uri),
