@@ -53,7 +53,8 @@ def test_a_vm_on_a_host_that_never_existed_is_unknown_then_fails_over(cluster: C
         ((_, rescheduling),) = cluster.kube.said("a", "Rescheduling")
         assert rescheduling == (
             "host h9 has had no HypervisorHost and no heartbeat for 120s (failover grace "
-            "120s); placing it again"
+            "120s); its old copy was not confirmed stopped: host h9's agent does not fence "
+            "itself; placing it again"
         )
         assert cluster.kube.said("a", "FailingOver") == [
             (

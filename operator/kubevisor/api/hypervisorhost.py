@@ -182,6 +182,30 @@ class NetworkMapping(ApiModel):
     )
 
 
+class EvacuateRequest(ApiModel):
+    """An operator's request to re-place every VM of this lost host now (`kubevisor
+    evacuate`), without waiting for the failover grace."""
+
+    requested_at: datetime = Field(
+        alias="requestedAt",
+        description=(
+            "When it was requested: the controller acts on each request once, and records "
+            "the outcome under the same time in status.evacuation (set a new time to ask "
+            "again)."
+        ),
+    )
+    confirmed_fenced: bool = Field(
+        default=False,
+        alias="confirmedFenced",
+        description=(
+            "The operator confirms the host is off (its guests stopped): the VMs move at "
+            "once. Without it they move once the host's agent has fenced itself (its "
+            "status.selfFence deadline plus the controller's margin after its last "
+            "renewal), and not at all from a host whose agent does not fence itself."
+        ),
+    )
+
+
 class HypervisorHostSpec(ApiModel):
     """Admin settings of a hypervisor host."""
 
@@ -212,6 +236,13 @@ class HypervisorHostSpec(ApiModel):
         description=(
             "Drain: place no new VMs here and move the running ones away according to "
             "their evictionStrategy."
+        ),
+    )
+    evacuate: EvacuateRequest | None = Field(
+        default=None,
+        description=(
+            "Re-place every VM of this host now, for a lost host only (refused while it is "
+            "Ready): `kubevisor evacuate HOST [--confirm-fenced]` sets it."
         ),
     )
     allocation_ratios: AllocationRatios | None = Field(
@@ -526,6 +557,20 @@ class DrainStatus(ApiModel):
     message: str | None = Field(default=None, description="Which VMs block it, and why.")
 
 
+EvacuationOutcome = Literal["Waiting", "Evacuated", "Refused"]
+
+
+class EvacuationStatus(ApiModel):
+    """What became of the last spec.evacuate request (controller-written)."""
+
+    requested_at: datetime = Field(alias="requestedAt", description="The request's time.")
+    outcome: EvacuationOutcome = Field(
+        description="Waiting (for the agent's self-fencing), Evacuated, or Refused."
+    )
+    message: Message = Field(description="Why, and how the VMs' old copies were stopped.")
+    time: datetime | None = Field(default=None, description="When the controller decided.")
+
+
 class HostNetworkStatus(ApiModel):
     """The host's side of the VM networks, as its agent reports it."""
 
@@ -624,6 +669,9 @@ class HypervisorHostStatus(ApiModel):
     network: HostNetworkStatus | None = Field(
         default=None,
         description="The host's tunnel endpoint for overlay Networks.",
+    )
+    evacuation: EvacuationStatus | None = Field(
+        default=None, description="The outcome of the last spec.evacuate request."
     )
     conditions: list[Condition] = conditions_field(
         "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."

@@ -115,6 +115,7 @@ def controller_host_status(
     drain: dict[str, object] | None = None,
     cpu_set_errors: Sequence[str] = (),
     failover_delay: str | None = None,
+    evacuation: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The controller-owned fields of a HypervisorHost status, as the wire dict it applies.
 
@@ -153,6 +154,8 @@ def controller_host_status(
     }
     if drain is not None:
         status["drain"] = drain
+    if evacuation is not None:
+        status["evacuation"] = evacuation
     return status
 
 

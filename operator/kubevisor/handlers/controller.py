@@ -255,6 +255,7 @@ class Controller:
             unreadable=self.unreadable_hosts.get(name),
             now=self.clock(),
             failover_delay=self.evacuation.delays.get(name),
+            evacuation=self.evacuation.evacuation(name),
         )
         if reply is not None:
             self.hosts[name] = reply

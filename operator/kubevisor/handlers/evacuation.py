@@ -20,6 +20,11 @@
   reports Ready. A host whose agent does not fence itself (it published no deadline) fails
   over after the grace alone, and a host that was only cut off from the API server may then
   run both copies for a while (the README's split brain).
+- Evacuate on demand (`spec.evacuate`, set by `kubevisor evacuate`): every VM of a lost
+  host is unbound now, without the grace, once `core.evacuate.decide` says its old copies
+  are stopped (confirmed by hand, or its agent's self-fence deadline passed); refused while
+  the host is Ready. The outcome goes to status.evacuation and an event on the host; each
+  VM's Rescheduling event says how its old copy was stopped.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from kubevisor.api import objects
+from kubevisor.api import objects, schema
 from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
 from kubevisor.api.wire import API_VERSION, DRAIN_LABEL
-from kubevisor.core import drain, hypervisors, lifecycle, migration, selffence
+from kubevisor.core import drain, evacuate, hypervisors, lifecycle, migration, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Judgement
@@ -72,6 +77,8 @@ class Evacuation:
         self.failovers: dict[str, Failover] = {}
         self.delays: dict[str, str] = {}
         """Per lost host: why its failover waits longer than the grace (its host status)."""
+        self.requests: dict[str, dict[str, object]] = {}
+        """Per host: the outcome of its last spec.evacuate request (status.evacuation)."""
 
     async def check(self, host: str) -> dict[str, object] | None:
         """React to the host's state; returns its `status.drain` while it is in maintenance."""
@@ -83,6 +90,7 @@ class Evacuation:
                 self.delays[host] = delay.message
             if judgement.down_for >= delay.after:
                 await self._failover(host, judgement)
+        await self._on_demand(host, judgement)
         spec = (self.c.host(host) or {}).get("spec") or {}
         if not spec.get("maintenance"):
             return None
@@ -104,6 +112,43 @@ class Evacuation:
         status = (self.c.host(host) or {}).get("status") or {}
         deadline = (status.get("selfFence") or {}).get("deadlineSeconds")
         return float(deadline) if isinstance(deadline, int | float) else None
+
+    def evacuation(self, host: str) -> dict[str, object] | None:
+        """The host's status.evacuation: as decided here, else as the object holds it."""
+        status = (self.c.host(host) or {}).get("status") or {}
+        return self.requests.get(host) or status.get("evacuation")
+
+    async def _on_demand(self, host: str, judgement: Judgement | None) -> None:
+        obj = self.c.host(host)
+        request = ((obj or {}).get("spec") or {}).get("evacuate")
+        settled = self.evacuation(host)
+        if obj is None or request is None or not evacuate.pending(request, settled):
+            return
+        lost = judgement is not None and not judgement.ready
+        verdict = evacuate.decide(
+            host=host,
+            ready=not lost,
+            confirmed=bool(request.get("confirmedFenced")),
+            silent_for=judgement.down_for + judgement.timeout
+            if judgement is not None and lost and judgement.timeout
+            else None,
+            deadline=self.deadline(host),
+            margin=self.fence_margin,
+        )
+        self.requests[host] = {
+            "requestedAt": request["requestedAt"],
+            "outcome": verdict.outcome,
+            "message": verdict.message,
+            "time": schema.timestamp(self.c.clock()),
+        }
+        if (settled or {}).get("requestedAt") != request["requestedAt"] or (
+            verdict.outcome != "Waiting"
+        ):
+            kind = "Warning" if verdict.outcome == "Refused" else "Normal"
+            log.info("host %s: evacuation %s: %s", host, verdict.outcome, verdict.message)
+            await self.c.event(obj, kind, f"Evacuation{verdict.outcome}", verdict.message)
+        if verdict.stopped is not None and judgement is not None:
+            await self._failover(host, judgement, stopped=verdict.stopped)
 
     def _residents(self, host: str) -> list[tuple[str, Object]]:
         return [
@@ -212,20 +257,36 @@ class Evacuation:
         await self.c.event(obj, "Normal", "Rescheduling", f"{why}; placing it again")
         await self.c.reconcile_vm(key)
 
-    async def _failover(self, host: str, judgement: Judgement) -> None:
+    async def _failover(
+        self, host: str, judgement: Judgement, *, stopped: str | None = None
+    ) -> None:
+        """Unbind the VMs of a lost host to place them elsewhere: after the grace those
+        that restart after a crash, or every one on request (`stopped`: how the operator's
+        request says their old copies were stopped)."""
         down_for = judgement.down_for
-        if judgement.reason == hostjudge.HOST_NOT_FOUND:
+        on_request = stopped is not None
+        if on_request:
+            lost = f"host {host} was evacuated on request"
+        elif judgement.reason == hostjudge.HOST_NOT_FOUND:
             lost = f"host {host} has had no HypervisorHost and no heartbeat for {down_for:.0f}s"
         else:
             lost = f"host {host} lost its heartbeat {down_for:.0f}s ago"
+        if not on_request:
+            deadline = self.deadline(host)
+            lost += f" (failover grace {self.failover_grace:.0f}s)"
+            stopped = (
+                evacuate.self_fenced(deadline)
+                if deadline is not None
+                else f"not confirmed stopped: host {host}'s agent does not fence itself"
+            )
         for key, obj in self._residents(host):
             try:
                 vm = VirtualMachine.model_validate(obj)
             except ValidationError:
                 continue
-            if not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
+            if not on_request and not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
                 continue
-            log.warning("%s: host %s lost for %.0fs: starting it elsewhere", key, host, down_for)
+            log.warning("%s: %s: starting it elsewhere", key, lost)
             storage = vm.status.storage if vm.status is not None else None
             self.failovers[key] = Failover(lost=host, storage=storage)
             if (obj.get("status") or {}).get("phase") != "Unknown":
@@ -237,7 +298,7 @@ class Evacuation:
                     binding=vmstatus.Binding(host=host, placement=placement),
                     host_lost=f"host {host} is not Ready: {judgement.message}",
                 )
-            await self.unbind(key, obj, f"{lost} (failover grace {self.failover_grace:.0f}s)")
+            await self.unbind(key, obj, f"{lost}; its old copy was {stopped}")
 
     def forget(self, key: str) -> None:
         """The VM is gone: no failover of it left to report."""

@@ -30,6 +30,7 @@ async def publish(
     unreadable: str | None,
     now: datetime,
     failover_delay: str | None = None,
+    evacuation: dict[str, object] | None = None,
 ) -> Object | None:
     """Apply the controller's status of host `obj` if it changed; returns the host as
     written (None: nothing written)."""
@@ -62,6 +63,7 @@ async def publish(
             drain=drain,
             cpu_set_errors=state.host(name).cpu_set_errors,
             failover_delay=failover_delay,
+            evacuation=evacuation,
         )
         inventory = state.inventory(name)
         for resource, total in (
