@@ -16,6 +16,7 @@ from kubevisor.cli import (
     console,
     crds,
     create,
+    evacuate,
     hosts,
     migrate,
     placement,
@@ -35,7 +36,7 @@ except ModuleNotFoundError as missing:
 else:
     DEV = (dev,)
 
-SUBCOMMANDS = (*DEV, crds, simulate, vm, migrate, wait, hosts, placement, create, console)
+SUBCOMMANDS = (*DEV, crds, simulate, vm, migrate, wait, hosts, evacuate, placement, create, console)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -170,18 +170,20 @@ class Cluster:
     def merge_patch(
         self, resource: Resource, name: str, patch: Object, *, dry_run: bool = False
     ) -> Object:
-        """JSON merge patch of a namespaced object; a resourceVersion in it makes it conditional."""
-        reply = self._custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self.namespace,
-            resource.plural,
-            name,
-            patch,
-            dry_run="All" if dry_run else None,
-            field_manager=wire.CLI,
-            _content_type=MERGE_PATCH,
-        )
+        """JSON merge patch of an object; a resourceVersion in it makes it conditional."""
+        options: dict[str, Any] = {
+            "dry_run": "All" if dry_run else None,
+            "field_manager": wire.CLI,
+            "_content_type": MERGE_PATCH,
+        }
+        if resource.namespaced:
+            reply = self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, resource.plural, name, patch, **options
+            )
+        else:
+            reply = self._custom.patch_cluster_custom_object(
+                GROUP, VERSION, resource.plural, name, patch, **options
+            )
         return cast(Object, reply)
 
     def create(self, resource: Resource, body: Object) -> Object:
