@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from kubevisor.core import selffence
@@ -76,3 +78,33 @@ def test_failover_delay(
 )
 def test_holds(fenced: Fenced, holds: bool) -> None:
     assert selffence.holds(fenced, host="h1") is holds
+
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("ready", "silent_for", "deadline", "confirmed", "status", "reason", "at"),
+    [
+        pytest.param(True, None, 60.0, None, "False", "HostReady", None, id="ready"),
+        pytest.param(False, 30.0, 60.0, None, "False", "AwaitingSelfFence", None, id="before"),
+        pytest.param(
+            False, 100.0, 60.0, None, "True", "SelfFenced", NOW - timedelta(seconds=40), id="after"
+        ),
+        pytest.param(False, 100.0, None, None, "False", "NoFencing", None, id="no-self-fencing"),
+        pytest.param(False, 5.0, None, NOW, "True", "ConfirmedByHand", NOW, id="confirmed"),
+    ],
+)
+def test_fenced(
+    ready: bool,
+    silent_for: float | None,
+    deadline: float | None,
+    confirmed: datetime | None,
+    status: str,
+    reason: str,
+    at: datetime | None,
+) -> None:
+    row, fenced_at = selffence.fenced(
+        ready=ready, silent_for=silent_for, deadline=deadline, confirmed=confirmed, now=NOW
+    )
+    assert (row.type, row.status, row.reason, fenced_at) == ("Fenced", status, reason, at)

@@ -7,13 +7,15 @@ while the host is Ready. Each moved VM's Rescheduling event says how its old cop
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
+from kubevisor.api import schema
 from kubevisor.handlers.controller import Settings
 from kubevisor.kube.client import Object
 
-from .fake_cluster import LEASE_NAMESPACE, Cluster, host, lease, vm
+from .fake_cluster import LEASE_NAMESPACE, START, Cluster, host, lease, vm
 
 
 def fencing_host(name: str, deadline: int | None) -> Object:
@@ -23,9 +25,14 @@ def fencing_host(name: str, deadline: int | None) -> Object:
     return obj
 
 
-def ready_message(cluster: Cluster, name: str) -> str:
+def condition(cluster: Cluster, name: str, kind: str) -> Object:
     conditions = cluster.kube.host(name)["status"]["conditions"]
-    return str(next(c["message"] for c in conditions if c["type"] == "Ready"))
+    found: Object = next(c for c in conditions if c["type"] == kind)
+    return found
+
+
+def ready_message(cluster: Cluster, name: str) -> str:
+    return str(condition(cluster, name, "Ready")["message"])
 
 
 async def lose_h1(cluster: Cluster, seconds: float) -> None:
@@ -66,6 +73,15 @@ def test_failover_waits_for_the_self_fence_deadline(
             )
         await lose_h1(cluster, 1)
         assert cluster.vm_status("a")["host"] == "h2"
+        fenced = condition(cluster, "h1", "Fenced")
+        status = cluster.kube.host("h1")["status"]
+        if deadline is None:
+            assert (fenced["status"], fenced["reason"]) == ("False", "NoFencing")
+            assert "lastFenced" not in status
+        else:
+            assert (fenced["status"], fenced["reason"]) == ("True", "SelfFenced")
+            fenced_at = START + timedelta(seconds=deadline)  # its last renewal was at START
+            assert status["lastFenced"] == schema.timestamp(fenced_at)
         ((_, rescheduling),) = cluster.kube.said("a", "Rescheduling")
         stopped = (
             "stopped by its host's agent, which fences itself"
@@ -124,6 +140,10 @@ def test_evacuate_confirmed_moves_every_vm_of_a_lost_host_at_once() -> None:
         await request_evacuation(cluster, "2026-01-01T00:00:00Z", confirmed=True)
         assert evacuation(cluster)[0] == "Evacuated"
         assert (cluster.vm_status("a")["host"], cluster.vm_status("m")["host"]) == ("h2", "h2")
+        assert condition(cluster, "h1", "Fenced")["reason"] == "ConfirmedByHand"
+        assert cluster.kube.host("h1")["status"]["lastFenced"] == schema.timestamp(
+            cluster.clock.now
+        )
         ((_, rescheduling),) = cluster.kube.said("a", "Rescheduling")
         assert rescheduling == (
             "host h1 was evacuated on request; its old copy was confirmed stopped by hand "

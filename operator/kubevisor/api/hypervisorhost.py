@@ -673,6 +673,15 @@ class HypervisorHostStatus(ApiModel):
     evacuation: EvacuationStatus | None = Field(
         default=None, description="The outcome of the last spec.evacuate request."
     )
+    last_fenced: datetime | None = Field(
+        default=None,
+        alias="lastFenced",
+        description=(
+            "When the host's guests were last known stopped while it was lost: its agent's "
+            "self-fence deadline after its last renewal, or an evacuation confirmed by hand "
+            "(condition Fenced)."
+        ),
+    )
     conditions: list[Condition] = conditions_field(
         "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."
     )

@@ -85,6 +85,21 @@ def judge_missing(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FailoverNotes:
+    """What the failover side (`handlers.evacuation`) adds to a host's status."""
+
+    delay: str | None = None
+    """Why a lost host's failover waits longer than the grace (`selffence.failover_delay`),
+    which the Ready condition adds to its message."""
+    evacuation: dict[str, object] | None = None
+    """status.evacuation: the outcome of the last spec.evacuate request (`core.evacuate`)."""
+    fenced: Row | None = None
+    """The Fenced condition (`selffence.fenced`)."""
+    last_fenced: datetime | None = None
+    """status.lastFenced: when the host's guests were last known stopped."""
+
+
 def resources(inventory: HostInventory, usage: HostUsage) -> tuple[Resources, Resources]:
     """(allocatable, allocated): capacity after reservation x ratio, and what claims hold."""
     mib = quantity.MI
@@ -114,15 +129,16 @@ def controller_host_status(
     now: datetime,
     drain: dict[str, object] | None = None,
     cpu_set_errors: Sequence[str] = (),
-    failover_delay: str | None = None,
-    evacuation: dict[str, object] | None = None,
+    failover: FailoverNotes | None = None,
 ) -> dict[str, object]:
     """The controller-owned fields of a HypervisorHost status, as the wire dict it applies.
 
     `drain` is `core.drain.progress(...).to_wire()` while spec.maintenance is true;
     `cpu_set_errors` what is wrong with the host's CPU sets (`placement.cpusets`), which
     the Schedulable condition names (the controller owns it, and sees both the admin's
-    sets and the CPUs the agent reports)."""
+    sets and the CPUs the agent reports); `failover` what the failover side knows of the
+    host (`FailoverNotes`)."""
+    notes = failover or FailoverNotes()
     if not judgement.ready:
         schedulable = Row(cond.SCHEDULABLE, "False", "NotReady", judgement.message)
     elif cpu_set_errors:
@@ -139,11 +155,12 @@ def controller_host_status(
     else:
         schedulable = Row(cond.SCHEDULABLE, "True", "Schedulable", "new VMs may be placed here")
     ready = judgement.message
-    if not judgement.ready and failover_delay:
-        ready = f"{ready}; {failover_delay}"
+    if not judgement.ready and notes.delay:
+        ready = f"{ready}; {notes.delay}"
     rows = (
         Row(cond.READY, truth(judgement.ready), judgement.reason, ready),
         schedulable,
+        *([notes.fenced] if notes.fenced is not None else []),
     )
     status: dict[str, object] = {
         "allocatable": allocatable.to_wire(),
@@ -154,8 +171,10 @@ def controller_host_status(
     }
     if drain is not None:
         status["drain"] = drain
-    if evacuation is not None:
-        status["evacuation"] = evacuation
+    if notes.evacuation is not None:
+        status["evacuation"] = notes.evacuation
+    if notes.last_fenced is not None:
+        status["lastFenced"] = schema.timestamp(notes.last_fenced)
     return status
 
 

@@ -19,6 +19,13 @@ the host's status (`failover_delay`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from kubevisor.api import schema
+from kubevisor.core.conditions import Row
+
+FENCED = "Fenced"
+"""The host condition saying whether the guests of a lost host are known to be stopped."""
 
 DEFAULT_MARGIN = 10.0
 """Seconds the controller adds to an agent's deadline: destroying its domains, clock skew."""
@@ -93,3 +100,45 @@ def holds(fenced: Fenced, *, host: str) -> bool:
     will start it elsewhere once the host is judged lost, which a renewed Lease would stop.
     One that is gone, replaced, bound elsewhere or never failed over holds nothing."""
     return fenced.live_uid == fenced.uid and fenced.live_host == host and fenced.restarts
+
+
+def fenced(
+    *,
+    ready: bool,
+    silent_for: float | None,
+    deadline: float | None,
+    confirmed: datetime | None,
+    now: datetime,
+) -> tuple[Row, datetime | None]:
+    """The host's Fenced condition and the time of its fence (None: none now), for a host
+    whose agent last renewed `silent_for` seconds ago and published self-fence `deadline`;
+    `confirmed`: when an evacuation confirmed by hand that the host is off."""
+    if ready:
+        return Row(FENCED, "False", "HostReady", "the host is Ready: nothing is fenced"), None
+    if confirmed is not None:
+        return Row(
+            FENCED, "True", "ConfirmedByHand", "the operator confirmed the host is off"
+        ), confirmed
+    if deadline is None:
+        return Row(
+            FENCED,
+            "False",
+            "NoFencing",
+            "the host's agent does not fence itself and no power fencing is configured: its "
+            "guests may still run",
+        ), None
+    if silent_for is None or silent_for < deadline:
+        return Row(
+            FENCED,
+            "False",
+            "AwaitingSelfFence",
+            f"the host's agent fences itself {deadline:.0f}s after its last renewal",
+        ), None
+    at = now - timedelta(seconds=silent_for - deadline)
+    return Row(
+        FENCED,
+        "True",
+        "SelfFenced",
+        f"the host's agent fenced itself at {schema.timestamp(at)}, {deadline:.0f}s after its "
+        "last renewal (if it ran and reached its libvirtd)",
+    ), at

@@ -254,8 +254,7 @@ class Controller:
             drain=drain,
             unreadable=self.unreadable_hosts.get(name),
             now=self.clock(),
-            failover_delay=self.evacuation.delays.get(name),
-            evacuation=self.evacuation.evacuation(name),
+            failover=self.evacuation.notes(name, judgement),
         )
         if reply is not None:
             self.hosts[name] = reply

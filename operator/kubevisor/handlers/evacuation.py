@@ -113,6 +113,37 @@ class Evacuation:
         deadline = (status.get("selfFence") or {}).get("deadlineSeconds")
         return float(deadline) if isinstance(deadline, int | float) else None
 
+    def notes(self, host: str, judgement: Judgement) -> hostjudge.FailoverNotes:
+        """What the host's status says of its failover, fencing and evacuation."""
+        obj = self.c.host(host) or {}
+        status = obj.get("status") or {}
+        request = (obj.get("spec") or {}).get("evacuate") or {}
+        record = self.evacuation(host) or {}
+        confirmed = None
+        if (
+            record.get("outcome") == "Evacuated"
+            and request.get("confirmedFenced")
+            and record.get("requestedAt") == request.get("requestedAt")
+        ):
+            confirmed = schema.parse_timestamp(str(record.get("time") or request["requestedAt"]))
+        lost = not judgement.ready
+        row, fenced_at = selffence.fenced(
+            ready=not lost,
+            silent_for=judgement.down_for + judgement.timeout
+            if lost and judgement.timeout
+            else None,
+            deadline=self.deadline(host),
+            confirmed=confirmed,
+            now=self.c.clock(),
+        )
+        before = status.get("lastFenced")
+        return hostjudge.FailoverNotes(
+            delay=self.delays.get(host),
+            evacuation=self.evacuation(host),
+            fenced=row,
+            last_fenced=fenced_at or (schema.parse_timestamp(str(before)) if before else None),
+        )
+
     def evacuation(self, host: str) -> dict[str, object] | None:
         """The host's status.evacuation: as decided here, else as the object holds it."""
         status = (self.c.host(host) or {}).get("status") or {}

@@ -29,8 +29,7 @@ async def publish(
     drain: dict[str, object] | None,
     unreadable: str | None,
     now: datetime,
-    failover_delay: str | None = None,
-    evacuation: dict[str, object] | None = None,
+    failover: hostjudge.FailoverNotes | None = None,
 ) -> Object | None:
     """Apply the controller's status of host `obj` if it changed; returns the host as
     written (None: nothing written)."""
@@ -62,8 +61,7 @@ async def publish(
             now=now,
             drain=drain,
             cpu_set_errors=state.host(name).cpu_set_errors,
-            failover_delay=failover_delay,
-            evacuation=evacuation,
+            failover=failover,
         )
         inventory = state.inventory(name)
         for resource, total in (
