@@ -25,12 +25,8 @@ POLL = 0.5
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "evacuate",
-        help="re-place every VM of a lost host now",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[kubeapi.options()],
+    parser = kubeapi.command(
+        subparsers, "evacuate", __doc__, help="re-place every VM of a lost host now"
     )
     parser.add_argument("host", help="the HypervisorHost")
     parser.add_argument(
@@ -38,11 +34,10 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="confirm the host is off (its guests are not running): move its VMs at once",
     )
-    parser.add_argument(
-        "--timeout",
-        type=kubeapi.parse_duration,
-        default=30.0,
-        help="wait this long for the controller's outcome (e.g. 30s; 0: do not wait)",
+    kubeapi.add_timeout(
+        parser,
+        default="30s",
+        help="wait this long for the controller's outcome (0: do not wait)",
     )
     parser.set_defaults(func=run)
 
