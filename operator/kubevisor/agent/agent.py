@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from kubevisor import metrics
+from kubevisor.agent import sdnotify
 from kubevisor.agent.fencing import Fencer
 from kubevisor.agent.imagecache import ImageCache
 from kubevisor.agent.migration import Migrator
@@ -101,6 +102,7 @@ class Agent:
                 deadline=settings.self_fence_after,
                 kube=kube,
                 hypervisor=hypervisor,
+                state_dir=settings.state_dir,
             )
             if settings.self_fence_after
             else None
@@ -148,6 +150,21 @@ class Agent:
 
     async def run(self) -> None:
         await self.hv.connect()
+        # The guard first: an agent that starts cut off from the API server still fences
+        # in time, counting from its predecessor's last renewal.
+        guard = (
+            [asyncio.create_task(self.selffence.run(), name="self-fence")]
+            if self.selffence is not None
+            else []
+        )
+        try:
+            await self._serve(guard)
+        finally:
+            for task in guard:
+                task.cancel()
+            await asyncio.gather(*guard, return_exceptions=True)
+
+    async def _serve(self, guard: list[asyncio.Task[None]]) -> None:
         events = self.hv.events()
         resource_version = await retrying("listing VMs", self._list)
         await self.migrator.load()
@@ -157,8 +174,9 @@ class Agent:
             await self.networking.load()
         await self.fencer.fence()
         await retrying("registering the host", self.registration.register)
-        await retrying("renewing the Lease", self.registration.renew_lease)
+        await retrying("renewing the Lease", self._renew_lease)
         self.ready.set()
+        sdnotify.notify("READY=1")
         log.info("agent for host %s is ready with %d VMs", self.settings.host, len(self.vms))
         tasks = [
             asyncio.create_task(self.registration.heartbeat(), name="heartbeat"),
@@ -166,11 +184,7 @@ class Agent:
             asyncio.create_task(self._hypervisor_events(events), name="libvirt-events"),
             asyncio.create_task(self._resync(), name="resync"),
             asyncio.create_task(self._tend_image_cache(), name="image-cache"),
-            *(
-                [asyncio.create_task(self.selffence.run(), name="self-fence")]
-                if self.selffence is not None
-                else []
-            ),
+            *guard,
             *(asyncio.create_task(watch, name="jobs") for watch in self.migrator.tasks()),
             *(
                 asyncio.create_task(part, name="network")
@@ -192,6 +206,14 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _renew_lease(self) -> None:
+        """The first renewal, through the guard: not while fenced (a fence this agent's
+        predecessor or the watchdog left)."""
+        if self.selffence is None:
+            await self.registration.renew_lease()
+        else:
+            await self.selffence.renew(self.registration.renew_lease)
 
     async def _list(self) -> str:
         """List the VMs bound here; the listing's resourceVersion, to watch from."""
