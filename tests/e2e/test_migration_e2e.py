@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +17,18 @@ from typing import Any
 
 import pytest
 
-from harness import eventually
+from harness import ManagedProcess, eventually
 from kubevisor.api import quantity
+from kubevisor.core import watchdog
 from kubevisor.testbed import guest as guest_image
-from stacks import ExtraHost, Stack
+from kubevisor.testbed.commands import WatchdogOptions
+from stacks import ExtraHost, Stack, host_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
+STALL_AFTER = 20
+"""The watchdog kills an agent silent this long: after the deadline (16 s), so that the
+fence is the watchdog's, as in production (30 s after 60 s)."""
 COUNTER = re.compile(rf"^{guest_image.COUNTER_PREFIX}(\d+)", re.MULTILINE)
 
 
@@ -423,6 +431,85 @@ def test_lost_host_vms_restart_elsewhere_and_it_fences_on_return(
         assert stack.get("vm", "manual", namespace)["status"]["host"] == lost
     assert census.samples > 10, census.samples
     assert max(census.worst.values(), default=0) <= 1, census.worst
+
+
+def test_a_hung_agent_is_fenced_by_its_watchdog_and_comes_back_fenced(
+    stack: Stack, extra_host: ExtraHost, restore_hosts: None, namespace: str
+) -> None:
+    """The agent stops (SIGSTOP) while its guest runs: the watchdog destroys the guest at
+    the agent's self-fence deadline, the controller starts the VM elsewhere after its grace,
+    the watchdog kills the stalled agent, and the agent started again keeps the fence until
+    the VM is bound elsewhere: no moment with two copies."""
+    assert extra_host.host is not None and extra_host.agent is not None
+    lost, agent = extra_host.name, extra_host.agent
+    agent_state = extra_host.state / "agent"
+    dog = ManagedProcess(
+        WatchdogOptions(lost, extra_host.host.uri, agent_state, stall_after=STALL_AFTER).argv(),
+        log=extra_host.state / "watchdog.log",
+    ).start()
+    try:
+        for host in stack.hosts:
+            host_spec(stack, host.name, {"unschedulable": True})
+        stack.apply(namespace, vm("guarded"))
+        running = stack.wait_phase(namespace, "guarded", "Running")
+        assert running["status"]["host"] == lost
+        uid = running["metadata"]["uid"]
+        for host in stack.hosts:
+            host_spec(stack, host.name, {"unschedulable": False})
+        uris = [h.uri for h in stack.hosts] + [extra_host.host.uri]
+        deadline = stack.agent_options[stack.hosts[0].name].self_fence_after
+        assert deadline is not None
+
+        with DomainCensus(uris) as census:
+            assert agent.process is not None
+            agent.process.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            eventually(
+                lambda: uid not in running_on(uris[-1]),
+                timeout=deadline + 15,
+                what="the watchdog to destroy the hung agent's guest",
+            )
+            fenced_after = time.monotonic() - stopped
+            # At most its deadline after the last renewal, which came before the stop.
+            assert fenced_after <= deadline + watchdog.STALE + 2, fenced_after
+            moved = eventually(
+                lambda: (
+                    v
+                    if (v := stack.get("vm", "guarded", namespace))["status"].get("phase")
+                    == "Running"
+                    and v["status"].get("host") != lost
+                    else None
+                ),
+                timeout=120,
+                what="the VM Running on another host after the grace period",
+            )
+            eventually(
+                lambda: agent.process is not None and agent.process.poll() == -signal.SIGKILL,
+                timeout=STALL_AFTER + 15,
+                what="the watchdog to kill the stalled agent",
+            )
+            fence_file = json.loads((agent_state / "fenced.json").read_text())
+            assert list(fence_file) == [uid]
+            assert fence_file[uid]["reason"] == "FencedByWatchdog"
+
+            agent.start()  # as its supervisor would
+            eventually(lambda: host_ready(stack, lost), timeout=60, what=f"{lost} Ready again")
+            assert not (agent_state / "fenced.json").exists(), "the fence lifted"
+            assert uid not in running_on(uris[-1])
+            assert (
+                stack.get("vm", "guarded", namespace)["status"]["host"] == moved["status"]["host"]
+            )
+        assert census.samples > 10, census.samples
+        assert max(census.worst.values(), default=0) <= 1, census.worst
+        events = stack.kubectl(
+            "get", "events", "-n", namespace, "-o", "json",
+            "--field-selector", "reason=FencedByWatchdog,involvedObject.name=guarded",
+        ).stdout  # fmt: skip
+        assert f"fenced by the watchdog on host {lost}" in events, events
+        print(f"\nwatchdog fenced the hung agent's guest {fenced_after:.1f}s after SIGSTOP")
+    finally:
+        dog.stop()
+        sys.stderr.write(f"\n--- {lost} watchdog log (tail) ---\n{dog.tail()}")
 
 
 def virsh_all(uri: str) -> list[str]:

@@ -1,6 +1,6 @@
-"""The command lines of kubevisor's two processes, typed: `AgentOptions` and
-`ControllerOptions` turn into the argv that runs `kubevisor.agent.main` or
-`kubevisor.handlers.main` with this interpreter.
+"""The command lines of kubevisor's processes, typed: `AgentOptions`, `ControllerOptions`
+and `WatchdogOptions` turn into the argv that runs `kubevisor.agent.main`,
+`kubevisor.handlers.main` or `kubevisor.agent.watchdog` with this interpreter.
 
 One builder per process for every place that starts one outside a cluster: `testbed.stack`
 (`kubevisor dev up`), the tests' fixtures and the benchmarks. A variant is
@@ -126,6 +126,27 @@ class ControllerOptions:
             *_flag("--lease-namespace", self.lease_namespace),
             *_flag("--log-level", self.log_level),
             *self.extra,
+        ]
+
+
+@dataclass(frozen=True)
+class WatchdogOptions:
+    """The agent's watchdog's command line (see `kubevisor.agent.watchdog.parse_args`)."""
+
+    host: str
+    libvirt_uri: str
+    state_dir: Path
+    """The agent's."""
+    stall_after: float | None = None
+
+    def argv(self) -> list[str]:
+        """`python -m kubevisor.agent.watchdog` with these options."""
+        return [
+            *_module("kubevisor.agent.watchdog"),
+            *("--host", self.host),
+            *("--libvirt-uri", self.libvirt_uri),
+            *("--state-dir", str(self.state_dir)),
+            *_flag("--stall-after", self.stall_after),
         ]
 
 
