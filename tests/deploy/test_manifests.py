@@ -21,6 +21,7 @@ import yaml
 from harness import REPO, controlplane_bin, require
 from kubevisor.agent import main as agent_main
 from kubevisor.agent import probe as agent_probe
+from kubevisor.agent import watchdog as agent_watchdog
 from kubevisor.cli import crds as crds_cli
 from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import controlplane
@@ -241,7 +242,8 @@ def test_agent_runs_on_hypervisor_nodes_with_the_libvirt_socket_and_state(
         "ovmf": "/usr/share/OVMF",
         "vhost-net": "/dev/vhost-net",
     }
-    (agent,) = pod["containers"]
+    assert [c["name"] for c in pod["containers"]] == ["agent", "watchdog"]
+    agent = pod_container(pod, "agent")
     mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
     assert mounts["libvirt-run"] == "/var/run/libvirt", "libvirt-sock at its usual path"
     assert mounts["state"] == "/var/lib/kubevisor", "libvirtd sees disk paths unchanged"
@@ -420,6 +422,30 @@ def test_the_agents_arguments_are_ones_it_accepts(overlay: Path | None, tmp_path
         for a in pod_container(pod, "agent")["args"]
     ]
     assert agent_main.parse_args(args).host == "node-1"
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    [pytest.param(MANIFESTS, id="base"), pytest.param(None, id="libvirtd-in-pod")],
+)
+def test_the_watchdog_watches_the_agents_state_and_libvirtd(
+    overlay: Path | None, tmp_path: Path
+) -> None:
+    """Beside the agent in its pod, reading its heartbeat where the agent writes it,
+    through the same libvirtd, and able to kill it (one process namespace)."""
+    pod = agent_pod(render(overlay or libvirtd_in_pod_overlay(tmp_path)))
+    assert pod["shareProcessNamespace"] is True
+    agent, dog = pod_container(pod, "agent"), pod_container(pod, "watchdog")
+    assert dog["command"] == ["kubevisor-watchdog"]
+    agent_args = agent_main.parse_args([a.replace("$(NODE_IP)", "10.0.0.2") for a in agent["args"]])
+    dog_args = agent_watchdog.parse_args(dog["args"])
+    assert (dog_args.host, dog_args.libvirt_uri, dog_args.state_dir) == (
+        agent_args.host, agent_args.libvirt_uri, agent_args.state_dir
+    )  # fmt: skip
+    mounts = [{(m["name"], m["mountPath"]) for m in c["volumeMounts"]} for c in (agent, dog)]
+    assert {("state", str(dog_args.state_dir)), ("libvirt-run", "/var/run/libvirt")} <= (
+        mounts[0] & mounts[1]
+    )
 
 
 INSTALL_GUIDE = REPO / "docs" / "install.md"
