@@ -137,6 +137,8 @@ class ExtraHost:
     """Mount a hugetlbfs for huge-page guests (`start_hosts(hugepages=True)`)."""
     rootfs_dir: Path | None = None
     """The agent's --rootfs-dir, where containers' root filesystems may be."""
+    kubeconfig: Path | None = None
+    """The agent's, if not the stack's (e.g. through a `TcpProxy` a test cuts)."""
     host: LocalHost | None = None
     agent: ManagedProcess | None = None
 
@@ -169,6 +171,7 @@ class ExtraHost:
                 domain_type="lxc" if self.lxc else template.domain_type,
                 qemu_conf=self.host.root / "etc" / "qemu.conf",
                 rootfs_dirs=() if self.rootfs_dir is None else (self.rootfs_dir,),
+                kubeconfig=self.kubeconfig or template.kubeconfig,
             )
             self.agent = ManagedProcess(options.argv(), log=agent_state / "agent.log")
         self.agent.start()

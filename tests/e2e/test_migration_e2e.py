@@ -14,14 +14,17 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from harness import ManagedProcess, eventually
 from kubevisor.api import quantity
 from kubevisor.core import watchdog
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.commands import WatchdogOptions
+from kubevisor.testbed.tcpproxy import TcpProxy
 from stacks import ExtraHost, Stack, host_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
@@ -510,6 +513,102 @@ def test_a_hung_agent_is_fenced_by_its_watchdog_and_comes_back_fenced(
     finally:
         dog.stop()
         sys.stderr.write(f"\n--- {lost} watchdog log (tail) ---\n{dog.tail()}")
+
+
+def proxied(kubeconfig: Path, link: TcpProxy, into: Path) -> Path:
+    """A copy of `kubeconfig` whose API server is reached through `link`."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://{link.address}"
+    path = into / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_host_cut_off_from_the_api_server_fences_itself_and_rejoins_clean(
+    stack: Stack,
+    tmp_path_factory: pytest.TempPathFactory,
+    restore_hosts: None,
+    namespace: str,
+) -> None:
+    """A partition: the link between a host's agent and the API server is cut while its
+    guest runs. The agent destroys the guest at its self-fence deadline, the controller
+    starts the VM elsewhere after its grace, and when the link comes back the host rejoins
+    with nothing stale; a census of every host's libvirtd never sees two copies."""
+    api = urlparse(stack.plane.server)
+    assert api.hostname is not None and api.port is not None
+    root = tmp_path_factory.mktemp("partitioned-host")
+    with TcpProxy((api.hostname, api.port)) as link:
+        extra = ExtraHost(stack, root, kubeconfig=proxied(stack.plane.kubeconfig, link, root))
+        try:
+            extra.start()
+            assert extra.host is not None
+            cut_off = extra.name
+            for host in stack.hosts:
+                host_spec(stack, host.name, {"unschedulable": True})
+            stack.apply(namespace, vm("partitioned"))
+            running = stack.wait_phase(namespace, "partitioned", "Running")
+            assert running["status"]["host"] == cut_off
+            uid = running["metadata"]["uid"]
+            for host in stack.hosts:
+                host_spec(stack, host.name, {"unschedulable": False})
+            uris = [h.uri for h in stack.hosts] + [extra.host.uri]
+            deadline = stack.agent_options[stack.hosts[0].name].self_fence_after
+            assert deadline is not None
+
+            with DomainCensus(uris) as census:
+                link.cut()
+                cut_at = time.monotonic()
+                eventually(
+                    lambda: uid not in running_on(uris[-1]),
+                    timeout=deadline + 15,
+                    what="the cut-off agent to destroy its guest",
+                )
+                fenced_after = time.monotonic() - cut_at
+                assert fenced_after <= deadline + 2, fenced_after
+                moved = eventually(
+                    lambda: (
+                        v
+                        if (v := stack.get("vm", "partitioned", namespace))["status"].get("phase")
+                        == "Running"
+                        and v["status"].get("host") != cut_off
+                        else None
+                    ),
+                    timeout=120,
+                    what="the VM Running on another host after the grace period",
+                )
+                moved_after = time.monotonic() - cut_at
+                assert link.refused > 0, "the agent kept trying the API server"
+
+                link.restore()
+                eventually(
+                    lambda: host_ready(stack, cut_off), timeout=60, what=f"{cut_off} rejoins"
+                )
+                eventually(
+                    lambda: uid not in virsh_all(uris[-1]),
+                    timeout=30,
+                    what="the rejoined host to remove its stale definition",
+                )
+                assert not (root / "agent" / "fenced.json").exists(), "the fence lifted"
+                assert (
+                    stack.get("vm", "partitioned", namespace)["status"]["host"]
+                    == (moved["status"]["host"])
+                )
+            assert census.samples > 10, census.samples
+            assert max(census.worst.values(), default=0) <= 1, census.worst
+            events = stack.kubectl(
+                "get", "events", "-n", namespace, "-o", "json",
+                "--field-selector", "reason=SelfFenced,involvedObject.name=partitioned",
+            ).stdout  # fmt: skip
+            assert f"self-fenced on host {cut_off}" in events, events
+            print(
+                f"\npartition: guest fenced {fenced_after:.1f}s after the cut (deadline "
+                f"{deadline}s), VM running elsewhere {moved_after:.1f}s after it; "
+                f"{census.samples} census samples, at most "
+                f"{max(census.worst.values(), default=0)} copy of each VM"
+            )
+        finally:
+            extra.remove()
 
 
 def virsh_all(uri: str) -> list[str]:
