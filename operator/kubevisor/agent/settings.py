@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from kubevisor.api.wire import SYSTEM_NAMESPACE
-from kubevisor.core import destinations, hostpaths
+from kubevisor.core import destinations, hostpaths, hosts
 from kubevisor.core.domain.host import BootFiles, DomainType, IdRange
 
 
@@ -28,7 +28,7 @@ class Settings:
     qemu_conf: Path | None = None
     """The host's qemu.conf, read for what libvirt does not report (seccomp_sandbox)."""
     lease_namespace: str = SYSTEM_NAMESPACE
-    lease_duration: int = 40
+    lease_duration: int = hosts.DEFAULT_LEASE_DURATION
     self_fence_after: int | None = 60
     """Seconds without a renewed Lease after which the agent destroys its guests
     (`agent.selffence`); None: never."""

@@ -19,6 +19,10 @@ from kubevisor.core.conditions import Row, truth, wire
 from kubevisor.core.placement.capacity import HostInventory
 from kubevisor.core.placement.model import HostUsage
 
+DEFAULT_LEASE_DURATION = 40
+"""Seconds an agent's Lease promises (the agent's --lease-duration default), and what the
+controller assumes of a Lease that names none."""
+
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:

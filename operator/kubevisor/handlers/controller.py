@@ -208,7 +208,8 @@ class Controller:
             return
         when = schema.parse_timestamp(str(renewed))
         self.heartbeats[obj["metadata"]["name"]] = Heartbeat(
-            renewed=when, duration=float(spec.get("leaseDurationSeconds") or 40)
+            renewed=when,
+            duration=float(spec.get("leaseDurationSeconds") or hostjudge.DEFAULT_LEASE_DURATION),
         )
 
     def judge_heartbeat(self, name: str) -> Judgement:
