@@ -14,11 +14,11 @@ BEAT = Heartbeat(pid=42, started=7, boot="b", renewed=100.0, deadline=60.0, beat
 @pytest.mark.parametrize(
     ("now", "fence", "kill"),
     [
-        (151.0, False, False),  # the agent beats: it fences by itself if it must
-        (165.0, True, False),  # silent 15 s, deadline passed (65 s since the renewal)
-        (159.0, False, False),  # silent 9 s, 59 s since the renewal: not yet
-        (152.9, False, False),  # silent just under STALE
-        (180.0, True, True),  # silent 30 s: stalled
+        pytest.param(151.0, False, False, id="a-beating-agent-fences-by-itself"),
+        pytest.param(165.0, True, False, id="silent-15s-deadline-passed-fences"),
+        pytest.param(159.0, False, False, id="silent-9s-deadline-not-yet-waits"),
+        pytest.param(152.9, False, False, id="silent-just-under-stale-waits"),
+        pytest.param(180.0, True, True, id="silent-30s-stalled-is-killed"),
     ],
 )
 def test_judge(now: float, fence: bool, kill: bool) -> None:
