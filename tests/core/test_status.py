@@ -496,6 +496,21 @@ def controller(
             id="unschedulable-is-not-stalled",
         ),
         pytest.param(
+            controller(
+                unschedulable="exceeds quota compute: kubevisor.io/vcpus requested 1, used 2, "
+                "hard 2",
+                unschedulable_reason="QuotaExceeded",
+            ),
+            "Pending",
+            {
+                "Scheduled": ("False", "QuotaExceeded"),
+                "Ready": ("False", "QuotaExceeded"),
+                "Reconciling": ("True", "QuotaExceeded"),
+                "Stalled": ("False", "NotStalled"),
+            },
+            id="over-quota-is-pending-not-unschedulable",
+        ),
+        pytest.param(
             controller(binding=PLACED),
             "Scheduled",
             {

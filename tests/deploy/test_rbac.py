@@ -335,6 +335,10 @@ CONTROLLER_CAN = [
     pytest.param("patch", "endpointslices.discovery.k8s.io", "", "-A", True, id="apply-slices"),
     pytest.param("delete", "endpointslices.discovery.k8s.io", "", "-A", True, id="delete-slices"),
     pytest.param("patch", "pods", "", "-A", False, id="no-pods"),
+    pytest.param("watch", "resourcequotas", "", "-A", True, id="watch-quotas"),
+    pytest.param("patch", "resourcequotas", "status", "-A", True, id="quota-status"),
+    pytest.param("patch", "resourcequotas", "", "-A", False, id="no-quota-spec"),
+    pytest.param("delete", "resourcequotas", "", "-A", False, id="no-delete-quota"),
 ]
 
 

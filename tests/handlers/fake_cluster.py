@@ -67,6 +67,8 @@ class FakeKube:
         self.jobs: dict[str, _Stored] = {}
         self.hosts: dict[str, _Stored] = {}
         self.networks: dict[str, _Stored] = {}
+        self.quotas: dict[str, Object] = {}
+        """ResourceQuotas by namespace/name."""
         self.slices: dict[str, Object] = {}
         """EndpointSlices as last applied, by namespace/name."""
         self.calls: list[tuple[str, str]] = []
@@ -103,6 +105,13 @@ class FakeKube:
 
     def network(self, key: str) -> Object:
         return copy.deepcopy(self.networks[key].obj)
+
+    def add_quota(self, obj: Object) -> Object:
+        self.quotas[_key(obj)] = copy.deepcopy(obj)
+        return self.quota(_key(obj))
+
+    def quota(self, key: str) -> Object:
+        return copy.deepcopy(self.quotas[key])
 
     def vm(self, key: str) -> Object:
         return copy.deepcopy(self.vms[key].obj)
@@ -162,6 +171,20 @@ class FakeKube:
     async def list_vms(self) -> tuple[list[Object], str]:
         """Every VM, at no resourceVersion (this fake keeps none: the listing is the truth)."""
         return [self.vm(key) for key in self.vms], ""
+
+    async def list_quotas(self) -> list[Object]:
+        return [self.quota(key) for key in self.quotas]
+
+    async def apply_quota_status(
+        self, namespace: str, name: str, *, hard: dict[str, str], used: dict[str, str]
+    ) -> Object:
+        """Server-side apply of map entries: other keys of `hard` and `used` stay."""
+        key = f"{namespace}/{name}"
+        self.calls.append(("apply_quota_status", key))
+        status = self.quotas[key].setdefault("status", {})
+        status.setdefault("hard", {}).update(hard)
+        status.setdefault("used", {}).update(used)
+        return self.quota(key)
 
     async def list_jobs(self) -> tuple[list[Object], str]:
         return [self.job(key) for key in self.jobs], ""
@@ -428,6 +451,7 @@ class Cluster:
         jobs: Sequence[Object] = (),
         leases: list[Object] | None = None,
         networks: Sequence[Object] = (),
+        quotas: Sequence[Object] = (),
     ) -> None:
         """Every host heartbeating now unless `leases` says otherwise."""
         for obj in networks:
@@ -449,6 +473,10 @@ class Cluster:
             networks=[self.kube.network(_key(n)) for n in networks],
             vms=[self.kube.vm(_key(v)) for v in vms],
         )
+        for obj in quotas:
+            self.kube.add_quota(obj)
+        self.controller.quotas.load(await self.kube.list_quotas(), self.controller.vms)
+        await self.controller.quotas.publish_all()
 
     async def vm_event(self, name: str) -> Object:
         """Deliver the VM as the API server holds it now."""

@@ -30,6 +30,7 @@ from kubevisor.core.conditions import Row, truth, wire
 from kubevisor.core.convergence import DomainObservation, DomainState, last_exit
 from kubevisor.core.imagepulls import ImagePullState
 from kubevisor.core.lifecycle import Exit, Phase
+from kubevisor.core.quota import QUOTA_EXCEEDED
 from kubevisor.core.resizing import RESIZE_PENDING, RESIZE_REFUSED, RESIZED, ResizeNote
 
 RESTART_REQUIRED = "RestartRequired"
@@ -403,8 +404,8 @@ class ControllerInputs:
     """The placement engine's explanation when no host fits (or why the VM's addresses
     cannot be had)."""
     unschedulable_reason: str = "Unschedulable"
-    """The reason of Scheduled=False: Unschedulable, or an address refusal's
-    (`core.network.ipam.Reason`, e.g. AddressPoolExhausted)."""
+    """The reason of Scheduled=False: Unschedulable, QuotaExceeded (phase Pending), or an
+    address refusal's (`core.network.ipam.Reason`, e.g. AddressPoolExhausted)."""
     host_lost: str | None = None
     """Why the bound host is not Ready (its heartbeat expired), if it is not."""
     host_missing: bool = False
@@ -449,14 +450,22 @@ def _unbound_unschedulable(i: ControllerInputs) -> ControllerVerdict | None:
     if i.binding is not None or i.unschedulable is None:
         return None
     why, reason = i.unschedulable, i.unschedulable_reason
+    # Over its namespace's quota, a VM is Pending, not Unschedulable: hosts could take
+    # it, its namespace may not yet.
+    over_quota = reason == QUOTA_EXCEEDED
     return ControllerVerdict(
-        "Unschedulable",
+        "Pending" if over_quota else "Unschedulable",
         (
             Row(cond.SCHEDULED, "False", reason, why),
             Row(cond.READY, "False", reason, why),
             # Not Stalled: a host may be added or freed at any time, and then it runs.
             Row(cond.RECONCILING, "True", reason, why),
-            Row(cond.STALLED, "False", "NotStalled", "waiting for capacity"),
+            Row(
+                cond.STALLED,
+                "False",
+                "NotStalled",
+                "waiting for quota" if over_quota else "waiting for capacity",
+            ),
         ),
     )
 

@@ -35,7 +35,7 @@ from kubevisor.api import objects, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
-from kubevisor.core import conditions, lifecycle, selffence
+from kubevisor.core import conditions, lifecycle, quota, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Heartbeat, Judgement
@@ -51,7 +51,8 @@ from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.missing import MissingHosts
-from kubevisor.handlers.networks import Networks
+from kubevisor.handlers.networks import Networks, Unplaced
+from kubevisor.handlers.quotas import Quotas
 from kubevisor.handlers.resizes import Resizes
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import is_transient
@@ -117,6 +118,7 @@ class Controller:
         """Why each host placement leaves out could not be read (`snapshot`)."""
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.networks = Networks(self, kube)
+        self.quotas = Quotas(self, kube)
         grace, margin = settings.failover_grace, settings.fence_margin
         self.evacuation = Evacuation(self, kube, self.migrations, grace=grace, margin=margin)
         self.resizes = Resizes(self)
@@ -273,7 +275,10 @@ class Controller:
             self.evacuation.forget(key)
             self.resizes.forget(key)
             await self.networks.on_vm(key)
-            if self.state.release(key) is not None:
+            released = self.state.release(key) is not None
+            self.quotas.forget(key)
+            if released:
+                await self.quotas.publish(quota.namespace_of(key))
                 await self.retry_pending()
             return
         self.remember_vm(obj)
@@ -289,6 +294,7 @@ class Controller:
         key = objects.key(obj["metadata"])
         if not objects.stale(obj, self.vms.get(key)):
             self.vms[key] = obj
+            self.quotas.track(key)
 
     def _count_phases(self) -> None:
         phases = Counter(
@@ -402,6 +408,7 @@ class Controller:
         await self.kube.patch_vm(
             meta["namespace"], meta["name"], {"metadata": {"finalizers": finalizers or None}}
         )
+        await self.quotas.publish(meta["namespace"])
         await self.retry_pending()
 
     async def _reconcile_bound(self, key: str, obj: Object, vm: VirtualMachine, host: str) -> None:
@@ -430,6 +437,7 @@ class Controller:
             )
         elif host in self.hosts:
             await self.resizes.check(key, obj, vm, host)
+            await self.quotas.publish(meta["namespace"])  # a resize counts the new size
 
     def _ensure_claim(self, key: str) -> None:
         obj = self.vms.get(key)
@@ -460,7 +468,9 @@ class Controller:
                 self.state.release(key)
             try:
                 with metrics.timed(metrics.PLACEMENT_DURATION):
-                    decision = self.networks.place(key, vm, self.settings.options)
+                    decision = self._over_quota(key, vm) or self.networks.place(
+                        key, vm, self.settings.options
+                    )
             except Exception as error:
                 # A value the model let through that placement cannot evaluate.
                 failed: Exception | None = error
@@ -492,8 +502,18 @@ class Controller:
             self.state.release(key)
             raise
         log.info("%s: placed on %s (%d hosts considered)", key, decision.host, decision.considered)
+        await self.quotas.publish(quota.namespace_of(key))
         await self.event(obj, "Normal", "Scheduled", decision.message)
         await self.evacuation.placed(key, decision.host)
+
+    def _over_quota(self, key: str, vm: VirtualMachine) -> Unplaced | None:
+        """Why the VM's namespace cannot take it now, under the placement lock. A VM being
+        started elsewhere after its host was lost is not checked: it held its quota
+        there, and a full namespace must not keep it down (as a live migration is never
+        checked)."""
+        if key in self.evacuation.failovers:
+            return None
+        return self.quotas.refusal(key, vm)
 
     async def label(self, obj: Object, host: str) -> Object:
         meta = obj["metadata"]

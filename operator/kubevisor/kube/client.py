@@ -277,6 +277,37 @@ class Kube:
             if error.status != 404:
                 raise
 
+    # -- ResourceQuotas (the controller's part of their status) -------------------------
+
+    @counted("LIST")
+    async def list_quotas(self) -> list[Object]:
+        """Every ResourceQuota of the cluster (the controller enforces those naming
+        kubevisor's resources)."""
+        reply = await self._core.list_resource_quota_for_all_namespaces()
+        return [self._api.sanitize_for_serialization(item) for item in reply.items]
+
+    @counted("APPLY")
+    async def apply_quota_status(
+        self, namespace: str, name: str, *, hard: dict[str, str], used: dict[str, str]
+    ) -> Object:
+        """Apply `status.hard` and `status.used` of kubevisor's resources only: the quota
+        controller's entries (pods, services...) are other keys, left as they are."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {"hard": hard, "used": used},
+        }
+        reply = await self._core.patch_namespaced_resource_quota_status(
+            name,
+            namespace,
+            body,
+            field_manager=self.field_manager,
+            force=True,
+            _content_type=APPLY,
+        )
+        return cast(Object, self._api.sanitize_for_serialization(reply))
+
     # -- MigrationJobs -----------------------------------------------------------------
 
     @counted("LIST")
