@@ -8,7 +8,15 @@ placed from a mix: 70% shared 1-8 vCPU, 20% dedicated with NUMA and thread polic
 claim, then every filter on every host) runs in the same process on fewer decisions and
 is compared per decision.
 
+Quotas (issue 20): the same workload is then placed twice more on fresh copies of the
+first size's pre-loaded state, spread over `--namespaces` namespaces (pre-loaded VMs
+too), without and with a quota per namespace; with them every decision first checks its
+namespace's quota as the controller does under its lock (`core.quota`: the namespace's
+usage summed from the claims, then `admit`). The limits are high enough that none refuses,
+so both runs place the same VMs and the difference is the check's cost.
+
 Run: .venv/bin/python bench/placement.py [--sizes 1000,5000,10000] [--vms 10000]
+     [--namespaces 1000]
 Prints figures; it is not a timed test.
 """
 
@@ -23,6 +31,7 @@ import sys
 import time
 from dataclasses import replace
 
+from kubevisor.core import quota
 from kubevisor.core.placement import numa, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.model import (
@@ -145,6 +154,90 @@ def preload(hosts: list[HostSnapshot], rng: random.Random) -> PlacementState:
     return state
 
 
+def in_namespaces(requests: list[Request], namespaces: int) -> list[Request]:
+    """The requests spread round-robin over `namespaces` namespaces ns0..ns<N-1>."""
+    return [
+        replace(r, name=f"ns{i % namespaces}/{r.name.split('/', 1)[1]}")
+        for i, r in enumerate(requests)
+    ]
+
+
+def place_all(
+    state: PlacementState,
+    requests: list[Request],
+    limits: dict[str, quota.Quota] | None,
+    ledger: quota.Ledger,
+) -> tuple[list[float], int]:
+    """Place every request, with each namespace's quota checked first when `limits` is
+    given (`ledger` following `state`); per-decision latencies and how many were placed."""
+    latencies = []
+    placed = 0
+    for request in requests:
+        t0 = time.perf_counter()
+        refused = None
+        if limits is not None:
+            namespace = quota.namespace_of(request.name)
+            used = ledger.used(namespace, besides=request.name)
+            wanted = quota.requested(request)
+            refused = quota.admit((limits[namespace],), used=used, wanted=wanted)
+        decision = scheduler.place(state, request) if refused is None else None
+        latencies.append(time.perf_counter() - t0)
+        placed += isinstance(decision, Decision)
+    return latencies, placed
+
+
+def quotas_on_and_off(size: int, vms: int, namespaces: int, seed: int, rounds: int) -> None:
+    """Off and on in turn, `rounds` times each: the best round of each is compared (the
+    machine's other load only ever slows a round down)."""
+    names = [f"ns{i}" for i in range(namespaces)]
+    generous = {VCPUS: 1_000_000, MEMORY: 1 << 40, quota.VMS: 100_000, quota.LOCAL_DISK: 1 << 40}
+    limits = {ns: quota.Quota("compute", generous) for ns in names}
+    results: dict[str, list[tuple[float, list[float], int]]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for label, given in (("off", None), ("on", limits)):
+            rng = random.Random(seed)
+            hosts = [make_host(f"h{i}") for i in range(size)]
+            state = preload_in(hosts, rng, namespaces)
+            requests = in_namespaces(workload(vms, rng), namespaces)
+            ledger = quota.Ledger()
+            if given is not None:
+                ledger.follow(state)  # as the controller does once, at start-up
+            gc.collect()
+            gc.freeze()
+            wall = time.perf_counter()
+            latencies, placed = place_all(state, requests, given, ledger)
+            wall = time.perf_counter() - wall
+            gc.unfreeze()
+            results[label].append((len(requests) / wall, latencies, placed))
+    off, on = (max(results[label], key=lambda r: r[0]) for label in ("off", "on"))
+    assert off[2] == on[2], "generous quotas must place the same VMs"
+    print(
+        f"quotas at hosts={size}, {namespaces} namespaces, {vms} VMs (placed {on[2]} both "
+        f"ways; best of {rounds} rounds each)"
+    )
+    for label, (rate, latencies, _) in (("off", off), ("on", on)):
+        print(
+            f"  quotas {label:>3}: {rate:8.0f} decisions/s  "
+            f"p50 {percentile(latencies, 50) * 1e3:6.3f} ms  "
+            f"p99 {percentile(latencies, 99) * 1e3:6.3f} ms"
+        )
+    print(f"  quotas on are {(off[0] / on[0] - 1) * 100:+.1f}% slower (target: at most 10%)")
+    sys.stdout.flush()
+
+
+VCPUS, MEMORY = quota.VCPUS, quota.MEMORY
+
+
+def preload_in(hosts: list[HostSnapshot], rng: random.Random, namespaces: int) -> PlacementState:
+    """`preload`, its VMs spread over the namespaces as the workload's are."""
+    state = preload(hosts, rng)
+    claims = list(state.claims().values())
+    for i, claim in enumerate(claims):
+        state.release(claim.vm)
+        state.claim(replace(claim, vm=f"ns{i % namespaces}/{claim.vm.split('/', 1)[1]}"))
+    return state
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -219,11 +312,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--naive", type=int, default=20, help="naive decisions per size")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--namespaces", type=int, default=1000, help="for the quota figures (0: skip them)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="quota figures: rounds of each")
     args = parser.parse_args(argv)
     total = time.perf_counter()
     print("placement benchmark (kubevisor.core.placement, single process, pure Python)")
-    for size in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for size in sizes:
         run(size, args.vms, args.naive, args.seed)
+    if args.namespaces:
+        quotas_on_and_off(sizes[0], args.vms, args.namespaces, args.seed, args.rounds)
     print(f"total {time.perf_counter() - total:.0f}s")
     return 0
 

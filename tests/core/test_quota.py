@@ -22,8 +22,7 @@ from .placement.strategies import hosts, requests
 VCPUS, MEMORY, VMS = quota.VCPUS, quota.MEMORY, quota.VMS
 
 
-def placed(state: PlacementState, ledger: Ledger, request: Request) -> Claim:
-    ledger.track(request.name)
+def placed(state: PlacementState, request: Request) -> Claim:
     decision = scheduler.place(state, request)
     assert isinstance(decision, Decision), decision
     return decision.claim
@@ -70,7 +69,7 @@ def test_a_vm_counts_what_its_claim_holds(
     request_: Request, host: HostSnapshot, expected: dict[str, int]
 ) -> None:
     state = PlacementState.rebuild([host], [])
-    claim = placed(state, Ledger(), request_)
+    claim = placed(state, request_)
     assert quota.counted(claim) == expected
     assert quota.requested(request_) == expected, "checked before placement as counted after"
 
@@ -182,53 +181,69 @@ def test_status_used_lists_every_limited_resource_in_wire_units() -> None:
 # -- what a namespace holds: the ledger over the placement state ------------------------------
 
 
+def following(state: PlacementState) -> Ledger:
+    ledger = Ledger()
+    ledger.follow(state)
+    return ledger
+
+
 def test_a_namespace_holds_the_claims_of_its_own_vms_only() -> None:
     state = PlacementState.rebuild([make_host()], [])
-    ledger = Ledger()
-    placed(state, ledger, make_request("a/one", vcpus=1, memory_mib=GIB))
-    placed(state, ledger, make_request("a/two", vcpus=2, memory_mib=GIB))
-    placed(state, ledger, make_request("b/one", vcpus=4, memory_mib=GIB))
-    ledger.track("a/pending")  # known, holds no claim: counts nothing
-    assert ledger.used("a", state.claims()) == {VMS: 2, VCPUS: 3, MEMORY: 2 * GIB}
-    assert ledger.used("a", state.claims(), besides="a/two") == {VMS: 1, VCPUS: 1, MEMORY: GIB}
-    assert ledger.used("b", state.claims())[VCPUS] == 4
+    placed(state, make_request("a/one", vcpus=1, memory_mib=GIB))
+    ledger = following(state)  # from what the state holds, then from every change
+    placed(state, make_request("a/two", vcpus=2, memory_mib=GIB))
+    placed(state, make_request("b/one", vcpus=4, memory_mib=GIB))
+    assert ledger.used("a") == {VMS: 2, VCPUS: 3, MEMORY: 2 * GIB}
+    assert ledger.used("a", besides="a/two") == {VMS: 1, VCPUS: 1, MEMORY: GIB}
+    assert ledger.used("a", besides="b/one") == ledger.used("a"), "another namespace's VM"
+    assert ledger.used("b")[VCPUS] == 4
+    assert ledger.used("c") == {}
+
+
+def test_a_ledger_given_a_new_state_forgets_the_old_one() -> None:
+    old = PlacementState.rebuild([make_host()], [])
+    ledger = following(old)
+    placed(old, make_request("a/one", vcpus=1, memory_mib=GIB))
+    new = PlacementState.rebuild([make_host()], [])
+    ledger.follow(new)
+    placed(old, make_request("a/two", vcpus=1, memory_mib=GIB))
+    assert ledger.used("a") == {}
 
 
 def test_a_vm_deleted_during_placement_gives_its_quota_back_at_once() -> None:
     """Placed (claimed under the lock) and deleted before its bind landed: the claim is
     released and the ledger reads what the state holds, with no step in between."""
     state = PlacementState.rebuild([make_host()], [])
-    ledger = Ledger()
-    placed(state, ledger, make_request("a/gone", vcpus=2, memory_mib=GIB))
+    ledger = following(state)
+    placed(state, make_request("a/gone", vcpus=2, memory_mib=GIB))
     state.release("a/gone")
-    ledger.forget("a/gone")
-    assert ledger.used("a", state.claims()) == {}
+    assert ledger.used("a") == {}
 
 
 def test_a_live_migration_counts_once_and_asks_nothing_of_the_quota() -> None:
     state = PlacementState.rebuild([make_host("h1"), make_host("h2")], [])
-    ledger = Ledger()
-    claim = placed(state, ledger, make_request("a/vm", vcpus=2, memory_mib=GIB))
-    before = ledger.used("a", state.claims())
+    ledger = following(state)
+    claim = placed(state, make_request("a/vm", vcpus=2, memory_mib=GIB))
+    before = ledger.used("a")
     target = "h2" if claim.host == "h1" else "h1"
     # The migration's claim on its target is held under the job's key, not the VM's.
     state.claim(dataclasses.replace(claim, vm="migration:a/job", host=target))
-    assert ledger.used("a", state.claims()) == before
+    assert ledger.used("a") == before
     # Completed: the VM's own claim moves to the target.
     moved = state.release("migration:a/job")
     state.release("a/vm")
     assert moved is not None
     state.claim(dataclasses.replace(moved, vm="a/vm"))
-    assert ledger.used("a", state.claims()) == before
+    assert ledger.used("a") == before
 
 
 def test_a_resize_counts_the_new_size() -> None:
     state = PlacementState.rebuild([make_host()], [])
-    ledger = Ledger()
-    placed(state, ledger, make_request("a/vm", vcpus=1, memory_mib=GIB))
+    ledger = following(state)
+    placed(state, make_request("a/vm", vcpus=1, memory_mib=GIB))
     outcome = resize.resize(state, make_request("a/vm", vcpus=4, memory_mib=2 * GIB), host="h1")
     assert isinstance(outcome, resize.Resized)
-    assert ledger.used("a", state.claims()) == {VMS: 1, VCPUS: 4, MEMORY: 2 * GIB}
+    assert ledger.used("a") == {VMS: 1, VCPUS: 4, MEMORY: 2 * GIB}
 
 
 # -- the property: admission never takes a namespace over a limit -------------------------------
@@ -256,28 +271,31 @@ def test_admission_never_adds_past_a_limit_and_lowering_one_stops_nothing(
     plan: list[tuple[str, str, int]],
 ) -> None:
     state = PlacementState.rebuild([make_host(cells=1, cores=16, threads=1)], [])
-    ledger = Ledger()
+    ledger = following(state)
     limits = {namespace: Quota("compute", {VCPUS: 4, VMS: 3}) for namespace in NAMESPACES}
     names = iter(range(10_000))
     for action, namespace, number in plan:
-        before = ledger.used(namespace, state.claims())
+        before = ledger.used(namespace)
         if action == "limit":
             limits[namespace] = Quota("compute", {VCPUS: number, VMS: 3})
-            assert ledger.used(namespace, state.claims()) == before, "a lower limit stops none"
+            assert ledger.used(namespace) == before, "a lower limit stops none"
             continue
         if action == "delete":
             mine = sorted(vm for vm in state.claims() if quota.namespace_of(vm) == namespace)
             if mine:
                 gone = mine[number % len(mine)]
                 state.release(gone)
-                ledger.forget(gone)
             continue
         request = make_request(f"{namespace}/vm{next(names)}", vcpus=max(number, 1))
         wanted = quota.requested(request)
         refused = quota.admit([limits[namespace]], used=before, wanted=wanted)
         if refused is None:
-            placed(state, ledger, request)
-        after = ledger.used(namespace, state.claims())
+            placed(state, request)
+        after = ledger.used(namespace)
+        recount = quota.total(
+            quota.counted(c) for c in state.claims().values() if c.vm.startswith(f"{namespace}/")
+        )
+        assert after == recount, "the ledger agrees with a recount of the claims"
         for resource, hard in limits[namespace].hard.items():
             grew = after.get(resource, 0) > before.get(resource, 0)
             assert not grew or after[resource] <= hard, (resource, before, after, hard)

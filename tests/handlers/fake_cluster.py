@@ -475,7 +475,7 @@ class Cluster:
         )
         for obj in quotas:
             self.kube.add_quota(obj)
-        self.controller.quotas.load(await self.kube.list_quotas(), self.controller.vms)
+        self.controller.quotas.load(await self.kube.list_quotas())
         await self.controller.quotas.publish_all()
 
     async def vm_event(self, name: str) -> Object:

@@ -9,7 +9,7 @@ What counts is what holds capacity: a VM's claim in the placement state (`counte
 VM counts from the moment placement claims a host for it until its claim is released
 (deleted, or unbound to be placed again). A stopped VM that keeps its host keeps its
 claim, and counts. A live migration's claim on its target is held under the job's key,
-not the VM's, and `Ledger.used` sums VM keys only: a migrating VM counts once, and a
+not the VM's, and `Ledger` counts VM keys only: a migrating VM counts once, and a
 migration is never checked against a quota at all. A resize replaces the VM's claim, so
 the new size is what counts from then on. Lowering a quota below what is used releases
 nothing: `admit` refuses every new VM that would add to a resource already at or over its
@@ -22,14 +22,14 @@ count. `hard_limits` reads quantities into these units, `formatted` writes them 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from kubevisor.api import quantity
-from kubevisor.core.placement import units
+from kubevisor.core.placement import numa, units
 from kubevisor.core.placement.model import Claim, Request
+from kubevisor.core.placement.state import PlacementState
 
 DOMAIN = "kubevisor.io/"
 VMS = f"{DOMAIN}vms"
@@ -44,7 +44,8 @@ counted: they depend on the host the VM lands on, and a quota must be checkable 
 LOCAL_DISK = f"{DOMAIN}local-disk"
 """The disk a VM's claim holds on its host (the sum of its disks' sizes)."""
 HUGEPAGES = f"{DOMAIN}hugepages-"
-"""Followed by the page size (`kubevisor.io/hugepages-2Mi`): memory backed by such pages."""
+"""Followed by the page size (`kubevisor.io/hugepages-2Mi`): memory in such pages, whole
+pages per guest NUMA cell (512Mi in 1Gi pages holds, and counts, 1Gi)."""
 PCI = f"{DOMAIN}pci-"
 """Followed by the alias (`kubevisor.io/pci-gpu`): passthrough devices of that alias."""
 
@@ -86,42 +87,50 @@ def _hugepages(page_kib: int) -> str:
 def requested(request: Request) -> dict[str, int]:
     """What a VM will count once placed, from its request alone: the very figures
     `counted` gives the claim placement makes for it, wherever it lands."""
-    amounts: Counter[str] = Counter({VMS: 1, VCPUS: request.vcpus, MEMORY: request.memory_mib})
+    # Plain dicts, not Counters: this runs on every placement (bench/placement.py).
+    amounts = {VMS: 1, VCPUS: request.vcpus, MEMORY: request.memory_mib}
     if request.dedicated:
         amounts[DEDICATED_CPUS] = request.pcpus
-    if request.hugepage_kib is not None:
-        amounts[_hugepages(request.hugepage_kib)] = request.memory_mib
+    page = request.hugepage_kib
+    if page is not None:
+        # Whole pages per guest cell, as NUMA fitting takes them (`numa._memory`).
+        pages = sum(math.ceil(cell.memory_mib * 1024 / page) for cell in numa.guest_cells(request))
+        amounts[_hugepages(page)] = pages * page // 1024
     for pci in request.pci:
-        amounts[f"{PCI}{pci.alias}"] += pci.count
+        name = f"{PCI}{pci.alias}"
+        amounts[name] = amounts.get(name, 0) + pci.count
     if request.disk_mib:
         amounts[LOCAL_DISK] = request.disk_mib
-    return dict(amounts)
+    return amounts
 
 
 def counted(claim: Claim) -> dict[str, int]:
     """What one VM's claim counts against its namespace's quotas."""
-    amounts: Counter[str] = Counter({VMS: 1, VCPUS: claim.vcpus, MEMORY: claim.memory_mib})
+    amounts = {VMS: 1, VCPUS: claim.vcpus, MEMORY: claim.memory_mib}
     if claim.disk_mib:
         amounts[LOCAL_DISK] = claim.disk_mib
-    if claim.numa is not None:
-        pins = sum(len(cell.pins) for cell in claim.numa.cells)
-        # A dedicated guest's vCPUs are its pins (claim.vcpus counts shared ones only).
-        amounts[VCPUS] += pins
-        if pins:
-            amounts[DEDICATED_CPUS] = pins + len(claim.numa.emulator_pins)
-        for cell in claim.numa.cells:
-            if cell.hugepage_kib is not None and cell.hugepages:
-                amounts[_hugepages(cell.hugepage_kib)] += cell.hugepages * cell.hugepage_kib // 1024
-        for device in claim.numa.pci:
-            amounts[f"{PCI}{device.alias}"] += 1
-    return dict(amounts)
+    if claim.numa is None:
+        return amounts
+    pins = sum(len(cell.pins) for cell in claim.numa.cells)
+    # A dedicated guest's vCPUs are its pins (claim.vcpus counts shared ones only).
+    amounts[VCPUS] += pins
+    if pins:
+        amounts[DEDICATED_CPUS] = pins + len(claim.numa.emulator_pins)
+    more: list[tuple[str, int]] = [(f"{PCI}{device.alias}", 1) for device in claim.numa.pci]
+    for cell in claim.numa.cells:
+        if cell.hugepage_kib is not None and cell.hugepages:
+            more.append((_hugepages(cell.hugepage_kib), cell.hugepages * cell.hugepage_kib // 1024))
+    for name, amount in more:
+        amounts[name] = amounts.get(name, 0) + amount
+    return amounts
 
 
 def total(amounts: Iterable[Amounts]) -> dict[str, int]:
-    summed: Counter[str] = Counter()
+    summed: dict[str, int] = {}
     for one in amounts:
-        summed.update(one)
-    return dict(summed)
+        for resource, amount in one.items():
+            summed[resource] = summed.get(resource, 0) + amount
+    return summed
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +196,20 @@ class Exceeded:
 
 def admit(quotas: Iterable[Quota], *, used: Amounts, wanted: Amounts) -> Exceeded | None:
     """Whether a VM counting `wanted` may be placed in a namespace whose VMs count `used`:
-    None, or the first limit it would go over (quotas by name, resources by name). A
-    resource the VM does not ask for never refuses it, even where usage is over the limit."""
-    for quota in sorted(quotas, key=lambda q: q.name):
-        for resource in sorted(quota.hard):
-            need = wanted.get(resource, 0)
-            have = used.get(resource, 0)
-            if need > 0 and have + need > quota.hard[resource]:
-                return Exceeded(quota.name, resource, need, have, quota.hard[resource])
+    None, or the first limit it would go over (quotas in the order given, resources by
+    name). A resource the VM does not ask for never refuses it, even where usage is over
+    the limit."""
+    for quota in quotas:
+        hard = quota.hard
+        over = [
+            r
+            for r, need in wanted.items()
+            if need > 0 and r in hard and used.get(r, 0) + need > hard[r]
+        ]
+        if over:
+            resource = min(over)
+            need, have = wanted[resource], used.get(resource, 0)
+            return Exceeded(quota.name, resource, need, have, hard[resource])
     return None
 
 
@@ -205,44 +220,54 @@ def status_used(quota: Quota, used: Amounts) -> dict[str, str]:
 
 
 class Ledger:
-    """Which VMs belong to which namespace, to sum what a namespace's VMs hold from the
-    placement state's claims without a scan of every claim.
+    """What each namespace's VMs hold, kept by following a placement state's claims
+    (`follow`): every claim and release updates its namespace's totals, so reading them
+    costs the same whatever the namespace holds, and they never disagree with the state.
 
-    The controller tracks every VM it knows; `used` reads the claims held under those
-    VMs' own keys at the moment it is called, so it never disagrees with the state,
-    whatever claimed or released in between. Each claim's amounts are computed once."""
+    Claims under keys that are not VMs' (a migration's claim on its target,
+    `migration:<namespace>/<job>`) are not counted: a migrating VM counts once."""
 
     def __init__(self) -> None:
-        self._members: dict[str, set[str]] = {}
-        self._amounts: dict[str, tuple[Claim, dict[str, int]]] = {}
+        self.following: PlacementState | None = None
+        self._totals: dict[str, dict[str, int]] = {}
+        self._held: dict[str, dict[str, int]] = {}
 
-    def track(self, vm: str) -> None:
-        self._members.setdefault(namespace_of(vm), set()).add(vm)
+    def follow(self, state: PlacementState) -> None:
+        """Count `state`'s claims from now on, starting from those it holds."""
+        self._totals.clear()
+        self._held.clear()
+        self.following = state
+        for claim in state.claims().values():
+            self._change(claim, 1)
+        state.watch(self._changed_in(state))
 
-    def forget(self, vm: str) -> None:
-        namespace = namespace_of(vm)
-        members = self._members.get(namespace)
-        if members is not None:
-            members.discard(vm)
-            if not members:
-                del self._members[namespace]
-        self._amounts.pop(vm, None)
+    def _changed_in(self, state: PlacementState) -> Callable[[Claim, int], None]:
+        def changed(claim: Claim, sign: int) -> None:
+            if state is self.following:  # a state given up since counts no more
+                self._change(claim, sign)
 
-    def namespaces(self) -> Iterable[str]:
-        return tuple(self._members)
+        return changed
 
-    def used(
-        self, namespace: str, claims: Mapping[str, Claim], *, besides: str | None = None
-    ) -> dict[str, int]:
+    def _change(self, claim: Claim, sign: int) -> None:
+        if ":" in claim.vm:
+            return
+        namespace = namespace_of(claim.vm)
+        if sign > 0:
+            amounts = self._held[claim.vm] = counted(claim)
+        else:
+            amounts = self._held.pop(claim.vm, {})
+        totals = self._totals.setdefault(namespace, {})
+        for resource, amount in amounts.items():
+            left = totals[resource] = totals.get(resource, 0) + sign * amount
+            if not left:
+                del totals[resource]
+        if not totals:
+            del self._totals[namespace]
+
+    def used(self, namespace: str, *, besides: str | None = None) -> dict[str, int]:
         """What the namespace's VMs hold now (`besides`: leave that VM out)."""
-        summed: Counter[str] = Counter()
-        for vm in self._members.get(namespace, ()):
-            claim = claims.get(vm)
-            if claim is None or vm == besides:
-                continue
-            memo = self._amounts.get(vm)
-            if memo is None or memo[0] is not claim:
-                memo = (claim, counted(claim))
-                self._amounts[vm] = memo
-            summed.update(memo[1])
-        return dict(summed)
+        totals = self._totals.get(namespace, NOTHING)
+        held = self._held.get(besides) if besides is not None else None
+        if held is None or namespace_of(besides or "") != namespace:
+            return dict(totals)
+        return {resource: amount - held.get(resource, 0) for resource, amount in totals.items()}

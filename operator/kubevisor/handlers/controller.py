@@ -275,9 +275,7 @@ class Controller:
             self.evacuation.forget(key)
             self.resizes.forget(key)
             await self.networks.on_vm(key)
-            released = self.state.release(key) is not None
-            self.quotas.forget(key)
-            if released:
+            if self.state.release(key) is not None:
                 await self.quotas.publish(quota.namespace_of(key))
                 await self.retry_pending()
             return
@@ -294,7 +292,6 @@ class Controller:
         key = objects.key(obj["metadata"])
         if not objects.stale(obj, self.vms.get(key)):
             self.vms[key] = obj
-            self.quotas.track(key)
 
     def _count_phases(self) -> None:
         phases = Counter(

@@ -126,7 +126,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
             jobs=jobs,
         )
         controller.networks.load(networks=networks, vms=vms)
-        controller.quotas.load(await kube.list_quotas(), controller.vms)
+        controller.quotas.load(await kube.list_quotas())
         await controller.quotas.publish_all()
 
     @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)

@@ -6,16 +6,13 @@ The controller (handlers/controller.py) calls this module at a few points:
   (`kubevisor.io/vcpus`, ...); a quota changed or deleted retries every waiting VM, so a
   VM kept out by a limit that was raised is placed by itself;
 - `refusal`, under the placement lock and before placement, says whether the VM's
-  namespace can take it: what the namespace's VMs hold is read from the very claims the
-  lock protects (`quota.Ledger`), so two VMs placed in a burst never both take the last
-  vCPU of a quota;
+  namespace can take it: what the namespace's VMs hold is kept from the very claims the
+  lock protects (`quota.Ledger` follows the placement state), so two VMs placed in a
+  burst never both take the last vCPU of a quota;
 - `publish` writes `status.hard` and `status.used` of kubevisor's resources on the
   namespace's quotas when they changed (the controller's field manager; the quota
   controller of kube-controller-manager keeps `used` values of resources it has no
   evaluator for, and writes its own keys beside them).
-
-`track` and `forget` keep the ledger's namespaces in step with the VMs the controller
-knows (`Controller.remember_vm`, a deletion).
 """
 
 from __future__ import annotations
@@ -52,6 +49,7 @@ class Quotas:
         self.port = port
         self.kube = kube
         self.ledger = Ledger()
+        self.ledger.follow(port.state)
         self.quotas: dict[str, dict[str, Quota]] = {}
         """Per namespace, its quotas that limit at least one of kubevisor's resources."""
         self.objects: dict[str, Object] = {}
@@ -61,10 +59,9 @@ class Quotas:
 
     # -- the quotas -------------------------------------------------------------------
 
-    def load(self, quotas: Iterable[Object], vms: Iterable[str]) -> None:
-        """Start-up: every ResourceQuota, and the keys of every VM listed."""
-        for key in vms:
-            self.ledger.track(key)
+    def load(self, quotas: Iterable[Object]) -> None:
+        """Start-up: every ResourceQuota (after the placement state was built)."""
+        self._used("")
         for obj in quotas:
             self._remember(obj)
 
@@ -112,11 +109,11 @@ class Quotas:
 
     # -- the VMs ------------------------------------------------------------------------
 
-    def track(self, key: str) -> None:
-        self.ledger.track(key)
-
-    def forget(self, key: str) -> None:
-        self.ledger.forget(key)
+    def _used(self, namespace: str, *, besides: str | None = None) -> dict[str, int]:
+        if self.ledger.following is not self.port.state:
+            # The controller built its state anew (start-up): count that one's claims.
+            self.ledger.follow(self.port.state)
+        return self.ledger.used(namespace, besides=besides)
 
     def refusal(self, key: str, vm: VirtualMachine) -> Unplaced | None:
         """Why the VM's namespace cannot take it now (None: it can, or has no quota).
@@ -125,10 +122,10 @@ class Quotas:
         limits = self.quotas.get(namespace)
         if not limits:
             return None
-        self.ledger.track(key)
-        used = self.ledger.used(namespace, self.port.state.claims(), besides=key)
+        used = self._used(namespace, besides=key)
         wanted = quota.requested(inputs.request(vm))
-        exceeded = quota.admit(limits.values(), used=used, wanted=wanted)
+        by_name = [limits[name] for name in sorted(limits)]
+        exceeded = quota.admit(by_name, used=used, wanted=wanted)
         if exceeded is None:
             return None
         return Unplaced(FILTER, quota.QUOTA_EXCEEDED, exceeded.message)
@@ -141,7 +138,7 @@ class Quotas:
         limits = self.quotas.get(namespace)
         if not limits:
             return
-        used = self.ledger.used(namespace, self.port.state.claims())
+        used = self._used(namespace)
         for name, limit in sorted(limits.items()):
             key = f"{namespace}/{name}"
             obj = self.objects.get(key) or {}

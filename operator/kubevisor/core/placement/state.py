@@ -13,7 +13,7 @@ This object is the one mutable thing in `core.placement`; the controller owns on
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -120,6 +120,7 @@ class PlacementState:
         self._scale = Scale()
         self._dirty = False
         self.conflicts: list[Claim] = []
+        self._watchers: list[Callable[[Claim, int], None]] = []
 
     # -- building ---------------------------------------------------------------
 
@@ -184,6 +185,11 @@ class PlacementState:
         if host.shared_storage is not None:
             _discard(self._sharing, host.shared_storage, host.name)
 
+    def watch(self, watcher: Callable[[Claim, int], None]) -> None:
+        """Call `watcher(claim, 1)` after every claim and `watcher(claim, -1)` after every
+        release from now on: the quota ledger (`core.quota.Ledger`) follows claims so."""
+        self._watchers.append(watcher)
+
     # -- claims -----------------------------------------------------------------
 
     def claim(self, claim: Claim) -> None:
@@ -224,6 +230,8 @@ class PlacementState:
             members[claim.host] = members.get(claim.host, 0) + 1
             self._rules.setdefault(claim.group.name, {})[claim.vm] = claim.group
         self._rerank(claim.host)
+        for watcher in self._watchers:
+            watcher(claim, 1)
 
     def release(self, vm: str) -> Claim | None:
         """Drop a VM's claim (deleted, failed, or moved); returns it, or None if none."""
@@ -245,6 +253,8 @@ class PlacementState:
             if not rules:
                 del self._rules[claim.group.name]
         self._rerank(claim.host)
+        for watcher in self._watchers:
+            watcher(claim, -1)
         return claim
 
     # -- reading ----------------------------------------------------------------
