@@ -12,6 +12,7 @@ from kubevisor.kube.client import Object
 
 from .fake_cluster import LEASE_NAMESPACE, NAMESPACE, Cluster, host, job, lease, vm
 from .test_migrations import SOURCE_AGENT, TARGET_AGENT
+from .test_resizes import patch_and_restart, three_running
 
 FULL = "exceeds quota compute: kubevisor.io/vcpus requested 1, used 2, hard 2"
 
@@ -208,5 +209,37 @@ def test_a_vm_of_a_lost_host_starts_elsewhere_even_over_a_lowered_quota() -> Non
         await cluster.controller.check_host("h1")
         assert cluster.vm_status("a")["host"] == "h2"
         assert used(cluster) == {"kubevisor.io/vcpus": "1"}, "over the limit, as it was"
+
+    asyncio.run(main())
+
+
+async def add_quota(cluster: Cluster, obj: Object) -> None:
+    """A user applies a ResourceQuota; the controller sees it."""
+    stored = cluster.kube.add_quota(obj)
+    await cluster.controller.quotas.on_quota("ADDED", stored)
+
+
+def test_a_resize_counts_the_new_size_its_old_one_set_aside(cluster: Cluster) -> None:
+    async def main() -> None:
+        await three_running(cluster)  # a (2 vCPUs), b (1), minimal (1): 4 in all
+        await add_quota(cluster, resource_quota(vcpus="5"))
+        await patch_and_restart(cluster, 3)
+        refusal = (
+            "resize to 3 vCPUs, 1Gi memory refused: exceeds quota compute: "
+            "kubevisor.io/vcpus requested 3, used 3, hard 5"
+        )
+        assert (
+            scheduled(cluster, "minimal")["reason"],
+            scheduled(cluster, "minimal")["message"],
+        ) == (
+            "ResizeRefused",
+            refusal,
+        )
+        assert used(cluster)["kubevisor.io/vcpus"] == "4", "the old size still counts"
+        raised = resource_quota(vcpus="6")
+        raised["metadata"]["resourceVersion"] = "2"
+        await cluster.controller.quotas.on_quota("MODIFIED", raised)
+        assert scheduled(cluster, "minimal")["reason"] == "Resized"
+        assert used(cluster)["kubevisor.io/vcpus"] == "6", "the new size counts"
 
     asyncio.run(main())

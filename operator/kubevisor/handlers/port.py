@@ -22,6 +22,7 @@ from kubevisor.kube.client import Object
 
 if TYPE_CHECKING:
     from kubevisor.handlers.networks import Networks
+    from kubevisor.handlers.quotas import Quotas
 
 
 class ControllerPort(Protocol):
@@ -35,6 +36,8 @@ class ControllerPort(Protocol):
     networks: Networks
     """Addresses and Networks (handlers/networks.py): what placement asks of a VM's
     Networks (`networks.request`)."""
+    quotas: Quotas
+    """Namespace quotas (handlers/quotas.py): whether a VM's namespace can take its size."""
 
     def vm(self, key: str) -> Object | None:
         """The VM of `key` as last seen or written (None: unknown or deleted)."""

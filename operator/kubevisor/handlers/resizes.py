@@ -7,7 +7,8 @@ the new size against the host with the VM's current claim set aside:
 
 - it fits: the claim is replaced and status.placement records the new size (and NUMA
   fit); the agent sees its spec's size claimed and starts the domain from it;
-- it does not: the old claim stays (nothing larger runs), the Scheduled condition says
+- it does not, or the namespace's quota cannot take the new size (the old one set aside):
+  the old claim stays (nothing larger runs), the Scheduled condition says
   why with the figures (ResizeRefused) and a Warning event once per refusal; the agent
   keeps the VM stopped. It is tried again whenever a claim is released (capacity freed)
   and on every change of the VM: shrinking the spec, or setting it back, starts it.
@@ -57,9 +58,16 @@ class Resizes:
         if not resizing.holding_for_resize(status.conditions):
             return  # a domain may run at the old size: the claim stays what runs
         async with self.c.lock:
-            outcome = resize.resize(self.c.state, inputs.request(vm), host=host)
-        if isinstance(outcome, resize.Refused):
-            message = outcome.message
+            # The new size counts against the namespace's quota, its old size set aside.
+            over = self.c.quotas.refusal(key, vm)
+            if over is None:
+                outcome: resize.Resized | resize.Refused | str = resize.resize(
+                    self.c.state, inputs.request(vm), host=host
+                )
+            else:
+                outcome = f"resize to {resize.describe(inputs.request(vm))} refused: {over.message}"
+        if not isinstance(outcome, resize.Resized):
+            message = outcome if isinstance(outcome, str) else outcome.message
             await self._write(obj, vm, host, ResizeNote(refused=True, message=message))
             if self.refused.get(key) != message:
                 self.refused[key] = message
