@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Settings
 from kubevisor.kube.client import Object
 
@@ -241,5 +242,20 @@ def test_a_resize_counts_the_new_size_its_old_one_set_aside(cluster: Cluster) ->
         await cluster.controller.quotas.on_quota("MODIFIED", raised)
         assert scheduled(cluster, "minimal")["reason"] == "Resized"
         assert used(cluster)["kubevisor.io/vcpus"] == "6", "the new size counts"
+
+    asyncio.run(main())
+
+
+def test_a_resync_reads_a_quota_whose_events_were_lost(cluster: Cluster) -> None:
+    async def main() -> None:
+        await three_in_a_two_vcpu_namespace(cluster)
+        quota = cluster.kube.quotas[f"{NAMESPACE}/compute"]
+        quota["spec"]["hard"]["kubevisor.io/vcpus"] = "3"
+        quota["metadata"]["resourceVersion"] = "2"
+        await listing.resync(cluster.controller)
+        assert set(cluster.claims()) == {"default/a", "default/b", "default/c"}
+        del cluster.kube.quotas[f"{NAMESPACE}/compute"]
+        await listing.resync(cluster.controller)
+        assert cluster.controller.quotas.quotas == {}
 
     asyncio.run(main())

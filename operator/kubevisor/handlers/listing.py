@@ -103,3 +103,4 @@ async def resync(c: Controller) -> None:
     for key in list(c.vms):
         await c.reconcile_vm(key)
     await c.migrations.resync(jobs, jobs_at)
+    await c.quotas.resync(await c.kube.list_quotas())

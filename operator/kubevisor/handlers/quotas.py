@@ -93,6 +93,22 @@ class Quotas:
             if not held:
                 del self.quotas[namespace]
 
+    async def resync(self, quotas: list[Object]) -> None:
+        """The quotas as the API server lists them now (`handlers.listing.resync`): a lost
+        watch event changes nothing for longer than a resync interval."""
+        listed = {objects.key(obj["metadata"]) for obj in quotas}
+        changed = False
+        for namespace, held in list(self.quotas.items()):
+            for name in list(held):
+                if f"{namespace}/{name}" not in listed:
+                    self._drop(namespace, name)
+                    changed = True
+        for obj in quotas:
+            changed = self._remember(obj) or changed
+        if changed:
+            await self.port.retry_pending()
+        await self.publish_all()
+
     async def on_quota(self, event: str | None, obj: Object) -> None:
         meta = obj["metadata"]
         namespace = meta["namespace"]
