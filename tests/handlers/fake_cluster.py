@@ -67,6 +67,8 @@ class FakeKube:
         self.jobs: dict[str, _Stored] = {}
         self.hosts: dict[str, _Stored] = {}
         self.networks: dict[str, _Stored] = {}
+        self.namespaces: dict[str, Object] = {}
+        """Namespaces by name (the controller reads their host pools)."""
         self.slices: dict[str, Object] = {}
         """EndpointSlices as last applied, by namespace/name."""
         self.calls: list[tuple[str, str]] = []
@@ -155,6 +157,9 @@ class FakeKube:
         return [(t, m) for involved, t, r, m in self.events if (involved, r) == (name, reason)]
 
     # -- what the controller calls -----------------------------------------------------------
+
+    async def list_namespaces(self) -> list[Object]:
+        return copy.deepcopy(list(self.namespaces.values()))
 
     async def list_hosts(self) -> list[Object]:
         return [self.host(name) for name in self.hosts]
@@ -428,8 +433,11 @@ class Cluster:
         jobs: Sequence[Object] = (),
         leases: list[Object] | None = None,
         networks: Sequence[Object] = (),
+        namespaces: Sequence[Object] = (),
     ) -> None:
         """Every host heartbeating now unless `leases` says otherwise."""
+        for obj in namespaces:
+            self.kube.namespaces[obj["metadata"]["name"]] = copy.deepcopy(obj)
         for obj in networks:
             self.kube.add_network(obj)
         for obj in hosts:
@@ -449,6 +457,7 @@ class Cluster:
             networks=[self.kube.network(_key(n)) for n in networks],
             vms=[self.kube.vm(_key(v)) for v in vms],
         )
+        self.controller.namespaces.load(await self.kube.list_namespaces())
 
     async def vm_event(self, name: str) -> Object:
         """Deliver the VM as the API server holds it now."""

@@ -1,8 +1,9 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
 Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
-MigrationJobs, Networks and Services, and one `timer` per HypervisorHost that judges its
-heartbeat and, every `--resync-interval`, resyncs everything from fresh listings
+MigrationJobs, Networks, Services and Namespaces (their host pools), and one `timer` per
+HypervisorHost that judges its heartbeat and, every `--resync-interval`, resyncs
+everything from fresh listings
 (`handlers.listing`; the agents' Leases are followed by a plain watch of their one
 namespace, see `follow_leases`).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
@@ -126,6 +127,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
             jobs=jobs,
         )
         controller.networks.load(networks=networks, vms=vms)
+        controller.namespaces.load(await kube.list_namespaces())
 
     @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
     async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -146,6 +148,11 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
     async def network_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.networks.on_network(event["type"], dict(event["object"]))
+
+    @kopf.on.event("", "v1", "namespaces", registry=handlers)
+    async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.namespaces.on_namespace(event["type"], dict(event["object"]))
 
     @kopf.on.event("", "v1", "services", registry=handlers)
     async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

@@ -21,6 +21,7 @@ from kubevisor.core.resizing import ResizeNote
 from kubevisor.kube.client import Object
 
 if TYPE_CHECKING:
+    from kubevisor.handlers.namespaces import Namespaces
     from kubevisor.handlers.networks import Networks
 
 
@@ -35,6 +36,8 @@ class ControllerPort(Protocol):
     networks: Networks
     """Addresses and Networks (handlers/networks.py): what placement asks of a VM's
     Networks (`networks.request`)."""
+    namespaces: Namespaces
+    """The namespaces' host pools (handlers/namespaces.py)."""
 
     def vm(self, key: str) -> Object | None:
         """The VM of `key` as last seen or written (None: unknown or deleted)."""
