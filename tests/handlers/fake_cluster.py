@@ -69,6 +69,8 @@ class FakeKube:
         self.networks: dict[str, _Stored] = {}
         self.quotas: dict[str, Object] = {}
         """ResourceQuotas by namespace/name."""
+        self.namespaces: dict[str, Object] = {}
+        """Namespaces by name (the controller reads their host pools)."""
         self.slices: dict[str, Object] = {}
         """EndpointSlices as last applied, by namespace/name."""
         self.calls: list[tuple[str, str]] = []
@@ -164,6 +166,9 @@ class FakeKube:
         return [(t, m) for involved, t, r, m in self.events if (involved, r) == (name, reason)]
 
     # -- what the controller calls -----------------------------------------------------------
+
+    async def list_namespaces(self) -> list[Object]:
+        return copy.deepcopy(list(self.namespaces.values()))
 
     async def list_hosts(self) -> list[Object]:
         return [self.host(name) for name in self.hosts]
@@ -452,8 +457,11 @@ class Cluster:
         leases: list[Object] | None = None,
         networks: Sequence[Object] = (),
         quotas: Sequence[Object] = (),
+        namespaces: Sequence[Object] = (),
     ) -> None:
         """Every host heartbeating now unless `leases` says otherwise."""
+        for obj in namespaces:
+            self.kube.namespaces[obj["metadata"]["name"]] = copy.deepcopy(obj)
         for obj in networks:
             self.kube.add_network(obj)
         for obj in hosts:
@@ -477,6 +485,7 @@ class Cluster:
             self.kube.add_quota(obj)
         self.controller.quotas.load(await self.kube.list_quotas())
         await self.controller.quotas.publish_all()
+        self.controller.namespaces.load(await self.kube.list_namespaces())
 
     async def vm_event(self, name: str) -> Object:
         """Deliver the VM as the API server holds it now."""

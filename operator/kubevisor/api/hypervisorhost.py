@@ -165,6 +165,8 @@ def _cel_first(range_: str) -> str:
     return f"int({range_}.split('-', 2)[0])"
 
 
+MAX_RESERVED_FOR = 256
+"""Namespaces one host may be reserved for."""
 MAX_HOST_NETWORKS = 64
 
 
@@ -300,6 +302,15 @@ class HypervisorHostSpec(ApiModel):
             "Host bridges and libvirt networks VMs may name directly "
             "(spec.networks[].type bridge or network with source); VMs naming any other "
             "are not placed here. Empty: none (VMs use Networks)."
+        ),
+        json_schema_extra=LIST_SET,
+    )
+    reserved_for: list[DnsLabel] = Field(
+        default_factory=list,
+        max_length=MAX_RESERVED_FOR,
+        description=(
+            "The only namespaces whose VMs this host takes (a host reserved for teams); "
+            "VMs already running here stay. Empty: any namespace's."
         ),
         json_schema_extra=LIST_SET,
     )

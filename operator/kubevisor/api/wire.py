@@ -58,6 +58,9 @@ MIGRATION_FINALIZER: Final = f"{GROUP}/migration-protection"
 """Held by a MigrationJob the controller started, until it has released the job's claim."""
 LAST_RUN_STRATEGY_ANNOTATION: Final = f"{GROUP}/last-run-strategy"
 """On a VirtualMachine `kubevisor stop` halted: the runStrategy `kubevisor start` restores."""
+HOST_SELECTOR_ANNOTATION: Final = f"{GROUP}/host-selector"
+"""On a Namespace (set by cluster admins): the host pool of its VMs, "key=value,..." ANDed
+with every VM's own host selector (`core.placement.pools`)."""
 
 # -- who writes ----------------------------------------------------------------------------
 # Server-side-apply field managers, also the component Events name. Each writer owns

@@ -51,6 +51,7 @@ from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.missing import MissingHosts
+from kubevisor.handlers.namespaces import Namespaces
 from kubevisor.handlers.networks import Networks, Unplaced
 from kubevisor.handlers.quotas import Quotas
 from kubevisor.handlers.resizes import Resizes
@@ -119,6 +120,7 @@ class Controller:
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.networks = Networks(self, kube)
         self.quotas = Quotas(self, kube)
+        self.namespaces = Namespaces(self)
         grace, margin = settings.failover_grace, settings.fence_margin
         self.evacuation = Evacuation(self, kube, self.migrations, grace=grace, margin=margin)
         self.resizes = Resizes(self)

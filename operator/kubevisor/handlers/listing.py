@@ -82,12 +82,15 @@ async def resync_if_due(c: Controller) -> None:
 
 
 async def resync(c: Controller) -> None:
-    """The hosts, VMs and MigrationJobs as the API server lists them now replace older
-    cached versions, objects gone from the listing are handled as deleted, and every VM
-    and unfinished job is reconciled from that, as its watch event would have had it."""
+    """The hosts, VMs, MigrationJobs and Namespaces' host pools as the API server lists
+    them now replace older cached versions, objects gone from the listing are handled as
+    deleted, and every VM and unfinished job is reconciled from that, as its watch event
+    would have had it."""
     hosts = await c.kube.list_hosts()
     vms, vms_at = await c.kube.list_vms()
     jobs, jobs_at = await c.kube.list_jobs()
+    # Every VM is reconciled below, with the pools as listed: no retry needed here.
+    c.namespaces.load(await c.kube.list_namespaces())
     for host in hosts:
         await c.on_host("MODIFIED", host)
     listed = {objects.key(vm["metadata"]) for vm in vms}

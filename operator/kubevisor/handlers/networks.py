@@ -201,8 +201,10 @@ class Networks:
     # -- placement (under the controller's lock) ------------------------------------------
 
     def request(self, vm: VirtualMachine) -> Request:
-        """What the VM asks placement for, its Networks' segments included."""
-        return inputs.request(vm, networks=self.specs)
+        """What the VM asks placement for, its Networks' segments (and its namespace's
+        host pool, handlers/namespaces.py) included."""
+        pool = self.port.namespaces.pool(_namespace(objects.key(vm.metadata)))
+        return inputs.request(vm, networks=self.specs, pool=pool)
 
     def claimed_request(self, vm: VirtualMachine) -> Request:
         """`inputs.claimed_request` (the size its claim holds) with the VM's Networks'
@@ -212,6 +214,7 @@ class Networks:
             inputs.claimed_request(vm),
             physical_networks=wanted.physical_networks,
             overlay=wanted.overlay,
+            namespace_pool=wanted.namespace_pool,
         )
 
     def place(

@@ -1,10 +1,10 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
 Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
-MigrationJobs, Networks, Services and ResourceQuotas, and one `timer` per HypervisorHost
-that judges its heartbeat and, every `--resync-interval`, resyncs everything from fresh
-listings (`handlers.listing`; the agents' Leases are followed by a plain watch of their
-one namespace, see `follow_leases`).
+MigrationJobs, Networks, Services, ResourceQuotas and Namespaces (their host pools), and
+one `timer` per HypervisorHost that judges its heartbeat and, every `--resync-interval`,
+resyncs everything from fresh listings (`handlers.listing`; the agents' Leases are
+followed by a plain watch of their one namespace, see `follow_leases`).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -128,6 +128,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         controller.networks.load(networks=networks, vms=vms)
         controller.quotas.load(await kube.list_quotas())
         await controller.quotas.publish_all()
+        controller.namespaces.load(await kube.list_namespaces())
 
     @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
     async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -148,6 +149,11 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
     async def network_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.networks.on_network(event["type"], dict(event["object"]))
+
+    @kopf.on.event("", "v1", "namespaces", registry=handlers)
+    async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.namespaces.on_namespace(event["type"], dict(event["object"]))
 
     @kopf.on.event("", "v1", "services", registry=handlers)
     async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

@@ -21,6 +21,7 @@ from kubevisor.core.resizing import ResizeNote
 from kubevisor.kube.client import Object
 
 if TYPE_CHECKING:
+    from kubevisor.handlers.namespaces import Namespaces
     from kubevisor.handlers.networks import Networks
     from kubevisor.handlers.quotas import Quotas
 
@@ -38,6 +39,8 @@ class ControllerPort(Protocol):
     Networks (`networks.request`)."""
     quotas: Quotas
     """Namespace quotas (handlers/quotas.py): whether a VM's namespace can take its size."""
+    namespaces: Namespaces
+    """The namespaces' host pools (handlers/namespaces.py)."""
 
     def vm(self, key: str) -> Object | None:
         """The VM of `key` as last seen or written (None: unknown or deleted)."""

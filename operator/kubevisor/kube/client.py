@@ -94,6 +94,12 @@ class Kube:
         reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, HOSTS.plural)
         return list(cast(Object, reply)["items"])
 
+    @counted("LIST")
+    async def list_namespaces(self) -> list[Object]:
+        """Every Namespace (the controller reads their host pools, `core.placement.pools`)."""
+        reply = await self._core.list_namespace()
+        return [self._api.sanitize_for_serialization(item) for item in reply.items]
+
     async def list_leases(self, namespace: str) -> list[Object]:
         return (await self.list_leases_at(namespace))[0]
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from kubevisor.core import hypervisors
 from kubevisor.core.placement import numa as numa_fitting
-from kubevisor.core.placement import pci, units
+from kubevisor.core.placement import pci, pools, units
 from kubevisor.core.placement.capacity import Inventory
 from kubevisor.core.placement.model import (
     GroupPolicy,
@@ -63,16 +63,15 @@ def cpu_sets(host: HostSnapshot, request: Request, state: PlacementState) -> Rej
 def host_selector(host: HostSnapshot, request: Request, state: PlacementState) -> Rejection | None:
     """Does the host carry every label of the request's host selector? (The explanation
     names the first label a host lacks, so hosts missing different labels count apart.)"""
-    for key, value in request.host_selector.items():
-        found = host.labels.get(key)
-        if found != value:
-            instead = f" (it has {key}={found})" if found is not None else ""
-            return Rejection(
-                "host_selector",
-                f"didn't match host selector {key}={value}",
-                f"host {host.name} lacks label {key}={value}{instead}",
-            )
-    return None
+    lacking = pools.first_lacking(host, request.host_selector)
+    if lacking is None:
+        return None
+    label, instead = lacking
+    return Rejection(
+        "host_selector",
+        f"didn't match host selector {label}",
+        f"host {host.name} lacks label {label}{instead}",
+    )
 
 
 _HOST_NETWORK_KINDS = {"bridge": "bridge", "network": "libvirt network"}
@@ -561,6 +560,8 @@ FILTERS: tuple[Filter, ...] = (
     ready,
     schedulable,
     cpu_sets,
+    pools.reserved,
+    pools.namespace_pool,
     host_selector,
     host_networks,
     physical_networks,

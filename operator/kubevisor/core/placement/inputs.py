@@ -53,6 +53,7 @@ from kubevisor.core.placement.model import (
     GuestCell,
     HostSnapshot,
     Hugepages,
+    NamespacePool,
     NumaCell,
     NumaFit,
     PciClaim,
@@ -202,6 +203,7 @@ def host_snapshot(host: HypervisorHost) -> HostSnapshot:
         host_networks=frozenset(spec.host_networks),
         network_mappings=frozenset(m.physical_network for m in spec.network_mappings),
         tunnel_endpoint=status.network.tunnel_endpoint if status.network else None,
+        reserved_for=frozenset(spec.reserved_for),
     )
 
 
@@ -247,9 +249,14 @@ def _segments(
     return frozenset(physical), overlay
 
 
-def request(vm: VirtualMachine, *, networks: Mapping[str, NetworkSpec] = NO_NETWORKS) -> Request:
+def request(
+    vm: VirtualMachine,
+    *,
+    networks: Mapping[str, NetworkSpec] = NO_NETWORKS,
+    pool: NamespacePool | None = None,
+) -> Request:
     """What a VirtualMachine asks placement for; `networks` ("namespace/name" -> spec) are
-    the Networks its interfaces may name."""
+    the Networks its interfaces may name, `pool` its namespace's host pool."""
     spec = vm.spec
     physical_networks, overlay = _segments(vm, networks)
     memory = quantity.to_mib(spec.memory.size)
@@ -303,6 +310,7 @@ def request(vm: VirtualMachine, *, networks: Mapping[str, NetworkSpec] = NO_NETW
         ),
         physical_networks=physical_networks,
         overlay=overlay,
+        namespace_pool=pool,
     )
 
 

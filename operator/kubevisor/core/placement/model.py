@@ -188,6 +188,8 @@ class HostSnapshot:
     """Physical networks the host is attached to (spec.networkMappings)."""
     tunnel_endpoint: str | None = None
     """The host's underlay address for overlay Networks (status.network.tunnelEndpoint)."""
+    reserved_for: frozenset[str] = frozenset()
+    """The only namespaces whose VMs the host takes (spec.reservedFor; empty: any)."""
 
     @property
     def has_smt(self) -> bool:
@@ -208,6 +210,21 @@ class ServerGroup:
     name: str
     policy: GroupPolicy
     max_per_host: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePool:
+    """The host pool of one namespace (`placement.pools`): `selector`, labels every host
+    must carry, or `invalid`, why its annotation cannot be read (then no host qualifies)."""
+
+    namespace: str
+    selector: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS, hash=False)
+    invalid: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The selector as the annotation writes it ("pool=team-a,zone=z1")."""
+        return ",".join(f"{key}={value}" for key, value in sorted(self.selector.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +277,8 @@ class Request:
     mapping every one of them qualify."""
     overlay: bool = False
     """An interface is on an overlay Network: only hosts with a tunnel endpoint qualify."""
+    namespace_pool: NamespacePool | None = None
+    """The host pool of the VM's namespace (`placement.pools`; None: any host)."""
 
     @property
     def dedicated(self) -> bool:

@@ -2,13 +2,13 @@
 
 Hosts come from `PlacementState.ranked()` (best request-independent weight first) or,
 when the request narrows them, from a smaller set (its hard-affinity group's hosts, or
-the hosts carrying its selector labels); hosts with the request's shared storage, then
-hosts caching its images, come first, so the window cannot miss the hosts the disk
-weighers favour. Filters run lazily on that stream until `window` hosts pass; those
-are weighed with Nova's normalised weighers and the best wins (or a random one of the
-best `host_subset_size`, with an injected Random). kube-scheduler does the same with
-`percentageOfNodesToScore`. Only when nothing fits does the engine scan every host, to
-explain why.
+the hosts carrying the labels of its selector and of its namespace's host pool); hosts
+with the request's shared storage, then hosts caching its images, come first, so the
+window cannot miss the hosts the disk weighers favour. Filters run lazily on that stream
+until `window` hosts pass; those are weighed with Nova's normalised weighers and the best
+wins (or a random one of the best `host_subset_size`, with an injected Random).
+kube-scheduler does the same with `percentageOfNodesToScore`. Only when nothing fits does
+the engine scan every host, to explain why.
 
 `select_host_exhaustive` is the reference: every filter on every host, every feasible
 host weighed. Tests and the benchmark compare the two.
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from kubevisor.core.placement import explain as explaining
-from kubevisor.core.placement import filters, numa, pci, weighers
+from kubevisor.core.placement import filters, numa, pci, pools, weighers
 from kubevisor.core.placement.explain import Explanation
 from kubevisor.core.placement.model import Claim, GroupPolicy, NumaFit, Rejection, Request
 from kubevisor.core.placement.state import PlacementState
@@ -163,8 +163,9 @@ def _stream(state: PlacementState, request: Request) -> Iterator[str]:
             yield from sorted(members, key=state.rank_position)
             return
     favoured = _favoured(state, request)
-    if request.host_selector:
-        sets = [state.hosts_labelled(k, v) for k, v in request.host_selector.items()]
+    labels = pools.required_labels(request)
+    if labels:
+        sets = [state.hosts_labelled(k, v) for k, v in labels]
         chosen = frozenset.intersection(*sets)
         if len(chosen) * 8 < len(state):
             yield from sorted(
