@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ManagedProcess, eventually
-from kubevisor.testbed import hosts, netns
+from kubevisor.testbed import hosts, netns, procfs
 from kubevisor.testbed.controlplane import free_ports
 from kubevisor.testbed.guestshell import GuestShell
 from kubevisor.testbed.hosts import LocalHost
@@ -100,13 +100,17 @@ class NetStack:
         return GuestShell(self.host(vm["status"]["host"]).uri, vm["metadata"]["uid"])
 
     def data_plane(self, host: str) -> list[str]:
-        """What of kubevisor's data plane is on `host`: its links, the pid files of its DHCP
-        servers and its nftables table."""
+        """What of kubevisor's data plane is on `host`: its links, its DHCP namespaces, its
+        running dnsmasq (by the namespace it serves) and its nftables table."""
         name = self.host(host).netns or ""
         found = sorted(link for link in netns.links(name) if link.startswith(DATA_PLANE_LINKS))
-        found += [str(p) for p in sorted((self.agent_states[host] / "dhcp").glob("*/pid"))]
+        found += netns.namespaces(f"{name}-d")
+        for pidfile in sorted((self.agent_states[host] / "dhcp").glob("*/pid")):
+            text = pidfile.read_text().strip()
+            if text.isdigit() and procfs.alive(int(text)):
+                found.append(f"dnsmasq {pidfile.parent.name}")
         table = netns.run(name, ["nft", "list", "table", "bridge", "kubevisor"], check=False)
-        return found + (["table bridge kubevisor"] if table.returncode == 0 else [])
+        return found + ([f"nft: {table.stdout}"] if table.returncode == 0 else [])
 
     def remove(self) -> None:
         """Everything `start` started, also when it failed half-way. The VMs on these hosts

@@ -13,6 +13,9 @@ one; then the VMs are deleted).
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Interface
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness import eventually
+from kubevisor.core.network import hostinputs, hostplan
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guestshell import GuestShell
 from netstack import NetStack
@@ -260,3 +264,103 @@ def test_an_exhausted_pool_and_a_taken_address_leave_a_vm_unplaced(vms: Vms) -> 
         stack.kubectl("delete", "vm", "no-room", "same-address", "-n", NAMESPACE, "--wait=true")
     # Nothing was double-booked: a still holds its address and answers on it.
     assert vms.page("b", "a", "eth0").uuid == vms.get("a")["metadata"]["uid"]
+
+
+def kubevisor(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The kubevisor CLI against the stack's API server."""
+    argv = [sys.executable, "-m", "kubevisor.cli.main", *args]
+    argv += ["--kubeconfig", str(stack.plane.kubeconfig)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_a_restarted_vm_keeps_its_addresses_and_macs(vms: Vms) -> None:
+    before = vms.get("b")
+    # b runs no DHCP client since it took another address: only a new boot leases again.
+    assert vms.shell("b").run("touch /tmp/before-restart").ok
+    done = kubevisor(vms.stack, "restart", "b", "-n", NAMESPACE, "--timeout", "120s")
+    assert done.returncode == 0, done.stderr
+    after = vms.leased("b")
+    assert vms.shell("b").run("test -e /tmp/before-restart").exit_code == 1, "not rebooted"
+    assert after["status"]["interfaces"] == before["status"]["interfaces"]
+    page = vms.page("a", "b", "eth0")
+    assert (page.uuid, page.interfaces) == (before["metadata"]["uid"], interfaces(before))
+
+
+def lost_runs(received: list[int]) -> list[list[int]]:
+    """The runs of consecutive sequence numbers missing before the last one received."""
+    runs: list[list[int]] = []
+    for seq in sorted(set(range(received[-1])) - set(received)):
+        if runs and runs[-1][-1] == seq - 1:
+            runs[-1].append(seq)
+        else:
+            runs.append([seq])
+    return runs
+
+
+def test_a_live_migration_keeps_addresses_and_the_peer_reaches_it_throughout(
+    vms: Vms, net_stack: NetStack, record_property: pytest.RecordProperty
+) -> None:
+    """b moves to a's host while a pings it every 0.2 s: over the VXLAN before, on the
+    same bridge after (QEMU's announce moves its MAC); the host b left keeps nothing."""
+    stack = vms.stack
+    before = vms.get("b")
+    source = before["status"]["host"]
+    target = vms.get("a")["status"]["host"]
+    stack.kubectl("label", "hvh", target, f"{pin_label('b')}=yes")
+    interval = 0.2
+    pinging = vms.shell("a").start(f"ping -c 1000 -i {interval} -W 1 {address(before, 'eth0')}")
+    stack.start_migration(NAMESPACE, "move-b", "b", targetHost=target)
+    job = stack.wait_migration(NAMESPACE, "move-b")
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    moved = eventually(
+        lambda: obj if (obj := vms.get("b"))["status"].get("host") == target else None,
+        what="b's status on the target",
+    )
+    assert moved["status"]["interfaces"] == before["status"]["interfaces"]
+    page = vms.page("a", "b", "eth0")
+    assert (page.uuid, page.interfaces) == (before["metadata"]["uid"], interfaces(before))
+    assert vms.shell("a").run("killall ping").ok
+    replies = vms.shell("a").result(pinging)
+    received = sorted(int(seq) for seq in re.findall(r"seq=(\d+)", replies.output))
+    assert received, replies.output
+    runs = lost_runs(received)
+    gap = max((len(run) for run in runs), default=0) * interval
+    record_property("migration_reachability_gap_seconds", gap)
+    print(
+        f"\nnetworking: migration of b; {len(received)}/{received[-1] + 1} pings answered, "
+        f"longest gap {gap:.1f}s (lost {runs})"
+    )
+    assert gap <= 5.0, runs
+    # b left host two, the last VM there: its bridges, VXLAN, DHCP and rules went with it.
+    eventually(lambda: not net_stack.data_plane(source), what=f"{source}'s data plane removed")
+
+
+def test_deleting_the_last_vms_removes_their_networks_from_the_host(
+    vms: Vms, net_stack: NetStack
+) -> None:
+    host = vms.get("c")["status"]["host"]
+    red = vms.stack.get("network", "red", NAMESPACE)
+    c_tap = hostinputs.tap_name(vms.get("c")["metadata"]["uid"], "eth0")
+    red_id = hostplan.short_id(red["metadata"]["uid"])
+
+    def red_there(items: list[str]) -> bool:
+        """red's bridge, VXLAN, DHCP namespace or dnsmasq, or a port rule of c's tap."""
+        return any(red_id in item or c_tap in item for item in items)
+
+    present = net_stack.data_plane(host)
+    assert red_there(present), present
+    assert any(c_tap in item for item in present if item.startswith("nft")), present
+
+    # c is the last VM on red here: red goes, blue and phys (a and b) stay.
+    vms.stack.kubectl("delete", "vm", "c", "-n", NAMESPACE, "--wait=true", "--timeout=120s")
+
+    def red_gone() -> list[str] | None:
+        left = net_stack.data_plane(host)
+        return None if red_there(left) else left
+
+    left = eventually(red_gone, what=f"red removed from {host}")
+    blue = vms.stack.get("network", "blue", NAMESPACE)
+    assert hostplan.bridge_name(blue["metadata"]["uid"]) in left, left
+
+    vms.stack.kubectl("delete", "vm", "a", "b", "-n", NAMESPACE, "--wait=true", "--timeout=120s")
+    eventually(lambda: not net_stack.data_plane(host), what=f"{host}'s data plane removed")
