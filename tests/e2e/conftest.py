@@ -3,6 +3,7 @@ agent per real libvirtd host (two hosts), each a separate process like in produc
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,12 @@ import pytest
 
 from harness import ManagedProcess, eventually, require
 from kubevisor.core.domain.host import Ovmf
+from kubevisor.testbed import container, hosts, netns
 from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, LOOPBACK, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
+from netstack import NetStack
 from stacks import ExtraHost, Stack, host_ready
 
 
@@ -106,6 +109,28 @@ def extra_host(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield extra.start()
     finally:
         extra.remove()
+
+
+@pytest.fixture(scope="module")
+def net_stack(stack: Stack) -> Iterator[NetStack]:
+    """Two hosts with a real data plane (network namespaces, `--host-network=linux`) beside
+    the shared stack, for one module (tests/netstack.py). Its VMs must be deleted
+    before it ends."""
+    missing = hosts.missing_prerequisites() + netns.missing_prerequisites()
+    missing += [tool for tool in ("dnsmasq", "nft") if shutil.which(tool) is None]
+    require(
+        not missing,
+        what=f"hosts with a data plane (missing {', '.join(missing)})",
+        how=f"{hosts.HOW_TO_INSTALL}; dnsmasq-base and nftables too",
+    )
+    # dnsmasq re-reads its hosts file in the agent's state directory as its own user: a
+    # directory others may pass through, not pytest's 0700 ones.
+    with container.traversable_directory() as state:
+        net = NetStack(stack, state)
+        try:
+            yield net.start()
+        finally:
+            net.remove()
 
 
 @pytest.fixture

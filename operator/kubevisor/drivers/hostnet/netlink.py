@@ -8,18 +8,28 @@ the kernel's own objects record what is kubevisor's, so a restarted agent adopts
 without a state file and never touches an interface it did not create (an uplink is only
 enslaved and released). Links it creates get no IPv6 link-local address (addr_gen_mode
 none): the host has no address on tenant networks.
+
+pyroute2 reaches another namespace through a forked child, which it ends with SIGTERM. The
+child inherits the agent's signal set-up: asyncio's SIGTERM handler and, worse, its wakeup
+fd, a socket shared with the parent. A SIGTERM that reached the child before it exited
+was written into that socket, and the agent's event loop ran its own SIGTERM handler: it
+stopped (or hung stopping) at random after a DHCP namespace was made or read. Importing
+this module makes every forked child drop the wakeup fd, and pyroute2's children take
+SIGTERM's default action (`pyroute2.config.disable_mp_signal`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+import pyroute2.config
 from pyroute2 import IPRoute, NetlinkError, netns
 
 from kubevisor.core.network.hostplan import (
@@ -31,6 +41,15 @@ from kubevisor.core.network.hostplan import (
 )
 from kubevisor.drivers.hostnet.base import HostNetworkError
 from kubevisor.drivers.hostnet.dnsmasq import NETNS_DIR
+
+
+def _forget_wakeup_fd() -> None:
+    """In a forked child: signals stay the child's own, never the parent's event loop's."""
+    signal.set_wakeup_fd(-1)
+
+
+pyroute2.config.disable_mp_signal = True
+os.register_at_fork(after_in_child=_forget_wakeup_fd)
 
 ALIAS = "kubevisor"
 FLOOD = "00:00:00:00:00:00"
