@@ -334,6 +334,8 @@ CONTROLLER_CAN = [
     pytest.param("patch", "services", "", "-A", False, id="no-service-writes"),
     pytest.param("patch", "endpointslices.discovery.k8s.io", "", "-A", True, id="apply-slices"),
     pytest.param("delete", "endpointslices.discovery.k8s.io", "", "-A", True, id="delete-slices"),
+    pytest.param("list", "endpointslices.discovery.k8s.io", "", "-A", True, id="sweep-slices"),
+    pytest.param("watch", "endpointslices.discovery.k8s.io", "", "-A", False, id="no-slice-watch"),
     pytest.param("patch", "pods", "", "-A", False, id="no-pods"),
 ]
 

@@ -84,7 +84,8 @@ async def resync_if_due(c: Controller) -> None:
 async def resync(c: Controller) -> None:
     """The hosts, VMs and MigrationJobs as the API server lists them now replace older
     cached versions, objects gone from the listing are handled as deleted, and every VM
-    and unfinished job is reconciled from that, as its watch event would have had it."""
+    and unfinished job is reconciled from that, as its watch event would have had it;
+    EndpointSlices no Service asks for any more are deleted."""
     hosts = await c.kube.list_hosts()
     vms, vms_at = await c.kube.list_vms()
     jobs, jobs_at = await c.kube.list_jobs()
@@ -103,3 +104,4 @@ async def resync(c: Controller) -> None:
     for key in list(c.vms):
         await c.reconcile_vm(key)
     await c.migrations.resync(jobs, jobs_at)
+    await c.networks.services.sweep()

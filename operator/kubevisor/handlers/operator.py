@@ -126,6 +126,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
             jobs=jobs,
         )
         controller.networks.load(networks=networks, vms=vms)
+        await controller.networks.services.sweep()
 
     @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
     async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
