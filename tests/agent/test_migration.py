@@ -17,8 +17,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import pytest
+
 from agent.fakeapi import NAMESPACE, FakeApiServer
 from kubevisor.agent.migration import Migrator
+from kubevisor.agent.network import NetworkNotReady
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.api.wire import (
@@ -46,6 +49,8 @@ class Port:
         self.requeued: list[str] = []
         self.removed: list[str] = []
         self.prepared: list[str] = []
+        self.networks_missing = 0
+        """How many more calls of `environment` find the VM's Networks not realisable."""
 
     def bound_vm(self, key: str) -> Object | None:
         return self.vms.get(key)
@@ -60,6 +65,9 @@ class Port:
         return None
 
     async def environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
+        if self.networks_missing:
+            self.networks_missing -= 1
+            raise NetworkNotReady("team/blue: no DHCP-port address allocated for this host")
         self.prepared.append(uid)
         return HostEnvironment(domain_type="qemu", serial_log=f"/vms/{uid}/serial.log")
 
@@ -268,22 +276,31 @@ def test_a_cancelled_transfer_is_aborted_and_reported_cancelled() -> None:
     run(scenario)
 
 
+async def preparing_target(
+    source: Source, port: Port, *, migrate_uri: str | None = None, **options: Any
+) -> Migrator:
+    """The target's migrator, after it handled the job going Preparing."""
+    source.api.vms[f"{NAMESPACE}/vm"] = vm_object(source.uid)
+    target = Migrator(
+        port,
+        kube=cast(Kube, source.api),
+        hypervisor=source.target,
+        host=TARGET,
+        libvirt_uri=TARGET_URI,
+        migrate_uri=migrate_uri,
+        **options,
+    )
+    preparing = job(source.uid, phase="Preparing")
+    del preparing["status"]["targetAgent"]
+    await target.on_job("MODIFIED", preparing)
+    return target
+
+
 def test_the_target_publishes_the_domain_and_forgets_a_failed_job() -> None:
     async def scenario(source: Source) -> None:
         api, uid = source.api, source.uid
-        api.vms[f"{NAMESPACE}/vm"] = vm_object(uid)
         port = Port()
-        target = Migrator(
-            port,
-            kube=cast(Kube, api),
-            hypervisor=source.target,
-            host=TARGET,
-            libvirt_uri=TARGET_URI,
-            migrate_uri="tcp://10.0.0.2",
-        )
-        preparing = job(uid, phase="Preparing")
-        del preparing["status"]["targetAgent"]
-        await target.on_job("MODIFIED", preparing)
+        target = await preparing_target(source, port, migrate_uri="tcp://10.0.0.2")
         published = api.job_status[JOB][MIGRATION_TARGET_MANAGER]["targetAgent"]
         assert published["ready"] is True
         assert (published["libvirtURI"], published["migrateURI"]) == (TARGET_URI, "tcp://10.0.0.2")
@@ -294,5 +311,34 @@ def test_the_target_publishes_the_domain_and_forgets_a_failed_job() -> None:
         await target.on_job("MODIFIED", failed)
         assert not target.is_incoming(uid)
         assert port.removed == [uid], "nothing of it stays on the target"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("missing", "ready", "message"),
+    [
+        pytest.param(3, True, None, id="the-networks-arrive-while-it-waits"),
+        pytest.param(
+            1000,
+            False,
+            "team/blue: no DHCP-port address allocated for this host",
+            id="they-never-do",
+        ),
+    ],
+)
+def test_the_target_waits_for_the_vms_networks_before_it_answers(
+    missing: int, ready: bool, message: str | None
+) -> None:
+    """The Network naming this host's DHCP port may reach the agent after the job does."""
+
+    async def scenario(source: Source) -> None:
+        api, uid = source.api, source.uid
+        port = Port()
+        port.networks_missing = missing
+        await preparing_target(source, port, clock=Clock(), network_wait=(2.0, 0.0))
+        published = api.job_status[JOB][MIGRATION_TARGET_MANAGER]["targetAgent"]
+        assert (published["ready"], published.get("message")) == (ready, message)
+        assert port.prepared == ([uid] if ready else [])
 
     run(scenario)

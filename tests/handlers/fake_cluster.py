@@ -73,6 +73,9 @@ class FakeKube:
         """Namespaces by name (the controller reads their host pools)."""
         self.slices: dict[str, Object] = {}
         """EndpointSlices as last applied, by namespace/name."""
+        self.services: dict[str, Object] = {}
+        """Services as listed, by namespace/name (the controller follows them by watch)."""
+        self._versions = itertools.count(1)
         self.calls: list[tuple[str, str]] = []
         """(method, namespace/name) of every call, in order."""
         self.events: list[tuple[str, str, str, str]] = []
@@ -243,12 +246,36 @@ class FakeKube:
     async def apply_endpoint_slice(self, body: Object) -> Object:
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
         self.calls.append(("apply_endpoint_slice", key))
-        self.slices[key] = copy.deepcopy(body)
-        return copy.deepcopy(body)
+        stored = copy.deepcopy(body)
+        stored["metadata"]["uid"] = f"uid-slice-{key}"
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.slices[key] = stored
+        return copy.deepcopy(stored)
 
-    async def delete_endpoint_slice(self, namespace: str, name: str) -> None:
-        self.calls.append(("delete_endpoint_slice", f"{namespace}/{name}"))
-        self.slices.pop(f"{namespace}/{name}", None)
+    async def delete_endpoint_slice(
+        self, namespace: str, name: str, *, preconditions: tuple[str, str] | None = None
+    ) -> bool:
+        key = f"{namespace}/{name}"
+        self.calls.append(("delete_endpoint_slice", key))
+        found = self.slices.get(key)
+        if found is None or (
+            preconditions is not None
+            and preconditions != (found["metadata"]["uid"], found["metadata"]["resourceVersion"])
+        ):
+            return False
+        del self.slices[key]
+        return True
+
+    async def list_endpoint_slices(self, *, label_selector: str) -> list[Object]:
+        label, _, value = label_selector.partition("=")
+        return [
+            copy.deepcopy(found)
+            for found in self.slices.values()
+            if (found["metadata"].get("labels") or {}).get(label) == value
+        ]
+
+    async def list_services(self) -> list[Object]:
+        return [copy.deepcopy(found) for found in self.services.values()]
 
     async def create_job(self, namespace: str, body: Object) -> Object:
         obj = copy.deepcopy(body)

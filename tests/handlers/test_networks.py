@@ -335,13 +335,19 @@ def test_an_overlay_whose_vni_another_network_holds_is_not_ready_and_takes_no_vm
     )
 
 
+def vm_on_h1() -> dict[str, Any]:
+    """VM a bound to h1 with 10.0.0.10 on blue."""
+    obj = vm("a", host="h1", networks=[on()])
+    obj["status"]["interfaces"] = [
+        {"name": "eth0", "network": "blue", "macAddress": DERIVED_A, "ipAddresses": ["10.0.0.10"]}
+    ]
+    return obj
+
+
 def test_a_live_migration_goes_only_to_a_host_that_can_carry_the_vms_overlay(
     cluster: Cluster,
 ) -> None:
-    on_h1 = vm("a", host="h1", networks=[on()])
-    on_h1["status"]["interfaces"] = [
-        {"name": "eth0", "network": "blue", "macAddress": DERIVED_A, "ipAddresses": ["10.0.0.10"]}
-    ]
+    on_h1 = vm_on_h1()
 
     async def main() -> None:
         # h2 would win on free memory, but its agent reports no tunnel endpoint.
@@ -354,3 +360,119 @@ def test_a_live_migration_goes_only_to_a_host_that_can_carry_the_vms_overlay(
 
     asyncio.run(main())
     assert cluster.job_status("j1")["target"] == "h3"
+
+
+TARGET_AGENT = "kubevisor-agent-target"
+SOURCE_AGENT = "kubevisor-agent-source"
+
+
+def ports(cluster: Cluster) -> dict[str, str]:
+    return {p["host"]: p["ipAddress"] for p in net_status(cluster).get("dhcpPorts") or []}
+
+
+async def _preparing(cluster: Cluster, *, pool: tuple[str, str] = ("10.0.0.10", "10.0.0.20")):
+    """VM a on h1 (10.0.0.10, h1's DHCP port 10.0.0.11), job j1 moving it to h2."""
+    on_h1 = vm_on_h1()
+    await cluster.start(hosts=[host("h1"), host("h2")], vms=[on_h1], networks=[network(pool=pool)])
+    await network_event(cluster)
+    assert ports(cluster) == {"h1": "10.0.0.11"}
+    await cluster.create_job(job("j1", "a"))
+
+
+def test_a_migration_target_gets_its_dhcp_port_before_the_job_goes_preparing(
+    cluster: Cluster,
+) -> None:
+    async def main() -> None:
+        await _preparing(cluster)
+        assert cluster.job_status("j1")["phase"] == "Preparing"
+        assert ports(cluster) == {"h1": "10.0.0.11", "h2": "10.0.0.12"}
+        # The target's agent prepares on the job's Preparing: the port is written first.
+        writes = [m for m, _ in cluster.kube.calls if m in ("apply_network_status", "patch_job")]
+        assert writes[-2:] == ["apply_network_status", "patch_job"]
+        # Any event of the Network or the VM meanwhile keeps it.
+        await network_event(cluster)
+        await cluster.vm_event("a")
+        assert ports(cluster) == {"h1": "10.0.0.11", "h2": "10.0.0.12"}
+        assert net_status(cluster)["used"] == 3
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("transfer", "kept"),
+    [
+        pytest.param("Succeeded", {"h2": "10.0.0.12"}, id="moved-the-source-port-goes"),
+        pytest.param("Failed", {"h1": "10.0.0.11"}, id="failed-the-target-port-goes"),
+        pytest.param("Cancelled", {"h1": "10.0.0.11"}, id="cancelled-the-target-port-goes"),
+    ],
+)
+def test_after_the_migration_only_the_host_the_vm_runs_on_keeps_its_dhcp_port(
+    cluster: Cluster, transfer: str, kept: dict[str, str]
+) -> None:
+    async def main() -> None:
+        await _preparing(cluster)
+        cluster.kube.agent_job_status("default/j1", TARGET_AGENT, targetAgent={"ready": True})
+        await cluster.job_event("j1")
+        cluster.kube.agent_job_status("default/j1", SOURCE_AGENT, transfer={"state": "Running"})
+        await cluster.job_event("j1")
+        assert ports(cluster) == {"h1": "10.0.0.11", "h2": "10.0.0.12"}
+        cluster.kube.agent_job_status("default/j1", SOURCE_AGENT, transfer={"state": transfer})
+        await cluster.job_event("j1")
+        assert cluster.job_status("j1")["phase"] == transfer
+        assert ports(cluster) == kept
+        # The moved VM's watch event (or the unmoved one's) changes nothing more.
+        await cluster.vm_event("a")
+        await cluster.job_event("j1")
+        assert ports(cluster) == kept
+        assert interfaces(cluster, "a") == [("eth0", "blue", DERIVED_A, ["10.0.0.10"])]
+
+    asyncio.run(main())
+
+
+def test_a_migration_whose_target_can_get_no_dhcp_port_fails_and_takes_nothing(
+    cluster: Cluster,
+) -> None:
+    async def main() -> None:
+        await _preparing(cluster, pool=("10.0.0.10", "10.0.0.11"))
+        status = cluster.job_status("j1")
+        assert (status["phase"], status["reason"]) == (
+            "Failed",
+            "host h2 cannot take the VM: the DHCP server of host h2: "
+            "network default/blue: no free address (2 of 2 in use)",
+        )
+        assert cluster.claims() == {"default/a": "h1"}
+        assert ports(cluster) == {"h1": "10.0.0.11"}
+
+    asyncio.run(main())
+
+
+def test_a_restarted_controller_keeps_the_dhcp_port_of_a_migration_in_flight(
+    cluster: Cluster,
+) -> None:
+    on_h1 = vm_on_h1()
+    recorded = {
+        "dhcpPorts": [
+            {"host": "h1", "ipAddress": "10.0.0.11"},
+            {"host": "h2", "ipAddress": "10.0.0.12"},
+        ]
+    }
+    preparing = job("j1", "a", status={"phase": "Preparing", "source": "h1", "target": "h2"})
+
+    async def main() -> None:
+        await cluster.start(
+            hosts=[host("h1"), host("h2")],
+            vms=[on_h1],
+            jobs=[preparing],
+            networks=[network(status=recorded)],
+        )
+        await network_event(cluster)
+        await cluster.vm_event("a")
+        assert ports(cluster) == {"h1": "10.0.0.11", "h2": "10.0.0.12"}
+        cluster.kube.agent_job_status(
+            "default/j1", TARGET_AGENT, targetAgent={"ready": False, "message": "no disk"}
+        )
+        await cluster.job_event("j1")
+        assert cluster.job_status("j1")["phase"] == "Failed"
+        assert ports(cluster) == {"h1": "10.0.0.11"}
+
+    asyncio.run(main())

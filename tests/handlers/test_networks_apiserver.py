@@ -253,19 +253,7 @@ def test_an_endpoint_slice_follows_the_vms_a_service_selects(
         apply(plane, obj)
     web1, web2 = (bound(plane, name)[2][0] for name in ("web1", "web2"))
     bound(plane, "cache")
-    apply(
-        plane,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": "web",
-                "namespace": NAMESPACE,
-                "annotations": {"kubevisor.io/vm-selector": "app=web"},
-            },
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
-        },
-    )
+    apply(plane, service("web", "app=web"))
 
     def addresses(expected: list[str]) -> bool:
         listing = get(
@@ -288,3 +276,58 @@ def test_an_endpoint_slice_follows_the_vms_a_service_selects(
     assert eventually(lambda: addresses(sorted([web1, cache])), timeout=30, what="web1, cache")
     plane.kubectl("delete", "service", "web", "-n", NAMESPACE)
     assert eventually(lambda: addresses([]), timeout=30, what="the slice gone")
+
+
+def service(name: str, selector: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "annotations": {"kubevisor.io/vm-selector": selector},
+        },
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+
+
+def kubevisor_slices(plane: ControlPlane) -> list[str]:
+    listing = get(
+        plane,
+        "endpointslices",
+        "-n",
+        NAMESPACE,
+        "-l",
+        "endpointslice.kubernetes.io/managed-by=kubevisor.io",
+    )
+    return sorted(item["metadata"]["name"] for item in listing["items"])
+
+
+def test_slices_whose_service_went_while_no_controller_ran_are_deleted_at_its_start(
+    plane: ControlPlane, controller: ManagedProcess
+) -> None:
+    """The testbed's API server runs no garbage collector: a deleted Service's slice stays
+    unless the controller deletes it, which it must also do after it missed the event."""
+    apply(plane, network("orphans", "10.0.0.80", "10.0.0.90"))
+    obj = vm("shop", "orphans")
+    obj["metadata"]["labels"] = {"app": "shop"}
+    apply(plane, obj)
+    bound(plane, "shop")
+    for name in ("unannotated", "deleted", "kept"):
+        apply(plane, service(name, "app=shop"))
+    wanted = ["deleted-kubevisor", "kept-kubevisor", "unannotated-kubevisor"]
+    assert eventually(
+        lambda: kubevisor_slices(plane) == wanted or None, timeout=30, what="three slices"
+    )
+    controller.stop()
+    plane.kubectl(
+        "annotate", "service", "unannotated", "-n", NAMESPACE, "kubevisor.io/vm-selector-"
+    )
+    plane.kubectl("delete", "service", "deleted", "-n", NAMESPACE)
+    assert kubevisor_slices(plane) == wanted
+    controller.start()
+    assert eventually(
+        lambda: kubevisor_slices(plane) == ["kept-kubevisor"] or None,
+        timeout=30,
+        what="the two orphaned slices deleted",
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from kubevisor.handlers import listing
+
 from .fake_cluster import NAMESPACE, Cluster, vm
 from .test_networks import host, network, on
 
@@ -117,3 +119,23 @@ def test_a_service_that_asks_wrongly_gets_a_warning_once_and_no_slice(cluster: C
             "keeps its endpoints from Pods); remove spec.selector",
         ),
     ]
+
+
+def test_the_resync_deletes_the_slices_no_service_asks_for_any_more(cluster: Cluster) -> None:
+    """Un-annotated, deleted or asking wrongly while the controller did not see it (it was
+    down): the watch never says so, the sweep does."""
+    services = cluster.controller.networks.services
+
+    async def main() -> None:
+        await started(cluster)
+        for name in ("web", "gone", "wrong", "kept"):
+            await services.on_service("ADDED", service(name))
+        cluster.kube.services = {
+            f"{NAMESPACE}/web": service("web", selector=None),
+            f"{NAMESPACE}/wrong": service("wrong", spec_selector=True),
+            f"{NAMESPACE}/kept": service("kept"),
+        }
+        await listing.resync(cluster.controller)
+        assert sorted(cluster.kube.slices) == [f"{NAMESPACE}/kept-kubevisor"]
+
+    asyncio.run(main())

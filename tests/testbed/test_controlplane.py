@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from harness import REPO, controlplane_bin, require
 from kubevisor.cli import main as cli
-from kubevisor.testbed import controlplane, hosts, stack
+from kubevisor.testbed import controlplane, hosts, netns, stack
 from kubevisor.testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.apiserver
@@ -36,24 +38,45 @@ def test_minted_user_without_roles_is_forbidden(control_plane: ControlPlane) -> 
 
 
 def test_dev_up_runs_the_examples_then_down_leaves_no_process(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The README's first command, end to end: the whole stack, the examples, and down."""
+    """The README's first command, end to end: the whole stack, the examples (where the
+    hosts have a data plane, two VMs on an overlay with their addresses, held by their
+    guests, one pinging the other), and down."""
     bin_dir = controlplane_bin()
     require(
         bin_dir is not None, what="control-plane binaries", how="run hack/controlplane/build.sh"
     )
     os.environ["KUBEVISOR_CONTROLPLANE_BIN"] = str(bin_dir)
-    state = tmp_path / "dev"
-
+    # dnsmasq re-reads its hosts file as its own user: no 0700 parents (pytest's tmp_path).
+    root = Path(tempfile.mkdtemp(prefix="kubevisor-devup-"))
+    root.chmod(0o755)
+    state = root / "dev"
+    data_plane = not hosts.missing_prerequisites() + netns.missing_data_plane_prerequisites()
     try:
         assert cli.main(["dev", "--state-dir", str(state), "up", "--timeout", "240"]) == 0
+        plane = controlplane.load(state)
+        assert plane is not None
+        children = json.loads((state / "processes.json").read_text())
+        _check_up(plane, capsys.readouterr().out, data_plane=data_plane)
+        assert cli.main(["dev", "--state-dir", str(state), "down"]) == 0
     except BaseException:
         stack.stop(state)
+        shutil.rmtree(root, ignore_errors=True)
         raise
-    plane = controlplane.load(state)
-    assert plane is not None
-    out = capsys.readouterr().out
+    assert controlplane.load(state) is None
+    for pid in (plane.apiserver_pid, plane.etcd_pid, *children.values()):
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} still runs"
+    assert not hosts.list_hosts(state / "hosts") or all(
+        h.pid is None for h in hosts.list_hosts(state / "hosts")
+    )
+    # The hosts' namespaces, the underlay and the DHCP servers' namespaces (with their
+    # dnsmasq) are gone.
+    assert netns.namespaces(netns.underlay_for(state / "hosts").prefix) == []
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _check_up(plane: ControlPlane, out: str, *, data_plane: bool) -> None:
     assert f"export KUBECONFIG={plane.kubeconfig}" in out
     assert "every host is Ready" in out
     crds = plane.kubectl("get", "crd", "-o", "name").stdout.split()
@@ -63,17 +86,23 @@ def test_dev_up_runs_the_examples_then_down_leaves_no_process(
     }
     assert expected <= set(crds)
     vms = json.loads(plane.kubectl("get", "vm", "-o", "json").stdout)["items"]
-    phases = {vm["metadata"]["name"]: vm["status"]["phase"] for vm in vms}
+    status = {vm["metadata"]["name"]: vm["status"] for vm in vms}
+    phases = {name: found["phase"] for name, found in status.items()}
     assert phases["minimal"] == "Running", phases
     assert [phases[f"web-{i}"] for i in range(3)] == ["Running"] * 3, phases
-    children = json.loads((state / "processes.json").read_text())
-
-    assert cli.main(["dev", "--state-dir", str(state), "down"]) == 0
-    assert controlplane.load(state) is None
-    for pid in (plane.apiserver_pid, plane.etcd_pid, *children.values()):
-        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} still runs"
-    assert not hosts.list_hosts(state / "hosts") or all(
-        h.pid is None for h in hosts.list_hosts(state / "hosts")
+    if not data_plane:
+        return
+    assert (phases["blue-a"], phases["blue-b"]) == ("Running", "Running"), phases
+    assert status["blue-a"]["host"] != status["blue-b"]["host"]
+    a, b = (status[name]["interfaces"][0]["ipAddresses"][0] for name in ("blue-a", "blue-b"))
+    shown = {row.split()[0]: row for row in out.splitlines() if row.startswith("virtualmachine")}
+    assert shown["virtualmachine.kubevisor.io/blue-a"].split()[-1] == a, out  # IP, -o wide
+    assert f"blue-a: its guest holds {a}/24 on eth0 by DHCP" in out
+    assert f"blue-b: its guest holds {b}/24 on eth0 by DHCP" in out
+    # A real packet from one guest to the other, across the hosts' overlay.
+    ping = ["ping", "-c", "1", "-W", "5", b]
+    assert (
+        cli.main(["dev", "--state-dir", str(plane.state_dir), "exec", "blue-a", "--", *ping]) == 0
     )
 
 

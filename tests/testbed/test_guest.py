@@ -318,7 +318,8 @@ def test_command_is_acknowledged_by_its_echo() -> None:
 @pytest.mark.netns
 def test_udhcpc_script_configures_the_lease_once(tmp_path: Path) -> None:
     """The guest's udhcpc script, with busybox's ip, on a veth in a network namespace of
-    its own: address, default route and the console line; a renewal changes nothing."""
+    its own: address, default route, MTU and the console line; a renewal changes
+    nothing."""
     require(
         os.geteuid() == 0 and shutil.which("unshare") is not None,
         what="a network namespace (root and util-linux unshare)",
@@ -340,10 +341,11 @@ def test_udhcpc_script_configures_the_lease_once(tmp_path: Path) -> None:
             f"""set -e
 ip link add eth0 type veth peer name peer0
 ip link set eth0 up
-{lease} mask=24 {tmp_path}/script bound
+{lease} mask=24 mtu=1450 {tmp_path}/script bound
 {lease} {tmp_path}/script renew
 ip -4 -o addr show dev eth0
 ip route show
+ip -o link show dev eth0
 """,
         ],
         capture_output=True,
@@ -354,6 +356,7 @@ ip route show
     addresses = [line for line in done.stdout.splitlines() if " inet " in line]
     assert len(addresses) == 1 and " inet 10.9.0.5/24 " in addresses[0], done.stdout
     assert "default via 10.9.0.1 dev eth0" in done.stdout
+    assert " mtu 1450 " in done.stdout  # the overlay's, from the lease
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kubevisor import metrics
+from kubevisor.agent.network import NetworkNotReady
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.migrationjob import MigrationJob
@@ -55,6 +56,11 @@ log = logging.getLogger("kubevisor.agent.migration")
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress samples (and writes)
 FIRST_SAMPLE = 0.2  # seconds from the start to the first sample
+NETWORK_WAIT = (10.0, 0.5)
+"""Seconds a target waits for the incoming VM's Networks to be realisable here, and between
+two tries. The controller writes the target's DHCP ports into the Networks' status before
+the job goes Preparing, but the agent's Network watch may deliver that after its job watch
+delivered Preparing."""
 
 
 def job_key(obj: Object) -> str:
@@ -103,6 +109,7 @@ class Migrator:
         migrate_uri: str | None,
         clock: Callable[[], float] = time.monotonic,
         sampling: tuple[float, float] = (FIRST_SAMPLE, PROGRESS_INTERVAL),
+        network_wait: tuple[float, float] = NETWORK_WAIT,
     ) -> None:
         self._agent = agent
         self._kube = kube
@@ -113,6 +120,7 @@ class Migrator:
         self._clock = clock
         self._sampling = sampling
         """Seconds to the first sample of a transfer, and between the later ones."""
+        self._network_wait = network_wait
         self._jobs: dict[str, Object] = {}
         self._transfers: dict[str, asyncio.Task[None]] = {}
         self._finished: set[str] = set()
@@ -262,7 +270,7 @@ class Migrator:
                 },
             }
             vm = VirtualMachine.model_validate(vm_obj)
-            xml = converter.render(vm, host=await self._agent.environment(vm, uid))
+            xml = converter.render(vm, host=await self._environment(vm, uid))
             written = {
                 "ready": True,
                 "libvirtURI": self.libvirt_uri,
@@ -286,6 +294,19 @@ class Migrator:
             {"targetAgent": written},
             manager=MIGRATION_TARGET_MANAGER,
         )
+
+    async def _environment(self, vm: VirtualMachine, uid: str) -> HostEnvironment:
+        """The agent's environment for the incoming VM, its Networks waited for (a
+        NetworkNotReady is tried again for `network_wait`, then reported)."""
+        wait, interval = self._network_wait
+        deadline = self._clock() + wait
+        while True:
+            try:
+                return await self._agent.environment(vm, uid)
+            except NetworkNotReady:
+                if self._clock() >= deadline:
+                    raise
+            await asyncio.sleep(interval)
 
     async def _target_ended(self, obj: Object) -> None:
         """A job to this host ended: unless the VM is bound here now, nothing of it stays."""

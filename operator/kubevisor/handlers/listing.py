@@ -85,7 +85,8 @@ async def resync(c: Controller) -> None:
     """The hosts, VMs, MigrationJobs and Namespaces' host pools as the API server lists
     them now replace older cached versions, objects gone from the listing are handled as
     deleted, and every VM and unfinished job is reconciled from that, as its watch event
-    would have had it."""
+    would have had it; quotas are read again, and EndpointSlices no Service asks for any
+    more are deleted."""
     hosts = await c.kube.list_hosts()
     vms, vms_at = await c.kube.list_vms()
     jobs, jobs_at = await c.kube.list_jobs()
@@ -107,3 +108,4 @@ async def resync(c: Controller) -> None:
         await c.reconcile_vm(key)
     await c.migrations.resync(jobs, jobs_at)
     await c.quotas.resync(await c.kube.list_quotas())
+    await c.networks.services.sweep()

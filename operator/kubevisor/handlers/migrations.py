@@ -10,14 +10,16 @@ that the next watch event builds on:
   concurrency limits. Over a limit the job waits, saying which; when it fits nowhere it
   fails with the engine's explanation.
 - Preparing: the target's capacity is claimed under the job's own key (so a VM placed
-  meanwhile cannot take it) and the job is labelled with both hosts; the target's agent
+  meanwhile cannot take it), its DHCP ports on the VM's Networks are allocated and
+  written (`Networks.hold_target`) and the job is labelled with both hosts; the target's agent
   (watching `kubevisor.io/migration-target=HOST`) prepares files and renders the domain
   for the claimed pCPUs, then says `status.targetAgent.ready`.
 - Running: the source's agent (watching `kubevisor.io/migration-source=HOST`) transfers
   and reports `status.transfer` and `status.progress`.
 - Succeeded: the VM's status host and placement, then its host label, move to the target,
   the source claim is released and the target claim becomes the VM's. Failed and
-  Cancelled release the target claim; the VM stays where it runs.
+  Cancelled release the target claim; the VM stays where it runs. Either way the target
+  keeps its DHCP ports only where the VM (or another of the Network) is bound now.
 
 Deleting a job that is not finished is a cancel: a finalizer keeps it until it ends.
 """
@@ -88,6 +90,7 @@ class Migrations:
             self.jobs.pop(key, None)
             if self.c.state.release(claim_key(key)) is not None:
                 await self.c.retry_pending()
+            await self._target_released(key, obj)
             await self.retry_waiting()
             return
         self.jobs[key] = obj
@@ -156,6 +159,7 @@ class Migrations:
     async def _ended(self, key: str, obj: Object, deleting: bool) -> None:
         if self.c.state.release(claim_key(key)) is not None:
             await self.c.retry_pending()
+        await self._target_released(key, obj)
         finalizers = list(obj["metadata"].get("finalizers") or [])
         if deleting and MIGRATION_FINALIZER in finalizers:
             finalizers.remove(MIGRATION_FINALIZER)
@@ -171,6 +175,7 @@ class Migrations:
         if claim_key(key) in self.c.state.claims():
             return  # admitted by a concurrent reconcile; its writes are under way
         vm_obj, vm, source = self._migratable(obj, job)
+        vm_key = objects.job_vm_key(obj)
         # The size claimed, not the spec's: a resize waits for a restart, which a live
         # migration is not, so the target holds what runs.
         request = migration.target_request(
@@ -185,6 +190,9 @@ class Migrations:
             if not admission.admitted:
                 await self._write(obj, jobstatus.Step(phase="Pending", reason=admission.reason))
                 return
+            ports = self.c.networks.hold_target(vm_key, decision.host)
+            if ports is not None:
+                raise Refused(f"host {decision.host} cannot take the VM: {ports.message}")
             claim = dataclasses.replace(decision.claim, vm=claim_key(key))
             self.c.state.claim(claim)
         placement = (
@@ -193,6 +201,7 @@ class Migrations:
         )
         meta = obj["metadata"]
         try:
+            await self.c.networks.write_target(vm_key)
             finalizers = [
                 *(f for f in meta.get("finalizers") or [] if f != MIGRATION_FINALIZER),
                 MIGRATION_FINALIZER,
@@ -221,6 +230,7 @@ class Migrations:
             )
         except Exception:
             self.c.state.release(claim_key(key))
+            await self.c.networks.migration_ended(vm_key)
             raise
         log.info("%s: migrating %s from %s to %s", key, job.spec.vm, source, decision.host)
         await self.c.event(
@@ -365,6 +375,7 @@ class Migrations:
     async def _finish(self, key: str, obj: Object, phase: Phase, reason: str) -> None:
         if self.c.state.release(claim_key(key)) is not None:
             await self.c.retry_pending()
+        await self._target_released(key, obj)
         now = self.c.clock()
         await self._write(obj, jobstatus.Step(phase=phase, reason=reason, completion_time=now))
         metrics.MIGRATIONS.labels(phase).inc()
@@ -384,13 +395,26 @@ class Migrations:
                 )
         await self.retry_waiting()
 
+    async def _target_released(self, key: str, obj: Object) -> None:
+        """Job `key` is over: its VM's Networks keep the target's DHCP ports only where
+        the VM is bound now, unless another job (admitted meanwhile) moves the VM."""
+        vm_key = objects.job_vm_key(obj)
+        claims = self.c.state.claims()
+        for other, other_obj in self.jobs.items():
+            moving = objects.job_phase(other_obj) in IN_FLIGHT or claim_key(other) in claims
+            if other != key and moving and objects.job_vm_key(other_obj) == vm_key:
+                return
+        await self.c.networks.migration_ended(vm_key)
+
     def _ensure_target_claim(self, key: str) -> None:
-        """After a restart: a job in flight holds its target as it did before."""
+        """After a restart: a job in flight holds its target (capacity and DHCP ports) as
+        it did before."""
         obj = self.jobs[key]
         status = obj.get("status") or {}
         target = status.get("target")
         if objects.job_phase(obj) not in IN_FLIGHT or not target or target not in self.c.state:
             return
+        self.c.networks.hold_target(objects.job_vm_key(obj), target)
         if claim_key(key) in self.c.state.claims():
             return
         vm_obj = self.c.vm(objects.job_vm_key(obj))

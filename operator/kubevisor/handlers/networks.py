@@ -17,9 +17,13 @@ the allocators of `core.network` (one `AddressPool` per Network, a `MacRegistry`
   before: an address and MAC stay with their VM through stop/start, restart, migration,
   failover and controller restarts, because they are read back from its status;
 - `services` keeps the EndpointSlices of Services that front VMs (handlers/services.py);
+- `hold_target` (under the placement lock, when a live migration is admitted) takes the
+  target host's DHCP ports, which live until `migration_ended`, so the target's DHCP
+  server answers the guest from the switch on;
 - `on_vm` and `on_network` follow watch events: each host's DHCP port lives while a VM of
-  the Network is bound there, each Network carries `used`, `free`, `vni`, `dhcpPorts` and
-  Ready, and a finalizer while VMs hold addresses on it, so its deletion waits for them.
+  the Network is bound there (or migrating there), each Network carries `used`, `free`,
+  `vni`, `dhcpPorts` and Ready, and a finalizer while VMs hold addresses on it, so its
+  deletion waits for them.
 
 Everything that changes the allocators runs without awaiting in between, so the asyncio
 loop makes it atomic with the placement it belongs to.
@@ -125,6 +129,9 @@ class Networks:
         """Interfaces `allocate` took for a VM and `record` has not written yet."""
         self.released: set[str] = set()
         """VMs whose addresses went with their finalizer; they are deleted."""
+        self.targets: dict[str, str] = {}
+        """The target host of each VM a live migration moves, from its admission until the
+        job ends: that host keeps its DHCP ports on the VM's Networks meanwhile."""
         self.services = Services(port, kube)
 
     # -- start-up -------------------------------------------------------------------------
@@ -247,21 +254,31 @@ class Networks:
         if isinstance(got, Refusal):
             return got
         use = Use(host, frozenset(f"{_namespace(key)}/{i.network}" for i in got))
-        ports: list[tuple[AddressPool, Owner]] = []
-        for network in sorted(use.networks):
-            owner = Owner.dhcp(host)
-            pool = self.pools[network]
-            if not self.specs[network].dhcp or pool.address_of(owner) is not None:
+        refused = self._take_ports(host, use.networks)
+        if refused is not None:
+            self._undo(key, vm)
+            return refused
+        self.allocated[key] = got
+        self.uses[key] = use
+        return None
+
+    def _take_ports(self, host: str, networks: Iterable[str]) -> Refusal | None:
+        """The DHCP port of `host` on each of `networks` with DHCP that has none there yet,
+        all or nothing."""
+        owner = Owner.dhcp(host)
+        taken: list[AddressPool] = []
+        for network in sorted(networks):
+            pool = self.pools.get(network)
+            if pool is None or not self.specs[network].dhcp:
+                continue
+            if pool.address_of(owner) is not None:
                 continue
             port = pool.allocate(owner)
             if isinstance(port, Refusal):
-                for taken, holder in ports:
-                    taken.release(holder)
-                self._undo(key, vm)
+                for held in taken:
+                    held.release(owner)
                 return Refusal(port.reason, f"the DHCP server of host {host}: {port.message}")
-            ports.append((pool, owner))
-        self.allocated[key] = got
-        self.uses[key] = use
+            taken.append(pool)
         return None
 
     def _not_ready(self, key: str, vm: VirtualMachine) -> Refusal | None:
@@ -321,6 +338,36 @@ class Networks:
         vm = _parse_vm(obj)
         if vm is not None:
             self._undo(key, vm)
+
+    # -- live migrations ------------------------------------------------------------------
+
+    def hold_target(self, key: str, host: str) -> Refusal | None:
+        """A live migration of VM `key` to `host` is being admitted (under the placement
+        lock, before the job goes Preparing): take the host's DHCP ports on the VM's
+        Networks with DHCP, so the target's agent builds a DHCP server that answers the
+        guest from the switch on. A refusal (a pool with no free address) takes nothing.
+        After a restart (the job in flight, no pool loaded yet) this only notes the
+        target: its ports are read back from the Networks' status.dhcpPorts."""
+        refused = self._take_ports(host, self.uses.get(key, NO_USE).networks)
+        if refused is None:
+            self.targets[key] = host
+        return refused
+
+    async def write_target(self, key: str) -> None:
+        """Write the statuses of the Networks of VM `key` after `hold_target`: the target's
+        DHCP ports are in status.dhcpPorts before its agent prepares."""
+        for network in sorted(self.uses.get(key, NO_USE).networks):
+            await self.sync(network)
+
+    async def migration_ended(self, key: str) -> None:
+        """The live migration of VM `key` ended: the target keeps its DHCP ports only if
+        the VM is bound there now (or another VM of the Network is)."""
+        if self.targets.pop(key, None) is None:
+            return
+        before = self.uses.get(key, NO_USE)
+        await self.on_vm(key)  # a moved VM names its new host now
+        for network in sorted(before.networks | self.uses.get(key, NO_USE).networks):
+            await self.sync(network)
 
     # -- VMs ------------------------------------------------------------------------------
 
@@ -421,7 +468,7 @@ class Networks:
 
     async def sync(self, key: str) -> None:
         """Bring Network `key` in step: its DHCP ports follow the hosts its VMs are bound
-        to, its finalizer is there while VMs use it, its status says so."""
+        to or migrating to, its finalizer is there while VMs use it, its status says so."""
         network = self.networks.get(key)
         if network is None:
             return
@@ -429,7 +476,9 @@ class Networks:
         self._ensure_vni(key)
         hosts = set()
         if network.spec.dhcp:
-            hosts = {u.host for u in self.uses.values() if u.host and key in u.networks}
+            on_it = [(vm, u) for vm, u in self.uses.items() if key in u.networks]
+            hosts = {u.host for _, u in on_it if u.host}
+            hosts |= {self.targets[vm] for vm, _ in on_it if vm in self.targets}
         for owner in [o for o in pool.owners() if o.is_dhcp and o.host not in hosts]:
             pool.release(owner)
         for host in sorted(hosts):

@@ -129,6 +129,7 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         controller.quotas.load(await kube.list_quotas())
         await controller.quotas.publish_all()
         controller.namespaces.load(await kube.list_namespaces())
+        await controller.networks.services.sweep()
 
     @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
     async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

@@ -74,18 +74,8 @@ class Services:
     async def _selector(self, key: str, obj: Object) -> dict[str, str] | None:
         """The VM selector of a Service that asks for one (None: it does not, or not in
         a way this can serve: then a Warning event on the Service says why, once)."""
-        text = (obj["metadata"].get("annotations") or {}).get(endpoints.SELECTOR_ANNOTATION)
-        if text is None:
-            self.complaints.pop(key, None)
-            return None
         try:
-            if (obj.get("spec") or {}).get("selector"):
-                raise SelectorError(
-                    f"{endpoints.SELECTOR_ANNOTATION} is ignored on a Service with "
-                    "spec.selector (Kubernetes keeps its endpoints from Pods); remove "
-                    "spec.selector"
-                )
-            required = endpoints.selector(text)
+            required = endpoints.requested(obj)
         except SelectorError as invalid:
             await self._complain(key, obj, str(invalid))
             return None
@@ -98,6 +88,33 @@ class Services:
         self.complaints[key] = problem
         log.warning("service %s: %s", key, problem)
         await self.port.event(obj, "Warning", "InvalidVMSelector", problem)
+
+    async def sweep(self) -> None:
+        """Delete the EndpointSlices managed by kubevisor that no Service asks for any more:
+        those of a Service deleted or un-annotated while no controller ran (the watch then
+        never says so; without a garbage collector, as on the testbed's bare API server,
+        even a deleted Service's slice stays). At start-up and at each resync. Slices are
+        listed before Services, and each is deleted only as listed (its uid and
+        resourceVersion as preconditions), so a slice written meanwhile stays."""
+        slices = await self.kube.list_endpoint_slices(
+            label_selector=f"{endpoints.MANAGED_BY}={endpoints.MANAGER}"
+        )
+        services = await self.kube.list_services()
+        for orphan in endpoints.orphans(services, slices):
+            meta = orphan["metadata"]
+            deleted = await self.kube.delete_endpoint_slice(
+                meta["namespace"],
+                meta["name"],
+                preconditions=(meta["uid"], meta["resourceVersion"]),
+            )
+            if deleted:
+                log.info(
+                    "deleted EndpointSlice %s/%s: no Service asks for it",
+                    meta["namespace"],
+                    meta["name"],
+                )
+                service = f"{meta['namespace']}/{meta['name'].removesuffix(endpoints.SUFFIX)}"
+                self.written.pop(service, None)
 
     async def on_vm(self, key: str, vm: VirtualMachine | None) -> None:
         """VM `key` changed (None: it is gone): update the slices of the Services that

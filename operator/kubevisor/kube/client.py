@@ -275,13 +275,39 @@ class Kube:
         return cast(Object, self._api.sanitize_for_serialization(reply))
 
     @counted("DELETE")
-    async def delete_endpoint_slice(self, namespace: str, name: str) -> None:
-        """Delete an EndpointSlice; one already gone is fine."""
+    async def delete_endpoint_slice(
+        self, namespace: str, name: str, *, preconditions: tuple[str, str] | None = None
+    ) -> bool:
+        """Delete an EndpointSlice (with `preconditions`, only while its uid and
+        resourceVersion are these); whether this call deleted it. One already gone, or
+        changed since (a failed precondition), is fine."""
+        body = None
+        if preconditions is not None:
+            uid, resource_version = preconditions
+            body = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+            )
         try:
-            await self._discovery.delete_namespaced_endpoint_slice(name, namespace)
+            await self._discovery.delete_namespaced_endpoint_slice(name, namespace, body=body)
         except ApiException as error:
-            if error.status != 404:
+            if error.status not in (404, 409):
                 raise
+            return False
+        return True
+
+    @counted("LIST")
+    async def list_endpoint_slices(self, *, label_selector: str) -> list[Object]:
+        """The EndpointSlices of every namespace with these labels."""
+        reply = await self._discovery.list_endpoint_slice_for_all_namespaces(
+            label_selector=label_selector
+        )
+        return list(cast(Object, self._api.sanitize_for_serialization(reply))["items"])
+
+    @counted("LIST")
+    async def list_services(self) -> list[Object]:
+        """The Services of every namespace."""
+        reply = await self._core.list_service_for_all_namespaces()
+        return list(cast(Object, self._api.sanitize_for_serialization(reply))["items"])
 
     # -- ResourceQuotas (the controller's part of their status) -------------------------
 

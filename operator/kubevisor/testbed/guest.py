@@ -146,9 +146,10 @@ serve_commands() {{
 """
 
 # udhcpc runs this on each event with the lease in its environment (interface, ip, mask as a
-# prefix length, subnet, router, hostname). The address is replaced only when it changed, so
-# a renewal does not drop the guest's connections; the default route is set by the first
-# NIC to get one.
+# prefix length, subnet, router, hostname, mtu). The address is replaced only when it
+# changed, so a renewal does not drop the guest's connections; the default route is set by
+# the first NIC to get one. The MTU matters on an overlay: VXLAN takes 50 bytes of the
+# underlay's, which the host's dnsmasq announces (option 26).
 UDHCPC_SCRIPT = f"""#!/bin/sh
 case "$1" in
   deconfig)
@@ -157,6 +158,7 @@ case "$1" in
     ;;
   bound | renew)
     prefix=${{mask:-$(ipcalc -p "$ip" "$subnet" | cut -d= -f2)}}
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
     if ! ip -4 -o addr show dev "$interface" | grep -q " $ip/$prefix "; then
       ip -4 addr flush dev "$interface"
       ip addr add "$ip/$prefix" dev "$interface"

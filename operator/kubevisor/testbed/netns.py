@@ -25,12 +25,16 @@ kubevisor itself is the host network driver's alone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,13 @@ class Underlay:
 def missing_prerequisites() -> list[str]:
     """What this machine lacks for hosts in namespaces (iproute2's ip, util-linux nsenter)."""
     return [tool for tool in ("ip", "nsenter") if shutil.which(tool) is None]
+
+
+def missing_data_plane_prerequisites() -> list[str]:
+    """What this machine lacks for hosts in namespaces whose agents build a data plane
+    (`agent_flags`): `missing_prerequisites`, dnsmasq (dnsmasq-base) and nft (nftables)."""
+    missing = missing_prerequisites()
+    return missing + [tool for tool in ("dnsmasq", "nft") if shutil.which(tool) is None]
 
 
 def underlay_for(state_dir: Path) -> Underlay:
@@ -188,6 +199,26 @@ def agent_flags(name: str, underlay_address: str) -> list[str]:
         f"--tunnel-ip={underlay_address}",
         f"--dhcp-namespace-prefix={name}-d",
     ]
+
+
+def remove_dhcp_servers(name: str, *, timeout: float = 10.0) -> list[str]:
+    """Stop the DHCP servers the data plane of the host in namespace `name` left and remove
+    their namespaces (named by `agent_flags`' prefix; outside the host's namespace, so they
+    outlive it); returns the namespaces removed. For after the host's agent stopped: an
+    agent keeps its dnsmasq instances running across its own restarts."""
+    removed = []
+    for server in namespaces(f"{name}-d"):
+        found = inode(server)
+        running = processes(found) if found is not None else []
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while found is not None and processes(found) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remove(server)
+        removed.append(server)
+    return removed
 
 
 def add_bridge(name: str, bridge: str, *, ports: Sequence[str] = ()) -> None:

@@ -5,6 +5,14 @@ A real kube-apiserver + etcd (testbed.controlplane), two libvirtd hosts running 
 `test:///default` driver), the tiny guest as the hosts' default kernel, the controller and
 one agent per host as background processes whose pids and logs live in the state
 directory, so `kubevisor dev down` can stop everything from another shell.
+
+Where dnsmasq, nftables and iproute2 are there, each host is a machine in a network
+namespace of its own on the testbed's underlay (docs/testbed-network.md) and its agent
+builds the data plane of VMs on Networks (`--host-network=linux`, its underlay address as
+tunnel endpoint, `testbed.netns.agent_flags`): overlay Networks between the two hosts are
+real VXLAN, and the guests get their addresses from the hosts' dnsmasq. Each host maps the
+provider physical network `physnet1` to its uplink too. `stop` removes what the data plane
+left outside the hosts' namespaces (the DHCP servers' namespaces) before the hosts.
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kubevisor.api.wire import SYSTEM_NAMESPACE
-from kubevisor.testbed import controlplane, guest, hosts, images, procfs
+from kubevisor.testbed import controlplane, guest, hosts, images, netns, procfs
 from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, LOOPBACK, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane
 
 PROCESSES = "processes.json"
+PROVIDER_MAPPING = {"physicalNetwork": netns.PHYSICAL_NETWORK, "interface": netns.UPLINK_IFNAME}
+"""Each netns host's uplink into the provider physical network (a HypervisorHost's
+spec.networkMappings entry)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,9 @@ class Agent:
     uri: str
     domain_type: str
     qemu_conf: Path | None = None
+    migrate_uri: str = LOCAL_MIGRATE_URI
+    extra: tuple[str, ...] = ()
+    """Flags for a host in a network namespace: its data plane and migration address."""
 
 
 def start(
@@ -74,13 +88,15 @@ def start(
             domain_type=agent.domain_type,
             guest=tiny,
             metrics_port=port,
-            # Local hosts: QEMU streams to 127.0.0.1 (migration_host is unset), and
-            # libvirt runs without cgroups (testbed qemu.conf).
-            migrate_uri=LOCAL_MIGRATE_URI,
+            # Local hosts: QEMU streams to 127.0.0.1 (migration_host is unset), or to the
+            # host's underlay address in its namespace; libvirt runs without cgroups
+            # (testbed qemu.conf).
+            migrate_uri=agent.migrate_uri,
             cgroup_controllers="",
             qemu_conf=agent.qemu_conf,
             # The demo image is served on 127.0.0.1, which an agent refuses by default.
             image_source_allow=LOOPBACK,
+            extra=agent.extra,
         )
         pids[f"agent-{agent.host}"] = _spawn(options.argv(), log=logs / f"agent-{agent.host}.log")
     if tiny is not None:
@@ -93,6 +109,10 @@ def start(
     say(f"controller and {len(agents)} agents started (logs in {logs}).")
     wait_hosts_ready(plane, [a.host for a in agents], timeout=120)
     say("every host is Ready.")
+    if any(a.extra for a in agents):
+        mapping = {"spec": {"networkMappings": [PROVIDER_MAPPING]}}
+        for agent in agents:
+            plane.kubectl("patch", "hvh", agent.host, "--type=merge", "-p", json.dumps(mapping))
     return plane
 
 
@@ -130,12 +150,34 @@ def _hypervisors(state_dir: Path, count: int, say: Callable[[str], None]) -> lis
             "libvirt's embedded test:///default driver: VMs are simulated, no guest boots."
         )
         return [Agent(f"test-host-{i}", "test:///default", "test") for i in range(1, count + 1)]
-    started = hosts.start_hosts(count, state_dir=state_dir / "hosts")
-    say(
-        f"{len(started)} libvirtd hosts with QEMU (TCG): "
-        + ", ".join(f"{h.name} at {h.uri}" for h in started)
-    )
-    return [Agent(h.name, h.uri, "qemu", h.root / "etc" / "qemu.conf") for h in started]
+    lacking = netns.missing_data_plane_prerequisites()
+    if lacking:
+        say(
+            f"no data plane for Networks (missing: {', '.join(lacking)}; hack/setup.sh "
+            "installs them): the hosts share this machine's network, their agents take no "
+            "VMs on Networks."
+        )
+    started = hosts.start_hosts(count, state_dir=state_dir / "hosts", netns=not lacking)
+    where = [
+        f"{h.name} in network namespace {h.netns} at {h.underlay_address}"
+        if h.netns
+        else f"{h.name} at {h.uri}"
+        for h in started
+    ]
+    say(f"{len(started)} libvirtd hosts with QEMU (TCG): {', '.join(where)}.")
+    if not lacking:
+        say("their agents build the hosts' Networks: bridges, VXLAN, dnsmasq, nftables.")
+    return [_agent(h) for h in started]
+
+
+def _agent(host: hosts.LocalHost) -> Agent:
+    agent = Agent(host.name, host.uri, "qemu", host.root / "etc" / "qemu.conf")
+    if host.netns is None or host.underlay_address is None:
+        return agent
+    flags = netns.agent_flags(host.netns, host.underlay_address)
+    # Peer-to-peer migrations go over the underlay, as between real machines.
+    migration = ("--migration-uri", host.migration_uri)
+    return replace(agent, migrate_uri=host.migrate_uri, extra=(*flags, *migration))
 
 
 def _spawn(argv: list[str], *, log: Path) -> int:
@@ -159,7 +201,8 @@ def _running(state_dir: Path) -> bool:
 
 
 def stop(state_dir: Path, *, timeout: float = 30.0) -> None:
-    """Stop the agents and the controller, then the hosts, then the control plane."""
+    """Stop the agents and the controller, then the DHCP servers their data planes left,
+    the hosts (their namespaces, and the underlay, go with them), then the control plane."""
     path = state_dir / PROCESSES
     if path.exists():
         pids: dict[str, int] = json.loads(path.read_text())
@@ -176,5 +219,8 @@ def stop(state_dir: Path, *, timeout: float = 30.0) -> None:
                 os.killpg(pid, signal.SIGKILL)
         path.unlink()
     if (state_dir / "hosts").exists():
+        for host in hosts.list_hosts(state_dir / "hosts"):
+            if host.netns:
+                netns.remove_dhcp_servers(host.netns)
         hosts.stop_hosts(state_dir / "hosts")
     controlplane.stop(state_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kubevisor.core.network import endpoints
@@ -69,3 +71,48 @@ def test_the_slice_has_the_selected_vms_with_addresses_and_the_services_ports() 
     ]
     assert body["metadata"]["name"] == "web-kubevisor"
     assert body["metadata"]["ownerReferences"][0]["uid"] == "u1"
+
+
+def _service(
+    name: str, namespace: str = "team", *, asks: bool = True, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    annotations = {endpoints.SELECTOR_ANNOTATION: "app=web"} if asks else {}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": spec or {},
+    }
+
+
+def _slice(service: str, namespace: str = "team", manager: str = "kubevisor.io") -> dict[str, Any]:
+    labels = {endpoints.SERVICE_NAME: service, endpoints.MANAGED_BY: manager}
+    return {"metadata": {"name": f"{service}-kubevisor", "namespace": namespace, "labels": labels}}
+
+
+@pytest.mark.parametrize(
+    ("services", "slices", "orphaned"),
+    [
+        pytest.param([_service("web")], [_slice("web")], [], id="asked-for"),
+        pytest.param([], [_slice("web")], ["team/web-kubevisor"], id="service-gone"),
+        pytest.param(
+            [_service("web", asks=False)], [_slice("web")], ["team/web-kubevisor"], id="unannotated"
+        ),
+        pytest.param(
+            [_service("web", spec={"selector": {"app": "web"}})],
+            [_slice("web")],
+            ["team/web-kubevisor"],
+            id="asks-beside-spec-selector",
+        ),
+        pytest.param(
+            [_service("web", namespace="other")],
+            [_slice("web")],
+            ["team/web-kubevisor"],
+            id="same-name-other-namespace",
+        ),
+        pytest.param([], [_slice("web", manager="someone-else")], [], id="not-ours"),
+    ],
+)
+def test_the_orphans_are_the_slices_no_service_asks_for(
+    services: list[dict[str, Any]], slices: list[dict[str, Any]], orphaned: list[str]
+) -> None:
+    found = endpoints.orphans(services, slices)
+    assert [f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in found] == orphaned

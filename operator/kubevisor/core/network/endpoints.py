@@ -62,6 +62,44 @@ def selector(text: str) -> dict[str, str]:
     return required
 
 
+def requested(service: Mapping[str, Any]) -> dict[str, str] | None:
+    """The VM selector `service` asks for (None: it asks for none); SelectorError when it
+    asks in a way this cannot serve: a malformed annotation, or one beside
+    `spec.selector`."""
+    text = (service["metadata"].get("annotations") or {}).get(SELECTOR_ANNOTATION)
+    if text is None:
+        return None
+    if (service.get("spec") or {}).get("selector"):
+        raise SelectorError(
+            f"{SELECTOR_ANNOTATION} is ignored on a Service with spec.selector "
+            "(Kubernetes keeps its endpoints from Pods); remove spec.selector"
+        )
+    return selector(text)
+
+
+def orphans(
+    services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The EndpointSlices kubevisor manages (of `slices`) that no Service of `services`
+    asks for: their Service is gone, lost its annotation or asks in a way that cannot be
+    served. Given the slices listed first and the Services after, a slice of a Service that
+    asks for one is never among them."""
+    asking = set()
+    for service in services:
+        try:
+            wanted = requested(service) is not None
+        except SelectorError:
+            wanted = False
+        if wanted:
+            asking.add((service["metadata"]["namespace"], slice_name(service["metadata"]["name"])))
+    return [
+        found
+        for found in slices
+        if (found["metadata"].get("labels") or {}).get(MANAGED_BY) == MANAGER
+        and (found["metadata"]["namespace"], found["metadata"]["name"]) not in asking
+    ]
+
+
 def matches(required: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in required.items())
 
