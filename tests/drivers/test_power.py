@@ -11,39 +11,27 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness import ManagedProcess, eventually, require
+from harness import eventually, require
 from kubevisor.api.hypervisorhost import Fencing
 from kubevisor.drivers import power
 from kubevisor.testbed import bmc, hosts
 from kubevisor.testbed.controlplane import free_ports
+from stacks import BmcProcess
 
 USERS = {"admin": "s3cret"}
 RIGHT = power.Credentials("admin", "s3cret")
 
 
-@dataclass
-class Served:
-    """A testbed BMC process and the port it answers on."""
-
-    process: ManagedProcess
-    port: int
-
-
-def serve(root: Path, systems: list[bmc.System], protocol: str = "redfish") -> Served:
-    port = free_ports(1)[0]
-    config = bmc.write_config(
-        root / f"{protocol}.json", port=port, systems=systems, users=USERS, protocol=protocol
-    )
-    return Served(ManagedProcess(bmc.argv(config), log=root / f"{protocol}.log").start(), port)
+def serve(root: Path, systems: list[bmc.System], protocol: str = "redfish") -> BmcProcess:
+    return BmcProcess(root, systems, USERS, protocol).start()
 
 
 @pytest.fixture(scope="module")
-def redfish(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
+def redfish(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BmcProcess, Path]]:
     """A Redfish BMC with system "kubevisor-host-1" (a testbed host under the returned
     state directory, not started) and "stuck-1", which ignores power-offs."""
     root = tmp_path_factory.mktemp("redfish")
@@ -57,21 +45,21 @@ def redfish(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, 
         eventually(lambda: _answers(process), timeout=30, what="the Redfish emulator to answer")
         yield process, state
     finally:
-        process.process.stop()
+        process.stop()
 
 
-def _answers(process: Served) -> bool:
+def _answers(process: BmcProcess) -> bool:
     try:
         return _is_off(process, "stuck-1") is False
     except power.FenceError:
         return False
 
 
-def _redfish(process: Served, system: str, credentials: power.Credentials) -> power.Bmc:
+def _redfish(process: BmcProcess, system: str, credentials: power.Credentials) -> power.Bmc:
     fencing = Fencing.model_validate(
         {
             "redfish": {
-                "address": f"http://127.0.0.1:{process.port}",
+                "address": process.address,
                 "systemId": system,
                 "credentialsSecret": "bmc",
             }
@@ -80,7 +68,7 @@ def _redfish(process: Served, system: str, credentials: power.Credentials) -> po
     return power.connect(fencing, credentials, timeout=5)
 
 
-def _is_off(process: Served, system: str) -> bool:
+def _is_off(process: BmcProcess, system: str) -> bool:
     try:
         return _redfish(process, system, RIGHT).is_off()
     except Exception as error:
@@ -127,7 +115,7 @@ def failure(driver: power.Bmc, timeout: float) -> tuple[power.FenceError, float]
     ],
 )
 def test_a_redfish_fence_that_fails_says_why(
-    redfish: tuple[Served, Path],
+    redfish: tuple[BmcProcess, Path],
     system: str,
     credentials: power.Credentials,
     reason: str,
@@ -169,7 +157,7 @@ def test_an_unreachable_bmc_fails_as_unreachable() -> None:
 
 
 @pytest.fixture
-def testbed_host(redfish: tuple[Served, Path]) -> Iterator[hosts.LocalHost]:
+def testbed_host(redfish: tuple[BmcProcess, Path]) -> Iterator[hosts.LocalHost]:
     missing = hosts.missing_prerequisites()
     require(not missing, what=f"a libvirtd host ({', '.join(missing)})", how=hosts.HOW_TO_INSTALL)
     _, state = redfish
@@ -181,7 +169,7 @@ def testbed_host(redfish: tuple[Served, Path]) -> Iterator[hosts.LocalHost]:
 
 @pytest.mark.libvirtd
 def test_powering_a_redfish_system_off_stops_its_testbed_host(
-    redfish: tuple[Served, Path], testbed_host: hosts.LocalHost
+    redfish: tuple[BmcProcess, Path], testbed_host: hosts.LocalHost
 ) -> None:
     process, state = redfish
     assert testbed_host.name == "kubevisor-host-1" and testbed_host.pid is not None
@@ -228,5 +216,5 @@ def test_powering_an_ipmi_system_off_stops_its_testbed_host(tmp_path: Path) -> N
         fence(driver, timeout=30)
         assert host.pid is not None and hosts.list_hosts(state)[0].pid is None
     finally:
-        process.process.stop()
+        process.stop()
         hosts.stop_hosts(state)
