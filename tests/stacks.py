@@ -15,7 +15,7 @@ import yaml
 
 from harness import ManagedProcess, eventually
 from kubevisor.core import migration
-from kubevisor.testbed import hosts
+from kubevisor.testbed import bmc, hosts
 from kubevisor.testbed.commands import AgentOptions
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
 from kubevisor.testbed.hosts import LocalHost
@@ -240,3 +240,37 @@ class VsphereHost:
             self.agent.stop()
             sys.stderr.write(f"\n--- {self.name} agent log (tail) ---\n{self.agent.tail()}")
         self.stack.kubectl("delete", "hvh", self.name, "--wait=true", "--timeout=60s", check=False)
+
+
+@dataclass
+class BmcProcess:
+    """A BMC process for testbed hosts (`testbed.bmc`): sushy-tools' Redfish emulator or
+    pyghmi's IPMI server on 127.0.0.1, whose systems' power is their hosts' life."""
+
+    root: Path
+    systems: list[bmc.System]
+    users: dict[str, str]
+    protocol: str = "redfish"
+    port: int = 0
+    process: ManagedProcess | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BmcProcess:
+        self.port = free_ports(1)[0]
+        config = bmc.write_config(
+            self.root / f"{self.protocol}.json",
+            port=self.port,
+            systems=self.systems,
+            users=self.users,
+            protocol=self.protocol,
+        )
+        self.process = ManagedProcess(bmc.argv(config), log=self.root / f"{self.protocol}.log")
+        self.process.start()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()

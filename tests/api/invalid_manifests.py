@@ -46,6 +46,15 @@ def hvh(spec: Manifest) -> Manifest:
     return {"apiVersion": API_VERSION, "kind": "HypervisorHost", "metadata": {}, "spec": spec}
 
 
+REDFISH = {"address": "https://10.0.0.5", "credentialsSecret": "bmc-h1"}
+IPMI = {"address": "10.0.0.5", "credentialsSecret": "bmc-h1"}
+
+
+def fenced(**fencing: Manifest) -> Manifest:
+    """A HypervisorHost with `spec.fencing` (redfish=..., ipmi=...)."""
+    return hvh({"fencing": fencing})
+
+
 def mig(spec: Manifest | None = None, *, replace: Manifest | None = None) -> Manifest:
     """A valid MigrationJob of VM "minimal" with `spec` merged in."""
     body = replace if replace is not None else _merge({"vm": "minimal"}, spec or {})
@@ -574,6 +583,40 @@ INVALID = [
         hvh({"pciPassthrough": [{"vendorId": "8086"}]}),
         "spec.pciPassthrough[0].alias",
         id="pci-passthrough-without-alias",
+    ),
+    # --- HypervisorHost: power fencing -----------------------------------------------------
+    pytest.param(hvh({"fencing": {}}), "spec.fencing", id="fencing-without-a-bmc"),
+    pytest.param(fenced(redfish=REDFISH, ipmi=IPMI), "spec.fencing", id="fencing-redfish-and-ipmi"),
+    pytest.param(
+        fenced(redfish={**REDFISH, "address": "10.0.0.5"}),
+        "spec.fencing.redfish.address",
+        id="redfish-address-without-scheme",
+    ),
+    pytest.param(
+        fenced(redfish={**REDFISH, "address": "https://10.0.0.5/redfish/v1"}),
+        "spec.fencing.redfish.address",
+        id="redfish-address-with-a-path",
+    ),
+    pytest.param(
+        fenced(redfish={**REDFISH, "systemId": "/redfish/v1/Systems/1"}),
+        "spec.fencing.redfish.systemId",
+        id="redfish-system-id-a-path",
+    ),
+    pytest.param(
+        fenced(redfish={"address": "https://10.0.0.5"}),
+        "spec.fencing.redfish.credentialsSecret",
+        id="redfish-without-credentials",
+    ),
+    pytest.param(
+        fenced(ipmi={**IPMI, "address": "https://10.0.0.5"}),
+        "spec.fencing.ipmi.address",
+        id="ipmi-address-a-url",
+    ),
+    pytest.param(fenced(ipmi={**IPMI, "port": 0}), "spec.fencing.ipmi.port", id="ipmi-port-zero"),
+    pytest.param(
+        fenced(ipmi={**IPMI, "credentialsSecret": "BMC_h1"}),
+        "spec.fencing.ipmi.credentialsSecret",
+        id="ipmi-secret-not-an-object-name",
     ),
     # --- VirtualMachine: interfaces on Networks, host networks ---------------------------
     pytest.param(

@@ -20,8 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from kubevisor.api.wire import AGENT, CONTROLLER, HOST_LABEL, VM_FINALIZER
+from kubevisor.drivers import power
 from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller, Settings
+from kubevisor.handlers.powerfencing import Connect
 from kubevisor.kube.client import Kube, Object
 from server_side_apply import apply_status, fields, held_by, merge
 
@@ -79,6 +81,8 @@ class FakeKube:
         self.calls: list[tuple[str, str]] = []
         """(method, namespace/name) of every call, in order."""
         self.events: list[tuple[str, str, str, str]] = []
+        self.secrets: dict[str, dict[str, str]] = {}
+        """Secrets' data by namespace/name."""
         """(object name, type, reason, message) of every Event recorded."""
         self._suffixes = itertools.count(1)
         self._uids = itertools.count(1)
@@ -304,6 +308,11 @@ class FakeKube:
         self.jobs[f"{namespace}/{name}"].apply(manager or CONTROLLER, status)
         return self.job(f"{namespace}/{name}")
 
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.calls.append(("read_secret", f"{namespace}/{name}"))
+        secret = self.secrets.get(f"{namespace}/{name}")
+        return None if secret is None else dict(secret)
+
     async def apply_host_status(self, name: str, status: Object) -> Object:
         self.calls.append(("apply_host_status", name))
         self.hosts[name].apply(CONTROLLER, status)
@@ -466,13 +475,20 @@ def job(
 class Cluster:
     """A controller on a `FakeKube` and a `Clock`; `start` loads it like a restart does."""
 
-    def __init__(self, settings: Settings | None = None, *, kube: FakeKube | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        kube: FakeKube | None = None,
+        connect_bmc: Connect = power.connect,
+    ) -> None:
         self.kube = kube or FakeKube()
         self.clock = Clock()
         self.controller = Controller(
             settings=settings or Settings(lease_namespace=LEASE_NAMESPACE),
             kube=cast(Kube, self.kube),
             clock=self.clock,
+            connect_bmc=connect_bmc,
         )
 
     async def start(

@@ -11,19 +11,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from kubevisor.api import cpuset
 from kubevisor.api.addresses import InterfaceName, IPv4Address
 from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.schema import (
     LIST_SET,
+    MAX_URL_LENGTH,
     NO_CONTROL_CHARACTERS,
     ApiModel,
     ApiObject,
     CpuSet,
     DnsLabel,
+    Matches,
     Message,
+    ObjectName,
     PciAddress,
     PciId,
     Quantity,
@@ -208,6 +211,105 @@ class EvacuateRequest(ApiModel):
     )
 
 
+# Power fencing: where a host's BMC answers, and the Secret with its credentials.
+BMC_URL_PATTERN: Final = r"^https?://[^\x00-\x20\x7f/?#@]+/?$"
+BMC_URL_MESSAGE: Final = (
+    "must be the BMC's base URL, http:// or https:// and a host (and port), without a path, "
+    "e.g. https://10.0.0.5 or https://bmc-h1.example:8443"
+)
+BMC_HOST_PATTERN: Final = r"^[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?$"
+BMC_HOST_MESSAGE: Final = (
+    "must be the BMC's host name or IP address, without a scheme or port, e.g. 10.0.0.5"
+)
+SYSTEM_ID_PATTERN: Final = r"^[^\x00-\x20\x7f/?#]+$"
+SYSTEM_ID_MESSAGE: Final = (
+    "must be the Id of a member of the BMC's /redfish/v1/Systems collection, e.g. 1 or "
+    "System.Embedded.1, without slashes"
+)
+ONE_FENCING_MESSAGE: Final = "set exactly one of fencing.redfish and fencing.ipmi"
+DEFAULT_IPMI_PORT: Final = 623
+
+BmcUrl = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=MAX_URL_LENGTH),
+    Matches(BMC_URL_PATTERN, BMC_URL_MESSAGE),
+]
+BmcHost = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253),
+    Matches(BMC_HOST_PATTERN, BMC_HOST_MESSAGE),
+]
+SystemId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253),
+    Matches(SYSTEM_ID_PATTERN, SYSTEM_ID_MESSAGE),
+]
+CREDENTIALS_DESCRIPTION: Final = (
+    "Name of a Secret in the controller's namespace (kubevisor-system) holding the BMC "
+    "account under the keys username and password. The controller reads it when it fences."
+)
+
+
+class RedfishFencing(ApiModel):
+    """A BMC speaking Redfish (iDRAC, iLO, XClarity, OpenBMC...), driven through sushy."""
+
+    address: BmcUrl = Field(
+        description="The BMC's base URL, e.g. https://10.0.0.5 (the Redfish service root "
+        "is /redfish/v1 below it)."
+    )
+    system_id: SystemId | None = Field(
+        default=None,
+        alias="systemId",
+        description=(
+            "The Id of this host's member of the BMC's Systems collection (e.g. 1, "
+            "System.Embedded.1). Unset: the collection's only member (refused as a fence "
+            "failure when it has several)."
+        ),
+    )
+    credentials_secret: ObjectName = Field(
+        alias="credentialsSecret", description=CREDENTIALS_DESCRIPTION
+    )
+    insecure_skip_tls_verify: bool = Field(
+        default=False,
+        alias="insecureSkipTLSVerify",
+        description=(
+            "Accept any certificate from an https BMC (many ship self-signed ones). "
+            "Default: verify it against the controller's trusted CAs."
+        ),
+    )
+
+
+class IpmiFencing(ApiModel):
+    """A BMC speaking IPMI over LAN (lanplus, RMCP+), driven through pyghmi."""
+
+    address: BmcHost = Field(description="The BMC's host name or IP address.")
+    port: int = Field(
+        default=DEFAULT_IPMI_PORT, ge=1, le=65535, description="Its RMCP+ UDP port (623)."
+    )
+    credentials_secret: ObjectName = Field(
+        alias="credentialsSecret", description=CREDENTIALS_DESCRIPTION
+    )
+
+
+class Fencing(ApiModel):
+    """How the controller powers this host off before starting its VMs elsewhere."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule("has(self.redfish) != has(self.ipmi)", ONE_FENCING_MESSAGE),
+        )
+    )
+
+    redfish: RedfishFencing | None = Field(default=None, description="A Redfish BMC.")
+    ipmi: IpmiFencing | None = Field(default=None, description="An IPMI BMC.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Fencing:
+        if (self.redfish is None) == (self.ipmi is None):
+            raise ValueError(ONE_FENCING_MESSAGE)
+        return self
+
+
 class HypervisorHostSpec(ApiModel):
     """Admin settings of a hypervisor host."""
 
@@ -245,6 +347,17 @@ class HypervisorHostSpec(ApiModel):
         description=(
             "Re-place every VM of this host now, for a lost host only (refused while it is "
             "Ready): `kubevisor evacuate HOST [--confirm-fenced]` sets it."
+        ),
+    )
+    fencing: Fencing | None = Field(
+        default=None,
+        description=(
+            "Power fencing: once this host is lost (its heartbeat expired), the controller "
+            "powers it off through its BMC and, once the BMC reports power Off, starts its "
+            "VMs elsewhere at once, without the failover grace. A fence that fails blocks "
+            "their failover (condition FencingFailed) until one succeeds or an operator "
+            "confirms the host is off (kubevisor evacuate --confirm-fenced). Unset: the "
+            "grace and the agent's self-fencing."
         ),
     )
     allocation_ratios: AllocationRatios | None = Field(
@@ -688,13 +801,15 @@ class HypervisorHostStatus(ApiModel):
         default=None,
         alias="lastFenced",
         description=(
-            "When the host's guests were last known stopped while it was lost: its agent's "
-            "self-fence deadline after its last renewal, or an evacuation confirmed by hand "
-            "(condition Fenced)."
+            "When the host's guests were last known stopped while it was lost: its BMC "
+            "confirmed it powered off (spec.fencing), its agent's self-fence deadline after "
+            "its last renewal, or an evacuation confirmed by hand (condition Fenced)."
         ),
     )
     conditions: list[Condition] = conditions_field(
-        "Ready (agent heartbeat fresh) and Schedulable (Ready, not cordoned or draining)."
+        "Ready (agent heartbeat fresh), Schedulable (Ready, not cordoned or draining), "
+        "Fenced (a lost host's guests known stopped, and how) and, with spec.fencing, "
+        "FencingFailed (the last power-off through the BMC failed, and why)."
     )
     observed_generation: int | None = observed_generation_field()
 

@@ -210,6 +210,30 @@ class Refuse:
         return json_schema
 
 
+@dataclass(frozen=True)
+class Matches:
+    """A string annotation: the string must match `pattern` whole, here and, through a CEL
+    rule, in the API server, both refusing with `message` (`pattern_check` as one piece)."""
+
+    pattern: str
+    message: str
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        check = pattern_check(self.pattern, self.message)
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault("x-kubernetes-validations", []).append(
+            rule(cel_matches("self", self.pattern), self.message)
+        )
+        return json_schema
+
+
 # Characters XML 1.0 cannot carry, and that no name, path, argument or CPU model needs:
 # a string with one of them that reaches a domain's XML makes the whole XML unreadable.
 NO_CONTROL_CHARACTERS = Refuse(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kubevisor.core import powerfence
+
 Outcome = Literal["Waiting", "Evacuated", "Refused"]
 
 CONFIRMED = "confirmed stopped by hand (kubevisor evacuate --confirm-fenced)"
@@ -49,9 +51,13 @@ def decide(
     silent_for: float | None,
     deadline: float | None,
     margin: float,
+    power_fencing: bool = False,
+    powered: powerfence.Outcome | None = None,
 ) -> Verdict:
     """The request's verdict, for a host that is `ready` or not, whose agent last renewed
-    its Lease `silent_for` seconds ago (None: never) and published self-fence `deadline`."""
+    its Lease `silent_for` seconds ago (None: never) and published self-fence `deadline`;
+    `power_fencing`: whether it has spec.fencing, `powered` its last power fence (with
+    spec.fencing only a power-off, or the operator's word, says its guests are stopped)."""
     if ready:
         return Verdict(
             "Refused",
@@ -59,6 +65,17 @@ def decide(
         )
     if confirmed:
         return Verdict("Evacuated", f"every VM of host {host} is placed again", CONFIRMED)
+    if power_fencing:
+        if powered is not None and powered.off:
+            return Verdict(
+                "Evacuated", f"every VM of host {host} is placed again", powerfence.stopped(powered)
+            )
+        why = f" ({powered.message})" if powered is not None else ""
+        return Verdict(
+            "Waiting",
+            f"waiting for host {host} to be powered off through its BMC{why}; if it is off, "
+            "confirm it (kubevisor evacuate --confirm-fenced)",
+        )
     if deadline is None:
         return Verdict(
             "Refused",

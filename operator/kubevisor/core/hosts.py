@@ -102,6 +102,8 @@ class FailoverNotes:
     """The Fenced condition (`selffence.fenced`)."""
     last_fenced: datetime | None = None
     """status.lastFenced: when the host's guests were last known stopped."""
+    fencing_failed: Row | None = None
+    """The FencingFailed condition of a host with spec.fencing (`powerfence.fencing_failed`)."""
 
 
 def resources(inventory: HostInventory, usage: HostUsage) -> tuple[Resources, Resources]:
@@ -165,6 +167,7 @@ def controller_host_status(
         Row(cond.READY, truth(judgement.ready), judgement.reason, ready),
         schedulable,
         *([notes.fenced] if notes.fenced is not None else []),
+        *([notes.fencing_failed] if notes.fencing_failed is not None else []),
     )
     status: dict[str, object] = {
         "allocatable": allocatable.to_wire(),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kubevisor.api import schema
+from kubevisor.core import powerfence
 from kubevisor.core.conditions import Row
 
 FENCED = "Fenced"
@@ -109,16 +110,21 @@ def fenced(
     deadline: float | None,
     confirmed: datetime | None,
     now: datetime,
+    power_fencing: bool = False,
+    powered: powerfence.Outcome | None = None,
 ) -> tuple[Row, datetime | None]:
     """The host's Fenced condition and the time of its fence (None: none now), for a host
     whose agent last renewed `silent_for` seconds ago and published self-fence `deadline`;
-    `confirmed`: when an evacuation confirmed by hand that the host is off."""
+    `confirmed`: when an evacuation confirmed by hand that the host is off;
+    `power_fencing`: whether it has spec.fencing, `powered` its last power fence."""
     if ready:
         return Row(FENCED, "False", "HostReady", "the host is Ready: nothing is fenced"), None
     if confirmed is not None:
         return Row(
             FENCED, "True", "ConfirmedByHand", "the operator confirmed the host is off"
         ), confirmed
+    if power_fencing:
+        return powerfence.fenced(powered)
     if deadline is None:
         return Row(
             FENCED,

@@ -35,7 +35,7 @@ from kubevisor.api import objects, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
-from kubevisor.core import conditions, lifecycle, quota, selffence
+from kubevisor.core import conditions, lifecycle, powerfence, quota, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Heartbeat, Judgement
@@ -47,12 +47,14 @@ from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.placement.weighers import Multipliers
 from kubevisor.core.resizing import ResizeNote
+from kubevisor.drivers import power
 from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.missing import MissingHosts
 from kubevisor.handlers.namespaces import Namespaces
 from kubevisor.handlers.networks import Networks, Unplaced
+from kubevisor.handlers.powerfencing import Connect, PowerFencing
 from kubevisor.handlers.quotas import Quotas
 from kubevisor.handlers.resizes import Resizes
 from kubevisor.kube.client import Kube, Object
@@ -83,6 +85,8 @@ class Settings:
     can delay a VM."""
     fence_margin: float = selffence.DEFAULT_MARGIN
     """Seconds added to an agent's self-fence deadline before its VMs may start elsewhere."""
+    power_fence_timeout: float = powerfence.DEFAULT_TIMEOUT
+    """Seconds one power fence through a host's BMC may take until power Off is confirmed."""
 
 
 def now_utc() -> datetime:
@@ -96,7 +100,9 @@ class Controller:
         settings: Settings,
         kube: Kube,
         clock: Callable[[], datetime] = now_utc,
+        connect_bmc: Connect = power.connect,
     ) -> None:
+        """`connect_bmc`: builds a host's BMC for power fencing (tests hand in a fake)."""
         self.settings = settings
         self.kube = kube
         self.clock = clock
@@ -122,7 +128,16 @@ class Controller:
         self.quotas = Quotas(self, kube)
         self.namespaces = Namespaces(self)
         grace, margin = settings.failover_grace, settings.fence_margin
-        self.evacuation = Evacuation(self, kube, self.migrations, grace=grace, margin=margin)
+        self.power = PowerFencing(
+            self,
+            kube,
+            namespace=settings.lease_namespace,
+            timeout=settings.power_fence_timeout,
+            connect=connect_bmc,
+        )
+        self.evacuation = Evacuation(
+            self, kube, self.migrations, grace=grace, margin=margin, power=self.power
+        )
         self.resizes = Resizes(self)
         self.missing = MissingHosts(
             self, self.evacuation, self.heartbeats, timeout=settings.heartbeat_timeout

@@ -38,12 +38,13 @@ from kubevisor.api import objects, schema
 from kubevisor.api.migrationjob import KIND as JOB_KIND
 from kubevisor.api.virtualmachine import VirtualMachine, VmStorage
 from kubevisor.api.wire import API_VERSION, DRAIN_LABEL
-from kubevisor.core import drain, evacuate, hypervisors, lifecycle, migration, selffence
+from kubevisor.core import drain, evacuate, hypervisors, lifecycle, migration, powerfence, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
 from kubevisor.core.hosts import Judgement
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.port import ControllerPort
+from kubevisor.handlers.powerfencing import PowerFencing
 from kubevisor.kube.client import Kube, Object
 
 log = logging.getLogger("kubevisor.controller.evacuation")
@@ -67,11 +68,14 @@ class Evacuation:
         *,
         grace: float | None,
         margin: float = selffence.DEFAULT_MARGIN,
+        power: PowerFencing,
     ) -> None:
-        """`grace`: the failover grace (None: no failover); `margin`: the fence margin."""
+        """`grace`: the failover grace (None: no failover); `margin`: the fence margin;
+        `power`: the power fencing of hosts with spec.fencing."""
         self.c = controller
         self.kube = kube
         self.migrations = migrations
+        self.power = power
         self.failover_grace = grace
         self.fence_margin = margin
         self.failovers: dict[str, Failover] = {}
@@ -84,12 +88,16 @@ class Evacuation:
         """React to the host's state; returns its `status.drain` while it is in maintenance."""
         judgement = self.c.judgement(host)
         self.delays.pop(host, None)
-        if judgement is not None and not judgement.ready and self.failover_grace is not None:
+        if judgement is None or judgement.ready:
+            self.power.forget(host)
+        elif self.power.configured(host) is not None:
+            await self._power_fence(host, judgement)
+        elif self.failover_grace is not None:
             delay = self._delay(host, judgement)
             if delay.message is not None:
                 self.delays[host] = delay.message
             if judgement.down_for >= delay.after:
-                await self._failover(host, judgement)
+                await self._failover(host, judgement, lost=self._lost(host, judgement))
         await self._on_demand(host, judgement)
         spec = (self.c.host(host) or {}).get("spec") or {}
         if not spec.get("maintenance"):
@@ -97,6 +105,22 @@ class Evacuation:
         if judgement is None or not judgement.ready:
             return self._progress(host)
         return await self._drain(host)
+
+    async def _power_fence(self, host: str, judgement: Judgement) -> None:
+        """A lost host with spec.fencing: power it off (when automatic failover is on, or an
+        evacuation waits for it), then fail it over at once, without the grace; after a
+        failed fence its VMs stay where they are."""
+        request = ((self.c.host(host) or {}).get("spec") or {}).get("evacuate")
+        if self.failover_grace is None and not evacuate.pending(request, self.evacuation(host)):
+            return
+        outcome = await self.power.fence_if_due(host)
+        if self.failover_grace is not None and outcome is not None and outcome.off:
+            await self._failover(
+                host,
+                judgement,
+                lost=f"host {host} was lost and powered off through its BMC",
+                stopped=powerfence.stopped(outcome),
+            )
 
     def _delay(self, host: str, judgement: Judgement) -> selffence.FailoverDelay:
         assert self.failover_grace is not None
@@ -127,6 +151,7 @@ class Evacuation:
         ):
             confirmed = schema.parse_timestamp(str(record.get("time") or request["requestedAt"]))
         lost = not judgement.ready
+        power_fencing = self.power.configured(host) is not None
         row, fenced_at = selffence.fenced(
             ready=not lost,
             silent_for=judgement.down_for + judgement.timeout
@@ -135,6 +160,8 @@ class Evacuation:
             deadline=self.deadline(host),
             confirmed=confirmed,
             now=self.c.clock(),
+            power_fencing=power_fencing,
+            powered=self.power.outcome(host),
         )
         before = status.get("lastFenced")
         return hostjudge.FailoverNotes(
@@ -142,6 +169,11 @@ class Evacuation:
             evacuation=self.evacuation(host),
             fenced=row,
             last_fenced=fenced_at or (schema.parse_timestamp(str(before)) if before else None),
+            fencing_failed=powerfence.fencing_failed(
+                host, ready=not lost, outcome=self.power.outcome(host)
+            )
+            if power_fencing
+            else None,
         )
 
     def evacuation(self, host: str) -> dict[str, object] | None:
@@ -165,6 +197,8 @@ class Evacuation:
             else None,
             deadline=self.deadline(host),
             margin=self.fence_margin,
+            power_fencing=self.power.configured(host) is not None,
+            powered=self.power.outcome(host),
         )
         self.requests[host] = {
             "requestedAt": request["requestedAt"],
@@ -179,7 +213,13 @@ class Evacuation:
             log.info("host %s: evacuation %s: %s", host, verdict.outcome, verdict.message)
             await self.c.event(obj, kind, f"Evacuation{verdict.outcome}", verdict.message)
         if verdict.stopped is not None and judgement is not None:
-            await self._failover(host, judgement, stopped=verdict.stopped)
+            await self._failover(
+                host,
+                judgement,
+                lost=f"host {host} was evacuated on request",
+                stopped=verdict.stopped,
+                every=True,
+            )
 
     def _residents(self, host: str) -> list[tuple[str, Object]]:
         return [
@@ -288,23 +328,30 @@ class Evacuation:
         await self.c.event(obj, "Normal", "Rescheduling", f"{why}; placing it again")
         await self.c.reconcile_vm(key)
 
-    async def _failover(
-        self, host: str, judgement: Judgement, *, stopped: str | None = None
-    ) -> None:
-        """Unbind the VMs of a lost host to place them elsewhere: after the grace those
-        that restart after a crash, or every one on request (`stopped`: how the operator's
-        request says their old copies were stopped)."""
+    def _lost(self, host: str, judgement: Judgement) -> str:
+        """What a failover after the grace says of the host."""
         down_for = judgement.down_for
-        on_request = stopped is not None
-        if on_request:
-            lost = f"host {host} was evacuated on request"
-        elif judgement.reason == hostjudge.HOST_NOT_FOUND:
+        if judgement.reason == hostjudge.HOST_NOT_FOUND:
             lost = f"host {host} has had no HypervisorHost and no heartbeat for {down_for:.0f}s"
         else:
             lost = f"host {host} lost its heartbeat {down_for:.0f}s ago"
-        if not on_request:
+        return lost + f" (failover grace {self.failover_grace:.0f}s)"
+
+    async def _failover(
+        self,
+        host: str,
+        judgement: Judgement,
+        *,
+        lost: str,
+        stopped: str | None = None,
+        every: bool = False,
+    ) -> None:
+        """Unbind the VMs of a lost host to place them elsewhere: those that restart after a
+        crash, or with `every` (an operator's request) every one. `lost` says what became
+        of the host, `stopped` how their old copies were stopped (default: by its agent's
+        self-fencing, if it fences itself), both for the VMs' events."""
+        if stopped is None:
             deadline = self.deadline(host)
-            lost += f" (failover grace {self.failover_grace:.0f}s)"
             stopped = (
                 evacuate.self_fenced(deadline)
                 if deadline is not None
@@ -315,7 +362,7 @@ class Evacuation:
                 vm = VirtualMachine.model_validate(obj)
             except ValidationError:
                 continue
-            if not on_request and not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
+            if not every and not lifecycle.restarts_after_host_loss(vm.spec.run_strategy):
                 continue
             log.warning("%s: %s: starting it elsewhere", key, lost)
             storage = vm.status.storage if vm.status is not None else None

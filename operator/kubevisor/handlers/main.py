@@ -79,6 +79,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "elsewhere: the time its destroys take and the clocks' skew",
     )
     parser.add_argument(
+        "--power-fence-timeout",
+        type=float,
+        default=defaults.power_fence_timeout,
+        help="seconds one power fence of a lost host with spec.fencing may take, from the "
+        "first request to its BMC until the BMC reports power Off; a fence that takes longer "
+        "failed (condition FencingFailed) and blocks the host's failover until one succeeds",
+    )
+    parser.add_argument(
         "--resync-interval",
         type=float,
         default=defaults.resync_interval,
@@ -138,6 +146,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--console-api-port needs {', '.join(missing)}")
     if args.fence_margin < 0:
         parser.error("--fence-margin must not be negative")
+    if args.power_fence_timeout <= 0:
+        parser.error(f"--power-fence-timeout must be positive, not {args.power_fence_timeout:g}")
     return args
 
 
@@ -205,6 +215,7 @@ async def run(args: argparse.Namespace) -> None:
             failover_grace=args.failover_grace if args.failover_grace >= 0 else None,
             resync_interval=args.resync_interval,
             fence_margin=args.fence_margin,
+            power_fence_timeout=args.power_fence_timeout,
             migration_limits=Limits(
                 per_cluster=args.max_migrations,
                 outbound_per_host=args.max_outbound_migrations,

@@ -9,6 +9,7 @@ field).
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -478,6 +479,21 @@ class Kube:
             await self._leases.create_namespaced_lease(
                 namespace, client.V1Lease.model_validate(body)
             )
+
+    # -- secrets -----------------------------------------------------------------------
+
+    @counted("GET")
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded as UTF-8 (None: no such Secret): the controller reads
+        a host's BMC credentials when it fences the host, and keeps them no longer."""
+        try:
+            reply = await self._core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        data = reply.data or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
     # -- access (the console API) -----------------------------------------------------
 
