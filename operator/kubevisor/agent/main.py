@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from kubevisor import flags, metrics
-from kubevisor.agent import imagefetch, probe
+from kubevisor.agent import imagefetch, probe, vmmetrics
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
@@ -469,6 +470,13 @@ async def run(args: argparse.Namespace) -> None:
         f" ({chosen.message})" if chosen.message else "",
     )
     report_migration_tls(args.migration_tls_dir)
+    usage = vmmetrics.VmUsageCollector(
+        hypervisor,
+        host=args.host,
+        loop=asyncio.get_running_loop(),
+        migrating=lambda: agent.migrator.job_stats,
+    )
+    REGISTRY.register(usage)
     task = asyncio.create_task(agent.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -478,6 +486,7 @@ async def run(args: argparse.Namespace) -> None:
     except asyncio.CancelledError:
         pass
     finally:
+        REGISTRY.unregister(usage)
         if console_runner is not None:
             await console_runner.cleanup()
         await kube.close()
