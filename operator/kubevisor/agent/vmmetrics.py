@@ -5,8 +5,8 @@ domain statistics.
 computes its series at scrape time from one `Hypervisor.domain_stats()` call for all
 domains (libvirt's virConnectGetAllDomainStats), never one call per VM. That call blocks
 the hypervisor connection, so a sample is kept for `max_age` seconds and shared by the
-scrapes in between (Prometheus at 15 s, `kubevisor top`'s two quick scrapes, a second
-Prometheus), and a scrape waits at most `timeout` seconds for a new one.
+scrapes in between (a second Prometheus, several `kubevisor top`s), and a scrape waits at
+most `timeout` seconds for a new one.
 
 Every series is labelled `namespace`, `name` (the VirtualMachine) and `host` (this
 agent's HypervisorHost), plus `vcpu`, `device` (a disk's target) or `interface` (the
@@ -161,7 +161,14 @@ MIGRATION: tuple[Family, ...] = (
         lambda j: j.data_remaining,
     ),
 )
-FAMILIES = VM + MEMORY + VCPU + DISK + NETWORK + MIGRATION
+# One series per host (label host alone): when the sample was taken, so a reader of two
+# scrapes (`kubevisor top`) divides by the time between the samples, not the scrapes.
+SAMPLED = Family(
+    "kubevisor_vm_stats_timestamp_seconds",
+    "Unix time the agent read the per-VM statistics these series show.",
+    lambda sample: sample.wall_time,
+)
+FAMILIES = VM + MEMORY + VCPU + DISK + NETWORK + MIGRATION + (SAMPLED,)
 
 
 def names() -> list[str]:
@@ -173,8 +180,9 @@ def names() -> list[str]:
 class Sample:
     """One reading of every kubevisor domain's statistics, with the VM each belongs to."""
 
-    taken_at: float
+    taken_at: float  # on the collector's clock (monotonic)
     domains: Sequence[tuple[identity.VmRef, base.DomainStats]]
+    wall_time: float = 0.0  # Unix time
 
 
 def families(
@@ -182,7 +190,9 @@ def families(
 ) -> list[Metric]:
     """The metric families of one sample (`migrating`: the latest job statistics of this
     host's outgoing migrations, by domain UUID)."""
-    built: dict[str, Metric] = {}
+    sampled = GaugeMetricFamily(SAMPLED.name, SAMPLED.help, labels=["host"])
+    sampled.add_metric([host], sample.wall_time)
+    built: dict[str, Metric] = {SAMPLED.name: sampled}
 
     def add(
         family: Family, extra: tuple[str, ...], records: Iterable[tuple[tuple[str, ...], Any]]
@@ -232,7 +242,7 @@ class VmUsageCollector(Collector):
         host: str,
         loop: asyncio.AbstractEventLoop,
         migrating: Callable[[], Mapping[str, JobStats]] = dict,
-        max_age: float = 5.0,
+        max_age: float = 2.0,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -288,7 +298,7 @@ class VmUsageCollector(Collector):
             ref = self._refs[stats.uuid]
             if ref is not None:
                 domains.append((ref, stats))
-        return Sample(taken_at=self._clock(), domains=domains)
+        return Sample(taken_at=self._clock(), domains=domains, wall_time=time.time())
 
     async def _ref(self, uuid: str) -> identity.VmRef | None:
         try:
