@@ -239,3 +239,24 @@ def test_a_self_fence_deadline_shorter_than_two_renewals_is_refused(
     with pytest.raises(SystemExit):
         main.parse_args(["--host", "h", "--self-fence-after", "15"])
     assert "use at least 20s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "endpoint"),
+    [
+        pytest.param([], {"POD_IP": "10.1.2.3"}, "http://10.1.2.3:9091/metrics", id="pod-ip"),
+        pytest.param(
+            ["--metrics-port", "9200", "--metrics-advertise", "http://127.0.0.1:9200/metrics"],
+            {"POD_IP": "10.1.2.3"},
+            "http://127.0.0.1:9200/metrics",
+            id="advertised",
+        ),
+        pytest.param(["--metrics-port", "0"], {"POD_IP": "10.1.2.3"}, None, id="no-metrics"),
+    ],
+)
+def test_the_metrics_endpoint_the_agent_advertises(
+    flags: list[str], env: dict[str, str], endpoint: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main.metrics_endpoint(main.parse_args(["--host", "h", *flags])) == endpoint

@@ -56,6 +56,7 @@ def run(root: Path, scenario: Callable[[Host], Awaitable[None]]) -> None:
             state_dir=root / "state",
             image_dir=root / "images",
             console_endpoint="https://10.0.0.1:8443",
+            metrics_endpoint="http://10.0.0.1:9091/metrics",
         )
         files = VmFiles(state_dir=settings.state_dir, image_dir=settings.image_dir)
         await scenario(Host(hv, api, vms, settings, files))
@@ -70,6 +71,7 @@ def test_registration_creates_the_host_and_applies_only_what_changed(small_fs: P
         status = host.api.host["status"]
         assert status["capacity"]["cpu"] == 8
         assert status["consoleEndpoint"] == "https://10.0.0.1:8443"
+        assert status["metricsEndpoint"] == "http://10.0.0.1:9091/metrics"
         assert status["storage"]["provisioned"] == "0"
         await host.registration.register()
         assert (host.api.host_creations, host.api.host_status_writes) == (1, 1), "no change"

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from kubevisor import flags, metrics
-from kubevisor.agent import imagefetch, probe
+from kubevisor.agent import imagefetch, probe, vmmetrics
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
@@ -236,6 +237,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="URL kubevisor-api reaches this endpoint at, written to the HypervisorHost's "
         "status.consoleEndpoint (default: https://$POD_IP, else this host's name, :PORT)",
     )
+    parser.add_argument(
+        "--metrics-advertise",
+        help="URL `kubevisor top` reads this agent's /metrics at, written to the "
+        "HypervisorHost's status.metricsEndpoint (default: http://$POD_IP, else this host's "
+        "name, :METRICS_PORT/metrics; none when --metrics-port is 0)",
+    )
     args = parser.parse_args(argv)
     on_vsphere = args.libvirt_uri.startswith(f"{vsphere.SCHEME}://")
     if on_vsphere and not args.vsphere_credentials:
@@ -297,14 +304,25 @@ def cgroup_controllers(args: argparse.Namespace) -> frozenset[str] | None:
     return probe.cgroup_controllers(args.qemu_conf)
 
 
-def console_endpoint(args: argparse.Namespace) -> str | None:
-    """The console URL to advertise, None when the endpoint is off."""
-    if not args.console_port:
+def advertised(port: int, explicit: str | None, *, scheme: str, path: str = "") -> str | None:
+    """The URL to advertise for a listener on `port`: `explicit` when given, else this
+    pod's IP (or this host's name); None when the listener is off (port 0)."""
+    if not port:
         return None
-    if args.console_advertise:
-        return str(args.console_advertise)
+    if explicit:
+        return explicit
     address = os.environ.get("POD_IP") or socket.getfqdn()
-    return f"https://{address}:{args.console_port}"
+    return f"{scheme}://{address}:{port}{path}"
+
+
+def console_endpoint(args: argparse.Namespace) -> str | None:
+    """The console URL to advertise (status.consoleEndpoint), None when it is off."""
+    return advertised(args.console_port, args.console_advertise, scheme="https")
+
+
+def metrics_endpoint(args: argparse.Namespace) -> str | None:
+    """The /metrics URL to advertise (status.metricsEndpoint), None when it is off."""
+    return advertised(args.metrics_port, args.metrics_advertise, scheme="http", path="/metrics")
 
 
 async def serve_console(
@@ -438,6 +456,7 @@ async def run(args: argparse.Namespace) -> None:
         migration_uri=args.migration_uri,
         migrate_uri=args.migrate_uri,
         console_endpoint=console_endpoint(args),
+        metrics_endpoint=metrics_endpoint(args),
         tunnel_ip=args.tunnel_ip,
         underlay_mtu=args.underlay_mtu,
         network_netns=args.network_netns,
@@ -469,6 +488,13 @@ async def run(args: argparse.Namespace) -> None:
         f" ({chosen.message})" if chosen.message else "",
     )
     report_migration_tls(args.migration_tls_dir)
+    usage = vmmetrics.VmUsageCollector(
+        hypervisor,
+        host=args.host,
+        loop=asyncio.get_running_loop(),
+        migrating=lambda: agent.migrator.job_stats,
+    )
+    REGISTRY.register(usage)
     task = asyncio.create_task(agent.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -478,6 +504,7 @@ async def run(args: argparse.Namespace) -> None:
     except asyncio.CancelledError:
         pass
     finally:
+        REGISTRY.unregister(usage)
         if console_runner is not None:
             await console_runner.cleanup()
         await kube.close()

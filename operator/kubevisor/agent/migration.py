@@ -47,7 +47,7 @@ from kubevisor.api.wire import (
 from kubevisor.core import migration
 from kubevisor.core.domain import converter, document
 from kubevisor.core.domain.host import HostEnvironment
-from kubevisor.core.migration import Action
+from kubevisor.core.migration import Action, JobStats
 from kubevisor.drivers.base import Hypervisor, HypervisorError, MigrationAborted, MigrationRequest
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import Gone, is_transient, retrying
@@ -133,6 +133,8 @@ class Migrator:
         self._incoming: dict[str, str] = {}
         """uid -> job key of VMs migrating here: their domains are not strays."""
         self._resource_versions: dict[str, str] = {}
+        self.job_stats: dict[str, JobStats] = {}
+        """uid -> the latest sample of each outgoing transfer (the per-VM metrics read it)."""
 
     # -- watching -----------------------------------------------------------------------
 
@@ -455,10 +457,12 @@ class Migrator:
                 )
                 monitor = decided.monitor
                 if stats is not None:
+                    self.job_stats[uid] = stats
                     await report.progress(migration.progress(stats).to_wire(), monitor.post_copy)
                 monitor = await self._act(key, uid, decided)
         finally:
             waker.cancel()
+            self.job_stats.pop(uid, None)
         return monitor
 
     async def _act(self, key: str, uid: str, decided: migration.Step) -> migration.Monitor:

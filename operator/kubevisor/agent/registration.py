@@ -168,6 +168,8 @@ class HostRegistration:
         )
         if settings.console_endpoint:
             wanted["consoleEndpoint"] = settings.console_endpoint
+        if settings.metrics_endpoint:
+            wanted["metricsEndpoint"] = settings.metrics_endpoint
         if settings.tunnel_ip is not None:
             wanted["network"] = {"tunnelEndpoint": str(settings.tunnel_ip)}
         if settings.self_fence_after:

@@ -41,6 +41,8 @@ class Settings:
     """Where this host's QEMU receives migrations, e.g. tcp://10.0.0.2 (default: libvirt's)."""
     console_endpoint: str | None = None
     """URL of this agent's serial console endpoint (status.consoleEndpoint); None: off."""
+    metrics_endpoint: str | None = None
+    """URL of this agent's /metrics (status.metricsEndpoint, for `kubevisor top`); None: off."""
     image_cache_max_bytes: int = 50 << 30
     """Unused cached images are evicted, oldest last use first, while the cache is larger."""
     image_cache_max_unused: float = 86400.0

@@ -738,6 +738,12 @@ class HypervisorHostStatus(ApiModel):
         description="URL of the agent's serial console endpoint (mTLS, for kubevisor-api "
         "only); unset when the agent serves none.",
     )
+    metrics_endpoint: UriText | None = Field(
+        default=None,
+        alias="metricsEndpoint",
+        description="URL of the agent's Prometheus /metrics, with the per-VM usage "
+        "`kubevisor top` reads; unset when the agent serves none.",
+    )
     self_fence: SelfFenceStatus | None = Field(
         default=None,
         alias="selfFence",

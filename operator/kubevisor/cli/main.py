@@ -21,6 +21,7 @@ from kubevisor.cli import (
     migrate,
     placement,
     simulate,
+    top,
     vm,
     wait,
 )
@@ -36,7 +37,20 @@ except ModuleNotFoundError as missing:
 else:
     DEV = (dev,)
 
-SUBCOMMANDS = (*DEV, crds, simulate, vm, migrate, wait, hosts, evacuate, placement, create, console)
+SUBCOMMANDS = (
+    *DEV,
+    crds,
+    simulate,
+    vm,
+    migrate,
+    wait,
+    hosts,
+    top,
+    evacuate,
+    placement,
+    create,
+    console,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

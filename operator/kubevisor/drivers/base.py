@@ -147,6 +147,82 @@ class ConnectionEvent:
 Event = DomainEvent | ConnectionEvent
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VcpuStats:
+    """One vCPU's cumulative times in seconds; None where the hypervisor does not say.
+    `wait` is time the vCPU thread waited for I/O, `delay` time it was runnable but waited
+    for a host CPU (the host-side view of the guest's steal time)."""
+
+    id: int
+    time: float
+    wait: float | None = None
+    delay: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BlockStats:
+    """One disk's cumulative I/O since the domain started; times in seconds."""
+
+    device: str  # target dev, e.g. "vda"
+    read_bytes: int = 0
+    write_bytes: int = 0
+    read_requests: int = 0
+    write_requests: int = 0
+    flush_requests: int = 0
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
+    flush_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InterfaceStats:
+    """One NIC's cumulative traffic since the domain started, as the host's tap sees it."""
+
+    device: str  # the host-side interface, e.g. "vnet3"
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    rx_drops: int = 0
+    rx_errors: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+    tx_drops: int = 0
+    tx_errors: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MemoryStats:
+    """A domain's memory in bytes; None where the hypervisor (or the guest's balloon
+    driver, for `unused`, `available` and `usable`) does not report it."""
+
+    actual: int | None = None  # what the balloon leaves the guest now
+    maximum: int | None = None  # the balloon's ceiling (<memory>)
+    rss: int | None = None  # resident set of the QEMU process on the host
+    unused: int | None = None  # free inside the guest
+    available: int | None = None  # the guest's total as it sees it
+    usable: int | None = None  # reclaimable without swapping, as the guest says
+    swap_in: int | None = None
+    swap_out: int | None = None
+    major_faults: int | None = None
+    minor_faults: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DomainStats:
+    """One domain's usage counters at one moment (`Hypervisor.domain_stats`), for the
+    agent's per-VM metrics. Counters are cumulative since the domain started."""
+
+    uuid: str
+    name: str
+    state: DomainState
+    cpu_seconds: float | None = None  # the whole QEMU process, user + system
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    vcpus: tuple[VcpuStats, ...] = ()
+    memory: MemoryStats = MemoryStats()
+    blocks: tuple[BlockStats, ...] = ()
+    interfaces: tuple[InterfaceStats, ...] = ()
+
+
 @dataclasses.dataclass(frozen=True)
 class PageSize:
     """Pages of one size in one NUMA cell; `free` is None when the hypervisor cannot say."""
@@ -357,6 +433,11 @@ class Hypervisor(Protocol):
 
     async def domain_xml(self, uuid: str) -> str:
         """The live XML of an active domain, the persistent one otherwise."""
+
+    async def domain_stats(self) -> list[DomainStats]:
+        """Usage counters of every domain, in one bulk request to the hypervisor
+        (libvirt's virConnectGetAllDomainStats), for the agent's per-VM metrics; a
+        driver that cannot say (vSphere) returns an empty list."""
 
     def events(self) -> AsyncIterator[Event]:
         """Lifecycle and connection events from now on, until `close()`.

@@ -13,6 +13,8 @@ tick (`FAST_MIBPS` when unlimited), so its `job_stats` progress deterministicall
 other tasks poll, abort or switch it to post-copy. Tests steer a migration in flight through
 `migrations[uuid]` (e.g. `stalled = True`, `dirty_bytes_per_tick`).
 
+What `domain_stats` reports for a domain is its `usage`, which tests set.
+
 A running domain has a serial console (`open_console`, one session at a time, like
 libvirt's): tests make the guest write with `consoles[uuid].guest_writes(...)` and read
 what the session typed in `consoles[uuid].typed`; it hangs up when the domain stops.
@@ -119,6 +121,9 @@ class FakeDomain:
     persistent: bool = True
     ignore_acpi: bool = False  # the guest does not power off when asked
     max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS  # QEMU's migration downtime-limit
+    # What `domain_stats` reports for it (its uuid, name and state are filled in); None
+    # reports nothing but those, like libvirt's test driver.
+    usage: base.DomainStats | None = None
 
     def info(self) -> base.DomainInfo:
         return base.DomainInfo(self.uuid, self.name, self.state, self.reason, self.persistent)
@@ -324,6 +329,18 @@ class FakeHypervisor:
 
     async def domain_xml(self, uuid: str) -> str:
         return self._domain("domain_xml", uuid).xml
+
+    async def domain_stats(self) -> list[base.DomainStats]:
+        self._enter("domain_stats", "")
+        return [
+            dataclasses.replace(
+                domain.usage or base.DomainStats(uuid="", name="", state=domain.state),
+                uuid=domain.uuid,
+                name=domain.name,
+                state=domain.state,
+            )
+            for domain in self.domains.values()
+        ]
 
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()

@@ -43,6 +43,8 @@ class AgentOptions:
     self_fence_after: int | None = None
     """None: the agent's default."""
     metrics_port: int | None = None
+    metrics_advertise: str | None = None
+    """Default on the testbed: http://127.0.0.1:METRICS_PORT/metrics, where it listens."""
     log_level: str | None = None
     migrate_uri: str | None = None
     cgroup_controllers: str | None = None
@@ -61,6 +63,11 @@ class AgentOptions:
     def _boot_dirs(self) -> list[Path]:
         shipped = (self.guest.kernel.parent, self.guest.initrd.parent) if self.guest else ()
         return list(dict.fromkeys([*self.boot_dirs, *shipped]))
+
+    def _metrics_advertise(self) -> str | None:
+        if self.metrics_advertise or not self.metrics_port:
+            return self.metrics_advertise
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def argv(self) -> list[str]:
         """`python -m kubevisor.agent.main` with these options."""
@@ -85,6 +92,7 @@ class AgentOptions:
             *_flag("--lease-duration", self.lease_duration),
             *_flag("--self-fence-after", self.self_fence_after),
             *_flag("--metrics-port", self.metrics_port),
+            *_flag("--metrics-advertise", self._metrics_advertise()),
             *_flag("--log-level", self.log_level),
             *_flag("--migrate-uri", self.migrate_uri),
             *_flag("--cgroup-controllers", self.cgroup_controllers),

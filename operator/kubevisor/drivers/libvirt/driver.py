@@ -18,7 +18,7 @@ import libvirt
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
-from kubevisor.drivers.libvirt import console, facts, migration
+from kubevisor.drivers.libvirt import console, facts, migration, stats
 from kubevisor.drivers.libvirt.connection import Connection
 
 _UNDEFINE_EVERYTHING = (
@@ -184,6 +184,9 @@ class LibvirtHypervisor(base.Connects):
     async def domain_xml(self, uuid: str) -> str:
         return await self._domain_call("reading the XML of", uuid, lambda d: str(d.XMLDesc(0)))
 
+    async def domain_stats(self) -> list[base.DomainStats]:
+        return await self._call("reading domain statistics", _domain_stats)
+
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()
 
@@ -290,6 +293,14 @@ def _info(domain: libvirt.virDomain) -> base.DomainInfo:
         reason=reason_name,
         persistent=bool(domain.isPersistent()),
     )
+
+
+def _domain_stats(conn: libvirt.virConnect) -> list[base.DomainStats]:
+    # One request for every domain; a domain's name and UUID are held by its handle.
+    return [
+        stats.domain_stats_from(domain.UUIDString(), domain.name(), record)
+        for domain, record in conn.getAllDomainStats(stats.FLAGS, 0)
+    ]
 
 
 def _list(conn: libvirt.virConnect) -> list[base.DomainInfo]:

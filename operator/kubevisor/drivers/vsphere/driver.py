@@ -450,6 +450,11 @@ class VsphereHypervisor(base.Connects):
         seen = await self._call("listing VMs", read)
         return [mapping.reasoned(self._known.get(uuid), info) for uuid, info in seen.items()]
 
+    async def domain_stats(self) -> list[base.DomainStats]:
+        """None: per-VM usage of a vSphere host is vCenter's performance manager's to
+        report, and the agent does not read it (yet)."""
+        return []
+
     async def domain_xml(self, uuid: str) -> str:
         """The XML the VM was defined from; a minimal one for VMs defined by others."""
 
