@@ -17,6 +17,7 @@ import pytest
 
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import HOST_SELECTOR_ANNOTATION
 from kubevisor.cli import placement
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.scheduler import Decision
@@ -204,6 +205,24 @@ def test_what_if_leaves_out_the_vms_own_claim(cli: Any, objects: Any, bound: str
     code, lines = what_if(cli, objects, bound)
     assert code == 0
     assert lines[0] == f"what-if: {objects.namespace}/{bound} would be placed on {BIG}"
+
+
+def test_what_if_keeps_to_the_namespaces_host_pool(
+    cli: Any, objects: Any, name: str, hosts: None
+) -> None:
+    objects.vm(name, spec={"memory": {"size": "1Gi"}, "placement": {"hostSelector": LABEL}})
+    pool = f"{HOST_SELECTOR_ANNOTATION}=cli-test=nowhere-{RUN}"
+    objects.plane.kubectl("annotate", "namespace", objects.namespace, pool)
+    try:
+        code, lines = what_if(cli, objects, name)
+    finally:
+        objects.plane.kubectl(
+            "annotate", "namespace", objects.namespace, f"{HOST_SELECTOR_ANNOTATION}-"
+        )
+    assert code == 1
+    outside = f"outside namespace {objects.namespace}'s host pool cli-test=nowhere-{RUN}"
+    assert outside in lines[0]
+    assert per_filter(lines)["namespace_pool"] >= 2  # BIG and SMALL, before their labels
 
 
 def test_what_if_skips_a_claim_its_host_cannot_hold() -> None:

@@ -8,10 +8,11 @@ not bound, the condition's message (for an Unschedulable VM, the engine's explan
 `--what-if` asks the placement engine now, on this machine: it lists the
 HypervisorHosts and every VirtualMachine from the API, rebuilds the placement state
 with the claims of every bound VM except this one (what the controller holds) and runs
-select_host for this VM as if it were new, printing the decision or the full
-explanation plus how many hosts each filter turned down. The default allocation ratios
-and weigher multipliers must match the controller's (--cpu-ratio etc.,
---weigher-multiplier; the controller's defaults are the same).
+select_host for this VM as if it were new (within its namespace's host pool, read from
+the Namespace), printing the decision or the full explanation plus how many hosts each
+filter turned down. The default allocation ratios and weigher multipliers must match
+the controller's (--cpu-ratio etc., --weigher-multiplier; the controller's defaults are
+the same).
 
 Exit codes: 0 the VM is bound (with --what-if: a host fits), 1 it is not (none fits).
 """
@@ -33,10 +34,10 @@ from kubevisor.cli import kubeapi
 from kubevisor.cli.kubeapi import HOSTS, VMS, CliError, Object
 from kubevisor.cli.simulate import describe
 from kubevisor.core.placement import explain as explaining
-from kubevisor.core.placement import inputs, scheduler
+from kubevisor.core.placement import inputs, pools, scheduler
 from kubevisor.core.placement.capacity import AllocationRatios
 from kubevisor.core.placement.explain import Explanation
-from kubevisor.core.placement.model import Claim
+from kubevisor.core.placement.model import Claim, NamespacePool
 from kubevisor.core.placement.scheduler import Decision, NoFit
 from kubevisor.core.placement.weighers import Multipliers
 from kubevisor.kube.cluster import Cluster
@@ -106,8 +107,10 @@ def what_if(
     *,
     ratios: AllocationRatios,
     multipliers: Multipliers | None = None,
+    pool: NamespacePool | None = None,
 ) -> tuple[Decision | NoFit, Explanation, list[Claim]]:
-    """Place `vm` against every other bound VM's claim: (decision, full scan, conflicts)."""
+    """Place `vm` against every other bound VM's claim, within its namespace's host `pool`:
+    (decision, full scan, conflicts)."""
     me = objects.key(vm.metadata)
     listing = inputs.state_from(
         [inputs.host_snapshot(host) for host in hosts],
@@ -115,7 +118,7 @@ def what_if(
         ratios=ratios,
         multipliers=multipliers,
     )
-    request = inputs.request(vm)
+    request = inputs.request(vm, pool=pool)
     return (
         scheduler.select_host(listing.state, request),
         explaining.explain(listing.state, request),
@@ -200,12 +203,14 @@ def run(args: argparse.Namespace) -> int:
             return kubeapi.OK if bound else kubeapi.FAILED
         hosts = _readable(cluster.items(HOSTS), HypervisorHost, "hypervisorhost")
         vms = _readable(cluster.items(VMS, all_namespaces=True), VirtualMachine, "virtualmachine")
+        namespace = cluster.namespace
         decision, scan, conflicts = what_if(
             vm,
             hosts,
             vms,
             ratios=flags.ratios(args),
             multipliers=flags.multipliers(args),
+            pool=pools.pool_of(namespace, cluster.namespace_annotations(namespace)),
         )
         print("\n".join(what_if_lines(decision, scan, conflicts)))
         return kubeapi.OK if isinstance(decision, Decision) else kubeapi.FAILED

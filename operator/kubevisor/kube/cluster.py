@@ -133,6 +133,11 @@ class Cluster:
             reply = self._custom.get_cluster_custom_object(GROUP, VERSION, resource.plural, name)
         return cast(Object, reply)
 
+    def namespace_annotations(self, name: str) -> dict[str, str]:
+        """The annotations of Namespace `name` (its host pool, `core.placement.pools`)."""
+        meta = client.CoreV1Api(self.api).read_namespace(name).metadata
+        return dict((meta.annotations if meta is not None else None) or {})
+
     def listing(
         self,
         resource: Resource,
