@@ -216,9 +216,9 @@ def test_a_vm_on_another_network_cannot_reach_them(vms: Vms) -> None:
     (dhcp_port,) = red["status"]["dhcpPorts"]
     # c's own network works: its DHCP server answers.
     assert vms.shell("c").ping(dhcp_port["ipAddress"], count=1, seconds=5).ok
-    assert not vms.shell("c").ping(A_FIXED, count=2, seconds=3).ok
-    assert vms.shell("c").fetch(f"http://{A_FIXED}/", seconds=3).exit_code != 0
-    assert not vms.shell("a").ping(address(c, "eth0"), count=2, seconds=3).ok
+    assert not vms.shell("c").ping(A_FIXED, count=2, seconds=2).ok
+    assert vms.shell("c").fetch(f"http://{A_FIXED}/", seconds=2).exit_code != 0
+    assert not vms.shell("a").ping(address(c, "eth0"), count=2, seconds=2).ok
 
 
 def test_a_guest_that_takes_another_address_gets_nothing_through(vms: Vms) -> None:
@@ -227,8 +227,8 @@ def test_a_guest_that_takes_another_address_gets_nothing_through(vms: Vms) -> No
     shell = vms.shell("b")
     assert shell.set_address("10.10.0.99/24").ok
     try:
-        assert not shell.ping(A_FIXED, count=2, seconds=3).ok
-        assert not vms.shell("a").ping("10.10.0.99", count=2, seconds=3).ok
+        assert not shell.ping(A_FIXED, count=2, seconds=2).ok
+        assert not vms.shell("a").ping("10.10.0.99", count=2, seconds=2).ok
     finally:
         assert shell.set_address(own).ok
     # Back on its own address it is let through again.

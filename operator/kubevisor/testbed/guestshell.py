@@ -82,10 +82,13 @@ class GuestShell:
         self, address: str, *, count: int = 1, seconds: int = 2, source: str | None = None
     ) -> guest.CommandResult:
         """Ping `address` from the guest `count` times, waiting up to `seconds` in all;
-        `source` sets the source address (one the guest has)."""
+        `source` sets the source address (one the guest has). Exit code 143: no end within
+        `seconds`."""
         where = f" -I {shlex.quote(source)}" if source else ""
+        # `timeout` too: busybox ping overruns -w while ARP finds no one (12 s for -w 3).
         return self.run(
-            f"ping -c {count} -w {seconds}{where} {shlex.quote(address)}", timeout=seconds + 30
+            f"timeout {seconds} ping -c {count} -w {seconds}{where} {shlex.quote(address)}",
+            timeout=seconds + 30,
         )
 
     def set_address(self, address: str, *, interface: str = "eth0") -> guest.CommandResult:
