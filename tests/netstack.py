@@ -99,6 +99,17 @@ class NetStack:
         """Commands in the guest of `vm` (a VirtualMachine object), on its host now."""
         return GuestShell(self.host(vm["status"]["host"]).uri, vm["metadata"]["uid"])
 
+    def kill(self, name: str) -> None:
+        """Host `name` dies: its agent (SIGKILL), its cables (underlay and uplink down, so
+        nothing of it answers, not even the DHCP servers its agent left), then libvirtd and
+        its guests with the PID namespace they run in."""
+        self.agents[name].kill()
+        host = self.host(name)
+        for link in (netns.UNDERLAY_IFNAME, netns.UPLINK_IFNAME):
+            netns.run(host.netns or "", ["ip", "link", "set", link, "down"], check=True)
+        assert host.pid is not None
+        os.kill(host.pid, signal.SIGKILL)
+
     def data_plane(self, host: str) -> list[str]:
         """What of kubevisor's data plane is on `host`: its links, its DHCP namespaces, its
         running dnsmasq (by the namespace it serves) and its nftables table."""

@@ -4,11 +4,11 @@ bridges, VXLAN over the testbed's underlay, dnsmasq, nftables), real QEMU guests
 their addresses by DHCP and talk over HTTP and ping (tests/netstack.py,
 docs/testbed-network.md).
 
-Three VMs for the whole module: `a` on host one and `b` on host two, each with eth0 on the
+Three VMs for most of the module: `a` on host one and `b` on host two, each with eth0 on the
 overlay Network `blue` and eth1 on the provider Network `phys` (physnet1, the hosts'
 `eth1`); `c` on the overlay `red`, the same subnet as blue, on host one. The tests run in
 order and later ones build on what earlier ones did (b restarts, then migrates to host
-one; then the VMs are deleted).
+one; then the VMs are deleted). The last test starts a fourth VM and kills its host.
 """
 
 from __future__ import annotations
@@ -364,3 +364,36 @@ def test_deleting_the_last_vms_removes_their_networks_from_the_host(
 
     vms.stack.kubectl("delete", "vm", "a", "b", "-n", NAMESPACE, "--wait=true", "--timeout=120s")
     eventually(lambda: not net_stack.data_plane(host), what=f"{host}'s data plane removed")
+
+
+def test_a_vm_of_a_lost_host_starts_on_another_with_its_mac_and_address(
+    vms: Vms, net_stack: NetStack
+) -> None:
+    """d runs on host two, which dies (agent, cables, libvirtd and guests): after the
+    failover wait d boots on host one and leases the same address there."""
+    stack = vms.stack
+    one, two = (h.name for h in net_stack.hosts)
+    stack.kubectl("label", "hvh", two, f"{pin_label('d')}=yes")
+    stack.apply(NAMESPACE, vm("d", {"name": "eth0", "network": "blue"}, pin=pin_label("d")))
+    before = vms.leased("d")
+    assert before["status"]["host"] == two
+    stack.kubectl("label", "hvh", one, f"{pin_label('d')}=yes")
+    net_stack.kill(two)
+    started = time.monotonic()
+    # Leased on host one: its own dnsmasq answered (host two's is cut off with it).
+    eventually(
+        lambda: vms.get("d")["status"].get("host") == one,
+        timeout=120,
+        what="d placed on host one after the failover wait",
+    )
+    after = vms.leased("d")
+    took = time.monotonic() - started
+    print(f"\nnetworking: d leased again on {one} {took:.1f}s after {two} died")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["status"]["interfaces"] == before["status"]["interfaces"]
+    dhcp = next(
+        p["ipAddress"]
+        for p in stack.get("network", "blue", NAMESPACE)["status"]["dhcpPorts"]
+        if p["host"] == one
+    )
+    assert vms.shell("d").ping(dhcp, count=1, seconds=5).ok
