@@ -70,13 +70,14 @@ class SerialTail:
     def _run(self) -> None:
         while not self._stop.wait(0.005):
             for path in list(self.paths):
-                if not path.exists():
-                    continue
-                if path.stat().st_size < self._offsets[path]:
-                    self._offsets[path] = 0  # removed and created again (the VM came back)
-                with path.open("rb") as log:
-                    log.seek(self._offsets[path])
-                    data = log.read()
+                try:
+                    if path.stat().st_size < self._offsets[path]:
+                        self._offsets[path] = 0  # removed and created again (the VM came back)
+                    with path.open("rb") as log:
+                        log.seek(self._offsets[path])
+                        data = log.read()
+                except FileNotFoundError:
+                    continue  # not there yet, or removed with its VM
                 complete = data.rfind(b"\n") + 1
                 self._offsets[path] += complete
                 now = time.monotonic()
