@@ -49,34 +49,40 @@ COUNTER_PERIOD = 0.5  # seconds the guest sleeps between two counter lines
 
 
 class SerialTail:
-    """Follows serial log files and timestamps each counter line as it arrives."""
+    """Follows serial log files and timestamps each line as it arrives (`lines`), the
+    counter lines apart (`arrivals`)."""
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
         self.arrivals: list[float] = []
+        self.lines: list[tuple[float, str]] = []
         self._offsets: dict[Path, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def follow(self, path: Path) -> None:
+    def follow(self, path: Path, *, whole: bool = False) -> None:
+        """Follow `path` from its end now (`whole`: from its start; what it holds already
+        counts as arriving now)."""
         if path not in self.paths:
-            self._offsets[path] = path.stat().st_size if path.exists() else 0
+            self._offsets[path] = path.stat().st_size if path.exists() and not whole else 0
             self.paths.append(path)
 
     def _run(self) -> None:
         while not self._stop.wait(0.005):
             for path in list(self.paths):
-                if not path.exists():
-                    continue
-                if path.stat().st_size < self._offsets[path]:
-                    self._offsets[path] = 0  # removed and created again (the VM came back)
-                with path.open("rb") as log:
-                    log.seek(self._offsets[path])
-                    data = log.read()
+                try:
+                    if path.stat().st_size < self._offsets[path]:
+                        self._offsets[path] = 0  # removed and created again (the VM came back)
+                    with path.open("rb") as log:
+                        log.seek(self._offsets[path])
+                        data = log.read()
+                except FileNotFoundError:
+                    continue  # not there yet, or removed with its VM
                 complete = data.rfind(b"\n") + 1
                 self._offsets[path] += complete
                 now = time.monotonic()
                 for line in data[:complete].decode(errors="replace").splitlines():
+                    self.lines.append((now, line.strip()))
                     if COUNTER.match(line.strip()):
                         self.arrivals.append(now)
 
