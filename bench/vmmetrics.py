@@ -12,11 +12,14 @@ every scrape makes the bulk statistics call. Figures, in the same run:
   scrape (user + system: the metrics server, the agent's event loop, the driver's thread
   and libvirt's client), and that CPU as a share of one core at a 15 s scrape interval.
 
-libvirt 9.0's test driver reports only each domain's state, so a second run serves the
-same 100 VMs from a `FakeHypervisor` whose domains report what a QEMU domain does (2
-vCPUs, 2 disks, 2 NICs, balloon): the cost of the series themselves .
+With `--libvirtd`, the same against a testbed libvirtd (QEMU driver) over its socket, with
+100 defined domains (not running: 100 guests do not fit a CI machine), so the baseline
+shows what a round trip per domain costs. libvirt 9.0's test driver reports only each
+domain's state, so a last run serves the same 100 VMs from a `FakeHypervisor` whose
+domains report what a QEMU domain does (2 vCPUs, 2 disks, 2 NICs, balloon): the cost of
+the series themselves.
 
-Run: .venv/bin/python bench/vmmetrics.py [--domains 100] [--scrapes 50]
+Run: .venv/bin/python bench/vmmetrics.py [--domains 100] [--scrapes 50] [--libvirtd]
 Prints figures; it is not a timed test. Targets: a scrape under 100 ms and under 2% of a core.
 """
 
@@ -28,10 +31,12 @@ import resource
 import socket
 import statistics
 import subprocess
+import tempfile
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
 import libvirt
 from prometheus_client import CollectorRegistry, start_http_server
@@ -42,19 +47,20 @@ from kubevisor.drivers import base
 from kubevisor.drivers.fake import FakeHypervisor
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.drivers.libvirt import stats as libvirt_stats
+from kubevisor.testbed import hosts
 
 URI = "test:///default"
 INTERVAL = 15.0  # seconds between two scrapes of a Prometheus at its default
 
 
-def domain_xml(index: int) -> tuple[str, str]:
+def domain_xml(index: int, domain_type: str) -> tuple[str, str]:
     uid = str(uuidlib.uuid4())
     name = f"vm{index:03d}"
-    root = ET.Element("domain", type="test")
+    root = ET.Element("domain", type=domain_type)
     ET.SubElement(root, "name").text = identity.domain_name("bench", name)
     ET.SubElement(root, "uuid").text = uid
     ET.SubElement(root, "memory", unit="MiB").text = "64"
-    ET.SubElement(ET.SubElement(root, "os"), "type").text = "hvm"
+    ET.SubElement(ET.SubElement(root, "os"), "type", arch="x86_64").text = "hvm"
     metadata = ET.SubElement(root, "metadata")
     ET.SubElement(metadata, f"{{{identity.NAMESPACE}}}vm", namespace="bench", name=name, uid=uid)
     return uid, ET.tostring(root, encoding="unicode")
@@ -85,8 +91,8 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return times
 
 
-def baselines(uids: list[str], repeat: int) -> None:
-    conn = libvirt.open(URI)
+def baselines(uri: str, uids: list[str], repeat: int) -> None:
+    conn = libvirt.open(uri)
     try:
         domains = [conn.lookupByUUIDString(uid) for uid in uids]
         bulk = timed(lambda: conn.getAllDomainStats(libvirt_stats.FLAGS, 0), repeat)
@@ -96,8 +102,8 @@ def baselines(uids: list[str], repeat: int) -> None:
         )
     finally:
         conn.close()
-    print(f"baseline: one getAllDomainStats for {len(uids)} domains   {ms(bulk)}")
-    print(f"baseline: {len(uids)} per-domain domainListGetStats calls   {ms(each)}")
+    print(f"{uri}: one getAllDomainStats for {len(uids)} domains   {ms(bulk)}")
+    print(f"{uri}: {len(uids)} per-domain domainListGetStats calls   {ms(each)}")
 
 
 def ms(times: list[float]) -> str:
@@ -147,24 +153,38 @@ async def scrapes(label: str, hypervisor: base.Hypervisor, count: int) -> None:
     )
 
 
-async def main(domains: int, count: int) -> None:
-    async with LibvirtHypervisor(URI) as hypervisor:
+async def libvirt_run(uri: str, domain_type: str, domains: int, count: int) -> None:
+    """Define `domains` domains at `uri` (started where the driver is libvirt's test
+    driver), then the baselines and the scrapes; undefine them."""
+    async with LibvirtHypervisor(uri) as hypervisor:
         uids = []
         for index in range(domains):
-            uid, xml = domain_xml(index)
+            uid, xml = domain_xml(index, domain_type)
             await hypervisor.define(xml)
-            await hypervisor.start(uid)
+            if domain_type == "test":
+                await hypervisor.start(uid)
             uids.append(uid)
         try:
-            await asyncio.to_thread(baselines, uids, count)
-            await scrapes("test:///default", hypervisor, count)
+            await asyncio.to_thread(baselines, uri, uids, count)
+            await scrapes(uri, hypervisor, count)
         finally:
             for uid in uids:
                 await hypervisor.undefine(uid)
+
+
+async def main(domains: int, count: int, *, libvirtd: bool) -> None:
+    await libvirt_run(URI, "test", domains, count)
+    if libvirtd:
+        with tempfile.TemporaryDirectory() as state:
+            [host] = await asyncio.to_thread(hosts.start_hosts, 1, state_dir=Path(state))
+            try:
+                await libvirt_run(host.uri, "qemu", domains, count)
+            finally:
+                await asyncio.to_thread(hosts.stop_hosts, Path(state))
     fake = FakeHypervisor()
     await fake.connect()
     for index in range(domains):
-        uid, xml = domain_xml(index)
+        uid, xml = domain_xml(index, "qemu")
         await fake.define(xml)
         await fake.start(uid)
         fake.domains[uid].usage = qemu_like()
@@ -175,5 +195,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domains", type=int, default=100)
     parser.add_argument("--scrapes", type=int, default=50)
+    parser.add_argument(
+        "--libvirtd",
+        action="store_true",
+        help="also against a testbed libvirtd (QEMU driver, defined domains) over its socket: "
+        "what each round trip costs (take the heavy-test lock)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.domains, args.scrapes))
+    asyncio.run(main(args.domains, args.scrapes, libvirtd=args.libvirtd))

@@ -3,7 +3,9 @@
 Names follow Prometheus conventions: a `kubevisor_` prefix, base units (seconds, bytes),
 `_total` on counters only; labels are bounded (phases, hosts, resources, operations,
 handlers), never VM names. The controller serves them on --metrics-port (9090), the agent
-on its own (9091); deploy/grafana/ has a dashboard for them.
+on its own (9091); deploy/grafana/ has a dashboard for them. The agent also serves each
+of its VMs' usage (`kubevisor_vm_*`, labelled by VM: bounded by the VMs a host runs),
+computed at scrape time by its collector in `agent.vmmetrics`.
 """
 
 from __future__ import annotations

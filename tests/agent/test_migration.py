@@ -200,8 +200,12 @@ def test_a_transfer_moves_the_vm_and_reports_its_progress() -> None:
         key = f"{NAMESPACE}/vm"
         await source.start(bandwidthMiBps=16)
         await until(lambda: source.migrator.migrating_to(key) == TARGET, what="the transfer")
+        # Its latest sample is there for the per-VM metrics while it runs.
+        await until(lambda: source.uid in source.migrator.job_stats, what="a job sample")
+        assert source.migrator.job_stats[source.uid].data_total == MEMORY_MIB << 20
         state, message = await source.ended()
         assert (state, message.startswith("migrated in")) == ("Succeeded", True)
+        assert source.migrator.job_stats == {}, "gone with the transfer"
         assert "post-copy" not in message
         assert source.uid in source.target.domains and source.uid not in source.hv.domains
         percents = [p["percent"] for p in source.progress_writes() if "percent" in p]

@@ -7,19 +7,20 @@ import asyncio
 import subprocess
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.scrapes import Labels, Samples, labels, scrape
-from harness import until
+from harness import require, until
 from kubevisor.agent import vmmetrics
 from kubevisor.core.domain import identity
 from kubevisor.drivers.libvirt import LibvirtHypervisor
 from kubevisor.testbed import guest as guest_image
+from kubevisor.testbed import hosts
 from kubevisor.testbed.guestshell import GuestShell
-from kubevisor.testbed.hosts import LocalHost
 
 pytestmark = pytest.mark.libvirtd
 BOOT_TIMEOUT = 120.0  # TCG on a loaded 2-core CI machine
@@ -41,10 +42,24 @@ def with_metadata(xml: str, ref: identity.VmRef) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[hosts.LocalHost]:
+    """A libvirtd of this module's own: the shared stack's agents would fence a domain
+    with kubevisor metadata and no VirtualMachine."""
+    missing = hosts.missing_prerequisites()
+    require(
+        not missing, what=f"a local libvirtd host (missing {missing})", how=hosts.HOW_TO_INSTALL
+    )
+    state_dir = tmp_path_factory.mktemp("hosts")
+    try:
+        yield hosts.start_hosts(1, state_dir=state_dir)[0]
+    finally:
+        hosts.stop_hosts(state_dir)
+
+
 def test_disk_and_cpu_counters_move_when_the_guest_works(
-    local_hosts: list[LocalHost], tiny_guest: guest_image.Guest, tmp_path: Path
+    host: hosts.LocalHost, tiny_guest: guest_image.Guest, tmp_path: Path
 ) -> None:
-    host = local_hosts[0]
     disk = tmp_path / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
     uid = str(uuidlib.uuid4())

@@ -297,9 +297,15 @@ def _info(domain: libvirt.virDomain) -> base.DomainInfo:
 
 def _domain_stats(conn: libvirt.virConnect) -> list[base.DomainStats]:
     # One request for every domain; a domain's name and UUID are held by its handle.
+    try:
+        found = conn.getAllDomainStats(stats.FLAGS, 0)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return []  # a libvirt driver without bulk statistics: no per-VM usage
+        raise
     return [
         stats.domain_stats_from(domain.UUIDString(), domain.name(), record)
-        for domain, record in conn.getAllDomainStats(stats.FLAGS, 0)
+        for domain, record in found
     ]
 
 
