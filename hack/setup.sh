@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kubevisor needs on this machine, idempotently; cheap when already done.
 #   - Debian packages (libvirt, QEMU, the guest kernel, busybox; dnsmasq and nftables for the
-#     hosts' networks) when running as root
+#     hosts' networks; prometheus for promtool, which tests the alerts) when running as root
 #   - a virtualenv in .venv with the package and its dev tools
 #   - kube-apiserver, kubectl and etcd, and vcsim (the vSphere simulator), built from Go
 #     modules into a cache outside the repo
@@ -16,6 +16,7 @@ debs=(
   qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage cpio
   iproute2 util-linux ovmf syslinux syslinux-common mtools dosfstools
   dnsmasq-base nftables
+  prometheus
 )
 missing=()
 for deb in "${debs[@]}"; do
@@ -27,6 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2
     apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    # Only its promtool is wanted: a Prometheus server started by the package would hold
+    # port 9090, the controller's metrics port.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus.service >&2 || true
+    fi
   else
     echo "missing Debian packages (run as root to install): ${missing[*]}" >&2
   fi

@@ -50,6 +50,12 @@ HOST_ALLOCATED = Gauge(
     "kubevisor_host_allocated", "What placement claims hold on the host.", ["host", "resource"]
 )
 HOSTS_READY = Gauge("kubevisor_hosts", "HypervisorHosts by readiness.", ["ready"])
+HOST_CONDITION = Gauge(
+    "kubevisor_host_condition",
+    "HypervisorHost conditions as the controller last read them, whoever wrote them: 1 for "
+    "the status the condition has, 0 for the other two (kube-state-metrics' shape).",
+    ["host", "condition", "status"],
+)
 MIGRATIONS = Counter("kubevisor_migrations_total", "Finished MigrationJobs by result.", ["result"])
 MIGRATION_DURATION = Histogram(
     "kubevisor_migration_duration_seconds",

@@ -30,19 +30,20 @@ from kubevisor.testbed.controlplane import ControlPlane
 MANIFESTS = REPO / "deploy" / "manifests"
 NAMESPACE = "kubevisor-system"
 
-# A test stand-in for the Prometheus Operator's ServiceMonitor CRD (monitoring.coreos.com),
-# which a real cluster gets from the Prometheus Operator: just enough for a dry-run.
-SERVICEMONITOR_STAND_IN = """
+# Test stand-ins for the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs
+# (monitoring.coreos.com), which a real cluster gets from the Prometheus Operator: just
+# enough for a dry-run.
+STAND_IN_CRD = """
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: servicemonitors.monitoring.coreos.com
+  name: {plural}.monitoring.coreos.com
   labels:
     kubevisor.io/test-stand-in: prometheus-operator
 spec:
   group: monitoring.coreos.com
   scope: Namespaced
-  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor}
+  names: {{kind: {kind}, plural: {plural}, singular: {singular}}}
   versions:
     - name: v1
       served: true
@@ -52,6 +53,10 @@ spec:
           type: object
           x-kubernetes-preserve-unknown-fields: true
 """
+PROMETHEUS_OPERATOR_STAND_IN = "---".join(
+    STAND_IN_CRD.format(kind=kind, plural=f"{kind.lower()}s", singular=kind.lower())
+    for kind in ("ServiceMonitor", "PrometheusRule")
+)
 
 
 def kubectl_binary() -> Path:
@@ -285,7 +290,10 @@ def test_metrics_services_select_the_pods_and_the_servicemonitor_the_services(
             spec["selector"].items() <= workload["spec"]["template"]["metadata"]["labels"].items()
         )
         assert spec["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
-    (monitor,) = render(MANIFESTS / "monitoring")
+    monitoring = render(MANIFESTS / "monitoring")
+    kinds = sorted(o["kind"] for o in monitoring)
+    assert kinds == ["ConfigMap", "PrometheusRule", "ServiceMonitor"]
+    (monitor,) = [o for o in monitoring if o["kind"] == "ServiceMonitor"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     for service in ("kubevisor-controller-metrics", "kubevisor-agent-metrics"):
         assert selector.items() <= find(base, "Service", service)["metadata"]["labels"].items()
@@ -513,11 +521,11 @@ def test_kind_overlay_runs_the_loaded_images_on_the_test_driver() -> None:
 @pytest.fixture(scope="module")
 def plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
     """The session control plane with what the base's objects need to exist first: the
-    namespace, kopf's peering CRDs, and the stand-in ServiceMonitor CRD. These stay (other
+    namespace, kopf's peering CRDs, and the stand-in Prometheus Operator CRDs. These stay (other
     modules may use the namespace; the CRDs are harmless)."""
     control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    stand_in = control_plane.state_dir / "servicemonitor-stand-in.yaml"
-    stand_in.write_text(SERVICEMONITOR_STAND_IN)
+    stand_in = control_plane.state_dir / "prometheus-operator-stand-in.yaml"
+    stand_in.write_text(PROMETHEUS_OPERATOR_STAND_IN)
     controlplane.install_crds(control_plane, [MANIFESTS / "crds" / "kopf-peering.yaml", stand_in])
     yield control_plane
 

@@ -16,6 +16,7 @@ from kubevisor.cli import (
     console,
     crds,
     create,
+    diagnose,
     evacuate,
     hosts,
     migrate,
@@ -50,6 +51,7 @@ SUBCOMMANDS = (
     placement,
     create,
     console,
+    diagnose,
 )
 
 

@@ -165,7 +165,7 @@ def _model(obj: Object) -> VirtualMachine:
         ) from None
 
 
-def _readable(objs: Iterable[Object], model: type[Any], what: str) -> list[Any]:
+def readable(objs: Iterable[Object], model: type[Any], what: str) -> list[Any]:
     """Parsed objects; an unreadable one is skipped with a warning, as the controller does."""
     parsed = []
     for obj in objs:
@@ -194,6 +194,25 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def ask_engine(
+    cluster: Cluster, vm: VirtualMachine, args: argparse.Namespace
+) -> tuple[bool, list[str]]:
+    """(placed?, lines) of `--what-if` for `vm`, from the cluster's hosts and VMs and the
+    placement flags in `args`; `kubevisor diagnose` asks it too."""
+    hosts = readable(cluster.items(HOSTS), HypervisorHost, "hypervisorhost")
+    vms = readable(cluster.items(VMS, all_namespaces=True), VirtualMachine, "virtualmachine")
+    namespace = cluster.namespace
+    decision, scan, conflicts = what_if(
+        vm,
+        hosts,
+        vms,
+        ratios=flags.ratios(args),
+        multipliers=flags.multipliers(args),
+        pool=pools.pool_of(namespace, cluster.namespace_annotations(namespace)),
+    )
+    return isinstance(decision, Decision), what_if_lines(decision, scan, conflicts)
+
+
 def run(args: argparse.Namespace) -> int:
     def act(cluster: Cluster) -> int:
         vm = _model(cluster.get(VMS, args.vm))
@@ -201,18 +220,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(lines))
         if not args.what_if:
             return kubeapi.OK if bound else kubeapi.FAILED
-        hosts = _readable(cluster.items(HOSTS), HypervisorHost, "hypervisorhost")
-        vms = _readable(cluster.items(VMS, all_namespaces=True), VirtualMachine, "virtualmachine")
-        namespace = cluster.namespace
-        decision, scan, conflicts = what_if(
-            vm,
-            hosts,
-            vms,
-            ratios=flags.ratios(args),
-            multipliers=flags.multipliers(args),
-            pool=pools.pool_of(namespace, cluster.namespace_annotations(namespace)),
-        )
-        print("\n".join(what_if_lines(decision, scan, conflicts)))
-        return kubeapi.OK if isinstance(decision, Decision) else kubeapi.FAILED
+        placed, lines = ask_engine(cluster, vm, args)
+        print("\n".join(lines))
+        return kubeapi.OK if placed else kubeapi.FAILED
 
     return kubeapi.with_cluster(args, act)

@@ -150,7 +150,7 @@ class Controller:
     async def on_host(self, event: str | None, obj: Object) -> None:
         name = obj["metadata"]["name"]
         if event == "DELETED":
-            self.hosts.pop(name, None)
+            hoststatus.forget_conditions(self.hosts.pop(name, obj))
             self.judgements.pop(name, None)
             self.unreadable_hosts.pop(name, None)
             if name in self.state:
@@ -278,6 +278,7 @@ class Controller:
         )
         if reply is not None:
             self.hosts[name] = reply
+        hoststatus.count_conditions(self.hosts[name])
 
     # -- virtual machines ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ controller cannot read gets conditions saying why and no figures
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from kubevisor import metrics
@@ -80,3 +81,27 @@ async def publish(
     if not conditions.differs(current, wanted):
         return None
     return await kube.apply_host_status(name, wanted)
+
+
+CONDITION_STATUSES = ("True", "False", "Unknown")
+
+
+def count_conditions(obj: Object) -> None:
+    """Set kubevisor_host_condition from host `obj`'s conditions, the ones the agent and
+    the fencing write as well as the controller's; the controller calls this after every
+    status write (the alerts in deploy/manifests/components/alerts read it)."""
+    name = obj["metadata"]["name"]
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        for status in CONDITION_STATUSES:
+            held = 1 if condition.get("status") == status else 0
+            metrics.HOST_CONDITION.labels(name, condition["type"], status).set(held)
+
+
+def forget_conditions(obj: Object) -> None:
+    """Drop deleted host `obj`'s kubevisor_host_condition series."""
+    name = obj["metadata"]["name"]
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        for status in CONDITION_STATUSES:
+            # Never counted when the host was deleted before its first check.
+            with contextlib.suppress(KeyError):
+                metrics.HOST_CONDITION.remove(name, condition["type"], status)

@@ -197,6 +197,16 @@ class Cluster:
         )
         return cast(Object, reply)
 
+    def events(self, kind: str, name: str) -> list[Object]:
+        """The Events about the object `kind`/`name` in the namespace, as the API returns them."""
+        # Raw JSON (not preloaded): the same dict shape as the custom objects.
+        reply: Any = client.CoreV1Api(self.api).list_namespaced_event(
+            self.namespace,
+            field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+            _preload_content=False,
+        )
+        return list(json.loads(reply.data).get("items") or [])
+
     # -- waiting ---------------------------------------------------------------------------
 
     def observe(
