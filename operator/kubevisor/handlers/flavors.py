@@ -31,7 +31,9 @@ class Flavors:
         """The last refusal posted as an Event per VM, so an unchanged one is not again."""
 
     def load(self, *, cluster: Iterable[Object], namespaced: Iterable[Object]) -> None:
-        """The flavors as listed at start-up, before the first VM is reconciled."""
+        """The flavors as listed (at start-up and each resync), before VMs are reconciled
+        from them: the listing replaces what the cache held."""
+        self.objects.clear()
         for kind, listed in ((CLUSTER_FLAVORS.kind, cluster), (FLAVORS.kind, namespaced)):
             for obj in listed:
                 self.objects[flavors.object_key(kind, obj)] = obj
