@@ -143,6 +143,8 @@ UNBOUNDED = {
         ".status.conditions[].observedGeneration",
         ".status.observedGeneration",
     },
+    "VirtualMachineClusterFlavor": set(),
+    "VirtualMachineFlavor": set(),
 }
 
 
@@ -185,7 +187,7 @@ def test_status_is_fully_declared() -> None:
             "VirtualMachine",
             ["vm", "vms"],
             "Namespaced",
-            ["Phase", "Host", "vCPUs", "Memory", "Age"],
+            ["Phase", "Host", "vCPUs", "Memory", "Flavor", "Age"],
             id="virtualmachine",
         ),
         pytest.param(
@@ -218,6 +220,20 @@ def test_status_is_fully_declared() -> None:
             ["Type", "CIDR", "Used", "Free", "Age"],
             id="network",
         ),
+        pytest.param(
+            "VirtualMachineClusterFlavor",
+            ["vmcf", "vmclusterflavor"],
+            "Cluster",
+            ["vCPUs", "Memory", "CPU Policy", "Age"],
+            id="clusterflavor",
+        ),
+        pytest.param(
+            "VirtualMachineFlavor",
+            ["vmf", "vmflavor"],
+            "Namespaced",
+            ["vCPUs", "Memory", "CPU Policy", "Age"],
+            id="flavor",
+        ),
     ],
 )
 def test_names_and_columns(
@@ -231,7 +247,10 @@ def test_names_and_columns(
     assert spec["scope"] == scope
     (version,) = spec["versions"]
     assert version["name"] == "v1alpha1"
-    assert version["subresources"] == {"status": {}}
+    # Flavors have no status: a VM records the flavor it runs in its own.
+    has_status = "Flavor" not in kind
+    assert version["subresources"] == ({"status": {}} if has_status else {})
+    assert ("status" in version["schema"]["openAPIV3Schema"]["properties"]) == has_status
     default_columns = [
         c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c
     ]

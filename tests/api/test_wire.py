@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubevisor.api import crd, hypervisorhost, migrationjob, network, virtualmachine, wire
+from kubevisor.api import crd, flavor, hypervisorhost, migrationjob, network, virtualmachine, wire
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,7 @@ from kubevisor.api import crd, hypervisorhost, migrationjob, network, virtualmac
         pytest.param(wire.HYPERVISOR_HOSTS, hypervisorhost, "HypervisorHost", id="host"),
         pytest.param(wire.MIGRATION_JOBS, migrationjob, "MigrationJob", id="job"),
         pytest.param(wire.NETWORKS, network, "Network", id="network"),
+        pytest.param(wire.FLAVORS, flavor, "VirtualMachineFlavor", id="flavor"),
     ],
 )
 def test_model_kind_is_the_wire_kind(resource: wire.Resource, module: Any, model: str) -> None:
@@ -27,9 +28,21 @@ def test_model_kind_is_the_wire_kind(resource: wire.Resource, module: Any, model
     )
 
 
+def test_cluster_flavor_kind_is_the_wire_kind() -> None:
+    model = flavor.VirtualMachineClusterFlavor.model_fields["kind"].default
+    assert (flavor.CLUSTER_KIND, model) == (wire.CLUSTER_FLAVORS.kind,) * 2
+
+
 def test_every_crd_is_a_wire_resource() -> None:
     names = {k.name for k in crd.KINDS}
-    resources = (wire.VIRTUAL_MACHINES, wire.HYPERVISOR_HOSTS, wire.MIGRATION_JOBS, wire.NETWORKS)
+    resources = (
+        wire.VIRTUAL_MACHINES,
+        wire.HYPERVISOR_HOSTS,
+        wire.MIGRATION_JOBS,
+        wire.NETWORKS,
+        wire.CLUSTER_FLAVORS,
+        wire.FLAVORS,
+    )
     assert names == {f"{r.plural}.{wire.GROUP}" for r in resources}
 
 

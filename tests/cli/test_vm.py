@@ -234,6 +234,50 @@ def test_restart_that_does_not_stop_in_time_leaves_the_vm_stopped(
     assert objects.get("vm", name)["spec"]["runStrategy"] == "Halted"
 
 
+@pytest.mark.parametrize(
+    ("before", "args", "flavor", "says"),
+    [
+        pytest.param(
+            {"name": "m1.small"},
+            ["--flavor", "m1.large"],
+            {"name": "m1.large", "kind": "VirtualMachineClusterFlavor"},
+            "resized (flavor m1.small -> m1.large; the new size applies at its next start)",
+            id="cluster-flavor",
+        ),
+        pytest.param(
+            None,
+            ["--flavor", "big", "--namespaced"],
+            {"name": "big", "kind": "VirtualMachineFlavor"},
+            "resized (flavor none -> big; the new size applies at its next start)",
+            id="namespaced-flavor-for-a-vm-without-one",
+        ),
+        pytest.param(
+            {"name": "m1.small"},
+            ["--flavor", "m1.small"],
+            {"name": "m1.small", "kind": "VirtualMachineClusterFlavor"},
+            "unchanged (flavor is already VirtualMachineClusterFlavor m1.small)",
+            id="same-flavor-changes-nothing",
+        ),
+    ],
+)
+def test_resize_names_the_flavor(
+    cli: Any,
+    objects: Any,
+    name: str,
+    before: dict[str, str] | None,
+    args: list[str],
+    flavor: dict[str, str],
+    says: str,
+) -> None:
+    spec = {} if before is None else {"flavor": before}
+    created = objects.vm(name, spec=spec)
+    result = cli("resize", name, "-n", objects.namespace, *args)
+    assert (result.code, result.err) == (0, "")
+    assert result.out == f"virtualmachine.kubevisor.io/{name} {says}\n"
+    after = objects.get("vm", name)
+    assert after["spec"] == {**created["spec"], "flavor": flavor}
+
+
 def test_restart_of_a_stopped_vm_is_refused(cli: Any, objects: Any, name: str) -> None:
     objects.vm(name, spec={"runStrategy": "Halted"})
     result = cli("restart", name, "-n", objects.namespace)

@@ -22,6 +22,7 @@ from harness import REPO, controlplane_bin, require
 from kubevisor.agent import main as agent_main
 from kubevisor.agent import probe as agent_probe
 from kubevisor.agent import watchdog as agent_watchdog
+from kubevisor.api.flavor import VirtualMachineClusterFlavor
 from kubevisor.cli import crds as crds_cli
 from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import controlplane
@@ -169,11 +170,29 @@ def test_crd_copies_are_current() -> None:
             "ValidatingAdmissionPolicy", "kubevisor-provider-networks", id="provider-networks"
         ),
         pytest.param("ClusterRole", "kubevisor-network-admin", id="network-admin"),
+        pytest.param("ClusterRole", "kubevisor-flavors-view", id="flavors-view"),
+        pytest.param(
+            "CustomResourceDefinition", "virtualmachineclusterflavors.kubevisor.io", id="cflavors"
+        ),
+        pytest.param(
+            "CustomResourceDefinition", "virtualmachineflavors.kubevisor.io", id="flavors"
+        ),
     ],
 )
 def test_base_has(base: list[dict[str, Any]], kind: str, name: str) -> None:
     obj = find(base, kind, name)
     assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kubevisor"
+
+
+def test_the_flavors_component_holds_valid_cluster_flavors() -> None:
+    component = MANIFESTS / "components" / "flavors"
+    kustomization = yaml.safe_load((component / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    shipped = list(yaml.safe_load_all((component / "flavors.yaml").read_text()))
+    names = [VirtualMachineClusterFlavor.model_validate(obj).metadata["name"] for obj in shipped]
+    assert names == [
+        "m1.tiny", "m1.small", "m1.medium", "m1.large", "m1.xlarge", "cx1.large", "cx1.xlarge"
+    ]  # fmt: skip
 
 
 def test_every_namespaced_object_is_in_kubevisor_system(base: list[dict[str, Any]]) -> None:

@@ -333,6 +333,13 @@ CONTROLLER_CAN = [
     pytest.param(
         "create", "networks.kubevisor.io", "provider", "-A", False, id="no-provider-networks"
     ),
+    pytest.param(
+        "watch", "virtualmachineclusterflavors.kubevisor.io", "", "", True, id="watch-cflavors"
+    ),
+    pytest.param("list", "virtualmachineflavors.kubevisor.io", "", "-A", True, id="list-flavors"),
+    pytest.param(
+        "patch", "virtualmachineflavors.kubevisor.io", "", "-A", False, id="no-flavor-writes"
+    ),
     pytest.param("watch", "services", "", "-A", True, id="watch-services"),
     pytest.param("patch", "services", "", "-A", False, id="no-service-writes"),
     pytest.param("patch", "endpointslices.discovery.k8s.io", "", "-A", True, id="apply-slices"),

@@ -174,6 +174,9 @@ class FakeKube:
 
     # -- what the controller calls -----------------------------------------------------------
 
+    async def list_flavors(self, resource: Any) -> list[Object]:
+        return []
+
     async def list_namespaces(self) -> list[Object]:
         return copy.deepcopy(list(self.namespaces.values()))
 

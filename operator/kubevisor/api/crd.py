@@ -110,7 +110,7 @@ class Kind:
     description: str
     spec: type[BaseModel]
     spec_description: str
-    status: type[BaseModel]
+    status: type[BaseModel] | None
     status_description: str
     columns: tuple[PrinterColumn, ...]
     spec_required: bool = True
@@ -118,6 +118,34 @@ class Kind:
     @property
     def name(self) -> str:
         return f"{self.resource.plural}.{GROUP}"
+
+
+def _flavor_kind(resource: wire.Resource, scope: str) -> Kind:
+    return Kind(
+        resource=resource,
+        short_names=(
+            ("vmcf", "vmclusterflavor") if not resource.namespaced else ("vmf", "vmflavor")
+        ),
+        description=(
+            f"{resource.kind} is a VM size and tuning ({scope}) that VirtualMachines name "
+            "in spec.flavor, like a Nova flavor: vCPUs, memory, CPU policy, NUMA, huge "
+            "pages, PCI aliases, CPU model, firmware, disk defaults. A VM setting a field "
+            "its flavor sets too is refused (FlavorConflict)."
+        ),
+        spec=virtualmachine.FlavorSpec,
+        spec_description=(
+            "Any subset of a VM spec's sizing and tuning fields; VMs record it when they "
+            "start, so an edit reaches each VM at its next start."
+        ),
+        status=None,
+        status_description="",
+        columns=(
+            PrinterColumn("vCPUs", "integer", ".spec.cpu.vcpus", "Number of virtual CPUs."),
+            PrinterColumn("Memory", "string", ".spec.memory.size", "Guest memory."),
+            PrinterColumn("CPU Policy", "string", ".spec.cpu.policy", "shared or dedicated."),
+            _age(),
+        ),
+    )
 
 
 KINDS: tuple[Kind, ...] = (
@@ -139,11 +167,21 @@ KINDS: tuple[Kind, ...] = (
         columns=(
             PrinterColumn("Phase", "string", ".status.phase", "Lifecycle phase."),
             PrinterColumn("Host", "string", ".status.host", "HypervisorHost the VM is bound to."),
-            PrinterColumn("vCPUs", "integer", ".spec.cpu.vcpus", "Number of virtual CPUs."),
-            PrinterColumn("Memory", "string", ".spec.memory.size", "Guest memory."),
+            # The size claimed on the host: the effective one, also of a VM from a flavor.
+            PrinterColumn(
+                "vCPUs", "integer", ".status.placement.size.vcpus", "Virtual CPUs claimed."
+            ),
+            PrinterColumn("Memory", "string", ".status.placement.size.memory", "Memory claimed."),
+            PrinterColumn("Flavor", "string", ".spec.flavor.name", "Flavor the VM names."),
             _age(),
             dataclasses.replace(_ready(), priority=1),
-            PrinterColumn("CPU Policy", "string", ".spec.cpu.policy", "shared or dedicated.", 1),
+            PrinterColumn(
+                "CPU Policy",
+                "string",
+                ".status.placement.size.cpuPolicy",
+                "shared or dedicated, as claimed.",
+                1,
+            ),
             PrinterColumn("Group", "string", ".spec.placement.group", "Server group.", 1),
             PrinterColumn(
                 "IP",
@@ -251,6 +289,8 @@ KINDS: tuple[Kind, ...] = (
             PrinterColumn("VLAN", "integer", ".spec.provider.vlan", "Provider: VLAN id.", 1),
         ),
     ),
+    _flavor_kind(wire.CLUSTER_FLAVORS, "cluster-wide, written by admins"),
+    _flavor_kind(wire.FLAVORS, "for the VMs of its namespace"),
 )
 
 
@@ -358,9 +398,12 @@ def definition(kind: Kind) -> dict[str, Any]:
             # The API server allows nothing but the type here; explain documents ObjectMeta.
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": structural_schema(kind.status, description=kind.status_description),
         },
     }
+    if kind.status is not None:
+        root["properties"]["status"] = structural_schema(
+            kind.status, description=kind.status_description
+        )
     if kind.spec_required:
         root["required"] = ["spec"]
     return {
@@ -384,7 +427,7 @@ def definition(kind: Kind) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": root},
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}} if kind.status is not None else {},
                     "additionalPrinterColumns": [column.to_dict() for column in kind.columns],
                 }
             ],

@@ -105,6 +105,13 @@ def list_map(*keys: str) -> dict[str, Any]:
 LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
 
+def not_defaulted(schema: dict[str, Any]) -> None:
+    """`json_schema_extra` for a field whose default the models apply when they read an
+    object but the API server must not store: a VM and its flavor may each set the field,
+    and a stored default would count as set (api.effective refuses fields set in both)."""
+    schema.pop("default", None)
+
+
 def cel_matches(expression: str, pattern: str) -> str:
     """CEL: the string `expression` matches `pattern` (RE2 reads our patterns as re does)."""
     if "'" in pattern:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from kubevisor.api import cpuset, quantity
+from kubevisor.api import cpuset, effective, quantity
 from kubevisor.api.addresses import IPv4Address, MacAddress
 from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.hypervisorhost import HostCpuNumber, HostNumaCellId, HypervisorType
@@ -39,6 +39,7 @@ from kubevisor.api.schema import (
     cel_is_quantity,
     cel_matches,
     list_map,
+    not_defaulted,
     pattern_check,
     quantity_rule,
     rule,
@@ -175,13 +176,13 @@ class Cpu(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
-                "!has(self.threadPolicy) || self.policy == 'dedicated'",
+                "!has(self.threadPolicy) || (has(self.policy) && self.policy == 'dedicated')",
                 "threadPolicy is only allowed with policy: dedicated",
                 field_path=".threadPolicy",
             ),
             rule(
                 "!has(self.isolateEmulatorThread) || !self.isolateEmulatorThread"
-                " || self.policy == 'dedicated'",
+                " || (has(self.policy) && self.policy == 'dedicated')",
                 "isolateEmulatorThread is only allowed with policy: dedicated",
                 field_path=".isolateEmulatorThread",
             ),
@@ -189,7 +190,8 @@ class Cpu(ApiModel):
                 "!(has(self.sockets) || has(self.cores) || has(self.threads))"
                 " || (has(self.sockets) ? self.sockets : 1)"
                 " * (has(self.cores) ? self.cores : 1)"
-                " * (has(self.threads) ? self.threads : 1) == self.vcpus",
+                " * (has(self.threads) ? self.threads : 1)"
+                " == (has(self.vcpus) ? self.vcpus : 1)",
                 "sockets x cores x threads (unset ones count as 1) must equal vcpus",
                 field_path=".vcpus",
             ),
@@ -200,7 +202,7 @@ class Cpu(ApiModel):
                 field_path=".disabledFeatures",
             ),
             rule(
-                "!has(self.tune) || self.policy == 'shared'",
+                "!has(self.tune) || !has(self.policy) || self.policy == 'shared'",
                 "tune (CPU shares, period, quota) is only allowed with policy: shared",
                 field_path=".tune",
             ),
@@ -209,7 +211,8 @@ class Cpu(ApiModel):
 
     vcpus: CpuCount = Field(
         default=1,
-        description=f"Number of virtual CPUs (1..{MAX_VCPUS}).",
+        description=f"Number of virtual CPUs (1..{MAX_VCPUS}). Unset: 1.",
+        json_schema_extra=not_defaulted,
     )
     sockets: CpuCount | None = Field(
         default=None,
@@ -231,8 +234,9 @@ class Cpu(ApiModel):
         description=(
             "shared: vCPUs float over the host's shared CPUs and count against its CPU "
             "allocation ratio. dedicated: each vCPU is pinned to its own host CPU from the "
-            "host's cpuDedicatedSet (Nova's hw:cpu_policy)."
+            "host's cpuDedicatedSet (Nova's hw:cpu_policy). Unset: shared."
         ),
+        json_schema_extra=not_defaulted,
     )
     thread_policy: ThreadPolicy | None = Field(
         default=None,
@@ -469,7 +473,8 @@ class Disk(ApiModel):
                 field_path=".source",
             ),
             rule(
-                "!has(self.io) || self.io != 'native' || self.cache in ['none', 'directsync']",
+                "!has(self.io) || self.io != 'native' || !has(self.cache)"
+                " || self.cache in ['none', 'directsync']",
                 "io: native needs cache none or directsync (O_DIRECT)",
                 field_path=".io",
             ),
@@ -514,8 +519,9 @@ class Disk(ApiModel):
             "Host page cache mode (Nova's disk_cachemodes): none (O_DIRECT, guest flushes "
             "reach the disk; safe, and required for live migration of local disks), "
             "writethrough, writeback, directsync, or unsafe (ignores flushes: scratch "
-            "disks only)."
+            "disks only). Unset: none, or the flavor's diskDefaults.cache."
         ),
+        json_schema_extra=not_defaulted,
     )
     io: DiskIo | None = Field(
         default=None,
@@ -922,48 +928,135 @@ class HypervisorRequirement(ApiModel):
         return frozenset(self.types) if self.types is not None else frozenset({str(self.type)})
 
 
-class VirtualMachineSpec(ApiModel):
-    """Desired state of a virtual machine."""
+class DiskDefaults(ApiModel):
+    """Settings a flavor gives every disk of its VMs that does not set them itself."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            rule(
-                "!has(self.numa) || self.numa.cells.map(c, size(c.cpus)).sum() == self.cpu.vcpus",
-                "the NUMA cells' cpus must add up to cpu.vcpus",
-                field_path=".numa.cells",
-            ),
-            rule(
-                "!has(self.numa)"
-                " || self.numa.cells.all(c, c.cpus.all(i, i < self.cpu.vcpus"
-                " && self.numa.cells.filter(d, i in d.cpus).size() == 1))",
-                "each vCPU index must be below cpu.vcpus and appear in exactly one NUMA cell",
-                field_path=".numa.cells",
-            ),
-            rule(
-                f"!has(self.numa) || !({cel_is_quantity('self.memory.size')}"
-                f" && self.numa.cells.all(c, {cel_is_quantity('c.memory')}))"
-                " || (quantity(self.memory.size).isInteger()"
-                " && self.numa.cells.all(c, quantity(c.memory).isInteger())"
-                " && self.numa.cells.map(c, quantity(c.memory).asInteger()).sum()"
-                " == quantity(self.memory.size).asInteger())",
-                NUMA_MEMORY_MESSAGE,
-                field_path=".numa.cells",
-            ),
-            rule(
-                "!has(self.networks) || self.networks.all(n, !has(n.macAddress)"
-                " || self.networks.exists_one(m,"
-                " has(m.macAddress) && m.macAddress == n.macAddress))",
-                DUPLICATE_MAC,
-                field_path=".networks",
-            ),
-            rule(
-                "!has(self.container) || !has(self.boot)",
-                "container and boot exclude each other: a container runs no kernel of its own",
-                field_path=".container",
-            ),
-        )
+    cache: DiskCache | None = Field(default=None, description="The disks' cache mode.")
+    io: DiskIo | None = Field(default=None, description="The disks' asynchronous I/O backend.")
+    discard: DiskDiscard | None = Field(default=None, description="What guest TRIM requests do.")
+
+
+class FlavorSpec(ApiModel):
+    """A VM's size and tuning, for many VMs to name (Nova's flavor and its extra specs,
+    KubeVirt's instancetype): any subset of the VM spec's sizing and tuning fields. A VM
+    naming the flavor gets these fields; one it sets itself as well is refused
+    (FlavorConflict), never overridden."""
+
+    cpu: Cpu | None = Field(
+        default=None,
+        description=(
+            "Virtual CPUs: count, topology, policy, thread policy, emulator thread, model, "
+            "features and CPU time limits, as a VM's spec.cpu."
+        ),
+    )
+    memory: Memory | None = Field(
+        default=None, description="Guest memory: size, huge pages, balloon, as spec.memory."
+    )
+    numa: Numa | None = Field(default=None, description="Guest NUMA topology, as spec.numa.")
+    devices: Devices | None = Field(
+        default=None, description="PCI passthrough by alias, as spec.devices."
+    )
+    firmware: Firmware | None = Field(
+        default=None, description="Guest firmware (bios, uefi, Secure Boot), as spec.firmware."
+    )
+    disk_defaults: DiskDefaults | None = Field(
+        default=None,
+        description=(
+            "cache, io and discard for every disk of the VM that does not set them (a disk "
+            "setting one the flavor sets too is a FlavorConflict)."
+        ),
     )
 
+
+FlavorKind = Literal["VirtualMachineClusterFlavor", "VirtualMachineFlavor"]
+
+
+class FlavorReference(ApiModel):
+    """The flavor a VM takes its size and tuning from."""
+
+    name: ObjectName = Field(description="Name of the flavor.")
+    kind: FlavorKind = Field(
+        default="VirtualMachineClusterFlavor",
+        description=(
+            "VirtualMachineClusterFlavor (cluster-wide, written by admins) or "
+            "VirtualMachineFlavor (in the VM's namespace)."
+        ),
+    )
+
+
+# CEL on the VM sees no flavor: the rules tying cpu, memory and numa together hold for a
+# VM without one, and the controller checks the VM and its flavor together (api.effective).
+_VCPUS = "(has(self.cpu) && has(self.cpu.vcpus) ? self.cpu.vcpus : 1)"
+
+
+def _declared_spec_schema(schema: dict[str, Any]) -> None:
+    # memory may come from the flavor: required only without one (the rule below).
+    required = [name for name in schema.get("required", []) if name != "memory"]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    schema["x-kubernetes-validations"] = [
+        rule(
+            "has(self.memory) || has(self.flavor)",
+            "memory is required unless flavor names a flavor that gives it",
+            field_path=".memory",
+        ),
+        rule(
+            "has(self.flavor) || !has(self.numa)"
+            f" || self.numa.cells.map(c, size(c.cpus)).sum() == {_VCPUS}",
+            "the NUMA cells' cpus must add up to cpu.vcpus",
+            field_path=".numa.cells",
+        ),
+        rule(
+            "has(self.flavor) || !has(self.numa)"
+            f" || self.numa.cells.all(c, c.cpus.all(i, i < {_VCPUS}"
+            " && self.numa.cells.filter(d, i in d.cpus).size() == 1))",
+            "each vCPU index must be below cpu.vcpus and appear in exactly one NUMA cell",
+            field_path=".numa.cells",
+        ),
+        rule(
+            "has(self.flavor) || !has(self.numa) || !has(self.memory)"
+            f" || !({cel_is_quantity('self.memory.size')}"
+            f" && self.numa.cells.all(c, {cel_is_quantity('c.memory')}))"
+            " || (quantity(self.memory.size).isInteger()"
+            " && self.numa.cells.all(c, quantity(c.memory).isInteger())"
+            " && self.numa.cells.map(c, quantity(c.memory).asInteger()).sum()"
+            " == quantity(self.memory.size).asInteger())",
+            NUMA_MEMORY_MESSAGE,
+            field_path=".numa.cells",
+        ),
+        rule(
+            "!has(self.networks) || self.networks.all(n, !has(n.macAddress)"
+            " || self.networks.exists_one(m,"
+            " has(m.macAddress) && m.macAddress == n.macAddress))",
+            DUPLICATE_MAC,
+            field_path=".networks",
+        ),
+        rule(
+            "!has(self.container) || !has(self.boot)",
+            "container and boot exclude each other: a container runs no kernel of its own",
+            field_path=".container",
+        ),
+    ]
+
+
+class VirtualMachineSpec(ApiModel):
+    """Desired state of a virtual machine. Read from an object (`VirtualMachine`), it is
+    the effective spec: the VM's own fields and those of the flavor it runs
+    (status.flavor), merged by `api.effective.merge`."""
+
+    model_config = ConfigDict(json_schema_extra=_declared_spec_schema)
+
+    flavor: FlavorReference | None = Field(
+        default=None,
+        description=(
+            "The flavor giving this VM its size and tuning (cpu, memory, numa, devices, "
+            "firmware, disk defaults). A field set both here and in the flavor is refused "
+            "(condition reason FlavorConflict). The VM runs the flavor as recorded in "
+            "status.flavor: a later edit of the flavor reaches it when it is next started."
+        ),
+    )
     run_strategy: RunStrategy = Field(
         default="Always",
         description=(
@@ -976,9 +1069,12 @@ class VirtualMachineSpec(ApiModel):
     cpu: Cpu = Field(
         default_factory=Cpu,
         description="Virtual CPUs: count, topology, shared or dedicated (pinned).",
-        json_schema_extra={"default": {}},
     )
-    memory: Memory = Field(description="Guest memory: size and optional huge pages.")
+    memory: Memory = Field(
+        description=(
+            "Guest memory: size and optional huge pages. Required unless the flavor gives it."
+        ),
+    )
     numa: Numa | None = Field(
         default=None,
         description=(
@@ -1272,6 +1368,18 @@ class InterfaceStatus(ApiModel):
     )
 
 
+class RecordedFlavor(ApiModel):
+    """The flavor a VM runs, as the controller recorded it: the VM keeps this copy until
+    it is next started, however the flavor changes meanwhile."""
+
+    name: ObjectName = Field(description="Name of the flavor.")
+    kind: FlavorKind = Field(description="VirtualMachineClusterFlavor or VirtualMachineFlavor.")
+    revision: SizeFingerprint = Field(
+        description="Hash of the flavor's spec as recorded (api.effective.revision)."
+    )
+    spec: FlavorSpec = Field(description="The flavor's spec as recorded.")
+
+
 class VirtualMachineStatus(ApiModel):
     """Observed state of a virtual machine."""
 
@@ -1300,6 +1408,13 @@ class VirtualMachineStatus(ApiModel):
     )
     conditions: list[Condition] = conditions_field(
         "Ready, Scheduled, Migrating, Paused, and Reconciling/Stalled as kstatus reads them."
+    )
+    flavor: RecordedFlavor | None = Field(
+        default=None,
+        description=(
+            "The flavor this VM runs (spec.flavor), recorded by the controller with its "
+            "spec: what placement, the agent and drains read, until the VM is next started."
+        ),
     )
     observed_generation: int | None = observed_generation_field()
     restart_count: int | None = Field(
@@ -1344,3 +1459,12 @@ class VirtualMachine(ApiObject):
     kind: Literal["VirtualMachine"] = Field(default=KIND, description="VirtualMachine.")
     spec: VirtualMachineSpec = Field(description="Desired state.")
     status: VirtualMachineStatus | None = Field(default=None, description="Observed state.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _effective_spec(cls, data: Any) -> Any:
+        # Every reader of a VM (placement, drains, failover, the agent) reads the effective
+        # spec: the VM's fields and its recorded flavor's, never one without the other.
+        if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+            return data
+        return {**data, "spec": effective.spec(data["spec"], data.get("status"))}

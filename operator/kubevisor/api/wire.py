@@ -41,6 +41,10 @@ VIRTUAL_MACHINES: Final = Resource("VirtualMachine", "virtualmachines", True)
 HYPERVISOR_HOSTS: Final = Resource("HypervisorHost", "hypervisorhosts", False)
 MIGRATION_JOBS: Final = Resource("MigrationJob", "migrationjobs", True)
 NETWORKS: Final = Resource("Network", "networks", True)
+CLUSTER_FLAVORS: Final = Resource(
+    "VirtualMachineClusterFlavor", "virtualmachineclusterflavors", False
+)
+FLAVORS: Final = Resource("VirtualMachineFlavor", "virtualmachineflavors", True)
 
 # -- labels, finalizers, annotations -----------------------------------------------------
 
@@ -73,6 +77,8 @@ MIGRATION_SOURCE_MANAGER: Final = "kubevisor-agent-migration-source"
 """The source agent's part of a MigrationJob's status (progress)."""
 MIGRATION_TARGET_MANAGER: Final = "kubevisor-agent-migration-target"
 """The target agent's part of a MigrationJob's status (the prepared domain)."""
+FLAVOR_MANAGER: Final = "kubevisor-controller-flavor"
+"""The controller's record of the flavor a VM runs (its status.flavor)."""
 
 SYSTEM_NAMESPACE: Final = "kubevisor-system"
 """Where kubevisor runs, and the hosts' heartbeat Leases live, unless told otherwise."""

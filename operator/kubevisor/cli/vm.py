@@ -1,4 +1,4 @@
-"""VM verbs: start, stop, restart, pause, unpause (migrate: cli/migrate.py).
+"""VM verbs: start, stop, restart, pause, unpause, resize (migrate: cli/migrate.py).
 
 Each verb changes one spec field, never status, so what it did is declarative and
 visible to `kubectl get` and GitOps diffs:
@@ -10,7 +10,9 @@ visible to `kubectl get` and GitOps diffs:
 - restart: stop, wait until status.phase is Stopped (for the new generation), start.
   There is no spec field that means "restart once", so restart is those two spec edits;
   if the stop does not finish in --timeout the VM stays stopped and restart says so;
-- pause / unpause: spec.paused true / false.
+- pause / unpause: spec.paused true / false;
+- resize --flavor: spec.flavor names another flavor; the VM takes its size at its next
+  start (`--restart` restarts it as `restart` does), claimed on its host first.
 
 Patches carry the resourceVersion they were computed from, so a concurrent edit makes
 the API server refuse the patch (409) and the verb reads and decides again. A VM managed
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, get_args
 
 from kubevisor.api.virtualmachine import RunStrategy
-from kubevisor.api.wire import LAST_RUN_STRATEGY_ANNOTATION
+from kubevisor.api.wire import CLUSTER_FLAVORS, FLAVORS, LAST_RUN_STRATEGY_ANNOTATION
 from kubevisor.cli import kubeapi
 from kubevisor.cli import wait as waiting
 from kubevisor.cli.kubeapi import VMS, CliError, Object
@@ -96,6 +98,16 @@ def pause_change(vm: Object, *, paused: bool) -> Change:
     return Change(_conditional(vm, patch), "paused" if paused else "unpaused")
 
 
+def flavor_change(vm: Object, *, flavor: str, kind: str) -> Change:
+    current = _spec(vm).get("flavor") or {}
+    wanted = {"name": flavor, "kind": kind}
+    if {"kind": CLUSTER_FLAVORS.kind, **current} == wanted:
+        return Change(None, f"unchanged (flavor is already {kind} {flavor})")
+    before = current.get("name") or "none"
+    done = f"resized (flavor {before} -> {flavor}; the new size applies at its next start)"
+    return Change(_conditional(vm, {"spec": {"flavor": wanted}}), done)
+
+
 def gitops_manager(vm: Object) -> str | None:
     """Who reverts imperative edits of this VM, as "Flux (label ...)", or None."""
     meta = vm.get("metadata") or {}
@@ -156,27 +168,42 @@ def _lifecycle(decide: Callable[[Object], Change]) -> Callable[[argparse.Namespa
 
 def run_restart(args: argparse.Namespace) -> int:
     def act(cluster: Cluster) -> int:
-        name = args.vm
-        vm = cluster.get(VMS, name)
-        if str(_spec(vm).get("runStrategy") or "Always") == "Halted":
-            raise CliError(
-                f"virtualmachine {name} is stopped (runStrategy Halted); "
-                f"use `kubevisor start {name}`"
-            )
-        change, _ = apply(cluster, name, stop_change)
-        print(f"{VMS.qualified}/{name} {change.done}")
-        verdict = waiting.wait_for(
-            cluster, name, waiting.Goal("stopped", "Stopped"), timeout=args.timeout
+        _restart(cluster, args.vm, timeout=args.timeout)
+        return kubeapi.OK
+
+    return kubeapi.with_cluster(args, act)
+
+
+def _restart(cluster: Cluster, name: str, *, timeout: float) -> None:
+    vm = cluster.get(VMS, name)
+    if str(_spec(vm).get("runStrategy") or "Always") == "Halted":
+        raise CliError(
+            f"virtualmachine {name} is stopped (runStrategy Halted); use `kubevisor start {name}`"
         )
-        if verdict.state != "met":
-            raise CliError(
-                f"virtualmachine {name} did not stop within "
-                f"{kubeapi.format_duration(args.timeout)} ({verdict.message}); it stays "
-                f"stopped (runStrategy Halted): run `kubevisor start {name}` to start it",
-                code=kubeapi.STALLED if verdict.state == "stalled" else kubeapi.FAILED,
-            )
-        change, _ = apply(cluster, name, start_change)
-        print(f"{VMS.qualified}/{name} {change.done}")
+    change, _ = apply(cluster, name, stop_change)
+    print(f"{VMS.qualified}/{name} {change.done}")
+    verdict = waiting.wait_for(cluster, name, waiting.Goal("stopped", "Stopped"), timeout=timeout)
+    if verdict.state != "met":
+        raise CliError(
+            f"virtualmachine {name} did not stop within "
+            f"{kubeapi.format_duration(timeout)} ({verdict.message}); it stays "
+            f"stopped (runStrategy Halted): run `kubevisor start {name}` to start it",
+            code=kubeapi.STALLED if verdict.state == "stalled" else kubeapi.FAILED,
+        )
+    change, _ = apply(cluster, name, start_change)
+    print(f"{VMS.qualified}/{name} {change.done}")
+
+
+def run_resize(args: argparse.Namespace) -> int:
+    kind = FLAVORS.kind if args.namespaced else CLUSTER_FLAVORS.kind
+
+    def act(cluster: Cluster) -> int:
+        change, _ = apply(
+            cluster, args.vm, lambda vm: flavor_change(vm, flavor=args.flavor, kind=kind)
+        )
+        print(f"{VMS.qualified}/{args.vm} {change.done}")
+        if args.restart and change.patch is not None:
+            _restart(cluster, args.vm, timeout=args.timeout)
         return kubeapi.OK
 
     return kubeapi.with_cluster(args, act)
@@ -228,6 +255,23 @@ def register(subparsers: Any) -> None:
     )
     kubeapi.add_timeout(restart, default="5m", help="how long to wait for the stop")
     restart.set_defaults(func=run_restart)
+    resize = _verb(
+        subparsers,
+        "resize",
+        "give a VM another flavor (spec.flavor), applied at its next start",
+        "Set spec.flavor to --flavor (a VirtualMachineClusterFlavor, or with --namespaced "
+        "a VirtualMachineFlavor of the VM's namespace). The VM records the flavor at once "
+        "and takes its size at its next start, which its host must have room for "
+        "(ResizePending, or ResizeRefused with the figures); --restart restarts it now.",
+        dry_run=False,
+    )
+    resize.add_argument("--flavor", required=True, help="name of the flavor")
+    resize.add_argument(
+        "--namespaced", action="store_true", help="a VirtualMachineFlavor of the VM's namespace"
+    )
+    resize.add_argument("--restart", action="store_true", help="restart the VM to apply it")
+    kubeapi.add_timeout(resize, default="5m", help="with --restart: how long to wait for the stop")
+    resize.set_defaults(func=run_resize)
     _verb(
         subparsers, "pause", "pause a VM's vCPUs (spec.paused: true)", "Set spec.paused to true."
     ).set_defaults(func=_lifecycle(lambda vm: pause_change(vm, paused=True)))

@@ -345,21 +345,23 @@ def invalid_spec_status(
     previous: Sequence[Condition],
     now: datetime,
     unbound: bool = False,
+    reason: str = INVALID_SPEC,
 ) -> dict[str, object]:
     """The status for a VM the API server accepted but kubevisor cannot read (`message`
     says why): Failed and Stalled, so nobody waits for it, until the spec is fixed. The
     agent of the bound host writes it; the controller, for an `unbound` VM it cannot read
     or place, also says it is not Scheduled and not Reconciling (it owns those then).
+    `reason` is the conditions' (a flavor the VM cannot run says FlavorConflict, ...).
     The phase is not checked against the lifecycle: a spec can become unreadable (a newer
     schema, a hand-edited object) in any phase."""
     rows: tuple[Row, ...] = (
-        Row(cond.STALLED, "True", INVALID_SPEC, message),
-        Row(cond.READY, "False", INVALID_SPEC, message),
+        Row(cond.STALLED, "True", reason, message),
+        Row(cond.READY, "False", reason, message),
     )
     if unbound:
         rows += (
-            Row(cond.SCHEDULED, "False", INVALID_SPEC, message),
-            Row(cond.RECONCILING, "False", INVALID_SPEC, message),
+            Row(cond.SCHEDULED, "False", reason, message),
+            Row(cond.RECONCILING, "False", reason, message),
         )
     return {
         "phase": "Failed",

@@ -35,9 +35,10 @@ from kubevisor.api import objects, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
-from kubevisor.core import conditions, lifecycle, powerfence, quota, selffence
+from kubevisor.core import conditions, flavors, lifecycle, powerfence, quota, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
+from kubevisor.core.flavors import FlavorKey, Refusal
 from kubevisor.core.hosts import Heartbeat, Judgement
 from kubevisor.core.migration import Limits
 from kubevisor.core.placement import inputs, scheduler
@@ -50,6 +51,7 @@ from kubevisor.core.resizing import ResizeNote
 from kubevisor.drivers import power
 from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
+from kubevisor.handlers.flavors import Flavors
 from kubevisor.handlers.migrations import Migrations
 from kubevisor.handlers.missing import MissingHosts
 from kubevisor.handlers.namespaces import Namespaces
@@ -139,6 +141,7 @@ class Controller:
             self, kube, self.migrations, grace=grace, margin=margin, power=self.power
         )
         self.resizes = Resizes(self)
+        self.flavors = Flavors(self, kube)
         self.missing = MissingHosts(
             self, self.evacuation, self.heartbeats, timeout=settings.heartbeat_timeout
         )
@@ -207,6 +210,9 @@ class Controller:
             for key, obj in self.vms.items()
             if (obj.get("status") or {}).get("host") == host
         ]
+
+    def vms_naming(self, flavor: FlavorKey) -> list[tuple[str, Object]]:
+        return [(key, obj) for key, obj in self.vms.items() if flavors.key(obj) == flavor]
 
     def host(self, name: str) -> Object | None:
         return self.hosts.get(name)
@@ -292,6 +298,7 @@ class Controller:
             self.explained.pop(key, None)
             self.evacuation.forget(key)
             self.resizes.forget(key)
+            self.flavors.forget(key)
             await self.networks.on_vm(key)
             if self.state.release(key) is not None:
                 await self.quotas.publish(quota.namespace_of(key))
@@ -363,6 +370,11 @@ class Controller:
             # Read raw: a VM nobody can parse can still be deleted.
             await self._finish_deletion(key, obj, host)
             return
+        resolved = await self.flavors.resolve(key, obj)
+        if isinstance(resolved, Refusal):
+            await self._refuse_vm(key, obj, resolved.message, reason=resolved.reason)
+            return
+        obj = resolved
         try:
             vm = VirtualMachine.model_validate(obj)
         except ValidationError as invalid:
@@ -381,20 +393,28 @@ class Controller:
         """A VM the API server stored but the controller cannot read or place: Failed
         with conditions saying why, on it alone. A bound one keeps its binding and claim;
         its agent reports it (`status.invalid_spec_status`)."""
-        self.pending.pop(key, None)
         reason = f"the controller cannot read this VM: {objects.unreadable(error)}"
-        if self.explained.get(key) != reason:
-            self.explained[key] = reason
-            log.error("%s: %s", key, reason)
+        await self._refuse_vm(key, obj, reason)
+
+    async def _refuse_vm(
+        self, key: str, obj: Object, message: str, *, reason: str = vmstatus.INVALID_SPEC
+    ) -> None:
+        """Fail a VM the controller will not place, with `reason` and `message` in its
+        conditions (an unbound one's; a bound one's agent reports on it) and the log."""
+        self.pending.pop(key, None)
+        if self.explained.get(key) != message:
+            self.explained[key] = message
+            log.error("%s: %s", key, message)
         current = obj.get("status") or {}
         if current.get("host"):
             return
         wanted = vmstatus.invalid_spec_status(
-            reason,
+            message,
             generation=int(obj["metadata"].get("generation") or 0),
             previous=conditions.previous(current),
             now=self.clock(),
             unbound=True,
+            reason=reason,
         )
         if vmstatus.differs(current, wanted):
             meta = obj["metadata"]

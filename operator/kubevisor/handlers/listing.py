@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from kubevisor.api import objects
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.api.wire import CLUSTER_FLAVORS, FLAVORS
 from kubevisor.core.placement import inputs
 from kubevisor.kube.client import Object
 
@@ -82,7 +83,7 @@ async def resync_if_due(c: Controller) -> None:
 
 
 async def resync(c: Controller) -> None:
-    """The hosts, VMs, MigrationJobs and Namespaces' host pools as the API server lists
+    """The hosts, VMs, MigrationJobs, flavors and Namespaces' host pools as the API server lists
     them now replace older cached versions, objects gone from the listing are handled as
     deleted, and every VM and unfinished job is reconciled from that, as its watch event
     would have had it; quotas are read again, and EndpointSlices no Service asks for any
@@ -90,8 +91,12 @@ async def resync(c: Controller) -> None:
     hosts = await c.kube.list_hosts()
     vms, vms_at = await c.kube.list_vms()
     jobs, jobs_at = await c.kube.list_jobs()
-    # Every VM is reconciled below, with the pools as listed: no retry needed here.
+    # Every VM is reconciled below, with the pools and flavors as listed: no retry needed.
     c.namespaces.load(await c.kube.list_namespaces())
+    c.flavors.load(
+        cluster=await c.kube.list_flavors(CLUSTER_FLAVORS),
+        namespaced=await c.kube.list_flavors(FLAVORS),
+    )
     for host in hosts:
         await c.on_host("MODIFIED", host)
     listed = {objects.key(vm["metadata"]) for vm in vms}

@@ -1,10 +1,11 @@
 """kopf glue: which watch events reach the Controller, and how kopf itself behaves.
 
 Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
-MigrationJobs, Networks, Services, ResourceQuotas and Namespaces (their host pools), and
-one `timer` per HypervisorHost that judges its heartbeat and, every `--resync-interval`,
-resyncs everything from fresh listings (`handlers.listing`; the agents' Leases are
-followed by a plain watch of their one namespace, see `follow_leases`).
+MigrationJobs, Networks, both flavor kinds, Services, ResourceQuotas and Namespaces
+(their host pools), and one `timer` per HypervisorHost that judges its heartbeat and,
+every `--resync-interval`, resyncs everything from fresh listings (`handlers.listing`;
+the agents' Leases are followed by a plain watch of their one namespace, see
+`follow_leases`).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -23,6 +24,8 @@ import kopf
 
 from kubevisor import metrics
 from kubevisor.api.wire import (
+    CLUSTER_FLAVORS,
+    FLAVORS,
     GROUP,
     HYPERVISOR_HOSTS,
     MIGRATION_JOBS,
@@ -118,6 +121,10 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         vms, _listed_at = await kube.list_vms()
         jobs, _listed_at = await kube.list_jobs()
         networks, _listed_at = await kube.list_networks()
+        controller.flavors.load(
+            cluster=await kube.list_flavors(CLUSTER_FLAVORS),
+            namespaced=await kube.list_flavors(FLAVORS),
+        )
         await listing.load(
             controller,
             hosts=await kube.list_hosts(),
@@ -155,6 +162,18 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
     async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await controller.namespaces.on_namespace(event["type"], dict(event["object"]))
+
+    @kopf.on.event(GROUP, VERSION, CLUSTER_FLAVORS.plural, registry=handlers)
+    async def cluster_flavor_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.flavors.on_flavor(
+            CLUSTER_FLAVORS.kind, event["type"], dict(event["object"])
+        )
+
+    @kopf.on.event(GROUP, VERSION, FLAVORS.plural, registry=handlers)
+    async def flavor_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.flavors.on_flavor(FLAVORS.kind, event["type"], dict(event["object"]))
 
     @kopf.on.event("", "v1", "services", registry=handlers)
     async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kubevisor.core import status as vmstatus
+from kubevisor.core.flavors import FlavorKey
 from kubevisor.core.hosts import Judgement
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.resizing import ResizeNote
@@ -48,6 +49,14 @@ class ControllerPort(Protocol):
 
     def bound_to(self, host: str) -> list[tuple[str, Object]]:
         """(key, VM) of every VM whose status names `host`."""
+        ...
+
+    def vms_naming(self, flavor: FlavorKey) -> list[tuple[str, Object]]:
+        """(key, VM) of every VM whose spec names the flavor `flavor`."""
+        ...
+
+    def remember_vm(self, obj: Object) -> None:
+        """Cache a VM as a write returned it (unless the cache holds a newer version)."""
         ...
 
     def host(self, name: str) -> Object | None:

@@ -380,6 +380,24 @@ class Kube:
             JOBS.kind, JOBS.plural, namespace, name, status, manager or self.field_manager
         )
 
+    @counted("APPLY")
+    async def apply_vm_flavor(self, namespace: str, name: str, flavor: Object | None) -> Object:
+        """Record the flavor a VM runs in its status.flavor (None: remove the record),
+        under the controller's own field manager for it (`wire.FLAVOR_MANAGER`), so the
+        controller's other status applies, which leave it out, keep it."""
+        status = {} if flavor is None else {"flavor": flavor}
+        return await self._apply_status(
+            VMS.kind, VMS.plural, namespace, name, status, wire.FLAVOR_MANAGER
+        )
+
+    # -- flavors -----------------------------------------------------------------------
+
+    @counted("LIST")
+    async def list_flavors(self, resource: wire.Resource) -> list[Object]:
+        """Every flavor of `resource` (wire.CLUSTER_FLAVORS or wire.FLAVORS, the latter
+        in every namespace)."""
+        return (await self._list(resource.plural, ""))[0]
+
     # -- Networks ----------------------------------------------------------------------
 
     @counted("LIST")
