@@ -130,7 +130,10 @@ class NetStack:
             agent.stop()
             sys.stderr.write(f"\n--- {name} agent log (tail) ---\n{agent.tail()}")
         for host in self.hosts:
-            self.stack.kubectl("delete", "hvh", host.name, "--wait=false", check=False)
+            # Gone before the next module, whose tests count the shared stack's hosts.
+            self.stack.kubectl(
+                "delete", "hvh", host.name, "--wait=true", "--timeout=60s", check=False
+            )
             # A DHCP server an agent left behind (a test that failed half-way).
             for pidfile in (self.agent_states[host.name] / "dhcp").glob("*/pid"):
                 with contextlib.suppress(ProcessLookupError, ValueError):
