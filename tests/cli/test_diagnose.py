@@ -126,6 +126,14 @@ def test_diagnose_of_a_vm_the_controller_refuses_says_why_and_leaks_no_secret(
         "numaCells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory": "4Gi"}],
     })  # fmt: skip
     heartbeat(plane, "h1")
+
+    def ready(host: dict[str, Any]) -> bool:
+        found = [c for c in (host.get("status") or {}).get("conditions") or []
+                 if c["type"] == "Ready"]  # fmt: skip
+        return bool(found) and found[0]["status"] == "True"
+
+    # Judged Ready first: placement then refuses the VM for its memory, not for no host.
+    eventually(lambda: ready(kubectl_get(plane, "hvh", "h1")), timeout=60, what="h1 Ready")
     # kubectl apply: the last-applied annotation holds a second copy of the user data.
     apply(plane, {
         "apiVersion": "kubevisor.io/v1alpha1", "kind": "VirtualMachine",
