@@ -63,6 +63,8 @@ def serve(tmp_path: Path, scenario: Scenario) -> None:
             host=HOST,
             get_vm=get_vm,
             open_console=hypervisor.open_console,
+            open_display=hypervisor.open_display,
+            screenshot=hypervisor.screenshot,
             allowed_clients=[protocol.API_CLIENT],
         )
         context = tls.server_context(
@@ -176,6 +178,8 @@ def test_a_client_certificate_of_another_name_is_refused(tmp_path: Path) -> None
         host=HOST,
         get_vm=lambda namespace, name: asyncio.sleep(0, None),
         open_console=fake.FakeHypervisor().open_console,
+        open_display=fake.FakeHypervisor().open_display,
+        screenshot=fake.FakeHypervisor().screenshot,
         allowed_clients=[protocol.API_CLIENT],
     )
 

@@ -335,6 +335,8 @@ async def serve_console(
         host=args.host,
         get_vm=kube.get_vm,
         open_console=hypervisor.open_console,
+        open_display=hypervisor.open_display,
+        screenshot=hypervisor.screenshot,
         allowed_clients=[n for n in args.console_allowed_clients.split(",") if n],
     )
     context = tls.server_context(

@@ -1,11 +1,14 @@
-"""The agent's console endpoint: `wss://AGENT/console/NAMESPACE/NAME`, mTLS only.
+"""The agent's console endpoint: `wss://AGENT/console/NAMESPACE/NAME` (the serial
+console), `wss://AGENT/display/NAMESPACE/NAME` (the VNC display: RFB in binary messages)
+and `https://AGENT/screenshot/NAMESPACE/NAME` (a PNG), mTLS only.
 
 Started by `kubevisor-agent` (agent/main.py) when it has a certificate to serve with.
 The TLS handshake already demands a client certificate from `--console-client-ca`; the
 handler then admits only the names in `allowed_clients` (kubevisor-api's certificate),
 reads the VM and serves it only if its status.host is this agent's host, then opens the
-domain's serial console through the agent's hypervisor driver (`Hypervisor.open_console`;
-the domain's UUID is the VM's uid) and bridges it to the websocket. Users never reach
+domain's serial console or display through the agent's hypervisor driver
+(`Hypervisor.open_console`, `open_display`, `screenshot`; the domain's UUID is the VM's
+uid) and bridges it to the websocket. Users never reach
 this port: authorization happened in the aggregated API.
 
 Failures before the upgrade are HTTP statuses with a metav1.Status body, which the
@@ -30,6 +33,10 @@ Object = dict[str, Any]
 GetVm = Callable[[str, str], Awaitable[Object | None]]
 OpenConsole = Callable[..., Awaitable[bridge.End]]
 """`open_console(uuid, force=bool)`: the domain's console (`Hypervisor.open_console`)."""
+OpenDisplay = Callable[[str], Awaitable[bridge.End]]
+"""`open_display(uuid)`: a connection to the domain's VNC server (`Hypervisor.open_display`)."""
+Screenshot = Callable[[str], Awaitable[bytes]]
+"""`screenshot(uuid)`: the domain's screen as PNG (`Hypervisor.screenshot`)."""
 
 # The driver's refusals as HTTP statuses, first match (DomainNotFound is a PermanentError
 # and ConsoleUnsupported one too): what the user's `kubevisor console` prints.
@@ -51,12 +58,16 @@ def application(
     host: str,
     get_vm: GetVm,
     open_console: OpenConsole,
+    open_display: OpenDisplay,
+    screenshot: Screenshot,
     allowed_clients: Collection[str],
 ) -> web.Application:
     """The aiohttp application of one agent (host `host`)."""
     allowed = frozenset(allowed_clients)
 
-    async def console(request: web.Request) -> web.StreamResponse:
+    async def bound_vm(request: web.Request) -> tuple[str, str, Object] | web.Response:
+        """(peer, "namespace/name", VM) of a request from an allowed client for a VM
+        bound to this host, else the refusal to send."""
         transport = request.transport
         peer = tls.common_name(transport.get_extra_info("peercert") if transport else None)
         if not tls.allowed(peer, allowed):
@@ -75,24 +86,55 @@ def application(
                 "Conflict",
                 f"VM {namespace}/{name} is bound to {bound or 'no host'}, not to {host}",
             )
+        return str(peer), f"{namespace}/{name}", vm
+
+    async def stream(
+        request: web.Request, what: str, opener: Callable[[str], Awaitable[bridge.End]]
+    ) -> web.StreamResponse:
+        found = await bound_vm(request)
+        if isinstance(found, web.Response):
+            return found
+        peer, vm_name, vm = found
         try:
-            serial = await open_console(
-                str(vm["metadata"]["uid"]), force=request.query.get("force") == "true"
-            )
+            end = await opener(str(vm["metadata"]["uid"]))
         except base.HypervisorError as error:
             return protocol.refuse(*refusal(error), str(error))
         except Exception as error:
-            log.exception("console: cannot open %s/%s", namespace, name)
-            return protocol.refuse(502, "BadGateway", f"cannot open the console: {error}")
+            log.exception("%s: cannot open %s", what, vm_name)
+            return protocol.refuse(502, "BadGateway", f"cannot open the {what}: {error}")
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        log.info("console: %s attached to %s/%s", peer, namespace, name)
-        await bridge.bridge(bridge.WebSocketEnd(ws), serial)
-        log.info("console: %s detached from %s/%s", peer, namespace, name)
+        log.info("%s: %s attached to %s", what, peer, vm_name)
+        await bridge.bridge(bridge.WebSocketEnd(ws), end)
+        log.info("%s: %s detached from %s", what, peer, vm_name)
         return ws
 
+    async def console(request: web.Request) -> web.StreamResponse:
+        force = request.query.get("force") == "true"
+        return await stream(request, "console", lambda uid: open_console(uid, force=force))
+
+    async def display(request: web.Request) -> web.StreamResponse:
+        return await stream(request, "display", open_display)
+
+    async def screen(request: web.Request) -> web.StreamResponse:
+        found = await bound_vm(request)
+        if isinstance(found, web.Response):
+            return found
+        _, vm_name, vm = found
+        try:
+            image = await screenshot(str(vm["metadata"]["uid"]))
+        except base.HypervisorError as error:
+            return protocol.refuse(*refusal(error), str(error))
+        except Exception as error:
+            log.exception("screenshot: cannot take one of %s", vm_name)
+            return protocol.refuse(502, "BadGateway", f"cannot take a screenshot: {error}")
+        return web.Response(body=image, content_type="image/png")
+
+    path = "/{namespace}/{name}"
     app = web.Application()
-    app.router.add_get(protocol.AGENT_PREFIX + "/{namespace}/{name}", console)
+    app.router.add_get(protocol.AGENT_PREFIX + path, console)
+    app.router.add_get(protocol.AGENT_DISPLAY_PREFIX + path, display)
+    app.router.add_get(protocol.AGENT_SCREENSHOT_PREFIX + path, screen)
     return app
 
 

@@ -2,16 +2,20 @@
 
 kube-apiserver authenticates the user and proxies
 `/apis/subresources.kubevisor.io/v1alpha1/namespaces/NS/virtualmachines/VM/console`
-here with its front-proxy client certificate and the user in X-Remote-User,
-X-Remote-Group and X-Remote-Extra-* headers. This server:
+(the serial console), `.../VM/vnc` (the VNC display: RFB in binary websocket messages,
+as websockify and noVNC speak it) and `.../VM/vnc/screenshot` (a PNG) here with its
+front-proxy client certificate and the user in X-Remote-User, X-Remote-Group and
+X-Remote-Extra-* headers. This server:
 
 1. believes those headers only from a client certificate that chains to the
    requestheader CA and names one of `requestheader_allowed_names` (else 401),
-2. asks a SubjectAccessReview whether that user may `get` `virtualmachines/console` in
-   group subresources.kubevisor.io in the VM's namespace (else 403),
+2. asks a SubjectAccessReview whether that user may `get` `virtualmachines/console`
+   (`virtualmachines/vnc` for the display and its screenshots) in group
+   subresources.kubevisor.io in the VM's namespace (else 403),
 3. reads the VM's status.host and that HypervisorHost's status.consoleEndpoint, dials the
    agent there with its own client certificate, and only once the agent accepted
-   upgrades the user's connection and bridges the two websockets.
+   upgrades the user's connection, records an Event on the VM naming the user
+   (ConsoleConnected, VNCConnected), and bridges the two websockets.
 
 Refusals are metav1.Status bodies, which the apiserver passes on to the user. Discovery
 (the APIResourceList the aggregator reads) and health need no client certificate.
@@ -47,6 +51,10 @@ class Cluster(Protocol):
     def get_host(self, name: str) -> Awaitable[Object | None]: ...
 
     async def review(self, user: User, attributes: Attributes) -> tuple[bool, str]: ...
+
+    def event(
+        self, *, involved: Object, type_: str, reason: str, message: str, component: str
+    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ def requestheader_from(data: dict[str, str]) -> tuple[str, RequestHeader]:
 
 DialAgent = Callable[[str, str], Awaitable[aiohttp.ClientWebSocketResponse]]
 """`dial(url, force_query)`: a websocket to the agent, or aiohttp.WSServerHandshakeError."""
+FetchAgent = Callable[[str], Awaitable[tuple[int, str, bytes]]]
+"""`fetch(url)`: GET from the agent: (status, its refusal's message, body)."""
 
 
 def authenticate(request: web.Request, settings: RequestHeader, peer: str | None) -> User | None:
@@ -104,39 +114,54 @@ def authenticate(request: web.Request, settings: RequestHeader, peer: str | None
 
 
 def discovery() -> Object:
-    """The APIResourceList of our group version: only the console subresource."""
+    """The APIResourceList of our group version: the console and vnc subresources."""
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": f"{protocol.GROUP}/{protocol.VERSION}",
         "resources": [
             {
-                "name": f"{protocol.RESOURCE}/{protocol.SUBRESOURCE}",
+                "name": f"{protocol.RESOURCE}/{subresource}",
                 "singularName": "",
                 "namespaced": True,
                 "kind": "VirtualMachine",
                 "verbs": ["get"],
             }
+            for subresource in (protocol.SUBRESOURCE, protocol.VNC_SUBRESOURCE)
         ],
     }
 
 
-def attach(*, namespace: str, name: str) -> Attributes:
-    """The request attaching to a VM's console is: get virtualmachines/console."""
+def attach(*, namespace: str, name: str, subresource: str = protocol.SUBRESOURCE) -> Attributes:
+    """The request attaching to a VM's console is: get virtualmachines/console (its
+    display, or a screenshot of it: get virtualmachines/vnc)."""
     return Attributes(
         verb="get",
         group=protocol.GROUP,
         resource=protocol.RESOURCE,
-        subresource=protocol.SUBRESOURCE,
+        subresource=subresource,
         namespace=namespace,
         name=name,
     )
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A request the console API lets through: who, to which VM, at which agent."""
+
+    user: User
+    vm: Object
+    host: str
+    agent: str
+    """The agent's console endpoint, as a websocket base URL (wss://...)."""
+
+
 def application(
-    *, cluster: Cluster, dial: DialAgent, requestheader: RequestHeader
+    *, cluster: Cluster, dial: DialAgent, fetch: FetchAgent, requestheader: RequestHeader
 ) -> web.Application:
-    async def console(request: web.Request) -> web.StreamResponse:
+    async def admit(request: web.Request, subresource: str) -> Admitted | web.Response:
+        """Authenticate the front proxy's user, authorize `subresource` with a
+        SubjectAccessReview, and find the agent of the VM's host; else the refusal."""
         transport = request.transport
         peer = tls.common_name(transport.get_extra_info("peercert") if transport else None)
         user = authenticate(request, requestheader, peer)
@@ -147,20 +172,18 @@ def application(
                 "the console API accepts requests only through the Kubernetes API server",
             )
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        allowed, why = await cluster.review(user, attach(namespace=namespace, name=name))
+        allowed, why = await cluster.review(
+            user, attach(namespace=namespace, name=name, subresource=subresource)
+        )
         if not allowed:
-            log.info("console: %s may not attach to %s/%s (%s)", user.name, namespace, name, why)
+            log.info("%s: %s may not open %s/%s (%s)", subresource, user.name, namespace, name, why)
             return protocol.refuse(
                 403,
                 "Forbidden",
                 f'{protocol.RESOURCE}.{protocol.GROUP} "{name}" is forbidden: User '
-                f'"{user.name}" cannot get resource "{protocol.RESOURCE}/{protocol.SUBRESOURCE}"'
+                f'"{user.name}" cannot get resource "{protocol.RESOURCE}/{subresource}"'
                 f' in API group "{protocol.GROUP}" in the namespace "{namespace}"'
                 + (f": {why}" if why else ""),
-            )
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return protocol.refuse(
-                400, "BadRequest", "the console is a websocket: upgrade the connection"
             )
         vm = await cluster.get_vm(namespace, name)
         if vm is None:
@@ -178,31 +201,90 @@ def application(
                 "ServiceUnavailable",
                 f"the agent of host {host} serves no console (no status.consoleEndpoint)",
             )
-        url = str(endpoint).rstrip("/").replace("https://", "wss://", 1)
-        url += protocol.agent_path(namespace, name)
+        agent = str(endpoint).rstrip("/").replace("https://", "wss://", 1)
+        return Admitted(user=user, vm=vm, host=str(host), agent=agent)
+
+    async def connected(admitted: Admitted, what: str) -> None:
+        """An Event on the VM saying who attached: the audit trail of console sessions."""
+        try:
+            await cluster.event(
+                involved=admitted.vm,
+                type_="Normal",
+                reason=f"{what}Connected",
+                message=f"{admitted.user.name} connected to the {what.lower()} through the "
+                "console API",
+                component="kubevisor-api",
+            )
+        except Exception as error:  # the session goes on without its Event
+            log.warning("cannot record the %s connection: %s", what, error)
+
+    async def websocket(
+        request: web.Request, subresource: str, agent_prefix: str, what: str
+    ) -> web.StreamResponse:
+        admitted = await admit(request, subresource)
+        if isinstance(admitted, web.Response):
+            return admitted
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return protocol.refuse(
+                400, "BadRequest", f"the {what.lower()} is a websocket: upgrade the connection"
+            )
+        url = admitted.agent + protocol.agent_path(namespace, name, agent_prefix)
         force = "?force=true" if request.query.get("force") == "true" else ""
         try:
             upstream = await dial(url, force)
         except aiohttp.WSServerHandshakeError as error:
             headers: Any = error.headers or {}
             message = headers.get(protocol.ERROR_HEADER) or (
-                f"the agent of host {host} refused the console ({error.status})"
+                f"the agent of host {admitted.host} refused the {what.lower()} ({error.status})"
             )
             return protocol.refuse(error.status, "Conflict" if error.status == 409 else "", message)
         except (aiohttp.ClientError, OSError) as error:
             return protocol.refuse(
-                503, "ServiceUnavailable", f"cannot reach the agent of host {host}: {error}"
+                503,
+                "ServiceUnavailable",
+                f"cannot reach the agent of host {admitted.host}: {error}",
             )
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = web.WebSocketResponse(heartbeat=30, protocols=("binary",))
         try:
             await ws.prepare(request)
         except BaseException:
             await upstream.close()
             raise
-        log.info("console: %s attached to %s/%s on %s", user.name, namespace, name, host)
+        user, host = admitted.user.name, admitted.host
+        log.info("%s: %s attached to %s/%s on %s", subresource, user, namespace, name, host)
+        await connected(admitted, what)
         await bridge.bridge(bridge.WebSocketEnd(ws), bridge.WebSocketEnd(upstream))
-        log.info("console: %s detached from %s/%s", user.name, namespace, name)
+        log.info("%s: %s detached from %s/%s", subresource, user, namespace, name)
         return ws
+
+    async def console(request: web.Request) -> web.StreamResponse:
+        return await websocket(request, protocol.SUBRESOURCE, protocol.AGENT_PREFIX, "Console")
+
+    async def vnc(request: web.Request) -> web.StreamResponse:
+        return await websocket(
+            request, protocol.VNC_SUBRESOURCE, protocol.AGENT_DISPLAY_PREFIX, "VNC"
+        )
+
+    async def screenshot(request: web.Request) -> web.StreamResponse:
+        admitted = await admit(request, protocol.VNC_SUBRESOURCE)
+        if isinstance(admitted, web.Response):
+            return admitted
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        url = admitted.agent.replace("wss://", "https://", 1) + protocol.agent_path(
+            namespace, name, protocol.AGENT_SCREENSHOT_PREFIX
+        )
+        try:
+            status, message, body = await fetch(url)
+        except (aiohttp.ClientError, OSError) as error:
+            return protocol.refuse(
+                503,
+                "ServiceUnavailable",
+                f"cannot reach the agent of host {admitted.host}: {error}",
+            )
+        if status != 200:
+            return protocol.refuse(status, "", message or f"the agent refused ({status})")
+        return web.Response(body=body, content_type="image/png")
 
     async def resources(_request: web.Request) -> web.Response:
         return web.json_response(discovery())
@@ -224,10 +306,10 @@ def application(
 
     app = web.Application()
     prefix = protocol.API_PREFIX
-    app.router.add_get(
-        prefix + "/namespaces/{namespace}/" + protocol.RESOURCE + "/{name}/" + protocol.SUBRESOURCE,
-        console,
-    )
+    vm_path = prefix + "/namespaces/{namespace}/" + protocol.RESOURCE + "/{name}/"
+    app.router.add_get(vm_path + protocol.SUBRESOURCE, console)
+    app.router.add_get(vm_path + protocol.VNC_SUBRESOURCE, vnc)
+    app.router.add_get(vm_path + protocol.VNC_SUBRESOURCE + "/" + protocol.SCREENSHOT, screenshot)
     app.router.add_get(prefix, resources)
     app.router.add_get(f"/apis/{protocol.GROUP}", group)
     for path in ("/healthz", "/readyz", "/livez"):
@@ -266,7 +348,12 @@ class Server:
                 url + query, ssl=to_agents, server_hostname=agent_server_name, heartbeat=30
             )
 
-        app = application(cluster=cluster, dial=dial, requestheader=requestheader)
+        async def fetch(url: str) -> tuple[int, str, bytes]:
+            async with session.get(url, ssl=to_agents, server_hostname=agent_server_name) as reply:
+                body = await reply.read()
+                return reply.status, reply.headers.get(protocol.ERROR_HEADER, ""), body
+
+        app = application(cluster=cluster, dial=dial, fetch=fetch, requestheader=requestheader)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, address, port, ssl_context=serving).start()

@@ -13,9 +13,15 @@ GROUP: Final = f"subresources.{wire.GROUP}"
 VERSION: Final = wire.VERSION
 RESOURCE: Final = wire.VIRTUAL_MACHINES.plural
 SUBRESOURCE: Final = "console"
+VNC_SUBRESOURCE: Final = "vnc"
+SCREENSHOT: Final = "screenshot"
+"""Under vnc: `.../virtualmachines/VM/vnc/screenshot`, which RBAC checks as
+virtualmachines/vnc (kube-apiserver's subresource is the first segment after the name)."""
 
 API_PREFIX: Final = f"/apis/{GROUP}/{VERSION}"
 AGENT_PREFIX: Final = "/console"
+AGENT_DISPLAY_PREFIX: Final = "/display"
+AGENT_SCREENSHOT_PREFIX: Final = "/screenshot"
 
 # Client certificate names each server accepts by default.
 FRONT_PROXY_CLIENT: Final = "front-proxy-client"
@@ -28,14 +34,15 @@ ERROR_HEADER: Final = "X-Kubevisor-Console-Error"
 STREAM_ENDED: Final = 1000
 
 
-def api_path(namespace: str, name: str) -> str:
-    """The aggregated API path the CLI opens: like `kubectl exec`, a subresource."""
-    return f"{API_PREFIX}/namespaces/{namespace}/{RESOURCE}/{name}/{SUBRESOURCE}"
+def api_path(namespace: str, name: str, subresource: str = SUBRESOURCE) -> str:
+    """The aggregated API path the CLI opens: like `kubectl exec`, a subresource
+    (`SUBRESOURCE`, `VNC_SUBRESOURCE`, or `VNC_SUBRESOURCE/SCREENSHOT`)."""
+    return f"{API_PREFIX}/namespaces/{namespace}/{RESOURCE}/{name}/{subresource}"
 
 
-def agent_path(namespace: str, name: str) -> str:
-    """The agent's path for one VM's console."""
-    return f"{AGENT_PREFIX}/{namespace}/{name}"
+def agent_path(namespace: str, name: str, prefix: str = AGENT_PREFIX) -> str:
+    """The agent's path for one VM's console (or, by `prefix`, display or screenshot)."""
+    return f"{prefix}/{namespace}/{name}"
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ returns once the guest runs on the destination, while other tasks watch it with
 `set_bandwidth` (the source agent's monitor, deciding with `core.migration.judge`).
 
 `open_console` attaches to a domain's serial console (the agent's console endpoint
-bridges it to `kubevisor console`); a driver without consoles raises ConsoleUnsupported.
+bridges it to `kubevisor console`), `open_display` connects to its VNC display and
+`screenshot` takes a PNG of its screen; a driver without them raises ConsoleUnsupported.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ConsoleBusy(HypervisorError):
 
 
 class ConsoleUnsupported(PermanentError):
-    """This driver offers no serial consoles."""
+    """This driver (or this domain) offers no serial console, or no display."""
 
 
 class EventKind(enum.Enum):
@@ -454,6 +455,17 @@ class Hypervisor(Protocol):
         ConsoleUnsupported (the driver has no consoles), or another HypervisorError when
         the console cannot be opened.
         """
+
+    async def open_display(self, uuid: str) -> Console:
+        """A new client connection to the running domain's VNC display: RFB bytes from
+        the server's first one, authentication already skipped (the caller authorized).
+
+        Raises DomainNotFound, ConsoleBusy (not running), ConsoleUnsupported (no display),
+        or another HypervisorError.
+        """
+
+    async def screenshot(self, uuid: str) -> bytes:
+        """The running domain's screen now, as PNG; raises like `open_display`."""
 
     # --- live migration (source side) ---
 

@@ -360,6 +360,14 @@ class FakeHypervisor:
         session = self.consoles[uuid] = FakeConsole()
         return session
 
+    async def open_display(self, uuid: str) -> base.Console:
+        self._domain("open_display", uuid)
+        raise base.ConsoleUnsupported("the fake driver has no displays")
+
+    async def screenshot(self, uuid: str) -> bytes:
+        self._domain("screenshot", uuid)
+        raise base.ConsoleUnsupported("the fake driver has no displays")
+
     # --- live migration ---
 
     async def migrate(self, uuid: str, request: base.MigrationRequest) -> None:

@@ -3,7 +3,8 @@
 `build_guest(cache_dir)` is called by test fixtures and by `kubevisor dev guest build`. It
 copies the installed linux-image-cloud-amd64 kernel and writes an initramfs holding
 busybox-static, the two kernel modules that make ACPI power-button presses reach user space
-(evdev, then button), and an /init that prints `MARKER` on the serial console, then prints
+(evdev, then button), and an /init that prints `MARKER` on the serial console (and on
+the VGA text screen, tty1, for tests of the VNC display), then prints
 `kubevisor-counter N` with N increasing every half second (so a test can tell the guest is
 alive, e.g. after a live migration), and powers off when the power button is pressed (so a
 graceful ACPI shutdown completes without a destroy).
@@ -231,6 +232,7 @@ while true; do serve_commands < /dev/console; done &
 start_network
 {DISK_TOKEN_FUNCTIONS}[ -b /dev/vda ] && keep_disk_token /dev/vda
 echo "{MARKER} $(uname -r) $(hostname)"
+echo "{MARKER} $(uname -r) $(hostname)" > /dev/tty1 2>/dev/null
 n=0
 while true; do
   n=$((n + 1))

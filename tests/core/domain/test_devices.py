@@ -107,3 +107,21 @@ def test_an_interface_on_a_network_the_agent_did_not_attach_is_refused() -> None
     """Not silently QEMU's user-mode NAT: a clear refusal naming the interface."""
     with pytest.raises(DomainError, match="interface 'eth0' on Network 'blue': not attached"):
         converter.render(vm(ON_BLUE), host=HostEnvironment(domain_type="kvm"))
+
+
+@pytest.mark.parametrize("domain_type", ["qemu", "kvm"])
+def test_the_vnc_display_listens_on_a_unix_socket_only(domain_type: str) -> None:
+    machine = vm({"memory": {"size": "64Mi"}})
+    root = ET.fromstring(converter.render(machine, host=HostEnvironment(domain_type=domain_type)))
+    graphics = root.findall("devices/graphics")
+    assert [g.get("type") for g in graphics] == ["vnc"]
+    # No address anywhere: not as a listen attribute, not as a listen element.
+    assert graphics[0].get("listen") is None
+    assert [dict(listen.attrib) for listen in graphics[0].findall("listen")] == [{"type": "socket"}]
+    assert [m.get("type") for m in root.findall("devices/video/model")] == ["vga"]
+
+
+def test_a_system_container_has_no_display() -> None:
+    machine = vm({"memory": {"size": "64Mi"}, "container": {"rootfs": "/srv/c/root"}})
+    root = ET.fromstring(converter.render(machine, host=HostEnvironment(domain_type="lxc")))
+    assert root.findall("devices/graphics") == []

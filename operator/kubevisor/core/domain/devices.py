@@ -1,5 +1,5 @@
 """Configurators of a VM's <devices>: disks and the cloud-init seed, network interfaces,
-PCI passthrough, and the serial console."""
+PCI passthrough, the serial console, and the VNC display."""
 
 from __future__ import annotations
 
@@ -107,6 +107,20 @@ def console(doc: Document) -> None:
     ET.SubElement(serial, "target", port="0")
     element = ET.SubElement(doc.devices(), "console", type="pty")
     ET.SubElement(element, "target", type="serial", port="0")
+
+
+def display(doc: Document) -> None:
+    """A VGA card and a VNC server that listens on a UNIX socket only, never on an address.
+
+    libvirt picks the socket's path in the domain's private directory (readable by
+    libvirt and QEMU only); the agent reaches the server through
+    virDomainOpenGraphicsFD and serves it to users through the console API
+    (`kubevisor vnc`, `kubevisor screenshot`).
+    """
+    graphics = ET.SubElement(doc.devices(), "graphics", type="vnc")
+    ET.SubElement(graphics, "listen", type="socket")
+    video = ET.SubElement(doc.devices(), "video")
+    ET.SubElement(video, "model", type="vga")
 
 
 def hostdevs(doc: Document) -> None:

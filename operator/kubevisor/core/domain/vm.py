@@ -37,6 +37,7 @@ CONFIGURATORS: Sequence[Configurator] = (
     devices.interfaces,
     devices.hostdevs,
     devices.console,
+    devices.display,
     memory.balloon,
     general.seclabel,
 )

@@ -18,7 +18,7 @@ import libvirt
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
-from kubevisor.drivers.libvirt import console, facts, migration, stats
+from kubevisor.drivers.libvirt import console, display, facts, migration, stats
 from kubevisor.drivers.libvirt.connection import Connection
 
 _UNDEFINE_EVERYTHING = (
@@ -192,6 +192,12 @@ class LibvirtHypervisor(base.Connects):
 
     async def open_console(self, uuid: str, *, force: bool = False) -> base.Console:
         return await console.SerialConsole.open(self._uri, uuid, force=force)
+
+    async def open_display(self, uuid: str) -> base.Console:
+        return await display.open_display(self._uri, uuid)
+
+    async def screenshot(self, uuid: str) -> bytes:
+        return await display.screenshot(self._uri, uuid)
 
     # --- live migration ---
     # --- live migration ---

@@ -162,6 +162,18 @@ class VsphereHypervisor(base.Connects):
             "console is its remote display, in the vSphere client)"
         )
 
+    async def open_display(self, uuid: str) -> base.Console:
+        raise base.ConsoleUnsupported(
+            f"the display of {uuid}: the vSphere driver serves no VNC display (a vSphere VM's "
+            "screen is its WebMKS/VMRC console, in the vSphere client)"
+        )
+
+    async def screenshot(self, uuid: str) -> bytes:
+        raise base.ConsoleUnsupported(
+            f"the screen of {uuid}: the vSphere driver takes no screenshots (the vSphere "
+            "client shows the VM's console)"
+        )
+
     # --- calls ---
 
     async def _call(self, doing: str, fn: Callable[[vim.ServiceInstance], T]) -> T:

@@ -1,0 +1,141 @@
+"""One guest's VNC display and screenshots, over libvirt: what `LibvirtHypervisor.open_display`
+and `LibvirtHypervisor.screenshot` return.
+
+The domain's VNC server listens on a UNIX socket in the domain's private directory, never
+on an address (`core.domain.devices.graphics`); the agent does not need its path:
+virDomainOpenGraphicsFD hands it a socket already connected to that server (QEMU's
+`add_client`, authentication skipped: the agent's endpoint authorized the user). The byte
+stream is RFB from the server's first byte on, which `open_display` returns as a
+`base.Console` over asyncio's streams.
+
+virDomainScreenshot streams the display's current frame as PPM; Pillow converts it to PNG.
+Both open a connection of their own, like `console.SerialConsole`, so a long session or a
+large frame never queues the driver's calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+from collections.abc import Callable
+from typing import TypeVar
+
+import libvirt
+from PIL import Image
+
+from kubevisor.drivers import base
+
+READ_SIZE = 64 * 1024
+T = TypeVar("T")
+
+
+class Display:
+    """A bidirectional RFB byte stream to a running domain's VNC server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self) -> bytes:
+        """The next bytes the VNC server sent; b"" once it closed."""
+        try:
+            return await self._reader.read(READ_SIZE)
+        except ConnectionError:
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+
+async def open_display(uri: str, uuid: str) -> Display:
+    """A fresh client connection to the VNC server of the running domain `uuid`.
+
+    Raises DomainNotFound, ConsoleBusy (not running), ConsoleUnsupported (the domain has
+    no VNC display, e.g. defined before displays were rendered), or HypervisorError.
+    """
+    loop = asyncio.get_running_loop()
+    fd = await loop.run_in_executor(None, _with_domain, uri, uuid, "display", _graphics_fd)
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+    return Display(reader, writer)
+
+
+async def screenshot(uri: str, uuid: str) -> bytes:
+    """The running domain's screen now, as PNG."""
+    loop = asyncio.get_running_loop()
+    frame = await loop.run_in_executor(None, _with_domain, uri, uuid, "screenshot", _frame)
+    return await loop.run_in_executor(None, png, frame)
+
+
+def png(image: bytes) -> bytes:
+    """`image` (PPM, or any format Pillow reads) as PNG."""
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(image)) as frame:
+        frame.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _with_domain(
+    uri: str, uuid: str, what: str, use: Callable[[libvirt.virConnect, libvirt.virDomain], T]
+) -> T:
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as error:
+        raise base.HypervisorError(f"cannot open the {what}: {error}") from error
+    try:
+        try:
+            domain = conn.lookupByUUIDString(uuid)
+            active = domain.isActive()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise base.DomainNotFound("the VM has no domain on its host") from error
+            raise base.HypervisorError(f"cannot open the {what}: {error}") from error
+        if not active:
+            raise base.ConsoleBusy("the VM is not running")
+        try:
+            return use(conn, domain)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() in (
+                libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+                libvirt.VIR_ERR_OPERATION_INVALID,
+                libvirt.VIR_ERR_NO_SUPPORT,
+            ):
+                # A system container has no screen; a VM defined before displays were
+                # rendered gets one when it is restarted.
+                raise base.ConsoleUnsupported(
+                    f"the VM has no VNC display here ({error.get_error_message()})"
+                ) from error
+            raise base.HypervisorError(f"cannot open the {what}: {error}") from error
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def _graphics_fd(_conn: libvirt.virConnect, domain: libvirt.virDomain) -> int:
+    return int(domain.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH))
+
+
+def _frame(conn: libvirt.virConnect, domain: libvirt.virDomain) -> bytes:
+    stream = conn.newStream(0)
+    try:
+        domain.screenshot(stream, 0, 0)
+        chunks: list[bytes] = []
+
+        def sink(_stream: libvirt.virStream, data: bytes, _opaque: object) -> int:
+            chunks.append(data)
+            return len(data)
+
+        stream.recvAll(sink, None)
+        stream.finish()
+        return b"".join(chunks)
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
