@@ -79,7 +79,7 @@ def console_stack(
         agent = ManagedProcess(
             AgentOptions(
                 host.name,
-                host.uri,
+                host.unix_uri,  # the VNC display's socket is passed as a file descriptor
                 plane.kubeconfig,
                 agent_state,
                 domain_type="qemu",

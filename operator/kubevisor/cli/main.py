@@ -24,6 +24,7 @@ from kubevisor.cli import (
     simulate,
     top,
     vm,
+    vnc,
     wait,
 )
 
@@ -52,6 +53,7 @@ SUBCOMMANDS = (
     create,
     console,
     diagnose,
+    vnc,
 )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -341,6 +342,32 @@ class Console(Protocol):
 
     async def close(self) -> None:
         """Detach; the domain keeps running."""
+
+
+class StreamConsole:
+    """A `Console` over a socket's asyncio streams (a VNC server's connection)."""
+
+    READ_SIZE = 64 * 1024
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self) -> bytes:
+        """The next bytes the other end sent; b"" once it closed."""
+        try:
+            return await self._reader.read(self.READ_SIZE)
+        except ConnectionError:
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
 
 
 class ConsoleOutput:

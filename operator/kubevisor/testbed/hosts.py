@@ -97,8 +97,15 @@ class LocalHost:
     def uri(self) -> str:
         """Where this machine's clients reach the host's libvirtd (the agent's --libvirt-uri)."""
         if self.netns:
-            return f"qemu+unix:///system?socket={self.socket}"
+            return self.unix_uri
         return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
+
+    @property
+    def unix_uri(self) -> str:
+        """The host's libvirtd over its UNIX socket, as an agent on the host reaches it: the
+        only transport that passes file descriptors (virDomainOpenGraphicsFD, the VNC
+        display)."""
+        return f"qemu+unix:///system?socket={self.socket}"
 
     @property
     def lxc_uri(self) -> str:
@@ -409,8 +416,9 @@ def _configure(
     (root / "hosts").write_text(f"{system_hosts.rstrip()}\n127.0.1.1 {host.hostname}\n")
     (root / "host.json").write_text(json.dumps(config, indent=2) + "\n")
     # A host in a namespace listens only at its underlay address; this machine's clients
-    # use its UNIX socket (root-only by its mode) with no polkit in between.
-    unix = {"auth_unix_rw": "none", "auth_unix_ro": "none"} if host.netns else {}
+    # use its UNIX socket (root-only by its mode) with no polkit in between. Every host's
+    # socket is open so: an agent that serves VNC displays needs one (`unix_uri`).
+    unix = {"auth_unix_rw": "none", "auth_unix_ro": "none"}
     _write_conf(
         root / "etc" / "libvirtd.conf",
         listen_tls=0,

@@ -6,7 +6,7 @@ on an address (`core.domain.devices.graphics`); the agent does not need its path
 virDomainOpenGraphicsFD hands it a socket already connected to that server (QEMU's
 `add_client`, authentication skipped: the agent's endpoint authorized the user). The byte
 stream is RFB from the server's first byte on, which `open_display` returns as a
-`base.Console` over asyncio's streams.
+`base.StreamConsole`.
 
 virDomainScreenshot streams the display's current frame as PPM; Pillow converts it to PNG.
 Both open a connection of their own, like `console.SerialConsole`, so a long session or a
@@ -27,35 +27,10 @@ from PIL import Image
 
 from kubevisor.drivers import base
 
-READ_SIZE = 64 * 1024
 T = TypeVar("T")
 
 
-class Display:
-    """A bidirectional RFB byte stream to a running domain's VNC server."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    async def read(self) -> bytes:
-        """The next bytes the VNC server sent; b"" once it closed."""
-        try:
-            return await self._reader.read(READ_SIZE)
-        except ConnectionError:
-            return b""
-
-    async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        await self._writer.drain()
-
-    async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
-
-
-async def open_display(uri: str, uuid: str) -> Display:
+async def open_display(uri: str, uuid: str) -> base.StreamConsole:
     """A fresh client connection to the VNC server of the running domain `uuid`.
 
     Raises DomainNotFound, ConsoleBusy (not running), ConsoleUnsupported (the domain has
@@ -64,7 +39,7 @@ async def open_display(uri: str, uuid: str) -> Display:
     loop = asyncio.get_running_loop()
     fd = await loop.run_in_executor(None, _with_domain, uri, uuid, "display", _graphics_fd)
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    return Display(reader, writer)
+    return base.StreamConsole(reader, writer)
 
 
 async def screenshot(uri: str, uuid: str) -> bytes:
@@ -111,6 +86,15 @@ def _with_domain(
                 # rendered gets one when it is restarted.
                 raise base.ConsoleUnsupported(
                     f"the VM has no VNC display here ({error.get_error_message()})"
+                ) from error
+            if error.get_error_code() in (
+                libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+            ):
+                raise base.ConsoleUnsupported(
+                    f"cannot open the {what} over {uri} ({error.get_error_message()}): the "
+                    "display's socket is passed as a file descriptor, which needs the agent's "
+                    "--libvirt-uri to be the host's local UNIX socket (qemu:///system)"
                 ) from error
             raise base.HypervisorError(f"cannot open the {what}: {error}") from error
     finally:

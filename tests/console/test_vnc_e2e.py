@@ -1,0 +1,233 @@
+"""VNC displays end to end on the private console stack (conftest.py): the domain's VNC
+server on a UNIX socket only, `kubevisor vnc` through kube-apiserver's aggregation to the
+console API and the agent (read with a minimal RFB client of our own), `kubevisor
+screenshot`, and RBAC's virtualmachines/vnc."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .stack import NAMESPACE, ConsoleStack
+
+pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
+
+RAW = 0
+LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+
+
+def cli(kubeconfig: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "kubevisor.cli.main",
+        *args,
+        "-n",
+        NAMESPACE,
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
+
+
+def granted(stack: ConsoleStack, user: str, clusterrole: str) -> Path:
+    """A kubeconfig for `user` bound to `clusterrole` in the namespace, and nothing else."""
+    kubeconfig = stack.plane.credentials(user)
+    stack.plane.kubectl(
+        "create",
+        "rolebinding",
+        f"{user}-{clusterrole}",
+        "-n",
+        NAMESPACE,
+        f"--clusterrole={clusterrole}",
+        f"--user={user}",
+        check=False,
+    )
+    return kubeconfig
+
+
+@dataclass
+class Tunnel:
+    """`kubevisor vnc guest` running: its local port and its stderr."""
+
+    port: int
+    log: Path
+
+    def said(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def tunnel(
+    console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tunnel]:
+    """`kubevisor vnc guest` running as a user who may only open displays."""
+    kubeconfig = granted(console_stack, "vnc-alice", "kubevisor-vnc")
+    log = tmp_path_factory.mktemp("vnc") / "stderr"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            cli(kubeconfig, "vnc", "guest"), stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith(f"VNC display of {NAMESPACE}/guest on 127.0.0.1:"), (
+            first,
+            log.read_text(),
+        )
+        port = int(first.split("127.0.0.1:")[1].split(";")[0])
+        assert f"vncviewer 127.0.0.1::{port}" in process.stdout.readline()
+        yield Tunnel(port, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, f"the server closed after {len(data)} of {count} bytes"
+        data += chunk
+    return data
+
+
+def first_frame(port: int) -> tuple[int, int, int, bytes]:
+    """A minimal RFB 3.8 client: handshake with security None, ClientInit, one full
+    FramebufferUpdateRequest; (width, height, bytes per pixel, the first rectangle's
+    raw pixels)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        version = exactly(sock, 12)
+        assert version.startswith(b"RFB 003."), version
+        sock.sendall(b"RFB 003.008\n")
+        (count,) = struct.unpack("!B", exactly(sock, 1))
+        types = exactly(sock, count)
+        assert 1 in types, f"security types {list(types)}: the agent skipped VNC auth for us"
+        sock.sendall(struct.pack("!B", 1))
+        assert struct.unpack("!I", exactly(sock, 4)) == (0,)  # SecurityResult OK
+        sock.sendall(struct.pack("!B", 1))  # ClientInit: shared
+        width, height = struct.unpack("!HH", exactly(sock, 4))
+        pixel_format = exactly(sock, 16)
+        bytes_per_pixel = pixel_format[0] // 8
+        (name_length,) = struct.unpack("!I", exactly(sock, 4))
+        exactly(sock, name_length)
+        # Raw encoding only (the default without SetEncodings): the pixels come as they are.
+        sock.sendall(struct.pack("!BBHHHH", 3, 0, 0, 0, width, height))
+        while True:
+            kind = exactly(sock, 1)[0]
+            if kind == 0:  # FramebufferUpdate
+                break
+            assert kind in (2, 3), f"unexpected server message {kind}"  # Bell, ServerCutText
+            if kind == 3:
+                exactly(sock, 3)
+                exactly(sock, struct.unpack("!I", exactly(sock, 4))[0])
+        _pad, rectangles = struct.unpack("!BH", exactly(sock, 3))
+        assert rectangles >= 1
+        _x, _y, w, h, encoding = struct.unpack("!HHHHi", exactly(sock, 12))
+        assert encoding == RAW, encoding
+        return width, height, bytes_per_pixel, exactly(sock, w * h * bytes_per_pixel)
+
+
+def test_a_viewer_reads_the_guest_screen_through_the_api(
+    console_stack: ConsoleStack, tunnel: Tunnel
+) -> None:
+    try:
+        width, height, bpp, pixels = first_frame(tunnel.port)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; kubevisor vnc said: {tunnel.said()}") from error
+    assert width > 0 and height > 0
+    colours = {pixels[i : i + bpp] for i in range(0, len(pixels), bpp)}
+    assert len(colours) > 1, f"the guest's {width}x{height} screen is one colour"
+    events = console_stack.get("events", "-n", NAMESPACE)
+    said = [
+        e["message"] for e in (events or {}).get("items", []) if e.get("reason") == "VNCConnected"
+    ]
+    assert any("vnc-alice" in message for message in said), said
+
+
+def test_screenshot_is_a_png_of_the_screen(console_stack: ConsoleStack, tmp_path: Path) -> None:
+    kubeconfig = granted(console_stack, "vnc-shooter", "kubevisor-vnc")
+    out = tmp_path / "guest.png"
+    done = subprocess.run(
+        cli(kubeconfig, "screenshot", "guest", "-o", str(out)), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
+        assert colours is not None and len(colours) > 1, f"{image.size}: one colour"
+
+
+@pytest.mark.parametrize("command", ["vnc", "screenshot"])
+def test_without_the_vnc_permission_is_forbidden(
+    console_stack: ConsoleStack, tmp_path: Path, command: str
+) -> None:
+    """The serial console's permission is not the display's."""
+    kubeconfig = granted(console_stack, "vnc-bob", "kubevisor-console")
+    extra = ["-o", str(tmp_path / "no.png")] if command == "screenshot" else []
+    done = subprocess.run(
+        cli(kubeconfig, command, "guest", *extra), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        'error: virtualmachines.subresources.kubevisor.io "guest" is forbidden: User '
+        '"vnc-bob" cannot get resource "virtualmachines/vnc" in API group '
+        f'"subresources.kubevisor.io" in the namespace "{NAMESPACE}"\n'
+    )
+    assert not (tmp_path / "no.png").exists()
+
+
+def qemu_pid(uuid: str) -> int:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and b"qemu-system" in words[0] and uuid.encode() in words:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no QEMU process runs domain {uuid}")
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = str(fd.readlink()) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def test_the_display_listens_on_a_unix_socket_and_no_address(console_stack: ConsoleStack) -> None:
+    done = subprocess.run(
+        ["virsh", "-c", console_stack.host.uri, "dumpxml", console_stack.vm_uid],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    graphics = ET.fromstring(done.stdout).findall("devices/graphics")
+    assert [g.get("type") for g in graphics] == ["vnc"]
+    assert graphics[0].get("listen") is None and graphics[0].get("port") is None
+    listens = graphics[0].findall("listen")
+    assert [listen.get("type") for listen in listens] == ["socket"], done.stdout
+    path = listens[0].get("socket")
+    assert path
+    # QEMU's own sockets, in its network namespace: the VNC socket is a listening UNIX
+    # socket of QEMU's, and QEMU listens on no TCP port at all.
+    pid = qemu_pid(console_stack.vm_uid)
+    mine = socket_inodes(pid)
+    unix = [line.split() for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]]
+    assert any(f[-1] == path and f[-2] in mine for f in unix if len(f) == 8), path
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            assert not (fields[3] == LISTEN and fields[9] in mine), (
+                f"QEMU listens on {table} {fields[1]}"
+            )
