@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -30,6 +30,7 @@ from kubevisor.drivers import base
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+T = TypeVar("T")
 GetVm = Callable[[str, str], Awaitable[Object | None]]
 OpenConsole = Callable[..., Awaitable[bridge.End]]
 """`open_console(uuid, force=bool)`: the domain's console (`Hypervisor.open_console`)."""
@@ -88,6 +89,16 @@ def application(
             )
         return str(peer), f"{namespace}/{name}", vm
 
+    async def driver(what: str, vm_name: str, call: Awaitable[T]) -> T | web.Response:
+        """What the driver's `call` returns, or its refusal as the response to send."""
+        try:
+            return await call
+        except base.HypervisorError as error:
+            return protocol.refuse(*refusal(error), str(error))
+        except Exception as error:
+            log.exception("%s: cannot open %s", what, vm_name)
+            return protocol.refuse(502, "BadGateway", f"cannot open the {what}: {error}")
+
     async def stream(
         request: web.Request, what: str, opener: Callable[[str], Awaitable[bridge.End]]
     ) -> web.StreamResponse:
@@ -95,13 +106,9 @@ def application(
         if isinstance(found, web.Response):
             return found
         peer, vm_name, vm = found
-        try:
-            end = await opener(str(vm["metadata"]["uid"]))
-        except base.HypervisorError as error:
-            return protocol.refuse(*refusal(error), str(error))
-        except Exception as error:
-            log.exception("%s: cannot open %s", what, vm_name)
-            return protocol.refuse(502, "BadGateway", f"cannot open the {what}: {error}")
+        end = await driver(what, vm_name, opener(str(vm["metadata"]["uid"])))
+        if isinstance(end, web.Response):
+            return end
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         log.info("%s: %s attached to %s", what, peer, vm_name)
@@ -121,13 +128,9 @@ def application(
         if isinstance(found, web.Response):
             return found
         _, vm_name, vm = found
-        try:
-            image = await screenshot(str(vm["metadata"]["uid"]))
-        except base.HypervisorError as error:
-            return protocol.refuse(*refusal(error), str(error))
-        except Exception as error:
-            log.exception("screenshot: cannot take one of %s", vm_name)
-            return protocol.refuse(502, "BadGateway", f"cannot take a screenshot: {error}")
+        image = await driver("screenshot", vm_name, screenshot(str(vm["metadata"]["uid"])))
+        if isinstance(image, web.Response):
+            return image
         return web.Response(body=image, content_type="image/png")
 
     path = "/{namespace}/{name}"

@@ -104,11 +104,16 @@ class SerialConsole:
         await self._loop.run_in_executor(None, _detach, self._conn, self._stream)
 
 
-def _attach(uri: str, uuid: str, force: bool) -> tuple[libvirt.virConnect, libvirt.virStream]:
+def running_domain(uri: str, uuid: str, what: str) -> tuple[libvirt.virConnect, libvirt.virDomain]:
+    """A connection of its own and the running domain `uuid` on it, for a session of
+    `what` (the console, the display); the caller closes the connection.
+
+    Raises DomainNotFound, ConsoleBusy (not running), or HypervisorError.
+    """
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as error:
-        raise base.HypervisorError(f"cannot open the console: {error}") from error
+        raise base.HypervisorError(f"cannot open the {what}: {error}") from error
     try:
         try:
             domain = conn.lookupByUUIDString(uuid)
@@ -116,9 +121,19 @@ def _attach(uri: str, uuid: str, force: bool) -> tuple[libvirt.virConnect, libvi
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise base.DomainNotFound("the VM has no domain on its host") from error
-            raise base.HypervisorError(f"cannot open the console: {error}") from error
+            raise base.HypervisorError(f"cannot open the {what}: {error}") from error
         if not active:
             raise base.ConsoleBusy("the VM is not running")
+        return conn, domain
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+        raise
+
+
+def _attach(uri: str, uuid: str, force: bool) -> tuple[libvirt.virConnect, libvirt.virStream]:
+    conn, domain = running_domain(uri, uuid, "console")
+    try:
         try:
             stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         except libvirt.libvirtError as error:

@@ -26,6 +26,7 @@ import libvirt
 from PIL import Image
 
 from kubevisor.drivers import base
+from kubevisor.drivers.libvirt import console
 
 T = TypeVar("T")
 
@@ -60,20 +61,8 @@ def png(image: bytes) -> bytes:
 def _with_domain(
     uri: str, uuid: str, what: str, use: Callable[[libvirt.virConnect, libvirt.virDomain], T]
 ) -> T:
+    conn, domain = console.running_domain(uri, uuid, what)
     try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as error:
-        raise base.HypervisorError(f"cannot open the {what}: {error}") from error
-    try:
-        try:
-            domain = conn.lookupByUUIDString(uuid)
-            active = domain.isActive()
-        except libvirt.libvirtError as error:
-            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise base.DomainNotFound("the VM has no domain on its host") from error
-            raise base.HypervisorError(f"cannot open the {what}: {error}") from error
-        if not active:
-            raise base.ConsoleBusy("the VM is not running")
         try:
             return use(conn, domain)
         except libvirt.libvirtError as error:
