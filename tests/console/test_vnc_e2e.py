@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness import eventually
+from kubevisor.testbed.guest import SCREEN_COLOUR
+
 from .stack import NAMESPACE, ConsoleStack
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
@@ -153,17 +156,45 @@ def test_a_viewer_reads_the_guest_screen_through_the_api(
     assert any("vnc-alice" in message for message in said), said
 
 
-def test_screenshot_is_a_png_of_the_screen(console_stack: ConsoleStack, tmp_path: Path) -> None:
+def red_rows(png: Path) -> set[int]:
+    """The rows of the image holding the guest's red (`SCREEN_COLOUR`, give or take)."""
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        rgb = image.convert("RGB")
+        width, height = rgb.size
+        data = rgb.tobytes()
+    return {
+        y
+        for y in range(height)
+        for x in range(0, width, 4)
+        if all(
+            abs(a - b) < 48
+            for a, b in zip(
+                data[3 * (y * width + x) : 3 * (y * width + x) + 3], SCREEN_COLOUR, strict=True
+            )
+        )
+    }
+
+
+def test_screenshot_shows_what_the_guest_drew(console_stack: ConsoleStack, tmp_path: Path) -> None:
+    """The guest clears its VGA screen and paints its ready line white on red at the top
+    (testbed/guest.py): screenshots until that shows, then that one is checked."""
     kubeconfig = granted(console_stack, "vnc-shooter", "kubevisor-vnc")
     out = tmp_path / "guest.png"
-    done = subprocess.run(
-        cli(kubeconfig, "screenshot", "guest", "-o", str(out)), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+
+    def shot() -> set[int] | None:
+        done = subprocess.run(
+            cli(kubeconfig, "screenshot", "guest", "-o", str(out)), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return red_rows(out) or None
+
+    rows = eventually(shot, timeout=90, what="the guest's red line on its screen")
+    # One text line (16 pixels high in VGA text mode), at the top of the cleared screen.
+    assert min(rows) < 16 and max(rows) < 32, sorted(rows)
     with Image.open(out) as image:
-        assert image.format == "PNG"
         colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
-        assert colours is not None and len(colours) > 1, f"{image.size}: one colour"
+    assert colours is not None and len(colours) > 2
 
 
 @pytest.mark.parametrize("command", ["vnc", "screenshot"])

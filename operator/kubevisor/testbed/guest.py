@@ -3,8 +3,9 @@
 `build_guest(cache_dir)` is called by test fixtures and by `kubevisor dev guest build`. It
 copies the installed linux-image-cloud-amd64 kernel and writes an initramfs holding
 busybox-static, the two kernel modules that make ACPI power-button presses reach user space
-(evdev, then button), and an /init that prints `MARKER` on the serial console (and on
-the VGA text screen, tty1, for tests of the VNC display), then prints
+(evdev, then button), and an /init that prints `MARKER` on the serial console (and, white
+on red, on the cleared VGA text screen, tty1: `SCREEN_COLOUR`, for tests of the VNC
+display), then prints
 `kubevisor-counter N` with N increasing every half second (so a test can tell the guest is
 alive, e.g. after a live migration), and powers off when the power button is pressed (so a
 graceful ACPI shutdown completes without a destroy).
@@ -56,6 +57,8 @@ from pathlib import Path
 
 MARKER = "KUBEVISOR-GUEST-READY"
 POWEROFF_MARKER = "KUBEVISOR-GUEST-POWEROFF"
+SCREEN_COLOUR = (170, 0, 0)
+"""The VGA text mode's red (colour 4), which the marker's line on tty1 is painted in."""
 COUNTER_PREFIX = "kubevisor-counter "
 DISK_TOKEN_PREFIX = "kubevisor-disk-token "
 NET_PREFIX = "kubevisor-net "
@@ -232,7 +235,7 @@ while true; do serve_commands < /dev/console; done &
 start_network
 {DISK_TOKEN_FUNCTIONS}[ -b /dev/vda ] && keep_disk_token /dev/vda
 echo "{MARKER} $(uname -r) $(hostname)"
-echo "{MARKER} $(uname -r) $(hostname)" > /dev/tty1 2>/dev/null
+printf '\\033[2J\\033[H\\033[1;37;41m%s\\033[0m\\n' "{MARKER} $(uname -r)" > /dev/tty1 2>/dev/null
 n=0
 while true; do
   n=$((n + 1))
