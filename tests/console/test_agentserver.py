@@ -76,10 +76,11 @@ def serve(tmp_path: Path, scenario: Scenario) -> None:
         async with aiohttp.ClientSession() as session:
 
             def connect(
-                name: str = NAME, force: bool = False
+                name: str = NAME, force: bool = False, prefix: str = protocol.AGENT_PREFIX
             ) -> Any:  # the ws_connect context manager
                 query = "?force=true" if force else ""
-                url = f"wss://127.0.0.1:{port}{protocol.agent_path(NAMESPACE, name)}{query}"
+                path = protocol.agent_path(NAMESPACE, name, prefix)
+                url = f"wss://127.0.0.1:{port}{path}{query}"
                 return session.ws_connect(url, ssl=client)
 
             try:
@@ -198,3 +199,24 @@ def test_a_client_certificate_of_another_name_is_refused(tmp_path: Path) -> None
             await runner.cleanup()
 
     assert asyncio.run(main()) == 403
+
+
+@pytest.mark.parametrize(
+    ("prefix", "name", "status", "words"),
+    [
+        pytest.param(protocol.AGENT_DISPLAY_PREFIX, NAME, 501, "no displays", id="display"),
+        pytest.param(protocol.AGENT_SCREENSHOT_PREFIX, NAME, 501, "no displays", id="screenshot"),
+        pytest.param(protocol.AGENT_DISPLAY_PREFIX, "other", 404, "not found", id="unknown-vm"),
+    ],
+)
+def test_display_refusals_of_a_driver_without_displays(
+    tmp_path: Path, prefix: str, name: str, status: int, words: str
+) -> None:
+    """The display and screenshot paths check the VM like the console's, then pass on
+    the driver's refusal (the fake, like vSphere, has no displays)."""
+
+    async def scenario(hv: fake.FakeHypervisor, uid: str, connect: Callable[..., Any]) -> None:
+        got, message = await refused(connect, name=name, prefix=prefix)
+        assert (got, words in message) == (status, True), message
+
+    serve(tmp_path, scenario)
