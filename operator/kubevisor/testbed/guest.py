@@ -569,9 +569,14 @@ def _cpio_newc(entries: Iterable[_Entry]) -> bytes:
     return out.getvalue()
 
 
+_SOURCE = Path(__file__).read_bytes()
+"""This file as it was when it was imported: the code that builds, whatever the file on disk
+says by the time it runs (an edit after the import must not name an old build as new)."""
+
+
 def _builder_hash() -> str:
     """Changes whenever what goes into the initramfs changes: this file or busybox."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest = hashlib.sha256(_SOURCE)
     busybox = BUSYBOX.stat() if BUSYBOX.exists() else None
     digest.update(f"{busybox.st_size}:{busybox.st_mtime_ns}".encode() if busybox else b"")
     return digest.hexdigest()[:12]
