@@ -92,6 +92,8 @@ def console_stack(
                     *("--console-port", str(console_port), "--console-address", "127.0.0.1"),
                     *("--console-cert", str(agent_cert), "--console-key", str(agent_key)),
                     *("--console-client-ca", str(pki.ca), "--console-advertise", agent_url),
+                    # libvirtd's /var/log/libvirt is the host's own, under its root.
+                    *("--qemu-log-dir", str(host.log_dir / "qemu")),
                 ],
             ).argv(),
             log=root / "agent.log",

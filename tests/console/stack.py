@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness import ManagedProcess
@@ -52,6 +53,18 @@ def vm(name: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"memory": {"size": "128Mi"}},
     }
+
+
+def qemu_pid(uuid: str) -> int:
+    """The pid of the QEMU process running domain `uuid` (on any local host)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and b"qemu-system" in words[0] and uuid.encode() in words:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no QEMU process runs domain {uuid}")
 
 
 def global_address() -> str | None:

@@ -39,10 +39,11 @@ def test_refusal_statuses(error: base.HypervisorError, code: int) -> None:
 Scenario = Callable[[fake.FakeHypervisor, str, Callable[..., Any]], Awaitable[None]]
 
 
-def serve(tmp_path: Path, scenario: Scenario) -> None:
+def serve(tmp_path: Path, scenario: Scenario, **options: Any) -> None:
     """Run the endpoint for one VM `NAMESPACE/NAME` bound to HOST, whose domain runs on a
     FakeHypervisor; `scenario(hypervisor, uid, connect)` where `connect(force=False)`
-    opens a websocket as kubevisor-api."""
+    opens a websocket as kubevisor-api (and `connect.get(prefix, name)` a plain GET);
+    `options` go to the application (diagnose, console_log)."""
     pki = Pki(tmp_path / "pki")
     server_cert, server_key = pki.issue("agent", server=True)
     client_cert, client_key = pki.issue(protocol.API_CLIENT, server=False)
@@ -66,6 +67,7 @@ def serve(tmp_path: Path, scenario: Scenario) -> None:
             open_display=hypervisor.open_display,
             screenshot=hypervisor.screenshot,
             allowed_clients=[protocol.API_CLIENT],
+            **options,
         )
         context = tls.server_context(
             cert=server_cert, key=server_key, client_ca=pki.ca, required=True
@@ -83,6 +85,11 @@ def serve(tmp_path: Path, scenario: Scenario) -> None:
                 url = f"wss://127.0.0.1:{port}{path}{query}"
                 return session.ws_connect(url, ssl=client)
 
+            def get(prefix: str, name: str = NAME) -> Any:  # the request context manager
+                path = protocol.agent_path(NAMESPACE, name, prefix)
+                return session.get(f"https://127.0.0.1:{port}{path}?lines=7", ssl=client)
+
+            connect.get = get  # type: ignore[attr-defined]
             try:
                 await asyncio.wait_for(scenario(hypervisor, uid, connect), timeout=20)
             finally:
@@ -218,5 +225,38 @@ def test_display_refusals_of_a_driver_without_displays(
     async def scenario(hv: fake.FakeHypervisor, uid: str, connect: Callable[..., Any]) -> None:
         got, message = await refused(connect, name=name, prefix=prefix)
         assert (got, words in message) == (status, True), message
+
+    serve(tmp_path, scenario)
+
+
+def test_diagnose_and_console_log_answer_for_a_bound_vm(tmp_path: Path) -> None:
+    asked: list[tuple[str, str | None]] = []
+
+    async def diagnose(vm: dict[str, Any], lines: str | None) -> dict[str, Any]:
+        asked.append((vm["metadata"]["name"], lines))
+        return {"host": HOST, "files": {"agent.log": "x\n"}, "missing": {}}
+
+    async def console_log(vm: dict[str, Any], lines: str | None) -> str:
+        raise FileNotFoundError(lines)
+
+    async def scenario(hv: fake.FakeHypervisor, uid: str, connect: Callable[..., Any]) -> None:
+        async with connect.get(protocol.AGENT_DIAGNOSE_PREFIX) as reply:
+            assert reply.status == 200
+            assert (await reply.json())["files"] == {"agent.log": "x\n"}
+        assert asked == [(NAME, "7")]
+        async with connect.get(protocol.AGENT_DIAGNOSE_PREFIX, "other") as reply:
+            assert reply.status == 404
+        async with connect.get(protocol.AGENT_CONSOLE_LOG_PREFIX) as reply:
+            assert reply.status == 404
+            assert "no serial log" in reply.headers[protocol.ERROR_HEADER]
+
+    serve(tmp_path, scenario, diagnose=diagnose, console_log=console_log)
+
+
+def test_an_agent_without_diagnostics_says_so(tmp_path: Path) -> None:
+    async def scenario(hv: fake.FakeHypervisor, uid: str, connect: Callable[..., Any]) -> None:
+        for prefix in (protocol.AGENT_DIAGNOSE_PREFIX, protocol.AGENT_CONSOLE_LOG_PREFIX):
+            async with connect.get(prefix) as reply:
+                assert reply.status == 501
 
     serve(tmp_path, scenario)

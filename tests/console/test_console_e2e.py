@@ -8,6 +8,7 @@ import os
 import pty
 import queue
 import select
+import signal
 import ssl
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from kubevisor.console.protocol import ERROR_HEADER
 from kubevisor.testbed.guest import COUNTER_PREFIX
 
 from .pki import Pki
-from .stack import AGENT_NAME, NAMESPACE, ConsoleStack, vm
+from .stack import AGENT_NAME, NAMESPACE, ConsoleStack, qemu_pid, vm
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
 
@@ -401,3 +402,119 @@ def test_the_session_ends_when_the_vm_stops(console_stack: ConsoleStack) -> None
         console.process.kill()
         plane.kubectl("delete", "vm", "short", "-n", NAMESPACE, "--wait=false", check=False)
     assert code == 0, err
+
+
+# -- kubevisor diagnose: the host's part, through the same path --------------------------------
+
+DIAGNOSE_SECRET = "s3cret-diagnose-4711"
+
+
+def diagnose(stack: ConsoleStack, kubeconfig: Path, out: Path) -> dict[str, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "kubevisor.cli.main", "diagnose", "crashy", "-n", NAMESPACE,
+         "--kubeconfig", str(kubeconfig), "-o", str(out), "--lines", "50"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+
+
+def test_diagnose_of_a_crashed_vm_has_the_host_part_and_no_secret(
+    console_stack: ConsoleStack, tmp_path: Path
+) -> None:
+    """A guest whose QEMU dies (runStrategy Once: Failed, Crashed): the bundle holds the
+    reason, the live domain XML, domstats, the QEMU, serial and agent log tails, and not
+    the cloud-init secret; a reader without virtualmachines/diagnose gets the rest and the
+    403 in summary.txt."""
+    plane = console_stack.plane
+    crashy = vm("crashy")
+    crashy["spec"] |= {
+        "runStrategy": "Once",
+        "cloudInit": {"userData": f"#cloud-config\npassword: {DIAGNOSE_SECRET}\n"},
+    }
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(crashy))
+    running = eventually(
+        lambda: (
+            obj
+            if ((obj := console_stack.get("vm", "crashy", "-n", NAMESPACE)) or {})
+            .get("status", {})
+            .get("phase")
+            == "Running"
+            else None
+        ),
+        timeout=120,
+        what="vm crashy Running",
+    )
+    uid = running["metadata"]["uid"]
+    serial = console_stack.agent.log.parent / "agent" / "vms" / uid / "serial.log"
+    eventually(
+        lambda: serial.exists() and COUNTER_PREFIX in serial.read_text(errors="replace"),
+        timeout=90,
+        what="the guest writing to its serial log",
+    )
+    # This test's own guest: its QEMU dies, libvirt sees a crash.
+    os.kill(qemu_pid(uid), signal.SIGKILL)
+    eventually(
+        lambda: (
+            ((console_stack.get("vm", "crashy", "-n", NAMESPACE) or {}).get("status") or {}).get(
+                "phase"
+            )
+            == "Failed"
+        ),
+        timeout=60,
+        what="vm crashy Failed",
+    )
+    plane.kubectl(
+        "create", "clusterrole", "diagnose-reader", "--verb=get,list",
+        "--resource=virtualmachines.kubevisor.io,hypervisorhosts.kubevisor.io,"
+        "migrationjobs.kubevisor.io,events",
+    )  # fmt: skip
+    readers = {}
+    for user in ("diag-alice", "diag-bob"):
+        readers[user] = plane.credentials(user)
+        plane.kubectl(
+            "create", "clusterrolebinding", f"{user}-reader", "--clusterrole=diagnose-reader",
+            f"--user={user}",
+        )  # fmt: skip
+    plane.kubectl(
+        "create", "rolebinding", "alice-diagnose", "-n", NAMESPACE,
+        "--clusterrole=kubevisor-diagnose", "--user=diag-alice",
+    )  # fmt: skip
+
+    files = diagnose(console_stack, readers["diag-alice"], tmp_path / "alice")
+    assert all(DIAGNOSE_SECRET not in text for text in files.values()), [
+        name for name, text in files.items() if DIAGNOSE_SECRET in text
+    ]
+    assert "Ready=False Crashed: the guest crashed" in files["summary.txt"]
+    assert "From host" in files["summary.txt"] and "not gathered" not in files["summary.txt"]
+    assert f"<uuid>{uid}</uuid>" in files["host/domain.xml"]
+    assert "<serial" in files["host/domain.xml"]
+    assert "state.state=5" in files["host/domstats.txt"]  # VIR_DOMAIN_SHUTOFF
+    assert "reason=crashed" in files["host/qemu.log"]
+    assert COUNTER_PREFIX in files["host/serial.log"]
+    assert f"{NAMESPACE}/crashy" in files["host/agent.log"]
+    assert f"{NAMESPACE}/guest" not in files["host/agent.log"]
+
+    log = subprocess.run(
+        [sys.executable, "-m", "kubevisor.cli.main", "console", "crashy", "--log", "--lines",
+         "1", "-n", NAMESPACE, "--kubeconfig", str(plane.kubeconfig)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert log.returncode == 0, log.stderr
+    assert log.stdout == serial.read_text(errors="replace").splitlines(keepends=True)[-1]
+
+    forbidden = diagnose(console_stack, readers["diag-bob"], tmp_path / "bob")
+    assert not any(name.startswith("host/") for name in forbidden)
+    assert "vm.yaml" in forbidden and "Ready=False Crashed" in forbidden["summary.txt"]
+    assert (
+        "The host's part was not gathered: virtualmachines.subresources.kubevisor.io "
+        '"crashy" is forbidden: User "diag-bob" cannot get resource '
+        '"virtualmachines/diagnose"' in forbidden["summary.txt"]
+    )
+    raw = plane.kubectl(
+        "get", "--raw",
+        f"/apis/subresources.kubevisor.io/v1alpha1/namespaces/{NAMESPACE}/virtualmachines/"
+        "crashy/diagnose",
+        kubeconfig=readers["diag-bob"], check=False,
+    )  # fmt: skip
+    assert raw.returncode != 0 and "Forbidden" in raw.stderr + raw.stdout

@@ -20,7 +20,7 @@ from PIL import Image
 from harness import eventually
 from kubevisor.testbed.guest import SCREEN_COLOUR
 
-from .stack import NAMESPACE, ConsoleStack
+from .stack import NAMESPACE, ConsoleStack, qemu_pid
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
 
@@ -214,17 +214,6 @@ def test_without_the_vnc_permission_is_forbidden(
         f'"subresources.kubevisor.io" in the namespace "{NAMESPACE}"\n'
     )
     assert not (tmp_path / "no.png").exists()
-
-
-def qemu_pid(uuid: str) -> int:
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            words = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if words and b"qemu-system" in words[0] and uuid.encode() in words:
-            return int(cmdline.parent.name)
-    raise AssertionError(f"no QEMU process runs domain {uuid}")
 
 
 def socket_inodes(pid: int) -> set[str]:

@@ -194,6 +194,7 @@ VMS, JOBS, NETS = (
 )
 CONSOLE = "virtualmachines.subresources.kubevisor.io/console"
 VNC = "virtualmachines.subresources.kubevisor.io/vnc"
+DIAGNOSE = "virtualmachines.subresources.kubevisor.io/diagnose"
 HOSTS = "hypervisorhosts.kubevisor.io"
 
 CAN = [
@@ -205,6 +206,7 @@ CAN = [
     pytest.param("alice", "patch", JOBS, "mine", True, id="edit-cancel-migration"),
     pytest.param("alice", "get", CONSOLE, "mine", True, id="edit-console"),
     pytest.param("alice", "get", VNC, "mine", True, id="edit-vnc"),
+    pytest.param("alice", "get", DIAGNOSE, "mine", True, id="edit-diagnose"),
     pytest.param("alice", "create", NETS, "mine", True, id="edit-overlay-networks"),
     pytest.param(
         "alice", "create", f"{NETS}/provider", "mine", False, id="edit-no-provider-networks"
@@ -228,6 +230,7 @@ CAN = [
     pytest.param("vic", "create", JOBS, "mine", False, id="view-no-migrate"),
     pytest.param("vic", "get", CONSOLE, "mine", False, id="view-no-console"),
     pytest.param("vic", "get", VNC, "mine", False, id="view-no-vnc"),
+    pytest.param("vic", "get", DIAGNOSE, "mine", False, id="view-no-diagnose"),
     pytest.param("vic", "get", HOSTS, "", False, id="view-no-hosts-without-the-binding"),
     # `admin` in its namespace
     pytest.param("ada", "delete", VMS, "mine", True, id="admin-delete-vms"),

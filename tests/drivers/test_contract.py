@@ -255,6 +255,33 @@ def test_domain_stats_list_every_domain_in_its_state(driver_name: str) -> None:
     run(driver_name, scenario)
 
 
+# What `domain_diagnostics` of a running domain has: domstats (libvirt's test driver
+# reports the state group, 1 = running), and a QEMU log nowhere (none has one: the fake
+# keeps none, test:/// has no log directory, vSphere keeps vmware.log in vCenter).
+DIAGNOSTICS: dict[str, str | None] = {
+    "fake": "state.state=running",
+    "libvirt-test": "state.state=1",
+    "vsphere-vcsim": None,
+}
+
+
+@drivers
+def test_domain_diagnostics_say_what_is_missing_and_why(driver_name: str) -> None:
+    async def scenario(driver: base.Hypervisor, uuid: str) -> None:
+        await driver.start(uuid)
+        found = await driver.domain_diagnostics(uuid, lines=10)
+        expected = DIAGNOSTICS[driver_name]
+        if expected is None:
+            assert found.domstats is None and "domstats" in found.missing
+        else:
+            assert found.domstats is not None and expected in found.domstats.splitlines()
+        assert found.qemu_log is None and found.missing["qemu.log"]
+        with pytest.raises(base.DomainNotFound):
+            await driver.domain_diagnostics(str(uuidlib.uuid4()), lines=10)
+
+    run(driver_name, scenario)
+
+
 # What opening the console of a defined domain that does not run raises: a driver with
 # consoles says it is busy (not running), one without says it has none.
 CONSOLE_OF_A_STOPPED_DOMAIN: dict[str, type[base.HypervisorError]] = {

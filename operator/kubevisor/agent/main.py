@@ -17,14 +17,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import REGISTRY
 
 from kubevisor import flags, metrics
-from kubevisor.agent import imagefetch, probe, vmmetrics
+from kubevisor.agent import diagnostics, imagefetch, probe, vmmetrics
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.api import quantity
 from kubevisor.console import agentserver, tls
@@ -35,6 +35,7 @@ from kubevisor.drivers import kvm, vsphere
 from kubevisor.drivers.base import Hypervisor
 from kubevisor.drivers.hostnet.linux import LinuxHostNetwork
 from kubevisor.drivers.libvirt import LibvirtHypervisor
+from kubevisor.drivers.libvirt import diagnostics as libvirt_diagnostics
 from kubevisor.drivers.libvirt import migration as libvirt_migration
 from kubevisor.kube.client import Kube
 
@@ -81,6 +82,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "host runs TCG either way",
     )
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kubevisor"))
+    parser.add_argument(
+        "--qemu-log-dir",
+        type=Path,
+        help="where this host's libvirtd writes its domains' logs (NAME.log), read for "
+        "`kubevisor diagnose` (default: /var/log/libvirt/qemu for qemu:///system, "
+        "/var/log/libvirt/lxc for lxc:///; none for remote URIs)",
+    )
     parser.add_argument("--image-dir", type=Path, default=Path("/var/lib/kubevisor/images"))
     parser.add_argument(
         "--image-cache-max-size",
@@ -326,11 +334,33 @@ def metrics_endpoint(args: argparse.Namespace) -> str | None:
 
 
 async def serve_console(
-    args: argparse.Namespace, kube: Kube, hypervisor: Hypervisor
+    args: argparse.Namespace,
+    kube: Kube,
+    hypervisor: Hypervisor,
+    *,
+    serial_log: Callable[[str], Path],
+    ring: diagnostics.LogRing,
 ) -> web.AppRunner | None:
-    """The console endpoint, opening consoles through the hypervisor's driver."""
+    """The console endpoint, opening consoles through the hypervisor's driver and
+    gathering the host's part of `kubevisor diagnose` (`agent.diagnostics`)."""
     if not args.console_port:
         return None
+
+    async def diagnose(vm: dict[str, object], lines: str | None) -> dict[str, object]:
+        return await diagnostics.bundle(
+            vm,
+            host=args.host,
+            hypervisor=hypervisor,
+            serial_log=serial_log,
+            ring=ring,
+            lines=diagnostics.clamp_lines(lines),
+        )
+
+    async def console_log(vm: dict[str, object], lines: str | None) -> str:
+        return await diagnostics.serial_tail(
+            vm, serial_log=serial_log, lines=diagnostics.clamp_lines(lines)
+        )
+
     app = agentserver.application(
         host=args.host,
         get_vm=kube.get_vm,
@@ -338,6 +368,8 @@ async def serve_console(
         open_display=hypervisor.open_display,
         screenshot=hypervisor.screenshot,
         allowed_clients=[n for n in args.console_allowed_clients.split(",") if n],
+        diagnose=diagnose,
+        console_log=console_log,
     )
     context = tls.server_context(
         cert=args.console_cert,
@@ -413,7 +445,11 @@ def host_network_for(args: argparse.Namespace) -> LinuxHostNetwork | None:
 def hypervisor_for(args: argparse.Namespace) -> Hypervisor:
     """The driver for --libvirt-uri: vSphere for vsphere://, libvirt otherwise."""
     if not args.libvirt_uri.startswith(f"{vsphere.SCHEME}://"):
-        return LibvirtHypervisor(args.libvirt_uri, migration_tls=args.migration_tls_dir)
+        return LibvirtHypervisor(
+            args.libvirt_uri,
+            migration_tls=args.migration_tls_dir,
+            log_dir=args.qemu_log_dir or libvirt_diagnostics.default_log_dir(args.libvirt_uri),
+        )
     secret = args.vsphere_credentials
     return vsphere.VsphereHypervisor(
         args.libvirt_uri,
@@ -423,7 +459,7 @@ def hypervisor_for(args: argparse.Namespace) -> Hypervisor:
     )
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, *, ring: diagnostics.LogRing) -> None:
     metrics.serve(args.metrics_port)
     hypervisor = hypervisor_for(args)
     await hypervisor.connect()
@@ -472,7 +508,6 @@ async def run(args: argparse.Namespace) -> None:
             max_bytes=args.image_cache_max_size,
         ),
     )
-    console_runner = await serve_console(args, kube, hypervisor)
     # pyroute2's synchronous socket runs an event loop of its own: not inside this one.
     host_network = await asyncio.to_thread(host_network_for, args)
     agent = Agent(
@@ -490,6 +525,9 @@ async def run(args: argparse.Namespace) -> None:
         f" ({chosen.message})" if chosen.message else "",
     )
     report_migration_tls(args.migration_tls_dir)
+    console_runner = await serve_console(
+        args, kube, hypervisor, serial_log=agent.files.serial_log, ring=ring
+    )
     usage = vmmetrics.VmUsageCollector(
         hypervisor,
         host=args.host,
@@ -536,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kubevisor-agent: error: {problem}", file=sys.stderr)
         return 2
     flags.start_logging(args)
-    asyncio.run(run(args))
+    asyncio.run(run(args, ring=diagnostics.LogRing().install()))
     return 0
 
 

@@ -22,8 +22,12 @@ On a terminal, stdin is put in raw mode and Ctrl-] detaches. Otherwise stdin and
 are copied as they are, and the end of stdin detaches, so scripts can drive a console.
 
 Exit codes: 0 detached (Ctrl-], end of stdin) or the console closed; 1 refused or failed
-(not found, forbidden, not running, console in use, agent unreachable: one line on
-stderr); 3 `--log` (the serial log) is not available yet.
+(not found, forbidden, not running, console in use, agent unreachable, no serial log:
+one line on stderr).
+
+`--log` prints the end of the serial log the agent keeps on the VM's host (what the
+guest wrote to its console, also while nobody was attached) instead of attaching: GET
+.../virtualmachines/VM/console/log, which RBAC checks as virtualmachines/console.
 """
 
 from __future__ import annotations
@@ -42,14 +46,11 @@ from typing import Any
 import aiohttp
 
 from kubevisor.cli import kubeapi
+from kubevisor.cli.subresources import Api, tls_context
 from kubevisor.console import protocol
 from kubevisor.kube.cluster import Cluster
 
 ESCAPE = b"\x1d"  # Ctrl-]
-LOG_NOT_AVAILABLE = (
-    "console --log is not available yet: the agent keeps the serial log on its host but "
-    "serves no log endpoint (docs/cli.md#console)"
-)
 
 
 def register(subparsers: Any) -> None:
@@ -65,16 +66,39 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--log",
         action="store_true",
-        help="print the serial console log instead of attaching (not available yet: exits 3)",
+        help="print the end of the serial console's log (kept by the agent on the VM's "
+        "host, redacted) instead of attaching",
+    )
+    parser.add_argument(
+        "--lines",
+        type=int,
+        default=200,
+        help="with --log: how many lines (default: %(default)s; the agent serves at most 5000)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.log:
-        print(f"error: {LOG_NOT_AVAILABLE}", file=sys.stderr)
-        return kubeapi.UNAVAILABLE
+        return kubeapi.with_cluster(args, lambda cluster: print_log(cluster, args))
     return kubeapi.with_cluster(args, lambda cluster: attach(cluster, args))
+
+
+def print_log(cluster: Cluster, args: argparse.Namespace) -> int:
+    """GET .../VM/console/log (the console's permission) and print it."""
+    api = Api(cluster, args.vm)
+    try:
+        text, refused = asyncio.run(
+            api.get(f"{protocol.SUBRESOURCE}/{protocol.LOG}", {"lines": str(args.lines)})
+        )
+    except (aiohttp.ClientError, OSError) as error:
+        print(f"error: cannot reach the API server: {error}", file=sys.stderr)
+        return kubeapi.FAILED
+    if text is None:
+        print(f"error: {refused}", file=sys.stderr)
+        return kubeapi.FAILED
+    sys.stdout.write(text.decode("utf-8", errors="replace"))
+    return kubeapi.OK
 
 
 def attach(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -99,17 +123,6 @@ def attach(cluster: Cluster, args: argparse.Namespace) -> int:
             what=f"{cluster.namespace}/{args.vm}",
         )
     )
-
-
-def tls_context(settings: Any) -> ssl.SSLContext:
-    """The kubeconfig's TLS settings (CA, client certificate, insecure-skip-tls-verify)."""
-    context = ssl.create_default_context(cafile=settings.ssl_ca_cert or None)
-    if not settings.verify_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if settings.cert_file:
-        context.load_cert_chain(settings.cert_file, settings.key_file or None)
-    return context
 
 
 async def refusal(

@@ -3,14 +3,22 @@ misbehaves, gathered into a directory or a tarball to read or attach to a ticket
 
 From the API server: the VM (spec and status), its phase and conditions, its Events, the
 placement explanation (with the engine's what-if for a VM on no host), its host's
-HypervisorHost and the VM's MigrationJobs. What only the host has (the live domain XML,
-`virsh domstats`, the QEMU and serial logs, the agent's log lines about the VM) is not
-served by the agent yet: summary.txt names the commands that show it on the host.
+HypervisorHost and the VM's MigrationJobs. What only the host has goes under `host/`:
+the live domain XML, `virsh domstats`, the last lines of the QEMU and serial logs and the
+agent's log lines about the VM, which the agent of the VM's host serves through the
+console API (GET .../virtualmachines/VM/diagnose in subresources.kubevisor.io: the
+`virtualmachines/diagnose` permission, checked like the console's). A part the host
+cannot supply (its driver has none, the VM never ran there) is named in summary.txt
+with the reason; where the agent cannot be reached at all (no permission, no host, the
+console API or the agent down) summary.txt says why and names the commands that show
+the same on the host, and the rest is written all the same.
 
 Secrets are redacted before anything is written: cloud-init user data, meta data and
 network config, the last-applied annotation (which copies the spec), and every field
 whose name says it holds a password, token, key or credentials. Secret references keep
-their names; the command never reads a Secret.
+their names; the command never reads a Secret. The agent redacts the host's files before
+they leave it: secret attributes of the domain XML, and every piece of the VM's
+cloud-init data wherever it appears in the XML and the logs (`core.redaction`).
 
 Exit codes: 0 written; 1 the VM does not exist, cannot be read, or an API error.
 """
@@ -18,14 +26,17 @@ Exit codes: 0 written; 1 the VM does not exist, cannot be read, or an API error.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
-import re
+import json
 import tarfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import yaml
 from pydantic import ValidationError
 
@@ -34,35 +45,15 @@ from kubevisor.api import wire
 from kubevisor.api.virtualmachine import VirtualMachine
 from kubevisor.cli import kubeapi, placement
 from kubevisor.cli.kubeapi import HOSTS, MIGRATIONS, VMS, CliError, Object
+from kubevisor.cli.subresources import Api
+from kubevisor.console import protocol
 from kubevisor.core.domain import identity
+from kubevisor.core.redaction import LAST_APPLIED as LAST_APPLIED
+from kubevisor.core.redaction import REDACTED as REDACTED
+from kubevisor.core.redaction import redact as redact
 from kubevisor.kube.cluster import Cluster
 
-REDACTED: Final = "<redacted>"
-# Fields whose values are secrets wherever they appear (matched on the camelCase name).
-SECRET_FIELD: Final = re.compile(
-    r"(?i)^(userData|metaData|networkConfig|password|passwd|token|secret|credentials?"
-    r"|privateKey|.*Password|.*Token|.*PrivateKey)$"
-)
-LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
-
-
-def redact(node: Any) -> Any:
-    """A copy of `node` with every secret value replaced by REDACTED (a field named as in
-    SECRET_FIELD holding text or data, and the last-applied annotation), and no
-    managedFields; pure."""
-    if isinstance(node, list):
-        return [redact(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    copy: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "managedFields":
-            continue
-        if key == LAST_APPLIED or (SECRET_FIELD.match(key) and not isinstance(value, dict)):
-            copy[key] = REDACTED
-        else:
-            copy[key] = redact(value)
-    return copy
+HOST_DIR: Final = "host"
 
 
 def condition_lines(status: Object) -> list[str]:
@@ -99,12 +90,54 @@ def event_lines(events: Iterable[Object]) -> list[str]:
     return lines or ["no events (Events expire after an hour by default)"]
 
 
+@dataclass(frozen=True)
+class HostPart:
+    """What the agent of the VM's host served (`files`, `missing` with reasons), or why
+    nothing (`unreachable`)."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    unreachable: str | None = None
+
+
+def host_part(cluster: Cluster, vm: Object, lines: int) -> HostPart:
+    """GET the diagnose subresource of the VM: the agent's files, or why not."""
+    if not (vm.get("status") or {}).get("host"):
+        return HostPart(unreachable="the VM is on no host")
+    api = Api(cluster, str(vm["metadata"]["name"]))
+
+    async def go() -> HostPart:
+        found, refused = await api.get(protocol.DIAGNOSE_SUBRESOURCE, {"lines": str(lines)})
+        if found is None:
+            return HostPart(unreachable=refused)
+        body = json.loads(found)
+        return HostPart(
+            files={str(k): str(v) for k, v in (body.get("files") or {}).items()},
+            missing={str(k): str(v) for k, v in (body.get("missing") or {}).items()},
+        )
+
+    try:
+        return asyncio.run(go())
+    except (aiohttp.ClientError, OSError, ValueError) as error:
+        return HostPart(unreachable=f"cannot reach the API server: {error}")
+
+
+def host_lines(namespace: str, name: str, host: str | None, part: HostPart) -> list[str]:
+    """summary.txt's account of the host's part: what is missing and why."""
+    if part.unreachable is None:
+        return [f"From host {host} (under {HOST_DIR}/):"] + [
+            f"  {file}: not gathered: {why}" for file, why in sorted(part.missing.items())
+        ]
+    why = f"The host's part was not gathered: {part.unreachable}"
+    return [why, "", *host_commands(namespace, name, host)]
+
+
 def host_commands(namespace: str, name: str, host: str | None) -> list[str]:
     """What to run on the VM's host for what only the host has."""
     domain = identity.domain_name(namespace, name)
     where = f"on host {host}" if host else "on the VM's host, once it has one"
     return [
-        f"Not gathered (the agent does not serve them yet); {where}:",
+        f"The same, by hand {where}:",
         f"  virsh -c qemu:///system dumpxml {domain}  # the live domain XML",
         f"  virsh -c qemu:///system domstats {domain}  # CPU, balloon, block, net",
         f"  tail -n 200 /var/log/libvirt/qemu/{domain}.log  # QEMU's log",
@@ -114,7 +147,7 @@ def host_commands(namespace: str, name: str, host: str | None) -> list[str]:
     ]
 
 
-def summary_lines(vm: Object, *, written: Iterable[str]) -> list[str]:
+def summary_lines(vm: Object, *, written: Iterable[str], host: HostPart) -> list[str]:
     meta = vm.get("metadata") or {}
     status = vm.get("status") or {}
     namespace, name = meta.get("namespace", "default"), meta.get("name", "")
@@ -129,7 +162,7 @@ def summary_lines(vm: Object, *, written: Iterable[str]) -> list[str]:
             f"{ready.get('message') or ''}".rstrip(": ")
         )
     lines += ["", "files:", *(f"  {file}" for file in written), ""]
-    lines += host_commands(namespace, name, status.get("host"))
+    lines += host_lines(namespace, name, status.get("host"), host)
     lines += ["", f"Secrets are redacted ({REDACTED}); Secret references keep their names."]
     return lines
 
@@ -161,7 +194,9 @@ def gather(cluster: Cluster, name: str, args: argparse.Namespace) -> dict[str, s
     jobs = [job for job in cluster.items(MIGRATIONS) if (job.get("spec") or {}).get("vm") == name]
     if jobs:
         files["migrationjobs.yaml"] = yaml.safe_dump_all(redact(jobs), sort_keys=False)
-    files["summary.txt"] = "\n".join(summary_lines(vm, written=sorted(files))) + "\n"
+    host = host_part(cluster, vm, args.lines)
+    files |= {f"{HOST_DIR}/{file}": text for file, text in host.files.items()}
+    files["summary.txt"] = "\n".join(summary_lines(vm, written=sorted(files), host=host)) + "\n"
     return files
 
 
@@ -181,6 +216,7 @@ def write(files: dict[str, str], output: Path) -> None:
         return
     output.mkdir(parents=True, exist_ok=True)
     for file, text in files.items():
+        (output / file).parent.mkdir(parents=True, exist_ok=True)
         (output / file).write_text(text)
 
 
@@ -197,6 +233,13 @@ def register(subparsers: Any) -> None:
         "--output",
         type=Path,
         help="directory, or FILE.tar.gz (default: ./kubevisor-diagnose-NAMESPACE-VM)",
+    )
+    parser.add_argument(
+        "--lines",
+        type=int,
+        default=200,
+        help="lines of each log from the host: QEMU's, the serial console's, the agent's "
+        "(default: %(default)s; the agent serves at most 5000)",
     )
     flags.add_placement(parser, subset=False)
     parser.set_defaults(func=run)

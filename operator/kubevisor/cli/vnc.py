@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from kubevisor.cli import console, kubeapi
+from kubevisor.cli.subresources import Api
 from kubevisor.console import bridge, protocol
 from kubevisor.drivers.base import StreamConsole
 from kubevisor.kube.cluster import Cluster
@@ -51,46 +52,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=lambda args: kubeapi.with_cluster(args, lambda c: shoot(c, args)))
 
 
-class Api:
-    """The kubeconfig's URL, TLS context and headers for one VM's subresources."""
-
-    def __init__(self, cluster: Cluster, vm: str) -> None:
-        settings = cluster.api.configuration
-        self.base = str(settings.host).rstrip("/")
-        self.namespace = cluster.namespace
-        self.vm = vm
-        self.context = console.tls_context(settings)
-        self.headers: dict[str, str] = {}
-        token = settings.get_api_key_with_prefix("authorization")
-        if token:
-            self.headers["Authorization"] = str(token)
-
-    def url(self, subresource: str) -> str:
-        return self.base + protocol.api_path(self.namespace, self.vm, subresource)
-
-    async def refusal(self, reply: aiohttp.ClientResponse) -> str:
-        body = await reply.read()
-        return protocol.status_message(
-            body, f"the API server refused the request ({reply.status} {reply.reason})"
-        )
-
-
 def shoot(cluster: Cluster, args: argparse.Namespace) -> int:
     api = Api(cluster, args.vm)
 
     async def go() -> int:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                api.url(f"{protocol.VNC_SUBRESOURCE}/{protocol.SCREENSHOT}"),
-                ssl=api.context,
-                headers=api.headers,
-            ) as reply,
-        ):
-            if reply.status != 200:
-                print(f"error: {await api.refusal(reply)}", file=sys.stderr)
-                return kubeapi.FAILED
-            args.output.write_bytes(await reply.read())
+        image, refused = await api.get(f"{protocol.VNC_SUBRESOURCE}/{protocol.SCREENSHOT}")
+        if image is None:
+            print(f"error: {refused}", file=sys.stderr)
+            return kubeapi.FAILED
+        args.output.write_bytes(image)
         print(f"wrote {args.output}", file=sys.stderr)
         return kubeapi.OK
 

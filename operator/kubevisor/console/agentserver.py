@@ -1,6 +1,8 @@
 """The agent's console endpoint: `wss://AGENT/console/NAMESPACE/NAME` (the serial
-console), `wss://AGENT/display/NAMESPACE/NAME` (the VNC display: RFB in binary messages)
-and `https://AGENT/screenshot/NAMESPACE/NAME` (a PNG), mTLS only.
+console), `wss://AGENT/display/NAMESPACE/NAME` (the VNC display: RFB in binary messages),
+`https://AGENT/screenshot/NAMESPACE/NAME` (a PNG), `https://AGENT/diagnose/NAMESPACE/NAME`
+(the host's part of `kubevisor diagnose`, JSON; `agent.diagnostics`) and
+`https://AGENT/consolelog/NAMESPACE/NAME` (the tail of the serial log, text), mTLS only.
 
 Started by `kubevisor-agent` (agent/main.py) when it has a certificate to serve with.
 The TLS handshake already demands a client certificate from `--console-client-ca`; the
@@ -38,6 +40,12 @@ OpenDisplay = Callable[[str], Awaitable[bridge.End]]
 """`open_display(uuid)`: a connection to the domain's VNC server (`Hypervisor.open_display`)."""
 Screenshot = Callable[[str], Awaitable[bytes]]
 """`screenshot(uuid)`: the domain's screen as PNG (`Hypervisor.screenshot`)."""
+Diagnose = Callable[[Object, str | None], Awaitable[Object]]
+"""`diagnose(vm, lines)`: the host's part of the VM's bundle (`agent.diagnostics.bundle`;
+`lines` is the request's query parameter as given)."""
+ConsoleLog = Callable[[Object, str | None], Awaitable[str]]
+"""`console_log(vm, lines)`: the tail of the VM's serial log, redacted; FileNotFoundError
+when there is none."""
 
 # The driver's refusals as HTTP statuses, first match (DomainNotFound is a PermanentError
 # and ConsoleUnsupported one too): what the user's `kubevisor console` prints.
@@ -62,6 +70,8 @@ def application(
     open_display: OpenDisplay,
     screenshot: Screenshot,
     allowed_clients: Collection[str],
+    diagnose: Diagnose | None = None,
+    console_log: ConsoleLog | None = None,
 ) -> web.Application:
     """The aiohttp application of one agent (host `host`)."""
     allowed = frozenset(allowed_clients)
@@ -133,11 +143,39 @@ def application(
             return image
         return web.Response(body=image, content_type="image/png")
 
+    async def answer(
+        request: web.Request, what: str, reply: Callable[[Object, str | None], Awaitable[T]] | None
+    ) -> T | web.Response:
+        """`reply(vm, lines)` for a plain GET about a bound VM, or the refusal to send."""
+        found = await bound_vm(request)
+        if isinstance(found, web.Response):
+            return found
+        if reply is None:
+            return protocol.refuse(501, "NotImplemented", f"this agent serves no {what}")
+        _, vm_name, vm = found
+        try:
+            return await reply(vm, request.query.get("lines"))
+        except FileNotFoundError:
+            return protocol.refuse(404, "NotFound", f"no {what} of {vm_name} on this host")
+        except Exception as error:
+            log.exception("%s: cannot read it for %s", what, vm_name)
+            return protocol.refuse(500, "InternalError", f"cannot read the {what}: {error}")
+
+    async def diagnose_vm(request: web.Request) -> web.StreamResponse:
+        body = await answer(request, "diagnostics", diagnose)
+        return body if isinstance(body, web.Response) else web.json_response(body)
+
+    async def serial_log(request: web.Request) -> web.StreamResponse:
+        text = await answer(request, "serial log", console_log)
+        return text if isinstance(text, web.Response) else web.Response(text=text)
+
     path = "/{namespace}/{name}"
     app = web.Application()
     app.router.add_get(protocol.AGENT_PREFIX + path, console)
     app.router.add_get(protocol.AGENT_DISPLAY_PREFIX + path, display)
     app.router.add_get(protocol.AGENT_SCREENSHOT_PREFIX + path, screen)
+    app.router.add_get(protocol.AGENT_DIAGNOSE_PREFIX + path, diagnose_vm)
+    app.router.add_get(protocol.AGENT_CONSOLE_LOG_PREFIX + path, serial_log)
     return app
 
 

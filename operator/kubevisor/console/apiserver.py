@@ -2,20 +2,23 @@
 
 kube-apiserver authenticates the user and proxies
 `/apis/subresources.kubevisor.io/v1alpha1/namespaces/NS/virtualmachines/VM/console`
-(the serial console), `.../VM/vnc` (the VNC display: RFB in binary websocket messages,
-as websockify and noVNC speak it) and `.../VM/vnc/screenshot` (a PNG) here with its
-front-proxy client certificate and the user in X-Remote-User, X-Remote-Group and
-X-Remote-Extra-* headers. This server:
+(the serial console), `.../VM/console/log` (the serial log's tail), `.../VM/vnc` (the
+VNC display: RFB in binary websocket messages, as websockify and noVNC speak it),
+`.../VM/vnc/screenshot` (a PNG) and `.../VM/diagnose` (the host's part of `kubevisor
+diagnose`, JSON) here with its front-proxy client certificate and the user in
+X-Remote-User, X-Remote-Group and X-Remote-Extra-* headers. This server:
 
 1. believes those headers only from a client certificate that chains to the
    requestheader CA and names one of `requestheader_allowed_names` (else 401),
 2. asks a SubjectAccessReview whether that user may `get` `virtualmachines/console`
-   (`virtualmachines/vnc` for the display and its screenshots) in group
-   subresources.kubevisor.io in the VM's namespace (else 403),
+   (`virtualmachines/vnc` for the display and its screenshots, `virtualmachines/diagnose`
+   for the diagnostics) in group subresources.kubevisor.io in the VM's namespace (else
+   403),
 3. reads the VM's status.host and that HypervisorHost's status.consoleEndpoint, dials the
    agent there with its own client certificate, and only once the agent accepted
    upgrades the user's connection, records an Event on the VM naming the user
-   (ConsoleConnected, VNCConnected), and bridges the two websockets.
+   (ConsoleConnected, VNCConnected), and bridges the two websockets; a plain GET
+   (screenshot, diagnose, console/log) is passed on and its answer returned.
 
 Refusals are metav1.Status bodies, which the apiserver passes on to the user. Discovery
 (the APIResourceList the aggregator reads) and health need no client certificate.
@@ -114,7 +117,8 @@ def authenticate(request: web.Request, settings: RequestHeader, peer: str | None
 
 
 def discovery() -> Object:
-    """The APIResourceList of our group version: the console and vnc subresources."""
+    """The APIResourceList of our group version: the console, vnc and diagnose
+    subresources."""
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -127,7 +131,11 @@ def discovery() -> Object:
                 "kind": "VirtualMachine",
                 "verbs": ["get"],
             }
-            for subresource in (protocol.SUBRESOURCE, protocol.VNC_SUBRESOURCE)
+            for subresource in (
+                protocol.SUBRESOURCE,
+                protocol.VNC_SUBRESOURCE,
+                protocol.DIAGNOSE_SUBRESOURCE,
+            )
         ],
     }
 
@@ -266,14 +274,19 @@ def application(
             request, protocol.VNC_SUBRESOURCE, protocol.AGENT_DISPLAY_PREFIX, "VNC"
         )
 
-    async def screenshot(request: web.Request) -> web.StreamResponse:
-        admitted = await admit(request, protocol.VNC_SUBRESOURCE)
+    async def relay(
+        request: web.Request, subresource: str, agent_prefix: str, content_type: str
+    ) -> web.StreamResponse:
+        """A plain GET passed on to the agent of the VM's host, with its query."""
+        admitted = await admit(request, subresource)
         if isinstance(admitted, web.Response):
             return admitted
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         url = admitted.agent.replace("wss://", "https://", 1) + protocol.agent_path(
-            namespace, name, protocol.AGENT_SCREENSHOT_PREFIX
+            namespace, name, agent_prefix
         )
+        if request.query_string:
+            url += "?" + request.query_string
         try:
             status, message, body = await fetch(url)
         except (aiohttp.ClientError, OSError) as error:
@@ -284,7 +297,25 @@ def application(
             )
         if status != 200:
             return protocol.refuse(status, "", message or f"the agent refused ({status})")
-        return web.Response(body=body, content_type="image/png")
+        return web.Response(body=body, content_type=content_type)
+
+    async def screenshot(request: web.Request) -> web.StreamResponse:
+        return await relay(
+            request, protocol.VNC_SUBRESOURCE, protocol.AGENT_SCREENSHOT_PREFIX, "image/png"
+        )
+
+    async def diagnose(request: web.Request) -> web.StreamResponse:
+        return await relay(
+            request,
+            protocol.DIAGNOSE_SUBRESOURCE,
+            protocol.AGENT_DIAGNOSE_PREFIX,
+            "application/json",
+        )
+
+    async def console_log(request: web.Request) -> web.StreamResponse:
+        return await relay(
+            request, protocol.SUBRESOURCE, protocol.AGENT_CONSOLE_LOG_PREFIX, "text/plain"
+        )
 
     async def resources(_request: web.Request) -> web.Response:
         return web.json_response(discovery())
@@ -310,6 +341,8 @@ def application(
     app.router.add_get(vm_path + protocol.SUBRESOURCE, console)
     app.router.add_get(vm_path + protocol.VNC_SUBRESOURCE, vnc)
     app.router.add_get(vm_path + protocol.VNC_SUBRESOURCE + "/" + protocol.SCREENSHOT, screenshot)
+    app.router.add_get(vm_path + protocol.DIAGNOSE_SUBRESOURCE, diagnose)
+    app.router.add_get(vm_path + protocol.SUBRESOURCE + "/" + protocol.LOG, console_log)
     app.router.add_get(prefix, resources)
     app.router.add_get(f"/apis/{protocol.GROUP}", group)
     for path in ("/healthz", "/readyz", "/livez"):

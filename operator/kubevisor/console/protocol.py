@@ -17,11 +17,18 @@ VNC_SUBRESOURCE: Final = "vnc"
 SCREENSHOT: Final = "screenshot"
 """Under vnc: `.../virtualmachines/VM/vnc/screenshot`, which RBAC checks as
 virtualmachines/vnc (kube-apiserver's subresource is the first segment after the name)."""
+DIAGNOSE_SUBRESOURCE: Final = "diagnose"
+"""`.../virtualmachines/VM/diagnose`: the host's part of `kubevisor diagnose` (JSON)."""
+LOG: Final = "log"
+"""Under console: `.../virtualmachines/VM/console/log`, the serial log's tail, which RBAC
+checks as virtualmachines/console (what the console shows, kept)."""
 
 API_PREFIX: Final = f"/apis/{GROUP}/{VERSION}"
 AGENT_PREFIX: Final = "/console"
 AGENT_DISPLAY_PREFIX: Final = "/display"
 AGENT_SCREENSHOT_PREFIX: Final = "/screenshot"
+AGENT_DIAGNOSE_PREFIX: Final = "/diagnose"
+AGENT_CONSOLE_LOG_PREFIX: Final = "/consolelog"
 
 # Client certificate names each server accepts by default.
 FRONT_PROXY_CLIENT: Final = "front-proxy-client"

@@ -225,6 +225,18 @@ class DomainStats:
     interfaces: tuple[InterfaceStats, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DomainDiagnostics:
+    """What only the host knows of one domain, for `kubevisor diagnose`
+    (`Hypervisor.domain_diagnostics`): libvirt's `domstats` record as `key=value` lines
+    and the tail of QEMU's log. A part the driver cannot supply is None, and `missing`
+    says why, by part ("domstats", "qemu.log")."""
+
+    domstats: str | None = None
+    qemu_log: str | None = None
+    missing: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True)
 class PageSize:
     """Pages of one size in one NUMA cell; `free` is None when the hypervisor cannot say."""
@@ -466,6 +478,10 @@ class Hypervisor(Protocol):
         """Usage counters of every domain, in one bulk request to the hypervisor
         (libvirt's virConnectGetAllDomainStats), for the agent's per-VM metrics; a
         driver that cannot say (vSphere) returns an empty list."""
+
+    async def domain_diagnostics(self, uuid: str, *, lines: int) -> DomainDiagnostics:
+        """The domain's statistics (all of libvirt's groups, `virsh domstats`) and the last
+        `lines` lines of its QEMU log, for `kubevisor diagnose`; raises DomainNotFound."""
 
     def events(self) -> AsyncIterator[Event]:
         """Lifecycle and connection events from now on, until `close()`.

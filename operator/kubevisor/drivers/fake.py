@@ -13,7 +13,9 @@ tick (`FAST_MIBPS` when unlimited), so its `job_stats` progress deterministicall
 other tasks poll, abort or switch it to post-copy. Tests steer a migration in flight through
 `migrations[uuid]` (e.g. `stalled = True`, `dirty_bytes_per_tick`).
 
-What `domain_stats` reports for a domain is its `usage`, which tests set.
+What `domain_stats` reports for a domain is its `usage`, which tests set;
+`domain_diagnostics` reports its state as its domstats and, like a driver without logs,
+says it has no QEMU log unless a test sets the domain's `qemu_log`.
 
 A running domain has a serial console (`open_console`, one session at a time, like
 libvirt's): tests make the guest write with `consoles[uuid].guest_writes(...)` and read
@@ -124,6 +126,7 @@ class FakeDomain:
     # What `domain_stats` reports for it (its uuid, name and state are filled in); None
     # reports nothing but those, like libvirt's test driver.
     usage: base.DomainStats | None = None
+    qemu_log: str | None = None
 
     def info(self) -> base.DomainInfo:
         return base.DomainInfo(self.uuid, self.name, self.state, self.reason, self.persistent)
@@ -341,6 +344,15 @@ class FakeHypervisor:
             )
             for domain in self.domains.values()
         ]
+
+    async def domain_diagnostics(self, uuid: str, *, lines: int) -> base.DomainDiagnostics:
+        domain = self._domain("domain_diagnostics", uuid)
+        log = domain.qemu_log
+        return base.DomainDiagnostics(
+            domstats=f"state.state={domain.state.value}\nstate.reason={domain.reason}\n",
+            qemu_log=None if log is None else "".join(log.splitlines(True)[-lines:]),
+            missing={} if log is not None else {"qemu.log": "the fake driver keeps no QEMU log"},
+        )
 
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()

@@ -18,7 +18,7 @@ import libvirt
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
-from kubevisor.drivers.libvirt import console, display, facts, migration, stats
+from kubevisor.drivers.libvirt import console, diagnostics, display, facts, migration, stats
 from kubevisor.drivers.libvirt.connection import Connection
 
 _UNDEFINE_EVERYTHING = (
@@ -40,7 +40,8 @@ class LibvirtHypervisor(base.Connects):
     Use as `async with LibvirtHypervisor(uri) as hypervisor:` or call `connect()`/`close()`.
     With `migration_tls` (the directory of the certificates libvirtd's qemu.conf names as
     migrate_tls_x509_cert_dir), every live migration is encrypted, and refused while that
-    directory lacks a valid certificate or key; None migrates over plain TCP.
+    directory lacks a valid certificate or key; None migrates over plain TCP. `log_dir`
+    is where libvirtd writes its domains' QEMU logs (`diagnostics.default_log_dir`).
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class LibvirtHypervisor(base.Connects):
         keepalive_count: int = 3,
         threads: int = 8,
         migration_tls: Path | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self._uri = uri
+        self._log_dir = log_dir
         self._migration_tls = migration_tls
         self._events = events.Broadcaster()
         self._stop_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -186,6 +189,16 @@ class LibvirtHypervisor(base.Connects):
 
     async def domain_stats(self) -> list[base.DomainStats]:
         return await self._call("reading domain statistics", _domain_stats)
+
+    async def domain_diagnostics(self, uuid: str, *, lines: int) -> base.DomainDiagnostics:
+        name, record, why = await self._domain_call(
+            "reading the statistics of", uuid, diagnostics.domstats
+        )
+        log, why_no_log = await diagnostics.qemu_log(self._log_dir, name, lines)
+        missing = {"domstats": why} if record is None else {}
+        if log is None:
+            missing["qemu.log"] = why_no_log
+        return base.DomainDiagnostics(domstats=record, qemu_log=log, missing=missing)
 
     def events(self) -> AsyncIterator[base.Event]:
         return self._events.subscribe()

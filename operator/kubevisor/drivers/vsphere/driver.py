@@ -467,6 +467,19 @@ class VsphereHypervisor(base.Connects):
         report, and the agent does not read it (yet)."""
         return []
 
+    async def domain_diagnostics(self, uuid: str, *, lines: int) -> base.DomainDiagnostics:
+        """Neither part: vCenter keeps a VM's statistics (its performance manager) and
+        its vmware.log (the VM's datastore folder), which this driver does not read."""
+        await self.state(uuid)  # DomainNotFound, as every driver
+        return base.DomainDiagnostics(
+            missing={
+                "domstats": "the vSphere driver reads no per-VM statistics: see the VM's "
+                "performance charts in vCenter",
+                "qemu.log": "a vSphere VM has no QEMU log: its vmware.log is in the VM's "
+                "folder on its datastore",
+            }
+        )
+
     async def domain_xml(self, uuid: str) -> str:
         """The XML the VM was defined from; a minimal one for VMs defined by others."""
 
