@@ -15,6 +15,7 @@ import yaml
 from harness import REPO, controlplane_bin, require
 from kubevisor.agent import main as agent_main
 from kubevisor.console import protocol
+from kubevisor.drivers.libvirt import diagnostics as libvirt_diagnostics
 from kubevisor.handlers import main as controller_main
 
 MANIFESTS = REPO / "deploy" / "manifests"
@@ -129,3 +130,15 @@ def test_the_agent_advertises_its_pod_ip(objects: list[dict[str, Any]]) -> None:
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     ports = {p["name"]: p["containerPort"] for p in agent["ports"]}
     assert ports["console"] == int(flag(agent["args"], "--console-port"))
+
+
+def test_the_agent_reads_qemu_logs_where_libvirt_writes_them(objects: list[dict[str, Any]]) -> None:
+    """`kubevisor diagnose` reads QEMU's log at the agent's default --qemu-log-dir for
+    its --libvirt-uri, which the console component mounts read-only from the node."""
+    agent = container(objects, "DaemonSet", "kubevisor-agent")
+    where = libvirt_diagnostics.default_log_dir(flag(agent["args"], "--libvirt-uri"))
+    mounts = {m["mountPath"]: m for m in agent["volumeMounts"]}
+    assert where is not None and mounts[str(where)].get("readOnly") is True
+    spec = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[str(where)]["name"])
+    assert volume["hostPath"]["path"] == str(where)
