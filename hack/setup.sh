@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what kubevisor needs on this machine, idempotently; cheap when already done.
 #   - Debian packages (libvirt, QEMU, the guest kernel, busybox; dnsmasq and nftables for the
-#     hosts' networks; prometheus for promtool, which tests the alerts) when running as root
+#     hosts' networks; prometheus for promtool, which tests the alerts; chromium, which opens
+#     the web console in its test; npm where no Node.js came with the machine) when running
+#     as root
 #   - a virtualenv in .venv with the package and its dev tools
 #   - kube-apiserver, kubectl and etcd, and vcsim (the vSphere simulator), built from Go
-#     modules into a cache outside the repo
+#     modules into a cache outside the repo; noVNC (`kubevisor console --web`) from npm into
+#     the same cache
 # Prints nothing but progress on stderr; the last line on stdout is the control-plane bin dir.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +20,11 @@ debs=(
   iproute2 util-linux ovmf syslinux syslinux-common mtools dosfstools
   dnsmasq-base nftables
   prometheus
+  chromium
 )
+# npm installs noVNC (hack/novnc/build.sh); a Node.js from elsewhere brings its own npm, and
+# Debian's npm package would conflict with it.
+command -v npm >/dev/null || debs+=(npm)
 missing=()
 for deb in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing+=("$deb")
@@ -50,4 +57,9 @@ fi
 
 hack/vcsim/build.sh >/dev/null
 hack/quantity/build.sh >/dev/null
+if command -v npm >/dev/null || [ "${CI:-}" = true ]; then
+  hack/novnc/build.sh >/dev/null
+else
+  echo "npm missing: noVNC not installed (kubevisor console --web and its test need it)" >&2
+fi
 hack/controlplane/build.sh

@@ -1,25 +1,31 @@
 """VNC displays end to end on the private console stack (conftest.py): the domain's VNC
 server on a UNIX socket only, `kubevisor vnc` through kube-apiserver's aggregation to the
 console API and the agent (read with a minimal RFB client of our own), `kubevisor
-screenshot`, and RBAC's virtualmachines/vnc."""
+screenshot`, `kubevisor console --web` (noVNC in headless Chromium), and RBAC's
+virtualmachines/vnc."""
 
 from __future__ import annotations
 
+import base64
+import io
 import socket
 import struct
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
-from harness import eventually
+from harness import REPO, eventually, require
 from kubevisor.testbed.guest import SCREEN_COLOUR
 
+from . import browser
 from .stack import NAMESPACE, ConsoleStack, qemu_pid
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.libvirtd, pytest.mark.e2e]
@@ -197,15 +203,36 @@ def test_screenshot_shows_what_the_guest_drew(console_stack: ConsoleStack, tmp_p
     assert colours is not None and len(colours) > 2
 
 
-@pytest.mark.parametrize("command", ["vnc", "screenshot"])
-def test_without_the_vnc_permission_is_forbidden(
-    console_stack: ConsoleStack, tmp_path: Path, command: str
-) -> None:
-    """The serial console's permission is not the display's."""
-    kubeconfig = granted(console_stack, "vnc-bob", "kubevisor-console")
-    extra = ["-o", str(tmp_path / "no.png")] if command == "screenshot" else []
+@pytest.fixture(scope="module")
+def novnc() -> Path:
+    """The @novnc/novnc package hack/novnc/build.sh installed."""
     done = subprocess.run(
-        cli(kubeconfig, command, "guest", *extra), capture_output=True, text=True, timeout=60
+        [str(REPO / "hack" / "novnc" / "build.sh"), "--check"], capture_output=True, text=True
+    )
+    require(
+        done.returncode == 0,
+        what="noVNC (the npm package @novnc/novnc)",
+        how="run hack/novnc/build.sh (hack/setup.sh does)",
+    )
+    return Path(done.stdout.strip())
+
+
+@pytest.mark.parametrize("command", ["vnc", "screenshot", "console --web"])
+def test_without_the_vnc_permission_is_forbidden(
+    console_stack: ConsoleStack, tmp_path: Path, request: pytest.FixtureRequest, command: str
+) -> None:
+    """The serial console's permission is not the display's, nor the web console's."""
+    kubeconfig = granted(console_stack, "vnc-bob", "kubevisor-console")
+    extra: list[str] = []
+    if command == "screenshot":
+        extra = ["-o", str(tmp_path / "no.png")]
+    elif command == "console --web":
+        extra = ["--web", "--novnc", str(request.getfixturevalue("novnc"))]
+    done = subprocess.run(
+        cli(kubeconfig, command.split()[0], "guest", *extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert done.stderr == (
@@ -213,7 +240,113 @@ def test_without_the_vnc_permission_is_forbidden(
         '"vnc-bob" cannot get resource "virtualmachines/vnc" in API group '
         f'"subresources.kubevisor.io" in the namespace "{NAMESPACE}"\n'
     )
+    assert done.stdout == ""
     assert not (tmp_path / "no.png").exists()
+
+
+@pytest.fixture(scope="module")
+def web_console(
+    console_stack: ConsoleStack, novnc: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`kubevisor console guest --web` running as a user who may only open displays: the
+    URL it prints."""
+    kubeconfig = granted(console_stack, "vnc-carol", "kubevisor-vnc")
+    log = tmp_path_factory.mktemp("web") / "stderr"
+    argv = cli(kubeconfig, "console", "guest", "--web", "--novnc", str(novnc))
+    with log.open("w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        prefix = f"Web console of {NAMESPACE}/guest on http://127.0.0.1:"
+        assert first.startswith(prefix), (first, log.read_text())
+        yield first.split(" on ", 1)[1].split(" ", 1)[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def png(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        return image.convert("RGB")
+
+
+def alike(seen: Image.Image, guest: Image.Image) -> float:
+    """The share of pixels that are the same colour (give or take 16 per channel) in two
+    pictures of the same size."""
+    assert seen.size == guest.size, (seen.size, guest.size)
+    red, green, blue = ImageChops.difference(seen, guest).split()
+    largest = ImageChops.lighter(ImageChops.lighter(red, green), blue)
+    same = sum(largest.histogram()[:17])
+    return same / (guest.size[0] * guest.size[1])
+
+
+CANVAS = "document.querySelector('#screen canvas')"
+
+
+def test_the_web_console_shows_the_guest_screen(
+    console_stack: ConsoleStack, web_console: str, tmp_path: Path
+) -> None:
+    """noVNC in headless Chromium, on the page `console --web` serves, connects through the
+    API and shows what the guest's own screenshot shows: its canvas and a screenshot of the
+    page where the canvas is, each pixel for pixel (the text cursor may blink)."""
+    require(browser.executable() is not None, what="headless Chromium", how=browser.HOW_TO_INSTALL)
+    with browser.opened(web_console, tmp_path / "chromium") as page:
+        eventually(
+            lambda: page.evaluate("document.getElementById('status').textContent") == "connected",
+            timeout=60,
+            what="noVNC connected",
+        )
+
+        def canvas() -> Image.Image | None:
+            url = page.evaluate(f"{CANVAS}.toDataURL('image/png')")
+            image = png(base64.b64decode(url.split(",", 1)[1]))
+            image.save(tmp_path / "canvas.png")
+            return image if red_rows(tmp_path / "canvas.png") else None
+
+        shown = eventually(canvas, timeout=60, what="the guest's red line in noVNC's canvas")
+        box = page.evaluate(
+            f"(() => {{ const r = {CANVAS}.getBoundingClientRect(); "
+            "return {x: r.x, y: r.y, width: r.width, height: r.height}; })()"
+        )
+        seen = png(page.screenshot(box))
+        seen.save(tmp_path / "page.png")
+    kubeconfig = granted(console_stack, "vnc-shooter", "kubevisor-vnc")
+    out = tmp_path / "guest.png"
+    done = subprocess.run(
+        cli(kubeconfig, "screenshot", "guest", "-o", str(out)), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as image:
+        guest = image.convert("RGB")
+    # The red line is about 2% of the screen; the text cursor, 0.01%.
+    assert alike(shown, guest) > 0.999
+    assert alike(seen, guest) > 0.999
+
+
+def test_the_web_console_serves_only_its_own_page(web_console: str) -> None:
+    """Without the printed token nothing is served, and the websocket refuses another
+    site's page."""
+    root = web_console.rsplit("/", 2)[0] + "/"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(root + "websockify", timeout=10)
+    assert refused.value.code == 404
+    with urllib.request.urlopen(web_console, timeout=10) as reply:
+        assert b"kubevisor console" in reply.read()
+    request = urllib.request.Request(
+        web_console + "websockify",
+        headers={
+            "Origin": "http://evil.example",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as foreign:
+        urllib.request.urlopen(request, timeout=10)
+    assert foreign.value.code == 403
 
 
 def socket_inodes(pid: int) -> set[str]:

@@ -21,13 +21,17 @@ kubevisor-console ClusterRole bound in one namespace), grantable without edit of
 On a terminal, stdin is put in raw mode and Ctrl-] detaches. Otherwise stdin and stdout
 are copied as they are, and the end of stdin detaches, so scripts can drive a console.
 
-Exit codes: 0 detached (Ctrl-], end of stdin) or the console closed; 1 refused or failed
-(not found, forbidden, not running, console in use, agent unreachable, no serial log:
-one line on stderr).
+Exit codes: 0 detached (Ctrl-], end of stdin) or the console closed (`--web`:
+interrupted); 1 refused or failed (not found, forbidden, not running, console in use,
+agent unreachable, no serial log, noVNC not installed: one line on stderr); 2 `--port` or
+`--novnc` without `--web`.
 
 `--log` prints the end of the serial log the agent keeps on the VM's host (what the
 guest wrote to its console, also while nobody was attached) instead of attaching: GET
 .../virtualmachines/VM/console/log, which RBAC checks as virtualmachines/console.
+
+`--web` serves the VM's screen instead, as a page with noVNC on 127.0.0.1, through the
+display's path and permission (virtualmachines/vnc): cli/webconsole.py.
 """
 
 from __future__ import annotations
@@ -75,12 +79,36 @@ def register(subparsers: Any) -> None:
         default=200,
         help="with --log: how many lines (default: %(default)s; the agent serves at most 5000)",
     )
+    web = parser.add_argument_group("the graphical console in a browser (--web)")
+    web.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the VM's screen (VNC) as a web page with noVNC on 127.0.0.1 and print "
+        "its URL, instead of attaching to the serial console (needs virtualmachines/vnc)",
+    )
+    web.add_argument(
+        "--port", type=int, default=0, help="with --web: the local port (default: a free one)"
+    )
+    web.add_argument(
+        "--novnc",
+        metavar="DIR",
+        help="with --web: the directory of the @novnc/novnc npm package (default: the cache "
+        "hack/novnc/build.sh installs it into)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.log:
         return kubeapi.with_cluster(args, lambda cluster: print_log(cluster, args))
+    if args.web:
+        # Imported here: webconsole builds on vnc, which builds on this module.
+        from kubevisor.cli import webconsole
+
+        return webconsole.run(args)
+    if args.port or args.novnc:
+        print("error: --port and --novnc go with --web", file=sys.stderr)
+        return kubeapi.USAGE
     return kubeapi.with_cluster(args, lambda cluster: attach(cluster, args))
 
 

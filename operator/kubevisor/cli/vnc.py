@@ -88,42 +88,54 @@ def serve(cluster: Cluster, args: argparse.Namespace) -> int:
         return kubeapi.OK
 
 
-async def listen(api: Api, port: int) -> int:
-    """Check access once (a plain GET: the console API answers 400 "upgrade" when the
-    user may open the display and the VM has one to open), then bridge every viewer
-    that connects to its own websocket until interrupted."""
+async def allowed(http: aiohttp.ClientSession, api: Api) -> bool:
+    """Check access once before listening (a plain GET: the console API answers 400
+    "upgrade" when the user may open the display and the VM has one to open); else say
+    why on stderr."""
+    try:
+        async with http.get(
+            api.url(protocol.VNC_SUBRESOURCE), ssl=api.context, headers=api.headers
+        ) as reply:
+            if reply.status == 400:
+                return True
+            print(f"error: {await api.refusal(reply)}", file=sys.stderr)
+    except (aiohttp.ClientError, OSError) as error:
+        print(f"error: cannot reach the API server: {error}", file=sys.stderr)
+    return False
+
+
+async def display(http: aiohttp.ClientSession, api: Api) -> bridge.WebSocketEnd | str:
+    """A new websocket to the VM's display through the API server, or why there is none.
+    Every viewer (`vnc`) and page (`console --web`) gets its own."""
     url = api.url(protocol.VNC_SUBRESOURCE)
     ws_url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    try:
+        ws = await http.ws_connect(
+            ws_url, ssl=api.context, headers=api.headers, protocols=("binary",)
+        )
+    except aiohttp.WSServerHandshakeError as error:
+        return await console.refusal(http, url, error, ssl=api.context, headers=api.headers)
+    except (aiohttp.ClientError, OSError) as error:
+        return f"cannot reach the API server: {error}"
+    return bridge.WebSocketEnd(ws)
+
+
+async def listen(api: Api, port: int) -> int:
+    """Check access once, then bridge every viewer that connects to its own websocket
+    until interrupted."""
     async with aiohttp.ClientSession() as http:
-        try:
-            async with http.get(url, ssl=api.context, headers=api.headers) as reply:
-                if reply.status != 400:
-                    print(f"error: {await api.refusal(reply)}", file=sys.stderr)
-                    return kubeapi.FAILED
-        except (aiohttp.ClientError, OSError) as error:
-            print(f"error: cannot reach the API server: {error}", file=sys.stderr)
+        if not await allowed(http, api):
             return kubeapi.FAILED
 
         async def viewer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             local = StreamConsole(reader, writer)
-            try:
-                ws = await http.ws_connect(
-                    ws_url, ssl=api.context, headers=api.headers, protocols=("binary",)
-                )
-            except aiohttp.WSServerHandshakeError as error:
-                plain = ws_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-                why = await console.refusal(
-                    http, plain, error, ssl=api.context, headers=api.headers
-                )
-                print(f"error: {why}", file=sys.stderr, flush=True)
-                await local.close()
-                return
-            except (aiohttp.ClientError, OSError) as error:
-                print(f"error: cannot reach the API server: {error}", file=sys.stderr, flush=True)
+            upstream = await display(http, api)
+            if isinstance(upstream, str):
+                print(f"error: {upstream}", file=sys.stderr, flush=True)
                 await local.close()
                 return
             print("viewer connected", file=sys.stderr, flush=True)
-            await bridge.bridge(bridge.WebSocketEnd(ws), local)
+            await bridge.bridge(upstream, local)
             print("viewer disconnected", file=sys.stderr, flush=True)
 
         server = await asyncio.start_server(viewer, LOOPBACK, port)
