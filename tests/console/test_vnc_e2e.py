@@ -293,11 +293,13 @@ def test_the_web_console_shows_the_guest_screen(
     page where the canvas is, each pixel for pixel (the text cursor may blink)."""
     require(browser.executable() is not None, what="headless Chromium", how=browser.HOW_TO_INSTALL)
     with browser.opened(web_console, tmp_path / "chromium") as page:
-        eventually(
-            lambda: page.evaluate("document.getElementById('status').textContent") == "connected",
-            timeout=60,
-            what="noVNC connected",
-        )
+
+        def connected() -> bool:
+            status = page.evaluate("document.getElementById('status').textContent")
+            assert status == "connected", f"the page says {status!r}"
+            return True
+
+        eventually(connected, timeout=60, what="noVNC connected")
 
         def canvas() -> Image.Image | None:
             url = page.evaluate(f"{CANVAS}.toDataURL('image/png')")
@@ -312,6 +314,7 @@ def test_the_web_console_shows_the_guest_screen(
         )
         seen = png(page.screenshot(box))
         seen.save(tmp_path / "page.png")
+        (tmp_path / "whole-page.png").write_bytes(page.screenshot())
     kubeconfig = granted(console_stack, "vnc-shooter", "kubevisor-vnc")
     out = tmp_path / "guest.png"
     done = subprocess.run(

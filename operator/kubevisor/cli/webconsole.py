@@ -141,7 +141,11 @@ async def listen(api: Api, *, port: int, novnc: Path) -> int:
     async with aiohttp.ClientSession() as http:
         if not await vnc.allowed(http, api):
             return kubeapi.FAILED
-        listener = socket.create_server((vnc.LOOPBACK, port))
+        try:
+            listener = socket.create_server((vnc.LOOPBACK, port))
+        except OSError as error:
+            print(f"error: cannot listen on {vnc.LOOPBACK}:{port}: {error}", file=sys.stderr)
+            return kubeapi.FAILED
         bound = int(listener.getsockname()[1])
         token = secrets.token_urlsafe(18)
         runner = web.AppRunner(
