@@ -12,11 +12,11 @@ hand-off, each writing its own part under its own field manager.
   `status.targetAgent`. Until the job ends the incoming domain is not fenced.
 - Source, when the job is Running: for a cold job (`spec.mode: Cold`) first shuts the guest
   down and starts its domain again paused (agent/coldmove.py); then starts a peer-to-peer
-  migration with the job's
-  options, samples libvirt's job statistics about once a second into `status.progress`,
-  and lets `core.migration.step` decide on timeouts (post-copy or abort) and cancels; the
-  outcome goes to `status.transfer`. A VM that left is remembered, so its vanished domain is
-  not mistaken for a guest that needs starting before the controller moves its label.
+  migration with the job's options, samples libvirt's job statistics about once a second
+  into `status.progress`, and lets `core.migration.step` decide on timeouts (post-copy or
+  abort) and cancels; the outcome goes to `status.transfer`. A VM that left is remembered,
+  so its vanished domain is not mistaken for a guest that needs starting before the
+  controller moves its label.
 
 The migrator reaches the rest of the agent only through `AgentPort`; the agent asks it
 about migrating VMs only through the methods under "what the agent asks".
