@@ -113,6 +113,23 @@ class Stack:
         return self.virsh(host, "list", "--all", "--uuid").split()
 
 
+def disk_token_vm(name: str, guest: Any, *, disk_size: str, **spec: Any) -> dict[str, Any]:
+    """A VM booting the tiny guest's kernel with a blank data disk, which the guest keeps its
+    disk token on (testbed/guest.py), and any more of `spec`."""
+    boot = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline}
+    return {
+        "apiVersion": "kubevisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "memory": {"size": "128Mi"},
+            "boot": boot,
+            "disks": [{"name": "data", "size": disk_size}],
+            **spec,
+        },
+    }
+
+
 def host_ready(stack: Stack, name: str) -> bool:
     obj = stack.get("hvh", name)
     conditions = ((obj or {}).get("status") or {}).get("conditions") or []

@@ -280,6 +280,67 @@ def test_a_cancelled_transfer_is_aborted_and_reported_cancelled() -> None:
     run(scenario)
 
 
+def cold_job(uid: str, **options: Any) -> Object:
+    moving = job(uid, **options)
+    moving["spec"]["mode"] = "Cold"
+    return moving
+
+
+def test_a_cold_transfer_shuts_the_guest_down_and_moves_it_started_paused() -> None:
+    async def scenario(source: Source) -> None:
+        before = len(source.hv.calls)
+        await source.migrator.on_job("MODIFIED", cold_job(source.uid))
+        state, message = await source.ended()
+        assert (state, message.startswith("moved cold in")) == ("Succeeded", True), message
+        calls = [op for op, uid in source.hv.calls[before:] if uid == source.uid]
+        # Shut down, started again (paused: no guest instruction ran), then migrated.
+        assert calls.index("shutdown") < calls.index("start") < calls.index("migrate"), calls
+        assert "resume" not in calls
+        assert source.uid in source.target.domains and source.uid not in source.hv.domains
+        assert source.migrator.is_departed(source.uid)
+
+    run(scenario)
+
+
+def test_a_cold_transfer_of_a_paused_guest_resumes_it_to_shut_it_down() -> None:
+    async def scenario(source: Source) -> None:
+        await source.hv.suspend(source.uid)
+        before = len(source.hv.calls)
+        await source.migrator.on_job("MODIFIED", cold_job(source.uid))
+        assert (await source.ended())[0] == "Succeeded"
+        calls = [op for op, uid in source.hv.calls[before:] if uid == source.uid]
+        assert calls.index("resume") < calls.index("shutdown") < calls.index("start"), calls
+
+    run(scenario)
+
+
+def test_a_cancelled_cold_transfer_leaves_the_domain_paused_unbooted_on_the_source() -> None:
+    async def scenario(source: Source) -> None:
+        await source.migrator.on_job("MODIFIED", cold_job(source.uid, bandwidthMiBps=1))
+        await source.migrating()
+        cancelled = cold_job(source.uid, bandwidthMiBps=1)
+        cancelled["spec"]["cancel"] = True
+        await source.migrator.on_job("MODIFIED", cancelled)
+        assert await source.ended() == ("Cancelled", "cancelled (spec.cancel)")
+        # Its disks stay here; the agent's reconcile resumes it (a fresh boot) here.
+        assert (await source.hv.state(source.uid)).state is base.DomainState.PAUSED
+        assert source.uid not in source.target.domains
+        assert not source.migrator.is_departed(source.uid)
+
+    run(scenario)
+
+
+def test_a_cold_transfer_of_a_vm_without_a_domain_fails_saying_so() -> None:
+    async def scenario(source: Source) -> None:
+        await source.hv.undefine(source.uid)
+        await source.migrator.on_job("MODIFIED", cold_job(source.uid))
+        state, message = await source.ended()
+        assert state == "Failed"
+        assert "the VM's domain is not defined on the source" in message
+
+    run(scenario)
+
+
 async def preparing_target(
     source: Source, port: Port, *, migrate_uri: str | None = None, **options: Any
 ) -> Migrator:

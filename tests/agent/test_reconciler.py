@@ -48,9 +48,13 @@ class Host:
 class Migrations:
     to: dict[str, str] = field(default_factory=dict)
     departed: set[str] = field(default_factory=set)
+    cold: set[str] = field(default_factory=set)
 
     def migrating_to(self, vm_key: str) -> str | None:
         return self.to.get(vm_key)
+
+    def moving_cold(self, vm_key: str) -> bool:
+        return vm_key in self.cold
 
     def is_departed(self, uid: str) -> bool:
         return uid in self.departed

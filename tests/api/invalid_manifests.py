@@ -94,6 +94,7 @@ MODELS_ALLOW = frozenset(
         "migration-vm-is-immutable",
         "migration-target-host-is-immutable",
         "migration-cancel-cannot-be-undone",
+        "migration-mode-is-immutable",
         # Read so that the controller can report them on the host (InvalidCpuSets).
         "cpusets-overlap",
         "cpusets-overlap-on-one-cpu",
@@ -827,5 +828,26 @@ INVALID = [
         Update(before=mig({"cancel": True}), after=mig({"cancel": False})),
         "spec.cancel",
         id="migration-cancel-cannot-be-undone",
+    ),
+    pytest.param(mig({"mode": "Frozen"}), "spec.mode", id="migration-mode-unknown"),
+    pytest.param(
+        mig({"mode": "Cold", "options": {"postCopy": True}}),
+        "spec.options.postCopy",
+        id="migration-cold-post-copy",
+    ),
+    pytest.param(
+        mig({"mode": "Cold", "options": {"autoConverge": True}}),
+        "spec.options.autoConverge",
+        id="migration-cold-auto-converge",
+    ),
+    pytest.param(
+        mig({"mode": "Cold", "options": {"maxDowntimeMs": 300}}),
+        "spec.options.maxDowntimeMs",
+        id="migration-cold-max-downtime",
+    ),
+    pytest.param(
+        Update(before=mig(), after=mig({"mode": "Cold"})),
+        "spec.mode",
+        id="migration-mode-is-immutable",
     ),
 ]

@@ -201,6 +201,7 @@ def test_nested_defaults(plane: ControlPlane) -> None:
     apply(plane, named(mig(), "mig-defaults"))
     assert stored(plane, "MigrationJob", "mig-defaults")["spec"] == {
         "vm": "minimal",
+        "mode": "Live",
         "cancel": False,
         "options": {"completionTimeoutPerGiB": 150, "progressTimeout": 150},
     }

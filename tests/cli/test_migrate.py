@@ -35,6 +35,7 @@ def parsed(**flags: Any) -> argparse.Namespace:
         "bandwidth": None,
         "post_copy": False,
         "auto_converge": False,
+        "cold": False,
         "dry_run": False,
         "wait": False,
         "output": None,
@@ -61,6 +62,13 @@ def parsed(**flags: Any) -> argparse.Namespace:
         ),
         pytest.param({"cancel": "j", "output": "yaml"}, "-o yaml|json", id="cancel-with-yaml"),
         pytest.param({"vm": "db-0", "dry_run": True, "wait": True}, "--wait", id="dry-run-wait"),
+        pytest.param({"vm": "db-0", "cold": True, "wait": True}, None, id="cold"),
+        pytest.param(
+            {"vm": "db-0", "cold": True, "post_copy": True},
+            "--post-copy and --auto-converge apply to live migrations, not --cold",
+            id="cold-with-post-copy",
+        ),
+        pytest.param({"cancel": "j", "cold": True}, "--cold cannot be used", id="cancel-cold"),
     ],
 )
 def test_usage_error(flags: dict[str, Any], problem: str | None) -> None:
@@ -119,6 +127,14 @@ def test_manifest_with_options() -> None:
         "kind": "MigrationJob",
         "metadata": {"generateName": "db-0-migration-", "namespace": "prod"},
         "spec": {"vm": "db-0", "options": {"postCopy": True}},
+    }
+
+
+def test_cold_manifest_sets_the_mode() -> None:
+    assert migrate.manifest("ct-1", namespace=None, target="hv-b", name="m", cold=True)["spec"] == {
+        "vm": "ct-1",
+        "targetHost": "hv-b",
+        "mode": "Cold",
     }
 
 

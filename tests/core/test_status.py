@@ -656,3 +656,30 @@ def test_the_agent_repeats_the_controllers_refusal_and_the_controller_reads_the_
     ]
     assert [resizing.holding_for_resize([c]) for c in held] == [True, True, False]
     assert not resizing.holding_for_resize([refused])
+
+
+@pytest.mark.parametrize(
+    ("state", "cold", "phase", "ready"),
+    [
+        pytest.param("running", False, "Migrating", "True", id="live-keeps-serving"),
+        pytest.param("shutoff", False, "Starting", "False", id="live-not-migrating-when-off"),
+        pytest.param("shutdown", True, "Migrating", "False", id="cold-while-shutting-down"),
+        pytest.param("shutoff", True, "Migrating", "False", id="cold-while-off"),
+        pytest.param("paused", True, "Migrating", "False", id="cold-started-paused"),
+    ],
+)
+def test_a_cold_move_is_migrating_whatever_its_domain_does(
+    state: str, cold: bool, phase: str, ready: str
+) -> None:
+    given = dataclasses.replace(
+        inputs(domain=(state, "user")),
+        migrating_to="h2",
+        moving_cold=cold,
+    )
+    result = status.bound_vm_status(
+        given, previous_phase="Running", previous=[], restart_count=0, now=NOW
+    )
+    assert result["phase"] == phase
+    assert conditions(result)["Ready"] == ready
+    if cold:
+        assert "moving cold to host h2" in str(result["conditions"])

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness import eventually
-from stacks import ExtraHost, Stack
+from stacks import ExtraHost, Stack, disk_token_vm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -29,21 +29,7 @@ STORAGE = "e2e-shared"
 
 
 def vm(name: str, guest: Any) -> dict[str, Any]:
-    """A VM booting the tiny guest's kernel, with a blank data disk for its token."""
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "memory": {"size": "128Mi"},
-            "boot": {
-                "kernel": str(guest.kernel),
-                "initrd": str(guest.initrd),
-                "cmdline": guest.cmdline,
-            },
-            "disks": [{"name": "data", "size": "16Mi"}],
-        },
-    }
+    return disk_token_vm(name, guest, disk_size="16Mi")
 
 
 def host_spec(stack: Stack, host: str, spec: dict[str, Any]) -> None:

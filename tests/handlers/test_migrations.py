@@ -12,6 +12,7 @@ import asyncio
 import pytest
 
 from kubevisor.api.wire import MIGRATION_FINALIZER, MIGRATION_SOURCE_LABEL, MIGRATION_TARGET_LABEL
+from kubevisor.kube.client import Object
 
 from .fake_cluster import AGENT, HOST_LABEL, Cluster, host, job, lease, vm
 
@@ -139,6 +140,44 @@ def test_live_migration_of_an_lxc_container_fails_with_the_reason(cluster: Clust
         assert cluster.kube.said("a", "MigrationFailed") == [
             ("Warning", f"MigrationJob j1: {status['reason']}")
         ]
+
+    asyncio.run(main())
+
+
+def cold(obj: Object) -> Object:
+    obj["spec"]["mode"] = "Cold"
+    return obj
+
+
+def test_cold_migration_of_an_lxc_container_fails_saying_it_cannot_move_cold(
+    cluster: Cluster,
+) -> None:
+    async def main() -> None:
+        await cluster.start(
+            hosts=[host("ct1", hypervisor_type="lxc"), host("ct2", hypervisor_type="lxc")],
+            vms=[vm("a", host="ct1", container={"rootfs": "/srv/a"})],
+        )
+        await cluster.create_job(cold(job("j1", "a")))
+
+        status = cluster.job_status("j1")
+        assert status["phase"] == "Failed"
+        assert status["reason"].startswith("lxc hosts cannot move VMs cold either"), status
+        assert cluster.claims() == {"default/a": "ct1"}
+
+    asyncio.run(main())
+
+
+def test_cold_migration_is_admitted_and_claims_its_target_as_a_live_one(
+    cluster: Cluster,
+) -> None:
+    async def main() -> None:
+        await cluster.start(hosts=[host("h1"), host("h2")], vms=[vm("a", host="h1")])
+        await cluster.create_job(cold(job("j1", "a")))
+
+        status = cluster.job_status("j1")
+        assert (status["phase"], status["source"], status["target"]) == ("Preparing", "h1", "h2")
+        # The VM keeps its claim on the source until the transfer is done.
+        assert cluster.claims() == {"default/a": "h1", "migration:default/j1": "h2"}
 
     asyncio.run(main())
 

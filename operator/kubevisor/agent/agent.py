@@ -122,6 +122,7 @@ class Agent:
             host=settings.host,
             libvirt_uri=settings.migration_uri or libvirt_uri,
             migrate_uri=settings.migrate_uri,
+            shutdown_grace=settings.shutdown_grace,
         )
         self.fencer = Fencer(
             host=settings.host,

@@ -10,11 +10,13 @@ hand-off, each writing its own part under its own field manager.
   images, seed ISO), renders the domain for this host's paths and the pCPUs the controller
   claimed here, and publishes it with the libvirt and QEMU addresses the source must use in
   `status.targetAgent`. Until the job ends the incoming domain is not fenced.
-- Source, when the job is Running: starts a live peer-to-peer migration with the job's
-  options, samples libvirt's job statistics about once a second into `status.progress`,
-  and lets `core.migration.step` decide on timeouts (post-copy or abort) and cancels; the
-  outcome goes to `status.transfer`. A VM that left is remembered, so its vanished domain is
-  not mistaken for a guest that needs starting before the controller moves its label.
+- Source, when the job is Running: for a cold job (`spec.mode: Cold`) first shuts the guest
+  down and starts its domain again paused (agent/coldmove.py); then starts a peer-to-peer
+  migration with the job's options, samples libvirt's job statistics about once a second
+  into `status.progress`, and lets `core.migration.step` decide on timeouts (post-copy or
+  abort) and cancels; the outcome goes to `status.transfer`. A VM that left is remembered,
+  so its vanished domain is not mistaken for a guest that needs starting before the
+  controller moves its label.
 
 The migrator reaches the rest of the agent only through `AgentPort`; the agent asks it
 about migrating VMs only through the methods under "what the agent asks".
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kubevisor import metrics
+from kubevisor.agent import coldmove
 from kubevisor.agent.network import NetworkNotReady
 from kubevisor.api import quantity
 from kubevisor.api.hypervisorhost import SharedStorage
@@ -110,6 +113,7 @@ class Migrator:
         clock: Callable[[], float] = time.monotonic,
         sampling: tuple[float, float] = (FIRST_SAMPLE, PROGRESS_INTERVAL),
         network_wait: tuple[float, float] = NETWORK_WAIT,
+        shutdown_grace: float = 30.0,
     ) -> None:
         self._agent = agent
         self._kube = kube
@@ -121,6 +125,8 @@ class Migrator:
         self._sampling = sampling
         """Seconds to the first sample of a transfer, and between the later ones."""
         self._network_wait = network_wait
+        self._shutdown_grace = shutdown_grace
+        """Seconds a cold move waits for the guest to power off before destroying it."""
         self._jobs: dict[str, Object] = {}
         self._transfers: dict[str, asyncio.Task[None]] = {}
         self._finished: set[str] = set()
@@ -128,6 +134,8 @@ class Migrator:
         self._cancels: dict[str, asyncio.Event] = {}
         self._migrating: dict[str, str] = {}
         """VM key -> target host, while this (source) agent transfers it."""
+        self._cold: set[str] = set()
+        """VM keys of `_migrating` whose job moves them cold."""
         self._departed: set[str] = set()
         """uids of VMs this agent migrated away whose label has not moved yet."""
         self._incoming: dict[str, str] = {}
@@ -343,6 +351,8 @@ class Migrator:
             uid = vm_obj["metadata"]["uid"]
             vm = VirtualMachine.model_validate(vm_obj)
             self._migrating[vm_key] = status.target
+            if job.spec.mode == "Cold":
+                self._cold.add(vm_key)
             self._agent.requeue(vm_key)
             await report.transfer("Running")
             outcome = await self._run(
@@ -361,6 +371,7 @@ class Migrator:
         finally:
             self._finished.add(key)
             self._migrating.pop(vm_key, None)
+            self._cold.discard(vm_key)
             self._transfers.pop(key, None)
             self._cancels.pop(key, None)
             self._agent.requeue(vm_key)
@@ -380,6 +391,11 @@ class Migrator:
     ) -> tuple[str, str]:
         key = f"{job.metadata['namespace']}/{job.metadata['name']}"
         options = job.spec.options
+        cold = job.spec.mode == "Cold"
+        if cold:
+            await coldmove.ready_for_transfer(
+                self._hv, uid, shutdown_grace=self._shutdown_grace, job=key
+            )
         shared = self._agent.shared_storage()
         source_xml = await self._hv.domain_xml(uid)
         disks = migration.disks_to_copy(source_xml, xml, shared.path if shared else None)
@@ -415,7 +431,8 @@ class Migrator:
         self._departed.add(uid)
         elapsed = self._clock() - monitor.started_at
         suffix = " (post-copy)" if monitor.post_copy else ""
-        return "Succeeded", f"migrated in {elapsed:.1f}s{suffix}"
+        moved = "moved cold" if cold else "migrated"
+        return "Succeeded", f"{moved} in {elapsed:.1f}s{suffix}"
 
     async def _monitor(
         self,
@@ -499,6 +516,10 @@ class Migrator:
     def migrating_to(self, vm_key: str) -> str | None:
         """The target host while this (source) agent transfers the VM, else None."""
         return self._migrating.get(vm_key)
+
+    def moving_cold(self, vm_key: str) -> bool:
+        """This (source) agent moves the VM cold (`migrating_to` says where)."""
+        return vm_key in self._cold
 
     def is_incoming(self, uid: str) -> bool:
         """The VM migrates here: its domain is no stray."""

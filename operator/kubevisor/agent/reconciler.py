@@ -79,6 +79,8 @@ class Migrations(Protocol):
 
     def migrating_to(self, vm_key: str) -> str | None: ...
 
+    def moving_cold(self, vm_key: str) -> bool: ...
+
     def is_departed(self, uid: str) -> bool: ...
 
     def forget_departed(self, uid: str) -> bool: ...
@@ -348,6 +350,7 @@ class Reconciler:
                 hardware=identity.hardware_fingerprint(vm.spec),
                 error=error,
                 migrating_to=migrating_to,
+                moving_cold=migrating_to is not None and self._migrations.moving_cold(key),
                 evicting=evicting,
                 unenforced=tuple(converter.unenforced_limits(vm, limits)),
                 pulls=pulls,

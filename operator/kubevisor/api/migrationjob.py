@@ -1,4 +1,4 @@
-"""The MigrationJob custom resource: one live migration of one VirtualMachine.
+"""The MigrationJob custom resource: one migration of one VirtualMachine, live or cold.
 
 Users (or the controller, when draining a host) create it; the controller orchestrates
 it and the source host's agent reports progress, each in its own status fields.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from kubevisor.api.conditions import Condition, conditions_field, observed_generation_field
 from kubevisor.api.schema import (
@@ -26,6 +26,7 @@ from kubevisor.api.virtualmachine import PlacementStatus
 
 KIND: Final = "MigrationJob"
 
+Mode = Literal["Live", "Cold"]
 Phase = Literal["Pending", "Scheduling", "Preparing", "Running", "Succeeded", "Failed", "Cancelled"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
 
@@ -92,6 +93,22 @@ class MigrationJobSpec(ApiModel):
                 "targetHost is immutable",
                 field_path=".targetHost",
             ),
+            rule(
+                "self.mode != 'Cold' || !has(self.options.postCopy) || !self.options.postCopy",
+                "postCopy applies to live migrations only (mode: Cold stops the guest)",
+                field_path=".options.postCopy",
+            ),
+            rule(
+                "self.mode != 'Cold' || !has(self.options.autoConverge)"
+                " || !self.options.autoConverge",
+                "autoConverge applies to live migrations only (mode: Cold stops the guest)",
+                field_path=".options.autoConverge",
+            ),
+            rule(
+                "self.mode != 'Cold' || !has(self.options.maxDowntimeMs)",
+                "maxDowntimeMs applies to live migrations only (mode: Cold stops the guest)",
+                field_path=".options.maxDowntimeMs",
+            ),
         )
     )
 
@@ -105,6 +122,16 @@ class MigrationJobSpec(ApiModel):
             "HypervisorHost to migrate to. Unset: placement picks one as for a new VM. Immutable."
         ),
         json_schema_extra=validations(rule("self == oldSelf", "targetHost is immutable")),
+    )
+    mode: Mode = Field(
+        default="Live",
+        description=(
+            "Live: the guest keeps running while its memory and local disks are copied. "
+            "Cold: the guest is shut down on the source, its local disks are copied and it "
+            "boots on the target with the same identity (for VMs that should not or cannot "
+            "move live). Immutable."
+        ),
+        json_schema_extra=validations(rule("self == oldSelf", "mode is immutable")),
     )
     cancel: bool = Field(
         default=False,
@@ -120,6 +147,20 @@ class MigrationJobSpec(ApiModel):
         description="Bandwidth, convergence and timeouts.",
         json_schema_extra={"default": {}},
     )
+
+    @model_validator(mode="after")
+    def _live_options_live_only(self) -> MigrationJobSpec:
+        """The CEL rules above: a cold move has no running guest to converge."""
+        options = self.options
+        if self.mode == "Cold":
+            for name, value in (
+                ("postCopy", options.post_copy),
+                ("autoConverge", options.auto_converge),
+                ("maxDowntimeMs", options.max_downtime_ms),
+            ):
+                if value:
+                    raise ValueError(f"{name} applies to live migrations only (mode: Cold)")
+        return self
 
 
 class Progress(ApiModel):

@@ -1,10 +1,12 @@
-"""`kubevisor migrate VM`: live-migrate a VM by creating a MigrationJob; `--cancel JOB`.
+"""`kubevisor migrate VM`: migrate a VM (live, or `--cold`) by creating a MigrationJob;
+`--cancel JOB`.
 
 The command only creates a MigrationJob (metadata.generateName VM-migration-, or --name)
 or sets `spec.cancel: true` on one: the controller and the agents do the migration and
 report it in the job's status, which `--wait` follows.
 
   kubevisor migrate db-0 --to hv-b --bandwidth 200 --post-copy --wait
+  kubevisor migrate ct-1 --cold --wait   # shut down, copy its local disks, boot on the target
   kubevisor migrate --cancel db-0-migration-x7k2p
 
 --dry-run prints the manifest instead, without contacting the cluster, for committing to
@@ -42,6 +44,7 @@ CREATE_FLAGS = (
     ("bandwidth", "--bandwidth"),
     ("post_copy", "--post-copy"),
     ("auto_converge", "--auto-converge"),
+    ("cold", "--cold"),
     ("dry_run", "--dry-run"),
 )
 
@@ -77,6 +80,8 @@ def usage_error(args: argparse.Namespace) -> str | None:
         return "a VM to migrate (or --cancel JOB) is required"
     if args.dry_run and args.wait:
         return "--wait makes no sense with --dry-run"
+    if args.cold and (args.post_copy or args.auto_converge):
+        return "--post-copy and --auto-converge apply to live migrations, not --cold"
     return None
 
 
@@ -87,6 +92,7 @@ def manifest(
     target: str | None,
     name: str | None,
     options: Object | None = None,
+    cold: bool = False,
 ) -> Object:
     """A MigrationJob for `vm`, validated by the API model (generateName unless `name`).
 
@@ -98,6 +104,8 @@ def manifest(
     spec: Object = {"vm": vm}
     if target:
         spec["targetHost"] = target
+    if cold:
+        spec["mode"] = "Cold"
     if options:
         spec["options"] = options
     kubeapi.check(MigrationJob, {"metadata": metadata, "spec": spec})
@@ -269,24 +277,17 @@ def run(args: argparse.Namespace) -> int:
         return kubeapi.USAGE
     if args.cancel is not None:
         return kubeapi.with_cluster(args, lambda cluster: cancel(cluster, args))
-    chosen = options(
-        bandwidth_mibps=args.bandwidth, post_copy=args.post_copy, auto_converge=args.auto_converge
-    )
     if args.dry_run:
 
         def dry() -> int:
-            body = manifest(
-                args.vm, namespace=args.namespace, target=args.to, name=args.name, options=chosen
-            )
+            body = _requested(args, namespace=args.namespace)
             _print_object(body, args.output or "yaml")
             return kubeapi.OK
 
         return kubeapi.run(dry)
 
     def act(cluster: Cluster) -> int:
-        body = manifest(
-            args.vm, namespace=cluster.namespace, target=args.to, name=args.name, options=chosen
-        )
+        body = _requested(args, namespace=cluster.namespace)
         cluster.get(VMS, args.vm)  # a clear "not found" before creating anything
         if args.to:
             cluster.get(HOSTS, args.to)
@@ -301,6 +302,21 @@ def run(args: argparse.Namespace) -> int:
         return _finish(follow(cluster, job, wanted="Succeeded", timeout=args.timeout, say=_stderr))
 
     return kubeapi.with_cluster(args, act)
+
+
+def _requested(args: argparse.Namespace, *, namespace: str | None) -> Object:
+    """The MigrationJob the flags ask for."""
+    chosen = options(
+        bandwidth_mibps=args.bandwidth, post_copy=args.post_copy, auto_converge=args.auto_converge
+    )
+    return manifest(
+        args.vm,
+        namespace=namespace,
+        target=args.to,
+        name=args.name,
+        options=chosen,
+        cold=args.cold,
+    )
 
 
 def cancel(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -319,7 +335,7 @@ def register(subparsers: Any) -> None:
         subparsers,
         "migrate",
         __doc__,
-        help="live-migrate a VM: create a MigrationJob (or cancel one with --cancel JOB)",
+        help="migrate a VM (live or --cold): create a MigrationJob (or --cancel JOB)",
     )
     parser.add_argument("vm", metavar="VM", nargs="?", help="VirtualMachine name")
     parser.add_argument("--to", metavar="HOST", help="target HypervisorHost (default: placement)")
@@ -338,6 +354,11 @@ def register(subparsers: Any) -> None:
         "--auto-converge",
         action="store_true",
         help="throttle the guest's vCPUs when it dirties memory faster than it is copied",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="move it cold (spec.mode: Cold): shut down, copy its local disks, boot there",
     )
     parser.add_argument("--name", help="name of the MigrationJob (default: generated)")
     parser.add_argument(

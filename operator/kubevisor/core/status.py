@@ -68,7 +68,9 @@ class Inputs:
     """Fingerprint of the current spec's restart-requiring parts."""
     error: AgentError | None = None
     migrating_to: str | None = None
-    """The host this agent is live-migrating the domain to, while it does."""
+    """The host this agent is migrating the domain to, while it does."""
+    moving_cold: bool = False
+    """That migration is a cold one (`core.coldmigration`): the guest is shut down here."""
     evicting: str | None = None
     """Why the controller asked for the domain to be stopped here (status.eviction)."""
     unenforced: tuple[str, ...] = ()
@@ -139,6 +141,11 @@ def _evicting(i: Inputs) -> Verdict | None:
 
 
 def _migrating(i: Inputs) -> Verdict | None:
+    if i.migrating_to is not None and i.moving_cold and i.domain is not None:
+        # Whatever its domain does meanwhile (shut down, started paused, copied), the VM
+        # is moving; the guest serves nothing until it boots on the target.
+        moving = f"moving cold to host {i.migrating_to}: shut down here, its disks copied"
+        return _in_progress("Migrating", "Migrating", moving)
     if i.migrating_to is None or i.state not in (DomainState.RUNNING, DomainState.PAUSED):
         return None
     # Ready stays True: the guest keeps serving while its memory is copied.

@@ -447,8 +447,9 @@ class Hypervisor(Protocol):
     async def define(self, xml: str) -> DomainInfo:
         """Define (or redefine) a persistent domain from XML; it is not started."""
 
-    async def start(self, uuid: str) -> None:
-        """Start a defined domain; no-op if it is already active."""
+    async def start(self, uuid: str, *, paused: bool = False) -> None:
+        """Start a defined domain; no-op if it is already active. `paused` starts it with
+        its vCPUs stopped (a cold migration moves it so, before it boots)."""
 
     async def shutdown(self, uuid: str, *, timeout: float) -> ShutdownOutcome:
         """Ask the guest to power off (ACPI); destroy it if it has not within `timeout` s."""

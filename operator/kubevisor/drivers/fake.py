@@ -291,8 +291,12 @@ class FakeHypervisor:
         self._events.publish(base.DomainEvent(uuid, name, E.DEFINED, detail))
         return self.domains[uuid].info()
 
-    async def start(self, uuid: str) -> None:
-        self._transition("start", self._domain("start", uuid))
+    async def start(self, uuid: str, *, paused: bool = False) -> None:
+        domain = self._domain("start", uuid)
+        off = domain.state is S.SHUTOFF
+        self._transition("start", domain)
+        if paused and off:
+            self._transition("suspend", domain)
 
     async def suspend(self, uuid: str) -> None:
         self._transition("suspend", self._domain("suspend", uuid))

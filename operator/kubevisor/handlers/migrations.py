@@ -1,4 +1,7 @@
-"""The controller's half of live migration: MigrationJobs from request to moved VM.
+"""The controller's half of migration: MigrationJobs from request to moved VM.
+
+Live and cold jobs (`spec.mode`) take the same steps here; only the source agent's
+transfer differs (a cold one shuts the guest down first, `core.coldmigration`).
 
 A job moves forward only (`core.migration.check_transition`), and each step is one write
 that the next watch event builds on:
@@ -36,7 +39,7 @@ from kubevisor.api import objects, schema
 from kubevisor.api.migrationjob import MigrationJob, Phase
 from kubevisor.api.virtualmachine import PlacementStatus, VirtualMachine
 from kubevisor.api.wire import MIGRATION_FINALIZER, MIGRATION_SOURCE_LABEL, MIGRATION_TARGET_LABEL
-from kubevisor.core import conditions, jobstatus, migration
+from kubevisor.core import coldmigration, conditions, jobstatus, migration
 from kubevisor.core import status as vmstatus
 from kubevisor.core.migration import Flight, Limits
 from kubevisor.core.placement import inputs, scheduler
@@ -272,7 +275,9 @@ class Migrations:
         judgement = self.c.judgement(source)
         if judgement is None or not judgement.ready:
             raise Refused(f"the VM's host {source} is not Ready")
-        refusal = migration.refusal(self.c.hypervisor_type(source))
+        source_type = self.c.hypervisor_type(source)
+        cold = job.spec.mode == "Cold"
+        refusal = (coldmigration if cold else migration).refusal(source_type)
         if refusal is not None:
             raise Refused(refusal)
         for other, other_obj in self.jobs.items():

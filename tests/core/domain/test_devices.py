@@ -9,6 +9,7 @@ import pytest
 from kubevisor.core.domain import converter
 from kubevisor.core.domain.document import DomainError
 from kubevisor.core.domain.host import HostEnvironment, Nic
+from kubevisor.core.network import mac
 
 from .builders import vm
 
@@ -125,3 +126,21 @@ def test_a_system_container_has_no_display() -> None:
     machine = vm({"memory": {"size": "64Mi"}, "container": {"rootfs": "/srv/c/root"}})
     root = ET.fromstring(converter.render(machine, host=HostEnvironment(domain_type="lxc")))
     assert root.findall("devices/graphics") == []
+
+
+def test_an_interface_off_networks_keeps_one_mac_its_own_or_the_derived() -> None:
+    # libvirt would pick a random MAC at each define: a restart or a migration (whose
+    # target renders the domain again) would change it, and libvirt refuses the latter.
+    nets = [
+        {"name": "lan", "type": "bridge", "source": "br0", "macAddress": "02:00:00:00:00:07"},
+        {"name": "nat"},
+    ]
+    machine = vm({"memory": {"size": "64Mi"}, "networks": nets})
+    renders = [
+        ET.fromstring(converter.render(machine, host=HostEnvironment(domain_type="kvm")))
+        for _ in range(2)
+    ]
+    macs = [[m.get("address") for m in r.iterfind("devices/interface/mac")] for r in renders]
+    assert macs[0] == macs[1]
+    assert macs[0][0] == "02:00:00:00:00:07"
+    assert macs[0][1] == mac.derived("6f1c1f9e-8a3b-4c55-9a55-0d7b5c2d1e01", "nat")

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 from kubevisor.api.virtualmachine import MAX_NET_QUEUES, Network
 from kubevisor.core.domain.document import Document, DomainError
+from kubevisor.core.network import mac
 
 _BUS_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
 
@@ -66,6 +67,11 @@ def interfaces(doc: Document) -> None:
             element = _on_network(doc, network)
         else:
             element = ET.SubElement(doc.devices(), "interface", type=network.type)
+            # A MAC of its own, not libvirt's random pick at each define: the interface
+            # keeps it through restarts and migrations, live or cold (whose target must
+            # render the same device as the source).
+            address = network.mac_address or mac.derived(doc.ref.uid, network.name)
+            ET.SubElement(element, "mac", address=address)
             if network.type == "network" and network.source:
                 ET.SubElement(element, "source", network=network.source)
             elif network.type == "bridge" and network.source:

@@ -140,8 +140,8 @@ class LibvirtHypervisor(base.Connects):
     async def define(self, xml: str) -> base.DomainInfo:
         return await self._call("defining a domain", lambda conn: _info(conn.defineXML(xml)))
 
-    async def start(self, uuid: str) -> None:
-        await self._domain_call("starting", uuid, _start)
+    async def start(self, uuid: str, *, paused: bool = False) -> None:
+        await self._domain_call("starting", uuid, _start_paused if paused else _start)
 
     async def destroy(self, uuid: str) -> None:
         await self._domain_call("destroying", uuid, _destroy)
@@ -355,6 +355,14 @@ def _idempotent(
 
 def _start(domain: libvirt.virDomain) -> None:
     _idempotent(domain, domain.create, lambda s: s != libvirt.VIR_DOMAIN_SHUTOFF)
+
+
+def _start_paused(domain: libvirt.virDomain) -> None:
+    _idempotent(
+        domain,
+        lambda: domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED),
+        lambda s: s != libvirt.VIR_DOMAIN_SHUTOFF,
+    )
 
 
 def _destroy(domain: libvirt.virDomain) -> None:

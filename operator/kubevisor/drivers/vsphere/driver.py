@@ -354,7 +354,11 @@ class VsphereHypervisor(base.Connects):
         if name is not None:
             self._record(uuid, base.DomainInfo(uuid, name, *becomes), event)
 
-    async def start(self, uuid: str) -> None:
+    async def start(self, uuid: str, *, paused: bool = False) -> None:
+        if paused:
+            # vSphere powers a VM on running; cold migration never asks for this on vmware
+            # hosts (`core.coldmigration.refusal`).
+            raise base.PermanentError(f"starting {uuid} paused: vSphere cannot")
         await self._power(
             uuid,
             "starting",
