@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -100,14 +100,35 @@ def running_control_plane(state_dir: Path) -> Iterator[ControlPlane]:
 
 async def until(check: Callable[[], T | None], *, timeout: float = 30.0, what: str) -> T:
     """Poll `check` on the event loop until it returns something other than None/False, or
-    fail after `timeout`: `eventually` for tests whose work runs on the loop."""
+    fail after `timeout`: `eventually` for tests whose work runs on the loop (an
+    AssertionError from `check` counts as not yet, and the last one is in the failure)."""
+
+    async def awaited() -> T | None:
+        return check()
+
+    return await until_awaited(awaited, timeout=timeout, what=what)
+
+
+async def until_awaited(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30.0,
+    what: str,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> T:
+    """`until` for a check that awaits (a driver call): an AssertionError, or one of
+    `retry_on`, counts as not yet."""
     deadline = time.monotonic() + timeout
+    last: object = None
     while time.monotonic() < deadline:
-        result = check()
+        try:
+            result = await check()
+        except (AssertionError, *retry_on) as error:
+            last, result = error, None
         if result is not None and result is not False:
             return result
         await asyncio.sleep(0.02)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})", pytrace=False)
 
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: str) -> T:
@@ -126,6 +147,17 @@ def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: st
             return result
         time.sleep(0.1)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})", pytrace=False)
+
+
+def holds_until(check: Callable[[], None], *, deadline: float, every: float = 1.0) -> None:
+    """Run `check` (its assertions) every `every` seconds until the monotonic `deadline`:
+    for what must keep holding for a while, where `eventually` waits for a change."""
+    while True:
+        check()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(every, left))
 
 
 class ManagedProcess:

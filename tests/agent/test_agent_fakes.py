@@ -16,7 +16,6 @@ import hashlib
 import os
 import subprocess
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pytest
 
 from agent.conftest import LOOPBACK, ImageServer
 from agent.fakeapi import HOST, FakeApiServer
+from harness import until
 from kubevisor.agent.agent import Agent, Settings
 from kubevisor.agent.workqueue import WorkQueue
 from kubevisor.core.destinations import Policy
@@ -73,19 +73,19 @@ class Running:
         """Run the loop until `check` holds, moving the work queue's clock on by `tick` each
         round, or fail after `timeout` real seconds. Not `settle`: downloads and qemu-img
         run in real time, and a key is in flight while they do."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for _ in range(50):
-                await asyncio.sleep(0)
+
+        def holds_or_tick() -> bool:
+            held = False
             try:
-                if check():
-                    return
-            except (KeyError, AssertionError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.02)
-            self.clock.advance(tick)
+                held = bool(check())
+            except KeyError:
+                pass  # the VM's status or condition is not there yet
+            finally:
+                if not held:
+                    self.clock.advance(tick)
+            return held
+
+        await until(holds_or_tick, timeout=timeout, what=what)
 
     async def settle(self) -> None:
         """Run every task until the queue stays empty; a retry storm never gets there."""
@@ -494,6 +494,7 @@ def test_a_failing_server_is_retried_with_backoff_and_the_vm_starts_once_it_answ
                 await agent.poll(
                     lambda e=expected: agent.pulling(key) == e, what=f"attempt {attempt}"
                 )
+                await agent.settle()  # the reconcile that wrote it holds the key back first
                 assert agent.status(key)["phase"] == "Starting"
                 assert agent.status(key)["imagePulls"][0]["attempts"] == attempt
                 assert len(image_server.requests) == attempt
@@ -567,6 +568,7 @@ def test_a_full_image_cache_is_reported_as_disk_full_and_retried(
             )
             assert agent.status(key)["phase"] == "Starting"
             assert [p for p in small_fs.rglob("*") if p.is_file()] == [], "no partial file"
+            await agent.settle()  # the reconcile that wrote it holds the key back first
             clock.advance(1.0)
             await agent.poll(
                 lambda: (

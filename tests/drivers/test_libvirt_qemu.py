@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
-import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import guestlog
 from drivers.domains import events_until, expect_state
 from harness import require
 from kubevisor.drivers import base
@@ -51,32 +50,6 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> guest_image.Guest:
     return guest_image.build_guest(tmp_path_factory.mktemp("guest"))
 
 
-async def wait_for_line(path: Path, pattern: str, *, timeout: float) -> re.Match[str]:
-    """The last line of the serial log matching `pattern`, once there is one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        matches = list(re.finditer(pattern, text, re.MULTILINE))
-        if matches:
-            return matches[-1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {pattern!r} in {path} after {timeout}s:\n{text[-2000:]}")
-        await asyncio.sleep(0.1)
-
-
-async def counter_above(path: Path, value: int, *, timeout: float = 30.0) -> int:
-    """Wait until the guest's counter passes `value`: the guest is running."""
-    deadline = time.monotonic() + timeout
-    pattern = rf"^{guest_image.COUNTER_PREFIX}(\d+)"
-    while True:
-        latest = int((await wait_for_line(path, pattern, timeout=timeout)).group(1))
-        if latest > value:
-            return latest
-        if time.monotonic() > deadline:
-            raise AssertionError(f"guest counter stuck at {latest}")
-        await asyncio.sleep(0.1)
-
-
 def test_guest_boots_pauses_resumes_and_shuts_down(
     host: tuple[hosts.LocalHost, Path], guest: guest_image.Guest, tmp_path: Path
 ) -> None:
@@ -94,8 +67,10 @@ def test_guest_boots_pauses_resumes_and_shuts_down(
                 await hypervisor.start(uuid)
                 await events_until(events, uuid, E.STARTED, "booted")
                 await expect_state(hypervisor, uuid, S.RUNNING, "booted")
-                await wait_for_line(serial, guest_image.MARKER, timeout=BOOT_TIMEOUT)
-                counted = await counter_above(serial, await counter_above(serial, 0))
+                await guestlog.line(serial, guest_image.MARKER, timeout=BOOT_TIMEOUT)
+                counted = await guestlog.counter_above(
+                    serial, await guestlog.counter_above(serial, 0)
+                )
 
                 await hypervisor.suspend(uuid)
                 await events_until(events, uuid, E.SUSPENDED, "paused")
@@ -104,13 +79,13 @@ def test_guest_boots_pauses_resumes_and_shuts_down(
                 await hypervisor.resume(uuid)
                 await events_until(events, uuid, E.RESUMED, "unpaused")
                 await expect_state(hypervisor, uuid, S.RUNNING, "unpaused")
-                await counter_above(serial, counted)
+                await guestlog.counter_above(serial, counted)
 
                 outcome = await hypervisor.shutdown(uuid, timeout=BOOT_TIMEOUT)
                 assert outcome is base.ShutdownOutcome.GRACEFUL
                 await events_until(events, uuid, E.STOPPED, "shutdown")
                 await expect_state(hypervisor, uuid, S.SHUTOFF, "shutdown")
-                await wait_for_line(serial, guest_image.POWEROFF_MARKER, timeout=5)
+                await guestlog.line(serial, guest_image.POWEROFF_MARKER, timeout=5)
 
                 await hypervisor.start(uuid)
                 await events_until(events, uuid, E.STARTED, "booted")
@@ -148,7 +123,7 @@ def test_guest_keeps_a_token_on_its_disk_across_boots(
     async def boot_and_read_token(hypervisor: LibvirtHypervisor) -> str:
         serial.write_text("")  # so the token read is this boot's
         await hypervisor.start(uuid)
-        found = await wait_for_line(serial, token, timeout=BOOT_TIMEOUT)
+        found = await guestlog.line(serial, token, timeout=BOOT_TIMEOUT)
         await hypervisor.destroy(uuid)
         return found.group(1)
 

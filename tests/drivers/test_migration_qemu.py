@@ -13,30 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import libvirt
 import libvirt_qemu
 import pytest
 
+import guestlog
 from drivers.migration_tls import write_tls_dir
+from harness import until_awaited
 from kubevisor.drivers import base, fake
 from kubevisor.drivers.libvirt import LibvirtHypervisor
-from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
 
 pytestmark = pytest.mark.libvirtd
 S = base.DomainState
 E = base.EventKind
-T = TypeVar("T")
 
 MIGRATE_URI = "tcp://127.0.0.1"
 BOOT_TIMEOUT = 60.0  # TCG boots the guest in about 3 s when the machine is idle
@@ -48,42 +47,11 @@ TARGET_MARK = "rendered-for-the-target"
 # The source does not report "undefined" although UNDEFINE_SOURCE removes the domain.
 SOURCE_EVENTS = list(fake.MIGRATION_SOURCE_EVENTS)
 TARGET_EVENTS = list(fake.MIGRATION_TARGET_EVENTS)
-COUNTER = re.compile(rf"^{guest_image.COUNTER_PREFIX}(\d+)", re.MULTILINE)
-
-
-async def until(check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str) -> T:
-    """Await `check()` until it returns something other than None/False, or fail."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except (AssertionError, base.HypervisorError) as error:
-            last, result = error, None
-        if result is not None and result is not False:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
-
-
-def counters(serial: Path) -> list[int]:
-    text = serial.read_text(errors="replace") if serial.exists() else ""
-    return [int(n) for n in COUNTER.findall(text)]
-
-
-async def counter_above(serial: Path, value: int, *, timeout: float = 30.0) -> int:
-    """The guest's latest counter once it is above `value`: the guest runs."""
-
-    async def check() -> int | None:
-        seen = counters(serial)
-        return seen[-1] if seen and seen[-1] > value else None
-
-    return await until(check, timeout=timeout, what=f"guest counter above {value} in {serial}")
 
 
 def assert_counted_without_restart(serial: Path) -> None:
     """Every counter line follows the previous one: the guest never rebooted or lost state."""
-    seen = counters(serial)
+    seen = guestlog.counters(serial)
     assert seen == list(range(1, len(seen) + 1)), f"counter jumped or restarted: {seen}"
 
 
@@ -134,7 +102,7 @@ def booted(local_hosts: list[LocalHost], tiny_guest: Guest, tmp_path: Path) -> B
                     )
                 )
                 await source.start(uuid)
-                await counter_above(serial, 1, timeout=BOOT_TIMEOUT)
+                await guestlog.counter_above(serial, 1, timeout=BOOT_TIMEOUT)
                 yield Migrant(uuid, name, serial, memory_mib, source, target, target_host)
             finally:
                 for driver in (source, target):
@@ -172,7 +140,12 @@ async def transferring(migrant: Migrant) -> base.JobStats:
         stats = await migrant.source.job_stats(migrant.uuid)
         return stats if stats is not None and stats.data_processed > 0 else None
 
-    return await until(check, timeout=15, what="the migration job to transfer data")
+    return await until_awaited(
+        check,
+        timeout=15,
+        what="the migration job to transfer data",
+        retry_on=(base.HypervisorError,),
+    )
 
 
 def test_live_migration_moves_the_running_guest(booted: Boot, tiny_guest: Guest) -> None:
@@ -185,7 +158,7 @@ def test_live_migration_moves_the_running_guest(booted: Boot, tiny_guest: Guest)
                 asyncio.create_task(collect(source.events(), uuid, source_events)),
                 asyncio.create_task(collect(target.events(), uuid, target_events)),
             ]
-            before = await counter_above(migrant.serial, 0)
+            before = await guestlog.counter_above(migrant.serial, 0)
             xml = target_xml(
                 tiny_guest, name=migrant.name, uuid=uuid, serial=migrant.serial, memory_mib=96
             )
@@ -210,7 +183,7 @@ def test_live_migration_moves_the_running_guest(booted: Boot, tiny_guest: Guest)
                     break  # migrated and undefined since the loop's check
                 if stats is not None:
                     samples.append(stats)
-                await asyncio.sleep(0.05)
+                await asyncio.wait({migrating}, timeout=0.05)  # the next sample, or the end
             await migrating
             took = time.monotonic() - started
 
@@ -224,14 +197,16 @@ def test_live_migration_moves_the_running_guest(booted: Boot, tiny_guest: Guest)
             assert all(not s.post_copy for s in samples)
 
             # Still counting on the target, from where it was: no reboot, no lost state.
-            await counter_above(migrant.serial, await counter_above(migrant.serial, before))
+            await guestlog.counter_above(
+                migrant.serial, await guestlog.counter_above(migrant.serial, before)
+            )
             assert_counted_without_restart(migrant.serial)
 
             async def events_seen() -> bool | None:
                 done = source_events[-1:] == ["stopped/migrated"]
                 return (done and target_events[-1:] == ["resumed/migrated"]) or None
 
-            await until(events_seen, timeout=5, what="the migration's events")
+            await until_awaited(events_seen, timeout=5, what="the migration's events")
             print(source_events, target_events)
             assert source_events == SOURCE_EVENTS
             assert target_events == TARGET_EVENTS
@@ -267,7 +242,7 @@ def test_abort_keeps_the_guest_on_the_source(
             async def downtime_applied() -> bool | None:
                 return await asyncio.to_thread(max_downtime, source.uri, uuid) == 250 or None
 
-            await until(
+            await until_awaited(
                 downtime_applied,
                 timeout=10,
                 what="the max downtime to be 250 ms",
@@ -287,7 +262,7 @@ def test_abort_keeps_the_guest_on_the_source(
             assert uuid not in {d.uuid for d in await migrant.target.list_domains()}
             assert await source.job_stats(uuid) is None
             await source.abort_job(uuid)  # nothing runs: a no-op
-            await counter_above(migrant.serial, counters(migrant.serial)[-1])
+            await guestlog.counter_above(migrant.serial, guestlog.counters(migrant.serial)[-1])
             assert_counted_without_restart(migrant.serial)
             print(f"\nabort: migrate() raised {latency * 1000:.0f} ms after abort_job was called")
 
@@ -350,7 +325,7 @@ def test_post_copy_switch_completes_a_slow_migration(
             info = await target.state(uuid)
             assert info.state is S.RUNNING
             assert info.persistent
-            await counter_above(migrant.serial, counters(migrant.serial)[-1])
+            await guestlog.counter_above(migrant.serial, guestlog.counters(migrant.serial)[-1])
             assert_counted_without_restart(migrant.serial)
             print(f"\npost-copy: migrate() returned {took:.2f}s after the switch ({info.reason})")
 
@@ -438,7 +413,7 @@ def test_migration_over_tls_moves_the_guest_on_an_encrypted_stream(
             assert parameters.get("tls-creds"), f"no TLS credentials: {parameters}"
             assert parameters.get("tls-hostname") == "127.0.0.1"
             assert (await migrant.target.state(uuid)).state is S.RUNNING
-            await counter_above(migrant.serial, counters(migrant.serial)[-1])
+            await guestlog.counter_above(migrant.serial, guestlog.counters(migrant.serial)[-1])
             assert_counted_without_restart(migrant.serial)
             print(f"\nTLS migration: source QEMU's parameters {parameters}")
 

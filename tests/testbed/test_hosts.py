@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -12,6 +10,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from guestlog import wait_for_counter
 from harness import require
 from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed import hosts
@@ -97,17 +96,6 @@ def test_guest_live_migrates_between_hosts(
     finally:
         src.close()
         dst.close()
-
-
-def wait_for_counter(serial: Path, *, above: int, timeout: float = 90.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = serial.read_text(errors="replace") if serial.exists() else ""
-        counts = re.findall(rf"^{guest_image.COUNTER_PREFIX}(\d+)", text, re.MULTILINE)
-        if counts and int(counts[-1]) > above:
-            return int(counts[-1])
-        time.sleep(0.1)
-    raise AssertionError(f"guest counter not above {above} after {timeout}s")
 
 
 def test_stopping_leaves_no_process_behind(

@@ -14,12 +14,14 @@ from kubevisor.testbed import procfs
 
 
 def test_a_running_process_is_alive() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        assert procfs.alive(child.pid)
-    finally:
-        child.kill()
-        child.wait()
+    # Blocked reading a pipe nobody writes: running until killed.
+    with subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    ) as child:
+        try:
+            assert procfs.alive(child.pid)
+        finally:
+            child.kill()
 
 
 def test_an_exited_child_is_not_alive_and_is_reaped() -> None:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
-import time
 
 from pyroute2.process import ChildProcess
 
 from kubevisor.drivers.hostnet import netlink
 
 
-def _busy(started: int) -> bytes:
+def _running(started: int, held: int) -> bytes:
+    """The child: says it runs, then blocks on `held`, a pipe nobody writes, until the
+    parent ends it (the bound only keeps a child that survives SIGTERM from hanging)."""
     os.write(started, b"x")
-    time.sleep(2)
+    select.select([held], [], [], 60)
     return b""
 
 
@@ -33,12 +35,13 @@ def test_ending_a_pyroute2_child_does_not_signal_the_agents_event_loop() -> None
 
             def fork_and_end() -> None:
                 readable, writable = os.pipe()
-                child = ChildProcess(target=_busy, args=[writable])
+                held, never_written = os.pipe()
+                child = ChildProcess(target=_running, args=[writable, held])
                 child.run()
                 os.read(readable, 1)  # the child runs its target, as when pyroute2 ends it
                 child.stop()  # SIGTERM to a child that is still running, then waitpid
-                os.close(readable)
-                os.close(writable)
+                for fd in (readable, writable, held, never_written):
+                    os.close(fd)
 
             await asyncio.to_thread(fork_and_end)
             # A byte in the wakeup fd is read, and its handler run, within a few turns.
