@@ -16,7 +16,10 @@ import harness
 from harness import ManagedProcess, running_control_plane
 from kubevisor.testbed.controlplane import ControlPlane
 
-LEASES = "kubevisor-system"
+from .fake_cluster import LEASE_NAMESPACE, lease
+
+API_VERSION = "kubevisor.io/v1alpha1"
+LEASES = LEASE_NAMESPACE
 NAMESPACE = "apps"
 
 
@@ -47,19 +50,25 @@ def get(plane: ControlPlane, *target: str) -> dict[str, Any]:
 
 def heartbeat(plane: ControlPlane, host: str) -> None:
     """A Lease of `host` renewed now and good for an hour: its agent is alive."""
-    apply(
+    apply(plane, lease(host, datetime.now(UTC), duration=3600))
+
+
+def ready_host(plane: ControlPlane, name: str, *, cpus: int, memory: str, **status: Any) -> None:
+    """HypervisorHost `name` as its agent reports it (KVM, `cpus` CPUs and `memory` in one
+    NUMA cell, 50Gi of disk, and `status` besides), heartbeating: a place for VMs."""
+    apply(plane, {"apiVersion": API_VERSION, "kind": "HypervisorHost", "metadata": {"name": name}})
+    patch_status(
         plane,
-        {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": host, "namespace": LEASES},
-            "spec": {
-                "holderIdentity": host,
-                "leaseDurationSeconds": 3600,
-                "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            },
+        "hypervisorhost",
+        name,
+        status={
+            "hypervisor": {"type": "kvm"},
+            "capacity": {"cpu": cpus, "memory": memory, "disk": "50Gi"},
+            "numaCells": [{"id": 0, "cpus": list(range(cpus)), "memory": memory}],
+            **status,
         },
     )
+    heartbeat(plane, name)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Fixtures for the controller's handler tests: a controller on an in-memory API server."""
+"""Fixtures for the controller's handler tests: a controller on an in-memory API server, or
+on a real kube-apiserver of the test module's own (`plane`, `controller`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness import ManagedProcess
 from kubevisor.core.migration import Limits
 from kubevisor.handlers.controller import Settings
 from kubevisor.testbed.controlplane import ControlPlane
 
-from .apiserver import own_plane
+from .apiserver import controller_process, own_plane
 from .fake_cluster import LEASE_NAMESPACE, Cluster
 
 
@@ -31,3 +33,14 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A control plane of the test module's own (tests on a real kube-apiserver)."""
     with own_plane(tmp_path_factory.mktemp("plane")) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def controller(
+    plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedProcess]:
+    """The controller process on the module's plane, started once for the module (a module
+    that needs objects in place first creates them in its own `plane`)."""
+    with controller_process(plane, tmp_path_factory.mktemp("controller")) as process:
+        process.start()
+        yield process

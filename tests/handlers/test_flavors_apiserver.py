@@ -22,7 +22,7 @@ from harness import REPO, ManagedProcess, eventually
 from kubevisor.api import effective
 from kubevisor.testbed.controlplane import ControlPlane
 
-from .apiserver import NAMESPACE, apply, controller_process, get, heartbeat, patch_status
+from .apiserver import NAMESPACE, apply, get, own_plane, patch_status, ready_host
 
 pytestmark = pytest.mark.apiserver
 
@@ -31,25 +31,11 @@ API = "kubevisor.io/v1alpha1"
 
 
 @pytest.fixture(scope="module")
-def controller(
-    plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    apply(plane, {"apiVersion": API, "kind": "HypervisorHost", "metadata": {"name": "h1"}})
-    patch_status(
-        plane,
-        "hypervisorhost",
-        "h1",
-        status={
-            "hypervisor": {"type": "kvm"},
-            "capacity": {"cpu": 16, "memory": "32Gi", "disk": "50Gi"},
-            "numaCells": [{"id": 0, "cpus": list(range(16)), "memory": "32Gi"}],
-        },
-    )
-    heartbeat(plane, "h1")
-    plane.kubectl("apply", "-f", str(SHIPPED))
-    with controller_process(plane, tmp_path_factory.mktemp("flavors")) as process:
-        process.start()
-        yield process
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with own_plane(tmp_path_factory.mktemp("flavors-plane")) as started:
+        ready_host(started, "h1", cpus=16, memory="32Gi")
+        started.kubectl("apply", "-f", str(SHIPPED))
+        yield started
 
 
 def vm(name: str, **spec: Any) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from .apiserver import (
     apply,
     controller_process,
     get,
-    heartbeat,
     patch_status,
+    ready_host,
 )
 
 pytestmark = pytest.mark.apiserver
@@ -40,26 +40,7 @@ def test_a_vm_bound_to_a_host_that_does_not_exist_is_unknown_then_fails_over(
     plane: ControlPlane, controller: ManagedProcess
 ) -> None:
     # One real host, heartbeating (a Lease good for an hour), with room for the VM.
-    apply(
-        plane,
-        {
-            "apiVersion": "kubevisor.io/v1alpha1",
-            "kind": "HypervisorHost",
-            "metadata": {"name": "h2"},
-            "spec": {},
-        },
-    )
-    patch_status(
-        plane,
-        "hypervisorhost",
-        "h2",
-        status={
-            "hypervisor": {"type": "kvm"},
-            "capacity": {"cpu": 4, "memory": "4Gi", "disk": "50Gi"},
-            "numaCells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory": "4Gi"}],
-        },
-    )
-    heartbeat(plane, "h2")
+    ready_host(plane, "h2", cpus=4, memory="4Gi")
     # A VM whose status was edited by hand to name host h9, which never existed.
     apply(
         plane,

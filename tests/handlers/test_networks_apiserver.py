@@ -9,84 +9,30 @@ bound and stay Scheduled, which is all the controller's part needs."""
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from harness import ManagedProcess, controller_process, eventually, running_control_plane
+from harness import ManagedProcess, eventually
 from kubevisor.core.network import mac
 from kubevisor.testbed.controlplane import ControlPlane
 
-from .fake_cluster import lease
+from .apiserver import apply, get, own_plane, ready_host
 
 pytestmark = pytest.mark.apiserver
 
-LEASES = "kubevisor-system"
 NAMESPACE = "team"
+TUNNEL = "192.168.50.1"
 
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with running_control_plane(tmp_path_factory.mktemp("networks-plane")) as started:
-        for namespace in (LEASES, NAMESPACE):
-            started.kubectl("create", "namespace", namespace)
-        apply(started, host("h1"))
-        started.kubectl(
-            "patch",
-            "hypervisorhost",
-            "h1",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": host_status()}),
-        )
-        # A heartbeat good for an hour: the host stays Ready through the module.
-        apply(started, lease("h1", datetime.now(UTC), duration=3600))
+    with own_plane(tmp_path_factory.mktemp("networks-plane")) as started:
+        started.kubectl("create", "namespace", NAMESPACE)
+        ready_host(started, "h1", cpus=16, memory="16Gi", network={"tunnelEndpoint": TUNNEL})
         yield started
-
-
-@pytest.fixture(scope="module")
-def controller(
-    plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    log = tmp_path_factory.mktemp("networks-controller") / "controller.log"
-    process = controller_process(plane, lease_namespace=LEASES, log=log)
-    process.start()
-    yield process
-    process.stop()
-    sys.stderr.write(f"\n--- controller log (tail) ---\n{process.tail()}")
-
-
-def apply(plane: ControlPlane, manifest: dict[str, Any]) -> None:
-    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-
-def get(plane: ControlPlane, *target: str) -> dict[str, Any]:
-    got: dict[str, Any] = json.loads(plane.kubectl("get", *target, "-o", "json").stdout)
-    return got
-
-
-def host(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "HypervisorHost",
-        "metadata": {"name": name},
-        "spec": {},
-    }
-
-
-def host_status() -> dict[str, Any]:
-    return {
-        "hypervisor": {"type": "kvm"},
-        "capacity": {"cpu": 16, "memory": "16Gi", "disk": "50Gi"},
-        "numaCells": [{"id": 0, "cpus": list(range(16)), "memory": "16Gi"}],
-        "network": {"tunnelEndpoint": "192.168.50.1"},
-    }
 
 
 def network(name: str, start: str, end: str) -> dict[str, Any]:

@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from harness import ManagedProcess, controller_process, eventually
+from harness import ManagedProcess, eventually
 from kubevisor.testbed.controlplane import ControlPlane
 
-from .apiserver import apply, get, own_plane
-from .fake_cluster import lease
+from .apiserver import apply, get, own_plane, ready_host
 
 pytestmark = pytest.mark.apiserver
 
-LEASES = "kubevisor-system"
 TEAM = "apps"
 OTHER = "other"
 
@@ -39,30 +35,8 @@ OTHER = "other"
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with own_plane(tmp_path_factory.mktemp("quota-plane")) as started:
         started.kubectl("create", "namespace", OTHER)
-        apply(started, {"apiVersion": "kubevisor.io/v1alpha1", "kind": "HypervisorHost",
-                        "metadata": {"name": "h1"}, "spec": {}})  # fmt: skip
-        started.kubectl(
-            "patch", "hypervisorhost", "h1", "--subresource=status", "--type=merge", "-p",
-            json.dumps({"status": {
-                "hypervisor": {"type": "kvm"},
-                "capacity": {"cpu": 16, "memory": "16Gi", "disk": "50Gi"},
-                "numaCells": [{"id": 0, "cpus": list(range(16)), "memory": "16Gi"}],
-            }}),
-        )  # fmt: skip
-        apply(started, lease("h1", datetime.now(UTC), duration=3600))
+        ready_host(started, "h1", cpus=16, memory="16Gi")
         yield started
-
-
-@pytest.fixture(scope="module")
-def controller(
-    plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    log = tmp_path_factory.mktemp("quota-controller") / "controller.log"
-    process = controller_process(plane, lease_namespace=LEASES, log=log)
-    process.start()
-    yield process
-    process.stop()
-    sys.stderr.write(f"\n--- controller log (tail) ---\n{process.tail()}")
 
 
 def resource_quota(namespace: str, **hard: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from .apiserver import (
     get,
     heartbeat,
     patch_status,
+    ready_host,
 )
 
 pytestmark = pytest.mark.apiserver
@@ -158,18 +159,8 @@ def test_objects_the_controller_cannot_read_get_conditions_and_placement_goes_on
         # Refused by today's status schema (at most 8192 CPUs), written by an older agent.
         statuses={"huge": {"capacity": {"cpu": 10**12, "memory": "4Gi"}, "numaCells": []}},
     )
-    apply(plane, hvh("h1"))
-    patch_status(
-        plane,
-        "hvh",
-        "h1",
-        status={
-            "hypervisor": {"type": "kvm"},
-            "capacity": {"cpu": 4, "memory": "4Gi", "disk": "50Gi"},
-            "numaCells": [{"id": 0, "cpus": [0, 1, 2, 3], "memory": "4Gi"}],
-        },
-    )
-    for name in ("h1", "huge", "bad-ratios", "bad-sets"):
+    ready_host(plane, "h1", cpus=4, memory="4Gi")
+    for name in ("huge", "bad-ratios", "bad-sets"):
         heartbeat(plane, name)
 
     controller.start()
