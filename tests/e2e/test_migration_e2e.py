@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +24,17 @@ from kubevisor.testbed import guest as guest_image
 from kubevisor.testbed.commands import WatchdogOptions
 from kubevisor.testbed.tcpproxy import TcpProxy
 from stacks import ExtraHost, Stack, host_ready
+
+from .hostloss import (
+    DomainCensus,
+    all_uris,
+    host_spec,
+    moved_away,
+    running_on,
+    said,
+    start_on_extra,
+    virsh_all,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
@@ -259,10 +268,6 @@ def test_concurrency_limits_hold_for_six_migrations_at_once(stack: Stack, namesp
     assert len(waited) >= 2, f"six jobs on two hosts: at least two must wait ({waited})"
 
 
-def host_spec(stack: Stack, host: str, spec: dict[str, Any]) -> None:
-    stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
-
-
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
@@ -343,68 +348,22 @@ def test_maintenance_moves_live_vms_and_restarts_shutdown_ones_elsewhere(
     assert stack.wait_phase(namespace, "after", "Running")["status"]["host"] == drained
 
 
-def running_on(uri: str) -> list[str]:
-    """UUIDs of running domains at `uri`; none when the host is down."""
-    done = subprocess.run(
-        ["virsh", "-c", uri, "list", "--uuid"], capture_output=True, text=True, timeout=30
-    )
-    return done.stdout.split() if done.returncode == 0 else []
-
-
-class DomainCensus:
-    """Counts, from a background thread, the running domains of each VM across all hosts,
-    and keeps the highest count seen: a VM must never run in two places."""
-
-    def __init__(self, uris: list[str]) -> None:
-        self.uris = uris
-        self.worst: Counter[str] = Counter()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            seen = Counter(uid for uri in self.uris for uid in running_on(uri))
-            self.samples += 1
-            for uid, count in seen.items():
-                self.worst[uid] = max(self.worst[uid], count)
-
-    def __enter__(self) -> DomainCensus:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-
 def test_lost_host_vms_restart_elsewhere_and_it_fences_on_return(
     stack: Stack, extra_host: ExtraHost, restore_hosts: None, namespace: str
 ) -> None:
     lost = extra_host.name
-    for host in stack.hosts:  # so both VMs start on the host that will die
-        host_spec(stack, host.name, {"unschedulable": True})
-    stack.apply(namespace, vm("survivor"), vm("manual", runStrategy="Manual"))
-    uids = {}
-    for name in ("survivor", "manual"):
-        running = stack.wait_phase(namespace, name, "Running")
-        assert running["status"]["host"] == lost
-        uids[name] = running["metadata"]["uid"]
-    for host in stack.hosts:
-        host_spec(stack, host.name, {"unschedulable": False})
-    assert extra_host.host is not None
-    uris = [h.uri for h in stack.hosts] + [extra_host.host.uri]
+    uids = start_on_extra(
+        stack, extra_host, namespace, vm("survivor"), vm("manual", runStrategy="Manual")
+    )
+    uris = all_uris(stack, extra_host)
 
     with DomainCensus(uris) as census:
         extra_host.kill()
-        moved = eventually(
-            lambda: (
-                v
-                if (v := stack.get("vm", "survivor", namespace))["status"].get("phase") == "Running"
-                and v["status"].get("host") != lost
-                else None
-            ),
-            timeout=120,
+        moved = moved_away(
+            stack,
+            namespace,
+            "survivor",
+            lost,
             what="the survivor Running on another host after the grace period",
         )
         assert uids["survivor"] in running_on(
@@ -413,16 +372,7 @@ def test_lost_host_vms_restart_elsewhere_and_it_fences_on_return(
         # Manual does not restart after a crash, so it waits for its host, honestly Unknown.
         manual = stack.get("vm", "manual", namespace)
         assert manual["status"]["host"] == lost and manual["status"]["phase"] == "Unknown"
-        events = stack.kubectl(
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            "reason=Rescheduling,involvedObject.name=survivor",
-            "-o",
-            "json",
-        ).stdout
+        events = said(stack, namespace, "survivor", "Rescheduling")
         assert lost in events and "heartbeat" in events, events
 
         extra_host.start()  # the host comes back with the survivor's old definition
@@ -432,8 +382,7 @@ def test_lost_host_vms_restart_elsewhere_and_it_fences_on_return(
             what="the returning host to fence the survivor's stale domain",
         )
         assert stack.get("vm", "manual", namespace)["status"]["host"] == lost
-    assert census.samples > 10, census.samples
-    assert max(census.worst.values(), default=0) <= 1, census.worst
+    census.assert_never_twice()
 
 
 def test_a_hung_agent_is_fenced_by_its_watchdog_and_comes_back_fenced(
@@ -451,15 +400,8 @@ def test_a_hung_agent_is_fenced_by_its_watchdog_and_comes_back_fenced(
         log=extra_host.state / "watchdog.log",
     ).start()
     try:
-        for host in stack.hosts:
-            host_spec(stack, host.name, {"unschedulable": True})
-        stack.apply(namespace, vm("guarded"))
-        running = stack.wait_phase(namespace, "guarded", "Running")
-        assert running["status"]["host"] == lost
-        uid = running["metadata"]["uid"]
-        for host in stack.hosts:
-            host_spec(stack, host.name, {"unschedulable": False})
-        uris = [h.uri for h in stack.hosts] + [extra_host.host.uri]
+        uid = start_on_extra(stack, extra_host, namespace, vm("guarded"))["guarded"]
+        uris = all_uris(stack, extra_host)
         deadline = stack.agent_options[stack.hosts[0].name].self_fence_after
         assert deadline is not None
 
@@ -475,15 +417,11 @@ def test_a_hung_agent_is_fenced_by_its_watchdog_and_comes_back_fenced(
             fenced_after = time.monotonic() - stopped
             # At most its deadline after the last renewal, which came before the stop.
             assert fenced_after <= deadline + watchdog.STALE + 2, fenced_after
-            moved = eventually(
-                lambda: (
-                    v
-                    if (v := stack.get("vm", "guarded", namespace))["status"].get("phase")
-                    == "Running"
-                    and v["status"].get("host") != lost
-                    else None
-                ),
-                timeout=120,
+            moved = moved_away(
+                stack,
+                namespace,
+                "guarded",
+                lost,
                 what="the VM Running on another host after the grace period",
             )
             eventually(
@@ -502,12 +440,8 @@ def test_a_hung_agent_is_fenced_by_its_watchdog_and_comes_back_fenced(
             assert (
                 stack.get("vm", "guarded", namespace)["status"]["host"] == moved["status"]["host"]
             )
-        assert census.samples > 10, census.samples
-        assert max(census.worst.values(), default=0) <= 1, census.worst
-        events = stack.kubectl(
-            "get", "events", "-n", namespace, "-o", "json",
-            "--field-selector", "reason=FencedByWatchdog,involvedObject.name=guarded",
-        ).stdout  # fmt: skip
+        census.assert_never_twice()
+        events = said(stack, namespace, "guarded", "FencedByWatchdog")
         assert f"fenced by the watchdog on host {lost}" in events, events
         print(f"\nwatchdog fenced the hung agent's guest {fenced_after:.1f}s after SIGSTOP")
     finally:
@@ -542,17 +476,9 @@ def test_a_host_cut_off_from_the_api_server_fences_itself_and_rejoins_clean(
         extra = ExtraHost(stack, root, kubeconfig=proxied(stack.plane.kubeconfig, link, root))
         try:
             extra.start()
-            assert extra.host is not None
             cut_off = extra.name
-            for host in stack.hosts:
-                host_spec(stack, host.name, {"unschedulable": True})
-            stack.apply(namespace, vm("partitioned"))
-            running = stack.wait_phase(namespace, "partitioned", "Running")
-            assert running["status"]["host"] == cut_off
-            uid = running["metadata"]["uid"]
-            for host in stack.hosts:
-                host_spec(stack, host.name, {"unschedulable": False})
-            uris = [h.uri for h in stack.hosts] + [extra.host.uri]
+            uid = start_on_extra(stack, extra, namespace, vm("partitioned"))["partitioned"]
+            uris = all_uris(stack, extra)
             deadline = stack.agent_options[stack.hosts[0].name].self_fence_after
             assert deadline is not None
 
@@ -566,15 +492,11 @@ def test_a_host_cut_off_from_the_api_server_fences_itself_and_rejoins_clean(
                 )
                 fenced_after = time.monotonic() - cut_at
                 assert fenced_after <= deadline + 2, fenced_after
-                moved = eventually(
-                    lambda: (
-                        v
-                        if (v := stack.get("vm", "partitioned", namespace))["status"].get("phase")
-                        == "Running"
-                        and v["status"].get("host") != cut_off
-                        else None
-                    ),
-                    timeout=120,
+                moved = moved_away(
+                    stack,
+                    namespace,
+                    "partitioned",
+                    cut_off,
                     what="the VM Running on another host after the grace period",
                 )
                 moved_after = time.monotonic() - cut_at
@@ -594,12 +516,8 @@ def test_a_host_cut_off_from_the_api_server_fences_itself_and_rejoins_clean(
                     stack.get("vm", "partitioned", namespace)["status"]["host"]
                     == (moved["status"]["host"])
                 )
-            assert census.samples > 10, census.samples
-            assert max(census.worst.values(), default=0) <= 1, census.worst
-            events = stack.kubectl(
-                "get", "events", "-n", namespace, "-o", "json",
-                "--field-selector", "reason=SelfFenced,involvedObject.name=partitioned",
-            ).stdout  # fmt: skip
+            census.assert_never_twice()
+            events = said(stack, namespace, "partitioned", "SelfFenced")
             assert f"self-fenced on host {cut_off}" in events, events
             print(
                 f"\npartition: guest fenced {fenced_after:.1f}s after the cut (deadline "
@@ -609,14 +527,6 @@ def test_a_host_cut_off_from_the_api_server_fences_itself_and_rejoins_clean(
             )
         finally:
             extra.remove()
-
-
-def virsh_all(uri: str) -> list[str]:
-    done = subprocess.run(
-        ["virsh", "-c", uri, "list", "--all", "--uuid"], capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
 
 
 def test_a_vm_with_a_local_disk_migrates_with_its_overlay(

@@ -10,7 +10,6 @@ running domains never sees the VM twice."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -23,7 +22,16 @@ from harness import eventually, holds_until
 from kubevisor.testbed import bmc, hosts
 from stacks import BmcProcess, ExtraHost, Stack
 
-from .test_migration_e2e import DomainCensus, condition, host_spec, running_on, vm
+from .hostloss import (
+    DomainCensus,
+    all_uris,
+    host_spec,
+    running_elsewhere,
+    running_on,
+    said,
+    start_on_extra,
+)
+from .test_migration_e2e import condition, vm
 
 SECRET = "bmc-e2e"
 USERS = {"admin": "s3cret"}
@@ -71,38 +79,6 @@ def fence_with(stack: Stack, host: str, bmc_: BmcProcess, password: str) -> None
     host_spec(stack, host, {"fencing": {"redfish": redfish}})
 
 
-def start_on(stack: Stack, extra: ExtraHost, namespace: str, name: str) -> str:
-    """Start VM `name` on the extra host; its uid, once it runs there."""
-    stack.apply(namespace, vm(name))
-    running = stack.wait_phase(namespace, name, "Running")
-    assert running["status"]["host"] == extra.name
-    for host in stack.hosts:
-        host_spec(stack, host.name, {"unschedulable": False})
-    return str(running["metadata"]["uid"])
-
-
-def running_elsewhere(stack: Stack, namespace: str, name: str, lost: str) -> Any:
-    vm_ = stack.get("vm", name, namespace)
-    status = vm_["status"]
-    return vm_ if status.get("phase") == "Running" and status.get("host") != lost else None
-
-
-def said(stack: Stack, namespace: str, name: str, reason: str) -> str:
-    events = json.loads(
-        stack.kubectl(
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            f"reason={reason},involvedObject.name={name}",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
-    return " | ".join(e["message"] for e in events)
-
-
 def test_a_lost_host_is_powered_off_through_redfish_and_its_vm_restarts_at_once(
     stack: Stack,
     extra_host: ExtraHost,
@@ -113,11 +89,11 @@ def test_a_lost_host_is_powered_off_through_redfish_and_its_vm_restarts_at_once(
     lost = extra_host.name
     assert extra_host.host is not None and extra_host.agent is not None
     fence_with(stack, lost, redfish, USERS["admin"])
-    uid = start_on(stack, extra_host, namespace, "powered")
+    uid = start_on_extra(stack, extra_host, namespace, vm("powered"))["powered"]
     assert uid in running_on(extra_host.host.uri)
     pid_namespace = hosts.host_pid_namespace(extra_host.host)
     assert pid_namespace is not None
-    uris = [h.uri for h in stack.hosts] + [extra_host.host.uri]
+    uris = all_uris(stack, extra_host)
 
     with DomainCensus(uris) as census:
         killed = time.monotonic()
@@ -134,8 +110,7 @@ def test_a_lost_host_is_powered_off_through_redfish_and_its_vm_restarts_at_once(
     assert uid in running_on(next(h.uri for h in stack.hosts if h.name == moved["status"]["host"]))
     assert hosts.list_hosts(extra_host.state)[0].pid is None, "the BMC stopped the host"
     assert hosts.namespace_processes(pid_namespace) == [], "its libvirtd and QEMU are gone"
-    assert max(census.worst.values(), default=0) <= 1, census.worst
-    assert census.samples > 5, census.samples
+    census.assert_never_twice(samples=5)
 
     host = stack.get("hvh", lost)
     fenced = condition(host, "Fenced")
@@ -157,7 +132,7 @@ def test_a_fence_the_bmc_refuses_keeps_the_vm_unknown_until_evacuate_confirm_fen
     lost = extra_host.name
     assert extra_host.host is not None and extra_host.agent is not None
     fence_with(stack, lost, redfish, "wrong")
-    uid = start_on(stack, extra_host, namespace, "blocked")
+    uid = start_on_extra(stack, extra_host, namespace, vm("blocked"))["blocked"]
     killed = time.monotonic()
     extra_host.agent.kill()
 

@@ -22,6 +22,8 @@ import pytest
 from harness import eventually
 from stacks import ExtraHost, Stack, disk_token_vm
 
+from .hostloss import host_spec
+
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
 TOKEN = re.compile(r"kubevisor-disk-token (\S+)")
@@ -30,10 +32,6 @@ STORAGE = "e2e-shared"
 
 def vm(name: str, guest: Any) -> dict[str, Any]:
     return disk_token_vm(name, guest, disk_size="16Mi")
-
-
-def host_spec(stack: Stack, host: str, spec: dict[str, Any]) -> None:
-    stack.kubectl("patch", "hvh", host, "--type=merge", "-p", json.dumps({"spec": spec}))
 
 
 def tokens(log: Path) -> list[str]:
