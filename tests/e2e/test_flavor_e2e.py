@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import eventually
 from stacks import Stack
 
@@ -28,12 +29,7 @@ def flavor(name: str, vcpus: int, memory: str) -> dict[str, Any]:
 
 
 def vm(name: str, flavor: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"flavor": {"name": flavor, "kind": "VirtualMachineFlavor"}},
-    }
+    return builders.vm(name, flavor={"name": flavor, "kind": "VirtualMachineFlavor"})
 
 
 def live_size(stack: Stack, running: dict[str, Any]) -> tuple[str | None, str | None]:

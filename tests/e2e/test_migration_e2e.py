@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from builders import tiny_vm as vm
 from harness import ManagedProcess, eventually
 from kubevisor.api import quantity
 from kubevisor.core import watchdog
@@ -42,15 +43,6 @@ STALL_AFTER = 20
 """The watchdog kills an agent silent this long: after the deadline (16 s), so that the
 fence is the watchdog's, as in production (30 s after 60 s)."""
 COUNTER = re.compile(rf"^{guest_image.COUNTER_PREFIX}(\d+)", re.MULTILINE)
-
-
-def vm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"memory": {"size": "128Mi"}, **spec},
-    }
 
 
 def job(name: str, vm_name: str, **spec: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import eventually, require
 from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import container, guest, hosts
@@ -81,12 +82,7 @@ def mixed_namespace(mixed: Mixed, namespace: str) -> str:
 
 
 def vm(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"cpu": {"vcpus": 1}, **spec},
-    }
+    return builders.vm(name, **{"cpu": {"vcpus": 1}, **spec})
 
 
 def host_type(stack: Stack, host: str) -> str:

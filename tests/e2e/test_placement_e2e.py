@@ -13,21 +13,13 @@ from typing import Any
 
 import pytest
 
+from builders import tiny_vm as vm
 from harness import eventually
 from kubevisor.api import cpuset
 from kubevisor.testbed.hosts import LocalHost
 from stacks import ExtraHost, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
-
-
-def vm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"memory": {"size": "128Mi"}, **spec},
-    }
 
 
 def patch_host(stack: Stack, host: str, spec: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from builders import tiny_vm as vm
 from harness import eventually, holds_until
 from kubevisor.testbed import bmc, hosts
 from stacks import BmcProcess, ExtraHost, Stack
@@ -31,7 +32,7 @@ from .hostloss import (
     said,
     start_on_extra,
 )
-from .test_migration_e2e import condition, vm
+from .test_migration_e2e import condition
 
 SECRET = "bmc-e2e"
 USERS = {"admin": "s3cret"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import eventually
 from stacks import Stack
 
@@ -18,12 +19,7 @@ FULL = "exceeds quota compute: kubevisor.io/vcpus requested 1, used 2, hard 2"
 
 
 def vm(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"cpu": {"vcpus": 1}, "memory": {"size": "128Mi"}},
-    }
+    return builders.tiny_vm(name, cpu={"vcpus": 1})
 
 
 def used(stack: Stack, namespace: str) -> dict[str, str]:

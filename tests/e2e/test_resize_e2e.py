@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
@@ -22,16 +23,7 @@ PIN = "e2e-resize"
 
 
 def vm(name: str, vcpus: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "cpu": {"vcpus": vcpus},
-            "memory": {"size": "128Mi"},
-            "placement": {"hostSelector": {PIN: "yes"}},
-        },
-    }
+    return builders.tiny_vm(name, cpu={"vcpus": vcpus}, placement={"hostSelector": {PIN: "yes"}})
 
 
 @pytest.fixture

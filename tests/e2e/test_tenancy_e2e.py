@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from builders import tiny_vm as vm
 from harness import eventually
 from kubevisor.api.wire import HOST_SELECTOR_ANNOTATION
 from stacks import Stack
@@ -18,15 +18,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
 POOL = "e2e-pool"
 """The host label the test's pools select on: "a" on the first host, "b" on the second."""
-
-
-def vm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"memory": {"size": "128Mi"}, **spec},
-    }
 
 
 def scheduled_message(stack: Stack, namespace: str, name: str) -> str:

@@ -7,21 +7,13 @@ from typing import Any
 
 import pytest
 
+from builders import tiny_vm as vm
 from harness import eventually
 from stacks import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.libvirtd]
 
 MARKER = "KUBEVISOR-GUEST-READY"
-
-
-def vm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"memory": {"size": "128Mi"}, **spec},
-    }
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

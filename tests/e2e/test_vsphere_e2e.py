@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import eventually
 from kubevisor.testbed.vcsim import Vcsim
 from stacks import Stack, VsphereHost
@@ -48,16 +49,7 @@ def vsphere_namespace(vsphere_hosts: list[str], namespace: str) -> str:
 
 
 def vm(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "cpu": {"vcpus": 1},
-            "memory": {"size": "128Mi"},
-            "hypervisor": {"type": "vmware"},
-        },
-    }
+    return builders.tiny_vm(name, cpu={"vcpus": 1}, hypervisor={"type": "vmware"})
 
 
 def test_a_vm_runs_on_vsphere_and_vmotions_to_the_other_host(

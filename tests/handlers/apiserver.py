@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import builders
 import harness
 from harness import ManagedProcess, running_control_plane
 from kubevisor.testbed.controlplane import ControlPlane
 
 from .fake_cluster import LEASE_NAMESPACE, lease
 
-API_VERSION = "kubevisor.io/v1alpha1"
 LEASES = LEASE_NAMESPACE
 NAMESPACE = "apps"
 
@@ -56,7 +56,7 @@ def heartbeat(plane: ControlPlane, host: str) -> None:
 def ready_host(plane: ControlPlane, name: str, *, cpus: int, memory: str, **status: Any) -> None:
     """HypervisorHost `name` as its agent reports it (KVM, `cpus` CPUs and `memory` in one
     NUMA cell, 50Gi of disk, and `status` besides), heartbeating: a place for VMs."""
-    apply(plane, {"apiVersion": API_VERSION, "kind": "HypervisorHost", "metadata": {"name": name}})
+    apply(plane, builders.hvh(name))
     patch_status(
         plane,
         "hypervisorhost",

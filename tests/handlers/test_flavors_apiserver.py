@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+import builders
 from harness import REPO, ManagedProcess, eventually
 from kubevisor.api import effective
 from kubevisor.testbed.controlplane import ControlPlane
@@ -39,12 +40,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 def vm(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"runStrategy": "Always", **spec},
-    }
+    return builders.vm(name, namespace=NAMESPACE, **{"runStrategy": "Always", **spec})
 
 
 def status(plane: ControlPlane, name: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import ManagedProcess, eventually
 from kubevisor.core.network import mac
 from kubevisor.testbed.controlplane import ControlPlane
@@ -48,16 +49,13 @@ def network(name: str, start: str, end: str) -> dict[str, Any]:
 
 
 def vm(name: str, net: str, **interface: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "runStrategy": "Always",
-            "memory": {"size": "64Mi"},
-            "networks": [{"name": "eth0", "network": net, **interface}],
-        },
-    }
+    return builders.vm(
+        name,
+        namespace=NAMESPACE,
+        runStrategy="Always",
+        memory={"size": "64Mi"},
+        networks=[{"name": "eth0", "network": net, **interface}],
+    )
 
 
 def status(plane: ControlPlane, name: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import builders
 from harness import ManagedProcess, eventually
 from kubevisor.testbed.controlplane import ControlPlane
 
@@ -49,12 +50,9 @@ def resource_quota(namespace: str, **hard: str) -> dict[str, Any]:
 
 
 def vm(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": TEAM},
-        "spec": {"runStrategy": "Always", "cpu": {"vcpus": 1}, "memory": {"size": "64Mi"}},
-    }
+    return builders.vm(
+        name, namespace=TEAM, runStrategy="Always", cpu={"vcpus": 1}, memory={"size": "64Mi"}
+    )
 
 
 def quota_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:

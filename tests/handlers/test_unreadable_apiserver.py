@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+import builders
+from builders import hvh
 from harness import REPO, ManagedProcess, eventually
 from kubevisor.testbed import controlplane
 from kubevisor.testbed.controlplane import ControlPlane
@@ -66,22 +68,8 @@ def condition(obj: dict[str, Any], type_: str) -> tuple[str, str, str] | None:
     return None
 
 
-def hvh(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "HypervisorHost",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 def vm(name: str, size: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubevisor.io/v1alpha1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"runStrategy": "Always", "memory": {"size": size}},
-    }
+    return builders.vm(name, namespace=NAMESPACE, runStrategy="Always", memory={"size": size})
 
 
 def store_as_before_the_rules(
