@@ -4,9 +4,9 @@ Like the real one it sends every VM change to the watch, the agent's own status 
 included (they do not bump metadata.generation; spec changes do), and it applies the
 agent's VM status by server-side apply under the agent's field manager (the model in
 `server_side_apply`, shared with the controller's `handlers/fake_cluster.FakeKube`): a
-field the agent stops applying goes, one it never applied stays. It also keeps the
-MigrationJobs' status per field manager (each apply replaces that manager's part), the
-host object, and the Events recorded.
+field the agent stops applying goes, one it never applied stays. The MigrationJobs' status
+(under the two migration managers) and the host's status are applied the same way; it
+also records the Events.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from kubevisor.api.wire import HOST_LABEL
 from kubevisor.kube.client import Object
-from server_side_apply import Owners, apply_status
+from server_side_apply import Owners, apply_status, held_by
 
 HOST = "fake-host"
 NAMESPACE = "ns"
@@ -35,11 +35,13 @@ class FakeApiServer:
         self.vm_owners: dict[str, Owners] = {}
         """Per VM key: which field manager holds which status field."""
         self.host: Object | None = None
+        self.host_owners: Owners = {}
+        """Which field manager holds which field of the host's status."""
         self.host_creations = 0
         self.host_status_writes = 0
         self.jobs: dict[str, Object] = {}
-        self.job_status: dict[str, dict[str, Object]] = {}
-        """Per job key, per field manager: the status that manager last applied."""
+        self.job_owners: dict[str, Owners] = {}
+        """Per job key: which field manager holds which status field."""
         self.job_writes: dict[str, list[tuple[str, Object]]] = {}
         """Per job key: every (manager, status) applied, in order."""
         self.events: list[dict[str, Any]] = []
@@ -92,6 +94,7 @@ class FakeApiServer:
 
     def delete_host(self) -> None:
         self.host = None
+        self.host_owners = {}
 
     def _send(self, kind: str, obj: Object) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._versions))
@@ -141,9 +144,16 @@ class FakeApiServer:
         self, namespace: str, name: str, status: Object, *, manager: str | None = None
     ) -> Object:
         key = f"{namespace}/{name}"
-        self.job_status.setdefault(key, {})[manager or ""] = copy.deepcopy(status)
+        job = self.jobs.setdefault(key, {"metadata": {"namespace": namespace, "name": name}})
+        apply_status(job, self.job_owners.setdefault(key, {}), manager or "", status)
         self.job_writes.setdefault(key, []).append((manager or "", copy.deepcopy(status)))
-        return {"metadata": {"namespace": namespace, "name": name}, "status": status}
+        return copy.deepcopy(job)
+
+    def job_status(self, key: str, manager: str) -> Object:
+        """The status fields of job `key` that `manager` holds now (none before it applied)."""
+        if key not in self.jobs:
+            return {}
+        return held_by(self.jobs[key], self.job_owners[key], manager)
 
     # -- Networks and the other hosts ----------------------------------------------------
 
@@ -212,6 +222,7 @@ class FakeApiServer:
         self, name: str, labels: dict[str, str], spec: Object | None = None
     ) -> Object:
         self.host_creations += 1
+        self.host_owners = {}
         self.host = {
             "metadata": {"name": name, "labels": labels, "generation": 1},
             "spec": copy.deepcopy(spec or {}),
@@ -221,7 +232,7 @@ class FakeApiServer:
     async def apply_host_status(self, name: str, status: Object) -> Object:
         if self.host is None:
             raise ApiException(status=404, reason=f'hypervisorhosts "{name}" not found')
-        self.host["status"] = copy.deepcopy(status)
+        apply_status(self.host, self.host_owners, AGENT_MANAGER, status)
         self.host_status_writes += 1
         return copy.deepcopy(self.host)
 

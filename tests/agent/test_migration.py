@@ -148,7 +148,7 @@ class Source:
         )
 
     def status(self) -> Object:
-        return self.api.job_status.get(JOB, {}).get(MIGRATION_SOURCE_MANAGER, {})
+        return self.api.job_status(JOB, MIGRATION_SOURCE_MANAGER)
 
     def transfer(self) -> tuple[str, str]:
         transfer = self.status().get("transfer") or {}
@@ -366,7 +366,7 @@ def test_the_target_publishes_the_domain_and_forgets_a_failed_job() -> None:
         api, uid = source.api, source.uid
         port = Port()
         target = await preparing_target(source, port, migrate_uri="tcp://10.0.0.2")
-        published = api.job_status[JOB][MIGRATION_TARGET_MANAGER]["targetAgent"]
+        published = api.job_status(JOB, MIGRATION_TARGET_MANAGER)["targetAgent"]
         assert published["ready"] is True
         assert (published["libvirtURI"], published["migrateURI"]) == (TARGET_URI, "tcp://10.0.0.2")
         assert published["vmUID"] == uid and f"<uuid>{uid}</uuid>" in published["domainXML"]
@@ -402,7 +402,7 @@ def test_the_target_waits_for_the_vms_networks_before_it_answers(
         port = Port()
         port.networks_missing = missing
         await preparing_target(source, port, clock=Clock(), network_wait=(2.0, 0.0))
-        published = api.job_status[JOB][MIGRATION_TARGET_MANAGER]["targetAgent"]
+        published = api.job_status(JOB, MIGRATION_TARGET_MANAGER)["targetAgent"]
         assert (published["ready"], published.get("message")) == (ready, message)
         assert port.prepared == ([uid] if ready else [])
 

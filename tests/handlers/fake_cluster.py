@@ -71,6 +71,8 @@ class FakeKube:
         self.networks: dict[str, _Stored] = {}
         self.quotas: dict[str, Object] = {}
         """ResourceQuotas by namespace/name."""
+        self.quota_owners: dict[str, dict[str, set[str]]] = {}
+        """Per namespace/name/hard or /used: which field manager holds which key."""
         self.namespaces: dict[str, Object] = {}
         """Namespaces by name (the controller reads their host pools)."""
         self.slices: dict[str, Object] = {}
@@ -193,12 +195,16 @@ class FakeKube:
     async def apply_quota_status(
         self, namespace: str, name: str, *, hard: dict[str, str], used: dict[str, str]
     ) -> Object:
-        """Server-side apply of map entries: other keys of `hard` and `used` stay."""
+        """Server-side apply of map entries (the controller owns each key it applies): keys
+        of `hard` and `used` other writers set stay, one the controller stops applying goes."""
         key = f"{namespace}/{name}"
         self.calls.append(("apply_quota_status", key))
         status = self.quotas[key].setdefault("status", {})
-        status.setdefault("hard", {}).update(hard)
-        status.setdefault("used", {}).update(used)
+        for part, entries in (("hard", hard), ("used", used)):
+            owners = self.quota_owners.setdefault(f"{key}/{part}", {})
+            held = {"status": status.get(part) or {}}  # the map's keys as top-level fields
+            apply_status(held, owners, CONTROLLER, entries)
+            status[part] = held["status"]
         return self.quota(key)
 
     async def list_jobs(self) -> tuple[list[Object], str]:
