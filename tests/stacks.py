@@ -1,5 +1,6 @@
-"""The end-to-end stack's type and its extra pieces (hosts beyond the shared two, vSphere
-hosts), for tests/e2e/conftest.py and the tests that use its `stack` fixture."""
+"""The end-to-end stack: its type, how it starts and stops (`start_stack`, `stop_stack`,
+the `stack` fixture of tests/e2e/conftest.py) and its extra pieces (hosts beyond the
+shared two, vSphere hosts, a BMC), for the tests that use it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import yaml
 from harness import ManagedProcess, eventually
 from kubevisor.core import migration
 from kubevisor.testbed import bmc, hosts
-from kubevisor.testbed.commands import AgentOptions
+from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, LOOPBACK, AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane, free_ports
+from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
 from kubevisor.testbed.vcsim import Vcsim
 
@@ -128,6 +130,81 @@ def disk_token_vm(name: str, guest: Any, *, disk_size: str, **spec: Any) -> dict
             **spec,
         },
     }
+
+
+def shared_agent(
+    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path, metrics_port: int
+) -> AgentOptions:
+    """The shared stack's agent on `host` (ExtraHost runs variants of it)."""
+    return AgentOptions(
+        host.name,
+        host.uri,
+        plane.kubeconfig,
+        state,
+        domain_type="qemu",
+        guest=guest,
+        shutdown_grace=15,
+        lease_duration=8,
+        # Within the controller's grace of 20 s: its failover waits for no longer.
+        self_fence_after=16,
+        metrics_port=metrics_port,
+        # The hosts leave migration_host unset: QEMU streams go to 127.0.0.1.
+        migrate_uri=LOCAL_MIGRATE_URI,
+        # The testbed's libvirt runs without cgroups (qemu.conf cgroup_controllers = []).
+        cgroup_controllers="",
+        qemu_conf=host.root / "etc" / "qemu.conf",
+        # The tests serve images on 127.0.0.1, which an agent refuses by default.
+        image_source_allow=LOOPBACK,
+    )
+
+
+def start_stack(
+    plane: ControlPlane, local_hosts: list[LocalHost], guest: Guest, root: Path
+) -> Stack:
+    """The controller and one agent per host on `plane` (their state and logs under
+    `root`), once every host is Ready; `stop_stack` ends it."""
+    plane.kubectl("create", "namespace", "kubevisor-system", check=False)
+    ports = free_ports(1 + len(local_hosts))
+    controller = ManagedProcess(
+        ControllerOptions(
+            plane.kubeconfig,
+            metrics_port=ports[0],
+            # Lost hosts' VMs move after 20 s; long enough that an agent restarted by a test
+            # is back first (agents renew an 8 s Lease).
+            failover_grace=20,
+        ).argv(),
+        log=root / "controller.log",
+    ).start()
+    agents: dict[str, ManagedProcess] = {}
+    options: dict[str, AgentOptions] = {}
+    states: dict[str, Path] = {}
+    metrics = {"controller": ports[0]}
+    for host, port in zip(local_hosts, ports[1:], strict=True):
+        states[host.name] = root / host.name
+        states[host.name].mkdir()
+        options[host.name] = shared_agent(plane, host, guest, states[host.name], port)
+        agents[host.name] = ManagedProcess(
+            options[host.name].argv(), log=states[host.name] / "agent.log"
+        ).start()
+        metrics[host.name] = port
+    stack = Stack(plane, local_hosts, controller, agents, states, metrics, options)
+    try:
+        for host in local_hosts:
+            eventually(
+                lambda h=host.name: host_ready(stack, h), timeout=60, what=f"host {host.name} Ready"
+            )
+    except BaseException:
+        stop_stack(stack)
+        raise
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    """Stop the stack's processes and print the tail of each one's log."""
+    for process in [stack.controller, *stack.agents.values()]:
+        process.stop()
+    for name, process in [("controller", stack.controller), *stack.agents.items()]:
+        sys.stderr.write(f"\n--- {name} log (tail) ---\n{process.tail()}")
 
 
 def host_ready(stack: Stack, name: str) -> bool:

@@ -22,11 +22,6 @@ SYSTEM = "kubevisor-system"
 AGENT_NAME = "kubevisor-agent.kubevisor-system.svc"
 # Numbered far from the shared hosts (1, 2) and the e2e extra host (3).
 HOST_INDEX = 7
-# One serving certificate for every agent, with this name and no address, as the
-# deploy/manifests/components/console component issues it.
-AGENT_NAME = "kubevisor-agent.kubevisor-system.svc"
-# Numbered far from the shared hosts (1, 2) and the e2e extra host (3).
-HOST_INDEX = 7
 
 
 @dataclass

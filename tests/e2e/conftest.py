@@ -4,54 +4,19 @@ agent per real libvirtd host (two hosts), each a separate process like in produc
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import ManagedProcess, eventually, require
+from harness import require
 from kubevisor.core.domain.host import Ovmf
 from kubevisor.testbed import container, hosts, netns
-from kubevisor.testbed.commands import LOCAL_MIGRATE_URI, LOOPBACK, AgentOptions, ControllerOptions
-from kubevisor.testbed.controlplane import ControlPlane, free_ports
+from kubevisor.testbed.controlplane import ControlPlane
 from kubevisor.testbed.guest import Guest
 from kubevisor.testbed.hosts import LocalHost
 from netstack import NetStack
-from stacks import ExtraHost, Stack, host_ready
-
-
-def agent_options(
-    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path, metrics_port: int
-) -> AgentOptions:
-    """The shared stack's agent on `host` (ExtraHost runs variants of it)."""
-    return AgentOptions(
-        host.name,
-        host.uri,
-        plane.kubeconfig,
-        state,
-        domain_type="qemu",
-        guest=guest,
-        shutdown_grace=15,
-        lease_duration=8,
-        # Within the controller's grace of 20 s: its failover waits for no longer.
-        self_fence_after=16,
-        metrics_port=metrics_port,
-        # The hosts leave migration_host unset: QEMU streams go to 127.0.0.1.
-        migrate_uri=LOCAL_MIGRATE_URI,
-        # The testbed's libvirt runs without cgroups (qemu.conf cgroup_controllers = []).
-        cgroup_controllers="",
-        qemu_conf=host.root / "etc" / "qemu.conf",
-        # The tests serve images on 127.0.0.1, which an agent refuses by default.
-        image_source_allow=LOOPBACK,
-    )
-
-
-def agent_process(
-    plane: ControlPlane, host: LocalHost, guest: Guest, state: Path, metrics_port: int
-) -> ManagedProcess:
-    options = agent_options(plane, host, guest, state, metrics_port)
-    return ManagedProcess(options.argv(), log=state / "agent.log")
+from stacks import ExtraHost, Stack, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")
@@ -61,43 +26,11 @@ def stack(
     tiny_guest: Guest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    control_plane.kubectl("create", "namespace", "kubevisor-system", check=False)
-    root = tmp_path_factory.mktemp("stack")
-    ports = free_ports(1 + len(local_hosts))
-    controller = ManagedProcess(
-        ControllerOptions(
-            control_plane.kubeconfig,
-            metrics_port=ports[0],
-            # Lost hosts' VMs move after 20 s; long enough that an agent restarted by a test
-            # is back first (agents renew an 8 s Lease).
-            failover_grace=20,
-        ).argv(),
-        log=root / "controller.log",
-    ).start()
-    agents: dict[str, ManagedProcess] = {}
-    options: dict[str, AgentOptions] = {}
-    states: dict[str, Path] = {}
-    metrics = {"controller": ports[0]}
-    for host, port in zip(local_hosts, ports[1:], strict=True):
-        states[host.name] = root / host.name
-        states[host.name].mkdir()
-        options[host.name] = agent_options(control_plane, host, tiny_guest, states[host.name], port)
-        agents[host.name] = ManagedProcess(
-            options[host.name].argv(), log=states[host.name] / "agent.log"
-        ).start()
-        metrics[host.name] = port
-    stack = Stack(control_plane, local_hosts, controller, agents, states, metrics, options)
+    started = start_stack(control_plane, local_hosts, tiny_guest, tmp_path_factory.mktemp("stack"))
     try:
-        for host in local_hosts:
-            eventually(
-                lambda h=host.name: host_ready(stack, h), timeout=60, what=f"host {host.name} Ready"
-            )
-        yield stack
+        yield started
     finally:
-        for process in [controller, *agents.values()]:
-            process.stop()
-        for name, process in [("controller", controller), *agents.items()]:
-            sys.stderr.write(f"\n--- {name} log (tail) ---\n{process.tail()}")
+        stop_stack(started)
 
 
 @pytest.fixture
