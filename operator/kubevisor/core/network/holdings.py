@@ -49,3 +49,22 @@ class Holdings(Generic[OwnerT, ValueT]):
         if value is not None:
             del self._by_value[value]
         return value
+
+
+class Held(Generic[OwnerT, ValueT]):
+    """The reading side of an allocator that keeps its record in a `Holdings` (`_held`):
+    `ipam.AddressPool`, `mac.MacRegistry` and `vni.VniPool` extend it with their rules for
+    claiming."""
+
+    _held: Holdings[OwnerT, ValueT]
+
+    def held_by(self, owner: OwnerT) -> ValueT | None:
+        """What `owner` holds (None: nothing)."""
+        return self._held.value_of(owner)
+
+    def holder(self, value: ValueT) -> OwnerT | None:
+        return self._held.holder(value)
+
+    def assignments(self) -> Mapping[OwnerT, ValueT]:
+        """Every owner and its value (a read-only view)."""
+        return self._held.assignments()

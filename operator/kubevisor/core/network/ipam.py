@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from kubevisor.api import addresses, objects
 from kubevisor.api.network import Network, Subnet
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core.network.holdings import Holdings
+from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ranges import LowestFree
 
 DHCP_PREFIX = "dhcp:"
@@ -103,7 +103,7 @@ def _range_text(start: int, end: int) -> str:
     return f"{IPv4Address(start)}-{IPv4Address(end)}"
 
 
-class AddressPool:
+class AddressPool(Held[Owner, IPv4Address]):
     """The addresses of one Network and who holds which."""
 
     def __init__(
@@ -165,16 +165,6 @@ class AddressPool:
     @property
     def free(self) -> int:
         return self._free.free
-
-    def address_of(self, owner: Owner) -> IPv4Address | None:
-        return self._held.value_of(owner)
-
-    def holder(self, address: IPv4Address) -> Owner | None:
-        return self._held.holder(address)
-
-    def assignments(self) -> Mapping[Owner, IPv4Address]:
-        """Every owner and its address (a read-only view)."""
-        return self._held.assignments()
 
     def owners(self) -> Iterator[Owner]:
         return iter(self._held.assignments())

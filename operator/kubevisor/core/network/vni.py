@@ -13,12 +13,12 @@ The controller owns one `VniPool`; pure, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from kubevisor.api.network import MAX_VNI, MIN_VNI
-from kubevisor.core.network.holdings import Holdings
+from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ipam import Reason, Refusal
 from kubevisor.core.network.ranges import LowestFree
 
@@ -33,22 +33,13 @@ class VniConflict:
     refusal: Refusal
 
 
-class VniPool:
+class VniPool(Held[str, int]):
     """Which Network ("namespace/name") holds which VNI."""
 
     def __init__(self, automatic: tuple[int, int] = AUTOMATIC) -> None:
         self._range = automatic
         self._automatic = LowestFree([automatic])
         self._held: Holdings[str, int] = Holdings()
-
-    def vni_of(self, network: str) -> int | None:
-        return self._held.value_of(network)
-
-    def holder(self, vni: int) -> str | None:
-        return self._held.holder(vni)
-
-    def assignments(self) -> Mapping[str, int]:
-        return self._held.assignments()
 
     def allocate(self, network: str, requested: int | None = None) -> int | Refusal:
         """The VNI of `network`: the one it holds, else `requested` if free, else the
