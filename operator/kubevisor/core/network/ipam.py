@@ -30,6 +30,7 @@ from ipaddress import IPv4Address, IPv4Network
 from kubevisor.api import addresses, objects
 from kubevisor.api.network import Network, Subnet
 from kubevisor.api.virtualmachine import VirtualMachine
+from kubevisor.core.network import holdings
 from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ranges import LowestFree
 
@@ -275,12 +276,7 @@ def rebuild(
     """Hold every recorded address in `pool`, in listing order: a record that cannot be
     held (taken by an earlier one, outside the subnet, the gateway, reserved) is a
     conflict and its owner holds nothing."""
-    conflicts = []
-    for owner, address in records:
-        refused = pool.hold(owner, address)
-        if refused is not None:
-            conflicts.append(Conflict(owner, address, refused))
-    return tuple(conflicts)
+    return tuple(Conflict(*refused) for refused in holdings.replay(records, pool.hold))
 
 
 def parse(text: str) -> IPv4Address | None:

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kubevisor.core.network import holdings
 from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ipam import Owner, Reason, Refusal
 
@@ -73,9 +74,4 @@ class MacRegistry(Held[Owner, str]):
 def rebuild(registry: MacRegistry, records: Iterable[tuple[Owner, str]]) -> tuple[MacConflict, ...]:
     """Claim every recorded MAC in listing order; a MAC recorded twice is the later
     owner's conflict."""
-    conflicts = []
-    for owner, mac in records:
-        refused = registry.claim(owner, mac)
-        if refused is not None:
-            conflicts.append(MacConflict(owner, mac, refused))
-    return tuple(conflicts)
+    return tuple(MacConflict(*refused) for refused in holdings.replay(records, registry.claim))

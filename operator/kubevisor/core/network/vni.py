@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubevisor.api.network import MAX_VNI, MIN_VNI
+from kubevisor.core.network import holdings
 from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ipam import Reason, Refusal
 from kubevisor.core.network.ranges import LowestFree
@@ -68,6 +69,11 @@ class VniPool(Held[str, int]):
             )
         return self._held.hold(network, number)
 
+    def hold(self, network: str, vni: int) -> Refusal | None:
+        """Hold the VNI recorded for `network` (`allocate` with it named); why not."""
+        held = self.allocate(network, vni)
+        return held if isinstance(held, Refusal) else None
+
     def release(self, network: str) -> int | None:
         vni = self._held.release(network)
         if vni is None:
@@ -80,9 +86,4 @@ class VniPool(Held[str, int]):
 def rebuild(pool: VniPool, records: Iterable[tuple[str, int]]) -> tuple[VniConflict, ...]:
     """Hold every recorded VNI in listing order; a VNI recorded twice is a conflict of
     the later Network."""
-    conflicts = []
-    for network, vni in records:
-        held = pool.allocate(network, vni)
-        if isinstance(held, Refusal):
-            conflicts.append(VniConflict(network, vni, held))
-    return tuple(conflicts)
+    return tuple(VniConflict(*refused) for refused in holdings.replay(records, pool.hold))
