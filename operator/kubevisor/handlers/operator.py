@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +114,7 @@ EVENTS: tuple[Route, ...] = (
 )
 
 
-def _event_handler(route: Route) -> Callable[..., Awaitable[None]]:
+def _event_handler(route: Route) -> Callable[..., Coroutine[Any, Any, None]]:
     async def handle(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller: Controller = memo.controller
         await route.to(controller)(event["type"], dict(event["object"]))
