@@ -58,10 +58,9 @@ ESCAPE = b"\x1d"  # Ctrl-]
 
 
 def register(subparsers: Any) -> None:
-    parser = kubeapi.command(
+    parser = kubeapi.vm_command(
         subparsers, "console", __doc__, help="attach to a VM's serial console (Ctrl-] detaches)"
     )
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
         "--force",
         action="store_true",

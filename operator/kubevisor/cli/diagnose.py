@@ -221,13 +221,12 @@ def write(files: dict[str, str], output: Path) -> None:
 
 
 def register(subparsers: Any) -> None:
-    parser = kubeapi.command(
+    parser = kubeapi.vm_command(
         subparsers,
         "diagnose",
         __doc__,
         help="gather a VM's conditions, events, placement and host into a directory or tarball",
     )
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
         "-o",
         "--output",

@@ -73,6 +73,13 @@ def command(subparsers: Any, name: str, description: str | None, *, help: str) -
     )
 
 
+def vm_command(subparsers: Any, name: str, description: str | None, *, help: str) -> Any:
+    """A `command` about one VirtualMachine: its name is the first argument (`args.vm`)."""
+    parser = command(subparsers, name, description, help=help)
+    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
+    return parser
+
+
 def check(model: type[BaseModel], body: Object) -> None:
     """Refuse a manifest the CLI built from its flags (`create vm`, `migrate`) that
     `model` does not accept: a usage error naming the first wrong field."""

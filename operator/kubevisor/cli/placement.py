@@ -178,13 +178,12 @@ def readable(objs: Iterable[Object], model: type[Any], what: str) -> list[Any]:
 
 
 def register(subparsers: Any) -> None:
-    parser = kubeapi.command(
+    parser = kubeapi.vm_command(
         subparsers,
         "explain-placement",
         __doc__,
         help="why a VM is on its host, or why it fits nowhere (--what-if: ask the engine)",
     )
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
         "--what-if",
         action="store_true",

@@ -215,8 +215,7 @@ def run_resize(args: argparse.Namespace) -> int:
 def _verb(
     subparsers: Any, name: str, help_: str, description: str, *, dry_run: bool = True
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = kubeapi.command(subparsers, name, description, help=help_)
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
+    parser: argparse.ArgumentParser = kubeapi.vm_command(subparsers, name, description, help=help_)
     if dry_run:
         parser.add_argument(
             "--dry-run",

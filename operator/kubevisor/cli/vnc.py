@@ -38,16 +38,16 @@ LOOPBACK = "127.0.0.1"
 
 
 def register(subparsers: Any) -> None:
-    parser = kubeapi.command(
+    parser = kubeapi.vm_command(
         subparsers, "vnc", __doc__, help="serve a VM's VNC display on a local port for a viewer"
     )
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
         "--port", type=int, default=0, help="local port on 127.0.0.1 (default: a free one)"
     )
     parser.set_defaults(func=lambda args: kubeapi.with_cluster(args, lambda c: serve(c, args)))
-    parser = kubeapi.command(subparsers, "screenshot", __doc__, help="write a PNG of a VM's screen")
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
+    parser = kubeapi.vm_command(
+        subparsers, "screenshot", __doc__, help="write a PNG of a VM's screen"
+    )
     parser.add_argument("-o", "--output", required=True, type=Path, help="the PNG file to write")
     parser.set_defaults(func=lambda args: kubeapi.with_cluster(args, lambda c: shoot(c, args)))
 

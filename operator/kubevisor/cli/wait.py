@@ -140,13 +140,12 @@ def wait_for(cluster: Cluster, name: str, goal: Goal, *, timeout: float) -> Verd
 
 
 def register(subparsers: Any) -> None:
-    parser = kubeapi.command(
+    parser = kubeapi.vm_command(
         subparsers,
         "wait",
         __doc__,
         help="wait until a VM is ready, running, stopped or in a phase (kstatus rules)",
     )
-    parser.add_argument("vm", metavar="VM", help="VirtualMachine name")
     parser.add_argument(
         "--for",
         dest="goal",

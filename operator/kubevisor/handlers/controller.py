@@ -26,15 +26,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
+from typing_extensions import Unpack
 
 from kubevisor import metrics
 from kubevisor.api import objects, schema
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.api.wire import CONTROLLER, HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
+from kubevisor.api.wire import HOST_LABEL, SYSTEM_NAMESPACE, VM_FINALIZER
 from kubevisor.core import conditions, flavors, lifecycle, powerfence, quota, selffence
 from kubevisor.core import hosts as hostjudge
 from kubevisor.core import status as vmstatus
@@ -47,7 +47,6 @@ from kubevisor.core.placement.model import HostSnapshot
 from kubevisor.core.placement.scheduler import Decision
 from kubevisor.core.placement.state import PlacementState
 from kubevisor.core.placement.weighers import Multipliers
-from kubevisor.core.resizing import ResizeNote
 from kubevisor.drivers import power
 from kubevisor.handlers import hoststatus
 from kubevisor.handlers.evacuation import Evacuation
@@ -59,6 +58,7 @@ from kubevisor.handlers.networks import Networks, Unplaced
 from kubevisor.handlers.powerfencing import Connect, PowerFencing
 from kubevisor.handlers.quotas import Quotas
 from kubevisor.handlers.resizes import Resizes
+from kubevisor.handlers.vmwrites import StatusNote, VmWrites
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import is_transient
 
@@ -118,13 +118,12 @@ class Controller:
         self.explained: dict[str, str] = {}
         """The last FailedScheduling message per VM, so an unchanged one is not re-posted."""
         self.lock = asyncio.Lock()
-        self.labelled: dict[str, str] = {}
-        """Host label this controller patched per VM, until the watch shows the VM gone."""
         self.unreadable_hosts: dict[str, str] = {}
         self.reconciling: dict[str, bool] = {}
         """VMs being reconciled now, and whether they were asked for again meanwhile."""
         self.resynced: datetime | None = None
         """Why each host placement leaves out could not be read (`snapshot`)."""
+        self.writes = VmWrites(kube=kube, cache=self, clock=clock)
         self.migrations = Migrations(self, kube, settings.migration_limits)
         self.networks = Networks(self, kube)
         self.quotas = Quotas(self, kube)
@@ -292,7 +291,7 @@ class Controller:
         key = objects.key(obj["metadata"])
         if event == "DELETED":
             self.vms.pop(key, None)
-            self.labelled.pop(key, None)
+            self.writes.labelled.pop(key, None)
             self._count_phases()
             self.pending.pop(key, None)
             self.explained.pop(key, None)
@@ -458,8 +457,8 @@ class Controller:
         )
         # The watch may still deliver the status write of a bind before its label patch.
         if not unlabelled:
-            self.labelled.pop(key, None)
-        elif self.labelled.get(key) != host:
+            self.writes.labelled.pop(key, None)
+        elif self.writes.labelled.get(key) != host:
             await self.label(obj, host)
         self.missing.notice(host)
         judgement = self.judgement(host)
@@ -550,98 +549,18 @@ class Controller:
             return None
         return self.quotas.refusal(key, vm)
 
+    # -- writes (handlers.vmwrites) ------------------------------------------------------
+
     async def label(self, obj: Object, host: str) -> Object:
-        meta = obj["metadata"]
-        key = objects.key(meta)
-        finalizers = list(meta.get("finalizers") or [])
-        if VM_FINALIZER not in finalizers:
-            finalizers.append(VM_FINALIZER)
-        reply = await self.kube.patch_vm(
-            meta["namespace"],
-            meta["name"],
-            {"metadata": {"labels": {HOST_LABEL: host}, "finalizers": finalizers}},
-        )
-        self.remember_vm(reply)
-        self.labelled[key] = host
-        return reply
+        return await self.writes.label(obj, host)
 
     async def unlabel(self, obj: Object) -> Object:
-        meta = obj["metadata"]
-        key = objects.key(meta)
-        reply = await self.kube.patch_vm(
-            meta["namespace"], meta["name"], {"metadata": {"labels": {HOST_LABEL: None}}}
-        )
-        self.remember_vm(reply)
-        self.labelled.pop(key, None)
-        return reply
+        return await self.writes.unlabel(obj)
 
     async def write_vm_status(
-        self,
-        obj: Object,
-        *,
-        binding: vmstatus.Binding | None,
-        unschedulable: str | None = None,
-        why: str = "Unschedulable",
-        host_lost: str | None = None,
-        migrated_from: str | None = None,
-        last_migration: dict[str, Any] | None = None,
-        eviction: dict[str, Any] | None = None,
-        resize: ResizeNote | None = None,
+        self, obj: Object, *, binding: vmstatus.Binding | None, **note: Unpack[StatusNote]
     ) -> Object:
-        meta = obj["metadata"]
-        key = objects.key(meta)
-        vm = VirtualMachine.model_validate(obj)
-        current = obj.get("status") or {}
-        wanted = vmstatus.controller_vm_status(
-            vmstatus.ControllerInputs(
-                spec=vm.spec,
-                generation=int(meta.get("generation") or 0),
-                binding=binding,
-                unschedulable=unschedulable,
-                unschedulable_reason=why,
-                host_lost=host_lost,
-                host_missing=binding is not None and binding.host not in self.hosts,
-                migrated_from=migrated_from,
-                last_migration=last_migration or current.get("lastMigration"),
-                eviction=eviction,
-                resize=resize,
-            ),
-            previous_phase=current.get("phase"),
-            previous=conditions.previous(current),
-            now=self.clock(),
-        )
-        written = obj
-        if vmstatus.differs(current, wanted):
-            written = await self.kube.apply_vm_status(meta["namespace"], meta["name"], wanted)
-            self.remember_vm(written)
-        if binding is None:
-            await self._clear_binding(key, written)
-        return self.vms.get(key, obj)
-
-    async def _clear_binding(self, key: str, written: Object) -> None:
-        """`written`, the VM as unbinding it left it, still names a host: another field
-        manager wrote it too (a hand edit), so leaving it out of the apply kept it. Remove
-        it outright, unless the VM changed since (then its next event decides again)."""
-        status = written.get("status") or {}
-        stale = {field: None for field in ("host", "placement") if field in status}
-        if not stale:
-            return
-        log.warning("%s: clearing status %s, which another writer holds too", key, sorted(stale))
-        meta = written["metadata"]
-        reply = await self.kube.patch_vm_status(
-            meta["namespace"],
-            meta["name"],
-            {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": stale},
-        )
-        if reply is not None:
-            self.remember_vm(reply)
+        return await self.writes.write_vm_status(obj, binding=binding, **note)
 
     async def event(self, obj: Object, type_: str, reason: str, message: str) -> None:
-        try:
-            await self.kube.event(
-                involved=obj, type_=type_, reason=reason, message=message, component=CONTROLLER
-            )
-        except Exception as error:
-            # An event is a courtesy: losing one must not undo a placement.
-            if not is_transient(error):
-                log.warning("could not record event %s: %s", reason, error)
+        await self.writes.event(obj, type_, reason, message)

@@ -108,7 +108,7 @@ async def resync(c: Controller) -> None:
     # What the controller remembers patching stands for a label the watch has yet to
     # show; the cache now holds the newer of the listing and any later reply, so a label
     # it lacks is missing (removed by hand, say) and is patched again.
-    c.labelled.clear()
+    c.writes.labelled.clear()
     for key in list(c.vms):
         await c.reconcile_vm(key)
     await c.migrations.resync(jobs, jobs_at)

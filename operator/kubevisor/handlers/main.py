@@ -27,6 +27,13 @@ from kubevisor.handlers import operator
 from kubevisor.handlers.controller import Controller, Settings
 from kubevisor.kube.client import Kube
 
+MIGRATION_LIMITS = (
+    ("--max-migrations", "per_cluster", "live migrations at once, cluster-wide"),
+    ("--max-outbound-migrations", "outbound_per_host", "at once from one host"),
+    ("--max-inbound-migrations", "inbound_per_host", "at once to one host"),
+)
+"""(flag, its `core.migration.Limits` field for the default, help) of each migration limit."""
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -43,25 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: the Lease's leaseDurationSeconds)",
     )
     flags.add_placement(parser)
-    limits = defaults.migration_limits
-    parser.add_argument(
-        "--max-migrations",
-        type=int,
-        default=limits.per_cluster,
-        help="live migrations at once, cluster-wide",
-    )
-    parser.add_argument(
-        "--max-outbound-migrations",
-        type=int,
-        default=limits.outbound_per_host,
-        help="at once from one host",
-    )
-    parser.add_argument(
-        "--max-inbound-migrations",
-        type=int,
-        default=limits.inbound_per_host,
-        help="at once to one host",
-    )
+    for flag, field, help in MIGRATION_LIMITS:
+        default = getattr(defaults.migration_limits, field)
+        parser.add_argument(flag, type=int, default=default, help=help)
     parser.add_argument(
         "--failover-grace",
         type=float,

@@ -196,7 +196,7 @@ class Networks:
 
     def _ensure_vni(self, key: str) -> None:
         network = self.networks[key]
-        if network.spec.type != "overlay" or self.vnis.vni_of(key) is not None:
+        if network.spec.type != "overlay" or self.vnis.held_by(key) is not None:
             return
         recorded = network.status.vni if network.status else None
         got = self.vnis.allocate(key, network.spec.requested_vni or recorded)
@@ -271,7 +271,7 @@ class Networks:
             pool = self.pools.get(network)
             if pool is None or not self.specs[network].dhcp:
                 continue
-            if pool.address_of(owner) is not None:
+            if pool.held_by(owner) is not None:
                 continue
             port = pool.allocate(owner)
             if isinstance(port, Refusal):
@@ -289,7 +289,7 @@ class Networks:
             obj = self.objects.get(network)
             if obj is None:
                 continue  # allocation refuses it: NetworkNotFound
-            held = self.pools[network].address_of(Owner(key, interface.name)) is not None
+            held = self.pools[network].held_by(Owner(key, interface.name)) is not None
             if obj["metadata"].get("deletionTimestamp") and not held:
                 return Refusal(
                     Reason.NETWORK_NOT_FOUND,
@@ -497,7 +497,7 @@ class Networks:
                 overlay=network.spec.type == "overlay",
                 used=pool.used,
                 free=pool.free,
-                vni=self.vni_refusals.get(key) or self.vnis.vni_of(key),
+                vni=self.vni_refusals.get(key) or self.vnis.held_by(key),
                 ports=ports,
                 users=users,
                 deleting=deleting,

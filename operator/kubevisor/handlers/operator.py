@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -35,6 +36,7 @@ from kubevisor.api.wire import (
 )
 from kubevisor.handlers import listing
 from kubevisor.handlers.controller import Controller
+from kubevisor.kube.client import Object
 from kubevisor.kube.errors import Gone, is_transient, retrying
 
 log = logging.getLogger("kubevisor.controller")
@@ -72,6 +74,52 @@ async def follow_leases(controller: Controller, namespace: str, resource_version
             if not is_transient(error):
                 log.exception("following Leases in %s failed; retrying", namespace)
             await asyncio.sleep(1.0)
+
+
+OnEvent = Callable[[str | None, Object], Awaitable[None]]
+"""A part of the controller that takes watch events: `(event type, object)`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which resource's watch events reach which part of the controller; `id` names the
+    kopf handler in its logs."""
+
+    id: str
+    plural: str
+    to: Callable[[Controller], OnEvent]
+    group: tuple[str, str] = (GROUP, VERSION)
+
+
+CORE = ("", "v1")
+
+EVENTS: tuple[Route, ...] = (
+    Route("vm_event", VIRTUAL_MACHINES.plural, lambda c: c.on_vm),
+    Route("host_event", HYPERVISOR_HOSTS.plural, lambda c: c.on_host),
+    Route("job_event", MIGRATION_JOBS.plural, lambda c: c.migrations.on_job),
+    Route("network_event", NETWORKS.plural, lambda c: c.networks.on_network),
+    Route("namespace_event", "namespaces", lambda c: c.namespaces.on_namespace, CORE),
+    Route(
+        "cluster_flavor_event",
+        CLUSTER_FLAVORS.plural,
+        lambda c: functools.partial(c.flavors.on_flavor, CLUSTER_FLAVORS.kind),
+    ),
+    Route(
+        "flavor_event",
+        FLAVORS.plural,
+        lambda c: functools.partial(c.flavors.on_flavor, FLAVORS.kind),
+    ),
+    Route("service_event", "services", lambda c: c.networks.services.on_service, CORE),
+    Route("quota_event", "resourcequotas", lambda c: c.quotas.on_quota, CORE),
+)
+
+
+def _event_handler(route: Route) -> Callable[..., Coroutine[Any, Any, None]]:
+    async def handle(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await route.to(controller)(event["type"], dict(event["object"]))
+
+    return handle
 
 
 def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
@@ -138,52 +186,11 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         controller.namespaces.load(await kube.list_namespaces())
         await controller.networks.services.sweep()
 
-    @kopf.on.event(GROUP, VERSION, VIRTUAL_MACHINES.plural, registry=handlers)
-    async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.on_vm(event["type"], dict(event["object"]))
-
-    @kopf.on.event(GROUP, VERSION, HYPERVISOR_HOSTS.plural, registry=handlers)
-    async def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.on_host(event["type"], dict(event["object"]))
-
-    @kopf.on.event(GROUP, VERSION, MIGRATION_JOBS.plural, registry=handlers)
-    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.migrations.on_job(event["type"], dict(event["object"]))
-
-    @kopf.on.event(GROUP, VERSION, NETWORKS.plural, registry=handlers)
-    async def network_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.networks.on_network(event["type"], dict(event["object"]))
-
-    @kopf.on.event("", "v1", "namespaces", registry=handlers)
-    async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.namespaces.on_namespace(event["type"], dict(event["object"]))
-
-    @kopf.on.event(GROUP, VERSION, CLUSTER_FLAVORS.plural, registry=handlers)
-    async def cluster_flavor_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.flavors.on_flavor(
-            CLUSTER_FLAVORS.kind, event["type"], dict(event["object"])
+    for route in EVENTS:
+        group, version = route.group
+        kopf.on.event(group, version, route.plural, id=route.id, registry=handlers)(
+            _event_handler(route)
         )
-
-    @kopf.on.event(GROUP, VERSION, FLAVORS.plural, registry=handlers)
-    async def flavor_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.flavors.on_flavor(FLAVORS.kind, event["type"], dict(event["object"]))
-
-    @kopf.on.event("", "v1", "services", registry=handlers)
-    async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.networks.services.on_service(event["type"], dict(event["object"]))
-
-    @kopf.on.event("", "v1", "resourcequotas", registry=handlers)
-    async def quota_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.quotas.on_quota(event["type"], dict(event["object"]))
 
     @kopf.timer(
         GROUP, VERSION, HYPERVISOR_HOSTS.plural, interval=HOST_CHECK_INTERVAL, registry=handlers

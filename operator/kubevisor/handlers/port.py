@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from typing_extensions import Unpack
 
 from kubevisor.core import status as vmstatus
 from kubevisor.core.flavors import FlavorKey
 from kubevisor.core.hosts import Judgement
 from kubevisor.core.placement.state import PlacementState
-from kubevisor.core.resizing import ResizeNote
+from kubevisor.handlers.vmwrites import StatusNote
 from kubevisor.kube.client import Object
 
 if TYPE_CHECKING:
@@ -72,17 +74,7 @@ class ControllerPort(Protocol):
         ...
 
     async def write_vm_status(
-        self,
-        obj: Object,
-        *,
-        binding: vmstatus.Binding | None,
-        unschedulable: str | None = None,
-        why: str = "Unschedulable",
-        host_lost: str | None = None,
-        migrated_from: str | None = None,
-        last_migration: dict[str, Any] | None = None,
-        eviction: dict[str, Any] | None = None,
-        resize: ResizeNote | None = None,
+        self, obj: Object, *, binding: vmstatus.Binding | None, **note: Unpack[StatusNote]
     ) -> Object:
         """Apply the controller's part of the VM's status (`core.status`) if it changed;
         returns the VM as cached now."""

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from kubevisor.testbed import netns as testbed_netns
 from kubevisor.testbed import numa, ports, procfs
+from kubevisor.testbed.localhost import LocalHost as LocalHost
 
 NAME_PREFIX = "kubevisor-host-"
 BASE_TCP_PORT = 16510
@@ -69,102 +70,6 @@ LXC_HOW_TO_INSTALL = "also install libvirt-daemon-driver-lxc (hack/setup.sh does
 
 class HostStartError(RuntimeError):
     """A host did not come up; the message names its log files."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalHost:
-    """One local libvirtd "hypervisor host" and where its files are."""
-
-    name: str
-    hostname: str
-    uuid: str
-    tcp_port: int
-    migration_ports: tuple[int, int]
-    root: Path
-    pid: int | None = None  # PID 1 of the host's namespaces, as seen from outside
-    numa_cells: int = 1
-    """NUMA cells libvirt reports; more than 1 is a synthetic split of this machine."""
-    lxc: bool = False
-    """Whether the host is set up to run libvirt LXC containers (lxc_uri)."""
-    hugepages: bool = False
-    """Whether the host mounts a hugetlbfs (`hugetlbfs`) for huge-page guests."""
-    netns: str | None = None
-    """The host's network namespace (in /run/netns) when it has one of its own."""
-    underlay_address: str | None = None
-    """The host's address on the underlay (in `netns`), when it has a namespace."""
-
-    @property
-    def uri(self) -> str:
-        """Where this machine's clients reach the host's libvirtd (the agent's --libvirt-uri)."""
-        if self.netns:
-            return self.unix_uri
-        return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
-
-    @property
-    def unix_uri(self) -> str:
-        """The host's libvirtd over its UNIX socket, as an agent on the host reaches it: the
-        only transport that passes file descriptors (virDomainOpenGraphicsFD, the VNC
-        display)."""
-        return f"qemu+unix:///system?socket={self.socket}"
-
-    @property
-    def lxc_uri(self) -> str:
-        """The same libvirtd's LXC driver."""
-        if self.netns:
-            return f"lxc+unix:///?socket={self.socket}"
-        return f"lxc+tcp://127.0.0.1:{self.tcp_port}/"
-
-    @property
-    def migration_uri(self) -> str:
-        """Where other hosts' libvirtd reach this one for a peer-to-peer migration (the
-        agent's --migration-uri)."""
-        if self.netns:
-            return f"qemu+tcp://{self.underlay_address}:{self.tcp_port}/system"
-        return self.uri
-
-    @property
-    def migrate_uri(self) -> str:
-        """Where this host's QEMU receives migration streams (the agent's --migrate-uri)."""
-        return f"tcp://{self.underlay_address if self.netns else '127.0.0.1'}"
-
-    @property
-    def socket(self) -> Path:
-        """libvirtd's read-write UNIX socket: the host's /run/libvirt is this directory."""
-        return self.root.resolve() / "run" / "libvirt-sock"
-
-    @property
-    def log_dir(self) -> Path:
-        """/var/log/libvirt of the host: libvirtd.log, virtlogd.log, qemu/<domain>.log."""
-        return self.root / "log"
-
-    @property
-    def init_log(self) -> Path:
-        return self.root / "init.log"
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / "host.json"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "init.pid"
-
-    @property
-    def migration_tls_dir(self) -> Path:
-        """qemu.conf's migrate_tls_x509_cert_dir: empty, so migrations go over plain TCP,
-        until a test puts certificates in it and migrates with TLS."""
-        return self.root / "pki" / "qemu"
-
-    @property
-    def hugetlbfs(self) -> Path:
-        """Where a host started with `hugepages` mounts its hugetlbfs (2 MiB pages), seen
-        from its own mount namespace; qemu.conf's hugetlbfs_mount points there."""
-        return self.root / "hugepages"
-
-    @property
-    def sysfs_node(self) -> Path:
-        """The synthetic /sys/devices/system/node of a host with more than one cell."""
-        return self.root / "sysfs-node"
 
 
 def missing_prerequisites() -> list[str]:
@@ -257,15 +162,13 @@ def start_hosts(
         else:
             # A host that had a namespace had its ports to itself: no use on 127.0.0.1.
             previous = None if previous and previous.netns else previous
-            if base_tcp_port is not None:
-                tcp_port = base_tcp_port + index - 1
-            else:
-                tcp_port = previous.tcp_port if previous else ports.free_port(taken)
-            if base_migration_port is not None:
-                migration_min = base_migration_port + (index - 1) * MIGRATION_PORTS_PER_HOST
-            else:
-                migration_min = previous.migration_ports[0] if previous else _free_range(taken)
-            taken |= {tcp_port, *range(migration_min, migration_min + MIGRATION_PORTS_PER_HOST)}
+            tcp_port, migration_min = _local_ports(
+                previous,
+                index,
+                base_tcp=base_tcp_port,
+                base_migration=base_migration_port,
+                taken=taken,
+            )
         host = _configure(
             root,
             tcp_port=tcp_port,
@@ -311,10 +214,8 @@ def stop_hosts(state_dir: Path, *, timeout: float = 30.0) -> list[LocalHost]:
         host.pid_file.unlink(missing_ok=True)
         stopped.append(host)
     # After the processes, so nothing runs in a namespace whose file goes.
-    for host in list_hosts(state_dir):
-        if host.netns:
-            testbed_netns.remove(host.netns)
-    testbed_netns.remove(testbed_netns.underlay_for(state_dir).netns)
+    namespaces = [host.netns for host in list_hosts(state_dir) if host.netns]
+    testbed_netns.remove_all(testbed_netns.underlay_for(state_dir), namespaces)
     return stopped
 
 
@@ -356,6 +257,28 @@ def host_pid_namespace(host: LocalHost) -> str | None:
 # --- configuration -------------------------------------------------------------------------
 
 
+def _local_ports(
+    previous: LocalHost | None,
+    index: int,
+    *,
+    base_tcp: int | None,
+    base_migration: int | None,
+    taken: set[int],
+) -> tuple[int, int]:
+    """(libvirt TCP port, first migration port) of host `index` on 127.0.0.1: from the
+    bases when given, else what it had (`previous`) or free ones; adds them to `taken`."""
+    if base_tcp is not None:
+        tcp_port = base_tcp + index - 1
+    else:
+        tcp_port = previous.tcp_port if previous else ports.free_port(taken)
+    if base_migration is not None:
+        migration_min = base_migration + (index - 1) * MIGRATION_PORTS_PER_HOST
+    else:
+        migration_min = previous.migration_ports[0] if previous else _free_range(taken)
+    taken |= {tcp_port, *range(migration_min, migration_min + MIGRATION_PORTS_PER_HOST)}
+    return tcp_port, migration_min
+
+
 def _network(
     kept: LocalHost | None, underlay: testbed_netns.Underlay | None, index: int
 ) -> tuple[str, str] | None:
@@ -363,11 +286,7 @@ def _network(
     has; a new one gets a namespace on `underlay`, if any."""
     if kept is not None:
         return (kept.netns, kept.underlay_address or "") if kept.netns else None
-    if underlay is None:
-        return None
-    testbed_netns.ensure_underlay(underlay)
-    address = testbed_netns.ensure_host(underlay, index)
-    return underlay.host_netns(index), str(address.ip)
+    return testbed_netns.attach_host(underlay, index) if underlay is not None else None
 
 
 def _configure(

@@ -189,6 +189,22 @@ def ensure_host(underlay: Underlay, index: int) -> ipaddress.IPv4Interface:
     return address
 
 
+def attach_host(underlay: Underlay, index: int) -> tuple[str, str]:
+    """(namespace, underlay address) of a new host `index` on `underlay`, wired now
+    (`hosts.start_hosts(..., netns=True)`): the underlay first, then the host's end."""
+    ensure_underlay(underlay)
+    address = ensure_host(underlay, index)
+    return underlay.host_netns(index), str(address.ip)
+
+
+def remove_all(underlay: Underlay, host_namespaces: Sequence[str]) -> None:
+    """Delete the hosts' namespaces, then the underlay's (`hosts.stop_hosts`, once no
+    process is left in them)."""
+    for name in host_namespaces:
+        remove(name)
+    remove(underlay.netns)
+
+
 def agent_flags(name: str, underlay_address: str) -> list[str]:
     """The agent's flags for the data plane of the host in namespace `name`: the Linux
     driver there, its underlay address as tunnel endpoint, DHCP namespaces named after it

@@ -53,7 +53,7 @@ def test_a_mac_has_one_owner_in_the_cluster() -> None:
     refused = registry.claim(b, "02:00:00:00:00:01")
     assert refused is not None and refused.reason == Reason.DUPLICATE_MAC
     assert refused.message == "MAC address 02:00:00:00:00:01 is already ns/a eth0's in the cluster"
-    assert registry.mac_of(b) is None
+    assert registry.held_by(b) is None
     assert registry.release(a) == "02:00:00:00:00:01"
     assert registry.claim(b, "02:00:00:00:00:01") is None and len(registry) == 1
 

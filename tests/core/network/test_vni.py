@@ -25,7 +25,7 @@ def test_a_vni_another_network_holds_is_refused_naming_it() -> None:
     pool.allocate("ns/a", 100)
     refused = pool.allocate("ns/b", 100)
     assert refused == Refusal(Reason.VNI_TAKEN, "VNI 100 is network ns/a's")
-    assert pool.vni_of("ns/b") is None
+    assert pool.held_by("ns/b") is None
 
 
 def test_release_frees_the_vni_for_the_next_network() -> None:

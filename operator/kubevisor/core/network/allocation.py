@@ -81,7 +81,7 @@ def allocate(
             uid=uid,
             interface=interface.name,
         )
-        had_mac = macs.mac_of(owner)
+        had_mac = macs.held_by(owner)
         if had_mac != chosen:
             refused = macs.claim(owner, chosen)
             if refused is not None:
@@ -89,7 +89,7 @@ def allocate(
                 return Refusal(refused.reason, f"interface {interface.name}: {refused.message}")
             undo.macs.append((owner, had_mac))
         fixed = _fixed(before, interface.ip_address)
-        held = pool.address_of(owner)
+        held = pool.held_by(owner)
         got = pool.allocate(owner, fixed)
         if isinstance(got, Refusal):
             undo.run(macs)

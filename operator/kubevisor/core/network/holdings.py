@@ -8,12 +8,13 @@ values may be held and why a claim is refused. This object is mutable; pure, no 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
 OwnerT = TypeVar("OwnerT", bound=Hashable)
 ValueT = TypeVar("ValueT", bound=Hashable)
+WhyT = TypeVar("WhyT")
 
 
 class Holdings(Generic[OwnerT, ValueT]):
@@ -49,3 +50,35 @@ class Holdings(Generic[OwnerT, ValueT]):
         if value is not None:
             del self._by_value[value]
         return value
+
+
+class Held(Generic[OwnerT, ValueT]):
+    """The reading side of an allocator that keeps its record in a `Holdings` (`_held`):
+    `ipam.AddressPool`, `mac.MacRegistry` and `vni.VniPool` extend it with their rules for
+    claiming."""
+
+    _held: Holdings[OwnerT, ValueT]
+
+    def held_by(self, owner: OwnerT) -> ValueT | None:
+        """What `owner` holds (None: nothing)."""
+        return self._held.value_of(owner)
+
+    def holder(self, value: ValueT) -> OwnerT | None:
+        return self._held.holder(value)
+
+    def assignments(self) -> Mapping[OwnerT, ValueT]:
+        """Every owner and its value (a read-only view)."""
+        return self._held.assignments()
+
+
+def replay(
+    records: Iterable[tuple[OwnerT, ValueT]], hold: Callable[[OwnerT, ValueT], WhyT | None]
+) -> list[tuple[OwnerT, ValueT, WhyT]]:
+    """Hold every recorded (owner, value) in listing order, as a rebuild from statuses
+    does; returns the records `hold` refused, each with its refusal."""
+    refused = []
+    for owner, value in records:
+        why = hold(owner, value)
+        if why is not None:
+            refused.append((owner, value, why))
+    return refused

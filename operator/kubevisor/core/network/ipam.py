@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from kubevisor.api import addresses, objects
 from kubevisor.api.network import Network, Subnet
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.core.network.holdings import Holdings
+from kubevisor.core.network import holdings
+from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ranges import LowestFree
 
 DHCP_PREFIX = "dhcp:"
@@ -103,7 +104,7 @@ def _range_text(start: int, end: int) -> str:
     return f"{IPv4Address(start)}-{IPv4Address(end)}"
 
 
-class AddressPool:
+class AddressPool(Held[Owner, IPv4Address]):
     """The addresses of one Network and who holds which."""
 
     def __init__(
@@ -165,16 +166,6 @@ class AddressPool:
     @property
     def free(self) -> int:
         return self._free.free
-
-    def address_of(self, owner: Owner) -> IPv4Address | None:
-        return self._held.value_of(owner)
-
-    def holder(self, address: IPv4Address) -> Owner | None:
-        return self._held.holder(address)
-
-    def assignments(self) -> Mapping[Owner, IPv4Address]:
-        """Every owner and its address (a read-only view)."""
-        return self._held.assignments()
 
     def owners(self) -> Iterator[Owner]:
         return iter(self._held.assignments())
@@ -285,12 +276,7 @@ def rebuild(
     """Hold every recorded address in `pool`, in listing order: a record that cannot be
     held (taken by an earlier one, outside the subnet, the gateway, reserved) is a
     conflict and its owner holds nothing."""
-    conflicts = []
-    for owner, address in records:
-        refused = pool.hold(owner, address)
-        if refused is not None:
-            conflicts.append(Conflict(owner, address, refused))
-    return tuple(conflicts)
+    return tuple(Conflict(*refused) for refused in holdings.replay(records, pool.hold))
 
 
 def parse(text: str) -> IPv4Address | None:

@@ -15,10 +15,11 @@ address. Pure; no I/O.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kubevisor.core.network.holdings import Holdings
+from kubevisor.core.network import holdings
+from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ipam import Owner, Reason, Refusal
 
 LOCAL_UNICAST = 0x02
@@ -45,7 +46,7 @@ class MacConflict:
     refusal: Refusal
 
 
-class MacRegistry:
+class MacRegistry(Held[Owner, str]):
     """Which owner has which MAC, cluster-wide."""
 
     def __init__(self) -> None:
@@ -53,15 +54,6 @@ class MacRegistry:
 
     def __len__(self) -> int:
         return len(self._held)
-
-    def owner_of(self, mac: str) -> Owner | None:
-        return self._held.holder(mac)
-
-    def mac_of(self, owner: Owner) -> str | None:
-        return self._held.value_of(owner)
-
-    def assignments(self) -> Mapping[Owner, str]:
-        return self._held.assignments()
 
     def claim(self, owner: Owner, mac: str) -> Refusal | None:
         """Record `mac` as `owner`'s (again: a no-op); refused when another owner has it.
@@ -82,9 +74,4 @@ class MacRegistry:
 def rebuild(registry: MacRegistry, records: Iterable[tuple[Owner, str]]) -> tuple[MacConflict, ...]:
     """Claim every recorded MAC in listing order; a MAC recorded twice is the later
     owner's conflict."""
-    conflicts = []
-    for owner, mac in records:
-        refused = registry.claim(owner, mac)
-        if refused is not None:
-            conflicts.append(MacConflict(owner, mac, refused))
-    return tuple(conflicts)
+    return tuple(MacConflict(*refused) for refused in holdings.replay(records, registry.claim))

@@ -13,12 +13,13 @@ The controller owns one `VniPool`; pure, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from kubevisor.api.network import MAX_VNI, MIN_VNI
-from kubevisor.core.network.holdings import Holdings
+from kubevisor.core.network import holdings
+from kubevisor.core.network.holdings import Held, Holdings
 from kubevisor.core.network.ipam import Reason, Refusal
 from kubevisor.core.network.ranges import LowestFree
 
@@ -33,22 +34,13 @@ class VniConflict:
     refusal: Refusal
 
 
-class VniPool:
+class VniPool(Held[str, int]):
     """Which Network ("namespace/name") holds which VNI."""
 
     def __init__(self, automatic: tuple[int, int] = AUTOMATIC) -> None:
         self._range = automatic
         self._automatic = LowestFree([automatic])
         self._held: Holdings[str, int] = Holdings()
-
-    def vni_of(self, network: str) -> int | None:
-        return self._held.value_of(network)
-
-    def holder(self, vni: int) -> str | None:
-        return self._held.holder(vni)
-
-    def assignments(self) -> Mapping[str, int]:
-        return self._held.assignments()
 
     def allocate(self, network: str, requested: int | None = None) -> int | Refusal:
         """The VNI of `network`: the one it holds, else `requested` if free, else the
@@ -77,6 +69,11 @@ class VniPool:
             )
         return self._held.hold(network, number)
 
+    def hold(self, network: str, vni: int) -> Refusal | None:
+        """Hold the VNI recorded for `network` (`allocate` with it named); why not."""
+        held = self.allocate(network, vni)
+        return held if isinstance(held, Refusal) else None
+
     def release(self, network: str) -> int | None:
         vni = self._held.release(network)
         if vni is None:
@@ -89,9 +86,4 @@ class VniPool:
 def rebuild(pool: VniPool, records: Iterable[tuple[str, int]]) -> tuple[VniConflict, ...]:
     """Hold every recorded VNI in listing order; a VNI recorded twice is a conflict of
     the later Network."""
-    conflicts = []
-    for network, vni in records:
-        held = pool.allocate(network, vni)
-        if isinstance(held, Refusal):
-            conflicts.append(VniConflict(network, vni, held))
-    return tuple(conflicts)
+    return tuple(VniConflict(*refused) for refused in holdings.replay(records, pool.hold))

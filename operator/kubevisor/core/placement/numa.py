@@ -56,6 +56,13 @@ class _CellMiss:
     has: str = "free on one cell"
 
 
+def _short_of_cpus(summary: str, cell: NumaCell, what: str, *, free: int, need: int) -> _CellMiss:
+    """A cell that has `free` of `what` where the guest cell needs `need`."""
+    return _CellMiss(
+        summary, f"cell {cell.id} has {free} {what}, needs {need}", need=need, free=free
+    )
+
+
 def _pin(
     *,
     cell: NumaCell,
@@ -72,21 +79,23 @@ def _pin(
     free = (cell.cpus & dedicated) - usage.pinned
     wanted = vcpus + (1 if emulator else 0)
     if wanted > len(free):
-        return _CellMiss(
+        return _short_of_cpus(
             "insufficient dedicated CPUs on any NUMA cell",
-            f"cell {cell.id} has {len(free)} free dedicated CPUs, needs {wanted}",
-            need=wanted,
+            cell,
+            "free dedicated CPUs",
             free=len(free),
+            need=wanted,
         )
     cores = cell.cores
     if policy == ThreadPolicy.ISOLATE:
         whole = [c for c in cores if all(t in free for t in c)]
         if len(whole) < wanted:
-            return _CellMiss(
+            return _short_of_cpus(
                 "insufficient whole free cores for thread policy isolate on any NUMA cell",
-                f"cell {cell.id} has {len(whole)} whole free cores, needs {wanted}",
-                need=wanted,
+                cell,
+                "whole free cores",
                 free=len(whole),
+                need=wanted,
             )
         chosen = whole[:wanted]
         blocked = frozenset(t for core in chosen for t in core[1:])
@@ -100,11 +109,12 @@ def _pin(
         paired = [f for f in frees if len(f) >= 2]
         threads = [t for f in paired for t in f]
         if len(threads) < vcpus:
-            return _CellMiss(
+            return _short_of_cpus(
                 "insufficient free sibling threads for thread policy require on any NUMA cell",
-                f"cell {cell.id} has {len(threads)} free threads on shared cores, needs {vcpus}",
-                need=vcpus,
+                cell,
+                "free threads on shared cores",
                 free=len(threads),
+                need=vcpus,
             )
         pins = threads[:vcpus]
         rest = sorted(free - set(pins))
