@@ -1,6 +1,6 @@
 """End-to-end benchmark: create -> Running through the real stack, KubeVirt's CI scenario.
 
-    .venv/bin/python bench/e2e.py [--vms 100] [--interval 0.1] [--qemu 10]
+    .venv/bin/python bench/e2e.py [--vms 100] [--interval 0.1] [--qemu 10] [--sequential 10]
 
 Run 1: a real kube-apiserver + etcd, the controller, and two agents on libvirt's embedded
 `test:///default` driver (so QEMU is not what is measured); N VMs created `interval`
@@ -8,8 +8,12 @@ seconds apart. Prints p50/p95/p99 create->Running, API write requests per VM (fr
 apiserver's own apiserver_request_total), and the processes' resident memory.
 
 Run 2 (root only): the same with `--qemu` real QEMU/TCG guests on two local libvirtd
-hosts, plus, as the baseline in the same run, `virsh create` of the same domain XML on the
-same host (median of 10), so the agent's overhead shows as a ratio.
+hosts; then `--sequential` guests one at a time, each followed at once by `virsh create` of
+the domain XML the agent defined for it on the same host, so the agent's overhead shows as
+a ratio measured under the same load. Each run also prints the median time the watch took
+to show each step: the controller's bind (status.host), its host label (which the agent
+watches by), the agent's Running. `--vms 0` / `--qemu 0` / `--sequential 0` skip a run;
+`--log-level INFO --keep DIR` keeps the components' logs.
 
 KubeVirt's CI reports about 15-20 s p50 and 27-30 s p95 for 100 VMIs created 100 ms apart,
 and budgets about 2 pod patches and 5-6 VMI updates per VM. Targets here: p95 under 2 s
@@ -19,6 +23,7 @@ on test:///default and at most 6 API writes per VM.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import ssl
 import statistics
@@ -28,18 +33,18 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from xml.etree import ElementTree
 
 from kubernetes import client, config, watch
 
-from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.api.wire import GROUP, SYSTEM_NAMESPACE, VERSION, VIRTUAL_MACHINES
-from kubevisor.core.domain import converter
-from kubevisor.core.domain.host import BootFiles, HostEnvironment
+from kubevisor.api.wire import GROUP, HOST_LABEL, SYSTEM_NAMESPACE, VERSION, VIRTUAL_MACHINES
+from kubevisor.kube.client import Object
 from kubevisor.testbed import controlplane, guest, hosts
 from kubevisor.testbed.commands import AgentOptions, ControllerOptions
 from kubevisor.testbed.controlplane import ControlPlane
@@ -84,10 +89,14 @@ def writes_by_resource(plane: ControlPlane) -> Counter[str]:
 
 
 class RunningWatch:
-    """Records, per VM name, when its phase was first Running (a watch in a thread)."""
+    """Records, per VM name, when its phase was first Running (a watch in a thread), and
+    when the watch first showed each step on the way: `status.host` written (bound), the
+    host label the agent watches by (labelled)."""
 
     def __init__(self, api: client.CustomObjectsApi, namespace: str) -> None:
         self.running: dict[str, float] = {}
+        self.bound: dict[str, float] = {}
+        self.labelled: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(api, namespace), daemon=True)
         self._thread.start()
@@ -106,8 +115,13 @@ class RunningWatch:
                 obj = event["object"]
                 phase = (obj.get("status") or {}).get("phase")
                 name = obj["metadata"]["name"]
+                now = time.monotonic()
+                if (obj.get("status") or {}).get("host"):
+                    self.bound.setdefault(name, now)
+                if HOST_LABEL in (obj["metadata"].get("labels") or {}):
+                    self.labelled.setdefault(name, now)
                 if phase == "Running" and name not in self.running:
-                    self.running[name] = time.monotonic()
+                    self.running[name] = now
                 if self._stop.is_set():
                     break
 
@@ -154,13 +168,18 @@ def run(
     memory: str,
     work: Path,
     sequential: bool = False,
+    log_level: str = "WARNING",
+    baseline: Callable[[Object], float] | None = None,
 ) -> dict[str, Any]:
+    """Create `count` VMs and time each to Running; with `sequential`, one at a time, and
+    with `baseline` too, after each one `baseline(vm)` is timed right away, so both see the
+    same load on this shared machine."""
     namespace = f"bench-{label}"
     start = time.monotonic()
     plane.kubectl("create", "namespace", namespace, check=False)
     argvs = {
         "controller": ControllerOptions(
-            plane.kubeconfig, log_level="WARNING", metrics_port=0
+            plane.kubeconfig, log_level=log_level, metrics_port=0
         ).argv()
     }
     for host, uri, kind in agents:
@@ -171,7 +190,7 @@ def run(
             plane.kubeconfig,
             state,
             domain_type=kind,
-            log_level="WARNING",
+            log_level=log_level,
             metrics_port=0,
             extra=boot,
         ).argv()
@@ -187,6 +206,7 @@ def run(
         watcher = RunningWatch(api, namespace)
         before = writes_by_resource(plane)
         created: dict[str, float] = {}
+        raw_times: list[float] = []
         names = [f"vm-{i:03d}" for i in range(count)]
         start = time.monotonic()
         for i, name in enumerate(names):
@@ -205,6 +225,12 @@ def run(
             api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
             if sequential:
                 watcher.wait([name], timeout=120)
+                if baseline is not None:
+                    obj = cast(
+                        Object,
+                        api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+                    )
+                    raw_times.append(baseline(obj))
         ok = watcher.wait(names, timeout=300)
         if not ok:
             print(plane.kubectl("get", "vm", "-n", namespace, "-o", "wide").stdout)
@@ -214,6 +240,19 @@ def run(
         watcher.stop()
         busy_rss = {name: rss_mib(p.pid) for name, p in procs.items()}
         latencies = [watcher.running[n] - created[n] for n in names if n in watcher.running]
+        steps = {
+            "create->bound": [watcher.bound[n] - created[n] for n in names if n in watcher.bound],
+            "bound->labelled": [
+                watcher.labelled[n] - watcher.bound[n]
+                for n in names
+                if n in watcher.labelled and n in watcher.bound
+            ],
+            "labelled->Running": [
+                watcher.running[n] - watcher.labelled[n]
+                for n in names
+                if n in watcher.running and n in watcher.labelled
+            ],
+        }
         delta = after - before
         vm_writes = sum(v for k, v in delta.items() if k.startswith("virtualmachines"))
         event_writes = delta.get("events", 0)
@@ -223,6 +262,8 @@ def run(
     return {
         "ok": ok,
         "latencies": latencies,
+        "steps": steps,
+        "baseline": raw_times,
         "writes": delta,
         "per_vm_total": (vm_writes + event_writes) / count,
         "per_vm_components": (vm_writes + event_writes - count) / count,
@@ -241,6 +282,12 @@ def report(label: str, count: int, result: dict[str, Any]) -> None:
             f"  create->Running  p50 {percentile(lat, 50):.2f} s  p95 {percentile(lat, 95):.2f} s"
             f"  p99 {percentile(lat, 99):.2f} s  max {max(lat):.2f} s"
         )
+    steps = ", ".join(
+        f"{step} {statistics.median(values) * 1000:.0f} ms"
+        for step, values in result["steps"].items()
+        if values
+    )
+    print(f"  medians as the watch saw them: {steps}")
     writes = result["writes"]
     shown = ", ".join(f"{k} {v}" for k, v in sorted(writes.items()) if v)
     print(f"  API writes during the run: {shown}")
@@ -255,44 +302,41 @@ def report(label: str, count: int, result: dict[str, Any]) -> None:
         )
 
 
-def virsh_baseline(
-    host: hosts.LocalHost, tiny: guest.Guest, work: Path, n: int = 10
-) -> list[float]:
-    """`virsh create` of the domain XML the agent would render, median of n, same host."""
-    times = []
-    for i in range(n):
-        vm = VirtualMachine.model_validate(
-            {
-                "metadata": {
-                    "namespace": "baseline",
-                    "name": f"raw-{i}",
-                    "uid": f"00000000-0000-4000-8000-{i:012d}",
-                    "generation": 1,
-                },
-                "spec": {"memory": {"size": "128Mi"}},
-            }
+class VirshBaseline:
+    """`virsh create` of the very XML the agent defined for a VM (its inactive definition,
+    renamed, with its own serial log), on the VM's host, then destroyed: the time QEMU
+    and libvirt alone take to start the same guest under the same load."""
+
+    def __init__(self, uris: dict[str, str], work: Path) -> None:
+        self.uris = uris
+        self.work = work
+        self.count = 0
+
+    def __call__(self, vm: Object) -> float:
+        uri = self.uris[vm["status"]["host"]]
+        domain = ElementTree.fromstring(
+            subprocess.run(
+                ["virsh", "-c", uri, "dumpxml", "--inactive", vm["metadata"]["uid"]],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
         )
-        xml = converter.render(
-            vm,
-            host=HostEnvironment(
-                domain_type="qemu",
-                serial_log=str(work / f"raw-{i}.log"),
-                default_boot=BootFiles(
-                    kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
-                ),
-            ),
-        )
-        path = work / f"raw-{i}.xml"
-        path.write_text(xml)
+        self.count += 1
+        name = f"baseline-raw-{self.count}"
+        for tag, value in (("name", name), ("uuid", str(uuid.uuid4()))):
+            element = domain.find(tag)
+            assert element is not None
+            element.text = value
+        for log in domain.iter("log"):
+            log.set("file", str(self.work / f"{name}.log"))
+        path = self.work / f"{name}.xml"
+        path.write_bytes(ElementTree.tostring(domain))
         start = time.monotonic()
-        subprocess.run(
-            ["virsh", "-c", host.uri, "create", str(path)], check=True, capture_output=True
-        )
-        times.append(time.monotonic() - start)
-        subprocess.run(
-            ["virsh", "-c", host.uri, "destroy", f"baseline_raw-{i}"], capture_output=True
-        )
-    return times
+        subprocess.run(["virsh", "-c", uri, "create", str(path)], check=True, capture_output=True)
+        took = time.monotonic() - start
+        subprocess.run(["virsh", "-c", uri, "destroy", name], capture_output=True)
+        return took
 
 
 def main() -> int:
@@ -300,6 +344,13 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--qemu", type=int, default=10, help="real guests in run 2 (0: skip)")
+    parser.add_argument(
+        "--sequential", type=int, default=10, help="QEMU guests one at a time (0: skip)"
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="of the components in the one-at-a-time run"
+    )
+    parser.add_argument("--keep", type=Path, help="keep the work directory (logs) here")
     args = parser.parse_args()
     bin_dir = Path(
         subprocess.run(
@@ -307,7 +358,7 @@ def main() -> int:
         ).stdout.split()[-1]
     )
     with tempfile.TemporaryDirectory(prefix="kubevisor-bench-") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         plane = controlplane.start(
             bin_dir=bin_dir, state_dir=work / "plane", crd_paths=[REPO / "deploy" / "crds"]
         )
@@ -317,19 +368,20 @@ def main() -> int:
                 f"kube-apiserver {plane.version}; {args.vms} VMs, {args.interval * 1000:.0f} ms"
                 " apart"
             )
-            test_agents = [(f"bench-test-{i}", "test:///default", "test") for i in (1, 2)]
-            result = run(
-                plane,
-                label="test-driver",
-                agents=test_agents,
-                boot=[],
-                count=args.vms,
-                interval=args.interval,
-                memory="64Mi",
-                work=work,
-            )
-            report("test:///default hosts", args.vms, result)
-            if args.qemu and not hosts.missing_prerequisites():
+            if args.vms:
+                test_agents = [(f"bench-test-{i}", "test:///default", "test") for i in (1, 2)]
+                result = run(
+                    plane,
+                    label="test-driver",
+                    agents=test_agents,
+                    boot=[],
+                    count=args.vms,
+                    interval=args.interval,
+                    memory="64Mi",
+                    work=work,
+                )
+                report("test:///default hosts", args.vms, result)
+            if (args.qemu or args.sequential) and not hosts.missing_prerequisites():
                 local = hosts.start_hosts(2, state_dir=work / "hosts")
                 try:
                     tiny = guest.build_guest(Path.home() / ".cache" / "kubevisor" / "guest")
@@ -341,40 +393,41 @@ def main() -> int:
                         "--guest-cmdline",
                         tiny.cmdline,
                     ]
-                    qemu = run(
+                    on_qemu = functools.partial(
+                        run,
                         plane,
-                        label="qemu",
                         agents=[(h.name, h.uri, "qemu") for h in local],
                         boot=boot,
-                        count=args.qemu,
-                        interval=args.interval,
                         memory="128Mi",
                         work=work,
                     )
-                    report("real QEMU/TCG guests on 2 libvirtd hosts", args.qemu, qemu)
-                    one = run(
-                        plane,
-                        label="qemu-one-at-a-time",
-                        agents=[(h.name, h.uri, "qemu") for h in local],
-                        boot=boot,
-                        count=10,
-                        interval=0.0,
-                        memory="128Mi",
-                        work=work,
-                        sequential=True,
-                    )
-                    report("one QEMU guest at a time (create, wait Running, next)", 10, one)
-                    raw = virsh_baseline(local[0], tiny, work)
-                    ours = statistics.median(one["latencies"])
-                    print(
-                        f"  baseline in the same run: virsh create of the same XML on the same"
-                        f" host, median of {len(raw)}: {statistics.median(raw):.2f} s;"
-                        f" kubevisor create->Running median {ours:.2f} s"
-                        f" = {ours / statistics.median(raw):.1f}x"
-                    )
+                    if args.qemu:
+                        qemu = on_qemu(label="qemu", count=args.qemu, interval=args.interval)
+                        report("real QEMU/TCG guests on 2 libvirtd hosts", args.qemu, qemu)
+                    if args.sequential:
+                        one = on_qemu(
+                            label="qemu-one-at-a-time",
+                            count=args.sequential,
+                            interval=0.0,
+                            sequential=True,
+                            log_level=args.log_level,
+                            baseline=VirshBaseline({h.name: h.uri for h in local}, work),
+                        )
+                        report(
+                            "one QEMU guest at a time (create, wait Running, next)",
+                            args.sequential,
+                            one,
+                        )
+                        raw, ours = one["baseline"], one["latencies"]
+                        print(
+                            "  virsh create of the same XML on the same host right after each:"
+                            f" median {statistics.median(raw):.2f} s; kubevisor create->Running"
+                            f" median {statistics.median(ours):.2f} s"
+                            f" = {statistics.median(ours) / statistics.median(raw):.2f}x"
+                        )
                 finally:
                     hosts.stop_hosts(work / "hosts")
-            elif args.qemu:
+            elif args.qemu or args.sequential:
                 print("\n(run 2 skipped: local libvirtd hosts need root and libvirt/QEMU)")
         finally:
             controlplane.stop(plane.state_dir)
