@@ -1,6 +1,6 @@
 """Live migration benchmark: a MigrationJob against raw `virsh migrate --live`.
 
-    .venv/bin/python bench/migration.py [--rounds 5]        (root: real libvirtd + QEMU)
+    .venv/bin/python bench/migration.py [--rounds 5] [--log-level INFO --keep DIR]   (root)
 
 One run: a real kube-apiserver + etcd, the controller and two agents on two local libvirtd
 hosts. The same guest (the domain XML the agent renders for a 128 MiB busybox guest that
@@ -103,12 +103,16 @@ class SerialTail:
 
 @contextmanager
 def stack(
-    plane: ControlPlane, local: list[hosts.LocalHost], tiny: guest.Guest, work: Path
+    plane: ControlPlane,
+    local: list[hosts.LocalHost],
+    tiny: guest.Guest,
+    work: Path,
+    log_level: str = "WARNING",
 ) -> Iterator[dict[str, Path]]:
     """The controller and one agent per host; yields each agent's state directory."""
     argvs = {
         "controller": ControllerOptions(
-            plane.kubeconfig, log_level="WARNING", metrics_port=0
+            plane.kubeconfig, log_level=log_level, metrics_port=0
         ).argv()
     }
     states = {}
@@ -123,7 +127,7 @@ def stack(
             domain_type="qemu",
             guest=tiny,
             metrics_port=0,
-            log_level="WARNING",
+            log_level=log_level,
             migrate_uri=LOCAL_MIGRATE_URI,
             cgroup_controllers="",
         ).argv()
@@ -200,6 +204,8 @@ def virsh(uri: str, *args: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--log-level", default="WARNING", help="of the controller and agents")
+    parser.add_argument("--keep", type=Path, help="keep the work directory (logs) here")
     args = parser.parse_args()
     if hosts.missing_prerequisites():
         print(f"needs {', '.join(hosts.missing_prerequisites())}: {hosts.HOW_TO_INSTALL}")
@@ -211,7 +217,7 @@ def main() -> int:
     )
     tiny = guest.build_guest(Path.home() / ".cache" / "kubevisor" / "guest")
     with tempfile.TemporaryDirectory(prefix="kubevisor-bench-migration-") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         plane = controlplane.start(
             bin_dir=bin_dir, state_dir=work / "plane", crd_paths=[REPO / "deploy" / "crds"]
         )
@@ -219,7 +225,7 @@ def main() -> int:
         try:
             plane.kubectl("create", "namespace", SYSTEM_NAMESPACE)
             plane.kubectl("create", "namespace", NAMESPACE)
-            with stack(plane, local, tiny, work) as states, SerialTail() as tail:
+            with stack(plane, local, tiny, work, args.log_level) as states, SerialTail() as tail:
                 return measure(plane, local, tiny, work, states, tail, args.rounds)
         finally:
             hosts.stop_hosts(work / "hosts")
