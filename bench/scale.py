@@ -261,7 +261,13 @@ def per_vm(delta: Counter[tuple[str, str]], vms: int) -> dict[str, Any]:
 
 
 def restart(
-    plane: ControlPlane, api: client.CustomObjectsApi, tracker: Tracker, work: Path, timeout: float
+    plane: ControlPlane,
+    api: client.CustomObjectsApi,
+    tracker: Tracker,
+    *,
+    work: Path,
+    pids: dict[str, int],
+    timeout: float,
 ) -> dict[str, Any]:
     """Start a controller while every VM is present; seconds until it binds a new VM."""
     with process(controller_argv(plane), work / "controller-restarted.log") as proc:
@@ -271,13 +277,30 @@ def restart(
         ok = tracker.wait(lambda t: "after-restart" in t.bound, timeout)
         seconds = tracker.bound.get("after-restart", started + timeout) - started
         progress("restart-bound", {"ok": ok, "seconds": round(seconds, 2)})
-        cleared = delete_all(api, tracker, timeout)
+        share = CpuShare(pids | {"controller": proc.pid})
+        cleared = delete_all(api, tracker, timeout) | {"cores": share.cores()}
         return {
             "ok": ok,
             "seconds": round(seconds, 2),
             "host": tracker.hosts.get("after-restart"),
             "rss_mib": round(procfs.rss_bytes(proc.pid) / MIB),
             "delete": cleared,
+        }
+
+
+class CpuShare:
+    """The CPU each process used since this was made, in cores (1.0: one core busy)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.started = time.monotonic()
+        self.used = {name: procfs.cpu_seconds(pid) for name, pid in pids.items()}
+
+    def cores(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.started, 1e-9)
+        return {
+            name: round((procfs.cpu_seconds(pid) - self.used[name]) / wall, 2)
+            for name, pid in self.pids.items()
         }
 
 
@@ -337,7 +360,9 @@ def measure(plane: ControlPlane, args: argparse.Namespace, work: Path) -> dict[s
             }
             result["rss_idle_mib"] = rss(pids)
             before, cpu = requests(plane), procfs.cpu_seconds(controller.pid)
+            share = CpuShare(pids)
             result["burst"] = burst(api, tracker, args.vms, args.clients, args.timeout)
+            result["burst"]["cores"] = share.cores()
             progress("burst", result["burst"])
             result["steady"] = steady(api, tracker, args.steady, args.interval, args.timeout)
             progress("steady", result["steady"])
@@ -348,7 +373,8 @@ def measure(plane: ControlPlane, args: argparse.Namespace, work: Path) -> dict[s
                 (procfs.cpu_seconds(controller.pid) - cpu) * 1000 / created, 1
             )
             result["rss_mib"] = rss(pids)
-        result["restart"] = restart(plane, api, tracker, work, args.timeout)
+        del pids["controller"]
+        result["restart"] = restart(plane, api, tracker, work=work, pids=pids, timeout=args.timeout)
         progress("restart", result["restart"])
     tracker.stop()
     fleet_mib = result["rss_mib"]["fleet"]
@@ -373,6 +399,7 @@ def report(result: dict[str, Any]) -> None:
         f"  steady {s['vms']} at {s['interval'] * 1000:.0f} ms apart: create->Running"
         f" {fmt(s['create_to_running'])}{missing(s)}"
     )
+    print(f"  CPU in the burst, in cores: {cores(b['cores'])}")
     req = result["requests_per_vm"]
     print(
         f"  API requests per VM (apiserver_request_total): {req['writes']} writes,"
@@ -400,6 +427,10 @@ def report(result: dict[str, Any]) -> None:
 
 def missing(phase: dict[str, Any]) -> str:
     return "" if phase["ok"] else f"  (ONLY {phase['running']} of {phase['vms']} Running)"
+
+
+def cores(figures: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.2f}" for name, value in figures.items())
 
 
 def fmt(figures: dict[str, float]) -> str:
