@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubevisor.cli import dev_hosts
+from kubevisor.cli import dev_fleet, dev_hosts
 from kubevisor.testbed import controlplane, guest, hosts, stack
 from kubevisor.testbed.guestshell import GuestCommandError, GuestShell
 
@@ -35,6 +35,7 @@ def register(subparsers: Any) -> None:
     )
     commands = dev.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
     dev_hosts.register(commands)
+    dev_fleet.register(commands)
     up = commands.add_parser("up", help="start the whole local stack and apply deploy/examples/")
     up.add_argument("--no-examples", action="store_true", help="do not apply deploy/examples/")
     up.add_argument(

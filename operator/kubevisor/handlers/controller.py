@@ -58,6 +58,7 @@ from kubevisor.handlers.networks import Networks, Unplaced
 from kubevisor.handlers.powerfencing import Connect, PowerFencing
 from kubevisor.handlers.quotas import Quotas
 from kubevisor.handlers.resizes import Resizes
+from kubevisor.handlers.vmcache import VmCache
 from kubevisor.handlers.vmwrites import StatusNote, VmWrites
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import is_transient
@@ -109,7 +110,7 @@ class Controller:
         self.kube = kube
         self.clock = clock
         self.state = PlacementState(defaults=settings.ratios, multipliers=settings.multipliers)
-        self.vms: dict[str, Object] = {}
+        self.vms = VmCache()
         self.hosts: dict[str, Object] = {}
         self.heartbeats: dict[str, Heartbeat] = {}
         self.judgements: dict[str, Judgement] = {}
@@ -318,11 +319,8 @@ class Controller:
             self.vms[key] = obj
 
     def _count_phases(self) -> None:
-        phases = Counter(
-            (vm.get("status") or {}).get("phase") or "Pending" for vm in self.vms.values()
-        )
         for phase in lifecycle.PHASES:
-            metrics.VMS.labels(phase).set(phases.get(phase, 0))
+            metrics.VMS.labels(phase).set(self.vms.phases.get(phase, 0))
 
     async def retry_pending(self) -> None:
         for key in list(self.pending):

@@ -73,11 +73,17 @@ class Kube:
         self.field_manager = field_manager
 
     @classmethod
-    async def connect(cls, kubeconfig: Path | None) -> Kube:
+    async def connect(cls, kubeconfig: Path | None, *, connections: int | None = None) -> Kube:
+        """A client of the kubeconfig's cluster (None: in-cluster). `connections` raises the
+        pool's limit of open connections (100): each watch holds one for its lifetime, so
+        one client shared by many watchers (`agent.fleet`) needs more."""
         if kubeconfig is None:
             config.load_incluster_config()
-            return cls(client.ApiClient())
-        api = await config.new_client_from_config(config_file=str(kubeconfig))
+            api = client.ApiClient()
+        else:
+            api = await config.new_client_from_config(config_file=str(kubeconfig))
+        if connections is not None:
+            api.rest_client.maxsize = connections  # read when the first request connects
         return cls(api)
 
     @property
