@@ -44,6 +44,12 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 buildah=(buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver overlay)
+# Each change of the inputs adds ~200 MB of layers: past 4 GB start the layer cache afresh
+# (the base tarball stays, so that build takes about a cold one less mmdebstrap).
+if [ -d "$cache/storage" ] && [ "$(du -sm "$cache/storage" | cut -f1)" -gt 4096 ]; then
+  echo "layer cache over 4 GB: removing its images" >&2
+  "${buildah[@]}" rmi --all --force >/dev/null
+fi
 start=$(date +%s)
 base=$("$here/base.sh" "${buildah[@]}")
 echo "building kubevisor's images into $out (first time for these inputs) ..." >&2
