@@ -3,9 +3,9 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 PY_SOURCES := operator tests $(wildcard bench)
-# The tiers that start nothing real: no control plane, libvirtd, network namespace or vcsim
-# (tests/conftest.py marks every test that uses one of their fixtures).
-FAST := not (apiserver or libvirtd or netns or e2e or vcsim)
+# The tiers that start nothing real: no control plane, libvirtd, network namespace, vcsim
+# or built images (tests/conftest.py marks every test that uses one of their fixtures).
+FAST := not (apiserver or libvirtd or netns or e2e or vcsim or images)
 
 .PHONY: setup up down test test-fast lint
 
@@ -27,7 +27,8 @@ lint: setup
 test: lint
 	KUBEVISOR_CONTROLPLANE_BIN=$$(hack/controlplane/build.sh) \
 	KUBEVISOR_VCSIM_BIN=$$(hack/vcsim/build.sh) \
-	KUBEVISOR_QUANTITY_BIN=$$(hack/quantity/build.sh) $(VENV)/pytest
+	KUBEVISOR_QUANTITY_BIN=$$(hack/quantity/build.sh) \
+	KUBEVISOR_IMAGES=$$(hack/images/build.sh) $(VENV)/pytest
 
 # The pure, handler and fake-driven tests only, without lint: about 70 s of CPU.
 test-fast: setup

@@ -2,8 +2,8 @@
 # Installs what kubevisor needs on this machine, idempotently; cheap when already done.
 #   - Debian packages (libvirt, QEMU, the guest kernel, busybox; dnsmasq and nftables for the
 #     hosts' networks; prometheus for promtool, which tests the alerts; chromium, which opens
-#     the web console in its test; npm where no Node.js came with the machine) when running
-#     as root
+#     the web console in its test; npm where no Node.js came with the machine; buildah,
+#     mmdebstrap, umoci and runc, which build and run the images) when running as root
 #   - a virtualenv in .venv with the package and its dev tools
 #   - kube-apiserver, kubectl and etcd, and vcsim (the vSphere simulator), built from Go
 #     modules into a cache outside the repo; noVNC (`kubevisor console --web`) from npm into
@@ -21,6 +21,7 @@ debs=(
   dnsmasq-base nftables
   prometheus
   chromium
+  buildah mmdebstrap umoci runc
 )
 # npm installs noVNC (hack/novnc/build.sh); a Node.js from elsewhere brings its own npm, and
 # Debian's npm package would conflict with it.

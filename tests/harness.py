@@ -40,40 +40,34 @@ def require(available: bool, *, what: str, how: str) -> None:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def controlplane_bin() -> Path | None:
-    """The built control-plane binaries: $KUBEVISOR_CONTROLPLANE_BIN, else the build cache."""
-    if env := os.environ.get("KUBEVISOR_CONTROLPLANE_BIN"):
-        return Path(env)
+def _built(env: str, script: str) -> Path | None:
+    """What hack/SCRIPT/build.sh built: $ENV, else its cache (`build.sh --check`)."""
+    if value := os.environ.get(env):
+        return Path(value)
     check = subprocess.run(
-        [str(REPO / "hack" / "controlplane" / "build.sh"), "--check"],
-        capture_output=True,
-        text=True,
+        [str(REPO / "hack" / script / "build.sh"), "--check"], capture_output=True, text=True
     )
     return Path(check.stdout.strip()) if check.returncode == 0 else None
+
+
+def controlplane_bin() -> Path | None:
+    """The built control-plane binaries: $KUBEVISOR_CONTROLPLANE_BIN, else the build cache."""
+    return _built("KUBEVISOR_CONTROLPLANE_BIN", "controlplane")
 
 
 def quantity_bin() -> Path | None:
     """The built quantity oracle's bin dir: $KUBEVISOR_QUANTITY_BIN, else the build cache."""
-    if env := os.environ.get("KUBEVISOR_QUANTITY_BIN"):
-        return Path(env)
-    check = subprocess.run(
-        [str(REPO / "hack" / "quantity" / "build.sh"), "--check"],
-        capture_output=True,
-        text=True,
-    )
-    return Path(check.stdout.strip()) if check.returncode == 0 else None
+    return _built("KUBEVISOR_QUANTITY_BIN", "quantity")
 
 
 def vcsim_bin() -> Path | None:
     """The built vSphere simulator's bin dir: $KUBEVISOR_VCSIM_BIN, else the build cache."""
-    if env := os.environ.get("KUBEVISOR_VCSIM_BIN"):
-        return Path(env)
-    check = subprocess.run(
-        [str(REPO / "hack" / "vcsim" / "build.sh"), "--check"],
-        capture_output=True,
-        text=True,
-    )
-    return Path(check.stdout.strip()) if check.returncode == 0 else None
+    return _built("KUBEVISOR_VCSIM_BIN", "vcsim")
+
+
+def images_dir() -> Path | None:
+    """The directory of the built images' OCI archives: $KUBEVISOR_IMAGES, else the cache."""
+    return _built("KUBEVISOR_IMAGES", "images")
 
 
 @contextmanager
