@@ -145,6 +145,10 @@ UNBOUNDED = {
     },
     "VirtualMachineClusterFlavor": set(),
     "VirtualMachineFlavor": set(),
+    "VirtualMachineSnapshot": {
+        ".status.conditions[].observedGeneration",
+        ".status.observedGeneration",
+    },
 }
 
 
@@ -233,6 +237,13 @@ def test_status_is_fully_declared() -> None:
             "Namespaced",
             ["vCPUs", "Memory", "CPU Policy", "Age"],
             id="flavor",
+        ),
+        pytest.param(
+            "VirtualMachineSnapshot",
+            ["vmsnap", "vmsnapshot"],
+            "Namespaced",
+            ["VM", "Phase", "Size", "Age"],
+            id="snapshot",
         ),
     ],
 )

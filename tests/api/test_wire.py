@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from kubevisor.api import crd, flavor, hypervisorhost, migrationjob, network, virtualmachine, wire
+from kubevisor.api import (
+    crd,
+    flavor,
+    hypervisorhost,
+    migrationjob,
+    network,
+    snapshot,
+    virtualmachine,
+    wire,
+)
 
 
 @pytest.mark.parametrize(
@@ -17,6 +26,7 @@ from kubevisor.api import crd, flavor, hypervisorhost, migrationjob, network, vi
         pytest.param(wire.MIGRATION_JOBS, migrationjob, "MigrationJob", id="job"),
         pytest.param(wire.NETWORKS, network, "Network", id="network"),
         pytest.param(wire.FLAVORS, flavor, "VirtualMachineFlavor", id="flavor"),
+        pytest.param(wire.SNAPSHOTS, snapshot, "VirtualMachineSnapshot", id="snapshot"),
     ],
 )
 def test_model_kind_is_the_wire_kind(resource: wire.Resource, module: Any, model: str) -> None:
@@ -42,6 +52,7 @@ def test_every_crd_is_a_wire_resource() -> None:
         wire.NETWORKS,
         wire.CLUSTER_FLAVORS,
         wire.FLAVORS,
+        wire.SNAPSHOTS,
     )
     assert names == {f"{r.plural}.{wire.GROUP}" for r in resources}
 

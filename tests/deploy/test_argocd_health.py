@@ -16,6 +16,7 @@ import yaml
 
 from kubevisor.api.hypervisorhost import HypervisorHost
 from kubevisor.api.migrationjob import MigrationJob
+from kubevisor.api.snapshot import VirtualMachineSnapshot
 from kubevisor.api.virtualmachine import VirtualMachine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ KINDS = {
     "VirtualMachine": VirtualMachine,
     "HypervisorHost": HypervisorHost,
     "MigrationJob": MigrationJob,
+    "VirtualMachineSnapshot": VirtualMachineSnapshot,
 }
 STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 

@@ -284,6 +284,16 @@ AGENT_CAN = [
         "update", "migrationjobs.kubevisor.io", "status", "-A", False, id="no-update-migjob-status"
     ),
     pytest.param("get", "migrationjobs.kubevisor.io", "", "-A", False, id="no-get-migjob"),
+    pytest.param("watch", "virtualmachinesnapshots.kubevisor.io", "", "-A", True, id="watch-snaps"),
+    pytest.param(
+        "patch", "virtualmachinesnapshots.kubevisor.io", "status", "-A", True, id="snap-status"
+    ),
+    pytest.param(
+        "patch", "virtualmachinesnapshots.kubevisor.io", "", "-A", False, id="no-patch-snap"
+    ),
+    pytest.param(
+        "delete", "virtualmachinesnapshots.kubevisor.io", "", "-A", False, id="no-delete-snap"
+    ),
     pytest.param("get", "secrets", "", SYSTEM, False, id="no-secrets"),
     pytest.param("create", "pods", "", SYSTEM, False, id="no-pods"),
     pytest.param("watch", "networks.kubevisor.io", "", "-A", True, id="watch-networks"),

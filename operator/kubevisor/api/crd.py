@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubevisor.api import hypervisorhost, migrationjob, network, virtualmachine, wire
+from kubevisor.api import hypervisorhost, migrationjob, network, snapshot, virtualmachine, wire
 from kubevisor.api.wire import GROUP, VERSION, Resource
 
 CATEGORY = "kubevisor"
@@ -291,6 +291,30 @@ KINDS: tuple[Kind, ...] = (
     ),
     _flavor_kind(wire.CLUSTER_FLAVORS, "cluster-wide, written by admins"),
     _flavor_kind(wire.FLAVORS, "for the VMs of its namespace"),
+    Kind(
+        resource=wire.SNAPSHOTS,
+        short_names=("vmsnap", "vmsnapshot"),
+        description=(
+            "VirtualMachineSnapshot is a point-in-time copy of one VirtualMachine's disks: "
+            "self-contained images in the host's content-addressed image cache, each "
+            "named by its sha256."
+        ),
+        spec=snapshot.VirtualMachineSnapshotSpec,
+        spec_description="Which VM to copy. Immutable.",
+        status=snapshot.VirtualMachineSnapshotStatus,
+        status_description="Observed state, written by the agent of the VM's host.",
+        columns=(
+            PrinterColumn("VM", "string", ".spec.vm", "VirtualMachine copied."),
+            PrinterColumn("Phase", "string", ".status.phase", "Snapshot phase."),
+            PrinterColumn("Size", "string", ".status.sizeText", "Bytes of all images."),
+            _age(),
+            PrinterColumn("Host", "string", ".status.host", "Host keeping the images.", 1),
+            PrinterColumn(
+                "Consistency", "string", ".status.consistency", "How consistent the copy is.", 1
+            ),
+            PrinterColumn("Reason", "string", ".status.reason", "Why it failed.", 1),
+        ),
+    ),
 )
 
 

@@ -45,6 +45,7 @@ CLUSTER_FLAVORS: Final = Resource(
     "VirtualMachineClusterFlavor", "virtualmachineclusterflavors", False
 )
 FLAVORS: Final = Resource("VirtualMachineFlavor", "virtualmachineflavors", True)
+SNAPSHOTS: Final = Resource("VirtualMachineSnapshot", "virtualmachinesnapshots", True)
 
 # -- labels, finalizers, annotations -----------------------------------------------------
 
