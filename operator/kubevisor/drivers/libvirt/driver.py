@@ -11,15 +11,24 @@ import asyncio
 import contextlib
 import dataclasses
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import libvirt
 
 from kubevisor.core.migration import JobStats
 from kubevisor.drivers import base, events
-from kubevisor.drivers.libvirt import console, diagnostics, display, facts, migration, stats
+from kubevisor.drivers.libvirt import (
+    console,
+    diagnostics,
+    display,
+    facts,
+    migration,
+    snapshot,
+    stats,
+)
 from kubevisor.drivers.libvirt.connection import Connection
+from kubevisor.drivers.snapshots import CopyOutcome, DiskCopier, DiskCopy
 
 _UNDEFINE_EVERYTHING = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -269,6 +278,13 @@ class LibvirtHypervisor(base.Connects):
                 return
             await asyncio.sleep(migration.DOWNTIME_POLL)
 
+    async def copy_running_disks(
+        self, uuid: str, copies: Sequence[DiskCopy], *, quiesce: bool, timeout: float
+    ) -> CopyOutcome:
+        return await snapshot.copy_running_disks(
+            self._domain_call, uuid, copies, quiesce=quiesce, timeout=timeout
+        )
+
     async def job_stats(self, uuid: str) -> JobStats | None:
         return await self._domain_call("reading the job statistics of", uuid, migration.job_stats)
 
@@ -419,4 +435,9 @@ def _undefine(domain: libvirt.virDomain) -> None:
 
 def _conforms(driver: LibvirtHypervisor) -> base.Hypervisor:
     """mypy checks here that LibvirtHypervisor satisfies the Hypervisor Protocol."""
+    return driver
+
+
+def _copies_disks(driver: LibvirtHypervisor) -> DiskCopier:
+    """mypy checks here that LibvirtHypervisor copies running disks (snapshots)."""
     return driver
