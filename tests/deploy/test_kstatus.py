@@ -58,6 +58,10 @@ def case(path: str, expected: str) -> Any:
         case("MigrationJob/testdata/succeeded.yaml", CURRENT),
         case("MigrationJob/testdata/failed.yaml", FAILED),
         case("MigrationJob/testdata/cancelled-as-asked.yaml", FAILED),
+        case("VirtualMachineSnapshot/testdata/no-status.yaml", CURRENT),
+        case("VirtualMachineSnapshot/testdata/in-progress.yaml", IN_PROGRESS),
+        case("VirtualMachineSnapshot/testdata/ready.yaml", CURRENT),
+        case("VirtualMachineSnapshot/testdata/failed.yaml", FAILED),
         case("MigrationJob/testdata/cancelled-by-kubevisor.yaml", FAILED),
     ],
 )

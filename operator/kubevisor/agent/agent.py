@@ -39,6 +39,7 @@ from kubevisor.agent.reconciler import Reconciler
 from kubevisor.agent.registration import HostRegistration
 from kubevisor.agent.selffence import SelfFence
 from kubevisor.agent.settings import Settings
+from kubevisor.agent.snapshots import Snapshotter
 from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.agent.vms import BoundVms, key_of
 from kubevisor.agent.workqueue import WorkQueue
@@ -144,6 +145,14 @@ class Agent:
             queue=self.queue,
             network=self.networking,
         )
+        self.snapshots = Snapshotter(
+            kube=kube,
+            hypervisor=hypervisor,
+            files=self.files,
+            host=settings.host,
+            bound_vm=lambda namespace, name: self.vms.get(f"{namespace}/{name}"),
+            shared=self.shared_storage,
+        )
         self.ready = asyncio.Event()
         self._selector = f"{HOST_LABEL}={settings.host}"
 
@@ -174,6 +183,7 @@ class Agent:
             # plans what its host already holds and changes nothing under running guests.
             await self.networking.load()
         await self.fencer.fence()
+        await self.snapshots.load()
         await retrying("registering the host", self.registration.register)
         await retrying("renewing the Lease", self._renew_lease)
         self.ready.set()
@@ -187,6 +197,7 @@ class Agent:
             asyncio.create_task(self._tend_image_cache(), name="image-cache"),
             *guard,
             *(asyncio.create_task(watch, name="jobs") for watch in self.migrator.tasks()),
+            *(asyncio.create_task(watch, name="snapshots") for watch in self.snapshots.tasks()),
             *(
                 asyncio.create_task(part, name="network")
                 for part in (self.networking.tasks() if self.networking.driver else [])

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from kubevisor.agent import snapshots
 from kubevisor.agent.imagecache import ImageCache, ImagePullError, Pull
 from kubevisor.agent.settings import Settings
 from kubevisor.agent.vmfiles import VmFiles
@@ -80,7 +81,7 @@ class ImagePulls:
     def evict(self) -> list[CachedFile]:
         """Evict the cached images no overlay here is backed by and no bound VM wants, by
         the age and size limits of the settings."""
-        keep = set(self._files.images_in_use())
+        keep = set(self._files.images_in_use()) | snapshots.kept_digests(self._files.state_dir)
         for obj in self._vms.objects():
             keep |= _source_digests(obj)
         return self._files.images.evict(

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kubevisor import metrics
-from kubevisor.agent import hostpaths, probe
+from kubevisor.agent import hostpaths, probe, restore
 from kubevisor.agent.network import NetworkNotReady
 from kubevisor.agent.pulls import ImagePulls
 from kubevisor.agent.settings import Settings
@@ -264,6 +264,10 @@ class Reconciler:
                 xml = converter.render(vm, host=await self.environment(vm, uid))
             except document.DomainError as invalid:
                 raise PermanentError(str(invalid)) from invalid
+            # After the render's checks, before any file is used: never under a guest.
+            await restore.restore_pending(
+                vm, uid, files=self._files, kube=self._kube, shared=self._host.shared
+            )
             await self._hv.define(xml)
             await self._hv.start(uid)
         elif action is Action.SHUTDOWN:

@@ -63,6 +63,10 @@ MIGRATION_FINALIZER: Final = f"{GROUP}/migration-protection"
 """Held by a MigrationJob the controller started, until it has released the job's claim."""
 LAST_RUN_STRATEGY_ANNOTATION: Final = f"{GROUP}/last-run-strategy"
 """On a VirtualMachine `kubevisor stop` halted: the runStrategy `kubevisor start` restores."""
+RESTORE_ANNOTATION: Final = f"{GROUP}/restore"
+"""On a VirtualMachine (set by `kubevisor restore`): `SNAPSHOT[@REQUEST]`, the
+VirtualMachineSnapshot whose images the VM's disks go back to at its next start (its
+agent restores each request once; REQUEST tells two restores from one snapshot apart)."""
 HOST_SELECTOR_ANNOTATION: Final = f"{GROUP}/host-selector"
 """On a Namespace (set by cluster admins): the host pool of its VMs, "key=value,..." ANDed
 with every VM's own host selector (`core.placement.pools`)."""

@@ -22,6 +22,7 @@ from kubevisor.cli import (
     migrate,
     placement,
     simulate,
+    snapshot,
     top,
     vm,
     vnc,
@@ -54,6 +55,7 @@ SUBCOMMANDS = (
     console,
     diagnose,
     vnc,
+    snapshot,
 )
 
 
