@@ -58,6 +58,7 @@ from kubevisor.drivers.base import (
 from kubevisor.drivers.hostnet.base import HostNetwork
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.errors import Gone, is_not_found, is_transient, retrying
+from kubevisor.kube.snapshots import SnapshotApi
 
 __all__ = ["Agent", "Settings"]
 
@@ -146,7 +147,7 @@ class Agent:
             network=self.networking,
         )
         self.snapshots = Snapshotter(
-            kube=kube,
+            api=SnapshotApi(kube),
             hypervisor=hypervisor,
             files=self.files,
             host=settings.host,

@@ -38,7 +38,7 @@ from kubevisor.core import snapshots
 from kubevisor.core.convergence import DomainState
 from kubevisor.drivers.base import DomainNotFound, Hypervisor, HypervisorError
 from kubevisor.drivers.snapshots import DiskCopier, DiskCopy
-from kubevisor.kube.client import Kube, Object
+from kubevisor.kube.client import Object
 from kubevisor.kube.errors import Gone, is_transient, retrying
 from kubevisor.kube.snapshots import SnapshotApi
 
@@ -106,7 +106,7 @@ class Snapshotter:
     def __init__(
         self,
         *,
-        kube: Kube,
+        api: SnapshotApi,
         hypervisor: Hypervisor,
         files: VmFiles,
         host: str,
@@ -114,7 +114,7 @@ class Snapshotter:
         shared: Callable[[], SharedStorage | None],
         timeout: float = COPY_TIMEOUT,
     ) -> None:
-        self._api = SnapshotApi(kube)
+        self._api = api
         self._hv = hypervisor
         self._files = files
         self._host = host
@@ -127,23 +127,35 @@ class Snapshotter:
 
     async def load(self) -> None:
         """List the snapshots once (before the watch): fail the ones this host was taking
-        when its agent stopped (their partial files are gone with the restart's cleanup)
-        and forget the records of deleted ones."""
-        items, self._version = await retrying("listing VirtualMachineSnapshots", self._api.list)
+        when its agent stopped, remove their partial files, and forget the records of
+        deleted snapshots."""
+        items = await self._list()
         self._remove_partials()
-        for obj in items:
-            status = obj.get("status") or {}
-            if status.get("phase") == "InProgress" and status.get("host") == self._host:
-                await self._fail(
-                    obj,
-                    snapshots.AGENT_RESTARTED,
-                    "the agent restarted while taking it",
-                    vm_uid=str(status.get("vmUID", "")),
-                    started=_now(),
-                )
+        interrupted = [
+            obj
+            for obj in items
+            if (obj.get("status") or {}).get("phase") == "InProgress"
+            and obj["status"].get("host") == self._host
+        ]
+        for obj in interrupted:
+            status = obj["status"]
+            await self._fail(
+                obj,
+                snapshots.AGENT_RESTARTED,
+                "the agent restarted while taking it",
+                vm_uid=str(status.get("vmUID", "")),
+                started=_now(),
+            )
+        await self._take_listed([obj for obj in items if obj not in interrupted])
+
+    async def _list(self) -> list[Object]:
+        items, self._version = await retrying("listing VirtualMachineSnapshots", self._api.list)
         existing = {obj["metadata"]["uid"] for obj in items}
         for uid in self.records.uids() - existing:
             self.records.remove(uid)
+        return items
+
+    async def _take_listed(self, items: list[Object]) -> None:
         for obj in items:
             await self.on_snapshot("ADDED", obj)
 
@@ -158,7 +170,8 @@ class Snapshotter:
                     if kind != "BOOKMARK":
                         await self.on_snapshot(kind, obj)
             except Gone:
-                await self.load()
+                # Not `load`: the snapshots being taken now are this agent's own.
+                await self._take_listed(await self._list())
             except Exception as error:
                 if not is_transient(error):
                     raise
