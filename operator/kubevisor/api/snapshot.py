@@ -71,8 +71,8 @@ class VirtualMachineSnapshotStatus(ApiModel):
     reason: Reason | None = Field(
         default=None,
         description=(
-            "Why it failed, one CamelCase word: VMNotFound, NotPlaced, DiskNotFound, "
-            "Unsupported, DiskFull, CopyFailed."
+            "Why it failed, one CamelCase word: DiskNotFound, Unsupported, DiskFull, "
+            "CopyFailed, AgentRestarted."
         ),
     )
     message: Message | None = Field(default=None, description="What happened, in words.")

@@ -20,7 +20,6 @@ from kubevisor.core import conditions
 from kubevisor.core.conditions import Row
 
 # Reasons a snapshot fails with (status.reason, the Stalled condition's reason).
-VM_NOT_FOUND = "VMNotFound"
 DISK_NOT_FOUND = "DiskNotFound"
 UNSUPPORTED = "Unsupported"
 DISK_FULL = "DiskFull"
