@@ -9,6 +9,7 @@ restores the snapshot and starts it: the snapshot's token is back, in the same V
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -108,3 +109,9 @@ def test_snapshot_of_a_running_vm_restores_into_the_stopped_vm(
     again = stack.wait_phase(namespace, "snap-src", "Running", timeout=120)
     assert again["metadata"]["uid"] == uid
     assert token_after(log, offset, what="the restored token") == first
+    selector = "involvedObject.name=snap-src,reason=Restored"
+    listed = stack.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", selector, "-o", "json"
+    )
+    messages = [event["message"] for event in json.loads(listed.stdout)["items"]]
+    assert messages == ["disk(s) data restored from snapshot one"]

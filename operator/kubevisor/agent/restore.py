@@ -20,7 +20,7 @@ from kubevisor.agent.vmfiles import VmFiles
 from kubevisor.api.hypervisorhost import SharedStorage
 from kubevisor.api.snapshot import VirtualMachineSnapshot
 from kubevisor.api.virtualmachine import VirtualMachine
-from kubevisor.api.wire import RESTORE_ANNOTATION
+from kubevisor.api.wire import AGENT, RESTORE_ANNOTATION, VIRTUAL_MACHINES
 from kubevisor.drivers.base import PermanentError, RetryableError
 from kubevisor.kube.client import Kube, Object
 from kubevisor.kube.snapshots import SnapshotApi
@@ -52,7 +52,7 @@ async def restore_pending(
     else:
         disk_dir = files.directory(uid)
     disk_dir.mkdir(parents=True, exist_ok=True)
-    await restore(
+    disks = await restore(
         vm=vm,
         snapshot=snapshot,
         name=name,
@@ -60,6 +60,14 @@ async def restore_pending(
         vm_dir=files.directory(uid),
         cache=files.images,
     )
+    involved = {"kind": VIRTUAL_MACHINES.kind, "metadata": {**vm.metadata, "uid": uid}}
+    message = f"disk(s) {', '.join(disks)} restored from snapshot {name}"
+    try:
+        await kube.event(
+            involved=involved, type_="Normal", reason="Restored", message=message, component=AGENT
+        )
+    except Exception as error:  # the restore is done; only its Event is lost
+        log.warning("could not record the restore of %s: %s", vm.metadata.get("name"), error)
 
 
 def pending(vm: VirtualMachine, directory: Path) -> str | None:
@@ -81,9 +89,10 @@ async def restore(
     disk_dir: Path,
     vm_dir: Path,
     cache: ImageCache,
-) -> None:
+) -> list[str]:
     """Put the VM's disks back to `snapshot`'s images; raises PermanentError when the
-    snapshot cannot be restored here (missing, not Ready, another VM's, images elsewhere)."""
+    snapshot cannot be restored here (missing, not Ready, another VM's, images elsewhere);
+    the names of the disks restored."""
     images = _images(vm, snapshot, name=name, cache=cache)
     for disk, image in images.items():
         overlay = disk_dir / f"disk-{disk}.qcow2"
@@ -98,8 +107,9 @@ async def restore(
     wanted = request(vm)
     assert wanted is not None
     (vm_dir / MARKER).write_text(wanted)
-    disks = ", ".join(sorted(images))
+    disks = sorted(images)
     log.info("%s: disks %s restored from snapshot %s", vm.metadata.get("name"), disks, name)
+    return disks
 
 
 def _images(
