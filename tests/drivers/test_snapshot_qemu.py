@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.test_libvirt_qemu import BOOT_TIMEOUT, counter_above, disk_bytes, wait_for_line
+import guestlog
+from drivers.test_libvirt_qemu import BOOT_TIMEOUT, disk_bytes
 from harness import require
 from kubevisor.drivers import base
 from kubevisor.drivers.libvirt import LibvirtHypervisor
@@ -69,13 +70,13 @@ def test_a_running_guest_disk_is_copied_whole_while_it_runs(
             await hypervisor.define(xml)
             try:
                 await hypervisor.start(uuid)
-                token = (await wait_for_line(serial, TOKEN, timeout=BOOT_TIMEOUT)).group(1)
-                before = await counter_above(serial, 0)
+                token = (await guestlog.line(serial, TOKEN, timeout=BOOT_TIMEOUT)).group(1)
+                before = await guestlog.counter_above(serial, 0)
                 outcome = await hypervisor.copy_running_disks(
                     uuid, [DiskCopy(str(disk), str(copy))], quiesce=True, timeout=60
                 )
                 # The guest ran on through the copy and runs still.
-                await counter_above(serial, before)
+                await guestlog.counter_above(serial, before)
                 assert (await hypervisor.state(uuid)).state is base.DomainState.RUNNING
                 assert not outcome.frozen  # the tiny guest runs no qemu-guest-agent
                 with pytest.raises(base.PermanentError, match="no disk of the domain uses"):
