@@ -149,6 +149,10 @@ UNBOUNDED = {
         ".status.conditions[].observedGeneration",
         ".status.observedGeneration",
     },
+    "VirtualMachineSnapshotSchedule": {
+        ".status.conditions[].observedGeneration",
+        ".status.observedGeneration",
+    },
 }
 
 
@@ -244,6 +248,13 @@ def test_status_is_fully_declared() -> None:
             "Namespaced",
             ["VM", "Phase", "Size", "Age"],
             id="snapshot",
+        ),
+        pytest.param(
+            "VirtualMachineSnapshotSchedule",
+            ["vmsnapsched"],
+            "Namespaced",
+            ["VM", "Schedule", "Keep", "Suspend", "Last", "Next", "Age"],
+            id="snapshot-schedule",
         ),
     ],
 )

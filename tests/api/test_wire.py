@@ -13,6 +13,7 @@ from kubevisor.api import (
     migrationjob,
     network,
     snapshot,
+    snapshotschedule,
     virtualmachine,
     wire,
 )
@@ -27,6 +28,12 @@ from kubevisor.api import (
         pytest.param(wire.NETWORKS, network, "Network", id="network"),
         pytest.param(wire.FLAVORS, flavor, "VirtualMachineFlavor", id="flavor"),
         pytest.param(wire.SNAPSHOTS, snapshot, "VirtualMachineSnapshot", id="snapshot"),
+        pytest.param(
+            wire.SNAPSHOT_SCHEDULES,
+            snapshotschedule,
+            "VirtualMachineSnapshotSchedule",
+            id="snapshot-schedule",
+        ),
     ],
 )
 def test_model_kind_is_the_wire_kind(resource: wire.Resource, module: Any, model: str) -> None:
@@ -53,6 +60,7 @@ def test_every_crd_is_a_wire_resource() -> None:
         wire.CLUSTER_FLAVORS,
         wire.FLAVORS,
         wire.SNAPSHOTS,
+        wire.SNAPSHOT_SCHEDULES,
     )
     assert names == {f"{r.plural}.{wire.GROUP}" for r in resources}
 

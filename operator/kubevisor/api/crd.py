@@ -19,7 +19,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubevisor.api import hypervisorhost, migrationjob, network, snapshot, virtualmachine, wire
+from kubevisor.api import (
+    hypervisorhost,
+    migrationjob,
+    network,
+    snapshot,
+    snapshotschedule,
+    virtualmachine,
+    wire,
+)
 from kubevisor.api.wire import GROUP, VERSION, Resource
 
 CATEGORY = "kubevisor"
@@ -313,6 +321,27 @@ KINDS: tuple[Kind, ...] = (
                 "Consistency", "string", ".status.consistency", "How consistent the copy is.", 1
             ),
             PrinterColumn("Reason", "string", ".status.reason", "Why it failed.", 1),
+        ),
+    ),
+    Kind(
+        resource=wire.SNAPSHOT_SCHEDULES,
+        short_names=("vmsnapsched",),
+        description=(
+            "VirtualMachineSnapshotSchedule snapshots one VirtualMachine on a cron schedule "
+            "and keeps the newest `keep` Ready snapshots, deleting older ones."
+        ),
+        spec=snapshotschedule.VirtualMachineSnapshotScheduleSpec,
+        spec_description="Which VM, when, how many to keep.",
+        status=snapshotschedule.VirtualMachineSnapshotScheduleStatus,
+        status_description="Observed state, written by the controller.",
+        columns=(
+            PrinterColumn("VM", "string", ".spec.vm", "VirtualMachine snapshotted."),
+            PrinterColumn("Schedule", "string", ".spec.schedule", "Cron schedule (UTC)."),
+            PrinterColumn("Keep", "integer", ".spec.keep", "Ready snapshots kept."),
+            PrinterColumn("Suspend", "boolean", ".spec.suspend", "No snapshots while true."),
+            PrinterColumn("Last", "date", ".status.lastSnapshotTime", "Last snapshot due time."),
+            PrinterColumn("Next", "date", ".status.nextSnapshotTime", "Next snapshot due time."),
+            _age(),
         ),
     ),
 )

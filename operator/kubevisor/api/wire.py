@@ -46,6 +46,9 @@ CLUSTER_FLAVORS: Final = Resource(
 )
 FLAVORS: Final = Resource("VirtualMachineFlavor", "virtualmachineflavors", True)
 SNAPSHOTS: Final = Resource("VirtualMachineSnapshot", "virtualmachinesnapshots", True)
+SNAPSHOT_SCHEDULES: Final = Resource(
+    "VirtualMachineSnapshotSchedule", "virtualmachinesnapshotschedules", True
+)
 
 # -- labels, finalizers, annotations -----------------------------------------------------
 
@@ -55,6 +58,9 @@ MIGRATION_SOURCE_LABEL: Final = f"{GROUP}/migration-source"
 """On a MigrationJob: the host the VM leaves; that host's agent watches by it."""
 MIGRATION_TARGET_LABEL: Final = f"{GROUP}/migration-target"
 """On a MigrationJob: the host the VM moves to; that host's agent watches by it."""
+SCHEDULE_LABEL: Final = f"{GROUP}/snapshot-schedule"
+"""On a VirtualMachineSnapshot the controller created for a VirtualMachineSnapshotSchedule:
+the schedule's name (retention counts and deletes only these)."""
 DRAIN_LABEL: Final = f"{GROUP}/drain"
 """On a MigrationJob the controller created to drain a host: that host."""
 VM_FINALIZER: Final = f"{GROUP}/vm-protection"
