@@ -2,10 +2,11 @@
 
 Only stateless handlers are used: `on.event` for VirtualMachines, HypervisorHosts,
 MigrationJobs, Networks, both flavor kinds, Services, ResourceQuotas and Namespaces
-(their host pools), and one `timer` per HypervisorHost that judges its heartbeat and,
+(their host pools), one `timer` per HypervisorHost that judges its heartbeat and,
 every `--resync-interval`, resyncs everything from fresh listings (`handlers.listing`;
 the agents' Leases are followed by a plain watch of their one namespace, see
-`follow_leases`).
+`follow_leases`), and one `timer` per VirtualMachineSnapshotSchedule (its pass,
+`handlers.snapshotschedules`; kopf's finalizer is on schedules too).
 kopf therefore stores no handler progress and no diff base on any object, and VMs carry
 only kubevisor's own finalizer (the timer makes kopf add its finalizer to HypervisorHosts:
 a host object is deleted only while the controller runs, like a Node).
@@ -19,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -31,17 +33,21 @@ from kubevisor.api.wire import (
     HYPERVISOR_HOSTS,
     MIGRATION_JOBS,
     NETWORKS,
+    SNAPSHOT_SCHEDULES,
     VERSION,
     VIRTUAL_MACHINES,
 )
-from kubevisor.handlers import listing
+from kubevisor.handlers import listing, snapshotschedules
 from kubevisor.handlers.controller import Controller
 from kubevisor.kube.client import Object
 from kubevisor.kube.errors import Gone, is_transient, retrying
+from kubevisor.kube.snapshotschedules import ScheduleApi
 
 log = logging.getLogger("kubevisor.controller")
 
 HOST_CHECK_INTERVAL = 2.0
+SCHEDULE_CHECK_INTERVAL = 10.0
+"""Seconds between two passes over a snapshot schedule: cron's unit is the minute."""
 
 
 @contextmanager
@@ -199,6 +205,25 @@ def registry(*, lease_namespace: str) -> kopf.OperatorRegistry:
         controller: Controller = memo.controller
         await controller.check_host(name)
         await listing.resync_if_due(controller)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        SNAPSHOT_SCHEDULES.plural,
+        interval=SCHEDULE_CHECK_INTERVAL,
+        registry=handlers,
+    )
+    async def schedule_timer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        schedule = dict(body)
+        namespace = schedule["metadata"]["namespace"]
+        with counting_errors("snapshot-schedule"):
+            await snapshotschedules.reconcile(
+                ScheduleApi(controller.kube),
+                schedule,
+                vms=[o for k, o in controller.vms.items() if k.startswith(f"{namespace}/")],
+                now=datetime.now(UTC),
+            )
 
     @kopf.on.cleanup(registry=handlers)
     async def stop_following(memo: kopf.Memo, **_: Any) -> None:
