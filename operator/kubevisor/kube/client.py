@@ -72,6 +72,12 @@ class Kube:
         self._discovery = client.DiscoveryV1Api(api)
         self.field_manager = field_manager
 
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        """The custom-objects API, for the kind-specific modules beside this one
+        (`kube/snapshots.py`, `kube/snapshotschedules.py`)."""
+        return self._custom
+
     @classmethod
     async def connect(cls, kubeconfig: Path | None, *, connections: int | None = None) -> Kube:
         """A client of the kubeconfig's cluster (None: in-cluster). `connections` raises the
@@ -132,9 +138,9 @@ class Kube:
 
     @counted("LIST")
     async def list_vms(self, *, label_selector: str = "") -> tuple[list[Object], str]:
-        return await self._list(VMS.plural, label_selector)
+        return await self.list_objects(VMS.plural, label_selector)
 
-    async def _list(self, plural: str, label_selector: str) -> tuple[list[Object], str]:
+    async def list_objects(self, plural: str, label_selector: str) -> tuple[list[Object], str]:
         """Every object of `plural` matching the selector, and the listing's resourceVersion."""
         reply = await self._custom.list_cluster_custom_object(
             GROUP, VERSION, plural, label_selector=label_selector
@@ -146,10 +152,10 @@ class Kube:
         self, *, label_selector: str, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
         """(type, object) pairs until the server ends the watch; raises Gone on HTTP 410."""
-        async for pair in self._watch(VMS.plural, label_selector, resource_version, timeout):
+        async for pair in self.watch_objects(VMS.plural, label_selector, resource_version, timeout):
             yield pair
 
-    async def _watch(
+    async def watch_objects(
         self, plural: str, label_selector: str, resource_version: str, timeout: int
     ) -> AsyncIterator[tuple[str, Object]]:
         async for pair in watching.stream(
@@ -165,9 +171,9 @@ class Kube:
 
     @counted("GET")
     async def get_vm(self, namespace: str, name: str) -> Object | None:
-        return await self._get(namespace, VMS.plural, name)
+        return await self.get_object(namespace, VMS.plural, name)
 
-    async def _get(self, namespace: str, plural: str, name: str) -> Object | None:
+    async def get_object(self, namespace: str, plural: str, name: str) -> Object | None:
         try:
             reply = await self._custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
@@ -210,11 +216,11 @@ class Kube:
 
     @counted("APPLY")
     async def apply_vm_status(self, namespace: str, name: str, status: Object) -> Object:
-        return await self._apply_status(
+        return await self.apply_object_status(
             VMS.kind, VMS.plural, namespace, name, status, self.field_manager
         )
 
-    async def _apply_status(
+    async def apply_object_status(
         self, kind: str, plural: str, namespace: str, name: str, status: Object, manager: str
     ) -> Object:
         body = {
@@ -243,7 +249,7 @@ class Kube:
         """Apply a VM's status.interfaces under a field manager of their own
         (`<manager>-network`): the controller's other status applies leave them out, and
         under one manager each would drop them."""
-        return await self._apply_status(
+        return await self.apply_object_status(
             "VirtualMachine",
             VMS.plural,
             namespace,
@@ -261,7 +267,7 @@ class Kube:
 
     @counted("APPLY")
     async def apply_network_status(self, namespace: str, name: str, status: Object) -> Object:
-        return await self._apply_status(
+        return await self.apply_object_status(
             "Network", NETWORKS.plural, namespace, name, status, self.field_manager
         )
 
@@ -351,17 +357,19 @@ class Kube:
 
     @counted("LIST")
     async def list_jobs(self, *, label_selector: str = "") -> tuple[list[Object], str]:
-        return await self._list(JOBS.plural, label_selector)
+        return await self.list_objects(JOBS.plural, label_selector)
 
     async def watch_jobs(
         self, *, label_selector: str, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._watch(JOBS.plural, label_selector, resource_version, timeout):
+        async for pair in self.watch_objects(
+            JOBS.plural, label_selector, resource_version, timeout
+        ):
             yield pair
 
     @counted("GET")
     async def get_job(self, namespace: str, name: str) -> Object | None:
-        return await self._get(namespace, JOBS.plural, name)
+        return await self.get_object(namespace, JOBS.plural, name)
 
     @counted("POST")
     async def create_job(self, namespace: str, body: Object) -> Object:
@@ -382,7 +390,7 @@ class Kube:
         """Apply this writer's part of a MigrationJob's status. The two agents of a migration
         write different parts, so each passes its own `manager` (one name for both would
         make each apply drop the other's fields)."""
-        return await self._apply_status(
+        return await self.apply_object_status(
             JOBS.kind, JOBS.plural, namespace, name, status, manager or self.field_manager
         )
 
@@ -392,7 +400,7 @@ class Kube:
         under the controller's own field manager for it (`wire.FLAVOR_MANAGER`), so the
         controller's other status applies, which leave it out, keep it."""
         status = {} if flavor is None else {"flavor": flavor}
-        return await self._apply_status(
+        return await self.apply_object_status(
             VMS.kind, VMS.plural, namespace, name, status, wire.FLAVOR_MANAGER
         )
 
@@ -402,19 +410,19 @@ class Kube:
     async def list_flavors(self, resource: wire.Resource) -> list[Object]:
         """Every flavor of `resource` (wire.CLUSTER_FLAVORS or wire.FLAVORS, the latter
         in every namespace)."""
-        return (await self._list(resource.plural, ""))[0]
+        return (await self.list_objects(resource.plural, ""))[0]
 
     # -- Networks ----------------------------------------------------------------------
 
     @counted("LIST")
     async def list_networks(self) -> tuple[list[Object], str]:
         """Every Network in every namespace, and the listing's resourceVersion."""
-        return await self._list(NETWORKS.plural, "")
+        return await self.list_objects(NETWORKS.plural, "")
 
     async def watch_networks(
         self, *, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._watch(NETWORKS.plural, "", resource_version, timeout):
+        async for pair in self.watch_objects(NETWORKS.plural, "", resource_version, timeout):
             yield pair
 
     # -- HypervisorHosts ---------------------------------------------------------------
@@ -423,12 +431,12 @@ class Kube:
     async def list_hosts_at(self) -> tuple[list[Object], str]:
         """Every HypervisorHost and the listing's resourceVersion, to watch from (the
         agent: the other hosts' tunnel endpoints)."""
-        return await self._list(HOSTS.plural, "")
+        return await self.list_objects(HOSTS.plural, "")
 
     async def watch_hosts(
         self, *, resource_version: str, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._watch(HOSTS.plural, "", resource_version, timeout):
+        async for pair in self.watch_objects(HOSTS.plural, "", resource_version, timeout):
             yield pair
 
     @counted("GET")

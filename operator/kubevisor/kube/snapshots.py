@@ -19,18 +19,18 @@ class SnapshotApi:
 
     @counted("LIST")
     async def list(self) -> tuple[list[Object], str]:
-        return await self._kube._list(SNAPSHOTS.plural, "")
+        return await self._kube.list_objects(SNAPSHOTS.plural, "")
 
     async def watch(self, *, resource_version: str) -> AsyncIterator[tuple[str, Object]]:
-        async for pair in self._kube._watch(SNAPSHOTS.plural, "", resource_version, 300):
+        async for pair in self._kube.watch_objects(SNAPSHOTS.plural, "", resource_version, 300):
             yield pair
 
     @counted("GET")
     async def get(self, namespace: str, name: str) -> Object | None:
-        return await self._kube._get(namespace, SNAPSHOTS.plural, name)
+        return await self._kube.get_object(namespace, SNAPSHOTS.plural, name)
 
     @counted("APPLY")
     async def apply_status(self, namespace: str, name: str, status: Object) -> Object:
-        return await self._kube._apply_status(
+        return await self._kube.apply_object_status(
             SNAPSHOTS.kind, SNAPSHOTS.plural, namespace, name, status, self._kube.field_manager
         )

@@ -23,7 +23,7 @@ class ScheduleApi:
     @counted("LIST")
     async def snapshots(self, namespace: str, schedule: str) -> list[Object]:
         """The VirtualMachineSnapshots labelled with `schedule` in `namespace`."""
-        reply = await self._kube._custom.list_namespaced_custom_object(
+        reply = await self._kube.custom.list_namespaced_custom_object(
             GROUP,
             VERSION,
             namespace,
@@ -37,7 +37,7 @@ class ScheduleApi:
         """Create the snapshot `body`; False when one of its name exists already (this
         schedule's, created by an earlier pass or another controller)."""
         try:
-            await self._kube._custom.create_namespaced_custom_object(
+            await self._kube.custom.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, SNAPSHOTS.plural, body,
                 field_manager=self._kube.field_manager,
             )  # fmt: skip
@@ -53,7 +53,7 @@ class ScheduleApi:
         deleted it (one gone already, or replaced, is fine)."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
-            await self._kube._custom.delete_namespaced_custom_object(
+            await self._kube.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, SNAPSHOTS.plural, name, body=options
             )
         except ApiException as error:
@@ -64,7 +64,7 @@ class ScheduleApi:
 
     @counted("APPLY")
     async def apply_status(self, namespace: str, name: str, status: Object) -> Object:
-        return await self._kube._apply_status(
+        return await self._kube.apply_object_status(
             SNAPSHOT_SCHEDULES.kind, SNAPSHOT_SCHEDULES.plural, namespace, name, status,
             self._kube.field_manager,
         )  # fmt: skip
