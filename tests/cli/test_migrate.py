@@ -371,6 +371,7 @@ def test_migrate_creates_the_job_the_flags_describe(cli: Any, objects: Any, name
     # What the flags gave, and the CRD's defaults for the rest (the controller's timeouts).
     assert created["spec"] == {
         "vm": name,
+        "mode": "Live",
         "cancel": False,
         "options": {
             "bandwidthMiBps": 200,
